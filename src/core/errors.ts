@@ -1,0 +1,52 @@
+/**
+ * An operating error the user can act on: one line that names the problem
+ * (`message`) and the fix (`fix`). The CLI prints exactly that line and exits
+ * non-zero; nothing else about the error is shown.
+ */
+export type ReshardErrorCode =
+  | 'bad_input'
+  | 'unreachable'
+  | 'not_found'
+  | 'conflict'
+  | 'unsupported'
+  | 'precondition'
+  | 'verification_failed'
+  | 'timeout'
+  | 'aborted';
+
+export const EXIT_CODE_BY_ERROR: Record<ReshardErrorCode, number> = {
+  bad_input: 2,
+  unreachable: 3,
+  not_found: 4,
+  conflict: 5,
+  unsupported: 6,
+  precondition: 7,
+  verification_failed: 8,
+  timeout: 9,
+  aborted: 10,
+};
+
+export class ReshardError extends Error {
+  override name = 'ReshardError';
+  constructor(
+    readonly code: ReshardErrorCode,
+    message: string,
+    readonly fix: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  /** The single line shown to the user. */
+  line(): string {
+    return `${this.message}. Fix: ${this.fix}`;
+  }
+
+  get exitCode(): number {
+    return EXIT_CODE_BY_ERROR[this.code];
+  }
+}
+
+export function badInput(message: string, fix: string): ReshardError {
+  return new ReshardError('bad_input', message, fix);
+}

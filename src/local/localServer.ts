@@ -1,0 +1,199 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, appendFileSync, cpSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { ConnectionSettings } from '../core/connection.js';
+import { ReshardError } from '../core/errors.js';
+import { freeLoopbackPort } from './freePort.js';
+import { findPostgresBinaries, type PostgresBinaries } from './postgresBinaries.js';
+import { serverOsUser, type ServerOsUser } from './osUser.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Settings every reshard-managed local server gets: what the online mover needs. */
+export const MOVER_SERVER_SETTINGS: Readonly<Record<string, string>> = {
+  wal_level: 'logical',
+  max_replication_slots: '32',
+  max_wal_senders: '32',
+  max_logical_replication_workers: '8',
+  max_worker_processes: '16',
+  max_sync_workers_per_subscription: '2',
+  // The 5 s default throttles back-to-back subscription workers (research/feasibility.md, snag 8).
+  wal_retrieve_retry_interval: '100ms',
+  max_connections: '100',
+};
+
+/** For throwaway servers only: durability costs time and buys nothing there. */
+export const THROWAWAY_SERVER_SETTINGS: Readonly<Record<string, string>> = {
+  fsync: 'off',
+  synchronous_commit: 'off',
+  full_page_writes: 'off',
+};
+
+export interface LocalServerOptions {
+  name: string;
+  /** Parent directory for the data directory; a fresh temp directory when absent. */
+  baseDir?: string;
+  settings?: Record<string, string>;
+  durable?: boolean;
+  binaries?: PostgresBinaries;
+  startTimeoutSeconds?: number;
+}
+
+/** One real PostgreSQL server on a loopback port, owned by this process. */
+export interface LocalServer {
+  name: string;
+  dataDir: string;
+  port: number;
+  connection: ConnectionSettings;
+  binaries: PostgresBinaries;
+  stop(mode?: 'fast' | 'immediate'): Promise<void>;
+  /** Starts a stopped server again on the same port and data directory. */
+  start(): Promise<void>;
+}
+
+const runningDataDirs = new Map<string, { binDir: string; osUser: ServerOsUser }>();
+let exitHookInstalled = false;
+
+/** A crashed test or demo must not leave servers behind: stop ours on exit. */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const [dataDir, { binDir, osUser }] of runningDataDirs) {
+      try {
+        execFileSync(join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '10'], {
+          stdio: 'ignore',
+          ...(osUser.switched ? { uid: osUser.uid, gid: osUser.gid } : {}),
+        });
+      } catch {
+        // best effort at exit
+      }
+    }
+  });
+}
+
+async function runAs(osUser: ServerOsUser, program: string, args: string[], timeoutMs: number): Promise<string> {
+  const { stdout } = await execFileAsync(program, args, {
+    timeout: timeoutMs,
+    encoding: 'utf8',
+    cwd: tmpdir(),
+    env: { ...process.env, LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' },
+    ...(osUser.switched ? { uid: osUser.uid, gid: osUser.gid } : {}),
+  });
+  return stdout;
+}
+
+function chownTree(path: string, osUser: ServerOsUser): void {
+  if (!osUser.switched) return;
+  execFileSync('chown', ['-R', `${osUser.uid}:${osUser.gid}`, path]);
+}
+
+/**
+ * initdb costs seconds; copying an initialised directory costs milliseconds.
+ * One template per binary directory is made once and copied for each server.
+ */
+async function templateDataDir(binaries: PostgresBinaries, osUser: ServerOsUser): Promise<string> {
+  const key = binaries.binDir.replace(/[^A-Za-z0-9]+/g, '_');
+  const root = join(tmpdir(), `reshard-pg-template-${osUser.uid}`);
+  const template = join(root, key);
+  if (existsSync(join(template, 'PG_VERSION')) && existsSync(join(template, '.reshard-template-complete'))) return template;
+  mkdirSync(root, { recursive: true, mode: 0o755 });
+  chownTree(root, osUser);
+  const scratch = mkdtempSync(join(root, 'initdb-'));
+  chownTree(scratch, osUser);
+  const dataDir = join(scratch, 'data');
+  await runAs(osUser, join(binaries.binDir, 'initdb'), [
+    '-D', dataDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C.UTF-8', '--no-sync',
+  ], 120_000);
+  appendFileSync(join(dataDir, '.reshard-template-complete'), 'ok\n');
+  try {
+    renameSync(dataDir, template);
+  } catch {
+    // Another process made the template first; theirs is as good as ours.
+  }
+  rmSync(scratch, { recursive: true, force: true });
+  return template;
+}
+
+function settingsLines(settings: Record<string, string>): string {
+  return Object.entries(settings)
+    .map(([key, value]) => `${key} = '${value.replaceAll("'", "''")}'`)
+    .join('\n');
+}
+
+export async function startLocalServer(options: LocalServerOptions): Promise<LocalServer> {
+  const binaries = options.binaries ?? findPostgresBinaries();
+  const osUser = serverOsUser();
+  const template = await templateDataDir(binaries, osUser);
+  const baseDir = options.baseDir ?? mkdtempSync(join(tmpdir(), 'reshard-'));
+  mkdirSync(baseDir, { recursive: true });
+  if (osUser.switched) chownSync(baseDir, osUser.uid, osUser.gid);
+  const dataDir = join(baseDir, options.name);
+  if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
+  cpSync(template, dataDir, { recursive: true });
+  rmSync(join(dataDir, '.reshard-template-complete'), { force: true });
+  chownTree(dataDir, osUser);
+  execFileSync('chmod', ['700', dataDir]);
+
+  const startTimeoutSeconds = options.startTimeoutSeconds ?? 60;
+  let port = 0;
+  const logFile = join(dataDir, 'server.log');
+  const pgCtl = join(binaries.binDir, 'pg_ctl');
+  const startOnce = async (): Promise<void> => {
+    await runAs(osUser, pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', String(startTimeoutSeconds)], (startTimeoutSeconds + 10) * 1000);
+    runningDataDirs.set(dataDir, { binDir: binaries.binDir, osUser });
+    installExitHook();
+  };
+
+  // A free port can be taken between our probe and the server's bind: retry a few times.
+  const attemptsMax = 5;
+  for (let attempt = 1; ; attempt++) {
+    port = await freeLoopbackPort();
+    appendFileSync(join(dataDir, 'postgresql.conf'), `\n# reshard local server (attempt ${attempt})\n${settingsLines({
+      listen_addresses: '127.0.0.1',
+      port: String(port),
+      unix_socket_directories: dataDir,
+      ...MOVER_SERVER_SETTINGS,
+      ...(options.durable ? {} : THROWAWAY_SERVER_SETTINGS),
+      ...options.settings,
+    })}\n`);
+    try {
+      await startOnce();
+      break;
+    } catch (error) {
+      if (attempt >= attemptsMax) {
+        const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-5).join(' | ') : '';
+        throw new ReshardError('unreachable', `local PostgreSQL server "${options.name}" did not start (${log || String(error)})`, 'see the server log in ' + logFile, { cause: error });
+      }
+    }
+  }
+
+  const connection: ConnectionSettings = { host: '127.0.0.1', port, database: 'postgres', user: 'postgres' };
+  const server: LocalServer = {
+    name: options.name,
+    dataDir,
+    port,
+    connection,
+    binaries,
+    async stop(mode = 'fast') {
+      if (!runningDataDirs.has(dataDir)) return;
+      try {
+        await runAs(osUser, pgCtl, ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60'], 70_000);
+      } finally {
+        runningDataDirs.delete(dataDir);
+      }
+    },
+    async start() {
+      if (runningDataDirs.has(dataDir)) return;
+      await startOnce();
+    },
+  };
+  return server;
+}
+
+/** Removes a base directory made for local servers (after they are stopped). */
+export function removeServerDirectory(baseDir: string): void {
+  rmSync(baseDir, { recursive: true, force: true });
+}
