@@ -1,0 +1,121 @@
+import type pg from 'pg';
+import { getCluster } from '../catalog/cluster.js';
+import { duplicateNodeError, insertNode, listNodes, type NodeRecord } from '../catalog/nodes.js';
+import { assertCatalogCurrent } from '../catalog/schema.js';
+import { readSlotMap, writeInitialSlotMap, SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
+import { listShardedTables } from '../catalog/tables.js';
+import type { ConnectionSettings } from '../core/connection.js';
+import { badInput } from '../core/errors.js';
+import { assertIdentifierFits } from '../core/identifier.js';
+import { initialSlotMap } from '../core/slotMap.js';
+import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { assertNodeUsable, inspectNode, onlineMoverWarnings } from '../node/inspectNode.js';
+import { connectTo } from '../node/connectNode.js';
+import { installNodeHelpers } from '../node/nodeHelpers.js';
+import { createParentTable } from '../node/parentTable.js';
+
+export interface AddNodeRequest {
+  name: string;
+  connection: ConnectionSettings;
+  weight?: number;
+  concurrencyMax?: number;
+  capacityBytes?: number;
+}
+
+export interface AddNodeResult {
+  node: NodeRecord;
+  warnings: string[];
+  /** True when the cluster had no data yet, so the slot map was spread over all nodes at once. */
+  slotMapRespread: boolean;
+}
+
+const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+export function assertNodeName(name: string): void {
+  if (!NODE_NAME.test(name)) {
+    throw badInput(`node name "${name}" is not allowed`, 'use letters, digits, "_", "." or "-" (at most 63, starting with a letter or digit)');
+  }
+  assertIdentifierFits(name, 'node name');
+}
+
+/**
+ * Checks a node (reachable, version, settings), prepares it (helpers, the
+ * parents of existing sharded tables with no partitions) and records it. While
+ * the cluster holds no sharded table, the slot map is spread over all nodes at
+ * once — nothing to move yet; afterwards a new node waits for `rebalance`.
+ */
+export async function addNode(access: ClusterAccess, request: AddNodeRequest): Promise<AddNodeResult> {
+  assertNodeName(request.name);
+  const weight = request.weight ?? 1;
+  if (!Number.isFinite(weight) || weight < 0) throw badInput(`--weight must be a number ≥ 0, got ${weight}`, 'pass e.g. --weight 1');
+  const concurrencyMax = request.concurrencyMax ?? 2;
+  if (!Number.isInteger(concurrencyMax) || concurrencyMax < 1) throw badInput(`--concurrency must be a positive integer, got ${concurrencyMax}`, 'pass e.g. --concurrency 2');
+
+  return withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    const existing = await listNodes(catalog, { includeRemoved: true });
+    if (existing.some((node) => node.name === request.name)) throw duplicateNodeError(request.name);
+    const password = access.passwords(request.name);
+    const nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
+    try {
+      const facts = await inspectNode(nodeClient);
+      assertNodeUsable(request.name, facts);
+      const tables = await listShardedTables(catalog);
+      const cluster = await getCluster(catalog);
+      await nodeClient.query('BEGIN');
+      try {
+        await installNodeHelpers(nodeClient);
+        for (const table of tables) await createParentTable(nodeClient, table);
+        await nodeClient.query('COMMIT');
+      } catch (error) {
+        await nodeClient.query('ROLLBACK');
+        throw error;
+      }
+      const node: NodeRecord = {
+        name: request.name,
+        connection: { ...request.connection, password: undefined },
+        weight,
+        state: 'active',
+        concurrencyMax,
+        capacityBytes: request.capacityBytes,
+        serverVersion: facts.serverVersion,
+      };
+      const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
+      return { node, warnings: onlineMoverWarnings(request.name, facts), slotMapRespread };
+    } finally {
+      await nodeClient.end().catch(() => {});
+    }
+  });
+}
+
+async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmpty: boolean, modulus: number): Promise<boolean> {
+  await catalog.query('BEGIN');
+  try {
+    await catalog.query('LOCK TABLE reshard.slot IN EXCLUSIVE MODE');
+    await insertNode(catalog, node);
+    const slotMap = await readSlotMap(catalog);
+    let respread = false;
+    if (slotMap.owners.length === 0 || clusterIsEmpty) {
+      const active = (await listNodes(catalog)).filter((candidate) => candidate.state === 'active' && candidate.weight > 0);
+      const owners = initialSlotMap(active.map((candidate) => candidate.name), modulus).owners;
+      if (slotMap.owners.length === 0) {
+        await writeInitialSlotMap(catalog, owners);
+      } else {
+        await catalog.query(
+          `UPDATE reshard.slot s SET owner = u.owner, changed_epoch = c.epoch + 1
+             FROM unnest($1::text[]) WITH ORDINALITY AS u(owner, n), reshard.cluster c
+            WHERE s.slot = u.n - 1`,
+          [owners],
+        );
+        const bumped = await catalog.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
+        await catalog.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
+      }
+      respread = true;
+    }
+    await catalog.query('COMMIT');
+    return respread;
+  } catch (error) {
+    await catalog.query('ROLLBACK');
+    throw error;
+  }
+}

@@ -1,0 +1,36 @@
+import { getNode, listNodes, setNodeState, setNodeWeight } from '../catalog/nodes.js';
+import { assertCatalogCurrent } from '../catalog/schema.js';
+import { readSlotMap } from '../catalog/slotMap.js';
+import { ReshardError } from '../core/errors.js';
+import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+
+export interface RemoveNodeResult {
+  name: string;
+  /** 'removed' when it owned nothing; 'draining' when `rebalance` must move its slots first. */
+  state: 'removed' | 'draining';
+  slotsOwned: number;
+}
+
+export async function removeNode(access: Pick<ClusterAccess, 'catalog'>, name: string): Promise<RemoveNodeResult> {
+  return withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    const node = await getNode(catalog, name);
+    const nodes = await listNodes(catalog);
+    const others = nodes.filter((candidate) => candidate.name !== name && candidate.state === 'active' && candidate.weight > 0);
+    if (nodes.length === 1) {
+      throw new ReshardError('precondition', `"${name}" is the last node of the cluster`, 'add another node first; a cluster needs at least one');
+    }
+    const slotMap = await readSlotMap(catalog);
+    const slotsOwned = slotMap.owners.filter((owner) => owner === name).length;
+    if (slotsOwned > 0 && others.length === 0) {
+      throw new ReshardError('precondition', `the ${slotsOwned} slots of "${name}" have nowhere to go: no other active node with a weight above 0`, 'add a node or raise another node\'s weight first');
+    }
+    if (slotsOwned === 0) {
+      await setNodeState(catalog, node.name, 'removed');
+      return { name, state: 'removed', slotsOwned };
+    }
+    await setNodeWeight(catalog, node.name, 0);
+    await setNodeState(catalog, node.name, 'draining');
+    return { name, state: 'draining', slotsOwned };
+  });
+}

@@ -1,0 +1,51 @@
+import type { Queryable } from '../core/queryable.js';
+
+export type JournalAction = 'begin' | 'done' | 'failed' | 'undo' | 'undone';
+
+export interface JournalEntry {
+  id: number;
+  migrationId: number;
+  slot: number | undefined;
+  step: string;
+  action: JournalAction;
+  at: Date;
+  detail: Record<string, unknown> | undefined;
+}
+
+/** Written before a step is taken ('begin') and after ('done' / 'failed'). */
+export async function appendJournal(
+  db: Queryable,
+  entry: { migrationId: number; slot?: number; step: string; action: JournalAction; detail?: Record<string, unknown> },
+): Promise<void> {
+  await db.query(
+    'INSERT INTO reshard.journal (migration_id, slot, step, action, detail) VALUES ($1, $2, $3, $4, $5)',
+    [entry.migrationId, entry.slot ?? null, entry.step, entry.action, entry.detail ? JSON.stringify(entry.detail) : null],
+  );
+}
+
+export async function readJournal(db: Queryable, migrationId: number, slot?: number): Promise<JournalEntry[]> {
+  const result = await db.query<{ id: string; migration_id: string; slot: number | null; step: string; action: JournalAction; at: Date; detail: Record<string, unknown> | null }>(
+    `SELECT id::text, migration_id::text, slot, step, action, at, detail FROM reshard.journal
+      WHERE migration_id = $1 AND ($2::int IS NULL OR slot = $2) ORDER BY reshard.journal.id`,
+    [migrationId, slot ?? null],
+  );
+  return result.rows.map((row) => ({
+    id: Number(row.id),
+    migrationId: Number(row.migration_id),
+    slot: row.slot ?? undefined,
+    step: row.step,
+    action: row.action,
+    at: row.at,
+    detail: row.detail ?? undefined,
+  }));
+}
+
+/** The steps of one move that finished ('done' after their last 'begin'). */
+export function completedSteps(entries: readonly JournalEntry[]): Set<string> {
+  const done = new Set<string>();
+  for (const entry of entries) {
+    if (entry.action === 'done') done.add(entry.step);
+    if (entry.action === 'begin' || entry.action === 'undone') done.delete(entry.step);
+  }
+  return done;
+}

@@ -1,0 +1,214 @@
+import type pg from 'pg';
+import { ReshardError } from '../core/errors.js';
+import type { Queryable } from '../core/queryable.js';
+
+export type MigrationState = 'running' | 'completed' | 'failed' | 'cancelled' | 'rolled_back';
+export type MoverMode = 'offline' | 'online';
+export type MoveState = 'pending' | 'running' | 'done' | 'failed' | 'rolled_back';
+
+export interface MigrationRecord {
+  id: number;
+  state: MigrationState;
+  mode: MoverMode;
+  baseEpoch: number;
+  bytesTotal: number;
+  createdAt: Date;
+  finishedAt: Date | undefined;
+  error: string | undefined;
+}
+
+export interface MoveRecord {
+  migrationId: number;
+  slot: number;
+  source: string;
+  target: string;
+  wave: number;
+  bytesTotal: number;
+  bytesCopied: number;
+  rowsCopied: number;
+  state: MoveState;
+  step: string | undefined;
+  startedAt: Date | undefined;
+  finishedAt: Date | undefined;
+  pauseMs: number | undefined;
+  error: string | undefined;
+}
+
+export interface NewMove {
+  slot: number;
+  source: string;
+  target: string;
+  wave: number;
+  bytesTotal: number;
+}
+
+/**
+ * The liveness of a coordinator is a session advisory lock keyed by the
+ * migration id: a 'running' migration nobody holds was interrupted.
+ */
+export const COORDINATOR_LOCK_CLASS = 0x7273_6d67; // "rsmg"
+
+/** Claims the single running-migration place and records its moves. */
+export async function createMigration(
+  client: pg.ClientBase,
+  migration: { mode: MoverMode; baseEpoch: number; plan: unknown; moves: readonly NewMove[] },
+): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    const bytesTotal = migration.moves.reduce((sum, move) => sum + move.bytesTotal, 0);
+    const inserted = await client.query<{ id: string }>(
+      `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total)
+       VALUES ('running', $1, $2, $3, $4) RETURNING id::text`,
+      [migration.mode, migration.baseEpoch, JSON.stringify(migration.plan), bytesTotal],
+    );
+    const id = Number(inserted.rows[0]!.id);
+    await client.query(
+      `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total)
+       SELECT $1, slot, source, target, wave, bytes
+         FROM unnest($2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[]) AS m(slot, source, target, wave, bytes)`,
+      [id, migration.moves.map((m) => m.slot), migration.moves.map((m) => m.source), migration.moves.map((m) => m.target),
+        migration.moves.map((m) => m.wave), migration.moves.map((m) => m.bytesTotal)],
+    );
+    await client.query('COMMIT');
+    return id;
+  } catch (error) {
+    await client.query('ROLLBACK');
+    if ((error as { code?: string }).code === '23505') {
+      const running = await runningMigration(client);
+      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
+    }
+    throw error;
+  }
+}
+
+export function migrationAlreadyRunningError(id: number | undefined, held: boolean): ReshardError {
+  return held
+    ? new ReshardError('conflict', `migration ${id} is already running`, 'wait for it to finish (`reshard status`); only one migration runs at a time')
+    : new ReshardError('conflict', `migration ${id} was interrupted and is not finished`, `run \`reshard resume\` to finish it, or \`reshard rollback\` to undo it`);
+}
+
+/** True when some coordinator session holds the migration's liveness lock. */
+export async function migrationIsHeld(db: Queryable, id: number | undefined): Promise<boolean> {
+  if (id === undefined) return false;
+  const result = await db.query<{ held: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::oid AND objid = $2::oid AND granted) AS held`,
+    [COORDINATOR_LOCK_CLASS, id],
+  );
+  return result.rows[0]?.held ?? false;
+}
+
+/** Takes the liveness lock on a dedicated session; false if another coordinator has it. */
+export async function holdMigration(client: pg.ClientBase, id: number): Promise<boolean> {
+  const result = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS locked', [COORDINATOR_LOCK_CLASS, id]);
+  return result.rows[0]?.locked ?? false;
+}
+
+interface MigrationRow {
+  id: string;
+  state: MigrationState;
+  mode: MoverMode;
+  base_epoch: string;
+  bytes_total: string;
+  created_at: Date;
+  finished_at: Date | null;
+  error: string | null;
+}
+
+const MIGRATION_COLUMNS = 'id::text, state, mode, base_epoch::text, bytes_total::text, created_at, finished_at, error';
+
+function migrationFromRow(row: MigrationRow): MigrationRecord {
+  return {
+    id: Number(row.id),
+    state: row.state,
+    mode: row.mode,
+    baseEpoch: Number(row.base_epoch),
+    bytesTotal: Number(row.bytes_total),
+    createdAt: row.created_at,
+    finishedAt: row.finished_at ?? undefined,
+    error: row.error ?? undefined,
+  };
+}
+
+export async function runningMigration(db: Queryable): Promise<MigrationRecord | undefined> {
+  const result = await db.query<MigrationRow>(`SELECT ${MIGRATION_COLUMNS} FROM reshard.migration WHERE state = 'running'`);
+  return result.rows[0] ? migrationFromRow(result.rows[0]) : undefined;
+}
+
+export async function listMigrations(db: Queryable, limit = 20): Promise<MigrationRecord[]> {
+  const result = await db.query<MigrationRow>(`SELECT ${MIGRATION_COLUMNS} FROM reshard.migration ORDER BY reshard.migration.id DESC LIMIT $1`, [limit]);
+  return result.rows.map(migrationFromRow);
+}
+
+export async function getMigration(db: Queryable, id: number): Promise<MigrationRecord> {
+  const result = await db.query<MigrationRow>(`SELECT ${MIGRATION_COLUMNS} FROM reshard.migration WHERE id = $1`, [id]);
+  if (!result.rows[0]) throw new ReshardError('not_found', `no migration with id ${id}`, 'list migrations with `reshard status`');
+  return migrationFromRow(result.rows[0]);
+}
+
+export async function finishMigration(db: Queryable, id: number, state: Exclude<MigrationState, 'running'>, error?: string): Promise<void> {
+  await db.query('UPDATE reshard.migration SET state = $2, finished_at = now(), error = $3 WHERE id = $1', [id, state, error ?? null]);
+}
+
+interface MoveRow {
+  migration_id: string;
+  slot: number;
+  source: string;
+  target: string;
+  wave: number;
+  bytes_total: string;
+  bytes_copied: string;
+  rows_copied: string;
+  state: MoveState;
+  step: string | null;
+  started_at: Date | null;
+  finished_at: Date | null;
+  pause_ms: number | null;
+  error: string | null;
+}
+
+export async function listMoves(db: Queryable, migrationId: number): Promise<MoveRecord[]> {
+  const result = await db.query<MoveRow>(
+    `SELECT migration_id::text, slot, source, target, wave, bytes_total::text, bytes_copied::text, rows_copied::text,
+            state, step, started_at, finished_at, pause_ms, error
+       FROM reshard.move WHERE migration_id = $1 ORDER BY wave, slot`,
+    [migrationId],
+  );
+  return result.rows.map((row) => ({
+    migrationId: Number(row.migration_id),
+    slot: row.slot,
+    source: row.source,
+    target: row.target,
+    wave: row.wave,
+    bytesTotal: Number(row.bytes_total),
+    bytesCopied: Number(row.bytes_copied),
+    rowsCopied: Number(row.rows_copied),
+    state: row.state,
+    step: row.step ?? undefined,
+    startedAt: row.started_at ?? undefined,
+    finishedAt: row.finished_at ?? undefined,
+    pauseMs: row.pause_ms ?? undefined,
+    error: row.error ?? undefined,
+  }));
+}
+
+export async function updateMove(
+  db: Queryable,
+  migrationId: number,
+  slot: number,
+  change: Partial<{ state: MoveState; step: string; bytesCopied: number; rowsCopied: number; pauseMs: number; error: string | null }>,
+): Promise<void> {
+  await db.query(
+    `UPDATE reshard.move SET
+        state = coalesce($3, state),
+        step = coalesce($4, step),
+        bytes_copied = coalesce($5, bytes_copied),
+        rows_copied = coalesce($6, rows_copied),
+        pause_ms = coalesce($7, pause_ms),
+        error = CASE WHEN $8::boolean THEN $9 ELSE error END,
+        started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+        finished_at = CASE WHEN $3 IN ('done', 'failed', 'rolled_back') THEN now() ELSE finished_at END
+      WHERE migration_id = $1 AND slot = $2`,
+    [migrationId, slot, change.state ?? null, change.step ?? null, change.bytesCopied ?? null, change.rowsCopied ?? null,
+      change.pauseMs ?? null, change.error !== undefined, change.error ?? null],
+  );
+}

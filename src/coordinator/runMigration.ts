@@ -1,0 +1,168 @@
+import type pg from 'pg';
+import { getCluster } from '../catalog/cluster.js';
+import { finishMigration, getMigration, holdMigration, listMoves, type MoveRecord } from '../catalog/migrations.js';
+import { listNodes, setNodeState, type NodeRecord } from '../catalog/nodes.js';
+import { readSlotMap } from '../catalog/slotMap.js';
+import { listShardedTables } from '../catalog/tables.js';
+import { assert } from '../core/assert.js';
+import { ReshardError } from '../core/errors.js';
+import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
+import type { MoveContext, MoveStep } from '../mover/moveStep.js';
+import { runMove } from '../mover/runMove.js';
+import { installNodeHelpers } from '../node/nodeHelpers.js';
+import { connectNode } from '../node/nodeAccess.js';
+import type { SlotTable } from '../node/slotPartitions.js';
+import { connectCatalog, type ClusterAccess } from './catalogAccess.js';
+import type { MigrationEventSink } from './events.js';
+import { runBounded } from './runBounded.js';
+
+export interface MigrationRunOptions {
+  access: ClusterAccess;
+  emit: MigrationEventSink;
+  /** Moves in flight at once across the cluster (the plan's waves bound each node). */
+  moveConcurrencyMax: number;
+  resumed?: boolean;
+}
+
+export interface MigrationSummary {
+  migrationId: number;
+  state: 'completed' | 'failed';
+  slotsMoved: number;
+  bytesMoved: number;
+  rowsMoved: number;
+  seconds: number;
+  error?: string;
+}
+
+function stepsFor(mode: string): readonly MoveStep[] {
+  assert(mode === 'offline', `mover mode ${mode} is available`);
+  return OFFLINE_MOVE_STEPS;
+}
+
+function errorLine(error: unknown): string {
+  if (error instanceof ReshardError) return error.line();
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function executeMove(
+  move: MoveRecord,
+  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink },
+): Promise<{ bytes: number; rows: number }> {
+  const source = shared.nodes.get(move.source);
+  const target = shared.nodes.get(move.target);
+  assert(source && target, `nodes of slot ${move.slot}'s move are in the catalog`);
+  const opened: pg.Client[] = [];
+  const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
+    const client = await connect();
+    opened.push(client);
+    return client;
+  };
+  const started = Date.now();
+  try {
+    const context: MoveContext = {
+      migrationId: move.migrationId,
+      slot: move.slot,
+      modulus: shared.modulus,
+      sourceName: move.source,
+      targetName: move.target,
+      bytesTotal: move.bytesTotal,
+      tables: shared.tables,
+      source: await open(() => connectNode(source, shared.access.passwords, 'reshard mover')),
+      sourceSide: await open(() => connectNode(source, shared.access.passwords, 'reshard mover')),
+      target: await open(() => connectNode(target, shared.access.passwords, 'reshard mover')),
+      catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
+      emit: shared.emit,
+      facts: {},
+    };
+    await installNodeHelpers(context.source);
+    await runMove(context, shared.steps);
+    const bytes = context.facts['bytesCopied'] ?? move.bytesTotal;
+    const rows = context.facts['rowsCopied'] ?? 0;
+    shared.emit({ type: 'move_done', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, bytes, rows, seconds: (Date.now() - started) / 1000 });
+    return { bytes, rows };
+  } catch (error) {
+    const rolledBack = Boolean((error as { moveRolledBack?: boolean }).moveRolledBack);
+    shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorLine(error), rolledBack });
+    throw error;
+  } finally {
+    await Promise.all(opened.map((client) => client.end().catch(() => {})));
+  }
+}
+
+/**
+ * Runs (or resumes) a migration: its moves wave by wave, each wave's moves in
+ * parallel up to the global limit, every step journaled. The first failure
+ * stops new moves; moves in flight finish or roll back; the migration is
+ * marked failed with that error.
+ */
+export async function runMigration(migrationId: number, options: MigrationRunOptions): Promise<MigrationSummary> {
+  const started = Date.now();
+  const lock = await connectCatalog(options.access, 'reshard coordinator');
+  try {
+    if (!(await holdMigration(lock, migrationId))) {
+      throw new ReshardError('conflict', `migration ${migrationId} is being run by another reshard process`, 'wait for it (`reshard status`)');
+    }
+    const migration = await getMigration(lock, migrationId);
+    if (migration.state !== 'running') {
+      throw new ReshardError('precondition', `migration ${migrationId} is ${migration.state}, not running`, 'start a new one with `reshard rebalance`');
+    }
+    const moves = await listMoves(lock, migrationId);
+    const pending = moves.filter((move) => move.state !== 'done');
+    const shared = {
+      access: options.access,
+      nodes: new Map((await listNodes(lock, { includeRemoved: true })).map((node) => [node.name, node])),
+      tables: (await listShardedTables(lock)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey })),
+      modulus: (await getCluster(lock)).modulus,
+      steps: stepsFor(migration.mode),
+      emit: options.emit,
+    };
+    options.emit({ type: 'migration_started', migrationId, mode: migration.mode, moves: moves.length, bytesTotal: migration.bytesTotal, resumed: options.resumed ?? false });
+
+    let failure: unknown;
+    let bytesMoved = moves.filter((move) => move.state === 'done').reduce((sum, move) => sum + move.bytesCopied, 0);
+    let rowsMoved = moves.filter((move) => move.state === 'done').reduce((sum, move) => sum + move.rowsCopied, 0);
+    let slotsMoved = moves.length - pending.length;
+    const waves = [...new Set(pending.map((move) => move.wave))].sort((a, b) => a - b);
+    for (const wave of waves) {
+      if (failure) break;
+      const results = await runBounded(
+        pending.filter((move) => move.wave === wave),
+        options.moveConcurrencyMax,
+        (move) => executeMove(move, shared),
+        () => failure !== undefined,
+      );
+      for (const result of results) {
+        if (result.status === 'fulfilled') {
+          slotsMoved += 1;
+          bytesMoved += result.value.bytes;
+          rowsMoved += result.value.rows;
+        } else {
+          failure ??= result.reason;
+        }
+      }
+    }
+
+    const seconds = (Date.now() - started) / 1000;
+    if (failure) {
+      const error = errorLine(failure);
+      await finishMigration(lock, migrationId, 'failed', error);
+      options.emit({ type: 'migration_finished', migrationId, state: 'failed', seconds, slotsMoved, bytesMoved, error });
+      return { migrationId, state: 'failed', slotsMoved, bytesMoved, rowsMoved, seconds, error };
+    }
+    await retireDrainedNodes(lock);
+    await finishMigration(lock, migrationId, 'completed');
+    options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
+    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds };
+  } finally {
+    await lock.end().catch(() => {});
+  }
+}
+
+/** A draining node that owns no slot any more is removed. */
+async function retireDrainedNodes(catalog: pg.ClientBase): Promise<void> {
+  const slotMap = await readSlotMap(catalog);
+  const owners = new Set(slotMap.owners);
+  for (const node of await listNodes(catalog)) {
+    if (node.state === 'draining' && !owners.has(node.name)) await setNodeState(catalog, node.name, 'removed');
+  }
+}

@@ -1,0 +1,141 @@
+import { quoteIdent, quoteQualified } from '../core/identifier.js';
+import type { Queryable } from '../core/queryable.js';
+import { leafName } from './leafName.js';
+import { parentOid } from './parentTable.js';
+
+/** The parts of a sharded table that partition DDL needs. */
+export interface SlotTable {
+  schema: string;
+  name: string;
+  shardKey: readonly string[];
+}
+
+/** Name of the CHECK that proves a staged leaf's rows belong to its slot. */
+export const SLOT_BOUND_CONSTRAINT = 'reshard_slot_bound';
+
+function boundClause(modulus: number, slot: number): string {
+  return `FOR VALUES WITH (MODULUS ${modulus}, REMAINDER ${slot})`;
+}
+
+/** Creates and attaches the partitions of `slots` (a node's initial share). */
+export async function createSlotPartitions(db: Queryable, table: SlotTable, slots: readonly number[], modulus: number): Promise<void> {
+  if (slots.length === 0) return;
+  const parent = quoteQualified(table.schema, table.name);
+  const statements = slots.map(
+    (slot) => `CREATE TABLE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} PARTITION OF ${parent} ${boundClause(modulus, slot)};`,
+  );
+  await db.query(statements.join('\n'));
+}
+
+export interface LeafState {
+  exists: boolean;
+  attached: boolean;
+  detachPending: boolean;
+}
+
+export async function leafState(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<LeafState> {
+  const result = await db.query<{ attached: boolean | null; detach_pending: boolean | null; exists: boolean }>(
+    `SELECT c.oid IS NOT NULL AS exists,
+            i.inhrelid IS NOT NULL AS attached,
+            coalesce(i.inhdetachpending, false) AS detach_pending
+       FROM (SELECT to_regclass($1) AS oid) c
+       LEFT JOIN pg_inherits i ON i.inhrelid = c.oid`,
+    [quoteQualified(table.schema, leafName(table.name, slot, modulus))],
+  );
+  const row = result.rows[0]!;
+  return { exists: row.exists, attached: row.attached ?? false, detachPending: row.detach_pending ?? false };
+}
+
+/**
+ * Prepare on the target: the slot's leaf as a standalone table shaped like the
+ * parent, plus a CHECK that the rows belong to the slot, so that the later
+ * ATTACH is proven by the constraint and does not scan. Idempotent.
+ */
+export async function stageSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const state = await leafState(db, table, slot, modulus);
+  if (state.attached) return;
+  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+  if (!state.exists) {
+    await db.query(`CREATE TABLE ${leaf} (LIKE ${quoteQualified(table.schema, table.name)} INCLUDING ALL)`);
+  }
+  const oid = await parentOid(db, table);
+  const present = await db.query<{ present: boolean }>(
+    'SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2) AS present',
+    [leaf, SLOT_BOUND_CONSTRAINT],
+  );
+  if (!present.rows[0]?.present) {
+    const keys = table.shardKey.map(quoteIdent).join(', ');
+    await db.query(
+      `ALTER TABLE ${leaf} ADD CONSTRAINT ${SLOT_BOUND_CONSTRAINT} CHECK (satisfies_hash_partition(${oid}::oid, ${modulus}, ${slot}, ${keys}))`,
+    );
+  }
+}
+
+/** Undo of staging: drops the standalone leaf (never an attached one). */
+export async function dropStagedSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const state = await leafState(db, table, slot, modulus);
+  if (!state.exists || state.attached) return;
+  await db.query(`DROP TABLE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))}`);
+}
+
+/** Empties a staged (unattached) leaf so a copy can be repeated from scratch. */
+export async function truncateStagedSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const state = await leafState(db, table, slot, modulus);
+  if (!state.exists || state.attached) return;
+  await db.query(`TRUNCATE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))}`);
+}
+
+/** ATTACH a staged leaf (no scan: the CHECK proves the bound). Idempotent. */
+export async function attachSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const state = await leafState(db, table, slot, modulus);
+  if (state.attached) return;
+  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+  await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${leaf} ${boundClause(modulus, slot)}`);
+}
+
+/** Undo of attach, before the switch: back to a standalone staged leaf. */
+export async function detachSlotLeafForUndo(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const state = await leafState(db, table, slot, modulus);
+  if (!state.attached) return;
+  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+  await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} DETACH PARTITION ${leaf}`);
+}
+
+/** After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner. */
+export async function dropSlotBoundConstraint(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+  await db.query(`ALTER TABLE IF EXISTS ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
+}
+
+/**
+ * Cleanup on the old owner: DETACH … CONCURRENTLY (never a plain DETACH, which
+ * takes an ACCESS EXCLUSIVE lock on the parent), then DROP. Idempotent, and
+ * finishes a detach that an earlier crash left pending.
+ */
+export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+  const state = await leafState(db, table, slot, modulus);
+  const parent = quoteQualified(table.schema, table.name);
+  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+  if (state.detachPending) {
+    await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
+  } else if (state.attached) {
+    await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+  }
+  await db.query(`DROP TABLE IF EXISTS ${leaf}`);
+}
+
+/** Slots whose leaves are attached to the parent on this node (the node's view of ownership). */
+export async function attachedSlots(db: Queryable, table: Pick<SlotTable, 'schema' | 'name'>): Promise<Map<number, string>> {
+  const result = await db.query<{ relname: string; bound: string }>(
+    `SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = to_regclass($1) AND NOT i.inhdetachpending`,
+    [quoteQualified(table.schema, table.name)],
+  );
+  const slots = new Map<number, string>();
+  for (const row of result.rows) {
+    const match = /remainder (\d+)/i.exec(row.bound);
+    if (match) slots.set(Number(match[1]), row.relname);
+  }
+  return slots;
+}

@@ -1,0 +1,22 @@
+export type { PlannerNode, PlanInput, PlannedMove, Plan } from './types.js';
+export { DRAINED_NODE_CONCURRENCY_MAX } from './types.js';
+export { validatePlanInput, compareNames } from './validatePlanInput.js';
+export { targetSlotCounts, exactWeights, type WeightedNode } from './targetCounts.js';
+export { chooseMoves, PLACEMENT_STEPS_MAX, type ChosenMove } from './chooseMoves.js';
+export { scheduleWaves, wavesLowerBound } from './schedule.js';
+export { planRebalance, assertPlanValid } from './planRebalance.js';
+export {
+  compareStrategies,
+  rangeMovedFraction,
+  moduloMovedFraction,
+  type Comparison,
+  type StrategyResult,
+} from './compareStrategies.js';
+export {
+  movementMatrix,
+  formatMovementMatrix,
+  formatTable,
+  type MovementMatrix,
+  type MovementCell,
+} from './movementMatrix.js';
+export { formatComparison } from './formatComparison.js';

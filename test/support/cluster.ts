@@ -1,0 +1,25 @@
+import { addNode } from '../../src/admin/addNode.js';
+import { createShardedTable } from '../../src/admin/createShardedTable.js';
+import { initCluster } from '../../src/admin/initCluster.js';
+import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { DEMO_TABLES } from '../../src/demo/demoData.js';
+import { noPasswords } from '../../src/node/nodeAccess.js';
+import type { LocalServer } from '../../src/local/localServer.js';
+
+/** The catalog lives on the first server, as in the demo. */
+export function accessFor(servers: readonly LocalServer[]): ClusterAccess {
+  return { catalog: servers[0]!.connection, passwords: noPasswords };
+}
+
+/** init + the first `nodeCount` servers as nodes n1.. + the demo tables. */
+export async function createDemoCluster(servers: readonly LocalServer[], nodeCount: number, slots: number): Promise<ClusterAccess> {
+  const access = accessFor(servers);
+  await initCluster(access, slots);
+  for (let index = 0; index < nodeCount; index++) {
+    await addNode(access, { name: `n${index + 1}`, connection: servers[index]!.connection });
+  }
+  for (const table of DEMO_TABLES) {
+    await createShardedTable(access, { name: table.name, shardKey: [...table.shardKey], definition: table.definition, ...('colocateWith' in table ? { colocateWith: table.colocateWith } : {}) });
+  }
+  return access;
+}
