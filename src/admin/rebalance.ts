@@ -3,10 +3,10 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
-import { planForSnapshot, plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
+import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
 import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
-import { compareStrategies, type Comparison, type Plan } from '../planner/index.js';
+import { compareStrategies, planRebalance, type Comparison, type Plan } from '../planner/index.js';
 
 export interface RebalanceOptions {
   mode: 'offline';
@@ -36,16 +36,29 @@ export interface RebalanceResult {
 
 export const MOVE_CONCURRENCY_MAX_DEFAULT = 4;
 
-/** Plans a rebalance and (unless dry-run) runs it as a journaled migration. */
-export async function rebalance(access: ClusterAccess, options: RebalanceOptions): Promise<RebalanceResult> {
+export interface PreparedRebalance {
+  plan: Plan;
+  comparison: Comparison;
+  snapshot: ClusterSnapshot;
+  /** The migration recorded for the plan; absent for a dry run or a balanced cluster. */
+  migrationId?: number;
+  dryRun?: DryRunMove[];
+}
+
+/**
+ * Measures the cluster, plans, and (unless dry-run or already balanced)
+ * records the migration with its moves, claiming the single running place.
+ */
+export async function prepareRebalance(access: ClusterAccess, options: Pick<RebalanceOptions, 'mode' | 'dryRun'>): Promise<PreparedRebalance> {
   const prepared = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const running = await runningMigration(catalog);
     if (running) throw migrationAlreadyRunningError(running.id, await migrationIsHeld(catalog, running.id));
     const snapshot = await readClusterSnapshot(catalog, access.passwords);
-    const plan = planForSnapshot(snapshot);
-    const comparison = compareStrategies(plannerInput(snapshot));
-    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, migrationId: undefined };
+    const input = plannerInput(snapshot);
+    const plan = planRebalance(input);
+    const comparison = compareStrategies(input);
+    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison };
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
       baseEpoch: snapshot.slotMap.epoch,
@@ -54,21 +67,25 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
     });
     return { snapshot, plan, comparison, migrationId };
   });
-  const { snapshot, plan, comparison, migrationId } = prepared;
-  if (options.dryRun) {
-    const tables = snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
-    const dryRun = plan.moves.map((move) => ({
-      slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, wave: move.wave,
-      steps: OFFLINE_MOVE_STEPS.map((step) => ({
-        name: step.name,
-        action: step.describe({ slot: move.slot, modulus: plan.modulus, sourceName: move.from, targetName: move.to, tables }),
-      })),
-    }));
-    return { plan, comparison, snapshot, dryRun };
-  }
-  if (migrationId === undefined) return { plan, comparison, snapshot };
+  if (!options.dryRun) return prepared;
+  const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
+  const dryRun = prepared.plan.moves.map((move) => ({
+    slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, wave: move.wave,
+    steps: OFFLINE_MOVE_STEPS.map((step) => ({
+      name: step.name,
+      action: step.describe({ slot: move.slot, modulus: prepared.plan.modulus, sourceName: move.from, targetName: move.to, tables }),
+    })),
+  }));
+  return { ...prepared, dryRun };
+}
+
+/** Plans a rebalance and (unless dry-run) runs it as a journaled migration. */
+export async function rebalance(access: ClusterAccess, options: RebalanceOptions): Promise<RebalanceResult> {
+  const prepared = await prepareRebalance(access, options);
+  const { migrationId, ...result } = prepared;
+  if (migrationId === undefined) return result;
   const summary = await runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax });
-  return { plan, comparison, snapshot, summary };
+  return { ...result, summary };
 }
 
 /** Continues an interrupted migration from its journal. */

@@ -74,7 +74,6 @@ async function executeMove(
       emit: shared.emit,
       facts: {},
     };
-    await installNodeHelpers(context.source);
     await runMove(context, shared.steps);
     const bytes = context.facts['bytesCopied'] ?? move.bytesTotal;
     const rows = context.facts['rowsCopied'] ?? 0;
@@ -116,6 +115,7 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       steps: stepsFor(migration.mode),
       emit: options.emit,
     };
+    await installHelpersOnSources(pending, shared.nodes, options.access);
     options.emit({ type: 'migration_started', migrationId, mode: migration.mode, moves: moves.length, bytesTotal: migration.bytesTotal, resumed: options.resumed ?? false });
 
     let failure: unknown;
@@ -155,6 +155,23 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
     return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds };
   } finally {
     await lock.end().catch(() => {});
+  }
+}
+
+/**
+ * The fence's trigger function, once per source node before any move:
+ * concurrent CREATE OR REPLACE FUNCTION calls fail with "tuple concurrently updated".
+ */
+async function installHelpersOnSources(moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, access: ClusterAccess): Promise<void> {
+  for (const name of new Set(moves.map((move) => move.source))) {
+    const node = nodes.get(name);
+    assert(node, `source node ${name} is in the catalog`);
+    const client = await connectNode(node, access.passwords);
+    try {
+      await installNodeHelpers(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
   }
 }
 

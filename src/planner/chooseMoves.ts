@@ -102,58 +102,84 @@ function placeWithinCapacity(
   receivers: Receiver[],
   bytesOfSmallest: (k: number) => number,
 ): number[] {
+  // Enough steps for the greedy first descent to finish or reach its first dead end.
+  const stepsMax = PLACEMENT_STEPS_MAX + items.length * (receivers.length + 1);
   const chosen: number[] = [];
   const optionsByDepth: (number[] | undefined)[] = [];
   const cursorByDepth: number[] = [];
-  let firstDeadEnd: { slot: number; bytes: number; roomiest: Receiver } | undefined;
+  let firstDeadEnd: DeadEnd | undefined;
   let steps = 0;
   let depth = 0;
-  while (depth < items.length) {
+  while (depth < items.length && steps <= stepsMax) {
     const item = items[depth]!;
     let options = optionsByDepth[depth];
     if (options === undefined) {
       options = placementOptions(item.bytes, receivers);
       optionsByDepth[depth] = options;
       cursorByDepth[depth] = 0;
-      if (options.length === 0 && firstDeadEnd === undefined) {
-        const waiting = receivers.filter((r) => r.need > 0).sort((a, b) => (a.roomBytes > b.roomBytes ? -1 : a.roomBytes < b.roomBytes ? 1 : compareNames(a.name, b.name)));
-        assert(waiting.length > 0, 'a released slot has no receiver left');
-        firstDeadEnd = { slot: item.slot, bytes: item.bytes, roomiest: waiting[0]! };
-      }
     }
     const cursor = cursorByDepth[depth]!;
+    steps++;
     if (cursor < options.length) {
       cursorByDepth[depth] = cursor + 1;
       const receiver = receivers[options[cursor]!]!;
-      const remainingAfter = items.length - depth - 1;
       take(receiver, item.bytes);
       // Prune: what it still needs must fit even if it gets the smallest slots left.
-      if (receiver.need <= remainingAfter && bytesOfSmallest(receiver.need) <= receiver.roomBytes) {
+      if (bytesOfSmallest(receiver.need) <= receiver.roomBytes) {
         chosen[depth] = options[cursor]!;
         depth++;
       } else {
         give(receiver, item.bytes);
       }
-      steps++;
     } else {
+      // The first dead end in depth-first order lies on the greedy path: every choice failed at once.
+      firstDeadEnd ??= describeDeadEnd(item, items.length - depth - 1, receivers, bytesOfSmallest);
       optionsByDepth[depth] = undefined;
       depth--;
       if (depth < 0) break;
       give(receivers[chosen[depth]!]!, items[depth]!.bytes);
     }
-    if (steps > PLACEMENT_STEPS_MAX) break;
   }
   if (depth === items.length) return chosen;
 
   assert(firstDeadEnd !== undefined, 'placement failed without a dead end');
-  const { slot, bytes, roomiest } = firstDeadEnd;
-  const missingBytes = bytes - roomiest.roomBytes;
+  const { slot, bytes, closest, missingBytes } = firstDeadEnd;
   throw new ReshardError(
     'precondition',
-    `slot ${slot} (${formatBytes(bytes)}) fits on no node that still needs slots: node "${roomiest.name}" has the most room left, ` +
-      `${formatBytes(roomiest.roomBytes)}, so ${missingBytes} bytes (${formatBytes(missingBytes)}) are missing`,
-    `raise the capacity of "${roomiest.name}" by ${formatBytes(missingBytes)} or more, or add a node`,
+    `slot ${slot} (${formatBytes(bytes)}) fits on no node still receiving slots: node "${closest}" comes closest, ` +
+      `${missingBytes} bytes (${formatBytes(missingBytes)}) missing`,
+    `raise the capacity of "${closest}" by ${formatBytes(missingBytes)} or more, or add a node`,
   );
+}
+
+interface DeadEnd {
+  slot: number;
+  bytes: number;
+  closest: string;
+  missingBytes: number;
+}
+
+/**
+ * Why a slot fits nowhere: a receiver taking it must still fit the smallest
+ * slots it needs after it; the one short by the fewest bytes is named.
+ */
+function describeDeadEnd(
+  item: { slot: number; bytes: number },
+  itemsAfter: number,
+  receivers: readonly Receiver[],
+  bytesOfSmallest: (k: number) => number,
+): DeadEnd {
+  let best: DeadEnd | undefined;
+  for (const receiver of receivers) {
+    if (receiver.need === 0) continue;
+    assert(receiver.need - 1 <= itemsAfter, 'a receiver needs more slots than are left');
+    const missingBytes = item.bytes + bytesOfSmallest(receiver.need - 1) - receiver.roomBytes;
+    if (best === undefined || missingBytes < best.missingBytes || (missingBytes === best.missingBytes && receiver.name < best.closest)) {
+      best = { slot: item.slot, bytes: item.bytes, closest: receiver.name, missingBytes };
+    }
+  }
+  assert(best !== undefined && best.missingBytes > 0, `slot ${item.slot} has a place but none was taken`);
+  return best;
 }
 
 /** Receivers that can take a slot of `bytes`, best first; of receivers alike in need and room only the first. */

@@ -201,7 +201,7 @@ describe('planRebalance: capacity', () => {
         slotBytes: [0, 0, 50, 10],
       },
       'precondition',
-      /slot 2 \(50 B\) fits on no node .* "b" has the most room left, 45 B, so 5 bytes \(5 B\) are missing/,
+      /slot 2 \(50 B\) fits on no node still receiving slots: node "b" comes closest, 5 bytes \(5 B\) missing/,
     );
   });
 });

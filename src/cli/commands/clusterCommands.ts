@@ -1,0 +1,117 @@
+import { addNode } from '../../admin/addNode.js';
+import { createShardedTable } from '../../admin/createShardedTable.js';
+import { initCluster } from '../../admin/initCluster.js';
+import { removeNode } from '../../admin/removeNode.js';
+import { verifyCluster } from '../../admin/verifyCluster.js';
+import { listNodes } from '../../catalog/nodes.js';
+import { assertCatalogCurrent } from '../../catalog/schema.js';
+import { readSlotMap } from '../../catalog/slotMap.js';
+import { describeTable, listShardedTables } from '../../catalog/tables.js';
+import { describeConnection } from '../../core/connection.js';
+import { badInput } from '../../core/errors.js';
+import { formatTable } from '../../planner/index.js';
+import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { parseUrlOption } from '../config.js';
+import type { Output } from '../output.js';
+import { parseByteSize, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';
+
+export async function initCommand(output: Output, access: ClusterAccess, options: { slots?: string }): Promise<void> {
+  const slots = parseWholeNumber(options.slots, '--slots', 1, 256);
+  const result = await initCluster(access, slots);
+  output.result({ modulus: result.cluster.modulus, epoch: result.cluster.epoch, schema_versions_applied: result.schemaVersionsApplied });
+  output.text(`Catalog ready at ${describeConnection(access.catalog)}: ${result.cluster.modulus} slots` +
+    (result.schemaVersionsApplied.length ? ` (schema versions applied: ${result.schemaVersionsApplied.join(', ')})` : ' (already current)'));
+}
+
+export interface NodeAddOptions { url?: string; weight?: string; concurrency?: string; capacity?: string }
+
+export async function nodeAddCommand(output: Output, access: ClusterAccess, name: string, options: NodeAddOptions): Promise<void> {
+  if (!options.url) throw badInput('node add needs the node\'s connection', 'pass --url postgres://user@host:port/database');
+  const connection = parseUrlOption(options.url, '--url');
+  // A password in --url serves this check only; later commands take it from the config file or libpq conventions.
+  const passwordGiven = connection.password;
+  const accessWithPassword: ClusterAccess = passwordGiven === undefined ? access : {
+    ...access,
+    passwords: (nodeName) => (nodeName === name ? passwordGiven : access.passwords(nodeName)),
+  };
+  const capacityBytes = parseByteSize(options.capacity, '--capacity');
+  const result = await addNode(accessWithPassword, {
+    name,
+    connection,
+    weight: parsePositiveNumber(options.weight, '--weight', 1),
+    concurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, 2),
+    ...(capacityBytes !== undefined ? { capacityBytes } : {}),
+  });
+  for (const warning of result.warnings) output.warn(warning);
+  if (passwordGiven !== undefined) output.warn(`the password in --url is not stored; give it to later commands via reshard.json "passwords", PGPASSWORD or ~/.pgpass`);
+  output.result({ node: result.node.name, connection: describeConnection(result.node.connection), server_version: result.node.serverVersion, slot_map_respread: result.slotMapRespread, warnings: result.warnings });
+  output.text(`Added node ${result.node.name} (${describeConnection(result.node.connection)}, PostgreSQL ${result.node.serverVersion}).` +
+    (result.slotMapRespread ? ' The cluster holds no data yet, so the slot map was spread over all nodes.' : ' Run `reshard rebalance` to give it slots.'));
+}
+
+export async function nodeRemoveCommand(output: Output, access: ClusterAccess, name: string): Promise<void> {
+  const result = await removeNode(access, name);
+  output.result(result);
+  output.text(result.state === 'removed'
+    ? `Removed node ${name} (it owned no slots).`
+    : `Node ${name} is draining: run \`reshard rebalance\` to move its ${result.slotsOwned} slots to the other nodes.`);
+}
+
+export async function nodeListCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const { nodes, owners } = await withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    return { nodes: await listNodes(catalog), owners: (await readSlotMap(catalog)).owners };
+  });
+  const rows = nodes.map((node) => ({
+    name: node.name,
+    connection: describeConnection(node.connection),
+    state: node.state,
+    weight: node.weight,
+    slots: owners.filter((owner) => owner === node.name).length,
+    concurrency_max: node.concurrencyMax,
+    server_version: node.serverVersion ?? null,
+  }));
+  output.result({ nodes: rows });
+  output.text(formatTable([
+    ['name', 'connection', 'state', 'weight', 'slots', 'version'],
+    ...rows.map((row) => [row.name, row.connection, row.state, String(row.weight), String(row.slots), row.server_version ?? '?']),
+  ]));
+}
+
+export interface TableCreateOptions { key?: string; columns?: string; colocateWith?: string; schema?: string }
+
+export async function tableCreateCommand(output: Output, access: ClusterAccess, name: string, options: TableCreateOptions): Promise<void> {
+  if (!options.key) throw badInput('table create needs a shard key', 'pass --key <column>[,<column>]');
+  if (!options.columns) throw badInput('table create needs the column list', "pass --columns 'id bigint NOT NULL, …, PRIMARY KEY (id)'");
+  const table = await createShardedTable(access, {
+    name,
+    shardKey: options.key.split(',').map((column) => column.trim()).filter(Boolean),
+    definition: options.columns,
+    ...(options.schema ? { schema: options.schema } : {}),
+    ...(options.colocateWith ? { colocateWith: options.colocateWith } : {}),
+  });
+  output.result({ table: describeTable(table), shard_key: table.shardKey, key_types: table.keyTypes, colocation_group: table.colocationGroup });
+  output.text(`Created sharded table ${describeTable(table)} by (${table.shardKey.join(', ')}) in colocation group ${table.colocationGroup}.`);
+}
+
+export async function tableListCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const tables = await withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    return listShardedTables(catalog);
+  });
+  output.result({ tables: tables.map((table) => ({ table: describeTable(table), shard_key: table.shardKey, key_types: table.keyTypes, colocation_group: table.colocationGroup })) });
+  output.text(formatTable([
+    ['table', 'shard key', 'key types', 'colocation group'],
+    ...tables.map((table) => [describeTable(table), table.shardKey.join(', '), table.keyTypes.join(', '), table.colocationGroup]),
+  ]));
+}
+
+export async function verifyCommand(output: Output, access: ClusterAccess): Promise<boolean> {
+  const report = await verifyCluster(access);
+  output.result({ verified: report.ok, epoch: report.epoch, rows_by_table: report.rowsByTable, rows_total: report.rowsTotal, problems: report.problems });
+  for (const problem of report.problems) output.text(`  problem: ${problem}`);
+  output.text(report.ok
+    ? `Verified: every slot of every table is attached on its owner only (epoch ${report.epoch}); ${report.rowsTotal} rows.`
+    : `Verification found ${report.problems.length} problem(s).`);
+  return report.ok;
+}

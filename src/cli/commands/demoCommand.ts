@@ -1,0 +1,48 @@
+import cliProgress from 'cli-progress';
+import { runDemo } from '../../demo/runDemo.js';
+import { badInput } from '../../core/errors.js';
+import { MigrationProgress } from '../migrationProgress.js';
+import type { Output } from '../output.js';
+import { parseWholeNumber } from '../parseNumbers.js';
+import { assertSlotCount } from '../../admin/initCluster.js';
+
+export interface DemoCommandOptions { nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; concurrency?: string }
+
+/** Bounds that keep the demo a demo on a laptop: each node is a real server. */
+const DEMO_NODES_MAX = 16;
+
+export async function demoCommand(output: Output, options: DemoCommandOptions): Promise<boolean> {
+  const nodes = parseWholeNumber(options.nodes, '--nodes', 1, 3);
+  const add = parseWholeNumber(options.add, '--add', 1, 1);
+  const rows = parseWholeNumber(options.rows, '--rows', 1, 100_000);
+  const slots = parseWholeNumber(options.slots, '--slots', 1, 256);
+  assertSlotCount(slots);
+  if (nodes + add > DEMO_NODES_MAX) throw badInput(`the demo starts at most ${DEMO_NODES_MAX} servers, not ${nodes + add}`, 'use fewer --nodes or --add');
+  const concurrency = options.concurrency === undefined ? undefined : parseWholeNumber(options.concurrency, '--concurrency', 1);
+
+  const progress = new MigrationProgress(output);
+  let loadBar: cliProgress.SingleBar | undefined;
+  const summary = await runDemo({ nodes, add, rows, slots, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}) }, {
+    say: (line = '') => {
+      if (output.json) output.errorStream.write(`${line}\n`);
+      else output.text(line);
+    },
+    migrationEvents: progress.handle,
+    loadProgress: (loaded, total) => {
+      if (!output.interactive) return;
+      if (!loadBar) {
+        loadBar = new cliProgress.SingleBar({ format: '  loading {bar} {value}/{total} users', hideCursor: true, stream: output.errorStream as NodeJS.WriteStream }, cliProgress.Presets.shades_classic);
+        loadBar.start(total, 0);
+      }
+      loadBar.update(loaded);
+      if (loaded >= total) loadBar.stop();
+    },
+  });
+  output.result(summary);
+  output.text();
+  output.text(`Summary: ${summary.nodes_before} → ${summary.nodes_after} nodes, moved ${summary.slots_moved} of ${summary.slots} slots ` +
+    `(${(summary.moved_fraction * 100).toFixed(1)} %, ideal ${(summary.ideal_fraction * 100).toFixed(1)} %), ` +
+    `${summary.rows_after} rows after / ${summary.rows_before} before, verified: ${summary.verified}, ` +
+    `rebalance ${summary.rebalance_seconds.toFixed(1)} s, total ${summary.seconds.toFixed(1)} s.`);
+  return summary.verified;
+}

@@ -1,0 +1,76 @@
+import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { plannerInput, readClusterSnapshot } from '../../coordinator/planMigration.js';
+import { assertCatalogCurrent } from '../../catalog/schema.js';
+import { badInput } from '../../core/errors.js';
+import { initialSlotMap } from '../../core/slotMap.js';
+import { formatBytes } from '../../core/bytes.js';
+import { compareStrategies, formatComparison, formatMovementMatrix, planRebalance, type Comparison, type Plan, type PlanInput } from '../../planner/index.js';
+import { assertSlotCount } from '../../admin/initCluster.js';
+import type { Output } from '../output.js';
+import { parseWholeNumber } from '../parseNumbers.js';
+
+export interface PlanCommandOptions {
+  nodes?: string;
+  add?: string;
+  remove?: string;
+  slots?: string;
+  compare?: boolean;
+}
+
+/** A hypothetical cluster of n equal nodes with equal slots: `--nodes 3 --add 1 --slots 256`. */
+export function hypotheticalPlanInput(options: PlanCommandOptions): PlanInput {
+  const nodeCount = parseWholeNumber(options.nodes, '--nodes', 1);
+  const added = parseWholeNumber(options.add, '--add', 0, 0);
+  const removed = parseWholeNumber(options.remove, '--remove', 0, 0);
+  const slots = parseWholeNumber(options.slots, '--slots', 1, 256);
+  assertSlotCount(slots);
+  if (removed >= nodeCount + added) {
+    throw badInput(`--remove ${removed} would leave no node of ${nodeCount + added}`, 'remove fewer nodes than the cluster has');
+  }
+  const before = Array.from({ length: nodeCount }, (_, i) => `n${i + 1}`);
+  const after = [...before.slice(0, nodeCount - removed), ...Array.from({ length: added }, (_, i) => `n${nodeCount + i + 1}`)];
+  return {
+    slotMap: initialSlotMap(before, slots),
+    nodes: after.map((name) => ({ name, weight: 1, concurrencyMax: 2 })),
+    slotBytes: new Array<number>(slots).fill(0),
+  };
+}
+
+export async function planCommand(output: Output, options: PlanCommandOptions, access: () => ClusterAccess): Promise<void> {
+  const hypothetical = options.nodes !== undefined || options.add !== undefined || options.remove !== undefined;
+  const input = hypothetical
+    ? hypotheticalPlanInput(options)
+    : await withCatalog(access(), async (catalog) => {
+      await assertCatalogCurrent(catalog);
+      return plannerInput(await readClusterSnapshot(catalog, access().passwords));
+    });
+  const comparison = compareStrategies(input);
+  const plan = planRebalance(input);
+  output.result(planJson(comparison, plan, options.compare ?? false));
+  output.text(describePlan(plan));
+  output.text();
+  // The comparison ends with the movement matrix; print it once.
+  output.text(options.compare ? formatComparison(comparison) : formatMovementMatrix(comparison.matrix));
+}
+
+export function describePlan(plan: Plan): string {
+  if (plan.moves.length === 0) return `The cluster is balanced: no slot needs to move (${plan.modulus} slots).`;
+  const counts = Object.entries(plan.targetSlotCounts).map(([name, count]) => `${name}=${count}`).join(' ');
+  const bytes = plan.bytesTotal > 0 ? ` (${formatBytes(plan.bytesMoved)} of ${formatBytes(plan.bytesTotal)})` : '';
+  return `Plan: move ${plan.slotsMoved} of ${plan.modulus} slots${bytes} in ${plan.waves} wave(s). Slots after: ${counts}`;
+}
+
+export function planJson(comparison: Comparison, plan: Plan, includeStrategies: boolean): Record<string, unknown> {
+  return {
+    modulus: plan.modulus,
+    base_epoch: plan.baseEpoch,
+    slots_moved: plan.slotsMoved,
+    bytes_moved: plan.bytesMoved,
+    bytes_total: plan.bytesTotal,
+    waves: plan.waves,
+    target_slot_counts: plan.targetSlotCounts,
+    moves: plan.moves,
+    ...(includeStrategies ? { nodes_before: comparison.nodes_before, nodes_after: comparison.nodes_after, strategies: comparison.strategies } : {}),
+    matrix: comparison.matrix,
+  };
+}

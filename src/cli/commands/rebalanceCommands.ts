@@ -1,0 +1,115 @@
+import { MOVE_CONCURRENCY_MAX_DEFAULT, rebalance, resumeMigration } from '../../admin/rebalance.js';
+import { listMigrations, listMoves, migrationIsHeld } from '../../catalog/migrations.js';
+import { assertCatalogCurrent } from '../../catalog/schema.js';
+import { formatBytes } from '../../core/bytes.js';
+import { badInput, ReshardError } from '../../core/errors.js';
+import type { MigrationSummary } from '../../coordinator/runMigration.js';
+import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { formatMovementMatrix, formatTable } from '../../planner/index.js';
+import { MigrationProgress } from '../migrationProgress.js';
+import type { Output } from '../output.js';
+import { parseWholeNumber } from '../parseNumbers.js';
+import { describePlan, planJson } from './planCommand.js';
+
+export interface RebalanceCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string }
+
+function summaryJson(summary: MigrationSummary): Record<string, unknown> {
+  return {
+    migration_id: summary.migrationId,
+    state: summary.state,
+    slots_moved: summary.slotsMoved,
+    bytes_moved: summary.bytesMoved,
+    rows_moved: summary.rowsMoved,
+    seconds: summary.seconds,
+    ...(summary.error ? { error: summary.error } : {}),
+  };
+}
+
+function failIfFailed(summary: MigrationSummary): void {
+  if (summary.state === 'failed') {
+    throw new ReshardError('aborted', `migration ${summary.migrationId} stopped: ${summary.error ?? 'a move failed'}`, 'fix the cause, then run `reshard resume`');
+  }
+}
+
+export async function rebalanceCommand(output: Output, access: ClusterAccess, options: RebalanceCommandOptions): Promise<void> {
+  const mode = options.mode ?? 'offline';
+  if (mode !== 'offline') throw badInput(`--mode ${mode} is not available yet`, 'use --mode offline');
+  const progress = new MigrationProgress(output);
+  const result = await rebalance(access, {
+    mode,
+    dryRun: options.dryRun ?? false,
+    moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
+    emit: progress.handle,
+  });
+  output.text(describePlan(result.plan));
+  if (result.dryRun) {
+    output.text();
+    output.text(formatMovementMatrix(result.comparison.matrix));
+    for (const move of result.dryRun) {
+      output.text();
+      output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
+      move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
+    }
+    output.result({ dry_run: true, ...planJson(result.comparison, result.plan, false), steps: result.dryRun });
+    return;
+  }
+  if (!result.summary) {
+    output.result({ dry_run: false, ...planJson(result.comparison, result.plan, false), state: 'balanced' });
+    return;
+  }
+  output.result({ ...summaryJson(result.summary), plan: { slots_moved: result.plan.slotsMoved, bytes_moved: result.plan.bytesMoved, waves: result.plan.waves } });
+  output.text(result.summary.state === 'completed'
+    ? `Migration ${result.summary.migrationId} completed: ${result.summary.slotsMoved} slots, ${result.summary.rowsMoved} rows, ${formatBytes(result.summary.bytesMoved)} in ${result.summary.seconds.toFixed(1)} s.`
+    : `Migration ${result.summary.migrationId} failed after ${result.summary.slotsMoved} moves.`);
+  failIfFailed(result.summary);
+}
+
+export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string }): Promise<void> {
+  const progress = new MigrationProgress(output);
+  const summary = await resumeMigration(access, {
+    emit: progress.handle,
+    moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
+  });
+  output.result(summaryJson(summary));
+  output.text(`Migration ${summary.migrationId} ${summary.state}: ${summary.slotsMoved} slots moved in total.`);
+  failIfFailed(summary);
+}
+
+export async function statusCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const report = await withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    const migrations = await listMigrations(catalog, 10);
+    const latest = migrations[0];
+    const moves = latest ? await listMoves(catalog, latest.id) : [];
+    const held = latest?.state === 'running' ? await migrationIsHeld(catalog, latest.id) : false;
+    return { migrations, latest, moves, held };
+  });
+  const { latest, moves } = report;
+  const now = Date.now();
+  const movesJson = moves.map((move) => ({
+    slot: move.slot, source: move.source, target: move.target, wave: move.wave, state: move.state, step: move.step ?? null,
+    bytes_total: move.bytesTotal, bytes_copied: move.bytesCopied, rows_copied: move.rowsCopied,
+    age_seconds: move.startedAt ? ((move.finishedAt?.getTime() ?? now) - move.startedAt.getTime()) / 1000 : null,
+    error: move.error ?? null,
+  }));
+  output.result({
+    migration: latest ? { id: latest.id, state: latest.state, mode: latest.mode, interrupted: latest.state === 'running' && !report.held, created_at: latest.createdAt, finished_at: latest.finishedAt ?? null, bytes_total: latest.bytesTotal, error: latest.error ?? null } : null,
+    moves: movesJson,
+    history: report.migrations.map((migration) => ({ id: migration.id, state: migration.state, mode: migration.mode, created_at: migration.createdAt, finished_at: migration.finishedAt ?? null })),
+  });
+  if (!latest) {
+    output.text('No migration has run yet.');
+    return;
+  }
+  const done = moves.filter((move) => move.state === 'done').length;
+  const interrupted = latest.state === 'running' && !report.held ? ' (interrupted: run `reshard resume`)' : '';
+  output.text(`Migration ${latest.id} (${latest.mode}): ${latest.state}${interrupted}, ${done}/${moves.length} moves done, ${formatBytes(moves.reduce((sum, move) => sum + move.bytesCopied, 0))} of ${formatBytes(latest.bytesTotal)}`);
+  if (latest.error) output.text(`  error: ${latest.error}`);
+  const notDone = moves.filter((move) => move.state !== 'done');
+  if (notDone.length > 0) {
+    output.text(formatTable([
+      ['slot', 'from', 'to', 'state', 'step', 'bytes'],
+      ...notDone.slice(0, 50).map((move) => [String(move.slot), move.source, move.target, move.state, move.step ?? '-', `${formatBytes(move.bytesCopied)} / ${formatBytes(move.bytesTotal)}`]),
+    ]));
+  }
+}

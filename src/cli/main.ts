@@ -1,0 +1,134 @@
+import { Command, CommanderError, Option } from 'commander';
+import { ReshardError } from '../core/errors.js';
+import { InvariantViolation } from '../core/assert.js';
+import { resolveAccess, type GlobalOptions } from './config.js';
+import { Output } from './output.js';
+import { initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { planCommand } from './commands/planCommand.js';
+import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { demoCommand } from './commands/demoCommand.js';
+
+/** Thrown by a command that ran but whose answer is "no" (verify found problems). */
+class CommandFailed extends Error {}
+
+function buildProgram(state: { output: Output }): Command {
+  const program = new Command('reshard')
+    .description('Grow or shrink a hash-sharded PostgreSQL cluster by moving whole slots: the fewest that balance needs, verified and journaled.')
+    .option('--catalog <url>', 'catalog database, postgres://user@host:port/db (else reshard.json, RESHARD_CATALOG or PG* variables)')
+    .option('--config <file>', 'JSON config file (default ./reshard.json if present)')
+    .option('--json', 'machine-readable output: JSON lines, the last one the result')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+
+  const globals = (): GlobalOptions & { json?: boolean } => program.opts();
+  const output = (): Output => {
+    state.output = new Output(Boolean(globals().json));
+    return state.output;
+  };
+  const access = () => resolveAccess(globals());
+
+  program.command('init')
+    .description('create or upgrade the catalog schema and fix the slot count')
+    .option('--slots <M>', 'number of slots (hash partitions per table), fixed for the cluster', '256')
+    .action(async (options: { slots?: string }) => initCommand(output(), access(), options));
+
+  const node = program.command('node').description('add, remove and list data nodes');
+  node.command('add <name>')
+    .description('check a PostgreSQL server (reachable, version, settings) and add it as a node')
+    .option('--url <url>', 'postgres://user@host:port/database of the node')
+    .option('--weight <w>', 'share of slots relative to other nodes', '1')
+    .option('--concurrency <n>', 'moves at once that may involve this node', '2')
+    .option('--capacity <bytes>', 'bytes this node may hold, e.g. 500GB')
+    .action(async (name: string, options) => nodeAddCommand(output(), access(), name, options));
+  node.command('remove <name>')
+    .description('drain a node: its slots move away at the next rebalance, then it is removed')
+    .action(async (name: string) => nodeRemoveCommand(output(), access(), name));
+  node.command('list').description('list nodes with their state and slot counts')
+    .action(async () => nodeListCommand(output(), access()));
+
+  const table = program.command('table').description('create and list sharded tables');
+  table.command('create <name>')
+    .description('create a hash-partitioned table on every node, each with the partitions of the slots it owns')
+    .option('--key <columns>', 'shard key column(s), comma-separated')
+    .option('--columns <sql>', "column and constraint list, e.g. 'id bigint NOT NULL, payload text, PRIMARY KEY (id)'")
+    .option('--colocate-with <table>', 'share the slot space of this table (same key types)')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .action(async (name: string, options) => tableCreateCommand(output(), access(), name, options));
+  table.command('list').description('list sharded tables')
+    .action(async () => tableListCommand(output(), access()));
+
+  program.command('plan')
+    .description('show the moves a rebalance would make; with --nodes/--add/--remove, for a hypothetical cluster (no database needed)')
+    .option('--compare', 'compare with contiguous hash ranges and hash mod N')
+    .option('--nodes <n>', 'hypothetical cluster: nodes before')
+    .option('--add <k>', 'hypothetical cluster: nodes added')
+    .option('--remove <k>', 'hypothetical cluster: nodes removed')
+    .option('--slots <M>', 'hypothetical cluster: slot count', '256')
+    .action(async (options) => planCommand(output(), options, access));
+
+  program.command('rebalance')
+    .description('plan and run a migration that balances slots over the nodes')
+    .option('--dry-run', 'print every step of every move without doing it')
+    .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
+    .addOption(new Option('--mode <mode>', 'mover').choices(['offline']).default('offline'))
+    .action(async (options) => rebalanceCommand(output(), access(), options));
+
+  program.command('resume')
+    .description('continue an interrupted migration from its journal')
+    .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
+    .action(async (options) => resumeCommand(output(), access(), options));
+
+  program.command('status').description('show the current or last migration and its moves')
+    .action(async () => statusCommand(output(), access()));
+
+  program.command('verify').description('check that every slot is attached on its owner only, and count rows')
+    .action(async () => {
+      if (!(await verifyCommand(output(), access()))) throw new CommandFailed('verification found problems');
+    });
+
+  program.command('demo')
+    .description('start a local cluster of real PostgreSQL servers, load data, add a node and rebalance it')
+    .option('--nodes <n>', 'nodes before', '3')
+    .option('--add <k>', 'nodes to add', '1')
+    .option('--rows <n>', 'users to load (and as many orders)', '100000')
+    .option('--slots <M>', 'slot count', '256')
+    .option('--concurrency <n>', 'moves in flight at once')
+    .option('--keep', 'leave the servers running afterwards')
+    .action(async (options) => {
+      if (!(await demoCommand(output(), options))) throw new CommandFailed('the demo could not verify the data');
+    });
+
+  return program;
+}
+
+/** Runs the CLI; returns the exit code. Errors become one line on stderr. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const state = { output: new Output(argv.includes('--json')) };
+  const program = buildProgram(state);
+  try {
+    await program.parseAsync([...argv]);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    if (error instanceof ReshardError) {
+      state.output.error(error.line());
+      state.output.result({ error: { code: error.code, message: error.message, fix: error.fix } });
+      return error.exitCode;
+    }
+    if (error instanceof CommandFailed) {
+      state.output.error(error.message);
+      return 1;
+    }
+    if (error instanceof InvariantViolation) {
+      state.output.error(`${error.message} (a bug in reshard; please report it)`);
+      return 70;
+    }
+    const pgError = error as { code?: string; message?: string };
+    if (typeof pgError.code === 'string' && pgError.message) {
+      state.output.error(`PostgreSQL error ${pgError.code}: ${pgError.message}`);
+      return 1;
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,147 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { addNode } from '../admin/addNode.js';
+import { createShardedTable } from '../admin/createShardedTable.js';
+import { initCluster } from '../admin/initCluster.js';
+import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance } from '../admin/rebalance.js';
+import { runMigration } from '../coordinator/runMigration.js';
+import { verifyCluster } from '../admin/verifyCluster.js';
+import { formatBytes } from '../core/bytes.js';
+import { describeConnection } from '../core/connection.js';
+import type { ClusterAccess } from '../coordinator/catalogAccess.js';
+import type { MigrationEventSink } from '../coordinator/events.js';
+import { findPostgresBinaries } from '../local/postgresBinaries.js';
+import { removeServerDirectory, startLocalServer, type LocalServer } from '../local/localServer.js';
+import { noPasswords } from '../node/nodeAccess.js';
+import { formatComparison } from '../planner/index.js';
+import { DEMO_TABLES, loadDemoRows } from './demoData.js';
+import { verifyKeysExactlyOnce } from './verifyExactlyOnce.js';
+
+export interface DemoOptions {
+  nodes: number;
+  add: number;
+  rows: number;
+  slots: number;
+  keep: boolean;
+  concurrency?: number;
+}
+
+export interface DemoSummary {
+  nodes_before: number;
+  nodes_after: number;
+  slots: number;
+  slots_moved: number;
+  moved_fraction: number;
+  ideal_fraction: number;
+  bytes_moved: number;
+  bytes_total: number;
+  bytes_moved_fraction: number;
+  rows_before: number;
+  rows_after: number;
+  verified: boolean;
+  mode: string;
+  rebalance_seconds: number;
+  seconds: number;
+  postgres: string;
+  kept: boolean;
+}
+
+/** What the demo says as it goes: text lines for people, and progress events. */
+export interface DemoReporter {
+  say(line?: string): void;
+  migrationEvents: MigrationEventSink;
+  loadProgress?(rowsLoaded: number, rowsTotal: number): void;
+}
+
+/**
+ * The whole story on real local servers: start N+k PostgreSQL servers, shard
+ * two colocated tables over N, load rows, add k nodes, plan, rebalance with
+ * progress, verify every row is there exactly once, and stop the servers.
+ */
+export async function runDemo(options: DemoOptions, reporter: DemoReporter): Promise<DemoSummary> {
+  const started = Date.now();
+  const binaries = findPostgresBinaries();
+  const baseDir = mkdtempSync(join(tmpdir(), 'reshard-demo-'));
+  const servers: LocalServer[] = [];
+  const total = options.nodes + options.add;
+  try {
+    reporter.say(`Starting ${total} PostgreSQL servers (${binaries.source} binaries in ${binaries.binDir}) …`);
+    const startedServers = await Promise.allSettled(
+      Array.from({ length: total }, (_, i) => startLocalServer({ name: `n${i + 1}`, baseDir, binaries })),
+    );
+    for (const result of startedServers) if (result.status === 'fulfilled') servers.push(result.value);
+    const failed = startedServers.find((result) => result.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    servers.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
+    for (const server of servers) reporter.say(`  ${server.name}: ${describeConnection(server.connection)}`);
+
+    const access: ClusterAccess = { catalog: servers[0]!.connection, passwords: noPasswords };
+    await initCluster(access, options.slots);
+    for (const server of servers.slice(0, options.nodes)) await addNode(access, { name: server.name, connection: server.connection });
+    for (const table of DEMO_TABLES) {
+      await createShardedTable(access, { name: table.name, shardKey: [...table.shardKey], definition: table.definition, ...('colocateWith' in table ? { colocateWith: table.colocateWith } : {}) });
+    }
+    reporter.say(`Sharded users(id) and orders(user_id), colocated, over ${options.nodes} nodes with ${options.slots} slots; catalog on n1.`);
+
+    reporter.say(`Loading ${options.rows} users and ${options.rows} orders …`);
+    const rowsLoaded = await loadDemoRows(access, options.rows, (loaded) => reporter.loadProgress?.(loaded, options.rows));
+    const before = await verifyCluster(access);
+    reporter.say(`Loaded ${rowsLoaded} rows; ${before.ok ? 'every slot attached on its owner only' : `problems: ${before.problems.join('; ')}`}.`);
+
+    for (const server of servers.slice(options.nodes)) {
+      await addNode(access, { name: server.name, connection: server.connection });
+      reporter.say(`Added node ${server.name}.`);
+    }
+
+    const prepared = await prepareRebalance(access, { mode: 'offline', dryRun: false });
+    reporter.say();
+    reporter.say(formatComparison(prepared.comparison));
+    reporter.say();
+    const summary = prepared.migrationId === undefined ? undefined : await runMigration(prepared.migrationId, {
+      access,
+      emit: reporter.migrationEvents,
+      moveConcurrencyMax: options.concurrency ?? MOVE_CONCURRENCY_MAX_DEFAULT,
+    });
+    const result = prepared;
+
+    const after = await verifyCluster(access);
+    const users = await verifyKeysExactlyOnce(access, 'users', 'id', options.rows);
+    const orders = await verifyKeysExactlyOnce(access, 'orders', 'user_id', options.rows);
+    const exactlyOnce = [users, orders].every((report) => report.missing === 0 && report.duplicated === 0 && report.unexpected === 0);
+    const completed = summary === undefined || summary.state === 'completed';
+    if (!completed) reporter.say(`The migration did not complete: ${summary?.error ?? 'unknown error'}`);
+    const verified = completed && after.ok && exactlyOnce && after.rowsTotal === before.rowsTotal;
+    reporter.say();
+    reporter.say(`Verified: ${verified ? 'yes' : 'NO'} — ${after.rowsTotal} rows after, ${before.rowsTotal} before; users missing ${users.missing}, duplicated ${users.duplicated}; orders missing ${orders.missing}, duplicated ${orders.duplicated}.`);
+    for (const problem of after.problems) reporter.say(`  problem: ${problem}`);
+
+    const slotsMoved = summary?.slotsMoved ?? 0;
+    return {
+      nodes_before: options.nodes,
+      nodes_after: total,
+      slots: options.slots,
+      slots_moved: slotsMoved,
+      moved_fraction: slotsMoved / options.slots,
+      ideal_fraction: options.add / total,
+      bytes_moved: summary?.bytesMoved ?? 0,
+      bytes_total: result.plan.bytesTotal,
+      bytes_moved_fraction: result.plan.bytesTotal > 0 ? result.plan.bytesMoved / result.plan.bytesTotal : 0,
+      rows_before: before.rowsTotal,
+      rows_after: after.rowsTotal,
+      verified,
+      mode: 'offline',
+      rebalance_seconds: summary?.seconds ?? 0,
+      seconds: (Date.now() - started) / 1000,
+      postgres: binaries.source,
+      kept: options.keep,
+    };
+  } finally {
+    if (options.keep) {
+      reporter.say(`Servers kept running in ${baseDir}; catalog: ${servers[0] ? describeConnection(servers[0].connection) : '-'}. Stop each with: pg_ctl stop -D ${baseDir}/<node>`);
+    } else {
+      await Promise.allSettled(servers.map((server) => server.stop('fast')));
+      removeServerDirectory(baseDir);
+    }
+  }
+}
