@@ -70,6 +70,8 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
     } catch (error) {
       await Promise.all(clients.map((client) => client.query('ROLLBACK').catch(() => {})));
       throw error;
+    } finally {
+      await Promise.all(clients.map((client) => client.end().catch(() => {})));
     }
   });
 }

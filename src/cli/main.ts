@@ -80,7 +80,8 @@ function buildProgram(state: { output: Output }): Command {
     .action(async (options) => resumeCommand(output(), access(), options));
 
   program.command('status').description('show the current or last migration and its moves')
-    .action(async () => statusCommand(output(), access()));
+    .option('--migration <id>', 'show this migration instead of the latest')
+    .action(async (options) => statusCommand(output(), access(), options));
 
   program.command('verify').description('check that every slot is attached on its owner only, and count rows')
     .action(async () => {

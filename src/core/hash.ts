@@ -10,14 +10,16 @@
  *
  * The router calls this per key, so the common case runs on 32-bit integers
  * only: no BigInt, no allocation. A 64-bit value is a pair of uint32 words
- * (`hi`, `lo`) throughout; BigInt appears only where a caller asks for the raw
- * hash, and for moduli above MODULUS_EXACT_MAX.
+ * (`hi`, `lo`) throughout. BigInt appears only when the caller passes one (or
+ * an int8 string of more than 15 digits), asks for the raw hash, or uses a
+ * modulus above MODULUS_EXACT_MAX.
  *
  * Text and uuid hash raw bytes, and PostgreSQL reads those bytes as words in
- * the server's byte order; this code matches little-endian servers (x86-64,
- * ARM64), which is every platform PostgreSQL ships packages for today.
+ * the server's byte order. This code matches little-endian servers (x86-64,
+ * ARM64, ppc64le); a big-endian server (s390x) routes text and uuid keys
+ * differently and is not supported.
  */
-import { assertNever } from './assert.js';
+import { assert, assertNever } from './assert.js';
 import { badInput } from './errors.js';
 
 export type ShardKeyType = 'bigint' | 'integer' | 'text' | 'uuid';
@@ -35,10 +37,13 @@ export type ShardKeyValue = bigint | number | string;
 export const HASH_PARTITION_SEED = 0x7a5b22367996dcfdn;
 const SEED_HI = 0x7a5b2236;
 const SEED_LO = 0x7996dcfd;
+assert(((BigInt(SEED_HI) << 32n) | BigInt(SEED_LO)) === HASH_PARTITION_SEED, 'seed words are HASH_PARTITION_SEED');
 
 /** `hash_combine64`'s constant 0x49a0f4dd15e5a8e3, as two words. */
 const COMBINE_HI = 0x49a0f4dd;
 const COMBINE_LO = 0x15e5a8e3;
+const HASH_COMBINE64_CONSTANT = 0x49a0f4dd15e5a8e3n;
+assert(((BigInt(COMBINE_HI) << 32n) | BigInt(COMBINE_LO)) === HASH_COMBINE64_CONSTANT, 'combine words are the hash_combine64 constant');
 
 /** A partition's MODULUS is an int4 in PostgreSQL. */
 export const SLOT_MODULUS_MAX = 0x7fff_ffff;
@@ -68,6 +73,7 @@ function wordAt(bytes: Uint8Array, offset: number): number {
 
 /** `hash_bytes_extended(bytes[0..length), HASH_PARTITION_SEED)`; the result goes to hashHigh and hashLow. */
 function hashBytes(bytes: Uint8Array, length: number): void {
+  assert(length >= 0 && length <= bytes.length, 'hashBytes reads only bytes that were written');
   let a = (0x9e3779b9 + length + 3923095) | 0;
   let b = a;
   let c = a;
@@ -135,9 +141,11 @@ function scratchFor(bytesMax: number): Uint8Array {
   return grown;
 }
 
+/** The value as an error message shows it: quoted if a string, cut at 60 characters. */
 function describeValue(value: unknown): string {
-  const text = typeof value === 'string' ? JSON.stringify(value) : String(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  const shown = 60;
+  if (typeof value === 'string') return value.length > shown ? `${JSON.stringify(value.slice(0, shown))}...` : JSON.stringify(value);
+  return String(value);
 }
 
 function rejectNull(value: unknown, type: ShardKeyType): void {
@@ -147,21 +155,24 @@ function rejectNull(value: unknown, type: ShardKeyType): void {
 }
 
 /**
- * Parses `[+-]?digits` into a number when it has at most 15 digits (10^15 < 2^53,
- * so exact); returns undefined for longer ones, which the caller reads as a BigInt.
+ * Parses `[+-]?digits` into a number when it has at most 15 significant digits
+ * (10^15 < 2^53, so exact); returns undefined for more, which the caller reads
+ * as a BigInt.
  */
 function parseDecimalSmall(text: string, type: ShardKeyType): number | undefined {
-  const first = text.charCodeAt(0);
+  const first = text.length > 0 ? text.charCodeAt(0) : 0;
   const negative = first === 0x2d;
   const start = negative || first === 0x2b ? 1 : 0;
   if (start === text.length) throw notDecimal(text, type);
   let result = 0;
+  let significantDigits = 0;
   for (let index = start; index < text.length; index++) {
     const digit = text.charCodeAt(index) - 0x30;
     if (!(digit >= 0 && digit <= 9)) throw notDecimal(text, type);
+    if (result !== 0 || digit !== 0) significantDigits++;
     result = result * 10 + digit;
   }
-  if (text.length - start > 15) return undefined;
+  if (significantDigits > 15) return undefined;
   return negative ? -result : result;
 }
 
@@ -230,7 +241,7 @@ function hashInt4(value: ShardKeyValue): void {
     if (!Number.isInteger(value)) throw notDecimal(String(value), 'integer');
     n = value;
   } else if (typeof value === 'string') {
-    n = parseDecimalSmall(value, 'integer') ?? Number.POSITIVE_INFINITY;
+    n = parseDecimalSmall(value, 'integer') ?? Number.POSITIVE_INFINITY; // 16+ significant digits are out of range
   } else if (typeof value === 'bigint') {
     n = value < BigInt(INT4_MIN) || value > BigInt(INT4_MAX) ? Number.POSITIVE_INFINITY : Number(value);
   } else {
@@ -261,7 +272,7 @@ function encodeUtf8(text: string, bytes: Uint8Array): number {
       bytes[length++] = 0x80 | ((unit >> 6) & 0x3f);
       bytes[length++] = 0x80 | (unit & 0x3f);
     } else {
-      const low = text.charCodeAt(index + 1); // NaN past the end
+      const low = index + 1 < text.length ? text.charCodeAt(index + 1) : 0;
       if (unit > 0xdbff || !(low >= 0xdc00 && low <= 0xdfff)) {
         throw badInput(`text shard key ${describeValue(text)} contains an unpaired UTF-16 surrogate at index ${index}`, 'pass well-formed Unicode text');
       }
@@ -303,21 +314,24 @@ function notUuid(text: string): Error {
  * the last.
  */
 function parseUuid(text: string, bytes: Uint8Array): void {
-  const braces = text.charCodeAt(0) === 0x7b;
+  // Every read is bounds-checked first: charCodeAt past the end deoptimises the function.
+  const length = text.length;
+  const braces = length > 0 && text.charCodeAt(0) === 0x7b;
   let index = braces ? 1 : 0;
   for (let byteIndex = 0; byteIndex < UUID_BYTES; byteIndex++) {
+    if (index + 1 >= length) throw notUuid(text);
     const high = hexValue(text.charCodeAt(index));
     const low = hexValue(text.charCodeAt(index + 1));
     if (high < 0 || low < 0) throw notUuid(text);
     bytes[byteIndex] = (high << 4) | low;
     index += 2;
-    if (text.charCodeAt(index) === 0x2d && byteIndex % 2 === 1 && byteIndex < UUID_BYTES - 1) index++;
+    if (byteIndex % 2 === 1 && byteIndex < UUID_BYTES - 1 && index < length && text.charCodeAt(index) === 0x2d) index++;
   }
   if (braces) {
-    if (text.charCodeAt(index) !== 0x7d) throw notUuid(text);
+    if (index >= length || text.charCodeAt(index) !== 0x7d) throw notUuid(text);
     index++;
   }
-  if (index !== text.length) throw notUuid(text);
+  if (index !== length) throw notUuid(text);
 }
 
 /** hash_uuid_extended: the 16 raw bytes. */
@@ -367,9 +381,12 @@ function modExact(x: number, m: number): number {
 
 /** `(hi * 2^32 + lo) mod modulus` of two uint32 words, as PostgreSQL's `rowHash % nindexes`. */
 function remainder(hi: number, lo: number, modulus: number): number {
-  if ((modulus & (modulus - 1)) === 0) return lo & (modulus - 1);
-  if (modulus <= MODULUS_EXACT_MAX) return modExact(modExact(hi, modulus) * TWO_POW_32 + lo, modulus);
-  return Number(((BigInt(hi) << 32n) | BigInt(lo)) % BigInt(modulus));
+  let slot: number;
+  if ((modulus & (modulus - 1)) === 0) slot = lo & (modulus - 1);
+  else if (modulus <= MODULUS_EXACT_MAX) slot = modExact(modExact(hi, modulus) * TWO_POW_32 + lo, modulus);
+  else slot = Number(((BigInt(hi) << 32n) | BigInt(lo)) % BigInt(modulus));
+  assert(slot >= 0 && slot < modulus && Number.isInteger(slot), 'a slot is an integer in [0, M)');
+  return slot;
 }
 
 /** PostgreSQL's `<type>extended(value, HASH_PARTITION_SEED)`, as an unsigned 64-bit integer. */
@@ -381,7 +398,7 @@ export function hashShardKeyValue(type: ShardKeyType, value: ShardKeyValue): big
 /** `hash_combine64(a, b)`: `a ^ (b + 0x49a0f4dd15e5a8e3 + (a << 54) + (a >> 7))` mod 2^64. */
 export function hashCombine64(a: bigint, b: bigint): bigint {
   const mask = 0xffff_ffff_ffff_ffffn;
-  return (a ^ ((b + 0x49a0f4dd15e5a8e3n + (a << 54n) + (a >> 7n)) & mask)) & mask;
+  return (a ^ ((b + HASH_COMBINE64_CONSTANT + (a << 54n) + (a >> 7n)) & mask)) & mask;
 }
 
 /**
@@ -422,8 +439,8 @@ export function slotOf(type: ShardKeyType, value: ShardKeyValue, modulus: number
   checkModulus(modulus);
   hashColumn(type, value);
   const lowSum = (hashLow >>> 0) + COMBINE_LO;
-  if ((modulus & (modulus - 1)) === 0) return lowSum & (modulus - 1);
-  const rowHi = ((hashHigh >>> 0) + COMBINE_HI + Math.floor(lowSum / TWO_POW_32)) >>> 0;
+  // A power-of-two modulus reads only the low word, so the high word is not summed.
+  const rowHi = (modulus & (modulus - 1)) === 0 ? 0 : ((hashHigh >>> 0) + COMBINE_HI + Math.floor(lowSum / TWO_POW_32)) >>> 0;
   return remainder(rowHi, lowSum >>> 0, modulus);
 }
 

@@ -60,18 +60,28 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const [dataDir, { binDir, osUser }] of runningDataDirs) {
-      try {
-        execFileSync(join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '10'], {
-          stdio: 'ignore',
-          ...(osUser.switched ? { uid: osUser.uid, gid: osUser.gid } : {}),
-        });
-      } catch {
-        // best effort at exit
-      }
+  process.on('exit', stopAllSynchronously);
+  // Killed by a signal, Node does not run 'exit' handlers: stop servers, then die as asked.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      stopAllSynchronously();
+      process.kill(process.pid, signal);
+    });
+  }
+}
+
+function stopAllSynchronously(): void {
+  for (const [dataDir, { binDir, osUser }] of runningDataDirs) {
+    try {
+      execFileSync(join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '10'], {
+        stdio: 'ignore',
+        ...(osUser.switched ? { uid: osUser.uid, gid: osUser.gid } : {}),
+      });
+    } catch {
+      // best effort at exit
     }
-  });
+    runningDataDirs.delete(dataDir);
+  }
 }
 
 async function runAs(osUser: ServerOsUser, program: string, args: string[], timeoutMs: number): Promise<string> {

@@ -235,6 +235,8 @@ describe('hashShardKeyValue', () => {
     expect(hashShardKeyValue('bigint', '+42')).toBe(hashShardKeyValue('bigint', 42));
     expect(hashShardKeyValue('bigint', '-0')).toBe(hashShardKeyValue('bigint', 0));
     expect(hashShardKeyValue('bigint', '000000000000000000042')).toBe(hashShardKeyValue('bigint', 42));
+    expect(hashShardKeyValue('integer', '000000000000000000042')).toBe(hashShardKeyValue('integer', 42n));
+    expect(hashShardKeyValue('integer', '-2147483648')).toBe(hashShardKeyValue('integer', -(2 ** 31)));
   });
 
   it('gives the same hash for every spelling of a uuid that uuid_in accepts', () => {
@@ -409,6 +411,11 @@ describe('input validation', () => {
     ['a number', 7],
   ])('rejects a uuid key with %s', (_, value) => {
     badInputOf(() => slotOf('uuid', value, 64));
+  });
+
+  it('shows at most 60 characters of a rejected value', () => {
+    const error = badInputOf(() => slotOf('text', 'x'.repeat(10_000) + '\u0000', 64));
+    expect(error.line().length).toBeLessThan(250);
   });
 
   it.each(SHARD_KEY_TYPES)('rejects a NULL %s key', (type) => {

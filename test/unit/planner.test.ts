@@ -190,6 +190,21 @@ describe('planRebalance: capacity', () => {
     ]);
   });
 
+  it('searches past the greedy choice when only a tight placement fits', () => {
+    // All 8 slots move; b (room 12) must take 0+1+2+9 bytes and f (room 45) exactly 17+13+8+7.
+    const plan = planRebalance({
+      slotMap: { modulus: 8, epoch: 1, owners: ['c', 'd', 'd', 'd', 'a', 'a', 'a', 'a'] },
+      nodes: [
+        { name: 'b', weight: 1, concurrencyMax: 2, capacityBytes: 12 },
+        { name: 'f', weight: 1, concurrencyMax: 2, capacityBytes: 45 },
+      ],
+      slotBytes: [17, 1, 0, 7, 8, 13, 2, 9],
+    });
+    const slotsTo = (node: string): number[] => plan.moves.filter((m) => m.to === node).map((m) => m.slot).sort((x, y) => x - y);
+    expect(slotsTo('b')).toEqual([1, 2, 6, 7]);
+    expect(slotsTo('f')).toEqual([0, 3, 4, 5]);
+  });
+
   it('says which slot fits nowhere when the receivers together lack room', () => {
     expectError(
       {

@@ -1,5 +1,5 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT, rebalance, resumeMigration } from '../../admin/rebalance.js';
-import { listMigrations, listMoves, migrationIsHeld } from '../../catalog/migrations.js';
+import { getMigration, listMigrations, listMoves, migrationIsHeld } from '../../catalog/migrations.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError } from '../../core/errors.js';
@@ -75,11 +75,12 @@ export async function resumeCommand(output: Output, access: ClusterAccess, optio
   failIfFailed(summary);
 }
 
-export async function statusCommand(output: Output, access: ClusterAccess): Promise<void> {
+export async function statusCommand(output: Output, access: ClusterAccess, options: { migration?: string } = {}): Promise<void> {
+  const migrationId = options.migration === undefined ? undefined : parseWholeNumber(options.migration, '--migration', 1);
   const report = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const migrations = await listMigrations(catalog, 10);
-    const latest = migrations[0];
+    const latest = migrationId === undefined ? migrations[0] : await getMigration(catalog, migrationId);
     const moves = latest ? await listMoves(catalog, latest.id) : [];
     const held = latest?.state === 'running' ? await migrationIsHeld(catalog, latest.id) : false;
     return { migrations, latest, moves, held };
