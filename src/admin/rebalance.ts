@@ -6,13 +6,19 @@ import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
 import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
+import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
+import { assertOnlineReady } from './onlinePreflight.js';
+import type { OnlineLimits } from '../mover/onlineBatch.js';
 import { compareStrategies, planRebalance, type Comparison, type Plan } from '../planner/index.js';
 
+export type MoverModeOption = 'offline' | 'online';
+
 export interface RebalanceOptions {
-  mode: 'offline';
+  mode: MoverModeOption;
   dryRun: boolean;
   moveConcurrencyMax: number;
   emit: MigrationEventSink;
+  onlineLimits?: OnlineLimits;
 }
 
 export interface DryRunMove {
@@ -30,6 +36,7 @@ export interface RebalanceResult {
   snapshot: ClusterSnapshot;
   /** Present when the plan ran. */
   summary?: MigrationSummary;
+  warnings: string[];
   /** Present with --dry-run: every step every move would take. */
   dryRun?: DryRunMove[];
 }
@@ -42,6 +49,8 @@ export interface PreparedRebalance {
   snapshot: ClusterSnapshot;
   /** The migration recorded for the plan; absent for a dry run or a balanced cluster. */
   migrationId?: number;
+  /** Settings that work but cost time (online mode). */
+  warnings: string[];
   dryRun?: DryRunMove[];
 }
 
@@ -58,20 +67,25 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     const input = plannerInput(snapshot);
     const plan = planRebalance(input);
     const comparison = compareStrategies(input);
-    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison };
+    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[] };
+    const warnings = options.mode === 'online' ? await assertOnlineReady(
+      snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
+      access.passwords,
+      (name) => snapshot.nodes.find((node) => node.name === name)?.concurrencyMax ?? 1,
+    ) : [];
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
       baseEpoch: snapshot.slotMap.epoch,
       plan,
       moves: plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to, wave: move.wave, bytesTotal: move.bytes })),
     });
-    return { snapshot, plan, comparison, migrationId };
+    return { snapshot, plan, comparison, migrationId, warnings };
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
   const dryRun = prepared.plan.moves.map((move) => ({
     slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, wave: move.wave,
-    steps: OFFLINE_MOVE_STEPS.map((step) => ({
+    steps: (options.mode === 'online' ? ONLINE_MOVE_STEP_DESCRIPTIONS : OFFLINE_MOVE_STEPS).map((step) => ({
       name: step.name,
       action: step.describe({ slot: move.slot, modulus: prepared.plan.modulus, sourceName: move.from, targetName: move.to, tables }),
     })),
@@ -84,7 +98,7 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
   const prepared = await prepareRebalance(access, options);
   const { migrationId, ...result } = prepared;
   if (migrationId === undefined) return result;
-  const summary = await runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax });
+  const summary = await runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, ...(options.onlineLimits ? { onlineLimits: options.onlineLimits } : {}) });
   return { ...result, summary };
 }
 

@@ -107,6 +107,23 @@ CREATE TABLE reshard.journal (
 CREATE INDEX journal_by_move ON reshard.journal (migration_id, slot, id);
 `,
   },
+  {
+    version: 2,
+    description: 'routers: registration, lease and acknowledged epoch',
+    sql: `
+-- A router registers here, renews its lease and acknowledges each slot-map
+-- epoch it has applied; a freeze waits for every router whose lease is live.
+CREATE TABLE reshard.router (
+  id             uuid PRIMARY KEY,
+  name           text NOT NULL,
+  acked_epoch    bigint NOT NULL DEFAULT 0,
+  lease_until    timestamptz NOT NULL,
+  registered_at  timestamptz NOT NULL DEFAULT now(),
+  seen_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX router_by_lease ON reshard.router (lease_until);
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -71,7 +71,7 @@ function buildProgram(state: { output: Output }): Command {
     .description('plan and run a migration that balances slots over the nodes')
     .option('--dry-run', 'print every step of every move without doing it')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
-    .addOption(new Option('--mode <mode>', 'mover').choices(['offline']).default('offline'))
+    .addOption(new Option('--mode <mode>', 'online: logical replication, writes pause per slot for milliseconds; offline: fenced COPY, the moving slot refuses writes while it moves').choices(['online', 'offline']).default('online'))
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
   program.command('resume')

@@ -3,7 +3,7 @@ export type MigrationEvent =
   | { type: 'migration_started'; migrationId: number; mode: string; moves: number; bytesTotal: number; resumed: boolean }
   | { type: 'step'; migrationId: number; slot: number; step: string; action: 'begin' | 'done' | 'undo' | 'undone' | 'failed' }
   | { type: 'bytes'; migrationId: number; slot: number; bytesCopied: number; bytesTotal: number }
-  | { type: 'move_done'; migrationId: number; slot: number; source: string; target: string; bytes: number; rows: number; seconds: number }
+  | { type: 'move_done'; migrationId: number; slot: number; source: string; target: string; bytes: number; rows: number; seconds: number; pauseMs?: number }
   | { type: 'move_failed'; migrationId: number; slot: number; source: string; target: string; error: string; rolledBack: boolean }
   | { type: 'migration_finished'; migrationId: number; state: string; seconds: number; slotsMoved: number; bytesMoved: number; error?: string };
 

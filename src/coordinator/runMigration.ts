@@ -8,6 +8,9 @@ import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import type { MoveContext, MoveStep } from '../mover/moveStep.js';
+import { ONLINE_LIMITS_DEFAULT, runOnlineBatch, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
+import { REPLICATION_NAME_PREFIX } from '../node/replication.js';
+import { runWithNodeLimits } from './runWithNodeLimits.js';
 import { runMove } from '../mover/runMove.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { connectNode } from '../node/nodeAccess.js';
@@ -22,7 +25,12 @@ export interface MigrationRunOptions {
   /** Moves in flight at once across the cluster (the plan's waves bound each node). */
   moveConcurrencyMax: number;
   resumed?: boolean;
+  onlineLimits?: OnlineLimits;
+  /** Online mode: most slots one publication/subscription carries. */
+  batchSlotsMax?: number;
 }
+
+export const BATCH_SLOTS_MAX_DEFAULT = 64;
 
 export interface MigrationSummary {
   migrationId: number;
@@ -31,12 +39,62 @@ export interface MigrationSummary {
   bytesMoved: number;
   rowsMoved: number;
   seconds: number;
+  /** Online moves: each switched slot's write pause (freeze → switch), in ms. */
+  pausesMs: number[];
   error?: string;
 }
 
-function stepsFor(mode: string): readonly MoveStep[] {
-  assert(mode === 'offline', `mover mode ${mode} is available`);
-  return OFFLINE_MOVE_STEPS;
+/**
+ * Online moves between the same two nodes share one publication and
+ * subscription (setting one up costs about half a second), up to a size.
+ */
+function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number): OnlineBatch[] {
+  const byPair = new Map<string, MoveRecord[]>();
+  for (const move of moves) {
+    const key = JSON.stringify([move.source, move.target]);
+    byPair.set(key, [...(byPair.get(key) ?? []), move]);
+  }
+  const batches: OnlineBatch[] = [];
+  for (const pairMoves of byPair.values()) {
+    for (let first = 0; first < pairMoves.length; first += batchSlotsMax) {
+      const chunk = pairMoves.slice(first, first + batchSlotsMax);
+      const source = nodes.get(chunk[0]!.source);
+      const target = nodes.get(chunk[0]!.target);
+      assert(source && target, 'batch nodes are in the catalog');
+      // Named by its first slot: unique within the migration, stable across resumes.
+      batches.push({ migrationId, name: `${REPLICATION_NAME_PREFIX}m${migrationId}_s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables });
+    }
+  }
+  return batches;
+}
+
+async function executeOnlineBatch(
+  batch: OnlineBatch,
+  shared: { access: ClusterAccess; emit: MigrationEventSink },
+  limits: OnlineLimits,
+): Promise<OnlineBatchResult> {
+  const opened: pg.Client[] = [];
+  const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
+    const client = await connect();
+    opened.push(client);
+    return client;
+  };
+  try {
+    const connections = {
+      source: await open(() => connectNode(batch.source, shared.access.passwords, 'reshard mover')),
+      target: await open(() => connectNode(batch.target, shared.access.passwords, 'reshard mover')),
+      catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
+    };
+    return await runOnlineBatch(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords });
+  } catch (error) {
+    const rolledBack = Boolean((error as { moveRolledBack?: boolean }).moveRolledBack);
+    for (const move of batch.moves) {
+      shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorLine(error), rolledBack });
+    }
+    throw error;
+  } finally {
+    await Promise.all(opened.map((client) => client.end().catch(() => {})));
+  }
 }
 
 function errorLine(error: unknown): string {
@@ -112,7 +170,7 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       nodes: new Map((await listNodes(lock, { includeRemoved: true })).map((node) => [node.name, node])),
       tables: (await listShardedTables(lock)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey })),
       modulus: (await getCluster(lock)).modulus,
-      steps: stepsFor(migration.mode),
+      steps: OFFLINE_MOVE_STEPS,
       emit: options.emit,
     };
     await installHelpersOnSources(pending, shared.nodes, options.access);
@@ -122,20 +180,45 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
     let bytesMoved = moves.filter((move) => move.state === 'done').reduce((sum, move) => sum + move.bytesCopied, 0);
     let rowsMoved = moves.filter((move) => move.state === 'done').reduce((sum, move) => sum + move.rowsCopied, 0);
     let slotsMoved = moves.length - pending.length;
-    const waves = [...new Set(pending.map((move) => move.wave))].sort((a, b) => a - b);
-    for (const wave of waves) {
-      if (failure) break;
-      const results = await runBounded(
-        pending.filter((move) => move.wave === wave),
+    const pauses: number[] = [];
+    if (migration.mode === 'offline') {
+      const waves = [...new Set(pending.map((move) => move.wave))].sort((a, b) => a - b);
+      for (const wave of waves) {
+        if (failure) break;
+        const results = await runBounded(
+          pending.filter((move) => move.wave === wave),
+          options.moveConcurrencyMax,
+          (move) => executeMove(move, shared),
+          () => failure !== undefined,
+        );
+        for (const result of results) {
+          if (result.status === 'fulfilled') {
+            slotsMoved += 1;
+            bytesMoved += result.value.bytes;
+            rowsMoved += result.value.rows;
+          } else {
+            failure ??= result.reason;
+          }
+        }
+      }
+    } else {
+      const batches = onlineBatches(migrationId, pending, shared.nodes, shared.tables, shared.modulus, options.batchSlotsMax ?? BATCH_SLOTS_MAX_DEFAULT);
+      const results = await runWithNodeLimits(
+        batches,
+        (batch) => [batch.source.name, batch.target.name],
+        (name) => shared.nodes.get(name)?.concurrencyMax ?? 1,
         options.moveConcurrencyMax,
-        (move) => executeMove(move, shared),
+        (batch) => executeOnlineBatch(batch, shared, options.onlineLimits ?? ONLINE_LIMITS_DEFAULT),
         () => failure !== undefined,
       );
       for (const result of results) {
         if (result.status === 'fulfilled') {
-          slotsMoved += 1;
-          bytesMoved += result.value.bytes;
-          rowsMoved += result.value.rows;
+          for (const switched of result.value.switched) {
+            slotsMoved += 1;
+            bytesMoved += switched.bytes;
+            rowsMoved += switched.rows;
+            pauses.push(switched.pauseMs);
+          }
         } else {
           failure ??= result.reason;
         }
@@ -147,12 +230,12 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       const error = errorLine(failure);
       await finishMigration(lock, migrationId, 'failed', error);
       options.emit({ type: 'migration_finished', migrationId, state: 'failed', seconds, slotsMoved, bytesMoved, error });
-      return { migrationId, state: 'failed', slotsMoved, bytesMoved, rowsMoved, seconds, error };
+      return { migrationId, state: 'failed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, error };
     }
     await retireDrainedNodes(lock);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
-    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds };
+    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses };
   } finally {
     await lock.end().catch(() => {});
   }

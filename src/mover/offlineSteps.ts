@@ -1,7 +1,8 @@
 import { ReshardError } from '../core/errors.js';
 import { switchSlotOwner, setSlotState } from '../catalog/slotMap.js';
+import { freezeSlotForRouters } from './freezeSlot.js';
 import { copySlotLeaf } from '../node/copySlot.js';
-import { fenceSlotLeaf, unfenceSlotLeaf } from '../node/fence.js';
+import { fenceSlot, unfenceSlot } from '../node/fence.js';
 import { leafName } from '../node/leafName.js';
 import {
   attachSlotLeaf, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint,
@@ -29,11 +30,11 @@ const freeze: MoveStep = {
   name: 'freeze',
   describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1); on ${view.sourceName}: fence ${leaves(view)} with a trigger that rejects writes (SQLSTATE RSM01), after in-flight writers finish`,
   async do(context) {
-    await setSlotState(context.catalog, context.slot, 'frozen');
-    for (const table of context.tables) await fenceSlotLeaf(context.source, table, context.slot, context.modulus);
+    await freezeSlotForRouters(context.catalog, context.slot);
+    await fenceSlot(context.source, context.tables, context.slot, context.modulus);
   },
   async undo(context) {
-    for (const table of context.tables) await unfenceSlotLeaf(context.source, table, context.slot, context.modulus);
+    await unfenceSlot(context.source, context.tables, context.slot, context.modulus);
     await setSlotState(context.catalog, context.slot, 'active');
   },
 };

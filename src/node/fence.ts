@@ -12,20 +12,32 @@ const FENCE_TRUNCATE_TRIGGER = 'reshard_fence_truncate';
 export const FENCE_LOCK_TIMEOUT_MS = 10_000;
 
 /**
- * Rejects every write to the slot's leaf with reshard's SQLSTATE, also from
- * writers that bypass routers. Creating the trigger waits for in-flight
- * writers, so when this returns no write to the leaf is pending. Reads go on.
+ * Rejects every write to the slot's leaves (all tables, one transaction) with
+ * reshard's SQLSTATE, also from writers that bypass routers. The EXCLUSIVE lock
+ * waits for in-flight writers on these leaves only, so when this returns no
+ * write to the slot is pending; reads and every other slot go on. Returns a
+ * WAL position past every write the slot received.
  */
-export async function fenceSlotLeaf(db: pg.ClientBase, table: SlotTable, slot: number, modulus: number): Promise<void> {
-  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = FENCE_LOCK_TIMEOUT_MS): Promise<string> {
+  const leaves = tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
   await db.query('BEGIN');
   try {
-    await db.query(`SET LOCAL lock_timeout = '${FENCE_LOCK_TIMEOUT_MS}ms'`);
-    await db.query(`CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf}
-                      FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`);
-    await db.query(`CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf}
-                      FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`);
+    await db.query(`SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`);
+    // The commit must be flushed at once: a walsender only sends flushed WAL,
+    // and the final sync waits for the subscriber to confirm this position.
+    await db.query('SET LOCAL synchronous_commit = on');
+    await db.query(`LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`);
+    // Every write to these leaves committed before the lock was granted, so
+    // its WAL lies before this position.
+    const position = await db.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
+    for (const leaf of leaves) {
+      await db.query(`CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf}
+                        FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`);
+      await db.query(`CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf}
+                        FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`);
+    }
     await db.query('COMMIT');
+    return position.rows[0]!.lsn;
   } catch (error) {
     await db.query('ROLLBACK');
     throw error;
@@ -33,7 +45,11 @@ export async function fenceSlotLeaf(db: pg.ClientBase, table: SlotTable, slot: n
 }
 
 /** Undo of the fence. Idempotent; a leaf that no longer exists needs none. */
-export async function unfenceSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+export async function unfenceSlot(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
+  for (const table of tables) await unfenceSlotLeaf(db, table, slot, modulus);
+}
+
+async function unfenceSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
   const leafQualified = quoteQualified(table.schema, leafName(table.name, slot, modulus));
   const exists = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [leafQualified]);
   if (!exists.rows[0]?.present) return;

@@ -32,8 +32,8 @@ function failIfFailed(summary: MigrationSummary): void {
 }
 
 export async function rebalanceCommand(output: Output, access: ClusterAccess, options: RebalanceCommandOptions): Promise<void> {
-  const mode = options.mode ?? 'offline';
-  if (mode !== 'offline') throw badInput(`--mode ${mode} is not available yet`, 'use --mode offline');
+  const mode = options.mode ?? 'online';
+  if (mode !== 'offline' && mode !== 'online') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   const progress = new MigrationProgress(output);
   const result = await rebalance(access, {
     mode,
@@ -41,6 +41,7 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
     moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
     emit: progress.handle,
   });
+  for (const warning of result.warnings) output.warn(warning);
   output.text(describePlan(result.plan));
   if (result.dryRun) {
     output.text();

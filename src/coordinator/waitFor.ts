@@ -1,0 +1,22 @@
+import { ReshardError } from '../core/errors.js';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Polls `probe` every `pollMs` until it returns a value other than undefined,
+ * or throws a timeout error naming `what` after `timeoutMs`. Every wait in
+ * reshard has such a limit.
+ */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, options: { timeoutMs: number; pollMs: number; fix: string }): Promise<T> {
+  const deadline = performance.now() + options.timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (performance.now() >= deadline) {
+      throw new ReshardError('timeout', `${what} did not happen within ${options.timeoutMs} ms`, options.fix);
+    }
+    await sleep(options.pollMs);
+  }
+}

@@ -1,0 +1,305 @@
+import type pg from 'pg';
+import { appendJournal, completedSteps, readJournal } from '../catalog/journal.js';
+import { updateMove, type MoveRecord } from '../catalog/migrations.js';
+import type { NodeRecord } from '../catalog/nodes.js';
+import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
+import { ReshardError } from '../core/errors.js';
+import { quoteQualified } from '../core/identifier.js';
+import type { MigrationEventSink } from '../coordinator/events.js';
+import { sleep, waitFor } from '../coordinator/waitFor.js';
+import { fenceSlot, unfenceSlot } from '../node/fence.js';
+import { leafName } from '../node/leafName.js';
+import type { PasswordLookup } from '../node/nodeAccess.js';
+import {
+  currentWalLsn, dropPublication, dropReplicationSlot, dropSubscription, ensurePublication, ensureSubscription,
+  replayedPast, replicationLagBytes, subscriptionSyncState,
+} from '../node/replication.js';
+import {
+  attachSlotLeaf, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaf,
+  type SlotTable,
+} from '../node/slotPartitions.js';
+import { leafStats } from '../node/slotStats.js';
+import { freezeSlotForRouters } from './freezeSlot.js';
+
+/** Bounds of the online mover; every wait has one. */
+export interface OnlineLimits {
+  /** Initial copy of the whole batch. */
+  syncTimeoutMs: number;
+  /** Catch-up is done when the apply worker is this close to the source's WAL. */
+  catchupLagBytesMax: number;
+  catchupTimeoutMs: number;
+  /** Longest a slot may stay fenced before its cutover is abandoned (unfrozen, retried). */
+  freezeBudgetMs: number;
+  finalSyncPollMs: number;
+  freezeAttemptsMax: number;
+}
+
+export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
+  syncTimeoutMs: 30 * 60_000,
+  catchupLagBytesMax: 256 * 1024,
+  catchupTimeoutMs: 5 * 60_000,
+  freezeBudgetMs: 3_000,
+  finalSyncPollMs: 2,
+  freezeAttemptsMax: 3,
+};
+
+/** Moves between one source and one target that share a publication and a subscription. */
+export interface OnlineBatch {
+  migrationId: number;
+  /** Publication, subscription and replication slot name. */
+  name: string;
+  source: NodeRecord;
+  target: NodeRecord;
+  moves: MoveRecord[];
+  modulus: number;
+  tables: readonly SlotTable[];
+}
+
+export interface OnlineBatchConnections {
+  source: pg.ClientBase;
+  target: pg.ClientBase;
+  catalog: pg.ClientBase;
+}
+
+export interface OnlineBatchResult {
+  /** Moves that reached the switch, with the write pause each slot saw (freeze → switch). */
+  switched: { slot: number; pauseMs: number; rows: number; bytes: number }[];
+}
+
+function errorText(error: unknown): string {
+  return error instanceof ReshardError ? error.line() : error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The online mover for one batch: prepare every slot's leaves on the target,
+ * one publication + subscription copies and streams them all, then slot by
+ * slot a short freeze, final sync, verification, attach and switch; finally
+ * cleanup. Every step is journaled per slot; a failure before a slot's switch
+ * undoes that slot and every slot not yet switched.
+ */
+export async function runOnlineBatch(
+  batch: OnlineBatch,
+  connections: OnlineBatchConnections,
+  options: { emit: MigrationEventSink; limits: OnlineLimits; passwords: PasswordLookup },
+): Promise<OnlineBatchResult> {
+  const { migrationId } = batch;
+  const { source, target, catalog } = connections;
+  const { emit, limits } = options;
+  const doneBySlot = new Map<number, Set<string>>();
+  for (const move of batch.moves) doneBySlot.set(move.slot, completedSteps(await readJournal(catalog, migrationId, move.slot)));
+
+  const journaled: Journaled = {
+    async run(slot, step, work) {
+      if (doneBySlot.get(slot)?.has(step)) return;
+      await appendJournal(catalog, { migrationId, slot, step, action: 'begin' });
+      await updateMove(catalog, migrationId, slot, { step });
+      emit({ type: 'step', migrationId, slot, step, action: 'begin' });
+      const detail = await work();
+      await appendJournal(catalog, { migrationId, slot, step, action: 'done', ...(detail ? { detail } : {}) });
+      doneBySlot.get(slot)?.add(step);
+      emit({ type: 'step', migrationId, slot, step, action: 'done' });
+    },
+    forget(slot, steps) {
+      for (const step of steps) doneBySlot.get(slot)?.delete(step);
+    },
+  };
+  const switched = new Set(batch.moves.filter((move) => doneBySlot.get(move.slot)?.has('switch')).map((move) => move.slot));
+  const result: OnlineBatchResult = { switched: [] };
+  const batchStartedMs = Date.now();
+
+  try {
+    for (const move of batch.moves) {
+      if (!switched.has(move.slot)) await updateMove(catalog, migrationId, move.slot, { state: 'running', error: null });
+      await journaled.run(move.slot, 'prepare', async () => {
+        for (const table of batch.tables) await stageSlotLeaf(target, table, move.slot, batch.modulus);
+      });
+    }
+    const streaming = batch.moves.filter((move) => !switched.has(move.slot));
+    if (streaming.length > 0 && streaming.some((move) => !doneBySlot.get(move.slot)?.has('stream'))) {
+      await streamBatch(batch, streaming, connections, options);
+      for (const move of streaming) await journaled.run(move.slot, 'stream', async () => ({ subscription: batch.name }));
+    }
+    for (const move of streaming) {
+      const cutover = await cutOverSlot(batch, move, connections, options, journaled);
+      switched.add(move.slot);
+      result.switched.push(cutover);
+      emit({ type: 'move_done', migrationId, slot: move.slot, source: batch.source.name, target: batch.target.name, bytes: cutover.bytes, rows: cutover.rows, seconds: (Date.now() - batchStartedMs) / 1000, pauseMs: cutover.pauseMs });
+    }
+  } catch (error) {
+    const message = errorText(error);
+    const unswitched = batch.moves.filter((move) => !switched.has(move.slot));
+    for (const move of unswitched) {
+      await appendJournal(catalog, { migrationId, slot: move.slot, step: 'online', action: 'failed', detail: { error: message } }).catch(() => {});
+    }
+    try {
+      await undoUnswitched(batch, unswitched, connections, options);
+      for (const move of unswitched) await updateMove(catalog, migrationId, move.slot, { state: 'rolled_back', error: message });
+    } catch (undoError) {
+      for (const move of unswitched) {
+        await updateMove(catalog, migrationId, move.slot, { state: 'failed', error: `${message}; undo stopped: ${errorText(undoError)}` }).catch(() => {});
+      }
+      throw error;
+    }
+    // Slots that did switch still need their cleanup.
+    await cleanUpSwitched(batch, batch.moves.filter((move) => switched.has(move.slot)), connections, journaled);
+    throw Object.assign(error instanceof Error ? error : new Error(message), { moveRolledBack: true });
+  }
+  await cleanUpSwitched(batch, batch.moves, connections, journaled);
+  return result;
+}
+
+async function streamBatch(
+  batch: OnlineBatch,
+  moves: readonly MoveRecord[],
+  connections: OnlineBatchConnections,
+  options: { emit: MigrationEventSink; limits: OnlineLimits; passwords: PasswordLookup },
+): Promise<void> {
+  const { source, target } = connections;
+  const leaves = moves.flatMap((move) => batch.tables.map((table) => ({ schema: table.schema, name: leafName(table.name, move.slot, batch.modulus) })));
+  await ensurePublication(source, batch.name, leaves);
+  const password = options.passwords(batch.source.name);
+  await ensureSubscription(target, batch.name, { ...batch.source.connection, ...(password !== undefined ? { password } : {}) }, batch.name);
+
+  // Byte-accurate progress: the staged leaves' size on the target against the slot's measured size.
+  const reportProgress = async (): Promise<void> => {
+    const sizes = await target.query<{ name: string; bytes: string }>(
+      `SELECT l.name, pg_total_relation_size(to_regclass(l.qualified))::text AS bytes FROM unnest($1::text[], $2::text[]) AS l(name, qualified)`,
+      [leaves.map((leaf) => leaf.name), leaves.map((leaf) => quoteQualified(leaf.schema, leaf.name))],
+    );
+    const bytesByLeaf = new Map(sizes.rows.map((row) => [row.name, Number(row.bytes)]));
+    for (const move of moves) {
+      const copied = batch.tables.reduce((sum, table) => sum + (bytesByLeaf.get(leafName(table.name, move.slot, batch.modulus)) ?? 0), 0);
+      options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: Math.min(copied, move.bytesTotal), bytesTotal: move.bytesTotal });
+      await updateMove(connections.catalog, batch.migrationId, move.slot, { bytesCopied: Math.min(copied, move.bytesTotal) });
+    }
+  };
+  let lastReport = 0;
+  await waitFor(`the initial copy of ${moves.length} slot(s) ${batch.source.name} → ${batch.target.name}`, async () => {
+    if (performance.now() - lastReport > 250) {
+      lastReport = performance.now();
+      await reportProgress();
+    }
+    const state = await subscriptionSyncState(target, batch.name);
+    return state.tables === leaves.length && state.ready === state.tables ? true : undefined;
+  }, { timeoutMs: options.limits.syncTimeoutMs, pollMs: 20, fix: 'check the target\'s server log; the move was rolled back' });
+  await reportProgress();
+  await waitFor(`catch-up of ${batch.name} to within ${options.limits.catchupLagBytesMax} bytes`, async () => {
+    const lag = await replicationLagBytes(source, batch.name);
+    return lag !== undefined && lag <= options.limits.catchupLagBytesMax ? true : undefined;
+  }, { timeoutMs: options.limits.catchupTimeoutMs, pollMs: 10, fix: 'the source writes faster than the target applies; retry when the load is lower' });
+}
+
+/** Runs a step once per slot, journaled before and after; `forget` makes an undone step runnable again. */
+interface Journaled {
+  run(slot: number, step: string, work: () => Promise<Record<string, unknown> | void>): Promise<void>;
+  forget(slot: number, steps: readonly string[]): void;
+}
+
+/** Freeze → final sync → verify → attach → switch for one slot, retried if the freeze outlasts its budget. */
+async function cutOverSlot(
+  batch: OnlineBatch,
+  move: MoveRecord,
+  connections: OnlineBatchConnections,
+  options: { limits: OnlineLimits },
+  journaled: Journaled,
+): Promise<{ slot: number; pauseMs: number; rows: number; bytes: number }> {
+  const { source, target, catalog } = connections;
+  const { limits } = options;
+  const fencedLsnBySlot = new Map<number, string>();
+  for (let attempt = 1; ; attempt++) {
+    const frozenAt = performance.now();
+    const phase: Record<string, number> = {};
+    const mark = (name: string): void => { phase[name] = Math.round(performance.now() - frozenAt); };
+    let rows = 0;
+    try {
+      await journaled.run(move.slot, 'freeze', async () => {
+        await freezeSlotForRouters(catalog, move.slot);
+        const routersAckedMs = performance.now() - frozenAt;
+        mark('acked');
+        const fencedLsn = await fenceSlot(source, batch.tables, move.slot, batch.modulus, limits.freezeBudgetMs);
+        mark('fenced');
+        fencedLsnBySlot.set(move.slot, fencedLsn);
+        return { routersAckedMs, fencedMs: performance.now() - frozenAt, fencedLsn };
+      });
+      await journaled.run(move.slot, 'sync', async () => {
+        // After a resume the fence's position is lost; the current one is later, hence safe.
+        const lsn = fencedLsnBySlot.get(move.slot) ?? await currentWalLsn(source);
+        const budgetLeft = Math.max(1, limits.freezeBudgetMs - (performance.now() - frozenAt));
+        await waitFor(`final sync of slot ${move.slot} to ${lsn}`, async () => ((await replayedPast(source, batch.name, lsn)) ? true : undefined),
+          { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
+        mark('replayed');
+        for (const table of batch.tables) {
+          const [onSource, onTarget] = await Promise.all([leafStats(source, table, move.slot, batch.modulus), leafStats(target, table, move.slot, batch.modulus)]);
+          if (onSource.rows !== onTarget.rows || onSource.checksum !== onTarget.checksum) {
+            throw new ReshardError('verification_failed',
+              `slot ${move.slot} of ${table.name} differs after the final sync: ${batch.source.name} has ${onSource.rows} rows, ${batch.target.name} has ${onTarget.rows}`,
+              'the move was rolled back; run `reshard rebalance` again and report this if it repeats');
+          }
+          rows += onTarget.rows;
+        }
+        mark('verified');
+        return { lsn, rows, syncedMs: performance.now() - frozenAt };
+      });
+      await journaled.run(move.slot, 'attach', async () => {
+        for (const table of batch.tables) await attachSlotLeaf(target, table, move.slot, batch.modulus);
+        mark('attached');
+      });
+      await journaled.run(move.slot, 'switch', async () => {
+        await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
+        mark('switched');
+        // Where the write pause went, ms since the freeze began, for `status` and tuning.
+        return { pausePhasesMs: phase };
+      });
+      const pauseMs = performance.now() - frozenAt;
+      await updateMove(catalog, batch.migrationId, move.slot, { state: 'done', step: 'switch', pauseMs, rowsCopied: rows, bytesCopied: move.bytesTotal });
+      return { slot: move.slot, pauseMs, rows, bytes: move.bytesTotal };
+    } catch (error) {
+      const overBudget = error instanceof ReshardError && error.code === 'timeout';
+      const lockTimeout = (error as { code?: string }).code === '55P03';
+      if (!(overBudget || lockTimeout) || attempt >= limits.freezeAttemptsMax) throw error;
+      // Abandon this cutover: writes resume on the source, and the slot is tried again shortly.
+      await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'freeze', action: 'undo', detail: { attempt, reason: errorText(error) } });
+      for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
+      await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
+      await setSlotState(catalog, move.slot, 'active');
+      await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'freeze', action: 'undone' });
+      journaled.forget(move.slot, ['freeze', 'sync', 'attach']);
+      await sleep(200 * attempt);
+    }
+  }
+}
+
+/** Undo for every slot that did not switch: unfence, unfreeze, drop the target's copy; then the replication objects. */
+async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections, _options: unknown): Promise<void> {
+  const { source, target, catalog } = connections;
+  for (const move of moves) {
+    await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'online', action: 'undo' });
+    for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
+    await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
+    await setSlotState(catalog, move.slot, 'active');
+  }
+  const dropped = await dropSubscription(target, batch.name);
+  if (dropped.slotLeftOnSource) await dropReplicationSlot(source, batch.name);
+  await dropPublication(source, batch.name);
+  for (const move of moves) {
+    for (const table of batch.tables) await dropStagedSlotLeaf(target, table, move.slot, batch.modulus);
+    await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'online', action: 'undone' });
+  }
+}
+
+/** After the switch: drop the subscription (and its slot) and publication, the CHECKs, and the source's old leaves. */
+async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections, journaled: Journaled): Promise<void> {
+  const { source, target } = connections;
+  const dropped = await dropSubscription(target, batch.name);
+  if (dropped.slotLeftOnSource) await dropReplicationSlot(source, batch.name);
+  await dropPublication(source, batch.name);
+  for (const move of moves) {
+    await journaled.run(move.slot, 'cleanup', async () => {
+      for (const table of batch.tables) {
+        await dropSlotBoundConstraint(target, table, move.slot, batch.modulus);
+        await detachAndDropSlotLeaf(source, table, move.slot, batch.modulus);
+      }
+    });
+    await updateMove(connections.catalog, batch.migrationId, move.slot, { state: 'done' });
+  }
+}

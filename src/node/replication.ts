@@ -1,0 +1,136 @@
+import type { ConnectionSettings } from '../core/connection.js';
+import { ReshardError } from '../core/errors.js';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
+import type { Queryable } from '../core/queryable.js';
+
+/** Every publication, subscription and replication slot reshard makes starts with this. */
+export const REPLICATION_NAME_PREFIX = 'reshard_';
+
+/**
+ * A libpq connection string for a subscription (the password, if any, is
+ * PostgreSQL's to keep). No application_name: the walsender must report the
+ * subscription's own name, which catch-up polling looks for.
+ */
+export function subscriptionConninfo(connection: ConnectionSettings): string {
+  const quote = (value: string): string => `'${value.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+  const parts = [
+    `host=${quote(connection.host)}`,
+    `port=${connection.port}`,
+    `dbname=${quote(connection.database)}`,
+    `user=${quote(connection.user)}`,
+    ...(connection.password !== undefined ? [`password=${quote(connection.password)}`] : []),
+  ];
+  return parts.join(' ');
+}
+
+/** Publishes exactly the given leaves (schema, name). Idempotent. */
+export async function ensurePublication(source: Queryable, name: string, leaves: readonly { schema: string; name: string }[]): Promise<void> {
+  const exists = await source.query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS present', [name]);
+  if (exists.rows[0]?.present) return;
+  await source.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${leaves.map((leaf) => quoteQualified(leaf.schema, leaf.name)).join(', ')}`);
+}
+
+export async function dropPublication(source: Queryable, name: string): Promise<void> {
+  await source.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(name)}`);
+}
+
+/**
+ * Subscribes the target to the source's publication with an initial copy.
+ * synchronous_commit = on: with the default (off) the apply worker reports an
+ * applied position only after the WAL writer's next round (up to
+ * wal_writer_delay), and every cutover's final sync would wait for it.
+ * Idempotent. The subscription's name is also its replication slot's name and
+ * the application_name its walsender reports on the source.
+ */
+export async function ensureSubscription(target: Queryable, name: string, source: ConnectionSettings, publication: string): Promise<void> {
+  const exists = await target.query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1) AS present', [name]);
+  if (exists.rows[0]?.present) return;
+  try {
+    await target.query(
+      `CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(subscriptionConninfo(source))} PUBLICATION ${quoteIdent(publication)} WITH (copy_data = true, synchronous_commit = 'on')`,
+    );
+  } catch (error) {
+    const message = (error as Error).message ?? String(error);
+    throw new ReshardError('unreachable', `the target could not subscribe to the source (${message.replace(/password=\S+/g, 'password=…')})`,
+      'the target node must reach the source at the host and port in the catalog, with a superuser (or pg_create_subscription on 16+)', { cause: error });
+  }
+}
+
+/**
+ * Drops a subscription and with it its replication slot on the source. If the
+ * source cannot be reached, the slot is detached from the subscription so the
+ * drop still succeeds; the orphaned slot must then be dropped on the source
+ * (`dropReplicationSlot`).
+ */
+export async function dropSubscription(target: Queryable, name: string): Promise<{ slotLeftOnSource: boolean }> {
+  const exists = await target.query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1) AS present', [name]);
+  if (!exists.rows[0]?.present) return { slotLeftOnSource: false };
+  try {
+    await target.query(`DROP SUBSCRIPTION ${quoteIdent(name)}`);
+    return { slotLeftOnSource: false };
+  } catch {
+    await target.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE`);
+    await target.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} SET (slot_name = NONE)`);
+    await target.query(`DROP SUBSCRIPTION ${quoteIdent(name)}`);
+    return { slotLeftOnSource: true };
+  }
+}
+
+/** Drops a replication slot on the source if it exists and no walsender uses it. */
+export async function dropReplicationSlot(source: Queryable, name: string): Promise<void> {
+  await source.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]);
+}
+
+export interface SyncState {
+  tables: number;
+  ready: number;
+}
+
+/** How many of the subscription's tables finished their initial copy ('r'eady). */
+export async function subscriptionSyncState(target: Queryable, name: string): Promise<SyncState> {
+  const result = await target.query<{ tables: string; ready: string }>(
+    `SELECT count(*)::text AS tables, count(*) FILTER (WHERE r.srsubstate = 'r')::text AS ready
+       FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid WHERE s.subname = $1`,
+    [name],
+  );
+  return { tables: Number(result.rows[0]?.tables ?? 0), ready: Number(result.rows[0]?.ready ?? 0) };
+}
+
+/** Bytes the subscription's apply worker has not yet replayed, from the source's view; undefined if not connected. */
+export async function replicationLagBytes(source: Queryable, name: string): Promise<number | undefined> {
+  const result = await source.query<{ lag: string | null }>(
+    `SELECT (pg_current_wal_lsn() - replay_lsn)::text AS lag FROM pg_stat_replication WHERE application_name = $1 ORDER BY replay_lsn DESC NULLS LAST LIMIT 1`,
+    [name],
+  );
+  const lag = result.rows[0]?.lag;
+  return lag === undefined || lag === null ? undefined : Math.max(0, Number(lag));
+}
+
+export async function currentWalLsn(source: Queryable): Promise<string> {
+  const result = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  return result.rows[0]!.lsn;
+}
+
+/** True once the subscription's walsender reports a replay position at or past `lsn`. */
+export async function replayedPast(source: Queryable, name: string, lsn: string): Promise<boolean> {
+  const result = await source.query<{ done: boolean }>(
+    'SELECT coalesce(bool_or(replay_lsn >= $2::pg_lsn), false) AS done FROM pg_stat_replication WHERE application_name = $1',
+    [name, lsn],
+  );
+  return result.rows[0]?.done ?? false;
+}
+
+/** reshard's publications, subscriptions and replication slots on one node (orphans, if no migration runs). */
+export async function reshardReplicationObjects(db: Queryable): Promise<{ publications: string[]; subscriptions: string[]; slots: string[] }> {
+  const like = `${REPLICATION_NAME_PREFIX}%`;
+  const [publications, subscriptions, slots] = await Promise.all([
+    db.query<{ name: string }>('SELECT pubname AS name FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1', [like]),
+    db.query<{ name: string }>('SELECT subname AS name FROM pg_subscription WHERE subname LIKE $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1', [like]),
+    db.query<{ name: string }>('SELECT slot_name AS name FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1', [like]),
+  ]);
+  return {
+    publications: publications.rows.map((row) => row.name),
+    subscriptions: subscriptions.rows.map((row) => row.name),
+    slots: slots.rows.map((row) => row.name),
+  };
+}
