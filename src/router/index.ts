@@ -1,0 +1,3 @@
+export { Router, type RouterOptions, type RoutingKey, ROUTER_LEASE_MS_DEFAULT, ROUTER_HOLD_TIMEOUT_MS_DEFAULT } from './router.js';
+export { slotOf, slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
+export { ReshardError } from '../core/errors.js';

@@ -1,0 +1,307 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import { registerRouter, renewRouterLease, unregisterRouter } from '../catalog/routers.js';
+import { SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
+import { assert } from '../core/assert.js';
+import type { ConnectionSettings } from '../core/connection.js';
+import { ReshardError } from '../core/errors.js';
+import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
+import { clientConfig, connectTo } from '../node/connectNode.js';
+import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
+import { SlotGate } from './slotGate.js';
+
+export interface RouterOptions {
+  /** The catalog database. */
+  catalog: ConnectionSettings;
+  /** Node passwords by node name (else PGPASSWORD / ~/.pgpass). */
+  passwords?: (nodeName: string) => string | undefined;
+  /** Shown in the catalog's router list. */
+  name?: string;
+  /** The key types of the colocation group this router serves; read from the catalog when absent. */
+  keyTypes?: ShardKeyType[];
+  /** If the slot map cannot be confirmed for this long, the router stops serving. */
+  leaseMs?: number;
+  /** Longest a call waits for a frozen slot before failing with a retryable error. */
+  holdTimeoutMs?: number;
+  /** Connections per node. */
+  poolSizePerNode?: number;
+}
+
+/** A routed call's key: one value, or one per shard key column. */
+export type RoutingKey = ShardKeyValue | readonly ShardKeyValue[];
+
+interface RouterNode {
+  name: string;
+  connection: ConnectionSettings;
+}
+
+interface MapSnapshot {
+  epoch: number;
+  owners: string[];
+  frozen: number[];
+  nodes: Map<string, RouterNode>;
+}
+
+export const ROUTER_LEASE_MS_DEFAULT = 5_000;
+export const ROUTER_HOLD_TIMEOUT_MS_DEFAULT = 10_000;
+
+/**
+ * The application-side client. It computes a key's slot locally (the same
+ * hash as PostgreSQL), follows the slot map (LISTEN plus a lease), registers
+ * itself and acknowledges each epoch once it holds new work for frozen slots
+ * and has drained its in-flight work on them. It never sends work for a slot
+ * to a node after that slot's switch: if it cannot confirm the map within its
+ * lease, it refuses to serve.
+ */
+export class Router {
+  readonly id = randomUUID();
+  private readonly gate = new SlotGate();
+  private readonly pools = new Map<string, pg.Pool>();
+  private listener: pg.Client | undefined;
+  private snapshot: MapSnapshot | undefined;
+  private leaseValidUntil = 0;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private resyncRequested = false;
+  private closed = false;
+  private keyTypes: ShardKeyType[] = [];
+  private readonly leaseMs: number;
+  private readonly holdTimeoutMs: number;
+  private readonly name: string;
+
+  private constructor(private readonly options: RouterOptions) {
+    this.leaseMs = options.leaseMs ?? ROUTER_LEASE_MS_DEFAULT;
+    this.holdTimeoutMs = options.holdTimeoutMs ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT;
+    this.name = options.name ?? `${hostname()}:${process.pid}`;
+  }
+
+  /** Connects to the catalog, loads the slot map, registers and starts following changes. */
+  static async connect(options: RouterOptions): Promise<Router> {
+    const router = new Router(options);
+    await router.start();
+    return router;
+  }
+
+  get epoch(): number {
+    return this.snapshot?.epoch ?? 0;
+  }
+
+  slotOf(key: RoutingKey): number {
+    const snapshot = this.requireSnapshot();
+    const values = Array.isArray(key) ? key : [key as ShardKeyValue];
+    return slotOfKey(this.keyTypes, values, snapshot.owners.length);
+  }
+
+  /** Runs one statement on the node that owns the key's slot. */
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
+    return this.routed(key, (client) => client.query<R>(sql, params as unknown[]));
+  }
+
+  /** Runs `work` in one transaction on the node that owns the key's slot. */
+  async transaction<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.routed(key, async (client) => {
+      await client.query('BEGIN');
+      try {
+        const result = await work(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      }
+    });
+  }
+
+  /** Cross-slot work, made explicit: `work` once on every node that owns slots. */
+  async eachNode<T>(work: (client: pg.PoolClient, node: string) => Promise<T>): Promise<Map<string, T>> {
+    this.assertServing();
+    const snapshot = this.requireSnapshot();
+    const owners = [...new Set(snapshot.owners)].sort();
+    const results = await Promise.all(owners.map(async (name) => {
+      const client = await this.pool(name).connect();
+      try {
+        return [name, await work(client, name)] as const;
+      } finally {
+        client.release();
+      }
+    }));
+    return new Map(results);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.renewTimer);
+    if (this.listener) {
+      await unregisterRouter(this.listener, this.id).catch(() => {});
+      await this.listener.end().catch(() => {});
+    }
+    await Promise.all([...this.pools.values()].map((pool) => pool.end().catch(() => {})));
+  }
+
+  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const slot = this.slotOf(key);
+    // A fenced write (a writer outside the protocol got ahead of us) was not applied: retry once on the new map.
+    for (let attempt = 1; ; attempt++) {
+      this.assertServing();
+      await this.gate.enter(slot, this.holdTimeoutMs);
+      let owner: string;
+      try {
+        this.assertServing();
+        owner = this.requireSnapshot().owners[slot]!;
+        const client = await this.pool(owner).connect();
+        try {
+          return await work(client);
+        } finally {
+          client.release();
+        }
+      } catch (error) {
+        if ((error as { code?: string }).code === FENCE_SQLSTATE && attempt < 2) {
+          await this.resync();
+          continue;
+        }
+        throw error;
+      } finally {
+        this.gate.leave(slot);
+      }
+    }
+  }
+
+  private assertServing(): void {
+    if (this.closed) throw new ReshardError('precondition', 'the router is closed', 'create a new one with Router.connect');
+    if (performance.now() > this.leaseValidUntil) {
+      throw new ReshardError('unreachable', `the router could not confirm the slot map within its ${this.leaseMs} ms lease`, 'retry: the router serves again once the catalog is reachable');
+    }
+  }
+
+  private requireSnapshot(): MapSnapshot {
+    assert(this.snapshot, 'the router has a slot map');
+    return this.snapshot;
+  }
+
+  private pool(nodeName: string): pg.Pool {
+    let pool = this.pools.get(nodeName);
+    if (!pool) {
+      const node = this.requireSnapshot().nodes.get(nodeName);
+      assert(node, `node ${nodeName} of the slot map is known`);
+      const password = this.options.passwords?.(nodeName);
+      pool = new pg.Pool({
+        ...clientConfig({ ...node.connection, ...(password !== undefined ? { password } : {}) }, `reshard router ${this.name}`),
+        max: this.options.poolSizePerNode ?? 4,
+      });
+      pool.on('error', () => {});
+      this.pools.set(nodeName, pool);
+    }
+    return pool;
+  }
+
+  private async start(): Promise<void> {
+    await this.connectListener();
+    if (this.options.keyTypes) this.keyTypes = this.options.keyTypes;
+    else {
+      const groups = await this.listener!.query<{ key_types: ShardKeyType[] }>('SELECT key_types FROM reshard.colocation_group ORDER BY name');
+      const distinct = new Set(groups.rows.map((row) => row.key_types.join(',')));
+      if (distinct.size !== 1) {
+        throw new ReshardError('bad_input', `the catalog has ${distinct.size} kinds of shard keys`, 'pass keyTypes to Router.connect (e.g. ["bigint"])');
+      }
+      this.keyTypes = groups.rows[0]!.key_types;
+    }
+    await this.resync();
+  }
+
+  private async connectListener(): Promise<void> {
+    const client = await connectTo({ role: 'catalog', connection: this.options.catalog }, `reshard router ${this.name}`);
+    client.on('notification', () => void this.resync().catch(() => {}));
+    client.on('error', () => {});
+    client.on('end', () => {
+      if (this.listener === client) this.listener = undefined;
+    });
+    await client.query(`LISTEN ${SLOT_MAP_CHANNEL}`);
+    this.listener = client;
+  }
+
+  /**
+   * Loads the map if it changed, applies it (holding work for frozen slots),
+   * drains in-flight work on newly frozen slots, then acknowledges the epoch
+   * and renews the lease. Serialised: a request during a run queues one more.
+   */
+  private resync(): Promise<void> {
+    if (this.syncing) {
+      this.resyncRequested = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      try {
+        do {
+          this.resyncRequested = false;
+          await this.syncOnce();
+        } while (this.resyncRequested && !this.closed);
+      } finally {
+        this.syncing = undefined;
+        this.scheduleRenewal();
+      }
+    })();
+    return this.syncing;
+  }
+
+  private async syncOnce(): Promise<void> {
+    if (this.closed) return;
+    const startedAt = performance.now();
+    try {
+      if (!this.listener) await this.connectListener();
+      const catalog = this.listener!;
+      const snapshot = await readRouterSnapshot(catalog);
+      const previous = this.snapshot;
+      const newlyFrozen = new Set(snapshot.frozen.filter((slot) => !this.gate.isFrozen(slot)));
+      // Order matters: the new owners are in place before held calls are released.
+      this.snapshot = snapshot;
+      this.gate.setFrozen(snapshot.frozen);
+      for (const [name, node] of snapshot.nodes) {
+        const known = previous?.nodes.get(name);
+        if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {
+          await this.pools.get(name)?.end().catch(() => {});
+          this.pools.delete(name);
+        }
+      }
+      await this.gate.drain(newlyFrozen);
+      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: snapshot.epoch, leaseMs: this.leaseMs });
+      if (!previous) await registerRouter(catalog, { id: this.id, name: this.name, epoch: snapshot.epoch, leaseMs: this.leaseMs });
+      if (catalogEpoch !== snapshot.epoch) this.resyncRequested = true;
+      // The lease is counted from before the read, so it never outlives what the catalog granted.
+      this.leaseValidUntil = startedAt + this.leaseMs;
+    } catch {
+      // The catalog is unreachable: keep serving until the lease lapses, then refuse; retry soon.
+      await this.listener?.end().catch(() => {});
+      this.listener = undefined;
+    }
+  }
+
+  private scheduleRenewal(): void {
+    if (this.closed) return;
+    clearTimeout(this.renewTimer);
+    const healthy = performance.now() < this.leaseValidUntil;
+    this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), healthy ? Math.max(50, this.leaseMs / 3) : 250);
+    this.renewTimer.unref();
+  }
+}
+
+async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> {
+  // One statement, so the epoch and the slots are one consistent snapshot.
+  const result = await catalog.query<{ epoch: string; owners: string[]; frozen: number[]; nodes: { name: string; host: string; port: number; database: string; username: string }[] }>(
+    `SELECT c.epoch::text,
+            (SELECT array_agg(owner ORDER BY slot) FROM reshard.slot) AS owners,
+            (SELECT coalesce(array_agg(slot ORDER BY slot), '{}') FROM reshard.slot WHERE state = 'frozen') AS frozen,
+            (SELECT json_agg(json_build_object('name', name, 'host', host, 'port', port, 'database', database, 'username', username))
+               FROM reshard.node WHERE state <> 'removed') AS nodes
+       FROM reshard.cluster c WHERE c.id = 1`,
+  );
+  const row = result.rows[0];
+  if (!row || !row.owners) throw new ReshardError('precondition', 'the catalog has no slot map', 'run `reshard init` and add nodes first');
+  return {
+    epoch: Number(row.epoch),
+    owners: row.owners,
+    frozen: row.frozen,
+    nodes: new Map((row.nodes ?? []).map((node) => [node.name, { name: node.name, connection: { host: node.host, port: node.port, database: node.database, user: node.username } }])),
+  };
+}

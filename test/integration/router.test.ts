@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addNode } from '../../src/admin/addNode.js';
+import { createShardedTable } from '../../src/admin/createShardedTable.js';
+import { initCluster } from '../../src/admin/initCluster.js';
+import { rebalance } from '../../src/admin/rebalance.js';
+import { setSlotState } from '../../src/catalog/slotMap.js';
+import { routersBehind } from '../../src/catalog/routers.js';
+import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { slotOf } from '../../src/core/hash.js';
+import { noPasswords } from '../../src/node/nodeAccess.js';
+import { Router } from '../../src/router/index.js';
+import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
+
+const SLOTS = 16;
+
+describe('router', () => {
+  let cluster: TestServers;
+  let access: ClusterAccess;
+  beforeAll(async () => {
+    // Servers 1–3 are nodes; server 4 holds only the catalog, so it can be stopped alone.
+    cluster = await startTestServers(4, 'rt');
+    access = { catalog: cluster.servers[3]!.connection, passwords: noPasswords };
+    await initCluster(access, SLOTS);
+    await addNode(access, { name: 'n1', connection: cluster.servers[0]!.connection });
+    await addNode(access, { name: 'n2', connection: cluster.servers[1]!.connection });
+    await createShardedTable(access, { name: 'accounts', shardKey: ['id'], definition: 'id bigint PRIMARY KEY, balance bigint NOT NULL' });
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('routes by key, runs transactions and reaches every node', async () => {
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 2_000 });
+    try {
+      for (let id = 1; id <= 200; id++) await router.query(id, 'INSERT INTO accounts (id, balance) VALUES ($1, 0)', [id]);
+      await router.transaction(7, async (client) => {
+        await client.query('UPDATE accounts SET balance = balance + 5 WHERE id = $1', [7]);
+      });
+      const seven = await router.query<{ balance: string }>(7, 'SELECT balance FROM accounts WHERE id = $1', [7]);
+      expect(seven.rows[0]?.balance).toBe('5');
+      expect(router.slotOf(7)).toBe(slotOf('bigint', 7, SLOTS));
+      const counts = await router.eachNode(async (client) => Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM accounts')).rows[0]!.n));
+      expect([...counts.keys()]).toEqual(['n1', 'n2']);
+      expect([...counts.values()].reduce((a, b) => a + b, 0)).toBe(200);
+      expect([...counts.values()].every((count) => count > 0)).toBe(true);
+    } finally {
+      await router.close();
+    }
+  });
+
+  it('holds calls on a frozen slot, acknowledges the freeze, and releases them to the new owner', async () => {
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 2_000 });
+    const catalog = await connectTo(access.catalog);
+    try {
+      const key = 11;
+      const slot = router.slotOf(key);
+      const epoch = await setSlotState(catalog, slot, 'frozen');
+      // The router acknowledges the freeze epoch promptly (LISTEN/NOTIFY).
+      const deadline = Date.now() + 2_000;
+      while ((await routersBehind(catalog, epoch)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(await routersBehind(catalog, epoch)).toEqual([]);
+      let settled = false;
+      const held = router.query(key, 'UPDATE accounts SET balance = balance + 1 WHERE id = $1', [key]).then((result) => {
+        settled = true;
+        return result;
+      });
+      // Another slot is served while this one is frozen.
+      const other = [...Array(200).keys()].map((i) => i + 1).find((id) => router.slotOf(id) !== slot)!;
+      await router.query(other, 'SELECT 1 FROM accounts WHERE id = $1', [other]);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(settled).toBe(false);
+      await setSlotState(catalog, slot, 'active');
+      const result = await held;
+      expect(result.rowCount).toBe(1);
+    } finally {
+      await catalog.end();
+      await router.close();
+    }
+  });
+
+  it('follows an online rebalance: every call after the switch goes to the new owner', async () => {
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 2_000 });
+    try {
+      await addNode(access, { name: 'n3', connection: cluster.servers[2]!.connection });
+      let running = true;
+      let errors = 0;
+      let calls = 0;
+      const load = (async () => {
+        while (running) {
+          const id = 1 + (calls % 200);
+          calls++;
+          try {
+            const result = await router.query(id, 'UPDATE accounts SET balance = balance + 1 WHERE id = $1', [id]);
+            if (result.rowCount !== 1) errors++;
+          } catch {
+            errors++;
+          }
+        }
+      })();
+      const result = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 2, emit: () => {} });
+      running = false;
+      await load;
+      expect(result.summary?.state).toBe('completed');
+      expect(result.summary?.slotsMoved).toBeGreaterThan(0);
+      expect(calls).toBeGreaterThan(100);
+      expect(errors).toBe(0);
+      const total = await router.eachNode(async (client) => Number((await client.query<{ s: string }>('SELECT coalesce(sum(balance), 0) AS s FROM accounts')).rows[0]!.s));
+      // Every acknowledged increment (plus the 5 and 1 from the tests above) is there exactly once.
+      expect([...total.values()].reduce((a, b) => a + b, 0)).toBe(calls + 6);
+    } finally {
+      await router.close();
+    }
+  });
+
+  it('stops serving when its lease lapses without the catalog, and recovers when it returns', async () => {
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 1_000 });
+    try {
+      await router.query(3, 'SELECT 1');
+      await cluster.servers[3]!.stop('immediate');
+      await new Promise((r) => setTimeout(r, 1_500));
+      await expect(router.query(3, 'SELECT 1')).rejects.toThrow(/could not confirm the slot map within its 1000 ms lease/);
+      await cluster.servers[3]!.start();
+      const deadline = Date.now() + 10_000;
+      let recovered = false;
+      while (!recovered && Date.now() < deadline) {
+        try {
+          await router.query(3, 'SELECT 1');
+          recovered = true;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      expect(recovered).toBe(true);
+    } finally {
+      await router.close();
+    }
+  });
+});
