@@ -54,7 +54,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const existing = await listNodes(catalog, { includeRemoved: true });
-    if (existing.some((node) => node.name === request.name)) throw duplicateNodeError(request.name);
+    if (existing.some((node) => node.name === request.name && node.state !== 'removed')) throw duplicateNodeError(request.name);
     const password = access.passwords(request.name);
     const nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
     try {

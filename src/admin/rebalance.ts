@@ -1,4 +1,4 @@
-import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError } from '../catalog/migrations.js';
+import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves } from '../catalog/migrations.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
@@ -63,6 +63,10 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     await assertCatalogCurrent(catalog);
     const running = await runningMigration(catalog);
     if (running) throw migrationAlreadyRunningError(running.id, await migrationIsHeld(catalog, running.id));
+    const latest = await resumableMigration(catalog);
+    if (latest && (await unfinishedMoves(catalog, latest.id)) > 0) {
+      throw new ReshardError('precondition', `migration ${latest.id} failed with moves left half-done`, 'run `reshard resume` to finish them first');
+    }
     const snapshot = await readClusterSnapshot(catalog, access.passwords);
     const input = plannerInput(snapshot);
     const plan = planRebalance(input);
@@ -106,10 +110,11 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
 export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax'>): Promise<MigrationSummary> {
   const migrationId = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
-    const running = await runningMigration(catalog);
-    if (!running) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
-    if (await migrationIsHeld(catalog, running.id)) throw migrationAlreadyRunningError(running.id, true);
-    return running.id;
+    const resumable = await resumableMigration(catalog);
+    if (!resumable) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
+    if (await migrationIsHeld(catalog, resumable.id)) throw migrationAlreadyRunningError(resumable.id, true);
+    if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
+    return resumable.id;
   });
   return runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, resumed: true });
 }

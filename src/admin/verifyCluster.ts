@@ -56,7 +56,7 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
           const counted = await client.query<{ rows: string }>(`SELECT count(*)::text AS rows FROM ${quoteQualified(table.schema, table.name)}`);
           rowsByTable[key] = (rowsByTable[key] ?? 0) + Number(counted.rows[0]!.rows);
           const fenced = await client.query<{ relname: string }>(
-            `SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+            `SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
               JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = to_regclass($1) AND t.tgname LIKE 'reshard_fence%'`,
             [quoteQualified(table.schema, table.name)],
           );

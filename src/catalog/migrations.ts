@@ -134,6 +134,30 @@ export async function runningMigration(db: Queryable): Promise<MigrationRecord |
   return result.rows[0] ? migrationFromRow(result.rows[0]) : undefined;
 }
 
+/** The migration `resume` continues: the running one (interrupted), else the latest if it failed. */
+export async function resumableMigration(db: Queryable): Promise<MigrationRecord | undefined> {
+  const running = await runningMigration(db);
+  if (running) return running;
+  const latest = (await listMigrations(db, 1))[0];
+  return latest?.state === 'failed' ? latest : undefined;
+}
+
+/** Puts a failed migration back to running (claiming the single running place). */
+export async function reopenMigration(db: Queryable, id: number): Promise<void> {
+  try {
+    await db.query("UPDATE reshard.migration SET state = 'running', finished_at = NULL, error = NULL WHERE id = $1 AND state = 'failed'", [id]);
+  } catch (error) {
+    if ((error as { code?: string }).code === '23505') throw migrationAlreadyRunningError((await runningMigration(db))?.id, true);
+    throw error;
+  }
+}
+
+/** Moves a failed migration left half-done (past their switch, or with an undo that could not finish). */
+export async function unfinishedMoves(db: Queryable, id: number): Promise<number> {
+  const result = await db.query<{ count: string }>("SELECT count(*)::text FROM reshard.move WHERE migration_id = $1 AND state = 'failed'", [id]);
+  return Number(result.rows[0]?.count ?? 0);
+}
+
 export async function listMigrations(db: Queryable, limit = 20): Promise<MigrationRecord[]> {
   const result = await db.query<MigrationRow>(`SELECT ${MIGRATION_COLUMNS} FROM reshard.migration ORDER BY reshard.migration.id DESC LIMIT $1`, [limit]);
   return result.rows.map(migrationFromRow);

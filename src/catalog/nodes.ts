@@ -41,17 +41,18 @@ function nodeFromRow(row: NodeRow): NodeRecord {
 }
 
 export async function insertNode(db: Queryable, node: Omit<NodeRecord, 'state'> & { state?: NodeState }): Promise<void> {
-  try {
-    await db.query(
-      `INSERT INTO reshard.node (name, host, port, database, username, weight, state, concurrency_max, capacity_bytes, server_version)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [node.name, node.connection.host, node.connection.port, node.connection.database, node.connection.user,
-        node.weight, node.state ?? 'active', node.concurrencyMax, node.capacityBytes ?? null, node.serverVersion ?? null],
-    );
-  } catch (error) {
-    if ((error as { code?: string }).code === '23505') throw duplicateNodeError(node.name);
-    throw error;
-  }
+  // A removed node's name may be used again (its row stays for the history of moves).
+  const result = await db.query(
+    `INSERT INTO reshard.node (name, host, port, database, username, weight, state, concurrency_max, capacity_bytes, server_version)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (name) DO UPDATE SET host = excluded.host, port = excluded.port, database = excluded.database,
+       username = excluded.username, weight = excluded.weight, state = excluded.state, concurrency_max = excluded.concurrency_max,
+       capacity_bytes = excluded.capacity_bytes, server_version = excluded.server_version, added_at = now()
+     WHERE reshard.node.state = 'removed'`,
+    [node.name, node.connection.host, node.connection.port, node.connection.database, node.connection.user,
+      node.weight, node.state ?? 'active', node.concurrencyMax, node.capacityBytes ?? null, node.serverVersion ?? null],
+  );
+  if (result.rowCount !== 1) throw duplicateNodeError(node.name);
 }
 
 export function duplicateNodeError(name: string): ReshardError {

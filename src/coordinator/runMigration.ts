@@ -133,7 +133,7 @@ async function executeMove(
       facts: {},
     };
     await runMove(context, shared.steps);
-    const bytes = context.facts['bytesCopied'] ?? move.bytesTotal;
+    const bytes = move.bytesTotal;
     const rows = context.facts['rowsCopied'] ?? 0;
     shared.emit({ type: 'move_done', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, bytes, rows, seconds: (Date.now() - started) / 1000 });
     return { bytes, rows };

@@ -138,6 +138,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     };
   } finally {
     if (options.keep) {
+      for (const server of servers) server.keepAfterExit();
       reporter.say(`Servers kept running in ${baseDir}; catalog: ${servers[0] ? describeConnection(servers[0].connection) : '-'}. Stop each with: pg_ctl stop -D ${baseDir}/<node>`);
     } else {
       await Promise.allSettled(servers.map((server) => server.stop('fast')));

@@ -51,6 +51,8 @@ export interface LocalServer {
   stop(mode?: 'fast' | 'immediate'): Promise<void>;
   /** Starts a stopped server again on the same port and data directory. */
   start(): Promise<void>;
+  /** Leaves the server running when this process exits (demo --keep). */
+  keepAfterExit(): void;
 }
 
 const runningDataDirs = new Map<string, { binDir: string; osUser: ServerOsUser }>();
@@ -84,12 +86,21 @@ function stopAllSynchronously(): void {
   }
 }
 
+/** The caller's PG* variables (PGPORT, PGDATA, …) would steer initdb and pg_ctl: leave them out. */
+function serverEnvironment(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' };
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith('PG') && key !== 'LC_ALL' && key !== 'LANG') env[key] = value;
+  }
+  return env;
+}
+
 async function runAs(osUser: ServerOsUser, program: string, args: string[], timeoutMs: number): Promise<string> {
   const { stdout } = await execFileAsync(program, args, {
     timeout: timeoutMs,
     encoding: 'utf8',
     cwd: tmpdir(),
-    env: { ...process.env, LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' },
+    env: serverEnvironment(),
     ...(osUser.switched ? { uid: osUser.uid, gid: osUser.gid } : {}),
   });
   return stdout;
@@ -174,8 +185,8 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
       break;
     } catch (error) {
       if (attempt >= attemptsMax) {
-        const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-5).join(' | ') : '';
-        throw new ReshardError('unreachable', `local PostgreSQL server "${options.name}" did not start (${log || String(error)})`, 'see the server log in ' + logFile, { cause: error });
+        const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').filter((line) => line.trim()).slice(-3).join(' | ') : '';
+        throw new ReshardError('unreachable', `local PostgreSQL server "${options.name}" did not start (${log || String(error)})`, 'check the PostgreSQL binaries and free disk space, then retry', { cause: error });
       }
     }
   }
@@ -198,6 +209,9 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
     async start() {
       if (runningDataDirs.has(dataDir)) return;
       await startOnce();
+    },
+    keepAfterExit() {
+      runningDataDirs.delete(dataDir);
     },
   };
   return server;

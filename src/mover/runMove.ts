@@ -66,7 +66,8 @@ export async function runMove(context: MoveContext, steps: readonly MoveStep[]):
   await updateMove(catalog, migrationId, slot, {
     state: 'done',
     step: steps[steps.length - 1]!.name,
-    bytesCopied: context.facts['bytesCopied'] ?? context.bytesTotal,
+    // Bytes are the slot's measured size on disk, the unit of the plan and of progress.
+    bytesCopied: context.bytesTotal,
     rowsCopied: context.facts['rowsCopied'] ?? 0,
   });
 }

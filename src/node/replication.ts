@@ -123,11 +123,10 @@ export async function replayedPast(source: Queryable, name: string, lsn: string)
 /** reshard's publications, subscriptions and replication slots on one node (orphans, if no migration runs). */
 export async function reshardReplicationObjects(db: Queryable): Promise<{ publications: string[]; subscriptions: string[]; slots: string[] }> {
   const like = `${REPLICATION_NAME_PREFIX}%`;
-  const [publications, subscriptions, slots] = await Promise.all([
-    db.query<{ name: string }>('SELECT pubname AS name FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1', [like]),
-    db.query<{ name: string }>('SELECT subname AS name FROM pg_subscription WHERE subname LIKE $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1', [like]),
-    db.query<{ name: string }>('SELECT slot_name AS name FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1', [like]),
-  ]);
+  const publications = await db.query<{ name: string }>('SELECT pubname AS name FROM pg_publication WHERE pubname LIKE $1 ORDER BY 1', [like]);
+  const subscriptions = await db.query<{ name: string }>(
+    'SELECT subname AS name FROM pg_subscription WHERE subname LIKE $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1', [like]);
+  const slots = await db.query<{ name: string }>('SELECT slot_name AS name FROM pg_replication_slots WHERE slot_name LIKE $1 ORDER BY 1', [like]);
   return {
     publications: publications.rows.map((row) => row.name),
     subscriptions: subscriptions.rows.map((row) => row.name),

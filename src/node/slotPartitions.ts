@@ -10,6 +10,9 @@ export interface SlotTable {
   shardKey: readonly string[];
 }
 
+/** Advisory lock class serialising detaches of one parent's leaves on a node. */
+const DETACH_LOCK_CLASS = 0x7273_6474; // "rsdt"
+
 /** Name of the CHECK that proves a staged leaf's rows belong to its slot. */
 export const SLOT_BOUND_CONSTRAINT = 'reshard_slot_bound';
 
@@ -113,15 +116,23 @@ export async function dropSlotBoundConstraint(db: Queryable, table: SlotTable, s
  * finishes a detach that an earlier crash left pending.
  */
 export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
-  const state = await leafState(db, table, slot, modulus);
   const parent = quoteQualified(table.schema, table.name);
   const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  if (state.detachPending) {
-    await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
-  } else if (state.attached) {
-    await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+  // PostgreSQL allows one pending detach per parent: concurrent cleanups on
+  // this node take turns (a session lock, as DETACH CONCURRENTLY cannot run
+  // in a transaction).
+  await db.query('SELECT pg_advisory_lock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
+  try {
+    const state = await leafState(db, table, slot, modulus);
+    if (state.detachPending) {
+      await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
+    } else if (state.attached) {
+      await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+    }
+    await db.query(`DROP TABLE IF EXISTS ${leaf}`);
+  } finally {
+    await db.query('SELECT pg_advisory_unlock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
   }
-  await db.query(`DROP TABLE IF EXISTS ${leaf}`);
 }
 
 /** Slots whose leaves are attached to the parent on this node (the node's view of ownership). */

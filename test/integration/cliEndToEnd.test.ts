@@ -244,7 +244,9 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
     expect(beforeRebalance).toEqual({ ...threeNodes, n4: 0 });
 
     // --- dry run: every step of 8 moves, nothing done ---
-    const dryRun = await cli('rebalance', '--dry-run');
+    // The offline mover is named explicitly: it is the one whose 7 steps the README lists
+    // (the default mode may be another mover with other steps; see the check below).
+    const dryRun = await cli('rebalance', '--dry-run', '--mode', 'offline');
     expect(dryRun.lines).toHaveLength(1);
     expect(dryRun.last.dry_run).toBe(true);
     expect(dryRun.last.slots_moved).toBe(8);
@@ -257,6 +259,16 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
       expect(move.steps.map((step) => step.name)).toEqual(['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup']);
       for (const step of move.steps) expect(step.action.length).toBeGreaterThan(0);
     }
+    // The default mode's dry run plans the same 8 moves, from prepare to cleanup.
+    const defaultDryRun = await cli('rebalance', '--dry-run');
+    expect(defaultDryRun.lines).toHaveLength(1);
+    const defaultMoves = defaultDryRun.last.steps as { slot: number; to: string; steps: { name: string }[] }[];
+    expect(defaultMoves.map((move) => move.slot).sort((a, b) => a - b)).toEqual(dryMoves.map((move) => move.slot).sort((a, b) => a - b));
+    for (const move of defaultMoves) {
+      const names = move.steps.map((step) => step.name);
+      expect(names[0]).toBe('prepare');
+      expect(names.slice(-2)).toEqual(['switch', 'cleanup']);
+    }
     expect(slotsByNode((await cli('node', 'list')).last)).toEqual(beforeRebalance);
     expect((await cli('status')).last.migration).toBeNull();
     expect(await rowsOn(3)).toBe(0);
@@ -265,7 +277,7 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
     expect(verifiedAfterDryRun.last.epoch).toBe(verifiedBefore.last.epoch);
 
     // --- rebalance: JSON lines of progress, the result last ---
-    const rebalanced = await cli('rebalance');
+    const rebalanced = await cli('rebalance', '--mode', 'offline');
     const events = rebalanced.lines.slice(0, -1);
     const started = events.filter((line) => line.event === 'migration_started');
     expect(started).toHaveLength(1);
@@ -301,7 +313,7 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
     expect(verifiedAfter.last.epoch).toBeGreaterThan(verifiedBefore.last.epoch);
 
     const status = await cli('status');
-    expect(status.last.migration).toMatchObject({ id: rebalanced.last.migration_id, state: 'completed', interrupted: false, error: null });
+    expect(status.last.migration).toMatchObject({ id: rebalanced.last.migration_id, state: 'completed', mode: 'offline', interrupted: false, error: null });
     const statusMoves = status.last.moves as Json[];
     expect(statusMoves).toHaveLength(8);
     expect(statusMoves.every((move) => move.state === 'done' && move.target === 'n4' && move.error === null)).toBe(true);
@@ -310,7 +322,7 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
     expect(slotsByNode((await cli('node', 'list')).last)).toEqual({ n1: 8, n2: 8, n3: 8, n4: 8 });
 
     // A second rebalance finds nothing to do.
-    const again = await cli('rebalance');
+    const again = await cli('rebalance', '--mode', 'offline');
     expect(again.lines).toHaveLength(1);
     expect(again.last).toMatchObject({ state: 'balanced', slots_moved: 0 });
 
@@ -320,7 +332,7 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
     const draining = (await cli('node', 'list')).last.nodes as Json[];
     expect(draining.find((node) => node.name === 'n4')).toMatchObject({ state: 'draining', weight: 0, slots: 8 });
 
-    const drained = await cli('rebalance');
+    const drained = await cli('rebalance', '--mode', 'offline');
     const drainDone = drained.lines.filter((line) => line.event === 'move_done');
     expect(drainDone).toHaveLength(8);
     expect(drainDone.every((line) => line.source === 'n4')).toBe(true);

@@ -1,4 +1,6 @@
-import { MOVE_CONCURRENCY_MAX_DEFAULT, rebalance, resumeMigration } from '../../admin/rebalance.js';
+import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration } from '../../admin/rebalance.js';
+import { runMigration } from '../../coordinator/runMigration.js';
+import { percentile } from '../../core/percentile.js';
 import { getMigration, listMigrations, listMoves, migrationIsHeld } from '../../catalog/migrations.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
@@ -21,6 +23,7 @@ function summaryJson(summary: MigrationSummary): Record<string, unknown> {
     bytes_moved: summary.bytesMoved,
     rows_moved: summary.rowsMoved,
     seconds: summary.seconds,
+    ...(summary.pausesMs.length ? { pause_ms_p50: percentile(summary.pausesMs, 0.5), pause_ms_p99: percentile(summary.pausesMs, 0.99), pause_ms_max: Math.max(...summary.pausesMs) } : {}),
     ...(summary.error ? { error: summary.error } : {}),
   };
 }
@@ -34,35 +37,37 @@ function failIfFailed(summary: MigrationSummary): void {
 export async function rebalanceCommand(output: Output, access: ClusterAccess, options: RebalanceCommandOptions): Promise<void> {
   const mode = options.mode ?? 'online';
   if (mode !== 'offline' && mode !== 'online') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
-  const progress = new MigrationProgress(output);
-  const result = await rebalance(access, {
-    mode,
-    dryRun: options.dryRun ?? false,
-    moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
-    emit: progress.handle,
-  });
-  for (const warning of result.warnings) output.warn(warning);
-  output.text(describePlan(result.plan));
-  if (result.dryRun) {
+  const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
+  const prepared = await prepareRebalance(access, { mode, dryRun: options.dryRun ?? false });
+  for (const warning of prepared.warnings) output.warn(warning);
+  output.text(describePlan(prepared.plan));
+  if (prepared.dryRun) {
     output.text();
-    output.text(formatMovementMatrix(result.comparison.matrix));
-    for (const move of result.dryRun) {
+    output.text(formatMovementMatrix(prepared.comparison.matrix));
+    for (const move of prepared.dryRun) {
       output.text();
       output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
       move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
     }
-    output.result({ dry_run: true, ...planJson(result.comparison, result.plan, false), steps: result.dryRun });
+    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), steps: prepared.dryRun });
     return;
   }
-  if (!result.summary) {
-    output.result({ dry_run: false, ...planJson(result.comparison, result.plan, false), state: 'balanced' });
+  if (prepared.migrationId === undefined) {
+    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), state: 'balanced' });
     return;
   }
-  output.result({ ...summaryJson(result.summary), plan: { slots_moved: result.plan.slotsMoved, bytes_moved: result.plan.bytesMoved, waves: result.plan.waves } });
-  output.text(result.summary.state === 'completed'
-    ? `Migration ${result.summary.migrationId} completed: ${result.summary.slotsMoved} slots, ${result.summary.rowsMoved} rows, ${formatBytes(result.summary.bytesMoved)} in ${result.summary.seconds.toFixed(1)} s.`
-    : `Migration ${result.summary.migrationId} failed after ${result.summary.slotsMoved} moves.`);
-  failIfFailed(result.summary);
+  const progress = new MigrationProgress(output);
+  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax });
+  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves } });
+  output.text(summary.state === 'completed'
+    ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
+    : `Migration ${summary.migrationId} failed after ${summary.slotsMoved} moves.`);
+  failIfFailed(summary);
+}
+
+function pauseText(summary: MigrationSummary): string {
+  if (summary.pausesMs.length === 0) return '';
+  return `; per-slot write pause p50 ${percentile(summary.pausesMs, 0.5).toFixed(0)} ms, max ${Math.max(...summary.pausesMs).toFixed(0)} ms`;
 }
 
 export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string }): Promise<void> {
