@@ -7,6 +7,7 @@ import { initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableC
 import { planCommand } from './commands/planCommand.js';
 import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
+import { checkCommand } from './commands/checkCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -88,6 +89,16 @@ function buildProgram(state: { output: Output }): Command {
       if (!(await verifyCommand(output(), access()))) throw new CommandFailed('verification found problems');
     });
 
+  program.command('check')
+    .description('consistency check on local servers: clients write through a router while the cluster grows 3 → 4 and shrinks back; every acknowledged write is proven')
+    .option('--clients <n>', 'concurrent clients', '8')
+    .option('--slots <M>', 'slot count', '64')
+    .option('--counters <n>', 'counters the clients increment', '256')
+    .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
+    .action(async (options) => {
+      if (!(await checkCommand(output(), options))) throw new CommandFailed('the consistency check found violations');
+    });
+
   program.command('demo')
     .description('start a local cluster of real PostgreSQL servers, load data, add a node and rebalance it')
     .option('--nodes <n>', 'nodes before', '3')
@@ -95,6 +106,8 @@ function buildProgram(state: { output: Output }): Command {
     .option('--rows <n>', 'users to load (and as many orders)', '100000')
     .option('--slots <M>', 'slot count', '256')
     .option('--concurrency <n>', 'moves in flight at once')
+    .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
+    .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
     .option('--keep', 'leave the servers running afterwards')
     .action(async (options) => {
       if (!(await demoCommand(output(), options))) throw new CommandFailed('the demo could not verify the data');

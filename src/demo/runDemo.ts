@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { addNode } from '../admin/addNode.js';
 import { createShardedTable } from '../admin/createShardedTable.js';
 import { initCluster } from '../admin/initCluster.js';
-import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance } from '../admin/rebalance.js';
+import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, type MoverModeOption } from '../admin/rebalance.js';
 import { runMigration } from '../coordinator/runMigration.js';
 import { verifyCluster } from '../admin/verifyCluster.js';
 import { formatBytes } from '../core/bytes.js';
@@ -17,6 +17,12 @@ import { noPasswords } from '../node/nodeAccess.js';
 import { formatComparison } from '../planner/index.js';
 import { DEMO_TABLES, loadDemoRows } from './demoData.js';
 import { verifyKeysExactlyOnce } from './verifyExactlyOnce.js';
+import { CHECK_TABLES } from '../checker/checkTables.js';
+import { MoveTimeline } from '../checker/moveTimeline.js';
+import { verifyWorkload } from '../checker/verifyWorkload.js';
+import { Workload } from '../checker/workload.js';
+import { percentile } from '../core/percentile.js';
+import { Router } from '../router/router.js';
 
 export interface DemoOptions {
   nodes: number;
@@ -24,6 +30,9 @@ export interface DemoOptions {
   rows: number;
   slots: number;
   keep: boolean;
+  mode: MoverModeOption;
+  /** Clients writing through a router during the rebalance (0: none). */
+  clients: number;
   concurrency?: number;
 }
 
@@ -41,6 +50,12 @@ export interface DemoSummary {
   rows_after: number;
   verified: boolean;
   mode: string;
+  writes_during: number;
+  client_errors: number;
+  lost_writes: number;
+  pause_ms_p50: number;
+  pause_ms_p99: number;
+  pause_ms_max: number;
   rebalance_seconds: number;
   seconds: number;
   postgres: string;
@@ -65,6 +80,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-demo-'));
   const servers: LocalServer[] = [];
   const total = options.nodes + options.add;
+  let router: Router | undefined;
   try {
     reporter.say(`Starting ${total} PostgreSQL servers (${binaries.source} binaries in ${binaries.binDir}) …`);
     const startedServers = await Promise.allSettled(
@@ -89,31 +105,60 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     const before = await verifyCluster(access);
     reporter.say(`Loaded ${rowsLoaded} rows; ${before.ok ? 'every slot attached on its owner only' : `problems: ${before.problems.join('; ')}`}.`);
 
+    for (const table of CHECK_TABLES) {
+      await createShardedTable(access, { name: table.name, shardKey: [...table.shardKey], definition: table.definition, ...('colocateWith' in table ? { colocateWith: table.colocateWith } : {}) });
+    }
     for (const server of servers.slice(options.nodes)) {
       await addNode(access, { name: server.name, connection: server.connection });
       reporter.say(`Added node ${server.name}.`);
     }
 
-    const prepared = await prepareRebalance(access, { mode: 'offline', dryRun: false });
+    router = options.clients > 0 ? await Router.connect({ catalog: access.catalog, name: 'reshard demo', poolSizePerNode: options.clients }) : undefined;
+    const clock = { now: (): number => 0 };
+    const timeline = new MoveTimeline(() => clock.now());
+    const workload = router ? new Workload(router, { clients: options.clients, counters: 256, thinkMs: 1, hotSlots: () => timeline.movingSlots() }, options.slots) : undefined;
+    if (workload) {
+      clock.now = () => workload.now();
+      await workload.prepare();
+      workload.start();
+      reporter.say(`${options.clients} clients write through the router (inserts, counter increments, deletes) during the rebalance.`);
+    }
+
+    const prepared = await prepareRebalance(access, { mode: options.mode, dryRun: false });
+    for (const warning of prepared.warnings) reporter.say(`warning: ${warning}`);
     reporter.say();
     reporter.say(formatComparison(prepared.comparison));
     reporter.say();
     const summary = prepared.migrationId === undefined ? undefined : await runMigration(prepared.migrationId, {
       access,
-      emit: reporter.migrationEvents,
+      emit: (event) => {
+        timeline.handle(event);
+        reporter.migrationEvents(event);
+      },
       moveConcurrencyMax: options.concurrency ?? MOVE_CONCURRENCY_MAX_DEFAULT,
     });
     const result = prepared;
 
+    const log = await workload?.stop();
+    const writes = log ? await verifyWorkload(access, log) : undefined;
+    const pauses = log ? timeline.pausesMs(log.samples) : summary?.pausesMs ?? [];
+    if (writes) {
+      reporter.say(`Live writes: ${log!.samples.length} during the rebalance, ${log!.errors.length} client errors, ${writes.violations.length} violations; per-slot write pause p50 ${percentile(pauses, 0.5).toFixed(0)} ms, max ${pauses.length ? Math.max(...pauses).toFixed(0) : 0} ms.`);
+      for (const violation of writes.violations.slice(0, 10)) reporter.say(`  violation: ${violation}`);
+      for (const error of log!.errors.slice(0, 5)) reporter.say(`  client error: ${error}`);
+    }
     const after = await verifyCluster(access);
     const users = await verifyKeysExactlyOnce(access, 'users', 'id', options.rows);
     const orders = await verifyKeysExactlyOnce(access, 'orders', 'user_id', options.rows);
     const exactlyOnce = [users, orders].every((report) => report.missing === 0 && report.duplicated === 0 && report.unexpected === 0);
     const completed = summary === undefined || summary.state === 'completed';
     if (!completed) reporter.say(`The migration did not complete: ${summary?.error ?? 'unknown error'}`);
-    const verified = completed && after.ok && exactlyOnce && after.rowsTotal === before.rowsTotal;
-    reporter.say();
-    reporter.say(`Verified: ${verified ? 'yes' : 'NO'} — ${after.rowsTotal} rows after, ${before.rowsTotal} before; users missing ${users.missing}, duplicated ${users.duplicated}; orders missing ${orders.missing}, duplicated ${orders.duplicated}.`);
+    // The demo's own tables; the live workload's tables grow on purpose.
+    const demoRows = (report: { rowsByTable: Record<string, number> }): number => DEMO_TABLES.reduce((sum, table) => sum + (report.rowsByTable[table.name] ?? 0), 0);
+    const rowsBefore = demoRows(before);
+    const rowsAfter = demoRows(after);
+    const verified = completed && after.ok && exactlyOnce && rowsAfter === rowsBefore && (writes?.ok ?? true);
+    reporter.say(`Verified: ${verified ? 'yes' : 'NO'} — users + orders: ${rowsAfter} rows after, ${rowsBefore} before; users missing ${users.missing}, duplicated ${users.duplicated}; orders missing ${orders.missing}, duplicated ${orders.duplicated}.`);
     for (const problem of after.problems) reporter.say(`  problem: ${problem}`);
 
     const slotsMoved = summary?.slotsMoved ?? 0;
@@ -127,16 +172,23 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
       bytes_moved: summary?.bytesMoved ?? 0,
       bytes_total: result.plan.bytesTotal,
       bytes_moved_fraction: result.plan.bytesTotal > 0 ? result.plan.bytesMoved / result.plan.bytesTotal : 0,
-      rows_before: before.rowsTotal,
-      rows_after: after.rowsTotal,
+      rows_before: rowsBefore,
+      rows_after: rowsAfter,
       verified,
-      mode: 'offline',
+      mode: options.mode,
+      writes_during: log?.samples.length ?? 0,
+      client_errors: log?.errors.length ?? 0,
+      lost_writes: writes ? writes.violations.length : 0,
+      pause_ms_p50: percentile(pauses, 0.5),
+      pause_ms_p99: percentile(pauses, 0.99),
+      pause_ms_max: pauses.length ? Math.max(...pauses) : 0,
       rebalance_seconds: summary?.seconds ?? 0,
       seconds: (Date.now() - started) / 1000,
       postgres: binaries.source,
       kept: options.keep,
     };
   } finally {
+    await router?.close();
     if (options.keep) {
       for (const server of servers) server.keepAfterExit();
       reporter.say(`Servers kept running in ${baseDir}; catalog: ${servers[0] ? describeConnection(servers[0].connection) : '-'}. Stop each with: pg_ctl stop -D ${baseDir}/<node>`);

@@ -6,7 +6,7 @@ import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';
 import { assertSlotCount } from '../../admin/initCluster.js';
 
-export interface DemoCommandOptions { nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; concurrency?: string }
+export interface DemoCommandOptions { nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; concurrency?: string; mode?: string; clients?: string }
 
 /** Bounds that keep the demo a demo on a laptop: each node is a real server. */
 const DEMO_NODES_MAX = 16;
@@ -22,7 +22,10 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
 
   const progress = new MigrationProgress(output);
   let loadBar: cliProgress.SingleBar | undefined;
-  const summary = await runDemo({ nodes, add, rows, slots, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}) }, {
+  const mode = options.mode ?? 'online';
+  if (mode !== 'online' && mode !== 'offline') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
+  const clients = parseWholeNumber(options.clients, '--clients', 0, 8);
+  const summary = await runDemo({ nodes, add, rows, slots, mode, clients, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}) }, {
     say: (line = '') => {
       if (output.json) output.errorStream.write(`${line}\n`);
       else output.text(line);
@@ -43,6 +46,7 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
   output.text(`Summary: ${summary.nodes_before} → ${summary.nodes_after} nodes, moved ${summary.slots_moved} of ${summary.slots} slots ` +
     `(${(summary.moved_fraction * 100).toFixed(1)} %, ideal ${(summary.ideal_fraction * 100).toFixed(1)} %), ` +
     `${summary.rows_after} rows after / ${summary.rows_before} before, verified: ${summary.verified}, ` +
-    `rebalance ${summary.rebalance_seconds.toFixed(1)} s, total ${summary.seconds.toFixed(1)} s.`);
+    `rebalance ${summary.rebalance_seconds.toFixed(1)} s (${summary.mode}), total ${summary.seconds.toFixed(1)} s; ` +
+    `${summary.writes_during} live writes, ${summary.client_errors} client errors, ${summary.lost_writes} lost, longest per-slot pause ${summary.pause_ms_max.toFixed(0)} ms.`);
   return summary.verified;
 }
