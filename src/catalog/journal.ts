@@ -23,6 +23,15 @@ export async function appendJournal(
   );
 }
 
+/** Journals a step's start and shows it on its move, in one statement. */
+export async function beginStep(db: Queryable, entry: { migrationId: number; slot: number; step: string }): Promise<void> {
+  await db.query(
+    `WITH moved AS (UPDATE reshard.move SET step = $3 WHERE migration_id = $1 AND slot = $2)
+     INSERT INTO reshard.journal (migration_id, slot, step, action) VALUES ($1, $2, $3, 'begin')`,
+    [entry.migrationId, entry.slot, entry.step],
+  );
+}
+
 export async function readJournal(db: Queryable, migrationId: number, slot?: number): Promise<JournalEntry[]> {
   const result = await db.query<{ id: string; migration_id: string; slot: number | null; step: string; action: JournalAction; at: Date; detail: Record<string, unknown> | null }>(
     `SELECT id::text, migration_id::text, slot, step, action, at, detail FROM reshard.journal

@@ -46,50 +46,43 @@ export async function writeInitialSlotMap(db: Queryable, owners: readonly string
   await db.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', '1')`);
 }
 
-async function bumpEpoch(db: Queryable): Promise<number> {
-  const result = await db.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch::text');
-  const epoch = Number(result.rows[0]?.epoch);
-  await db.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [String(epoch)]);
-  return epoch;
-}
-
-async function inTransaction<T>(client: pg.ClientBase, work: () => Promise<T>): Promise<T> {
-  await client.query('BEGIN');
-  try {
-    const result = await work();
-    await client.query('COMMIT');
-    return result;
-  } catch (error) {
-    await client.query('ROLLBACK');
-    throw error;
-  }
-}
-
-/** Marks a slot frozen (routers hold its work) and bumps the epoch. Idempotent. */
+/**
+ * Marks a slot frozen (routers hold its work) or active again, bumps the
+ * epoch and notifies — one statement, as it sits inside the write pause.
+ * Idempotent: a slot already in that state is left alone.
+ */
 export async function setSlotState(client: pg.ClientBase, slot: number, state: SlotState): Promise<number> {
-  return inTransaction(client, async () => {
-    const current = await client.query<{ state: SlotState }>('SELECT state FROM reshard.slot WHERE slot = $1 FOR UPDATE', [slot]);
-    assert(current.rows.length === 1, `slot ${slot} exists in the slot map`);
-    if (current.rows[0]!.state === state) return (await getCluster(client)).epoch;
-    const epoch = await bumpEpoch(client);
-    await client.query('UPDATE reshard.slot SET state = $2, changed_epoch = $3 WHERE slot = $1', [slot, state, epoch]);
-    return epoch;
-  });
+  const result = await client.query<{ epoch: string; present: boolean }>(
+    `WITH current AS (SELECT state FROM reshard.slot WHERE slot = $1 FOR UPDATE),
+          bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND (SELECT state FROM current) <> $2 RETURNING epoch),
+          changed AS (UPDATE reshard.slot SET state = $2, changed_epoch = (SELECT epoch FROM bumped) WHERE slot = $1 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+     SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
+            EXISTS (SELECT 1 FROM current) AS present, (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM notified) AS notified`,
+    [slot, state],
+  );
+  assert(result.rows[0]?.present, `slot ${slot} exists in the slot map`);
+  return Number(result.rows[0]!.epoch);
 }
 
 /**
  * The point of no return of a move: owner := target, state active, epoch + 1,
- * notify — one catalog transaction. Idempotent: a slot already owned by the
- * target is left as it is.
+ * notify — one statement, hence one catalog transaction and one round trip.
+ * Idempotent: a slot already owned by the target is left as it is.
  */
 export async function switchSlotOwner(client: pg.ClientBase, slot: number, source: string, target: string): Promise<number> {
-  return inTransaction(client, async () => {
-    const current = await client.query<{ owner: string }>('SELECT owner FROM reshard.slot WHERE slot = $1 FOR UPDATE', [slot]);
-    const owner = current.rows[0]?.owner;
-    if (owner === target) return (await getCluster(client)).epoch;
-    assert(owner === source, `slot ${slot} is owned by ${owner}, expected ${source} before switching to ${target}`);
-    const epoch = await bumpEpoch(client);
-    await client.query("UPDATE reshard.slot SET owner = $2, state = 'active', changed_epoch = $3 WHERE slot = $1", [slot, target, epoch]);
-    return epoch;
-  });
+  const result = await client.query<{ previous: string | null; epoch: string | null; current: string }>(
+    `WITH current AS (SELECT owner FROM reshard.slot WHERE slot = $1 FOR UPDATE),
+          bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND (SELECT owner FROM current) = $2 RETURNING epoch),
+          switched AS (UPDATE reshard.slot SET owner = $3, state = 'active', changed_epoch = (SELECT epoch FROM bumped)
+                        WHERE slot = $1 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+     SELECT (SELECT owner FROM current) AS previous, (SELECT epoch::text FROM bumped) AS epoch,
+            (SELECT epoch::text FROM reshard.cluster WHERE id = 1) AS current, (SELECT count(*) FROM switched) AS switched, (SELECT count(*) FROM notified) AS notified`,
+    [slot, source, target],
+  );
+  const row = result.rows[0]!;
+  if (row.previous === target) return Number(row.current);
+  assert(row.previous === source && row.epoch !== null, `slot ${slot} is owned by ${row.previous}, expected ${source} before switching to ${target}`);
+  return Number(row.epoch);
 }

@@ -36,6 +36,8 @@ export interface CheckResult {
   shrink: MigrationSummary | undefined;
   writes: number;
   clientErrors: number;
+  /** The first few client errors, verbatim. */
+  clientErrorSamples: string[];
   pauseMsMax: number;
   pauseMsP99: number;
   seconds: number;
@@ -99,6 +101,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckResult> {
       shrink: shrink.summary,
       writes: log.samples.length,
       clientErrors: log.errors.length,
+      clientErrorSamples: log.errors.slice(0, 5),
       pauseMsMax: pauses.length ? Math.max(...pauses) : 0,
       pauseMsP99: percentile(pauses, 0.99),
       seconds: (Date.now() - started) / 1000,

@@ -116,7 +116,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     router = options.clients > 0 ? await Router.connect({ catalog: access.catalog, name: 'reshard demo', poolSizePerNode: options.clients }) : undefined;
     const clock = { now: (): number => 0 };
     const timeline = new MoveTimeline(() => clock.now());
-    const workload = router ? new Workload(router, { clients: options.clients, counters: 256, thinkMs: 1, hotSlots: () => timeline.movingSlots() }, options.slots) : undefined;
+    const workload = router ? new Workload(router, { clients: options.clients, counters: 256, thinkMs: 10, hotSlots: () => timeline.movingSlots() }, options.slots) : undefined;
     if (workload) {
       clock.now = () => workload.now();
       await workload.prepare();

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { appendJournal, completedSteps, readJournal } from '../catalog/journal.js';
+import { appendJournal, beginStep, completedSteps, readJournal } from '../catalog/journal.js';
 import { updateMove, type MoveRecord } from '../catalog/migrations.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
@@ -15,10 +15,10 @@ import {
   replayedPast, replicationLagBytes, subscriptionSyncState,
 } from '../node/replication.js';
 import {
-  attachSlotLeaf, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaf,
+  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaf,
   type SlotTable,
 } from '../node/slotPartitions.js';
-import { leafStats } from '../node/slotStats.js';
+import { slotStats } from '../node/slotStats.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
 
 /** Bounds of the online mover; every wait has one. */
@@ -91,8 +91,7 @@ export async function runOnlineBatch(
   const journaled: Journaled = {
     async run(slot, step, work) {
       if (doneBySlot.get(slot)?.has(step)) return;
-      await appendJournal(catalog, { migrationId, slot, step, action: 'begin' });
-      await updateMove(catalog, migrationId, slot, { step });
+      await beginStep(catalog, { migrationId, slot, step });
       emit({ type: 'step', migrationId, slot, step, action: 'begin' });
       const detail = await work();
       await appendJournal(catalog, { migrationId, slot, step, action: 'done', ...(detail ? { detail } : {}) });
@@ -228,20 +227,22 @@ async function cutOverSlot(
         await waitFor(`final sync of slot ${move.slot} to ${lsn}`, async () => ((await replayedPast(source, batch.name, lsn)) ? true : undefined),
           { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
         mark('replayed');
-        for (const table of batch.tables) {
-          const [onSource, onTarget] = await Promise.all([leafStats(source, table, move.slot, batch.modulus), leafStats(target, table, move.slot, batch.modulus)]);
-          if (onSource.rows !== onTarget.rows || onSource.checksum !== onTarget.checksum) {
+        const [onSource, onTarget] = await Promise.all([slotStats(source, batch.tables, move.slot, batch.modulus), slotStats(target, batch.tables, move.slot, batch.modulus)]);
+        batch.tables.forEach((table, index) => {
+          const sourceStats = onSource[index]!;
+          const targetStats = onTarget[index]!;
+          if (sourceStats.rows !== targetStats.rows || sourceStats.checksum !== targetStats.checksum) {
             throw new ReshardError('verification_failed',
-              `slot ${move.slot} of ${table.name} differs after the final sync: ${batch.source.name} has ${onSource.rows} rows, ${batch.target.name} has ${onTarget.rows}`,
+              `slot ${move.slot} of ${table.name} differs after the final sync: ${batch.source.name} has ${sourceStats.rows} rows, ${batch.target.name} has ${targetStats.rows}`,
               'the move was rolled back; run `reshard rebalance` again and report this if it repeats');
           }
-          rows += onTarget.rows;
-        }
+          rows += targetStats.rows;
+        });
         mark('verified');
         return { lsn, rows, syncedMs: performance.now() - frozenAt };
       });
       await journaled.run(move.slot, 'attach', async () => {
-        for (const table of batch.tables) await attachSlotLeaf(target, table, move.slot, batch.modulus);
+        await attachSlot(target, batch.tables, move.slot, batch.modulus);
         mark('attached');
       });
       await journaled.run(move.slot, 'switch', async () => {

@@ -20,26 +20,30 @@ export const FENCE_LOCK_TIMEOUT_MS = 10_000;
  */
 export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = FENCE_LOCK_TIMEOUT_MS): Promise<string> {
   const leaves = tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
-  await db.query('BEGIN');
-  try {
-    await db.query(`SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`);
+  // One round trip: the freeze's length is the write pause clients see.
+  const statements = [
+    'BEGIN',
+    `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`,
     // The commit must be flushed at once: a walsender only sends flushed WAL,
     // and the final sync waits for the subscriber to confirm this position.
-    await db.query('SET LOCAL synchronous_commit = on');
-    await db.query(`LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`);
+    'SET LOCAL synchronous_commit = on',
+    `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
     // its WAL lies before this position.
-    const position = await db.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
-    for (const leaf of leaves) {
-      await db.query(`CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf}
-                        FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`);
-      await db.query(`CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf}
-                        FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`);
-    }
-    await db.query('COMMIT');
-    return position.rows[0]!.lsn;
+    'SELECT pg_current_wal_insert_lsn()::text AS lsn',
+    ...leaves.flatMap((leaf) => [
+      `CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
+      `CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
+    ]),
+    'COMMIT',
+  ];
+  try {
+    const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn: string }>[];
+    const lsn = results.find((result) => result.rows[0]?.lsn !== undefined)?.rows[0]?.lsn;
+    if (lsn === undefined) throw new Error('the fence transaction returned no WAL position');
+    return lsn;
   } catch (error) {
-    await db.query('ROLLBACK');
+    await db.query('ROLLBACK').catch(() => {});
     throw error;
   }
 }

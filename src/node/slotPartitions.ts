@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { quoteIdent, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
 import { leafName } from './leafName.js';
@@ -94,6 +95,21 @@ export async function attachSlotLeaf(db: Queryable, table: SlotTable, slot: numb
   if (state.attached) return;
   const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
   await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${leaf} ${boundClause(modulus, slot)}`);
+}
+
+/** ATTACH the slot's staged leaf of every table in one transaction, one round trip. Idempotent. */
+export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
+  const unattached: SlotTable[] = [];
+  for (const table of tables) if (!(await leafState(db, table, slot, modulus)).attached) unattached.push(table);
+  const statements = unattached.map((table) =>
+    `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
+  if (statements.length === 0) return;
+  try {
+    await db.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
+  } catch (error) {
+    await db.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
 }
 
 /** Undo of attach, before the switch: back to a standalone staged leaf. */

@@ -38,3 +38,13 @@ export async function slotSizesOnNode(db: Queryable, table: Pick<SlotTable, 'sch
   }
   return sizes;
 }
+
+/** Row count and checksum of the slot's leaf of every table, in one round trip. */
+export async function slotStats(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<LeafStats[]> {
+  const parts = tables.map((table) => {
+    const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+    return `(SELECT json_build_array(count(*)::text, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text) FROM ${leaf} t)`;
+  });
+  const result = await db.query<{ stats: [string, string][] }>(`SELECT json_build_array(${parts.join(', ')}) AS stats`);
+  return result.rows[0]!.stats.map(([rows, checksum]) => ({ rows: Number(rows), checksum }));
+}

@@ -28,6 +28,7 @@ export async function checkCommand(output: Output, options: CheckCommandOptions)
     deletes_acked: result.report.deletesAcked,
     unknown_outcomes: result.report.unknownOutcomes,
     client_errors: result.clientErrors,
+    client_error_samples: result.clientErrorSamples,
     pause_ms_p99: result.pauseMsP99,
     pause_ms_max: result.pauseMsMax,
     violations: result.report.violations,
@@ -36,6 +37,7 @@ export async function checkCommand(output: Output, options: CheckCommandOptions)
   output.result(summary);
   output.text(`Writes: ${result.writes} (${result.report.insertsAcked} inserts, ${result.report.incrementsAcked} increments, ${result.report.deletesAcked} deletes acknowledged; ${result.report.unknownOutcomes} unknown outcomes reported apart), client errors ${result.clientErrors}.`);
   output.text(`Per-slot write pause: p99 ${result.pauseMsP99.toFixed(0)} ms, max ${result.pauseMsMax.toFixed(0)} ms.`);
+  for (const error of result.clientErrorSamples) output.text(`  client error: ${error}`);
   for (const violation of result.report.violations.slice(0, 50)) output.text(`  violation: ${violation}`);
   if (result.report.violations.length > 50) output.text(`  … and ${result.report.violations.length - 50} more`);
   output.text(result.report.ok ? 'Check passed: every acknowledged write is present exactly once on its owner; no leftovers.' : `Check FAILED: ${result.report.violations.length} violation(s).`);
