@@ -20,3 +20,16 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     await sleep(options.pollMs);
   }
 }
+
+/** Bounds one long operation (an initial copy): a timeout error naming `what` if it outlasts `timeoutMs`. */
+export async function withTimeout<T>(what: string, work: Promise<T>, timeoutMs: number, fix: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ReshardError('timeout', `${what} did not finish within ${timeoutMs} ms`, fix)), timeoutMs);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

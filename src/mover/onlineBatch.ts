@@ -6,14 +6,15 @@ import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
-import { sleep, waitFor } from '../coordinator/waitFor.js';
+import { sleep, waitFor, withTimeout } from '../coordinator/waitFor.js';
 import { fenceSlot, unfenceSlot } from '../node/fence.js';
 import { leafName } from '../node/leafName.js';
 import type { PasswordLookup } from '../node/nodeAccess.js';
 import {
   currentWalLsn, dropPublication, dropReplicationSlot, dropSubscription, ensurePublication, ensureSubscription,
-  replayedPast, replicationLagBytes, subscriptionSyncState,
+  replayedPast, replicationLagBytes, subscriptionExists,
 } from '../node/replication.js';
+import { copyLeavesAtSnapshot, createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import {
   attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaf,
   type SlotTable,
@@ -32,6 +33,8 @@ export interface OnlineLimits {
   freezeBudgetMs: number;
   finalSyncPollMs: number;
   freezeAttemptsMax: number;
+  /** Parallel COPY streams of one batch's initial copy. */
+  copyLanes: number;
 }
 
 export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
@@ -41,6 +44,7 @@ export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
   freezeBudgetMs: 3_000,
   finalSyncPollMs: 2,
   freezeAttemptsMax: 3,
+  copyLanes: 2,
 };
 
 /** Moves between one source and one target that share a publication and a subscription. */
@@ -155,33 +159,42 @@ async function streamBatch(
 ): Promise<void> {
   const { source, target } = connections;
   const leaves = moves.flatMap((move) => batch.tables.map((table) => ({ schema: table.schema, name: leafName(table.name, move.slot, batch.modulus) })));
-  await ensurePublication(source, batch.name, leaves);
   const password = options.passwords(batch.source.name);
-  await ensureSubscription(target, batch.name, { ...batch.source.connection, ...(password !== undefined ? { password } : {}) }, batch.name);
-
-  // Byte-accurate progress: the staged leaves' size on the target against the slot's measured size.
-  const reportProgress = async (): Promise<void> => {
-    const sizes = await target.query<{ name: string; bytes: string }>(
-      `SELECT l.name, pg_total_relation_size(to_regclass(l.qualified))::text AS bytes FROM unnest($1::text[], $2::text[]) AS l(name, qualified)`,
-      [leaves.map((leaf) => leaf.name), leaves.map((leaf) => quoteQualified(leaf.schema, leaf.name))],
-    );
-    const bytesByLeaf = new Map(sizes.rows.map((row) => [row.name, Number(row.bytes)]));
-    for (const move of moves) {
-      const copied = batch.tables.reduce((sum, table) => sum + (bytesByLeaf.get(leafName(table.name, move.slot, batch.modulus)) ?? 0), 0);
-      options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: Math.min(copied, move.bytesTotal), bytesTotal: move.bytesTotal });
-      await updateMove(connections.catalog, batch.migrationId, move.slot, { bytesCopied: Math.min(copied, move.bytesTotal) });
+  const sourceConnection = { ...batch.source.connection, ...(password !== undefined ? { password } : {}) };
+  const targetPassword = options.passwords(batch.target.name);
+  const targetConnection = { ...batch.target.connection, ...(targetPassword !== undefined ? { password: targetPassword } : {}) };
+  if (!(await subscriptionExists(target, batch.name))) {
+    // The publication exists before the slot, so every change after the slot's snapshot is published.
+    await ensurePublication(source, batch.name, leaves);
+    // A slot left by an interrupted copy has lost its snapshot: start the copy again.
+    await dropReplicationSlot(source, batch.name);
+    const exported = await createSlotWithExportedSnapshot(sourceConnection, batch.name);
+    try {
+      const slotOfLeaf = new Map(moves.flatMap((move) => batch.tables.map((table) => [leafName(table.name, move.slot, batch.modulus), move] as const)));
+      const streamedByLeaf = new Map<string, number>();
+      const reported = new Map<number, number>();
+      const copying = copyLeavesAtSnapshot(sourceConnection, targetConnection, exported.snapshotName, leaves, options.limits.copyLanes, (leaf, bytes) => {
+        streamedByLeaf.set(leaf.name, bytes);
+        const move = slotOfLeaf.get(leaf.name)!;
+        const streamed = batch.tables.reduce((sum, table) => sum + (streamedByLeaf.get(leafName(table.name, move.slot, batch.modulus)) ?? 0), 0);
+        // The COPY stream is smaller than the slot on disk: progress never claims more than the slot.
+        const copied = Math.min(streamed, move.bytesTotal);
+        if (copied - (reported.get(move.slot) ?? 0) >= 256 * 1024 || copied === move.bytesTotal) {
+          reported.set(move.slot, copied);
+          options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: copied, bytesTotal: move.bytesTotal });
+        }
+      });
+      await withTimeout(`the initial copy of ${moves.length} slot(s) ${batch.source.name} → ${batch.target.name}`, copying, options.limits.syncTimeoutMs,
+        'check both servers\' logs; the move was rolled back');
+      await ensureSubscription(target, batch.name, sourceConnection, batch.name, exported.slotName);
+    } finally {
+      await exported.release();
     }
-  };
-  let lastReport = 0;
-  await waitFor(`the initial copy of ${moves.length} slot(s) ${batch.source.name} → ${batch.target.name}`, async () => {
-    if (performance.now() - lastReport > 250) {
-      lastReport = performance.now();
-      await reportProgress();
-    }
-    const state = await subscriptionSyncState(target, batch.name);
-    return state.tables === leaves.length && state.ready === state.tables ? true : undefined;
-  }, { timeoutMs: options.limits.syncTimeoutMs, pollMs: 20, fix: 'check the target\'s server log; the move was rolled back' });
-  await reportProgress();
+  }
+  for (const move of moves) {
+    options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: move.bytesTotal, bytesTotal: move.bytesTotal });
+    await updateMove(connections.catalog, batch.migrationId, move.slot, { bytesCopied: move.bytesTotal });
+  }
   await waitFor(`catch-up of ${batch.name} to within ${options.limits.catchupLagBytesMax} bytes`, async () => {
     const lag = await replicationLagBytes(source, batch.name);
     return lag !== undefined && lag <= options.limits.catchupLagBytesMax ? true : undefined;

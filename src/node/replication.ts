@@ -42,12 +42,23 @@ export async function dropPublication(source: Queryable, name: string): Promise<
  * Idempotent. The subscription's name is also its replication slot's name and
  * the application_name its walsender reports on the source.
  */
-export async function ensureSubscription(target: Queryable, name: string, source: ConnectionSettings, publication: string): Promise<void> {
+export async function subscriptionExists(target: Queryable, name: string): Promise<boolean> {
   const exists = await target.query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1) AS present', [name]);
-  if (exists.rows[0]?.present) return;
+  return exists.rows[0]?.present ?? false;
+}
+
+/**
+ * `existingSlot`: the subscription streams from a replication slot reshard
+ * created (and copied at its snapshot) instead of making its own initial copy.
+ */
+export async function ensureSubscription(target: Queryable, name: string, source: ConnectionSettings, publication: string, existingSlot?: string): Promise<void> {
+  if (await subscriptionExists(target, name)) return;
+  const options = existingSlot
+    ? `copy_data = false, create_slot = false, slot_name = ${quoteLiteral(existingSlot)}, synchronous_commit = 'on'`
+    : `copy_data = true, synchronous_commit = 'on'`;
   try {
     await target.query(
-      `CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(subscriptionConninfo(source))} PUBLICATION ${quoteIdent(publication)} WITH (copy_data = true, synchronous_commit = 'on')`,
+      `CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(subscriptionConninfo(source))} PUBLICATION ${quoteIdent(publication)} WITH (${options})`,
     );
   } catch (error) {
     const message = (error as Error).message ?? String(error);
@@ -76,7 +87,7 @@ export async function dropSubscription(target: Queryable, name: string): Promise
   }
 }
 
-/** Drops a replication slot on the source if it exists and no walsender uses it. */
+/** Drops a replication slot on the source if it exists and no walsender uses it (a stale one from an interrupted copy). */
 export async function dropReplicationSlot(source: Queryable, name: string): Promise<void> {
   await source.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]);
 }

@@ -1,0 +1,97 @@
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type { ConnectionSettings } from '../core/connection.js';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
+import { clientConfig } from './connectNode.js';
+
+/**
+ * A logical replication slot created on a replication connection, with its
+ * snapshot exported: COPY under that snapshot plus the slot's changes after
+ * its consistent point is exactly the source's data, with no gap and no
+ * overlap. The snapshot lives while this connection stays open and idle.
+ */
+export interface ExportedSlot {
+  slotName: string;
+  snapshotName: string;
+  consistentPoint: string;
+  release(): Promise<void>;
+}
+
+export async function createSlotWithExportedSnapshot(source: ConnectionSettings, slotName: string): Promise<ExportedSlot> {
+  const client = new pg.Client({ ...clientConfig(source, 'reshard snapshot'), replication: 'database' } as pg.ClientConfig);
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    const result = await client.query<{ slot_name: string; consistent_point: string; snapshot_name: string }>(
+      `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput (SNAPSHOT 'export')`,
+    );
+    const row = result.rows[0]!;
+    return {
+      slotName: row.slot_name,
+      snapshotName: row.snapshot_name,
+      consistentPoint: row.consistent_point,
+      release: () => client.end().catch(() => {}),
+    };
+  } catch (error) {
+    await client.end().catch(() => {});
+    throw error;
+  }
+}
+
+export interface LeafRef {
+  schema: string;
+  name: string;
+}
+
+/**
+ * Copies `leaves` from the source, as of `snapshotName`, into the target's
+ * staged (empty) leaves of the same name, over `lanes` parallel connection
+ * pairs. `onBytes` sees each leaf's streamed bytes as they go.
+ */
+export async function copyLeavesAtSnapshot(
+  source: ConnectionSettings,
+  target: ConnectionSettings,
+  snapshotName: string,
+  leaves: readonly LeafRef[],
+  lanes: number,
+  onBytes: (leaf: LeafRef, bytes: number) => void,
+): Promise<{ bytes: number; rows: number }> {
+  let next = 0;
+  let bytesTotal = 0;
+  let rowsTotal = 0;
+  const lane = async (): Promise<void> => {
+    const reader = new pg.Client(clientConfig(source, 'reshard copy'));
+    const writer = new pg.Client(clientConfig(target, 'reshard copy'));
+    reader.on('error', () => {});
+    writer.on('error', () => {});
+    await Promise.all([reader.connect(), writer.connect()]);
+    try {
+      await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
+      while (next < leaves.length) {
+        const leaf = leaves[next++]!;
+        const qualified = quoteQualified(leaf.schema, leaf.name);
+        await writer.query(`TRUNCATE ${qualified}`);
+        let bytes = 0;
+        const counter = new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            bytes += chunk.length;
+            onBytes(leaf, bytes);
+            callback(null, chunk);
+          },
+        });
+        const into = writer.query(copyFrom(`COPY ${qualified} FROM STDIN (FORMAT binary)`));
+        await pipeline(reader.query(copyTo(`COPY ${qualified} TO STDOUT (FORMAT binary)`)), counter, into);
+        bytesTotal += bytes;
+        rowsTotal += into.rowCount;
+      }
+      await reader.query('COMMIT');
+    } finally {
+      await Promise.all([reader.end().catch(() => {}), writer.end().catch(() => {})]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, leaves.length)) }, lane));
+  return { bytes: bytesTotal, rows: rowsTotal };
+}
