@@ -16,7 +16,7 @@ import {
 } from '../node/replication.js';
 import { copyLeavesAtSnapshot, createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import {
-  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaf,
+  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
   type SlotTable,
 } from '../node/slotPartitions.js';
 import { slotStats } from '../node/slotStats.js';
@@ -102,6 +102,20 @@ export async function runOnlineBatch(
       doneBySlot.get(slot)?.add(step);
       emit({ type: 'step', migrationId, slot, step, action: 'done' });
     },
+    async runForSlots(slots, step, work) {
+      const pending = slots.filter((slot) => !doneBySlot.get(slot)?.has(step));
+      if (pending.length === 0) return;
+      for (const slot of pending) {
+        await beginStep(catalog, { migrationId, slot, step });
+        emit({ type: 'step', migrationId, slot, step, action: 'begin' });
+      }
+      await work();
+      for (const slot of pending) {
+        await appendJournal(catalog, { migrationId, slot, step, action: 'done' });
+        doneBySlot.get(slot)?.add(step);
+        emit({ type: 'step', migrationId, slot, step, action: 'done' });
+      }
+    },
     forget(slot, steps) {
       for (const step of steps) doneBySlot.get(slot)?.delete(step);
     },
@@ -111,12 +125,12 @@ export async function runOnlineBatch(
   const batchStartedMs = Date.now();
 
   try {
+    const toPrepare = batch.moves.filter((move) => !doneBySlot.get(move.slot)?.has('prepare'));
     for (const move of batch.moves) {
       if (!switched.has(move.slot)) await updateMove(catalog, migrationId, move.slot, { state: 'running', error: null });
-      await journaled.run(move.slot, 'prepare', async () => {
-        for (const table of batch.tables) await stageSlotLeaf(target, table, move.slot, batch.modulus);
-      });
     }
+    // Journaled per slot, done for the whole batch in one transaction on the target.
+    await journaled.runForSlots(toPrepare.map((move) => move.slot), 'prepare', () => stageSlotLeaves(target, batch.tables, toPrepare.map((move) => move.slot), batch.modulus));
     const streaming = batch.moves.filter((move) => !switched.has(move.slot));
     if (streaming.length > 0 && streaming.some((move) => !doneBySlot.get(move.slot)?.has('stream'))) {
       await streamBatch(batch, streaming, connections, options);
@@ -204,6 +218,8 @@ async function streamBatch(
 /** Runs a step once per slot, journaled before and after; `forget` makes an undone step runnable again. */
 interface Journaled {
   run(slot: number, step: string, work: () => Promise<Record<string, unknown> | void>): Promise<void>;
+  /** One piece of work that takes `step` for several slots at once, journaled per slot. */
+  runForSlots(slots: readonly number[], step: string, work: () => Promise<void>): Promise<void>;
   forget(slot: number, steps: readonly string[]): void;
 }
 

@@ -75,6 +75,35 @@ export async function stageSlotLeaf(db: Queryable, table: SlotTable, slot: numbe
   }
 }
 
+/**
+ * `stageSlotLeaf` for many slots at once: one transaction, one round trip for
+ * the DDL (a commit per leaf would cost a WAL flush each). Idempotent: leaves
+ * that exist are left as they are.
+ */
+export async function stageSlotLeaves(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number): Promise<void> {
+  const statements: string[] = [];
+  for (const table of tables) {
+    const oid = await parentOid(db, table);
+    const names = slots.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+    const existing = await db.query<{ present: boolean }>('SELECT to_regclass(name) IS NOT NULL AS present FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY i', [names]);
+    const keys = table.shardKey.map(quoteIdent).join(', ');
+    slots.forEach((slot, index) => {
+      if (existing.rows[index]?.present) return;
+      statements.push(
+        `CREATE TABLE ${names[index]} (LIKE ${quoteQualified(table.schema, table.name)} INCLUDING ALL)`,
+        `ALTER TABLE ${names[index]} ADD CONSTRAINT ${SLOT_BOUND_CONSTRAINT} CHECK (satisfies_hash_partition(${oid}::oid, ${modulus}, ${slot}, ${keys}))`,
+      );
+    });
+  }
+  if (statements.length === 0) return;
+  try {
+    await db.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
+  } catch (error) {
+    await db.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
 /** Undo of staging: drops the standalone leaf (never an attached one). */
 export async function dropStagedSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
   const state = await leafState(db, table, slot, modulus);
