@@ -6,7 +6,9 @@
  *
  *   npm run bench            (BENCH_USERS=200000 for a quick run)
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter, once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +21,9 @@ import { verifyCluster } from '../src/admin/verifyCluster.js';
 import { CHECK_TABLES } from '../src/checker/checkTables.js';
 import { MoveTimeline } from '../src/checker/moveTimeline.js';
 import { verifyWorkload } from '../src/checker/verifyWorkload.js';
-import { Workload, type OperationSample } from '../src/checker/workload.js';
+import { wallClockMs, type OperationSample } from '../src/checker/workload.js';
+import type { MigrationEvent } from '../src/coordinator/events.js';
+import { deserializeLog, type SerializedLog } from './workloadProcess.js';
 import { readSlotMap } from '../src/catalog/slotMap.js';
 import type { ClusterAccess } from '../src/coordinator/catalogAccess.js';
 import { withCatalog } from '../src/coordinator/catalogAccess.js';
@@ -30,7 +34,6 @@ import { formatBytes } from '../src/core/bytes.js';
 import { percentile } from '../src/core/percentile.js';
 import { removeServerDirectory, startLocalServer, type LocalServer } from '../src/local/localServer.js';
 import { noPasswords } from '../src/node/nodeAccess.js';
-import { Router } from '../src/router/router.js';
 
 const USERS = Number(process.env['BENCH_USERS'] ?? 2_000_000);
 const SLOTS = Number(process.env['BENCH_SLOTS'] ?? 256);
@@ -38,6 +41,8 @@ const CLIENTS = 8;
 /** Paced like the Citus anchor's writer (about 400 statements/s in all), not a CPU hog. */
 const THINK_MS = 20;
 const BASELINE_SECONDS = 10;
+/** Batches the new node takes at once: copies of some overlap the cutovers and cleanup of others. */
+const TARGET_CONCURRENCY = Number(process.env['BENCH_TARGET_CONCURRENCY'] ?? 4);
 
 const BENCH_TABLES = [
   { name: 'users', shardKey: ['id'], definition: 'id bigint NOT NULL, payload text NOT NULL, PRIMARY KEY (id)' },
@@ -121,7 +126,7 @@ function latencies(samples: readonly OperationSample[], fromMs: number, toMs: nu
 async function main(): Promise<void> {
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-bench-'));
   const servers: LocalServer[] = [];
-  let router: Router | undefined;
+  let childProcess: ChildProcess | undefined;
   try {
     log(`Starting 4 durable PostgreSQL servers; ${USERS} users + ${USERS} orders, ${SLOTS} slots …`);
     servers.push(...await Promise.all([1, 2, 3, 4].map((i) => startLocalServer({ name: `n${i}`, baseDir, durable: true, settings: { shared_buffers: '512MB', max_wal_size: '8GB' } }))));
@@ -143,27 +148,45 @@ async function main(): Promise<void> {
     const rawBytesPerSec = raw.bytes / raw.seconds;
     log(`  ${formatBytes(raw.bytes)} in ${raw.seconds.toFixed(1)} s = ${formatBytes(rawBytesPerSec)}/s`);
 
-    await addNode(access, { name: 'n4', connection: servers[3]!.connection });
-    router = await Router.connect({ catalog: access.catalog, name: 'bench', poolSizePerNode: CLIENTS });
-    const clock = { now: (): number => 0 };
-    const timeline = new MoveTimeline(() => clock.now());
-    const workload = new Workload(router, { clients: CLIENTS, counters: 1024, thinkMs: THINK_MS, hotSlots: () => timeline.movingSlots(), hotProbability: 0.3 }, SLOTS);
-    clock.now = () => workload.now();
-    await workload.prepare();
-    workload.start();
-    const baselineFrom = workload.now();
-    log(`${CLIENTS} clients writing through the router; ${BASELINE_SECONDS} s of baseline latency …`);
+    await addNode(access, { name: 'n4', connection: servers[3]!.connection, concurrencyMax: TARGET_CONCURRENCY });
+    // The clients run in their own process, as an application would: the coordinator's
+    // COPY streams do not share their event loop.
+    const clients = fork(fileURLToPath(new URL('./workloadProcess.js', import.meta.url)), [], {
+      env: { ...process.env, RESHARD_WORKLOAD: JSON.stringify({ catalog: access.catalog, clients: CLIENTS, counters: 1024, thinkMs: THINK_MS, slots: SLOTS }) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    childProcess = clients;
+    const messages = new EventEmitter();
+    clients.on('message', (message: { ready?: boolean; log?: SerializedLog }) => {
+      if (message.ready) messages.emit('ready');
+      if (message.log) messages.emit('log', message.log);
+    });
+    await once(messages, 'ready');
+    const timeline = new MoveTimeline(wallClockMs);
+    let hotSent = '';
+    const emit = (event: MigrationEvent): void => {
+      timeline.handle(event);
+      const hot = JSON.stringify(timeline.movingSlots().sort((a, b) => a - b));
+      if (hot !== hotSent) {
+        hotSent = hot;
+        clients.send({ hot: JSON.parse(hot) as number[] });
+      }
+    };
+    const baselineFrom = wallClockMs();
+    log(`${CLIENTS} clients (own process) writing through a router; ${BASELINE_SECONDS} s of baseline latency …`);
     await sleep(BASELINE_SECONDS * 1000);
-    const baselineTo = workload.now();
+    const baselineTo = wallClockMs();
 
     const prepared = await prepareRebalance(access, { mode: 'online', dryRun: false });
     const movedSlots = new Set(prepared.plan.moves.map((move) => move.slot));
     log(`Rebalance: ${prepared.plan.slotsMoved} slots, ${formatBytes(prepared.plan.bytesMoved)} of ${formatBytes(prepared.plan.bytesTotal)} …`);
-    const rebalanceFrom = workload.now();
-    const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, emit: timeline.handle });
-    const rebalanceTo = workload.now();
+    const rebalanceFrom = wallClockMs();
+    const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, emit });
+    const rebalanceTo = wallClockMs();
     await sleep(1000);
-    const workloadLog = await workload.stop();
+    const logged = once(messages, 'log');
+    clients.send({ stop: true });
+    const workloadLog = deserializeLog((await logged)[0] as SerializedLog);
     const writes = await verifyWorkload(access, workloadLog);
 
     const rebalanceBytesPerSec = prepared.plan.bytesMoved / summary.seconds;
@@ -216,7 +239,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(result, null, 2));
     if (writes.violations.length) log(`violations: ${writes.violations.slice(0, 5).join('; ')}`);
   } finally {
-    await router?.close();
+    childProcess?.kill();
     await Promise.allSettled(servers.map((server) => server.stop('fast')));
     removeServerDirectory(baseDir);
   }

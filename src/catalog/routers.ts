@@ -1,5 +1,8 @@
 import type { Queryable } from '../core/queryable.js';
 
+/** Routers notify here when they acknowledge an epoch. */
+export const ROUTER_ACK_CHANNEL = 'reshard_router_ack';
+
 /**
  * Routers (application-side clients) register, renew a lease and acknowledge
  * the slot-map epochs they have applied. These are the catalog's halves of
@@ -16,11 +19,13 @@ export async function registerRouter(db: Queryable, router: { id: string; name: 
 
 /** Renews the lease and records the epoch the router now serves; returns the catalog's epoch. */
 export async function renewRouterLease(db: Queryable, router: { id: string; epoch: number; leaseMs: number }): Promise<number> {
+  // The NOTIFY wakes a coordinator waiting for acknowledgements, instead of it polling.
   const result = await db.query<{ epoch: string }>(
     `WITH renewed AS (
        UPDATE reshard.router SET acked_epoch = greatest(acked_epoch, $2), lease_until = now() + $3 * interval '1 millisecond', seen_at = now()
-        WHERE id = $1)
-     SELECT epoch::text FROM reshard.cluster WHERE id = 1`,
+        WHERE id = $1 RETURNING acked_epoch)
+     SELECT epoch::text, (SELECT count(pg_notify('${ROUTER_ACK_CHANNEL}', acked_epoch::text)) FROM renewed) AS notified
+       FROM reshard.cluster WHERE id = 1`,
     [router.id, router.epoch, router.leaseMs],
   );
   return Number(result.rows[0]?.epoch ?? 0);

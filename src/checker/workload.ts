@@ -9,6 +9,13 @@ export interface WorkloadOptions {
   hotProbability?: number;
   /** Pause between a client's calls, to pace the load (0 = as fast as possible). */
   thinkMs?: number;
+  /** The clock of `samples`; ms since the workload started by default (pass a wall clock to compare across processes). */
+  clock?: () => number;
+}
+
+/** Milliseconds on a clock that two processes on one machine share. */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 export type OperationKind = 'insert' | 'increment' | 'delete';
@@ -56,6 +63,7 @@ export class Workload {
 
   constructor(private readonly router: Router, private readonly options: WorkloadOptions, private readonly modulus: number) {}
 
+
   /** Creates the counters (through the router) so increments have rows to hit. */
   async prepare(): Promise<void> {
     for (let id = 1; id <= this.options.counters; id++) {
@@ -74,9 +82,14 @@ export class Workload {
     return this.log;
   }
 
-  /** Milliseconds since the workload was created, the clock of `samples`. */
+  /** The clock of `samples`: ms since the workload was created, unless options.clock says otherwise. */
   now(): number {
-    return performance.now() - this.startedAt;
+    return this.options.clock ? this.options.clock() : performance.now() - this.startedAt;
+  }
+
+  /** Changes where the clients aim (for a workload driven from another process). */
+  setHotSlots(hotSlots: () => readonly number[]): void {
+    this.options.hotSlots = hotSlots;
   }
 
   private async clientLoop(client: number): Promise<void> {

@@ -30,7 +30,7 @@ export interface MigrationRunOptions {
   batchSlotsMax?: number;
 }
 
-export const BATCH_SLOTS_MAX_DEFAULT = 64;
+export const BATCH_SLOTS_MAX_DEFAULT = 16;
 
 export interface MigrationSummary {
   migrationId: number;
@@ -56,8 +56,11 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
   }
   const batches: OnlineBatch[] = [];
   for (const pairMoves of byPair.values()) {
-    for (let first = 0; first < pairMoves.length; first += batchSlotsMax) {
-      const chunk = pairMoves.slice(first, first + batchSlotsMax);
+    // Even chunks: while one batch switches and cleans up, the next one copies.
+    const chunks = Math.ceil(pairMoves.length / batchSlotsMax);
+    const chunkSize = Math.ceil(pairMoves.length / chunks);
+    for (let first = 0; first < pairMoves.length; first += chunkSize) {
+      const chunk = pairMoves.slice(first, first + chunkSize);
       const source = nodes.get(chunk[0]!.source);
       const target = nodes.get(chunk[0]!.target);
       assert(source && target, 'batch nodes are in the catalog');

@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { routersBehind } from '../catalog/routers.js';
+import { ROUTER_ACK_CHANNEL, routersBehind } from '../catalog/routers.js';
+import { ReshardError } from '../core/errors.js';
 import { setSlotState } from '../catalog/slotMap.js';
-import { waitFor } from '../coordinator/waitFor.js';
 
 /** How long a freeze waits for live routers to acknowledge it; a router whose lease lapses stops serving by itself. */
 export const ROUTER_ACK_TIMEOUT_MS = 15_000;
@@ -12,10 +12,30 @@ export const ROUTER_ACK_TIMEOUT_MS = 15_000;
  * and has drained its in-flight work on it. Returns the freeze epoch.
  */
 export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number, timeoutMs = ROUTER_ACK_TIMEOUT_MS): Promise<number> {
+  if (!listening.has(catalog)) {
+    await catalog.query(`LISTEN ${ROUTER_ACK_CHANNEL}`);
+    listening.add(catalog);
+  }
   const epoch = await setSlotState(catalog, slot, 'frozen');
-  await waitFor(`acknowledgement of epoch ${epoch} (slot ${slot} frozen) by every live router`, async () => {
-    const behind = await routersBehind(catalog, epoch);
-    return behind.length === 0 ? true : undefined;
-  }, { timeoutMs, pollMs: 2, fix: 'check the applications\' routers: a router that cannot reach the catalog stops serving when its lease lapses' });
+  const deadline = performance.now() + timeoutMs;
+  // Re-check on every acknowledgement NOTIFY, and every 25 ms in case one is missed.
+  while ((await routersBehind(catalog, epoch)).length > 0) {
+    if (performance.now() >= deadline) {
+      throw new ReshardError('timeout', `acknowledgement of epoch ${epoch} (slot ${slot} frozen) by every live router did not happen within ${timeoutMs} ms`,
+        'check the applications\' routers: a router that cannot reach the catalog stops serving when its lease lapses');
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 25);
+      function done(): void {
+        clearTimeout(timer);
+        catalog.removeListener('notification', done);
+        resolve();
+      }
+      catalog.on('notification', done);
+    });
+  }
   return epoch;
 }
+
+/** Catalog sessions already listening for acknowledgements. */
+const listening = new WeakSet<pg.ClientBase>();

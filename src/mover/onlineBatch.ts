@@ -9,7 +9,7 @@ import type { MigrationEventSink } from '../coordinator/events.js';
 import { sleep, waitFor, withTimeout } from '../coordinator/waitFor.js';
 import { fenceSlot, unfenceSlot } from '../node/fence.js';
 import { leafName } from '../node/leafName.js';
-import type { PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
 import {
   currentWalLsn, dropPublication, dropReplicationSlot, dropSubscription, ensurePublication, ensureSubscription,
   replayedPast, replicationLagBytes, subscriptionExists,
@@ -42,7 +42,7 @@ export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
   catchupLagBytesMax: 256 * 1024,
   catchupTimeoutMs: 5 * 60_000,
   freezeBudgetMs: 3_000,
-  finalSyncPollMs: 2,
+  finalSyncPollMs: 3,
   freezeAttemptsMax: 3,
   copyLanes: 2,
 };
@@ -132,9 +132,9 @@ export async function runOnlineBatch(
     // Journaled per slot, done for the whole batch in one transaction on the target.
     await journaled.runForSlots(toPrepare.map((move) => move.slot), 'prepare', () => stageSlotLeaves(target, batch.tables, toPrepare.map((move) => move.slot), batch.modulus));
     const streaming = batch.moves.filter((move) => !switched.has(move.slot));
-    if (streaming.length > 0 && streaming.some((move) => !doneBySlot.get(move.slot)?.has('stream'))) {
-      await streamBatch(batch, streaming, connections, options);
-      for (const move of streaming) await journaled.run(move.slot, 'stream', async () => ({ subscription: batch.name }));
+    if (streaming.some((move) => !doneBySlot.get(move.slot)?.has('stream'))) {
+      // Idempotent as a whole: a resumed batch re-copies unless its subscription already streams.
+      await journaled.runForSlots(streaming.map((move) => move.slot), 'stream', () => streamBatch(batch, streaming, connections, options));
     }
     for (const move of streaming) {
       const cutover = await cutOverSlot(batch, move, connections, options, journaled);
@@ -158,10 +158,10 @@ export async function runOnlineBatch(
       throw error;
     }
     // Slots that did switch still need their cleanup.
-    await cleanUpSwitched(batch, batch.moves.filter((move) => switched.has(move.slot)), connections, journaled);
+    await cleanUpSwitched(batch, batch.moves.filter((move) => switched.has(move.slot)), connections, journaled, options.passwords);
     throw Object.assign(error instanceof Error ? error : new Error(message), { moveRolledBack: true });
   }
-  await cleanUpSwitched(batch, batch.moves, connections, journaled);
+  await cleanUpSwitched(batch, batch.moves, connections, journaled, options.passwords);
   return result;
 }
 
@@ -200,8 +200,8 @@ async function streamBatch(
       });
       await withTimeout(`the initial copy of ${moves.length} slot(s) ${batch.source.name} → ${batch.target.name}`, copying, options.limits.syncTimeoutMs,
         'check both servers\' logs; the move was rolled back');
-      await ensureSubscription(target, batch.name, sourceConnection, batch.name, exported.slotName);
-    } finally {
+        await ensureSubscription(target, batch.name, sourceConnection, batch.name, exported.slotName);
+      } finally {
       await exported.release();
     }
   }
@@ -317,19 +317,32 @@ async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], 
   }
 }
 
-/** After the switch: drop the subscription (and its slot) and publication, the CHECKs, and the source's old leaves. */
-async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections, journaled: Journaled): Promise<void> {
+/**
+ * After the switch: drop the subscription (and its slot) and publication, the
+ * CHECKs on the target, and the source's old leaves — one table's leaves per
+ * connection, tables in parallel (PostgreSQL detaches one leaf of a parent at a time).
+ */
+async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections, journaled: Journaled, passwords: PasswordLookup): Promise<void> {
   const { source, target } = connections;
   const dropped = await dropSubscription(target, batch.name);
   if (dropped.slotLeftOnSource) await dropReplicationSlot(source, batch.name);
   await dropPublication(source, batch.name);
-  for (const move of moves) {
-    await journaled.run(move.slot, 'cleanup', async () => {
-      for (const table of batch.tables) {
-        await dropSlotBoundConstraint(target, table, move.slot, batch.modulus);
-        await detachAndDropSlotLeaf(source, table, move.slot, batch.modulus);
+  const slots = moves.map((move) => move.slot);
+  await journaled.runForSlots(slots, 'cleanup', async () => {
+    await Promise.all(batch.tables.map(async (table, index) => {
+      const own = index === 0 ? undefined : await connectNode(batch.source, passwords, 'reshard cleanup');
+      const sourceSession = own ?? source;
+      const targetSession = index === 0 ? target : await connectNode(batch.target, passwords, 'reshard cleanup');
+      try {
+        for (const slot of slots) {
+          await dropSlotBoundConstraint(targetSession, table, slot, batch.modulus);
+          await detachAndDropSlotLeaf(sourceSession, table, slot, batch.modulus);
+        }
+      } finally {
+        await own?.end().catch(() => {});
+        if (targetSession !== target) await (targetSession as pg.Client).end().catch(() => {});
       }
-    });
-    await updateMove(connections.catalog, batch.migrationId, move.slot, { state: 'done' });
-  }
+    }));
+  });
+  for (const move of moves) await updateMove(connections.catalog, batch.migrationId, move.slot, { state: 'done' });
 }
