@@ -3,7 +3,7 @@ import { ReshardError } from '../core/errors.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
-import { initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
@@ -58,6 +58,11 @@ function buildProgram(state: { output: Output }): Command {
     .action(async (name: string, options) => tableCreateCommand(output(), access(), name, options));
   table.command('list').description('list sharded tables')
     .action(async () => tableListCommand(output(), access()));
+
+  program.command('slot <N>')
+    .description("a slot's owner and, per table, its rows, order-independent checksum and size")
+    .option('--node <name>', 'read from this node instead of the owner')
+    .action(async (slot: string, options) => slotCommand(output(), access(), slot, options));
 
   program.command('plan')
     .description('show the moves a rebalance would make; with --nodes/--add/--remove, for a hypothetical cluster (no database needed)')

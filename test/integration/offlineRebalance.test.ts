@@ -3,6 +3,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { rebalance } from '../../src/admin/rebalance.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { inspectSlot } from '../../src/admin/inspectSlot.js';
 import { withCatalog } from '../../src/coordinator/catalogAccess.js';
 import type { MigrationEvent } from '../../src/coordinator/events.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
@@ -60,6 +61,13 @@ describe('offline rebalance on real PostgreSQL', () => {
 
     // A row of a moved slot is now served by n4 and rejected (no partition) on its old owner.
     const movedSlot = moves[0]!;
+    const onOwner = await inspectSlot(access, movedSlot.slot);
+    expect(onOwner.owner).toBe('n4');
+    expect(onOwner.tables.map((table) => table.attached)).toEqual([true, true]);
+    expect(onOwner.tables[0]!.rows).toBeGreaterThan(0);
+    expect(onOwner.tables[0]!.checksum).toMatch(/^-?\d+$/);
+    const onOldOwner = await inspectSlot(access, movedSlot.slot, movedSlot.source);
+    expect(onOldOwner.tables.map((table) => table.rows)).toEqual([0, 0]);
     const n4 = await connectTo(cluster.servers[3]!.connection);
     const rowsOnN4 = await n4.query<{ count: string }>('SELECT count(*) FROM users');
     expect(Number(rowsOnN4.rows[0]!.count)).toBeGreaterThan(0);

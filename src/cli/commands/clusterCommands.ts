@@ -3,6 +3,8 @@ import { createShardedTable } from '../../admin/createShardedTable.js';
 import { initCluster } from '../../admin/initCluster.js';
 import { removeNode } from '../../admin/removeNode.js';
 import { verifyCluster } from '../../admin/verifyCluster.js';
+import { inspectSlot } from '../../admin/inspectSlot.js';
+import { formatBytes } from '../../core/bytes.js';
 import { listNodes } from '../../catalog/nodes.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { readSlotMap } from '../../catalog/slotMap.js';
@@ -114,4 +116,15 @@ export async function verifyCommand(output: Output, access: ClusterAccess): Prom
     ? `Verified: every slot of every table is attached on its owner only (epoch ${report.epoch}); ${report.rowsTotal} rows.`
     : `Verification found ${report.problems.length} problem(s).`);
   return report.ok;
+}
+
+export async function slotCommand(output: Output, access: ClusterAccess, slotText: string, options: { node?: string }): Promise<void> {
+  const slot = parseWholeNumber(slotText, 'slot', 0);
+  const report = await inspectSlot(access, slot, options.node);
+  output.result(report);
+  output.text(`Slot ${report.slot}: owner ${report.owner} (${report.state}); read from ${report.readFrom}`);
+  output.text(formatTable([
+    ['table', 'leaf', 'attached', 'rows', 'size', 'checksum'],
+    ...report.tables.map((table) => [table.table, table.leaf, table.attached ? 'yes' : 'no', String(table.rows), formatBytes(table.bytes), table.checksum]),
+  ]));
 }

@@ -1,0 +1,51 @@
+import { getNode } from '../catalog/nodes.js';
+import { assertCatalogCurrent } from '../catalog/schema.js';
+import { readSlotMap } from '../catalog/slotMap.js';
+import { describeTable, listShardedTables } from '../catalog/tables.js';
+import { badInput } from '../core/errors.js';
+import { quoteQualified } from '../core/identifier.js';
+import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { leafName } from '../node/leafName.js';
+import { connectNode } from '../node/nodeAccess.js';
+import { leafState } from '../node/slotPartitions.js';
+import { leafStats } from '../node/slotStats.js';
+
+export interface SlotReport {
+  slot: number;
+  owner: string;
+  state: string;
+  readFrom: string;
+  tables: { table: string; leaf: string; attached: boolean; rows: number; checksum: string; bytes: number }[];
+}
+
+/** A slot's owner, and per table its leaf's rows, order-independent checksum and size, read from any node that holds it. */
+export async function inspectSlot(access: ClusterAccess, slot: number, nodeName?: string): Promise<SlotReport> {
+  return withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    const slotMap = await readSlotMap(catalog);
+    if (!Number.isInteger(slot) || slot < 0 || slot >= slotMap.modulus) {
+      throw badInput(`slot ${slot} does not exist; the cluster has slots 0 to ${slotMap.modulus - 1}`, 'pass a slot number in that range');
+    }
+    const owner = slotMap.owners[slot]!;
+    const node = await getNode(catalog, nodeName ?? owner);
+    const tables = await listShardedTables(catalog);
+    const client = await connectNode(node, access.passwords);
+    try {
+      const report: SlotReport = { slot, owner, state: slotMap.states[slot]!, readFrom: node.name, tables: [] };
+      for (const table of tables) {
+        const leaf = leafName(table.name, slot, slotMap.modulus);
+        const state = await leafState(client, table, slot, slotMap.modulus);
+        if (!state.exists) {
+          report.tables.push({ table: describeTable(table), leaf, attached: false, rows: 0, checksum: '-', bytes: 0 });
+          continue;
+        }
+        const stats = await leafStats(client, table, slot, slotMap.modulus);
+        const size = await client.query<{ bytes: string }>('SELECT pg_total_relation_size(to_regclass($1))::text AS bytes', [quoteQualified(table.schema, leaf)]);
+        report.tables.push({ table: describeTable(table), leaf, attached: state.attached, rows: stats.rows, checksum: stats.checksum, bytes: Number(size.rows[0]!.bytes) });
+      }
+      return report;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  });
+}
