@@ -191,7 +191,10 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
         const results = await runBounded(
           pending.filter((move) => move.wave === wave),
           options.moveConcurrencyMax,
-          (move) => executeMove(move, shared),
+          (move) => executeMove(move, shared).catch((error: unknown) => {
+            failure ??= error;
+            throw error;
+          }),
           () => failure !== undefined,
         );
         for (const result of results) {
@@ -211,7 +214,11 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
         (batch) => [batch.source.name, batch.target.name],
         (name) => shared.nodes.get(name)?.concurrencyMax ?? 1,
         options.moveConcurrencyMax,
-        (batch) => executeOnlineBatch(batch, shared, options.onlineLimits ?? ONLINE_LIMITS_DEFAULT),
+        (batch) => executeOnlineBatch(batch, shared, options.onlineLimits ?? ONLINE_LIMITS_DEFAULT).catch((error: unknown) => {
+          // The first failure stops new batches at once; those in flight finish or roll back.
+          failure ??= error;
+          throw error;
+        }),
         () => failure !== undefined,
       );
       for (const result of results) {

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { leafName } from '../node/leafName.js';
 import type { SlotTable } from '../node/slotPartitions.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 
@@ -43,4 +44,9 @@ export interface MovePlanView {
   sourceName: string;
   targetName: string;
   tables: readonly SlotTable[];
+}
+
+/** "users_s0017, orders_s0017": the leaves a move of this slot touches, for descriptions. */
+export function describeLeaves(view: MovePlanView): string {
+  return view.tables.map((table) => leafName(table.name, view.slot, view.modulus)).join(', ');
 }

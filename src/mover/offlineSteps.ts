@@ -3,23 +3,20 @@ import { switchSlotOwner, setSlotState } from '../catalog/slotMap.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
 import { copySlotLeaf } from '../node/copySlot.js';
 import { fenceSlot, unfenceSlot } from '../node/fence.js';
-import { leafName } from '../node/leafName.js';
 import {
-  attachSlotLeaf, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint,
-  dropStagedSlotLeaf, stageSlotLeaf, truncateStagedSlotLeaf,
+  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint,
+  dropStagedSlotLeaf, stageSlotLeaves, truncateStagedSlotLeaf,
 } from '../node/slotPartitions.js';
 import { leafStats } from '../node/slotStats.js';
-import type { MoveContext, MovePlanView, MoveStep } from './moveStep.js';
+import { describeLeaves, type MoveContext, type MoveStep } from './moveStep.js';
 
-function leaves(view: MovePlanView): string {
-  return view.tables.map((table) => leafName(table.name, view.slot, view.modulus)).join(', ');
-}
+const leaves = describeLeaves;
 
 const prepare: MoveStep = {
   name: 'prepare',
   describe: (view) => `on ${view.targetName}: create ${leaves(view)} standalone, shaped like the parents, with CHECK satisfies_hash_partition(parent, ${view.modulus}, ${view.slot}, key)`,
   async do(context) {
-    for (const table of context.tables) await stageSlotLeaf(context.target, table, context.slot, context.modulus);
+    await stageSlotLeaves(context.target, context.tables, [context.slot], context.modulus);
   },
   async undo(context) {
     for (const table of context.tables) await dropStagedSlotLeaf(context.target, table, context.slot, context.modulus);
@@ -88,7 +85,7 @@ const attach: MoveStep = {
   name: 'attach',
   describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan)`,
   async do(context) {
-    for (const table of context.tables) await attachSlotLeaf(context.target, table, context.slot, context.modulus);
+    await attachSlot(context.target, context.tables, context.slot, context.modulus);
   },
   async undo(context) {
     for (const table of context.tables) await detachSlotLeafForUndo(context.target, table, context.slot, context.modulus);

@@ -149,7 +149,7 @@ export async function runOnlineBatch(
       await appendJournal(catalog, { migrationId, slot: move.slot, step: 'online', action: 'failed', detail: { error: message } }).catch(() => {});
     }
     try {
-      await undoUnswitched(batch, unswitched, connections, options);
+      await undoUnswitched(batch, unswitched, connections);
       for (const move of unswitched) await updateMove(catalog, migrationId, move.slot, { state: 'rolled_back', error: message });
     } catch (undoError) {
       for (const move of unswitched) {
@@ -268,6 +268,11 @@ async function cutOverSlot(
           rows += targetStats.rows;
         });
         mark('verified');
+        // The budget bounds the whole freeze, not only the replay wait.
+        if (performance.now() - frozenAt > limits.freezeBudgetMs) {
+          throw new ReshardError('timeout', `the freeze of slot ${move.slot} took ${Math.round(performance.now() - frozenAt)} ms, over its ${limits.freezeBudgetMs} ms budget`,
+            'the cutover was abandoned and the slot unfrozen; it is retried');
+        }
         return { lsn, rows, syncedMs: performance.now() - frozenAt };
       });
       await journaled.run(move.slot, 'attach', async () => {
@@ -299,8 +304,16 @@ async function cutOverSlot(
   }
 }
 
-/** Undo for every slot that did not switch: unfence, unfreeze, drop the target's copy; then the replication objects. */
-async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections, _options: unknown): Promise<void> {
+/** Steps of an unswitched slot that its undo reverses, in the order they are taken. */
+const UNDOABLE_STEPS = ['prepare', 'stream', 'freeze', 'sync', 'attach'] as const;
+
+/**
+ * Undo for every slot that did not switch: unfence, unfreeze, drop the
+ * target's copy; then the subscription, the replication slot (also one a
+ * failed subscription never took over) and the publication. Each undone step
+ * is journaled, so a resume starts those slots from the beginning.
+ */
+async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections): Promise<void> {
   const { source, target, catalog } = connections;
   for (const move of moves) {
     await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'online', action: 'undo' });
@@ -308,12 +321,14 @@ async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], 
     await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
     await setSlotState(catalog, move.slot, 'active');
   }
-  const dropped = await dropSubscription(target, batch.name);
-  if (dropped.slotLeftOnSource) await dropReplicationSlot(source, batch.name);
+  await dropSubscription(target, batch.name);
+  await dropReplicationSlot(source, batch.name);
   await dropPublication(source, batch.name);
   for (const move of moves) {
     for (const table of batch.tables) await dropStagedSlotLeaf(target, table, move.slot, batch.modulus);
-    await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'online', action: 'undone' });
+    for (const step of [...UNDOABLE_STEPS].reverse()) {
+      await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undone' });
+    }
   }
 }
 
@@ -324,8 +339,8 @@ async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], 
  */
 async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections, journaled: Journaled, passwords: PasswordLookup): Promise<void> {
   const { source, target } = connections;
-  const dropped = await dropSubscription(target, batch.name);
-  if (dropped.slotLeftOnSource) await dropReplicationSlot(source, batch.name);
+  await dropSubscription(target, batch.name);
+  await dropReplicationSlot(source, batch.name);
   await dropPublication(source, batch.name);
   const slots = moves.map((move) => move.slot);
   await journaled.runForSlots(slots, 'cleanup', async () => {

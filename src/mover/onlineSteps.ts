@@ -1,9 +1,6 @@
-import { leafName } from '../node/leafName.js';
-import type { MovePlanView } from './moveStep.js';
+import { describeLeaves, type MovePlanView } from './moveStep.js';
 
-function leaves(view: MovePlanView): string {
-  return view.tables.map((table) => leafName(table.name, view.slot, view.modulus)).join(', ');
-}
+const leaves = describeLeaves;
 
 /**
  * The online mover's steps for one slot, as --dry-run shows them. The steps

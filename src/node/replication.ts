@@ -87,9 +87,29 @@ export async function dropSubscription(target: Queryable, name: string): Promise
   }
 }
 
-/** Drops a replication slot on the source if it exists and no walsender uses it (a stale one from an interrupted copy). */
+/** How long a slot may stay in use by a walsender that is going away before the drop gives up. */
+const SLOT_RELEASE_TIMEOUT_MS = 10_000;
+
+/**
+ * Drops a replication slot on the source if it exists: an orphaned slot pins
+ * WAL until the disk is full. A walsender still using it (a connection that
+ * just closed, a subscription being dropped) is waited for, boundedly.
+ */
 export async function dropReplicationSlot(source: Queryable, name: string): Promise<void> {
-  await source.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]);
+  const deadline = performance.now() + SLOT_RELEASE_TIMEOUT_MS;
+  for (;;) {
+    const result = await source.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [name]);
+    const slot = result.rows[0];
+    if (!slot) return;
+    if (!slot.active) {
+      await source.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [name]);
+      continue;
+    }
+    if (performance.now() >= deadline) {
+      throw new ReshardError('timeout', `replication slot ${name} is still in use after ${SLOT_RELEASE_TIMEOUT_MS} ms`, `drop it on the source with SELECT pg_drop_replication_slot('${name}') once its walsender is gone`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 export interface SyncState {

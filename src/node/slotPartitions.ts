@@ -21,6 +21,17 @@ function boundClause(modulus: number, slot: number): string {
   return `FOR VALUES WITH (MODULUS ${modulus}, REMAINDER ${slot})`;
 }
 
+/** Runs DDL statements as one transaction in one round trip (a commit each would cost a WAL flush each). */
+export async function runInOneTransaction(db: pg.ClientBase, statements: readonly string[]): Promise<void> {
+  if (statements.length === 0) return;
+  try {
+    await db.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
+  } catch (error) {
+    await db.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
 /** Creates and attaches the partitions of `slots` (a node's initial share). */
 export async function createSlotPartitions(db: Queryable, table: SlotTable, slots: readonly number[], modulus: number): Promise<void> {
   if (slots.length === 0) return;
@@ -51,34 +62,10 @@ export async function leafState(db: Queryable, table: SlotTable, slot: number, m
 }
 
 /**
- * Prepare on the target: the slot's leaf as a standalone table shaped like the
- * parent, plus a CHECK that the rows belong to the slot, so that the later
- * ATTACH is proven by the constraint and does not scan. Idempotent.
- */
-export async function stageSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
-  const state = await leafState(db, table, slot, modulus);
-  if (state.attached) return;
-  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  if (!state.exists) {
-    await db.query(`CREATE TABLE ${leaf} (LIKE ${quoteQualified(table.schema, table.name)} INCLUDING ALL)`);
-  }
-  const oid = await parentOid(db, table);
-  const present = await db.query<{ present: boolean }>(
-    'SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2) AS present',
-    [leaf, SLOT_BOUND_CONSTRAINT],
-  );
-  if (!present.rows[0]?.present) {
-    const keys = table.shardKey.map(quoteIdent).join(', ');
-    await db.query(
-      `ALTER TABLE ${leaf} ADD CONSTRAINT ${SLOT_BOUND_CONSTRAINT} CHECK (satisfies_hash_partition(${oid}::oid, ${modulus}, ${slot}, ${keys}))`,
-    );
-  }
-}
-
-/**
- * `stageSlotLeaf` for many slots at once: one transaction, one round trip for
- * the DDL (a commit per leaf would cost a WAL flush each). Idempotent: leaves
- * that exist are left as they are.
+ * Prepare on the target: the slots' leaves as standalone tables shaped like
+ * the parent, each with a CHECK that its rows belong to its slot, so that the
+ * later ATTACH is proven by the constraint and does not scan. All slots in one
+ * transaction; idempotent: leaves that exist are left as they are.
  */
 export async function stageSlotLeaves(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number): Promise<void> {
   const statements: string[] = [];
@@ -95,13 +82,7 @@ export async function stageSlotLeaves(db: pg.ClientBase, tables: readonly SlotTa
       );
     });
   }
-  if (statements.length === 0) return;
-  try {
-    await db.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
-  } catch (error) {
-    await db.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
+  await runInOneTransaction(db, statements);
 }
 
 /** Undo of staging: drops the standalone leaf (never an attached one). */
@@ -118,27 +99,13 @@ export async function truncateStagedSlotLeaf(db: Queryable, table: SlotTable, sl
   await db.query(`TRUNCATE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))}`);
 }
 
-/** ATTACH a staged leaf (no scan: the CHECK proves the bound). Idempotent. */
-export async function attachSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
-  const state = await leafState(db, table, slot, modulus);
-  if (state.attached) return;
-  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${leaf} ${boundClause(modulus, slot)}`);
-}
-
 /** ATTACH the slot's staged leaf of every table in one transaction, one round trip. Idempotent. */
 export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
   const unattached: SlotTable[] = [];
   for (const table of tables) if (!(await leafState(db, table, slot, modulus)).attached) unattached.push(table);
   const statements = unattached.map((table) =>
     `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
-  if (statements.length === 0) return;
-  try {
-    await db.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
-  } catch (error) {
-    await db.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
+  await runInOneTransaction(db, statements);
 }
 
 /** Undo of attach, before the switch: back to a standalone staged leaf. */
