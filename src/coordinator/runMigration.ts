@@ -8,7 +8,7 @@ import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import type { MoveContext, MoveStep } from '../mover/moveStep.js';
-import { ONLINE_LIMITS_DEFAULT, runOnlineBatch, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
+import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
 import { REPLICATION_NAME_PREFIX } from '../node/replication.js';
 import { runWithNodeLimits } from './runWithNodeLimits.js';
 import { runMove } from '../mover/runMove.js';
@@ -71,34 +71,74 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
   return batches;
 }
 
-async function executeOnlineBatch(
-  batch: OnlineBatch,
-  shared: { access: ClusterAccess; emit: MigrationEventSink },
-  limits: OnlineLimits,
-): Promise<OnlineBatchResult> {
-  const opened: pg.Client[] = [];
-  const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
-    const client = await connect();
-    opened.push(client);
-    return client;
-  };
-  try {
-    const connections = {
-      source: await open(() => connectNode(batch.source, shared.access.passwords, 'reshard mover')),
-      target: await open(() => connectNode(batch.target, shared.access.passwords, 'reshard mover')),
-      catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
-    };
-    return await runOnlineBatch(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords });
-  } catch (error) {
-    const rolledBack = Boolean((error as { moveRolledBack?: boolean }).moveRolledBack);
-    for (const move of batch.moves) {
-      shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorLine(error), rolledBack });
-    }
+/**
+ * The online batches in three phases: every batch streams (copy + catch-up,
+ * under per-node limits), then the cutovers run, then the cleanups. Keeping
+ * the cutovers apart from the copies keeps the write pauses short: a freeze
+ * never competes with a bulk COPY for the CPU. The first failure stops new
+ * work; every opened batch then rolls back its unswitched slots.
+ */
+async function runOnlineBatches(
+  batches: readonly OnlineBatch[],
+  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord> },
+  options: MigrationRunOptions,
+): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
+  const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  const runs: OnlineBatchRun[] = [];
+  const clients: pg.Client[] = [];
+  let failure: unknown;
+  const stopOnFailure = <T>(work: Promise<T>): Promise<T> => work.catch((error: unknown) => {
+    failure ??= error;
     throw error;
+  });
+  const nodesOf = (batch: OnlineBatch): string[] => [batch.source.name, batch.target.name];
+  const limitOf = (name: string): number => shared.nodes.get(name)?.concurrencyMax ?? 1;
+  try {
+    await runWithNodeLimits(batches, nodesOf, limitOf, options.moveConcurrencyMax, (batch) => stopOnFailure((async () => {
+      const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
+        const client = await connect();
+        clients.push(client);
+        return client;
+      };
+      const connections = {
+        source: await open(() => connectNode(batch.source, shared.access.passwords, 'reshard mover')),
+        target: await open(() => connectNode(batch.target, shared.access.passwords, 'reshard mover')),
+        catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
+      };
+      const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords });
+      runs.push(run);
+      await run.stream();
+    })()), () => failure !== undefined);
+    if (failure === undefined) {
+      // Cutovers of batches on different sources may overlap; each node takes one at a time.
+      await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
+        (run) => stopOnFailure(run.cutOver()), () => failure !== undefined);
+    }
+    const switched: OnlineBatchResult['switched'] = [];
+    await Promise.all(runs.map(async (run) => {
+      try {
+        if (failure === undefined) {
+          switched.push(...(await run.cleanUp()).switched);
+          return;
+        }
+        const reported = await run.rollBack(failure);
+        const rolledBack = Boolean((reported as { moveRolledBack?: boolean }).moveRolledBack);
+        for (const move of run.batch.moves.filter((candidate) => !run.hasSwitched(candidate.slot))) {
+          shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorLine(failure), rolledBack });
+        }
+        switched.push(...run.results().switched);
+      } catch (error) {
+        failure ??= error;
+      }
+    }));
+    return { failure, switched };
   } finally {
-    await Promise.all(opened.map((client) => client.end().catch(() => {})));
+    await Promise.all(clients.map((client) => client.end().catch(() => {})));
   }
 }
+
+/** Cutovers of different batches at once: more would make them compete for the CPU and lengthen each pause. */
+const CUTOVERS_AT_ONCE_MAX = 2;
 
 function errorLine(error: unknown): string {
   if (error instanceof ReshardError) return error.line();
@@ -148,6 +188,7 @@ async function executeMove(
     await Promise.all(opened.map((client) => client.end().catch(() => {})));
   }
 }
+
 
 /**
  * Runs (or resumes) a migration: its moves wave by wave, each wave's moves in
@@ -209,29 +250,13 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       }
     } else {
       const batches = onlineBatches(migrationId, pending, shared.nodes, shared.tables, shared.modulus, options.batchSlotsMax ?? BATCH_SLOTS_MAX_DEFAULT);
-      const results = await runWithNodeLimits(
-        batches,
-        (batch) => [batch.source.name, batch.target.name],
-        (name) => shared.nodes.get(name)?.concurrencyMax ?? 1,
-        options.moveConcurrencyMax,
-        (batch) => executeOnlineBatch(batch, shared, options.onlineLimits ?? ONLINE_LIMITS_DEFAULT).catch((error: unknown) => {
-          // The first failure stops new batches at once; those in flight finish or roll back.
-          failure ??= error;
-          throw error;
-        }),
-        () => failure !== undefined,
-      );
-      for (const result of results) {
-        if (result.status === 'fulfilled') {
-          for (const switched of result.value.switched) {
-            slotsMoved += 1;
-            bytesMoved += switched.bytes;
-            rowsMoved += switched.rows;
-            pauses.push(switched.pauseMs);
-          }
-        } else {
-          failure ??= result.reason;
-        }
+      const outcome = await runOnlineBatches(batches, shared, options);
+      failure = outcome.failure;
+      for (const switched of outcome.switched) {
+        slotsMoved += 1;
+        bytesMoved += switched.bytes;
+        rowsMoved += switched.rows;
+        pauses.push(switched.pauseMs);
       }
     }
 

@@ -74,102 +74,176 @@ function errorText(error: unknown): string {
   return error instanceof ReshardError ? error.line() : error instanceof Error ? error.message : String(error);
 }
 
-/**
- * The online mover for one batch: prepare every slot's leaves on the target,
- * one publication + subscription copies and streams them all, then slot by
- * slot a short freeze, final sync, verification, attach and switch; finally
- * cleanup. Every step is journaled per slot; a failure before a slot's switch
- * undoes that slot and every slot not yet switched.
- */
-export async function runOnlineBatch(
-  batch: OnlineBatch,
-  connections: OnlineBatchConnections,
-  options: { emit: MigrationEventSink; limits: OnlineLimits; passwords: PasswordLookup },
-): Promise<OnlineBatchResult> {
-  const { migrationId } = batch;
-  const { source, target, catalog } = connections;
-  const { emit, limits } = options;
-  const doneBySlot = new Map<number, Set<string>>();
-  for (const move of batch.moves) doneBySlot.set(move.slot, completedSteps(await readJournal(catalog, migrationId, move.slot)));
+export interface OnlineBatchOptions {
+  emit: MigrationEventSink;
+  limits: OnlineLimits;
+  passwords: PasswordLookup;
+}
 
-  const journaled: Journaled = {
-    async run(slot, step, work) {
-      if (doneBySlot.get(slot)?.has(step)) return;
-      await beginStep(catalog, { migrationId, slot, step });
-      emit({ type: 'step', migrationId, slot, step, action: 'begin' });
-      const detail = await work();
-      await appendJournal(catalog, { migrationId, slot, step, action: 'done', ...(detail ? { detail } : {}) });
-      doneBySlot.get(slot)?.add(step);
-      emit({ type: 'step', migrationId, slot, step, action: 'done' });
-    },
-    async runForSlots(slots, step, work) {
-      const pending = slots.filter((slot) => !doneBySlot.get(slot)?.has(step));
-      if (pending.length === 0) return;
-      for (const slot of pending) {
+/**
+ * The online mover for one batch, in three phases the coordinator can
+ * interleave across batches: `stream` (prepare every slot's leaves on the
+ * target; one publication + replication slot copies at a snapshot and
+ * streams them all), `cutOver` (slot by slot a short freeze, final sync,
+ * verification, attach and switch) and `cleanUp`. Running every batch's
+ * stream before any cutover keeps the cutovers — the write pauses — away from
+ * the CPU the copies use. Every step is journaled per slot; `rollBack` undoes
+ * every slot not yet switched and cleans up those that were.
+ */
+export class OnlineBatchRun {
+  private readonly switched = new Set<number>();
+  private readonly result: OnlineBatchResult = { switched: [] };
+  private readonly startedMs = Date.now();
+
+  private constructor(
+    readonly batch: OnlineBatch,
+    private readonly connections: OnlineBatchConnections,
+    private readonly options: OnlineBatchOptions,
+    private readonly doneBySlot: Map<number, Set<string>>,
+    private readonly journaled: Journaled,
+  ) {
+    for (const move of batch.moves) if (doneBySlot.get(move.slot)?.has('switch')) this.switched.add(move.slot);
+  }
+
+  static async open(batch: OnlineBatch, connections: OnlineBatchConnections, options: OnlineBatchOptions): Promise<OnlineBatchRun> {
+    const { migrationId } = batch;
+    const { catalog } = connections;
+    const { emit } = options;
+    const doneBySlot = new Map<number, Set<string>>();
+    for (const move of batch.moves) doneBySlot.set(move.slot, completedSteps(await readJournal(catalog, migrationId, move.slot)));
+    const journaled: Journaled = {
+      async run(slot, step, work) {
+        if (doneBySlot.get(slot)?.has(step)) return;
         await beginStep(catalog, { migrationId, slot, step });
         emit({ type: 'step', migrationId, slot, step, action: 'begin' });
-      }
-      await work();
-      for (const slot of pending) {
-        await appendJournal(catalog, { migrationId, slot, step, action: 'done' });
+        const detail = await work();
+        await appendJournal(catalog, { migrationId, slot, step, action: 'done', ...(detail ? { detail } : {}) });
         doneBySlot.get(slot)?.add(step);
         emit({ type: 'step', migrationId, slot, step, action: 'done' });
-      }
-    },
-    forget(slot, steps) {
-      for (const step of steps) doneBySlot.get(slot)?.delete(step);
-    },
-  };
-  const switched = new Set(batch.moves.filter((move) => doneBySlot.get(move.slot)?.has('switch')).map((move) => move.slot));
-  const result: OnlineBatchResult = { switched: [] };
-  const batchStartedMs = Date.now();
+      },
+      async runForSlots(slots, step, work) {
+        const pending = slots.filter((slot) => !doneBySlot.get(slot)?.has(step));
+        if (pending.length === 0) return;
+        for (const slot of pending) {
+          await beginStep(catalog, { migrationId, slot, step });
+          emit({ type: 'step', migrationId, slot, step, action: 'begin' });
+        }
+        await work();
+        for (const slot of pending) {
+          await appendJournal(catalog, { migrationId, slot, step, action: 'done' });
+          doneBySlot.get(slot)?.add(step);
+          emit({ type: 'step', migrationId, slot, step, action: 'done' });
+        }
+      },
+      forget(slot, steps) {
+        for (const step of steps) doneBySlot.get(slot)?.delete(step);
+      },
+    };
+    return new OnlineBatchRun(batch, connections, options, doneBySlot, journaled);
+  }
 
-  try {
-    const toPrepare = batch.moves.filter((move) => !doneBySlot.get(move.slot)?.has('prepare'));
-    for (const move of batch.moves) {
-      if (!switched.has(move.slot)) await updateMove(catalog, migrationId, move.slot, { state: 'running', error: null });
-    }
+  hasSwitched(slot: number): boolean {
+    return this.switched.has(slot);
+  }
+
+  /** The slots switched so far, with their pauses. */
+  results(): OnlineBatchResult {
+    return this.result;
+  }
+
+  private unswitched(): MoveRecord[] {
+    return this.batch.moves.filter((move) => !this.switched.has(move.slot));
+  }
+
+  /** Phase 1: prepare and stream (copy at a snapshot, then follow changes until caught up). */
+  async stream(): Promise<void> {
+    const { batch, connections, journaled } = this;
+    const { migrationId } = batch;
+    const streaming = this.unswitched();
+    for (const move of streaming) await updateMove(connections.catalog, migrationId, move.slot, { state: 'running', error: null });
+    const toPrepare = streaming.filter((move) => !this.doneBySlot.get(move.slot)?.has('prepare'));
     // Journaled per slot, done for the whole batch in one transaction on the target.
-    await journaled.runForSlots(toPrepare.map((move) => move.slot), 'prepare', () => stageSlotLeaves(target, batch.tables, toPrepare.map((move) => move.slot), batch.modulus));
-    const streaming = batch.moves.filter((move) => !switched.has(move.slot));
-    if (streaming.some((move) => !doneBySlot.get(move.slot)?.has('stream'))) {
+    await journaled.runForSlots(toPrepare.map((move) => move.slot), 'prepare',
+      () => stageSlotLeaves(connections.target, batch.tables, toPrepare.map((move) => move.slot), batch.modulus));
+    if (streaming.some((move) => !this.doneBySlot.get(move.slot)?.has('stream'))) {
       // Idempotent as a whole: a resumed batch re-copies unless its subscription already streams.
-      await journaled.runForSlots(streaming.map((move) => move.slot), 'stream', () => streamBatch(batch, streaming, connections, options));
+      await journaled.runForSlots(streaming.map((move) => move.slot), 'stream', () => streamBatch(batch, streaming, connections, this.options));
     }
-    for (const move of streaming) {
-      const cutover = await cutOverSlot(batch, move, connections, options, journaled);
-      switched.add(move.slot);
-      result.switched.push(cutover);
-      emit({ type: 'move_done', migrationId, slot: move.slot, source: batch.source.name, target: batch.target.name, bytes: cutover.bytes, rows: cutover.rows, seconds: (Date.now() - batchStartedMs) / 1000, pauseMs: cutover.pauseMs });
+  }
+
+  /** Phase 2: each slot's freeze → final sync → verify → attach → switch. */
+  async cutOver(): Promise<void> {
+    const { batch } = this;
+    if (this.unswitched().length > 0) {
+      // Changes made while other batches copied: be close again before the first freeze.
+      await catchUp(batch, this.connections.source, this.options.limits);
     }
-  } catch (error) {
+    for (const move of this.unswitched()) {
+      const cutover = await cutOverSlot(batch, move, this.connections, this.options, this.journaled);
+      this.switched.add(move.slot);
+      this.result.switched.push(cutover);
+      this.options.emit({ type: 'move_done', migrationId: batch.migrationId, slot: move.slot, source: batch.source.name, target: batch.target.name,
+        bytes: cutover.bytes, rows: cutover.rows, seconds: (Date.now() - this.startedMs) / 1000, pauseMs: cutover.pauseMs });
+    }
+  }
+
+  /** Phase 3: replication objects, CHECKs and the source's old leaves. */
+  async cleanUp(): Promise<OnlineBatchResult> {
+    await cleanUpSwitched(this.batch, this.batch.moves.filter((move) => this.switched.has(move.slot)), this.connections, this.journaled, this.options.passwords);
+    return this.result;
+  }
+
+  /**
+   * After a failure anywhere: undo every slot not yet switched (journaled, so
+   * a resume starts them afresh), then clean up those that switched. Returns
+   * the error to report, marked as rolled back when the undo completed.
+   */
+  async rollBack(error: unknown): Promise<unknown> {
+    const { batch, connections } = this;
+    const { migrationId } = batch;
     const message = errorText(error);
-    const unswitched = batch.moves.filter((move) => !switched.has(move.slot));
+    const unswitched = this.unswitched();
     for (const move of unswitched) {
-      await appendJournal(catalog, { migrationId, slot: move.slot, step: 'online', action: 'failed', detail: { error: message } }).catch(() => {});
+      await appendJournal(connections.catalog, { migrationId, slot: move.slot, step: 'online', action: 'failed', detail: { error: message } }).catch(() => {});
     }
     try {
       await undoUnswitched(batch, unswitched, connections);
-      for (const move of unswitched) await updateMove(catalog, migrationId, move.slot, { state: 'rolled_back', error: message });
+      for (const move of unswitched) await updateMove(connections.catalog, migrationId, move.slot, { state: 'rolled_back', error: message });
     } catch (undoError) {
       for (const move of unswitched) {
-        await updateMove(catalog, migrationId, move.slot, { state: 'failed', error: `${message}; undo stopped: ${errorText(undoError)}` }).catch(() => {});
+        await updateMove(connections.catalog, migrationId, move.slot, { state: 'failed', error: `${message}; undo stopped: ${errorText(undoError)}` }).catch(() => {});
       }
-      throw error;
+      return error;
     }
-    // Slots that did switch still need their cleanup.
-    await cleanUpSwitched(batch, batch.moves.filter((move) => switched.has(move.slot)), connections, journaled, options.passwords);
-    throw Object.assign(error instanceof Error ? error : new Error(message), { moveRolledBack: true });
+    await this.cleanUp();
+    return Object.assign(error instanceof Error ? error : new Error(message), { moveRolledBack: true });
   }
-  await cleanUpSwitched(batch, batch.moves, connections, journaled, options.passwords);
-  return result;
+}
+
+/** All phases of one batch in a row (a single batch, or a test). */
+export async function runOnlineBatch(batch: OnlineBatch, connections: OnlineBatchConnections, options: OnlineBatchOptions): Promise<OnlineBatchResult> {
+  const run = await OnlineBatchRun.open(batch, connections, options);
+  try {
+    await run.stream();
+    await run.cutOver();
+  } catch (error) {
+    throw await run.rollBack(error);
+  }
+  return run.cleanUp();
+}
+
+async function catchUp(batch: OnlineBatch, source: pg.ClientBase, limits: OnlineLimits): Promise<void> {
+  await waitFor(`catch-up of ${batch.name} to within ${limits.catchupLagBytesMax} bytes`, async () => {
+    const lag = await replicationLagBytes(source, batch.name);
+    return lag !== undefined && lag <= limits.catchupLagBytesMax ? true : undefined;
+  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 10, fix: 'the source writes faster than the target applies; retry when the load is lower' });
 }
 
 async function streamBatch(
   batch: OnlineBatch,
   moves: readonly MoveRecord[],
   connections: OnlineBatchConnections,
-  options: { emit: MigrationEventSink; limits: OnlineLimits; passwords: PasswordLookup },
+  options: OnlineBatchOptions,
 ): Promise<void> {
   const { source, target } = connections;
   const leaves = moves.flatMap((move) => batch.tables.map((table) => ({ schema: table.schema, name: leafName(table.name, move.slot, batch.modulus) })));
@@ -209,10 +283,7 @@ async function streamBatch(
     options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: move.bytesTotal, bytesTotal: move.bytesTotal });
     await updateMove(connections.catalog, batch.migrationId, move.slot, { bytesCopied: move.bytesTotal });
   }
-  await waitFor(`catch-up of ${batch.name} to within ${options.limits.catchupLagBytesMax} bytes`, async () => {
-    const lag = await replicationLagBytes(source, batch.name);
-    return lag !== undefined && lag <= options.limits.catchupLagBytesMax ? true : undefined;
-  }, { timeoutMs: options.limits.catchupTimeoutMs, pollMs: 10, fix: 'the source writes faster than the target applies; retry when the load is lower' });
+  await catchUp(batch, source, options.limits);
 }
 
 /** Runs a step once per slot, journaled before and after; `forget` makes an undone step runnable again. */
