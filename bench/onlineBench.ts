@@ -190,6 +190,9 @@ async function main(): Promise<void> {
     const writes = await verifyWorkload(access, workloadLog);
 
     const rebalanceBytesPerSec = prepared.plan.bytesMoved / summary.seconds;
+    // Every slot is served by its new owner from the last switch on; what follows is dropping the old copies.
+    const lastSwitchMs = Math.max(...timeline.windows().map((window) => window.toMs));
+    const switchedSeconds = (lastSwitchMs - rebalanceFrom) / 1000;
     // Where the time went: each step's total duration over all moves, from the journal.
     const stepSeconds = await withCatalog(access, async (catalog) => Object.fromEntries((await catalog.query<{ step: string; seconds: number }>(
       `SELECT b.step, round(sum(extract(epoch FROM d.at - b.at))::numeric, 2)::float8 AS seconds
@@ -217,6 +220,9 @@ async function main(): Promise<void> {
       rebalance_seconds: summary.seconds,
       rebalance_bytes_per_sec: rebalanceBytesPerSec,
       throughput_ratio_to_raw_copy: rebalanceBytesPerSec / rawBytesPerSec,
+      seconds_until_all_switched: switchedSeconds,
+      throughput_ratio_until_all_switched: prepared.plan.bytesMoved / switchedSeconds / rawBytesPerSec,
+      cleanup_seconds_after_last_switch: summary.seconds - switchedSeconds,
       pause_ms_p50: percentile(pauses, 0.5),
       pause_ms_p99: percentile(pauses, 0.99),
       pause_ms_max: pauses.length ? Math.max(...pauses) : 0,
@@ -229,6 +235,7 @@ async function main(): Promise<void> {
       writes_during: workloadLog.samples.filter((s) => s.startMs >= rebalanceFrom && s.startMs <= rebalanceTo).length,
       writes_total: workloadLog.samples.length,
       client_errors: workloadLog.errors.length,
+      client_error_samples: workloadLog.errors.slice(0, 5),
       lost_writes: writes.violations.length,
       migration_state: summary.state,
       step_seconds_summed_over_moves: stepSeconds,

@@ -52,6 +52,7 @@ export interface DemoSummary {
   mode: string;
   writes_during: number;
   client_errors: number;
+  client_error_samples: string[];
   lost_writes: number;
   pause_ms_p50: number;
   pause_ms_p99: number;
@@ -178,6 +179,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
       mode: options.mode,
       writes_during: log?.samples.length ?? 0,
       client_errors: log?.errors.length ?? 0,
+      client_error_samples: log?.errors.slice(0, 5) ?? [],
       lost_writes: writes ? writes.violations.length : 0,
       pause_ms_p50: percentile(pauses, 0.5),
       pause_ms_p99: percentile(pauses, 0.99),
