@@ -152,9 +152,14 @@ export class Workload {
   private async call(kind: OperationKind, id: number, work: () => Promise<boolean>, acked: () => void, unknown: () => void): Promise<void> {
     const startMs = this.now();
     const slot = slotOf('bigint', id, this.modulus);
+    const before = this.router.routeOf(slot);
     try {
       const asExpected = await work();
-      if (!asExpected) this.log.anomalies.push(`${kind} of ${id} (slot ${slot}) was acknowledged but changed no row`);
+      if (!asExpected) {
+        const after = this.router.routeOf(slot);
+        this.log.anomalies.push(`${kind} of ${id} (slot ${slot}) was acknowledged but changed no row ` +
+          `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
+      }
       acked();
       this.log.samples.push({ kind, slot, startMs, latencyMs: this.now() - startMs, outcome: 'ok' });
     } catch (error) {

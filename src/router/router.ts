@@ -69,6 +69,8 @@ export class Router {
   private readonly leaseMs: number;
   private readonly holdTimeoutMs: number;
   private readonly name: string;
+  /** The last routing decision (slot, node, epoch), for diagnosing a call that misbehaved. */
+  lastRoute: { slot: number; owner: string; epoch: number } | undefined;
 
   private constructor(private readonly options: RouterOptions) {
     this.leaseMs = options.leaseMs ?? ROUTER_LEASE_MS_DEFAULT;
@@ -85,6 +87,12 @@ export class Router {
 
   get epoch(): number {
     return this.snapshot?.epoch ?? 0;
+  }
+
+  /** The node this router would send work for `slot` to now, and whether it holds the slot's calls. */
+  routeOf(slot: number): { owner: string; frozen: boolean; epoch: number } {
+    const snapshot = this.requireSnapshot();
+    return { owner: snapshot.owners[slot]!, frozen: this.gate.isFrozen(slot), epoch: snapshot.epoch };
   }
 
   slotOf(key: RoutingKey): number {
@@ -150,6 +158,7 @@ export class Router {
       try {
         this.assertServing();
         owner = this.requireSnapshot().owners[slot]!;
+        this.lastRoute = { slot, owner, epoch: this.requireSnapshot().epoch };
         const client = await this.pool(owner).connect();
         try {
           return await work(client);
