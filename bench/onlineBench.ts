@@ -241,8 +241,8 @@ async function main(): Promise<void> {
       step_seconds_summed_over_moves: stepSeconds,
       catalog: describeConnection(access.catalog),
     };
-    mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-    writeFileSync(new URL('./results/online.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
+    mkdirSync(new URL('../../bench/results/', import.meta.url), { recursive: true });
+    writeFileSync(new URL('../../bench/results/online.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
     console.log(JSON.stringify(result, null, 2));
     if (writes.violations.length) log(`violations: ${writes.violations.slice(0, 5).join('; ')}`);
   } finally {
