@@ -202,11 +202,11 @@ async function main(): Promise<void> {
     const pauses = timeline.pausesMs(workloadLog.samples);
     const otherBefore = latencies(workloadLog.samples, baselineFrom, baselineTo, movedSlots);
     const otherDuring = latencies(workloadLog.samples, rebalanceFrom, rebalanceTo, movedSlots);
-    const pg15 = await withClient(servers[0]!.connection, async (client) => (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v);
+    const serverVersion = await withClient(servers[0]!.connection, async (client) => (await client.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v);
     const result = {
       benchmark: 'online rebalance 3 → 4 nodes with live writes through the router',
       date: new Date().toISOString(),
-      machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), postgres: pg15, node: process.version, note: 'shared 2-core machine: compare ratios within one run' },
+      machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), postgres: serverVersion, node: process.version, note: 'shared 2-core machine: compare ratios within one run' },
       users: USERS,
       orders: USERS,
       slots: SLOTS,
