@@ -154,26 +154,27 @@ export class Router {
     for (let attempt = 1; ; attempt++) {
       this.assertServing();
       await this.gate.enter(slot, this.holdTimeoutMs);
-      let owner: string;
+      let fenced = false;
       try {
-        this.assertServing();
-        owner = this.requireSnapshot().owners[slot]!;
-        this.lastRoute = { slot, owner, epoch: this.requireSnapshot().epoch };
+        const snapshot = this.requireSnapshot();
+        const owner = snapshot.owners[slot]!;
+        this.lastRoute = { slot, owner, epoch: snapshot.epoch };
         const client = await this.pool(owner).connect();
         try {
+          // Checked again at the last moment: a call must not leave after the lease lapsed.
+          this.assertServing();
           return await work(client);
         } finally {
           client.release();
         }
       } catch (error) {
-        if ((error as { code?: string }).code === FENCE_SQLSTATE && attempt < 2) {
-          await this.resync();
-          continue;
-        }
-        throw error;
+        if ((error as { code?: string }).code !== FENCE_SQLSTATE || attempt >= 2) throw error;
+        fenced = true;
       } finally {
+        // Left before any resync: a resync drains in-flight calls, this one included.
         this.gate.leave(slot);
       }
+      if (fenced) await this.resync();
     }
   }
 
