@@ -158,13 +158,17 @@ export class Workload {
       if (!asExpected) {
         const after = this.router.routeOf(slot);
         this.log.anomalies.push(`${kind} of ${id} (slot ${slot}) was acknowledged but changed no row ` +
-          `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
+          `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; sent to: ${this.router.lastRoute?.slot === slot ? `${this.router.lastRoute.owner}@${this.router.lastRoute.epoch}` : '?'}; ` +
+          `at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
       }
       acked();
       this.log.samples.push({ kind, slot, startMs, latencyMs: this.now() - startMs, outcome: 'ok' });
     } catch (error) {
       unknown();
-      this.log.errors.push(`${kind} of ${id} (slot ${slot}): ${error instanceof Error ? error.message : String(error)}`);
+      const after = this.router.routeOf(slot);
+      this.log.errors.push(`${kind} of ${id} (slot ${slot}): ${error instanceof Error ? error.message : String(error)} ` +
+        `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; sent to: ${this.router.lastRoute?.slot === slot ? `${this.router.lastRoute.owner}@${this.router.lastRoute.epoch}` : '?'}; ` +
+        `at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
       this.log.samples.push({ kind, slot, startMs, latencyMs: this.now() - startMs, outcome: 'error' });
     }
   }

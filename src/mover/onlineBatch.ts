@@ -3,6 +3,7 @@ import { appendJournal, beginStep, completedSteps, readJournal } from '../catalo
 import { updateMove, type MoveRecord } from '../catalog/migrations.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
+import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
@@ -16,7 +17,7 @@ import {
 } from '../node/replication.js';
 import { copyLeavesAtSnapshot, createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import {
-  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
+  attachSlot, detachAndDropSlotLeaf, leafState, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
   type SlotTable,
 } from '../node/slotPartitions.js';
 import { slotStats } from '../node/slotStats.js';
@@ -351,6 +352,11 @@ async function cutOverSlot(
         mark('attached');
       });
       await journaled.run(move.slot, 'switch', async () => {
+        // Invariant 2 at the point of no return: the target serves every table of the slot.
+        for (const table of batch.tables) {
+          const state = await leafState(target, table, move.slot, batch.modulus);
+          assert(state.attached, `slot ${move.slot} of ${table.name} is attached on ${batch.target.name} before the switch`);
+        }
         await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
         mark('switched');
         // Where the write pause went, ms since the freeze began, for `status` and tuning.

@@ -168,7 +168,7 @@ export class Router {
           client.release();
         }
       } catch (error) {
-        if ((error as { code?: string }).code !== FENCE_SQLSTATE || attempt >= 2) throw error;
+        if (!wasNotApplied(error) || attempt >= 2) throw error;
         fenced = true;
       } finally {
         // Left before any resync: a resync drains in-flight calls, this one included.
@@ -294,6 +294,16 @@ export class Router {
     this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), healthy ? Math.max(50, this.leaseMs / 3) : 250);
     this.renewTimer.unref();
   }
+}
+
+/**
+ * Errors that prove the call changed nothing and may be retried on a fresh
+ * map: a fenced slot (RSM01), and a row the node had no partition for (23514
+ * from tuple routing — seen right after a switch, see the closing notes).
+ */
+function wasNotApplied(error: unknown): boolean {
+  const { code, message } = error as { code?: string; message?: string };
+  return code === FENCE_SQLSTATE || (code === '23514' && /no partition of relation/.test(message ?? ''));
 }
 
 async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> {
