@@ -43,6 +43,17 @@ export interface WorkloadLog {
   samples: OperationSample[];
 }
 
+interface CallOutcome {
+  /** One row changed, as the call intended. */
+  asExpected: boolean;
+  /** Where the router sent it (node@epoch). */
+  servedBy: { owner: string; epoch: number } | undefined;
+}
+
+function outcome(result: { rowCount: number | null }): CallOutcome {
+  return { asExpected: result.rowCount === 1, servedBy: (result as { reshardRoute?: { owner: string; epoch: number } }).reshardRoute };
+}
+
 /** Distinct id spaces per client, far from counter ids. */
 const ITEM_ID_BASE = 1_000_000_000;
 const ITEM_IDS_PER_CLIENT = 1_000_000_000;
@@ -128,37 +139,34 @@ export class Workload {
       if (dice < 0.5 || (dice >= 0.85 && mine.length === 0)) {
         const id = freshId(hotSlot);
         await this.call('insert', id, async () => {
-          const result = await this.router.query(id, 'INSERT INTO reshard_check_items (id, worker, payload) VALUES ($1, $2, $3)', [id, client, `item ${id}`]);
-          return result.rowCount === 1;
+          return outcome(await this.router.query(id, 'INSERT INTO reshard_check_items (id, worker, payload) VALUES ($1, $2, $3)', [id, client, `item ${id}`]));
         }, () => { this.log.insertedAcked.add(id); mine.push(id); }, () => this.log.insertedUnknown.add(id));
       } else if (dice < 0.85) {
         const id = counterIn(hotSlot);
         await this.call('increment', id, async () => {
-          const result = await this.router.query(id, 'UPDATE reshard_check_counters SET value = value + 1 WHERE id = $1', [id]);
-          return result.rowCount === 1;
+          return outcome(await this.router.query(id, 'UPDATE reshard_check_counters SET value = value + 1 WHERE id = $1', [id]));
         }, () => this.log.incrementsAcked.set(id, (this.log.incrementsAcked.get(id) ?? 0) + 1),
         () => this.log.incrementsUnknown.set(id, (this.log.incrementsUnknown.get(id) ?? 0) + 1));
       } else {
         const id = mine.splice(Math.floor(Math.random() * mine.length), 1)[0]!;
         await this.call('delete', id, async () => {
-          const result = await this.router.query(id, 'DELETE FROM reshard_check_items WHERE id = $1', [id]);
-          return result.rowCount === 1;
+          return outcome(await this.router.query(id, 'DELETE FROM reshard_check_items WHERE id = $1', [id]));
         }, () => this.log.deletedAcked.add(id), () => this.log.deletedUnknown.add(id));
       }
       if (this.options.thinkMs) await new Promise((resolve) => setTimeout(resolve, this.options.thinkMs));
     }
   }
 
-  private async call(kind: OperationKind, id: number, work: () => Promise<boolean>, acked: () => void, unknown: () => void): Promise<void> {
+  private async call(kind: OperationKind, id: number, work: () => Promise<CallOutcome>, acked: () => void, unknown: () => void): Promise<void> {
     const startMs = this.now();
     const slot = slotOf('bigint', id, this.modulus);
     const before = this.router.routeOf(slot);
     try {
-      const asExpected = await work();
+      const { asExpected, servedBy } = await work();
       if (!asExpected) {
         const after = this.router.routeOf(slot);
         this.log.anomalies.push(`${kind} of ${id} (slot ${slot}) was acknowledged but changed no row ` +
-          `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; sent to: ${this.router.lastRoute?.slot === slot ? `${this.router.lastRoute.owner}@${this.router.lastRoute.epoch}` : '?'}; ` +
+          `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; served by: ${servedBy ? `${servedBy.owner}@${servedBy.epoch}` : '?'}; ` +
           `at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
       }
       acked();
@@ -166,8 +174,9 @@ export class Workload {
     } catch (error) {
       unknown();
       const after = this.router.routeOf(slot);
+      const sent = (error as { reshardRoute?: { owner: string; epoch: number } }).reshardRoute;
       this.log.errors.push(`${kind} of ${id} (slot ${slot}): ${error instanceof Error ? error.message : String(error)} ` +
-        `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; sent to: ${this.router.lastRoute?.slot === slot ? `${this.router.lastRoute.owner}@${this.router.lastRoute.epoch}` : '?'}; ` +
+        `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; sent to: ${sent ? `${sent.owner}@${sent.epoch}` : '?'}; ` +
         `at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
       this.log.samples.push({ kind, slot, startMs, latencyMs: this.now() - startMs, outcome: 'error' });
     }

@@ -155,19 +155,25 @@ export class Router {
       this.assertServing();
       await this.gate.enter(slot, this.holdTimeoutMs);
       let fenced = false;
+      let route: { slot: number; owner: string; epoch: number } | undefined;
       try {
         const snapshot = this.requireSnapshot();
-        const owner = snapshot.owners[slot]!;
-        this.lastRoute = { slot, owner, epoch: snapshot.epoch };
-        const client = await this.pool(owner).connect();
+        route = { slot, owner: snapshot.owners[slot]!, epoch: snapshot.epoch };
+        this.lastRoute = route;
+        const client = await this.pool(route.owner).connect();
         try {
           // Checked again at the last moment: a call must not leave after the lease lapsed.
           this.assertServing();
-          return await work(client);
+          const result = await work(client);
+          // Where the call went: a result that surprises (0 rows) can be explained.
+          if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
+          return result;
         } finally {
           client.release();
         }
       } catch (error) {
+        // Where the failed call went, for whoever has to explain it.
+        if (route && error && typeof error === 'object') Object.assign(error, { reshardRoute: route });
         if (!wasNotApplied(error) || attempt >= 2) throw error;
         fenced = true;
       } finally {
