@@ -352,7 +352,10 @@ async function cutOverSlot(
         mark('attached');
       });
       await journaled.run(move.slot, 'switch', async () => {
-        // Invariant 2 at the point of no return: the target serves every table of the slot.
+        // Invariant 2 at the point of no return: the target serves every table of the slot, committed
+        // (a session inside an open transaction would see its own uncommitted ATTACH).
+        const autocommit = await target.query<{ autocommit: boolean }>('SELECT now() = statement_timestamp() AS autocommit');
+        assert(autocommit.rows[0]?.autocommit, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${move.slot}`);
         for (const table of batch.tables) {
           const state = await leafState(target, table, move.slot, batch.modulus);
           assert(state.attached, `slot ${move.slot} of ${table.name} is attached on ${batch.target.name} before the switch`);
