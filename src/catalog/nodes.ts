@@ -86,8 +86,3 @@ export async function setNodeState(db: Queryable, name: string, state: NodeState
 export async function setNodeWeight(db: Queryable, name: string, weight: number): Promise<void> {
   await db.query('UPDATE reshard.node SET weight = $2 WHERE name = $1', [name, weight]);
 }
-
-/** Forgets a node that owns no slot (the slot map's foreign key refuses otherwise). */
-export async function deleteNode(db: Queryable, name: string): Promise<void> {
-  await db.query("UPDATE reshard.node SET state = 'removed', weight = 0 WHERE name = $1", [name]);
-}

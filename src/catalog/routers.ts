@@ -43,8 +43,3 @@ export async function routersBehind(db: Queryable, epoch: number): Promise<{ id:
   );
   return result.rows.map((row) => ({ id: row.id, name: row.name, ackedEpoch: Number(row.acked_epoch) }));
 }
-
-/** Forgets routers whose lease lapsed long ago (they re-register when they come back). */
-export async function forgetLapsedRouters(db: Queryable, olderThanMs: number): Promise<void> {
-  await db.query(`DELETE FROM reshard.router WHERE lease_until < now() - $1 * interval '1 millisecond'`, [olderThanMs]);
-}

@@ -3,7 +3,7 @@ import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
-import { planRebalance, type Plan, type PlanInput, type PlannerNode } from '../planner/index.js';
+import type { PlanInput, PlannerNode } from '../planner/index.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
 import { slotSizesOnNode } from '../node/slotStats.js';
 
@@ -62,8 +62,4 @@ export function plannerInput(snapshot: ClusterSnapshot): PlanInput {
     throw new ReshardError('precondition', 'no node is left to own the slots', 'add a node, or keep at least one node with a weight above 0');
   }
   return { slotMap: snapshot.slotMap, nodes: targets, slotBytes: snapshot.slotBytes };
-}
-
-export function planForSnapshot(snapshot: ClusterSnapshot): Plan {
-  return planRebalance(plannerInput(snapshot));
 }

@@ -169,7 +169,6 @@ async function executeMove(
       bytesTotal: move.bytesTotal,
       tables: shared.tables,
       source: await open(() => connectNode(source, shared.access.passwords, 'reshard mover')),
-      sourceSide: await open(() => connectNode(source, shared.access.passwords, 'reshard mover')),
       target: await open(() => connectNode(target, shared.access.passwords, 'reshard mover')),
       catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
       emit: shared.emit,

@@ -14,8 +14,6 @@ export interface MoveContext {
   tables: readonly SlotTable[];
   /** Connections owned by the move's runner; steps never close them. */
   source: pg.ClientBase;
-  /** A second source session, for work that runs beside a COPY or a lock. */
-  sourceSide: pg.ClientBase;
   target: pg.ClientBase;
   catalog: pg.ClientBase;
   emit: MigrationEventSink;

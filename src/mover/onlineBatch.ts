@@ -221,18 +221,6 @@ export class OnlineBatchRun {
   }
 }
 
-/** All phases of one batch in a row (a single batch, or a test). */
-export async function runOnlineBatch(batch: OnlineBatch, connections: OnlineBatchConnections, options: OnlineBatchOptions): Promise<OnlineBatchResult> {
-  const run = await OnlineBatchRun.open(batch, connections, options);
-  try {
-    await run.stream();
-    await run.cutOver();
-  } catch (error) {
-    throw await run.rollBack(error);
-  }
-  return run.cleanUp();
-}
-
 async function catchUp(batch: OnlineBatch, source: pg.ClientBase, limits: OnlineLimits): Promise<void> {
   await waitFor(`catch-up of ${batch.name} to within ${limits.catchupLagBytesMax} bytes`, async () => {
     const lag = await replicationLagBytes(source, batch.name);

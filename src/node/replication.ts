@@ -73,17 +73,15 @@ export async function ensureSubscription(target: Queryable, name: string, source
  * drop still succeeds; the orphaned slot must then be dropped on the source
  * (`dropReplicationSlot`).
  */
-export async function dropSubscription(target: Queryable, name: string): Promise<{ slotLeftOnSource: boolean }> {
+export async function dropSubscription(target: Queryable, name: string): Promise<void> {
   const exists = await target.query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1) AS present', [name]);
-  if (!exists.rows[0]?.present) return { slotLeftOnSource: false };
+  if (!exists.rows[0]?.present) return;
   try {
     await target.query(`DROP SUBSCRIPTION ${quoteIdent(name)}`);
-    return { slotLeftOnSource: false };
   } catch {
     await target.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE`);
     await target.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} SET (slot_name = NONE)`);
     await target.query(`DROP SUBSCRIPTION ${quoteIdent(name)}`);
-    return { slotLeftOnSource: true };
   }
 }
 
@@ -110,21 +108,6 @@ export async function dropReplicationSlot(source: Queryable, name: string): Prom
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-}
-
-export interface SyncState {
-  tables: number;
-  ready: number;
-}
-
-/** How many of the subscription's tables finished their initial copy ('r'eady). */
-export async function subscriptionSyncState(target: Queryable, name: string): Promise<SyncState> {
-  const result = await target.query<{ tables: string; ready: string }>(
-    `SELECT count(*)::text AS tables, count(*) FILTER (WHERE r.srsubstate = 'r')::text AS ready
-       FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid WHERE s.subname = $1`,
-    [name],
-  );
-  return { tables: Number(result.rows[0]?.tables ?? 0), ready: Number(result.rows[0]?.ready ?? 0) };
 }
 
 /** Bytes the subscription's apply worker has not yet replayed, from the source's view; undefined if not connected. */

@@ -69,8 +69,6 @@ export class Router {
   private readonly leaseMs: number;
   private readonly holdTimeoutMs: number;
   private readonly name: string;
-  /** The last routing decision (slot, node, epoch), for diagnosing a call that misbehaved. */
-  lastRoute: { slot: number; owner: string; epoch: number } | undefined;
 
   private constructor(private readonly options: RouterOptions) {
     this.leaseMs = options.leaseMs ?? ROUTER_LEASE_MS_DEFAULT;
@@ -159,7 +157,6 @@ export class Router {
       try {
         const snapshot = this.requireSnapshot();
         route = { slot, owner: snapshot.owners[slot]!, epoch: snapshot.epoch };
-        this.lastRoute = route;
         const client = await this.pool(route.owner).connect();
         try {
           // Checked again at the last moment: a call must not leave after the lease lapsed.
