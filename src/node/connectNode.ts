@@ -4,6 +4,44 @@ import { ReshardError } from '../core/errors.js';
 
 export const CONNECT_TIMEOUT_MS = 5_000;
 
+/**
+ * Longest reshard waits for the answer to one statement, or for the next
+ * bytes of a COPY, before it gives up on the connection. A network that
+ * stalls (packets dropped, nothing reset) never errors by itself: without
+ * this bound a move would wait forever. Generous, since DETACH … CONCURRENTLY
+ * and CREATE_REPLICATION_SLOT legitimately wait for other transactions;
+ * RESHARD_QUERY_TIMEOUT_MS overrides it (the fault tests use seconds).
+ */
+export const QUERY_TIMEOUT_MS_DEFAULT = 300_000;
+
+export function queryTimeoutMs(): number {
+  const configured = Number(process.env['RESHARD_QUERY_TIMEOUT_MS']);
+  return Number.isFinite(configured) && configured > 0 ? configured : QUERY_TIMEOUT_MS_DEFAULT;
+}
+
+/**
+ * Bounds every promise-returning query of `client` by `timeoutMs`: past it the
+ * query fails with a timeout error and the connection is destroyed (its
+ * protocol state is unknown; every later query on it fails at once). COPY
+ * streams are bounded by `copyByteCounter`'s idle limit instead.
+ */
+export function boundQueries(client: pg.Client, what: string, timeoutMs = queryTimeoutMs()): pg.Client {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+    const pending = query(...args);
+    if (!(pending instanceof Promise)) return pending;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new ReshardError('timeout', `${what} did not answer within ${timeoutMs} ms`, 'check the network between reshard and the node; the move is rolled back or can be resumed'));
+        (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+      }, timeoutMs);
+    });
+    return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
+  };
+  return client;
+}
+
 /** Who we are connecting to, for messages: never includes a password. */
 export interface ConnectionTarget {
   /** "node n1" or "catalog". */
@@ -34,9 +72,17 @@ export function clientConfig(connection: ConnectionSettings, applicationName: st
   };
 }
 
+/**
+ * reshard's own sessions commit durably whatever the server's default: the
+ * journal records a step as done once the node's commit returns, and with
+ * synchronous_commit = off a crash of the node right after can lose that
+ * commit (a staged leaf, a switch in the catalog) while the journal keeps it.
+ */
+export const DURABLE_COMMIT_OPTIONS = '-c synchronous_commit=on';
+
 /** One connection, with a bounded connect time and a clear error when it fails. */
 export async function connectTo(target: ConnectionTarget, applicationName = 'reshard'): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(target.connection, applicationName));
+  const client = boundQueries(new pg.Client({ ...clientConfig(target.connection, applicationName), options: DURABLE_COMMIT_OPTIONS }), target.role);
   // A dropped connection must surface as a query error, not crash the process.
   client.on('error', () => {});
   try {

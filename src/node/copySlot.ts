@@ -1,8 +1,8 @@
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteQualified } from '../core/identifier.js';
+import { copyByteCounter } from './copyByteCounter.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';
 
@@ -27,12 +27,9 @@ export async function copySlotLeaf(
   const reader = source.query(copyTo(`COPY ${leaf} TO STDOUT (FORMAT binary)`));
   const writer = target.query(copyFrom(`COPY ${leaf} FROM STDIN (FORMAT binary)`));
   let bytes = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      bytes += chunk.length;
-      onBytes(bytes);
-      callback(null, chunk);
-    },
+  const counter = copyByteCounter(`the copy of ${leaf}`, (streamed) => {
+    bytes = streamed;
+    onBytes(bytes);
   });
   await pipeline(reader, counter, writer);
   return { bytes, rows: writer.rowCount };

@@ -1,10 +1,10 @@
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { ConnectionSettings } from '../core/connection.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import { clientConfig } from './connectNode.js';
+import { boundQueries, clientConfig, DURABLE_COMMIT_OPTIONS } from './connectNode.js';
+import { copyByteCounter } from './copyByteCounter.js';
 
 /**
  * A logical replication slot created on a replication connection, with its
@@ -20,7 +20,7 @@ export interface ExportedSlot {
 }
 
 export async function createSlotWithExportedSnapshot(source: ConnectionSettings, slotName: string): Promise<ExportedSlot> {
-  const client = new pg.Client({ ...clientConfig(source, 'reshard snapshot'), replication: 'database' } as pg.ClientConfig);
+  const client = boundQueries(new pg.Client({ ...clientConfig(source, 'reshard snapshot'), replication: 'database' } as pg.ClientConfig), 'the source (replication slot)');
   client.on('error', () => {});
   await client.connect();
   try {
@@ -62,12 +62,13 @@ export async function copyLeavesAtSnapshot(
   let bytesTotal = 0;
   let rowsTotal = 0;
   const lane = async (): Promise<void> => {
-    const reader = new pg.Client(clientConfig(source, 'reshard copy'));
-    const writer = new pg.Client(clientConfig(target, 'reshard copy'));
+    const reader = boundQueries(new pg.Client(clientConfig(source, 'reshard copy')), 'the source (copy)');
+    const writer = boundQueries(new pg.Client({ ...clientConfig(target, 'reshard copy'), options: DURABLE_COMMIT_OPTIONS }), 'the target (copy)');
     reader.on('error', () => {});
     writer.on('error', () => {});
-    await Promise.all([reader.connect(), writer.connect()]);
     try {
+      // Inside the try: if one side cannot connect, the other is still closed (an open one keeps the process alive).
+      await Promise.all([reader.connect(), writer.connect()]);
       await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
       while (next < leaves.length) {
@@ -75,12 +76,9 @@ export async function copyLeavesAtSnapshot(
         const qualified = quoteQualified(leaf.schema, leaf.name);
         await writer.query(`TRUNCATE ${qualified}`);
         let bytes = 0;
-        const counter = new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            bytes += chunk.length;
-            onBytes(leaf, bytes);
-            callback(null, chunk);
-          },
+        const counter = copyByteCounter(`the copy of ${qualified}`, (streamed) => {
+          bytes = streamed;
+          onBytes(leaf, bytes);
         });
         const into = writer.query(copyFrom(`COPY ${qualified} FROM STDIN (FORMAT binary)`));
         await pipeline(reader.query(copyTo(`COPY ${qualified} TO STDOUT (FORMAT binary)`)), counter, into);

@@ -1,0 +1,333 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { addNode } from '../../src/admin/addNode.js';
+import { createShardedTable } from '../../src/admin/createShardedTable.js';
+import { initCluster } from '../../src/admin/initCluster.js';
+import { listMoves, listMigrations } from '../../src/catalog/migrations.js';
+import { readJournal } from '../../src/catalog/journal.js';
+import { CHECK_TABLES } from '../../src/checker/checkTables.js';
+import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
+import { Workload } from '../../src/checker/workload.js';
+import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { sleep } from '../../src/coordinator/waitFor.js';
+import type { LocalServer } from '../../src/local/localServer.js';
+import { noPasswords } from '../../src/node/nodeAccess.js';
+import { reshardReplicationObjects } from '../../src/node/replication.js';
+import { Router } from '../../src/router/router.js';
+import { catalogUrl, RESHARD_BIN } from '../support/cli.js';
+import { connectTo } from '../support/servers.js';
+import { TcpProxy } from '../support/tcpProxy.js';
+
+export type Mover = 'online' | 'offline';
+export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall';
+
+export const STEPS: Record<Mover, readonly string[]> = {
+  online: ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
+  offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
+};
+export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall'];
+
+export interface FaultCell {
+  mover: Mover;
+  step: string;
+  victim: Victim;
+}
+
+export interface CellResult {
+  cell: FaultCell;
+  ok: boolean;
+  /** Why the cell failed, one line each. */
+  problems: string[];
+  /** What happened, for the report: where the fault landed, how the first run ended, the resume. */
+  notes: string[];
+  seconds: number;
+}
+
+/** Small and fast: 8 slots on n1..n3, n4 added; the grow moves 2 slots. */
+const SLOTS = 8;
+/** The coordinator gives up on a silent connection after this long (a stalled network). */
+const QUERY_TIMEOUT_MS = 4_000;
+/** Every wait of the harness has a bound too: a coordinator that outlives this after a fault hangs. */
+const CHILD_EXIT_TIMEOUT_MS = 60_000;
+/** How long a crashed server stays down, or a cut link cut. */
+const FAULT_MS = 2_000;
+const RESUME_TIMEOUT_MS = 120_000;
+
+interface ChildRun {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr: () => string;
+  lastResult: () => Record<string, unknown> | undefined;
+  events: string[];
+}
+
+function startCli(args: readonly string[], onEvent: (event: Record<string, unknown>) => Promise<void> | void): ChildRun {
+  const child = spawn(process.execPath, [RESHARD_BIN, ...args], {
+    env: { ...process.env, RESHARD_CATALOG: '', PGHOST: '', PGPORT: '', PGDATABASE: '', RESHARD_QUERY_TIMEOUT_MS: String(QUERY_TIMEOUT_MS) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+  let last: Record<string, unknown> | undefined;
+  const events: string[] = [];
+  // Events are handled one at a time, in order: a handler may pause the child and inspect the catalog.
+  let chain = Promise.resolve();
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    let event: Record<string, unknown>;
+    try {
+      event = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    last = event;
+    events.push(line);
+    chain = chain.then(() => onEvent(event)).catch(() => {});
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('exit', (code, signal) => { void chain.then(() => resolve({ code, signal })); });
+  });
+  return { child, exited, stderr: () => stderr, lastResult: () => last, events };
+}
+
+async function boundedExit(run: ChildRun, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), timeoutMs); });
+  try {
+    return await Promise.race([run.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function lastLines(text: string, count = 2): string {
+  return text.split('\n').map((line) => line.trim()).filter(Boolean).slice(-count).join(' | ');
+}
+
+/**
+ * One cell of the fault matrix: a fresh 3-node cluster under a light routed
+ * workload grows to 4 nodes; when `step` begins for a slot of the chosen
+ * move, the victim is hit; then the victim recovers, `reshard resume`
+ * finishes the migration, and the cell checks the invariants, every
+ * acknowledged write, and that nothing of reshard is left on any node.
+ */
+export async function runFaultCell(cell: FaultCell, servers: readonly LocalServer[], database: string): Promise<CellResult> {
+  const started = Date.now();
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const proxies = new Map<string, TcpProxy>();
+  let router: Router | undefined;
+  let workload: Workload | undefined;
+  let run: ChildRun | undefined;
+  const phases: string[] = [];
+  let phaseStart = Date.now();
+  const phase = (name: string): void => {
+    phases.push(`${name} ${((Date.now() - phaseStart) / 1000).toFixed(1)}`);
+    phaseStart = Date.now();
+  };
+  try {
+    // The servers are shared by all cells (starting four costs more than a cell); each cell has its own database on each.
+    for (const server of servers) await server.start();
+    await Promise.all(servers.map((server) => createDatabase(server, database)));
+    const serverOf = new Map<string, LocalServer>(servers.map((server, index) => [`n${index + 1}`, { ...server, connection: { ...server.connection, database } }]));
+    phase('databases');
+    // The catalog lives on n1, reached directly; n2..n4 are reached (by everyone, subscriptions too) through proxies.
+    for (const name of ['n2', 'n3', 'n4']) proxies.set(name, await TcpProxy.start(serverOf.get(name)!.port));
+    const connectionOf = (name: string): LocalServer['connection'] => {
+      const proxy = proxies.get(name);
+      return { ...serverOf.get(name)!.connection, ...(proxy ? { port: proxy.port } : {}) };
+    };
+    const access: ClusterAccess = { catalog: serverOf.get('n1')!.connection, passwords: noPasswords };
+    await initCluster(access, SLOTS);
+    for (const name of ['n1', 'n2', 'n3']) await addNode(access, { name, connection: connectionOf(name) });
+    for (const table of CHECK_TABLES) {
+      await createShardedTable(access, { name: table.name, shardKey: [...table.shardKey], definition: table.definition, ...('colocateWith' in table ? { colocateWith: table.colocateWith } : {}) });
+    }
+
+    let chosen: { source: string; target: string; slots: Set<number> } | undefined;
+    router = await Router.connect({ catalog: access.catalog, name: 'fault matrix', poolSizePerNode: 3 });
+    workload = new Workload(router, { clients: 2, counters: 16, thinkMs: 5, hotSlots: () => [...(chosen?.slots ?? [])], hotProbability: 0.5 }, SLOTS);
+    await workload.prepare();
+    workload.start();
+    await sleep(300);
+    await addNode(access, { name: 'n4', connection: connectionOf('n4') });
+    phase('cluster');
+
+    let injected: Promise<void> | undefined;
+    let recovered: Promise<void> | undefined;
+    const recover = async (): Promise<void> => {
+      for (const server of servers) await server.start();
+      for (const proxy of proxies.values()) proxy.heal();
+    };
+    const hit = async (child: ChildProcess): Promise<void> => {
+      const { source, target } = chosen!;
+      if (cell.victim === 'coordinator') {
+        child.kill('SIGKILL');
+        return;
+      }
+      // Paused, the coordinator cannot finish the step before the fault lands.
+      child.kill('SIGSTOP');
+      try {
+        if (cell.victim === 'source') await serverOf.get(source)!.stop('immediate');
+        if (cell.victim === 'target') await serverOf.get(target)!.stop('immediate');
+        if (cell.victim === 'net-cut') for (const name of [source, target]) proxies.get(name)?.cut();
+        if (cell.victim === 'net-stall') for (const name of [source, target]) proxies.get(name)?.stall();
+      } finally {
+        child.kill('SIGCONT');
+      }
+      // A crashed server is restarted and a cut link comes back while the coordinator runs on, as a
+      // supervisor and a network would; a stall lasts until the coordinator gives up (its timeouts bound it).
+      if (cell.victim !== 'net-stall') recovered = sleep(FAULT_MS).then(recover);
+    };
+    const catalog = catalogUrl(access.catalog);
+    run = startCli(['--json', '--catalog', catalog, 'rebalance', '--mode', cell.mover, '--concurrency', '4'], async (event) => {
+      const child = run!.child;
+      if (event['event'] === 'migration_started' && !chosen) {
+        child.kill('SIGSTOP');
+        try {
+          const moves = await withCatalog(access, (db) => listMoves(db, Number(event['migrationId'])));
+          // A source other than n1, so stopping it leaves the catalog up.
+          const first = moves.find((move) => proxies.has(move.source));
+          if (first) chosen = { source: first.source, target: first.target, slots: new Set(moves.filter((move) => move.source === first.source && move.target === first.target).map((move) => move.slot)) };
+        } finally {
+          child.kill('SIGCONT');
+        }
+        return;
+      }
+      if (chosen && !injected && event['event'] === 'step' && event['action'] === 'begin' && event['step'] === cell.step && chosen.slots.has(Number(event['slot']))) {
+        injected = hit(child);
+        await injected;
+      }
+    });
+    const exit = await boundedExit(run, CHILD_EXIT_TIMEOUT_MS);
+    if (!exit) {
+      problems.push(`the coordinator did not exit within ${CHILD_EXIT_TIMEOUT_MS / 1000} s after the fault (a wait without a bound); last events: ${run.events.slice(-4).join(' ')}`);
+      run.child.kill('SIGKILL');
+      await run.exited;
+    }
+    if (!chosen) problems.push('no move from n2/n3 to pick');
+    if (!injected) problems.push(`step ${cell.step} never began for the chosen move`);
+    await injected?.catch((error: unknown) => problems.push(`fault injection failed: ${String(error)}`));
+    phase('run');
+    notes.push(`run: ${exit ? (exit.signal ?? `exit ${exit.code}`) : 'hung'}${exit?.code ? ` (${lastLines(run.stderr(), 1)})` : ''}`);
+
+    // Recovery: the victim comes back (if it has not already).
+    await recovered;
+    await recover();
+    if (chosen) {
+      const journal = await withCatalog(access, async (db) => {
+        const migration = (await listMigrations(db, 1))[0]!;
+        return { state: migration.state, entries: await readJournal(db, migration.id) };
+      });
+      const slotEntries = journal.entries.filter((entry) => entry.slot !== undefined && chosen!.slots.has(entry.slot));
+      const lastEntry = slotEntries[slotEntries.length - 1];
+      notes.push(`after the fault: migration ${journal.state}, journal of slot ${lastEntry?.slot ?? '-'} ends with ${lastEntry ? `${lastEntry.step} ${lastEntry.action}` : 'nothing'}`);
+      if (journal.state !== 'completed') {
+        const resume = startCli(['--json', '--catalog', catalog, 'resume'], () => {});
+        const resumed = await boundedExit(resume, RESUME_TIMEOUT_MS);
+        if (!resumed) {
+          resume.child.kill('SIGKILL');
+          problems.push(`reshard resume did not finish within ${RESUME_TIMEOUT_MS / 1000} s`);
+        } else if (resumed.code !== 0) {
+          problems.push(`reshard resume failed (exit ${resumed.code}): ${lastLines(resume.stderr())}`);
+        } else {
+          notes.push(`resume: ${String(resume.lastResult()?.['state'])}`);
+        }
+      }
+    }
+
+    phase('recover+resume');
+    await sleep(300);
+    const log = await workload.stop();
+    workload = undefined;
+    const report = await verifyWorkload(access, log);
+    problems.push(...report.violations);
+    notes.push(`writes: ${report.insertsAcked} inserts, ${report.incrementsAcked} increments, ${report.deletesAcked} deletes acknowledged; ${report.unknownOutcomes} unknown`);
+    const final = await withCatalog(access, async (db) => {
+      const migration = (await listMigrations(db, 1))[0]!;
+      return { migration, moves: await listMoves(db, migration.id) };
+    });
+    if (final.migration.state !== 'completed') problems.push(`migration ${final.migration.id} is ${final.migration.state}: ${final.migration.error ?? ''}`);
+    const notDone = final.moves.filter((move) => move.state !== 'done');
+    if (notDone.length > 0) problems.push(`moves not done: ${notDone.map((move) => `${move.slot}:${move.state}`).join(', ')}`);
+    // Orphans on every server, whatever the catalog says (replication slots are per server).
+    for (const server of serverOf.values()) {
+      const client = await connectTo(server.connection);
+      try {
+        const objects = await reshardReplicationObjects(client);
+        for (const name of [...objects.publications, ...objects.subscriptions, ...objects.slots]) problems.push(`orphan on ${server.name}: ${name}`);
+      } finally {
+        await client.end();
+      }
+    }
+    phase('verify');
+  } catch (error) {
+    problems.push(`harness: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    if (run && run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+    await workload?.stop().catch(() => {});
+    await router?.close().catch(() => {});
+    for (const proxy of proxies.values()) await proxy.close().catch(() => {});
+    for (const server of servers) await server.start().catch(() => {});
+    await Promise.all(servers.map((server) => dropDatabase(server, database).catch((error: unknown) => problems.push(`teardown of ${server.name}: ${String(error)}`))));
+    phase('teardown');
+    notes.push(`seconds: ${phases.join(', ')}`);
+  }
+  return { cell, ok: problems.length === 0, problems: [...new Set(problems)], notes, seconds: (Date.now() - started) / 1000 };
+}
+
+async function createDatabase(server: LocalServer, database: string): Promise<void> {
+  const client = await connectTo(server.connection);
+  try {
+    await client.query(`CREATE DATABASE ${database}`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Leaves the server as the cell found it, whatever the cell left: its
+ * database (subscriptions first, detached from their slots) and every reshard
+ * replication slot (slots belong to the server, and names repeat across cells).
+ */
+async function dropDatabase(server: LocalServer, database: string): Promise<void> {
+  const inCell = await connectTo({ ...server.connection, database });
+  try {
+    const subscriptions = await inCell.query<{ subname: string }>('SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())');
+    for (const { subname } of subscriptions.rows) {
+      await inCell.query(`ALTER SUBSCRIPTION "${subname}" DISABLE`);
+      await inCell.query(`ALTER SUBSCRIPTION "${subname}" SET (slot_name = NONE)`);
+      await inCell.query(`DROP SUBSCRIPTION "${subname}"`);
+    }
+  } finally {
+    await inCell.end();
+  }
+  const client = await connectTo(server.connection);
+  try {
+    await client.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE 'reshard%' AND active_pid IS NOT NULL`);
+    await sleep(100);
+    await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'reshard%' AND NOT active`);
+    await client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Rows = mover:step, columns = victims; then `N passed, M failed`. */
+export function formatMatrix(results: readonly CellResult[]): string {
+  const rows = (['online', 'offline'] as const).flatMap((mover) => STEPS[mover].map((step) => ({ mover, step })))
+    .filter((row) => results.some((result) => result.cell.mover === row.mover && result.cell.step === row.step));
+  const columns = VICTIMS.filter((victim) => results.some((result) => result.cell.victim === victim));
+  const label = (row: { mover: string; step: string }): string => `${row.mover}:${row.step}`;
+  const width = Math.max(...rows.map((row) => label(row).length), 'step \\ victim'.length);
+  const lines = [['step \\ victim'.padEnd(width), ...columns.map((column) => column.padEnd(11))].join('  ')];
+  for (const row of rows) {
+    const cells = columns.map((victim) => {
+      const result = results.find((candidate) => candidate.cell.mover === row.mover && candidate.cell.step === row.step && candidate.cell.victim === victim);
+      return (result ? (result.ok ? 'pass' : 'FAIL') : '-').padEnd(11);
+    });
+    lines.push([label(row).padEnd(width), ...cells].join('  '));
+  }
+  const passed = results.filter((result) => result.ok).length;
+  lines.push('', `${passed} passed, ${results.length - passed} failed`);
+  return lines.join('\n');
+}

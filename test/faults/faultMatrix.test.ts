@@ -1,0 +1,56 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServers, type TestServers } from '../support/servers.js';
+import { formatMatrix, runFaultCell, STEPS, VICTIMS, type CellResult, type FaultCell, type Mover } from './faultCell.js';
+
+/**
+ * The fault matrix (issue 4, item 2): every journal step of both movers ×
+ * every victim. `npm run test:faults` runs all of it (RESHARD_FAULTS=all);
+ * `npm test` runs one cell per victim, spread over both movers and the
+ * riskiest steps. RESHARD_FAULTS=online:freeze:source,… picks cells by hand.
+ */
+const ALL: FaultCell[] = (['online', 'offline'] as Mover[]).flatMap((mover) =>
+  STEPS[mover].flatMap((step) => VICTIMS.map((victim) => ({ mover, step, victim }))));
+
+const REPRESENTATIVE: FaultCell[] = [
+  { mover: 'online', step: 'freeze', victim: 'coordinator' },
+  { mover: 'online', step: 'stream', victim: 'target' },
+  { mover: 'offline', step: 'copy', victim: 'source' },
+  { mover: 'online', step: 'sync', victim: 'net-cut' },
+  { mover: 'offline', step: 'attach', victim: 'net-stall' },
+];
+
+function selectedCells(): FaultCell[] {
+  const wanted = process.env['RESHARD_FAULTS'];
+  if (!wanted) return REPRESENTATIVE;
+  if (wanted === 'all') return ALL;
+  return wanted.split(',').map((spec) => {
+    const [mover, step, victim] = spec.trim().split(':');
+    const cell = ALL.find((candidate) => candidate.mover === mover && candidate.step === step && candidate.victim === victim);
+    if (!cell) throw new Error(`RESHARD_FAULTS: no cell ${spec} (mover:step:victim)`);
+    return cell;
+  });
+}
+
+const results: CellResult[] = [];
+let servers: TestServers | undefined;
+
+describe('fault matrix: a fault at every step, then resume', () => {
+  beforeAll(async () => {
+    servers = await startTestServers(4, 'f');
+  });
+  afterAll(async () => {
+    await servers?.stop();
+    const seconds = results.reduce((sum, result) => sum + result.seconds, 0);
+    process.stdout.write(`\n${formatMatrix(results)}\n(${results.length} cells in ${seconds.toFixed(0)} s)\n`);
+  });
+
+  selectedCells().forEach((cell, index) => {
+    it(`${cell.mover}:${cell.step} × ${cell.victim}`, async () => {
+      const result = await runFaultCell(cell, servers!.servers, `fault_cell_${index + 1}`);
+      results.push(result);
+      process.stdout.write(`${result.ok ? 'pass' : 'FAIL'} ${cell.mover}:${cell.step} × ${cell.victim} (${result.seconds.toFixed(1)} s) — ${result.notes.join('; ')}\n`
+        + result.problems.map((problem) => `    ${problem}\n`).join(''));
+      expect(result.problems).toEqual([]);
+    }, 300_000);
+  });
+});
