@@ -103,7 +103,12 @@ export class OnlineBatchRun {
     private readonly doneBySlot: Map<number, Set<string>>,
     private readonly journaled: Journaled,
   ) {
-    for (const move of batch.moves) if (doneBySlot.get(move.slot)?.has('switch')) this.switched.add(move.slot);
+    for (const move of batch.moves) {
+      if (!doneBySlot.get(move.slot)?.has('switch')) continue;
+      // Switched before a resume: counted as moved once its cleanup is done.
+      this.switched.add(move.slot);
+      this.result.switched.push({ slot: move.slot, pauseMs: move.pauseMs ?? 0, rows: move.rowsCopied, bytes: move.bytesTotal });
+    }
   }
 
   static async open(batch: OnlineBatch, connections: OnlineBatchConnections, options: OnlineBatchOptions): Promise<OnlineBatchRun> {
@@ -190,8 +195,20 @@ export class OnlineBatchRun {
 
   /** Phase 3: replication objects, CHECKs and the source's old leaves. */
   async cleanUp(): Promise<OnlineBatchResult> {
-    await cleanUpSwitched(this.batch, this.batch.moves.filter((move) => this.switched.has(move.slot)), this.connections, this.journaled, this.options.passwords);
+    try {
+      await cleanUpSwitched(this.batch, this.batch.moves.filter((move) => this.switched.has(move.slot)), this.connections, this.journaled, this.options.passwords);
+    } catch (error) {
+      await this.markSwitchedUnfinished(`cleanup stopped: ${errorText(error)}`);
+      throw error;
+    }
     return this.result;
+  }
+
+  /** Switched but not cleaned up: 'failed', so that a new rebalance waits for `resume` to finish them. */
+  private async markSwitchedUnfinished(message: string): Promise<void> {
+    for (const slot of this.switched) {
+      await updateMove(this.connections.catalog, this.batch.migrationId, slot, { state: 'failed', error: `switched; ${message}` }).catch(() => {});
+    }
   }
 
   /**
@@ -214,6 +231,7 @@ export class OnlineBatchRun {
       for (const move of unswitched) {
         await updateMove(connections.catalog, migrationId, move.slot, { state: 'failed', error: `${message}; undo stopped: ${errorText(undoError)}` }).catch(() => {});
       }
+      await this.markSwitchedUnfinished(`not cleaned up: ${message}`);
       return error;
     }
     await this.cleanUp();
@@ -354,7 +372,9 @@ async function cutOverSlot(
         return { pausePhasesMs: phase };
       });
       const pauseMs = performance.now() - frozenAt;
-      await updateMove(catalog, batch.migrationId, move.slot, { state: 'done', step: 'switch', pauseMs, rowsCopied: rows, bytesCopied: move.bytesTotal });
+      // Not 'done' yet: the source's leaves and the replication objects go in cleanup, and a resume
+      // only visits moves that are not done (a crash here left them behind for good).
+      await updateMove(catalog, batch.migrationId, move.slot, { step: 'switch', pauseMs, rowsCopied: rows, bytesCopied: move.bytesTotal });
       return { slot: move.slot, pauseMs, rows, bytes: move.bytesTotal };
     } catch (error) {
       const overBudget = error instanceof ReshardError && error.code === 'timeout';

@@ -36,7 +36,9 @@ let servers: TestServers | undefined;
 
 describe('fault matrix: a fault at every step, then resume', () => {
   beforeAll(async () => {
-    servers = await startTestServers(4, 'f');
+    // Servers here crash on purpose: the applications' commits must survive a crash (fsync may stay off,
+    // the OS does not crash), or a lost acknowledged write would be the test's doing, not reshard's.
+    servers = await startTestServers(4, 'f', { synchronous_commit: 'on' });
   });
   afterAll(async () => {
     await servers?.stop();

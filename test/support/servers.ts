@@ -15,12 +15,12 @@ export interface TestServers {
  * Starts `count` throwaway PostgreSQL servers (initdb template + pg_ctl,
  * loopback, wal_level=logical) for one test file. Call `stop()` in afterAll.
  */
-export async function startTestServers(count: number, prefix = 'node'): Promise<TestServers> {
+export async function startTestServers(count: number, prefix = 'node', settings?: Record<string, string>): Promise<TestServers> {
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-test-'));
   const servers: LocalServer[] = [];
   try {
     for (let index = 1; index <= count; index++) {
-      servers.push(await startLocalServer({ name: `${prefix}${index}`, baseDir }));
+      servers.push(await startLocalServer({ name: `${prefix}${index}`, baseDir, ...(settings ? { settings } : {}) }));
     }
   } catch (error) {
     await Promise.allSettled(servers.map((server) => server.stop('immediate')));
