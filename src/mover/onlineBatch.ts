@@ -433,10 +433,13 @@ async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[],
   const slots = moves.map((move) => move.slot);
   await journaled.runForSlots(slots, 'cleanup', async () => {
     await Promise.all(batch.tables.map(async (table, index) => {
-      const own = index === 0 ? undefined : await connectNode(batch.source, passwords, 'reshard cleanup');
-      const sourceSession = own ?? source;
-      const targetSession = index === 0 ? target : await connectNode(batch.target, passwords, 'reshard cleanup');
+      let own: pg.Client | undefined;
+      let targetSession: pg.ClientBase = target;
       try {
+        // Opened inside the try: a target that cannot be reached must not leave the source session open.
+        own = index === 0 ? undefined : await connectNode(batch.source, passwords, 'reshard cleanup');
+        const sourceSession = own ?? source;
+        if (index > 0) targetSession = await connectNode(batch.target, passwords, 'reshard cleanup');
         for (const slot of slots) {
           await dropSlotBoundConstraint(targetSession, table, slot, batch.modulus);
           await detachAndDropSlotLeaf(sourceSession, table, slot, batch.modulus);
