@@ -204,6 +204,9 @@ export class Router {
         max: this.options.poolSizePerNode ?? 4,
       });
       pool.on('error', () => {});
+      // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
+      // 'error' and crash the application. The call itself still fails with the error.
+      pool.on('connect', (client) => client.on('error', () => {}));
       this.pools.set(nodeName, pool);
     }
     return pool;
