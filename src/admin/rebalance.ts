@@ -4,7 +4,7 @@ import { ReshardError } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
-import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
+import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
@@ -19,6 +19,7 @@ export interface RebalanceOptions {
   moveConcurrencyMax: number;
   emit: MigrationEventSink;
   onlineLimits?: OnlineLimits;
+  throttle?: ThrottleOptions;
 }
 
 export interface DryRunMove {
@@ -102,12 +103,16 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
   const prepared = await prepareRebalance(access, options);
   const { migrationId, ...result } = prepared;
   if (migrationId === undefined) return result;
-  const summary = await runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, ...(options.onlineLimits ? { onlineLimits: options.onlineLimits } : {}) });
+  const summary = await runMigration(migrationId, {
+    access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax,
+    ...(options.onlineLimits ? { onlineLimits: options.onlineLimits } : {}),
+    ...(options.throttle ? { throttle: options.throttle } : {}),
+  });
   return { ...result, summary };
 }
 
 /** Continues an interrupted migration from its journal. */
-export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax'>): Promise<MigrationSummary> {
+export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax' | 'throttle'>): Promise<MigrationSummary> {
   const migrationId = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const resumable = await resumableMigration(catalog);
@@ -116,5 +121,5 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
     return resumable.id;
   });
-  return runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, resumed: true });
+  return runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, resumed: true, ...(options.throttle ? { throttle: options.throttle } : {}) });
 }
