@@ -9,7 +9,9 @@ import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
-import { compareStrategies, planRebalance, type Comparison, type Plan } from '../planner/index.js';
+import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
+import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
+import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
 
 export type MoverModeOption = 'offline' | 'online';
 
@@ -20,6 +22,8 @@ export interface RebalanceOptions {
   emit: MigrationEventSink;
   onlineLimits?: OnlineLimits;
   throttle?: ThrottleOptions;
+  /** Share of each node's capacity that must stay free while moving (default 10 %). */
+  headroomFraction?: number;
 }
 
 export interface DryRunMove {
@@ -53,13 +57,15 @@ export interface PreparedRebalance {
   /** Settings that work but cost time (online mode). */
   warnings: string[];
   dryRun?: DryRunMove[];
+  /** Moves of the balanced plan left out for lack of disk headroom, each with its reason. */
+  deferred: DeferredMove[];
 }
 
 /**
  * Measures the cluster, plans, and (unless dry-run or already balanced)
  * records the migration with its moves, claiming the single running place.
  */
-export async function prepareRebalance(access: ClusterAccess, options: Pick<RebalanceOptions, 'mode' | 'dryRun'>): Promise<PreparedRebalance> {
+export async function prepareRebalance(access: ClusterAccess, options: Pick<RebalanceOptions, 'mode' | 'dryRun' | 'headroomFraction' | 'throttle'>): Promise<PreparedRebalance> {
   const prepared = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const running = await runningMigration(catalog);
@@ -70,9 +76,18 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     }
     const snapshot = await readClusterSnapshot(catalog, access.passwords);
     const input = plannerInput(snapshot);
-    const plan = planRebalance(input);
+    const balanced = planRebalance(input);
     const comparison = compareStrategies(input);
-    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[] };
+    const involved = snapshot.nodes.filter((node) => balanced.moves.some((move) => move.from === node.name || move.to === node.name));
+    const { plan, deferred } = applyHeadroom(balanced, await measureSpaces(involved, access.passwords), {
+      headroomFraction: options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT,
+      walRetainedBytesMax: options.throttle?.walRetainedBytesMax ?? REPLICATION_WATCH_DEFAULT.walRetainedBytesMax,
+    });
+    if (balanced.moves.length > 0 && plan.moves.length === 0) {
+      throw new ReshardError('precondition', `no move fits the disk headroom: ${deferred[0]!.reason}`,
+        'free space, give the node more capacity (`reshard node add … --capacity`), add a node, or lower --headroom');
+    }
+    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
     const warnings = options.mode === 'online' ? await assertOnlineReady(
       snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
       access.passwords,
@@ -84,7 +99,7 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
       plan,
       moves: plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to, wave: move.wave, bytesTotal: move.bytes })),
     });
-    return { snapshot, plan, comparison, migrationId, warnings };
+    return { snapshot, plan, comparison, migrationId, warnings, deferred };
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
@@ -105,6 +120,7 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
   if (migrationId === undefined) return result;
   const summary = await runMigration(migrationId, {
     access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax,
+    ...(options.headroomFraction !== undefined ? { headroomFraction: options.headroomFraction } : {}),
     ...(options.onlineLimits ? { onlineLimits: options.onlineLimits } : {}),
     ...(options.throttle ? { throttle: options.throttle } : {}),
   });

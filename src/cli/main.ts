@@ -82,6 +82,7 @@ function buildProgram(state: { output: Output }): Command {
     .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
+    .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
   program.command('resume')

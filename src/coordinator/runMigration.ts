@@ -19,6 +19,7 @@ import { connectCatalog, type ClusterAccess } from './catalogAccess.js';
 import type { MigrationEventSink } from './events.js';
 import { runBounded } from './runBounded.js';
 import { CopyThrottle } from './copyThrottle.js';
+import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 
 export interface MigrationRunOptions {
@@ -32,6 +33,8 @@ export interface MigrationRunOptions {
   batchSlotsMax?: number;
   /** Copy pacing and the replication bounds that hold or stop copying. */
   throttle?: ThrottleOptions;
+  /** Share of each target's capacity that must stay free; checked again right before moves start. */
+  headroomFraction?: number;
 }
 
 export interface ThrottleOptions {
@@ -125,6 +128,8 @@ async function runOnlineBatches(
   });
   try {
     await runWithNodeLimits(batches, nodesOf, limitOf, options.moveConcurrencyMax, (batch) => stopOnFailure((async () => {
+      const starting = batch.moves.filter((move) => move.state === 'pending');
+      if (starting.length > 0) await assertRoomForMoves(batch.target, starting, shared.access.passwords, options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT);
       const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
         const client = await connect();
         clients.push(client);
@@ -180,7 +185,7 @@ function errorLine(error: unknown): string {
 
 async function executeMove(
   move: MoveRecord,
-  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink; throttle: CopyThrottle },
+  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink; throttle: CopyThrottle; headroomFraction: number },
 ): Promise<{ bytes: number; rows: number }> {
   const source = shared.nodes.get(move.source);
   const target = shared.nodes.get(move.target);
@@ -193,6 +198,7 @@ async function executeMove(
   };
   const started = Date.now();
   try {
+    if (move.state === 'pending') await assertRoomForMoves(target, [move], shared.access.passwords, shared.headroomFraction);
     const context: MoveContext = {
       migrationId: move.migrationId,
       slot: move.slot,
@@ -249,6 +255,7 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       modulus: (await getCluster(lock)).modulus,
       steps: OFFLINE_MOVE_STEPS,
       emit: options.emit,
+      headroomFraction: options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT,
       // One gate for every copy of this migration: the rate cap is global.
       throttle: new CopyThrottle({
         ...(options.throttle?.copyBytesPerSecMax !== undefined ? { bytesPerSecMax: options.throttle.copyBytesPerSecMax } : {}),

@@ -10,12 +10,13 @@ import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
-import { parseByteSize, parseWholeNumber } from '../parseNumbers.js';
+import { parseByteSize, parsePercent, parseWholeNumber } from '../parseNumbers.js';
+import { HEADROOM_FRACTION_DEFAULT } from '../../coordinator/nodeSpaces.js';
 import { describePlan, planJson } from './planCommand.js';
 
 export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string }
 
-export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string }
+export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string; headroom?: string }
 
 /** --max-copy-rate 50MB (per second), --max-lag 256MB, --max-wal-retained 8GB. */
 export function throttleOptions(options: ThrottleCommandOptions): ThrottleOptions {
@@ -54,9 +55,12 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
   if (mode !== 'offline' && mode !== 'online') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
   const throttle = throttleOptions(options);
-  const prepared = await prepareRebalance(access, { mode, dryRun: options.dryRun ?? false });
+  const headroomFraction = parsePercent(options.headroom, '--headroom', HEADROOM_FRACTION_DEFAULT);
+  const prepared = await prepareRebalance(access, { mode, dryRun: options.dryRun ?? false, headroomFraction, throttle });
   for (const warning of prepared.warnings) output.warn(warning);
   output.text(describePlan(prepared.plan));
+  for (const move of prepared.deferred) output.text(`Not started: slot ${move.slot} ${move.from} → ${move.to}: ${move.reason}.`);
+  const deferredJson = prepared.deferred.map((move) => ({ slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, reason: move.reason }));
   if (prepared.dryRun) {
     output.text();
     output.text(formatMovementMatrix(prepared.comparison.matrix));
@@ -65,16 +69,16 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
       output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
       move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
     }
-    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), steps: prepared.dryRun });
+    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, steps: prepared.dryRun });
     return;
   }
   if (prepared.migrationId === undefined) {
-    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), state: 'balanced' });
+    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, state: 'balanced' });
     return;
   }
   const progress = new MigrationProgress(output);
-  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle });
-  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves } });
+  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle, headroomFraction });
+  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
     : `Migration ${summary.migrationId} failed after ${summary.slotsMoved} moves.`);
