@@ -8,6 +8,7 @@ import { planCommand } from './commands/planCommand.js';
 import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
+import { doctorCommand } from './commands/doctorCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -92,6 +93,16 @@ function buildProgram(state: { output: Output }): Command {
   program.command('verify').description('check that every slot is attached on its owner only, and count rows')
     .action(async () => {
       if (!(await verifyCommand(output(), access()))) throw new CommandFailed('verification found problems');
+    });
+
+  program.command('doctor')
+    .description('preflight and drift checks of the catalog and every node, one line per finding with its fix')
+    .option('--fix', 'remove leftovers no running migration owns: subscriptions, replication slots, publications, fence triggers, staged leaves (never ownership)')
+    .action(async (options: { fix?: boolean }) => {
+      const report = await doctorCommand(output(), access(), options);
+      if (report.errors > 0) {
+        throw new CommandFailed(`doctor found ${report.errors} error(s). Fix: follow the Fix of each error line${options.fix ? '' : ' (`reshard doctor --fix` removes leftovers)'}`);
+      }
     });
 
   program.command('check')
