@@ -21,7 +21,11 @@ function buildProgram(state: { output: Output }): Command {
     .option('--json', 'machine-readable output: JSON lines, the last one the result')
     .showHelpAfterError(false)
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // Commander's own errors (unknown command or option, a missing argument, a bad choice) in reshard's one-line form.
+      outputError: (text, write) => write(`reshard: error: ${text.replace(/^error: /, '').trim().replace(/\.$/, '')}. Fix: see \`reshard --help\` or \`reshard <command> --help\`\n`),
+    });
 
   const globals = (): GlobalOptions & { json?: boolean } => program.opts();
   const output = (): Output => {
