@@ -6,6 +6,7 @@ import { Output } from './output.js';
 import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
@@ -89,6 +90,13 @@ function buildProgram(state: { output: Output }): Command {
     .description('continue an interrupted migration from its journal')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
     .action(async (options) => resumeCommand(output(), access(), options));
+
+  program.command('rollback')
+    .description('undo the latest migration: unswitched moves in place, switched slots moved back')
+    .option('--migration <id>', 'the migration to roll back (must be the latest)')
+    .option('--slot <n>', 'only this slot\'s move')
+    .option('--concurrency <n>', 'moves in flight at once while moving slots back', '4')
+    .action(async (options) => rollbackCommand(output(), access(), options));
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')
