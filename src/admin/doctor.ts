@@ -192,27 +192,26 @@ function catalogFindings(slotMap: SlotMapWithStates, inFlight: readonly Migratio
   const findings: PendingFinding[] = [
     finding(CATALOG_SUBJECT, 'catalog', 'ok', `schema current, ${slotMap.modulus} slots, epoch ${slotMap.epoch}`),
   ];
-  const running = inFlight.find((migration) => migration.state === 'running' && held.get(migration.id));
   for (const migration of inFlight) {
-    if (migration.state === 'running' && held.get(migration.id)) {
-      findings.push(finding(CATALOG_SUBJECT, 'migration', 'ok', `migration ${migration.id} is running; its ${migration.slots.length} slots are left alone`));
+    if (held.get(migration.id)) {
+      findings.push(finding(CATALOG_SUBJECT, 'migration', 'ok', `migration ${migration.id} (${migration.state}) is held by a coordinator; its ${migration.slots.length} slots are left alone`));
     } else if (migration.state === 'running') {
       findings.push(finding(CATALOG_SUBJECT, 'migration', 'warning', `migration ${migration.id} was interrupted; its ${migration.slots.length} slots' objects are kept for it`,
-        'run `reshard resume` to finish it'));
+        'run `reshard resume` to finish it, or `reshard rollback` to undo it'));
     } else {
       findings.push(finding(CATALOG_SUBJECT, 'migration', 'warning', `migration ${migration.id} failed with moves half-done; its ${migration.slots.length} slots' objects are kept for it`,
-        'run `reshard resume` to finish them'));
+        'run `reshard resume` to finish them, or `reshard rollback` to undo them'));
     }
   }
   if (inFlight.length === 0) findings.push(finding(CATALOG_SUBJECT, 'migration', 'ok', 'no migration in flight'));
   const frozen = slotMap.states.flatMap((state, slot) => (state === 'frozen' ? [slot] : []));
-  const movingSlots = new Set(running?.slots ?? []);
+  const movingSlots = new Set(inFlight.filter((migration) => held.get(migration.id)).flatMap((migration) => migration.slots));
   for (const slot of frozen) {
     if (movingSlots.has(slot)) continue;
-    findings.push(finding(CATALOG_SUBJECT, 'frozen_slot', 'error', `slot ${slot} is frozen but no running migration moves it: routers hold its calls until they time out`,
-      inFlight.length > 0 ? 'run `reshard resume`: the move unfreezes or finishes it' : 'no migration can unfreeze it; report this as a bug with `reshard status --json`'));
+    findings.push(finding(CATALOG_SUBJECT, 'frozen_slot', 'error', `slot ${slot} is frozen but no coordinator is moving it: routers hold its calls until they time out`,
+      inFlight.length > 0 ? 'run `reshard resume` (or `reshard rollback`): the move finishes or unfreezes it' : 'no migration can unfreeze it; report this as a bug with `reshard status --json`'));
   }
-  if (frozen.every((slot) => movingSlots.has(slot))) findings.push(finding(CATALOG_SUBJECT, 'frozen_slot', 'ok', frozen.length ? `${frozen.length} slots frozen by the running migration` : 'no slot is frozen'));
+  if (frozen.every((slot) => movingSlots.has(slot))) findings.push(finding(CATALOG_SUBJECT, 'frozen_slot', 'ok', frozen.length ? `${frozen.length} slots frozen by a running coordinator` : 'no slot is frozen'));
   return findings;
 }
 

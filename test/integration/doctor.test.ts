@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { runDoctor, type DoctorFinding, type DoctorReport } from '../../src/admin/doctor.js';
 import { quoteLiteral } from '../../src/core/identifier.js';
+import { createMigration, finishMigration } from '../../src/catalog/migrations.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { listShardedTables } from '../../src/catalog/tables.js';
 import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
@@ -189,5 +190,36 @@ describe('reshard doctor on real PostgreSQL', () => {
           (SELECT string_agg(slot_name, ',') FROM pg_replication_slots)) AS objects`);
       expect(left.rows[0]!.objects, server).toBe('');
     }
+  });
+  it('leaves alone what a migration in flight owns; --fix removes it once the migration is over', async () => {
+    const [n1, n2] = clients;
+    const { owners, tables, epoch } = await withCatalog(access, async (db) => {
+      const slotMap = await readSlotMap(db);
+      return { owners: slotMap.owners, epoch: slotMap.epoch, tables: await listShardedTables(db) };
+    });
+    const users = tables.find((table) => table.name === 'users')!;
+    const slot = owners.flatMap((owner, candidate) => (owner === 'n1' ? [candidate] : []))[2]!;
+    const migrationId = await withCatalog(access, (db) => createMigration(db, {
+      mode: 'online', baseEpoch: epoch, plan: {}, moves: [{ slot, source: 'n1', target: 'n2', wave: 0, bytesTotal: 0 }],
+    }));
+    const name = `reshard_m${migrationId}_s${slot}`;
+    await n1!.query(`CREATE PUBLICATION ${name} FOR TABLE users_s${String(slot).padStart(4, '0')}`);
+    await n1!.query(`SELECT pg_create_logical_replication_slot('${name}', 'pgoutput')`);
+    await fenceSlot(n1!, [users], slot, SLOTS);
+    await stageSlotLeaves(n2!, [users], [slot], SLOTS);
+    const leftovers = (report: DoctorReport): string[] => problems(report)
+      .filter((entry) => ['orphan_publication', 'orphan_replication_slot', 'fence_trigger', 'staged_leaf', 'slot_map_drift'].includes(entry.check) && entry.message.includes(String(slot)))
+      .map((entry) => `${entry.fixed ? 'fixed' : entry.severity} ${entry.node} ${entry.check}`);
+
+    // Interrupted (running, nobody holds it): its objects are kept, and resume or rollback is suggested.
+    const kept = await runDoctor(access, { fix: true });
+    expect(leftovers(kept)).toEqual([]);
+    expect(problems(kept)).toContainEqual(expect.objectContaining({ node: 'catalog', check: 'migration', severity: 'warning', message: expect.stringMatching(`migration ${migrationId} was interrupted`) }));
+
+    // Once it is over they are leftovers, and --fix removes them.
+    await withCatalog(access, (db) => finishMigration(db, migrationId, 'cancelled'));
+    const removed = await runDoctor(access, { fix: true });
+    expect(leftovers(removed).sort()).toEqual(['fixed n1 fence_trigger', 'fixed n1 orphan_publication', 'fixed n1 orphan_replication_slot', 'fixed n2 staged_leaf']);
+    expect(leftovers(await runDoctor(access, { fix: false }))).toEqual([]);
   });
 });
