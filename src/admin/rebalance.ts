@@ -1,6 +1,6 @@
 import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves } from '../catalog/migrations.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
-import { ReshardError } from '../core/errors.js';
+import { ReshardError, badInput } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
@@ -66,6 +66,7 @@ export interface PreparedRebalance {
  * records the migration with its moves, claiming the single running place.
  */
 export async function prepareRebalance(access: ClusterAccess, options: Pick<RebalanceOptions, 'mode' | 'dryRun' | 'headroomFraction' | 'throttle'>): Promise<PreparedRebalance> {
+  assertMoverMode(options.mode);
   const prepared = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const running = await runningMigration(catalog);
@@ -113,8 +114,20 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
   return { ...prepared, dryRun };
 }
 
+/** Library callers pass options unchecked by a CLI parser: refused before anything is read or recorded. */
+function assertMoveConcurrency(moveConcurrencyMax: number): void {
+  if (!Number.isSafeInteger(moveConcurrencyMax) || moveConcurrencyMax < 1) {
+    throw badInput(`moveConcurrencyMax must be a whole number ≥ 1, got ${String(moveConcurrencyMax)}`, 'pass e.g. moveConcurrencyMax: 4 (--concurrency 4)');
+  }
+}
+
+function assertMoverMode(mode: string): void {
+  if (mode !== 'online' && mode !== 'offline') throw badInput(`mode "${String(mode)}" is not a mover`, "pass mode 'online' or 'offline' (--mode)");
+}
+
 /** Plans a rebalance and (unless dry-run) runs it as a journaled migration. */
 export async function rebalance(access: ClusterAccess, options: RebalanceOptions): Promise<RebalanceResult> {
+  assertMoveConcurrency(options.moveConcurrencyMax);
   const prepared = await prepareRebalance(access, options);
   const { migrationId, ...result } = prepared;
   if (migrationId === undefined) return result;
@@ -129,6 +142,7 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
 
 /** Continues an interrupted migration from its journal. */
 export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax' | 'throttle'>): Promise<MigrationSummary> {
+  assertMoveConcurrency(options.moveConcurrencyMax);
   const migrationId = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const resumable = await resumableMigration(catalog);

@@ -9,6 +9,7 @@ import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebal
 import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
+import { doctorCommand } from './commands/doctorCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -21,7 +22,11 @@ function buildProgram(state: { output: Output }): Command {
     .option('--json', 'machine-readable output: JSON lines, the last one the result')
     .showHelpAfterError(false)
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // Commander's own errors (unknown command or option, a missing argument, a bad choice) in reshard's one-line form.
+      outputError: (text, write) => write(`reshard: error: ${text.replace(/^error: /, '').trim().replace(/\.$/, '')}. Fix: see \`reshard --help\` or \`reshard <command> --help\`\n`),
+    });
 
   const globals = (): GlobalOptions & { json?: boolean } => program.opts();
   const output = (): Output => {
@@ -107,6 +112,16 @@ function buildProgram(state: { output: Output }): Command {
   program.command('verify').description('check that every slot is attached on its owner only, and count rows')
     .action(async () => {
       if (!(await verifyCommand(output(), access()))) throw new CommandFailed('verification found problems');
+    });
+
+  program.command('doctor')
+    .description('preflight and drift checks of the catalog and every node, one line per finding with its fix')
+    .option('--fix', 'remove leftovers no running migration owns: subscriptions, replication slots, publications, fence triggers, staged leaves (never ownership)')
+    .action(async (options: { fix?: boolean }) => {
+      const report = await doctorCommand(output(), access(), options);
+      if (report.errors > 0) {
+        throw new CommandFailed(`doctor found ${report.errors} error(s). Fix: follow the Fix of each error line${options.fix ? '' : ' (`reshard doctor --fix` removes leftovers)'}`);
+      }
     });
 
   program.command('check')

@@ -7,6 +7,16 @@ import type { Queryable } from '../core/queryable.js';
 export const REPLICATION_NAME_PREFIX = 'reshard_';
 
 /**
+ * The migration a replication object was made for: the coordinator names a
+ * batch's objects `reshard_m<migration>_s<first slot>`. Undefined for a name
+ * of another shape (made by an older reshard, or by hand).
+ */
+export function migrationIdOfReplicationName(name: string): number | undefined {
+  const match = new RegExp(`^${REPLICATION_NAME_PREFIX}m([0-9]+)_`).exec(name);
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
  * A libpq connection string for a subscription (the password, if any, is
  * PostgreSQL's to keep). No application_name: the walsender must report the
  * subscription's own name, which catch-up polling looks for.
