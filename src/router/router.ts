@@ -71,15 +71,24 @@ export class Router {
   private readonly name: string;
 
   private constructor(private readonly options: RouterOptions) {
-    this.leaseMs = options.leaseMs ?? ROUTER_LEASE_MS_DEFAULT;
-    this.holdTimeoutMs = options.holdTimeoutMs ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT;
+    this.leaseMs = positiveMs(options.leaseMs, 'leaseMs', ROUTER_LEASE_MS_DEFAULT);
+    this.holdTimeoutMs = positiveMs(options.holdTimeoutMs, 'holdTimeoutMs', ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
     this.name = options.name ?? `${hostname()}:${process.pid}`;
   }
 
   /** Connects to the catalog, loads the slot map, registers and starts following changes. */
   static async connect(options: RouterOptions): Promise<Router> {
     const router = new Router(options);
-    await router.start();
+    try {
+      await router.start();
+    } catch (error) {
+      // Nothing may linger after a failed connect (an open LISTEN session keeps the process alive).
+      await router.close();
+      if ((error as { code?: string }).code === '42P01') {
+        throw new ReshardError('precondition', 'the catalog database has no reshard schema', 'run `reshard init` against it first, or point the router at the right database');
+      }
+      throw error;
+    }
     return router;
   }
 
@@ -297,6 +306,12 @@ export class Router {
     this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), healthy ? Math.max(50, this.leaseMs / 3) : 250);
     this.renewTimer.unref();
   }
+}
+
+function positiveMs(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) throw new ReshardError('bad_input', `${name} must be a positive number of milliseconds, got ${String(value)}`, `pass e.g. ${name}: ${fallback}`);
+  return value;
 }
 
 /**
