@@ -184,3 +184,18 @@ export async function replicationSlotHealth(source: Queryable, prefix: string): 
     lagBytes: row.lag === null ? undefined : Math.max(0, Number(row.lag)),
   }));
 }
+
+/** For each publication whose name starts with `prefix`: the slots of the leaves it publishes (from their `_s0017` names). */
+export async function publishedSlots(source: Queryable, prefix: string): Promise<Map<string, number[]>> {
+  const result = await source.query<{ pubname: string; tablename: string }>(
+    'SELECT pubname, tablename FROM pg_publication_tables WHERE starts_with(pubname, $1) ORDER BY pubname, tablename', [prefix]);
+  const slotsByPublication = new Map<string, number[]>();
+  for (const row of result.rows) {
+    const match = /_s(\d+)$/.exec(row.tablename);
+    if (!match) continue;
+    const slots = slotsByPublication.get(row.pubname) ?? [];
+    if (!slots.includes(Number(match[1]))) slots.push(Number(match[1]));
+    slotsByPublication.set(row.pubname, slots);
+  }
+  return slotsByPublication;
+}

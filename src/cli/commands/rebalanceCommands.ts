@@ -1,7 +1,10 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration } from '../../admin/rebalance.js';
 import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
-import { getMigration, listMigrations, listMoves, migrationIsHeld } from '../../catalog/migrations.js';
+import { getMigration, listMigrations, listMoves, migrationIsHeld, type MoveRecord } from '../../catalog/migrations.js';
+import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
+import { connectNode, type PasswordLookup } from '../../node/nodeAccess.js';
+import { publishedSlots, replicationSlotHealth, REPLICATION_NAME_PREFIX } from '../../node/replication.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError } from '../../core/errors.js';
@@ -111,14 +114,19 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
     const latest = migrationId === undefined ? migrations[0] : await getMigration(catalog, migrationId);
     const moves = latest ? await listMoves(catalog, latest.id) : [];
     const held = latest?.state === 'running' ? await migrationIsHeld(catalog, latest.id) : false;
-    return { migrations, latest, moves, held };
+    const nodes = await listNodes(catalog, { includeRemoved: true });
+    return { migrations, latest, moves, held, nodes };
   });
+  const lagBySlot = report.latest?.state === 'running' && report.latest.mode === 'online'
+    ? await replicationLagBySlot(report.latest.id, report.moves.filter((move) => move.state !== 'done'), report.nodes, access.passwords)
+    : new Map<number, number | undefined>();
   const { latest, moves } = report;
   const now = Date.now();
   const movesJson = moves.map((move) => ({
     slot: move.slot, source: move.source, target: move.target, wave: move.wave, state: move.state, step: move.step ?? null,
     bytes_total: move.bytesTotal, bytes_copied: move.bytesCopied, rows_copied: move.rowsCopied,
     age_seconds: move.startedAt ? ((move.finishedAt?.getTime() ?? now) - move.startedAt.getTime()) / 1000 : null,
+    lag_bytes: lagBySlot.get(move.slot) ?? null,
     error: move.error ?? null,
   }));
   output.result({
@@ -137,8 +145,38 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
   const notDone = moves.filter((move) => move.state !== 'done');
   if (notDone.length > 0) {
     output.text(formatTable([
-      ['slot', 'from', 'to', 'state', 'step', 'bytes'],
-      ...notDone.slice(0, 50).map((move) => [String(move.slot), move.source, move.target, move.state, move.step ?? '-', `${formatBytes(move.bytesCopied)} / ${formatBytes(move.bytesTotal)}`]),
+      ['slot', 'from', 'to', 'state', 'step', 'bytes', 'lag', 'age'],
+      ...notDone.slice(0, 50).map((move) => {
+        const lag = lagBySlot.get(move.slot);
+        const age = move.startedAt ? `${Math.round((now - move.startedAt.getTime()) / 1000)} s` : '-';
+        return [String(move.slot), move.source, move.target, move.state, move.step ?? '-', `${formatBytes(move.bytesCopied)} / ${formatBytes(move.bytesTotal)}`,
+          lag === undefined ? '-' : formatBytes(lag), age];
+      }),
     ]));
   }
+}
+
+/**
+ * Apply lag of each unfinished online move, from its source: the publication
+ * that carries the slot's leaves and the replication slot of the same name.
+ * A source that cannot be reached shows no lag rather than failing `status`.
+ */
+async function replicationLagBySlot(migrationId: number, moves: readonly MoveRecord[], nodes: readonly NodeRecord[], passwords: PasswordLookup): Promise<Map<number, number | undefined>> {
+  const lagBySlot = new Map<number, number | undefined>();
+  const prefix = `${REPLICATION_NAME_PREFIX}m${migrationId}_`;
+  for (const name of new Set(moves.map((move) => move.source))) {
+    const node = nodes.find((candidate) => candidate.name === name);
+    if (!node) continue;
+    const client = await connectNode(node, passwords, 'reshard status').catch(() => undefined);
+    if (!client) continue;
+    try {
+      const health = new Map((await replicationSlotHealth(client, prefix)).map((slot) => [slot.slotName, slot.lagBytes]));
+      for (const [publication, slots] of await publishedSlots(client, prefix)) {
+        for (const slot of slots) lagBySlot.set(slot, health.get(publication));
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  return lagBySlot;
 }
