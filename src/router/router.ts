@@ -64,6 +64,10 @@ export class Router {
   private renewTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private resyncRequested = false;
+  /** The epoch acknowledged last: a freeze whose in-flight calls have not drained is not acknowledged. */
+  private ackedEpoch = 0;
+  /** Frozen slots whose in-flight calls had not finished at the last acknowledgement attempt. */
+  private undrained = new Set<number>();
   private closed = false;
   private keyTypes: ShardKeyType[] = [];
   private readonly leaseMs: number;
@@ -286,10 +290,15 @@ export class Router {
           this.pools.delete(name);
         }
       }
-      await this.gate.drain(newlyFrozen);
-      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: snapshot.epoch, leaseMs: this.leaseMs });
-      if (!previous) await registerRouter(catalog, { id: this.id, name: this.name, epoch: snapshot.epoch, leaseMs: this.leaseMs });
-      if (catalogEpoch !== snapshot.epoch) this.resyncRequested = true;
+      // A call still running on a just-frozen slot (a slow query) holds back the acknowledgement, not
+      // the lease: the router keeps serving other slots, and the freeze waits, bounded on its side.
+      const toDrain = new Set([...newlyFrozen, ...[...this.undrained].filter((slot) => this.gate.isFrozen(slot))]);
+      const drained = await this.gate.drain(toDrain, Math.max(50, this.leaseMs / 4));
+      this.undrained = drained ? new Set() : toDrain;
+      if (drained) this.ackedEpoch = snapshot.epoch;
+      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: this.ackedEpoch, leaseMs: this.leaseMs });
+      if (!previous) await registerRouter(catalog, { id: this.id, name: this.name, epoch: this.ackedEpoch, leaseMs: this.leaseMs });
+      if (catalogEpoch !== snapshot.epoch || !drained) this.resyncRequested = true;
       // The lease is counted from before the read, so it never outlives what the catalog granted.
       this.leaseValidUntil = startedAt + this.leaseMs;
     } catch {

@@ -96,6 +96,32 @@ describe('router', () => {
     }
   });
 
+  it('a slow call on a frozen slot holds back only the acknowledgement, never the lease', async () => {
+    const leaseMs = 1_000;
+    const router = await Router.connect({ catalog: access.catalog, leaseMs });
+    const catalog = await connectTo(access.catalog);
+    try {
+      const key = 12;
+      const slot = router.slotOf(key);
+      const slow = router.query(key, 'SELECT pg_sleep(2.5) FROM accounts WHERE id = $1', [key]);
+      await new Promise((r) => setTimeout(r, 100));
+      const epoch = await setSlotState(catalog, slot, 'frozen');
+      const other = [...Array(200).keys()].map((i) => i + 1).find((id) => router.slotOf(id) !== slot)!;
+      // Two leases later, the slow call still runs: not acknowledged, yet other slots are served.
+      await new Promise((r) => setTimeout(r, 2 * leaseMs));
+      expect((await routersBehind(catalog, epoch)).map((behind) => behind.id)).toContain(router.id);
+      expect((await router.query(other, 'SELECT 1 AS one FROM accounts WHERE id = $1', [other])).rows).toEqual([{ one: 1 }]);
+      await slow;
+      const deadline = Date.now() + 3_000;
+      while ((await routersBehind(catalog, epoch)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(await routersBehind(catalog, epoch)).toEqual([]);
+      await setSlotState(catalog, slot, 'active');
+    } finally {
+      await catalog.end();
+      await router.close();
+    }
+  });
+
   it('follows an online rebalance: every call after the switch goes to the new owner', async () => {
     const router = await Router.connect({ catalog: access.catalog, leaseMs: 2_000 });
     try {
