@@ -5,7 +5,7 @@ import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
-import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 
@@ -81,9 +81,17 @@ function buildProgram(state: { output: Output }): Command {
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
   program.command('resume')
-    .description('continue an interrupted migration from its journal')
-    .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
+    .description('continue a paused migration, or an interrupted one from its journal')
+    .option('--concurrency <n>', 'moves in flight at once across the cluster (interrupted migrations)', '4')
     .action(async (options) => resumeCommand(output(), access(), options));
+
+  program.command('pause')
+    .description('hold the running migration before its next step (steps in flight finish); `reshard resume` continues it')
+    .action(async () => pauseCommand(output(), access()));
+
+  program.command('cancel')
+    .description('stop the running migration: no new step starts, moves that have not switched are rolled back')
+    .action(async () => cancelCommand(output(), access()));
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')
