@@ -8,6 +8,7 @@ import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
+import { dashboardCommand } from './commands/dashboardCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -97,6 +98,12 @@ function buildProgram(state: { output: Output }): Command {
     .option('--migration <id>', 'show this migration instead of the latest')
     .action(async (options) => statusCommand(output(), access(), options));
 
+  program.command('dashboard')
+    .description('serve a live web page (and JSON API, Prometheus /metrics) for the cluster in the catalog, until Ctrl-C')
+    .option('--host <address>', 'address to listen on (loopback by default)', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0: any free port)', '7463')
+    .action(async (options) => dashboardCommand(output(), access(), options));
+
   program.command('verify').description('check that every slot is attached on its owner only, and count rows')
     .action(async () => {
       if (!(await verifyCommand(output(), access()))) throw new CommandFailed('verification found problems');
@@ -122,6 +129,10 @@ function buildProgram(state: { output: Output }): Command {
     .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
     .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
     .option('--keep', 'leave the servers running afterwards')
+    .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')
+    .option('--dashboard-host <address>', 'dashboard address (loopback by default)')
+    .option('--dashboard-port <n>', 'dashboard port (0: any free port)', '7463')
+    .option('--dashboard-linger <seconds>', 'keep the dashboard up this long after the rebalance (Ctrl-C stops sooner)', '60')
     .action(async (options) => {
       if (!(await demoCommand(output(), options))) throw new CommandFailed('the demo could not verify the data');
     });
