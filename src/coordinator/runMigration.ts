@@ -20,6 +20,7 @@ import type { MigrationEventSink } from './events.js';
 import { runBounded } from './runBounded.js';
 import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type ControlLimits } from './migrationCheckpoint.js';
 import { ByteProgressRecorder } from './recordProgress.js';
+import { serialQueries } from './serialQueries.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -217,9 +218,11 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
     }
     const moves = await listMoves(lock, migrationId);
     const pending = moves.filter((move) => move.state !== 'done');
-    progress = new ByteProgressRecorder(lock, migrationId, options.emit);
+    // Checkpoints of parallel batches and the progress recorder share the coordinator's session.
+    const controlSession = serialQueries(lock);
+    progress = new ByteProgressRecorder(controlSession, migrationId, options.emit);
     progress.start();
-    const checkpoint = new MigrationCheckpoint(lock, migrationId, options.emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
+    const checkpoint = new MigrationCheckpoint(controlSession, migrationId, options.emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
     const shared = {
       access: options.access,
       nodes: new Map((await listNodes(lock, { includeRemoved: true })).map((node) => [node.name, node])),

@@ -24,11 +24,16 @@ export function rollbackAvailable(): boolean {
   return existsSync(path) || existsSync(path.replace(/\.js$/, '.ts'));
 }
 
-export async function runAction(access: ClusterAccess, action: DashboardAction): Promise<ControlOutcome | Record<string, unknown>> {
+function outcomeJson(outcome: ControlOutcome): Record<string, unknown> {
+  return { migration_id: outcome.migrationId, control: outcome.control, changed: outcome.changed, held: outcome.held };
+}
+
+/** Carries out an action; the answer is the JSON the API returns (snake_case, like the CLI's --json). */
+export async function runAction(access: ClusterAccess, action: DashboardAction): Promise<Record<string, unknown>> {
   switch (action) {
-    case 'pause': return pauseMigration(access);
-    case 'resume': return resumeMigrationControl(access);
-    case 'cancel': return cancelMigration(access);
+    case 'pause': return outcomeJson(await pauseMigration(access));
+    case 'resume': return outcomeJson(await resumeMigrationControl(access));
+    case 'cancel': return outcomeJson(await cancelMigration(access));
     case 'rollback': {
       if (!rollbackAvailable()) throw new ActionUnavailable('rollback', 'use cancel to stop a running migration and roll back its moves that have not switched');
       // Loaded by path so this build does not depend on a module another change adds.

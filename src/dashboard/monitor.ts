@@ -352,7 +352,8 @@ export class DashboardMonitor {
         pause_ms_p50: entry.pauseMsP50 ?? null, pause_ms_p99: entry.pauseMsP99 ?? null, pause_ms_max: entry.pauseMsMax ?? null,
         error: entry.error ? this.redact(entry.error) : null,
       })),
-      events: (read?.journal ?? []).map((entry) => ({
+      // Newest first by time: parallel batches journal close together, and a reader follows the clock.
+      events: [...(read?.journal ?? [])].sort((a, b) => b.at.getTime() - a.at.getTime() || b.id - a.id).map((entry) => ({
         id: String(entry.id), at: entry.at.toISOString(), migration_id: entry.migrationId, slot: entry.slot ?? null,
         step: entry.step, action: entry.action, ...describeEntry(entry, this.redact),
       })),

@@ -13,9 +13,10 @@ export interface ReplicationStream {
 
 /** Every reshard stream leaving this node, with its lag and the leaves it carries, in one query. */
 export async function reshardReplicationStreams(source: Queryable): Promise<ReplicationStream[]> {
+  // tablename is of type name: cast to text, or node-postgres returns the array as one string.
   const result = await source.query<{ name: string; lag: string | null; leaves: string[] }>(
     `SELECT r.application_name AS name, max(pg_current_wal_lsn() - r.replay_lsn)::text AS lag,
-            coalesce(array_agg(DISTINCT pt.tablename) FILTER (WHERE pt.tablename IS NOT NULL), '{}') AS leaves
+            coalesce(array_agg(DISTINCT pt.tablename::text) FILTER (WHERE pt.tablename IS NOT NULL), '{}') AS leaves
        FROM pg_stat_replication r LEFT JOIN pg_publication_tables pt ON pt.pubname = r.application_name
       WHERE r.application_name LIKE $1
       GROUP BY r.application_name`,

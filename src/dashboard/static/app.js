@@ -168,7 +168,7 @@ function renderMoves(state) {
       const outcomeClass = move.outcome === 'switched' ? 'ok' : move.outcome === 'failed' ? 'error' : move.outcome === 'rolled back' ? 'warn' : '';
       return `<tr data-slot="${move.slot}"><td class="num">${move.slot}</td><td>${esc(move.source)} → ${esc(move.target)}</td><td>${esc(move.step ?? '–')}</td>` +
         `<td><div style="display:flex;gap:.5rem;align-items:center"><div class="bar" style="flex:1" aria-hidden="true"><span style="width:${p}%"></span></div><span>${bytes(move.bytes_copied)} / ${bytes(move.bytes_total)}</span></div></td>` +
-        `<td class="num">${move.lag_bytes === null ? '–' : bytes(move.lag_bytes)}</td><td class="num">${ms(move.freeze_ms)}</td>` +
+        `<td class="num lag">${move.lag_bytes === null ? '–' : bytes(move.lag_bytes)}</td><td class="num">${ms(move.freeze_ms)}</td>` +
         `<td class="${outcomeClass}" title="${esc(move.error ?? '')}">${esc(move.outcome)}${move.error ? ` — ${esc(move.error)}` : ''}</td></tr>`;
     }).join('') + '</tbody>';
 }
@@ -183,7 +183,7 @@ function renderPlan(state) {
     names.map((from, i) => `<tr><th>${esc(from)}</th>${plan.matrix.cells[i].map((cell, j) =>
       `<td class="num${i === j ? ' diag' : ''}">${cell.slots}${cell.bytes ? ` <span class="muted">(${bytes(cell.bytes)})</span>` : ''}</td>`).join('')}</tr>`).join('') + '</tbody></table>';
   const s = plan.strategies;
-  const row = (label, result, extra = '') => `<tr><td>${label}</td><td class="num">${(100 * result.moved_fraction).toFixed(1)} %</td><td class="num">${bytes(result.bytes_moved)}</td><td>${extra}</td></tr>`;
+  const row = (label, result, extra = '') => `<tr><td>${label}</td><td class="num">${(100 * result.moved_fraction).toFixed(1)} %</td><td class="num">${bytes(result.moved_bytes)}</td><td>${extra}</td></tr>`;
   const compare = s ? '<table style="margin-top:.8rem"><thead><tr><th>partitioning</th><th class="num">data moved</th><th class="num">bytes</th><th></th></tr></thead><tbody>' +
     row('contiguous hash ranges', s.range) + row('hash mod N', s.modulo) +
     row('reshard slots', s.slots, `${s.slots.slots_moved} slots; minimum ${(100 * s.slots.ideal_fraction).toFixed(1)} %`) + '</tbody></table>' : '';
@@ -252,7 +252,9 @@ async function act(action) {
     const body = await response.json();
     if (response.ok) {
       result.className = 'ok';
-      result.textContent = `${action}: migration ${body.migration_id} — control is now “${body.control}”${body.changed ? '' : ' (it already was)'}.`;
+      result.textContent = body.control !== undefined
+        ? `${action}: migration ${body.migration_id} — control is now “${body.control}”${body.changed ? '' : ' (it already was)'}.`
+        : `${action}: done.`;
     } else {
       result.className = 'error';
       result.textContent = `${action} refused (${response.status}): ${body.error.message}. ${body.error.fix}`;
