@@ -114,7 +114,7 @@ describe('dashboard in a real browser during a real migration', () => {
     const prepared = await prepareRebalance(access, { mode: 'online', dryRun: false });
     const migrationId = prepared.migrationId!;
     let summary: MigrationSummary | undefined;
-    const running = runMigration(migrationId, { access, emit: () => {}, moveConcurrencyMax: 2 }).then((result) => { summary = result; return result; });
+    const running = runMigration(migrationId, { access, emit: () => {}, moveConcurrencyMax: 1 }).then((result) => { summary = result; return result; });
     try {
       const state = page.locator('[data-testid="migration-state"]');
       await expect.poll(() => state.textContent(), { timeout: 30_000, interval: 100 }).toBe('running');

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
+import { pauseMigration } from '../../src/admin/controlMigration.js';
 import { prepareRebalance } from '../../src/admin/rebalance.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
@@ -100,6 +101,9 @@ describe('pause, resume and cancel of a running migration on real PostgreSQL', (
     const migrationId = prepared.migrationId!;
     const run = startMigration(access, migrationId, 4);
     await waitForEvent(run.events, 'the first stream', (event) => event.type === 'step' && event.step === 'stream' && event.action === 'begin');
+    // Held first, so that the cancel (a CLI process, seconds on a busy machine) lands before any cutover.
+    await pauseMigration(access);
+    await waitForEvent(run.events, 'the pause', (event) => event.type === 'control' && event.control === 'paused');
 
     const cancelled = await runCli(['--catalog', url, '--json', 'cancel']);
     expect(cancelled.code).toBe(0);
@@ -112,7 +116,8 @@ describe('pause, resume and cancel of a running migration on real PostgreSQL', (
     const moves = await withCatalog(access, (db) => listMoves(db, migrationId));
     // Nothing is left half-done: every move either switched or was rolled back (or never began).
     expect(moves.filter((move) => !['done', 'rolled_back', 'pending'].includes(move.state))).toEqual([]);
-    expect(moves.some((move) => move.state === 'rolled_back' || move.state === 'pending')).toBe(true);
+    expect(moves.some((move) => move.state === 'rolled_back')).toBe(true);
+    expect(moves.filter((move) => move.state === 'done')).toEqual([]);
     const owners = (await withCatalog(access, readSlotMap)).owners;
     for (const move of moves) expect(owners[move.slot]).toBe(move.state === 'done' ? move.target : ownersBefore[move.slot]);
 
@@ -126,7 +131,7 @@ describe('pause, resume and cancel of a running migration on real PostgreSQL', (
       expect([...objects.publications, ...objects.subscriptions, ...objects.slots]).toEqual([]);
     }
     const journal = await catalog.query<{ step: string; action: string }>("SELECT step, action FROM reshard.journal WHERE migration_id = $1 AND slot IS NULL ORDER BY id", [migrationId]);
-    expect(journal.rows).toEqual([{ step: 'cancel', action: 'begin' }, { step: 'cancel', action: 'done' }]);
+    expect(journal.rows).toEqual([{ step: 'pause', action: 'begin' }, { step: 'pause', action: 'done' }, { step: 'cancel', action: 'begin' }, { step: 'cancel', action: 'done' }]);
     // A cancelled migration does not block the next one.
     const next = await prepareRebalance(access, { mode: 'online', dryRun: true });
     expect(next.plan.slotsMoved).toBeGreaterThan(0);
