@@ -5,7 +5,7 @@ import { ReshardError } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
-import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
+import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
@@ -20,6 +20,7 @@ export interface RebalanceOptions {
   moveConcurrencyMax: number;
   emit: MigrationEventSink;
   onlineLimits?: OnlineLimits;
+  throttle?: ThrottleOptions;
 }
 
 export interface DryRunMove {
@@ -103,12 +104,16 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
   const prepared = await prepareRebalance(access, options);
   const { migrationId, ...result } = prepared;
   if (migrationId === undefined) return result;
-  const summary = await runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, ...(options.onlineLimits ? { onlineLimits: options.onlineLimits } : {}) });
+  const summary = await runMigration(migrationId, {
+    access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax,
+    ...(options.onlineLimits ? { onlineLimits: options.onlineLimits } : {}),
+    ...(options.throttle ? { throttle: options.throttle } : {}),
+  });
   return { ...result, summary };
 }
 
 /** Continues an interrupted migration from its journal. */
-export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax'>): Promise<MigrationSummary> {
+export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax' | 'throttle'>): Promise<MigrationSummary> {
   const migrationId = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const resumable = await resumableMigration(catalog);
@@ -119,5 +124,5 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     await requestResume(catalog, resumable.id);
     return resumable.id;
   });
-  return runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, resumed: true });
+  return runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, resumed: true, ...(options.throttle ? { throttle: options.throttle } : {}) });
 }

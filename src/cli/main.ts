@@ -6,6 +6,7 @@ import { Output } from './output.js';
 import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
@@ -79,11 +80,17 @@ function buildProgram(state: { output: Output }): Command {
     .option('--dry-run', 'print every step of every move without doing it')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
     .addOption(new Option('--mode <mode>', 'online: logical replication, writes pause per slot for milliseconds; offline: fenced COPY, the moving slot refuses writes while it moves').choices(['online', 'offline']).default('online'))
+    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
+    .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
   program.command('resume')
     .description('continue a paused migration, or an interrupted one from its journal')
     .option('--concurrency <n>', 'moves in flight at once across the cluster (interrupted migrations)', '4')
+    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
+    .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .action(async (options) => resumeCommand(output(), access(), options));
 
   program.command('pause')
@@ -93,6 +100,13 @@ function buildProgram(state: { output: Output }): Command {
   program.command('cancel')
     .description('stop the running migration: no new step starts, moves that have not switched are rolled back')
     .action(async () => cancelCommand(output(), access()));
+
+  program.command('rollback')
+    .description('undo the latest migration: unswitched moves in place, switched slots moved back')
+    .option('--migration <id>', 'the migration to roll back (must be the latest)')
+    .option('--slot <n>', 'only this slot\'s move')
+    .option('--concurrency <n>', 'moves in flight at once while moving slots back', '4')
+    .action(async (options) => rollbackCommand(output(), access(), options));
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')

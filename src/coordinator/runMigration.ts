@@ -21,6 +21,8 @@ import { runBounded } from './runBounded.js';
 import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type ControlLimits } from './migrationCheckpoint.js';
 import { ByteProgressRecorder } from './recordProgress.js';
 import { serialQueries } from './serialQueries.js';
+import { CopyThrottle } from './copyThrottle.js';
+import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -33,7 +35,19 @@ export interface MigrationRunOptions {
   batchSlotsMax?: number;
   /** How pause and cancel requests are followed. */
   controlLimits?: ControlLimits;
+  /** Copy pacing and the replication bounds that hold or stop copying. */
+  throttle?: ThrottleOptions;
 }
+
+export interface ThrottleOptions {
+  copyBytesPerSecMax?: number;
+  lagBytesMax?: number;
+  walRetainedBytesMax?: number;
+  holdMsMax?: number;
+}
+
+/** How long copying may stay held for a lagging subscription before the migration gives up. */
+export const COPY_HOLD_MS_MAX_DEFAULT = 30 * 60_000;
 
 export const BATCH_SLOTS_MAX_DEFAULT = 16;
 
@@ -46,6 +60,8 @@ export interface MigrationSummary {
   seconds: number;
   /** Online moves: each switched slot's write pause (freeze → switch), in ms. */
   pausesMs: number[];
+  /** Bytes the copies streamed in this run (COPY format, smaller than the slots on disk). */
+  bytesStreamed: number;
   error?: string;
 }
 
@@ -85,10 +101,11 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
  */
 async function runOnlineBatches(
   batches: readonly OnlineBatch[],
-  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; checkpoint: MigrationCheckpoint },
+  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; throttle: CopyThrottle; checkpoint: MigrationCheckpoint },
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
   const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  const migrationId = batches[0]?.migrationId;
   const runs: OnlineBatchRun[] = [];
   const clients: pg.Client[] = [];
   let failure: unknown;
@@ -98,6 +115,19 @@ async function runOnlineBatches(
   });
   const nodesOf = (batch: OnlineBatch): string[] => [batch.source.name, batch.target.name];
   const limitOf = (name: string): number => shared.nodes.get(name)?.concurrencyMax ?? 1;
+  const stopWatch = migrationId === undefined ? async () => {} : watchReplication({
+    migrationId,
+    prefix: `${REPLICATION_NAME_PREFIX}m${migrationId}_`,
+    sources: [...new Set(batches.map((batch) => batch.source.name))].map((name) => shared.nodes.get(name)!),
+    passwords: shared.access.passwords,
+    throttle: shared.throttle,
+    limits: {
+      lagBytesMax: options.throttle?.lagBytesMax ?? REPLICATION_WATCH_DEFAULT.lagBytesMax,
+      walRetainedBytesMax: options.throttle?.walRetainedBytesMax ?? REPLICATION_WATCH_DEFAULT.walRetainedBytesMax,
+      pollMs: REPLICATION_WATCH_DEFAULT.pollMs,
+    },
+    emit: shared.emit,
+  });
   try {
     await runWithNodeLimits(batches, nodesOf, limitOf, options.moveConcurrencyMax, (batch) => stopOnFailure((async () => {
       // A batch an interrupted run began is opened anyway: only its run can roll it back.
@@ -112,10 +142,12 @@ async function runOnlineBatches(
         target: await open(() => connectNode(batch.target, shared.access.passwords, 'reshard mover')),
         catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
       };
-      const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords });
+      const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords, copyGate: shared.throttle });
       runs.push(run);
       await run.stream();
     })()), () => failure !== undefined);
+    // Copies are over: nothing left to hold.
+    await stopWatch();
     if (failure === undefined) {
       // Cutovers of batches on different sources may overlap; each node takes one at a time.
       await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
@@ -142,6 +174,7 @@ async function runOnlineBatches(
     }));
     return { failure, switched };
   } finally {
+    await stopWatch();
     await Promise.all(clients.map((client) => client.end().catch(() => {})));
   }
 }
@@ -156,7 +189,7 @@ function errorLine(error: unknown): string {
 
 async function executeMove(
   move: MoveRecord,
-  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink },
+  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink; throttle: CopyThrottle },
 ): Promise<{ bytes: number; rows: number }> {
   const source = shared.nodes.get(move.source);
   const target = shared.nodes.get(move.target);
@@ -181,6 +214,7 @@ async function executeMove(
       target: await open(() => connectNode(target, shared.access.passwords, 'reshard mover')),
       catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
       emit: shared.emit,
+      copyGate: shared.throttle,
       facts: {},
     };
     await runMove(context, shared.steps);
@@ -231,6 +265,11 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       steps: OFFLINE_MOVE_STEPS,
       emit: progress.sink,
       checkpoint,
+      // One gate for every copy of this migration: the rate cap is global.
+      throttle: new CopyThrottle({
+        ...(options.throttle?.copyBytesPerSecMax !== undefined ? { bytesPerSecMax: options.throttle.copyBytesPerSecMax } : {}),
+        holdMsMax: options.throttle?.holdMsMax ?? COPY_HOLD_MS_MAX_DEFAULT,
+      }),
     };
     await installHelpersOnSources(pending, shared.nodes, options.access);
     options.emit({ type: 'migration_started', migrationId, mode: migration.mode, moves: moves.length, bytesTotal: migration.bytesTotal, resumed: options.resumed ?? false });
@@ -283,12 +322,12 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       const state = isCancellation(failure) ? await checkpoint.finishCancel() : 'failed';
       await finishMigration(lock, migrationId, state, error);
       options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });
-      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, error };
+      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes, error };
     }
     await retireDrainedNodes(lock);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
-    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses };
+    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes };
   } finally {
     await progress?.stop();
     await lock.end().catch(() => {});

@@ -151,7 +151,6 @@ export class DashboardMonitor {
   constructor(
     private readonly access: ClusterAccess,
     private readonly limits: MonitorLimits = MONITOR_LIMITS_DEFAULT,
-    private readonly rollbackAvailable = false,
   ) {
     this.probe = new NodeProbe(access.passwords);
     this.redact = makeRedactor(access.catalog.password ? [access.catalog.password] : []);
@@ -357,7 +356,7 @@ export class DashboardMonitor {
         id: String(entry.id), at: entry.at.toISOString(), migration_id: entry.migrationId, slot: entry.slot ?? null,
         step: entry.step, action: entry.action, ...describeEntry(entry, this.redact),
       })),
-      actions: { token_required: true, rollback_available: this.rollbackAvailable },
+      actions: { token_required: true, rollback_available: true },
     };
     if (read) this.metrics.update(state, read.moves, read.journal);
     return state;

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { badInput, ReshardError } from '../core/errors.js';
 import type { ClusterAccess } from '../coordinator/catalogAccess.js';
-import { ActionUnavailable, DASHBOARD_ACTIONS, rollbackAvailable, runAction, type DashboardAction } from './actions.js';
+import { DASHBOARD_ACTIONS, DashboardActions, type DashboardAction } from './actions.js';
 import type { DashboardState } from './dashboardState.js';
 import { DashboardMonitor, MONITOR_LIMITS_DEFAULT, type MonitorLimits } from './monitor.js';
 
@@ -104,7 +104,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
   const port = options.port ?? DASHBOARD_PORT_DEFAULT;
   const staticDir = staticDirectory();
   const files = new Map(Object.entries(STATIC_FILES).map(([path, entry]) => [path, { body: readFileSync(`${staticDir}${entry.file}`), type: entry.type }]));
-  const monitor = new DashboardMonitor(options.access, options.limits ?? MONITOR_LIMITS_DEFAULT, rollbackAvailable());
+  const monitor = new DashboardMonitor(options.access, options.limits ?? MONITOR_LIMITS_DEFAULT);
+  const actions = new DashboardActions(options.access);
   await monitor.start();
   const streams = new Set<ServerResponse>();
 
@@ -151,9 +152,9 @@ export async function startDashboard(options: DashboardOptions): Promise<Running
         return sendError(response, 403, 'forbidden', 'the control token is wrong', `use the token printed when the dashboard started, or the value of ${TOKEN_ENV}`);
       }
       try {
-        return sendJson(response, 200, { action, ...(await runAction(options.access, action as DashboardAction)) });
+        const answer = await actions.run(action as DashboardAction);
+        return sendJson(response, answer.status, { action, ...answer.body });
       } catch (error) {
-        if (error instanceof ActionUnavailable) return sendError(response, 501, 'not_implemented', error.message, error.fix);
         if (error instanceof ReshardError) return sendError(response, STATUS_BY_ERROR[error.code] ?? 500, error.code, error.message, error.fix);
         throw error;
       }

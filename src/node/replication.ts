@@ -147,3 +147,30 @@ export async function reshardReplicationObjects(db: Queryable): Promise<{ public
     slots: slots.rows.map((row) => row.name),
   };
 }
+
+export interface ReplicationSlotHealth {
+  slotName: string;
+  /** WAL the source keeps for this slot (from its restart point to now). */
+  retainedBytes: number;
+  /** Bytes the subscriber has yet to replay; undefined while no subscriber streams (e.g. during the initial copy). */
+  lagBytes: number | undefined;
+}
+
+/** Retained WAL and apply lag of the replication slots whose name starts with `prefix`, on one source. */
+export async function replicationSlotHealth(source: Queryable, prefix: string): Promise<ReplicationSlotHealth[]> {
+  const result = await source.query<{ slot_name: string; retained: string | null; lag: string | null }>(
+    `SELECT s.slot_name,
+            (pg_current_wal_lsn() - s.restart_lsn)::text AS retained,
+            (pg_current_wal_lsn() - r.replay_lsn)::text AS lag
+       FROM pg_replication_slots s
+       LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+      WHERE starts_with(s.slot_name, $1)
+      ORDER BY s.slot_name`,
+    [prefix],
+  );
+  return result.rows.map((row) => ({
+    slotName: row.slot_name,
+    retainedBytes: Math.max(0, Number(row.retained ?? 0)),
+    lagBytes: row.lag === null ? undefined : Math.max(0, Number(row.lag)),
+  }));
+}

@@ -183,10 +183,16 @@ describe('dashboard in a real browser during a real migration', () => {
     }
   }, 300_000);
 
-  it('answers rollback with 501 while no rollback exists, and bad --port or a busy port with one clear line', async () => {
-    const rollback = await fetch(new URL('api/migration/rollback', dashboard.url), { method: 'POST', headers: { 'X-Reshard-Token': TOKEN } });
-    expect(rollback.status).toBe(501);
-    expect(await rollback.json()).toMatchObject({ error: { code: 'not_implemented' } });
+  it('rolls the migration back from the API with the token, and answers bad --port or a busy port with one clear line', async () => {
+    const endpoint = new URL('api/migration/rollback', dashboard.url);
+    expect((await fetch(endpoint, { method: 'POST' })).status).toBe(401);
+    const rollback = await fetch(endpoint, { method: 'POST', headers: { 'X-Reshard-Token': TOKEN } });
+    expect([200, 202]).toContain(rollback.status);
+    const state = async (): Promise<{ history: { id: number; state: string }[] }> => (await fetch(new URL('api/state', dashboard.url))).json() as Promise<{ history: { id: number; state: string }[] }>;
+    // Switched slots move back as a new migration; the first one ends rolled back.
+    await expect.poll(async () => (await state()).history.map((entry) => entry.state), { timeout: 120_000, interval: 500 }).toEqual(['completed', 'rolled_back']);
+    expect((await verifyCluster(access)).problems).toEqual([]);
+    expect((await fetch(new URL('metrics', dashboard.url)).then((response) => response.text()))).toMatch(/reshard_node_slots\{node="n4"\} 0/);
 
     const catalogArgs = ['--catalog', `postgres://postgres@127.0.0.1:${cluster.servers[0]!.port}/postgres`];
     const busyPort = new URL(dashboard.url).port;

@@ -6,15 +6,29 @@ import { getMigration, listMigrations, listMoves, migrationIsHeld } from '../../
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError } from '../../core/errors.js';
-import type { MigrationSummary } from '../../coordinator/runMigration.js';
+import type { MigrationSummary, ThrottleOptions } from '../../coordinator/runMigration.js';
 import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
-import { parseWholeNumber } from '../parseNumbers.js';
+import { parseByteSize, parseWholeNumber } from '../parseNumbers.js';
 import { describePlan, planJson } from './planCommand.js';
 
-export interface RebalanceCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string }
+export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string }
+
+export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string }
+
+/** --max-copy-rate 50MB (per second), --max-lag 256MB, --max-wal-retained 8GB. */
+export function throttleOptions(options: ThrottleCommandOptions): ThrottleOptions {
+  const copyBytesPerSecMax = parseByteSize(options.maxCopyRate?.replace(/\/s$/i, ''), '--max-copy-rate');
+  const lagBytesMax = parseByteSize(options.maxLag, '--max-lag');
+  const walRetainedBytesMax = parseByteSize(options.maxWalRetained, '--max-wal-retained');
+  return {
+    ...(copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax } : {}),
+    ...(lagBytesMax !== undefined ? { lagBytesMax } : {}),
+    ...(walRetainedBytesMax !== undefined ? { walRetainedBytesMax } : {}),
+  };
+}
 
 function summaryJson(summary: MigrationSummary): Record<string, unknown> {
   return {
@@ -23,6 +37,7 @@ function summaryJson(summary: MigrationSummary): Record<string, unknown> {
     slots_moved: summary.slotsMoved,
     bytes_moved: summary.bytesMoved,
     rows_moved: summary.rowsMoved,
+    bytes_streamed: summary.bytesStreamed,
     seconds: summary.seconds,
     ...(summary.pausesMs.length ? { pause_ms_p50: percentile(summary.pausesMs, 0.5), pause_ms_p99: percentile(summary.pausesMs, 0.99), pause_ms_max: Math.max(...summary.pausesMs) } : {}),
     ...(summary.error ? { error: summary.error } : {}),
@@ -63,6 +78,7 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
   const mode = options.mode ?? 'online';
   if (mode !== 'offline' && mode !== 'online') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
+  const throttle = throttleOptions(options);
   const prepared = await prepareRebalance(access, { mode, dryRun: options.dryRun ?? false });
   for (const warning of prepared.warnings) output.warn(warning);
   output.text(describePlan(prepared.plan));
@@ -82,7 +98,7 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
     return;
   }
   const progress = new MigrationProgress(output);
-  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax });
+  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle });
   output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves } });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
@@ -95,8 +111,9 @@ function pauseText(summary: MigrationSummary): string {
   return `; per-slot write pause p50 ${percentile(summary.pausesMs, 0.5).toFixed(0)} ms, max ${Math.max(...summary.pausesMs).toFixed(0)} ms`;
 }
 
-export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string }): Promise<void> {
+export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string } & ThrottleCommandOptions): Promise<void> {
   const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
+  const throttle = throttleOptions(options);
   // A paused migration goes on in the process that runs it; only an interrupted one is run here.
   const unpaused = await resumePausedMigration(access);
   if (unpaused) {
@@ -107,6 +124,7 @@ export async function resumeCommand(output: Output, access: ClusterAccess, optio
   const progress = new MigrationProgress(output);
   const summary = await resumeMigration(access, {
     emit: progress.handle,
+    throttle,
     moveConcurrencyMax,
   });
   output.result(summaryJson(summary));

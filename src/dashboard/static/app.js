@@ -254,7 +254,8 @@ async function act(action) {
       result.className = 'ok';
       result.textContent = body.control !== undefined
         ? `${action}: migration ${body.migration_id} — control is now “${body.control}”${body.changed ? '' : ' (it already was)'}.`
-        : `${action}: done.`;
+        : body.started ? `${action}: started — ${body.message}.`
+          : `${action}: migration ${body.migration_id} — ${body.undone_slots.length} move(s) undone in place, ${body.moved_back_slots.length} slot(s) moved back.`;
     } else {
       result.className = 'error';
       result.textContent = `${action} refused (${response.status}): ${body.error.message}. ${body.error.fix}`;
