@@ -1,4 +1,5 @@
 import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves } from '../catalog/migrations.js';
+import { requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
@@ -149,6 +150,8 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     if (!resumable) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
     if (await migrationIsHeld(catalog, resumable.id)) throw migrationAlreadyRunningError(resumable.id, true);
     if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
+    // A migration interrupted while paused: resuming it is the request to go on (a cancel stays and is carried out).
+    await requestResume(catalog, resumable.id);
     return resumable.id;
   });
   return runMigration(migrationId, { access, emit: options.emit, moveConcurrencyMax: options.moveConcurrencyMax, resumed: true, ...(options.throttle ? { throttle: options.throttle } : {}) });

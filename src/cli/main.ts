@@ -5,11 +5,12 @@ import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
-import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
+import { dashboardCommand } from './commands/dashboardCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -91,12 +92,20 @@ function buildProgram(state: { output: Output }): Command {
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
   program.command('resume')
-    .description('continue an interrupted migration from its journal')
-    .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
+    .description('continue a paused migration, or an interrupted one from its journal')
+    .option('--concurrency <n>', 'moves in flight at once across the cluster (interrupted migrations)', '4')
     .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .action(async (options) => resumeCommand(output(), access(), options));
+
+  program.command('pause')
+    .description('hold the running migration before its next step (steps in flight finish); `reshard resume` continues it')
+    .action(async () => pauseCommand(output(), access()));
+
+  program.command('cancel')
+    .description('stop the running migration: no new step starts, moves that have not switched are rolled back')
+    .action(async () => cancelCommand(output(), access()));
 
   program.command('rollback')
     .description('undo the latest migration: unswitched moves in place, switched slots moved back')
@@ -108,6 +117,12 @@ function buildProgram(state: { output: Output }): Command {
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')
     .action(async (options) => statusCommand(output(), access(), options));
+
+  program.command('dashboard')
+    .description('serve a live web page (and JSON API, Prometheus /metrics) for the cluster in the catalog, until Ctrl-C')
+    .option('--host <address>', 'address to listen on (loopback by default)', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0: any free port)', '7463')
+    .action(async (options) => dashboardCommand(output(), access(), options));
 
   program.command('verify').description('check that every slot is attached on its owner only, and count rows')
     .action(async () => {
@@ -144,6 +159,10 @@ function buildProgram(state: { output: Output }): Command {
     .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
     .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
     .option('--keep', 'leave the servers running afterwards')
+    .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')
+    .option('--dashboard-host <address>', 'dashboard address (loopback by default)')
+    .option('--dashboard-port <n>', 'dashboard port (0: any free port)', '7463')
+    .option('--dashboard-linger <seconds>', 'keep the dashboard up this long after the rebalance (Ctrl-C stops sooner)', '60')
     .action(async (options) => {
       if (!(await demoCommand(output(), options))) throw new CommandFailed('the demo could not verify the data');
     });

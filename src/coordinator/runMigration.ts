@@ -18,6 +18,9 @@ import type { SlotTable } from '../node/slotPartitions.js';
 import { connectCatalog, type ClusterAccess } from './catalogAccess.js';
 import type { MigrationEventSink } from './events.js';
 import { runBounded } from './runBounded.js';
+import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type ControlLimits } from './migrationCheckpoint.js';
+import { ByteProgressRecorder } from './recordProgress.js';
+import { serialQueries } from './serialQueries.js';
 import { CopyThrottle } from './copyThrottle.js';
 import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
@@ -31,6 +34,8 @@ export interface MigrationRunOptions {
   onlineLimits?: OnlineLimits;
   /** Online mode: most slots one publication/subscription carries. */
   batchSlotsMax?: number;
+  /** How pause and cancel requests are followed. */
+  controlLimits?: ControlLimits;
   /** Copy pacing and the replication bounds that hold or stop copying. */
   throttle?: ThrottleOptions;
   /** Share of each target's capacity that must stay free; checked again right before moves start. */
@@ -51,7 +56,7 @@ export const BATCH_SLOTS_MAX_DEFAULT = 16;
 
 export interface MigrationSummary {
   migrationId: number;
-  state: 'completed' | 'failed';
+  state: 'completed' | 'failed' | 'cancelled';
   slotsMoved: number;
   bytesMoved: number;
   rowsMoved: number;
@@ -99,7 +104,7 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
  */
 async function runOnlineBatches(
   batches: readonly OnlineBatch[],
-  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; throttle: CopyThrottle },
+  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; throttle: CopyThrottle; checkpoint: MigrationCheckpoint },
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
   const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
@@ -128,6 +133,8 @@ async function runOnlineBatches(
   });
   try {
     await runWithNodeLimits(batches, nodesOf, limitOf, options.moveConcurrencyMax, (batch) => stopOnFailure((async () => {
+      // A batch an interrupted run began is opened anyway: only its run can roll it back.
+      await shared.checkpoint.pass({ cancellable: batch.moves.every((move) => move.state === 'pending') });
       const starting = batch.moves.filter((move) => move.state === 'pending');
       if (starting.length > 0) await assertRoomForMoves(batch.target, starting, shared.access.passwords, options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT);
       const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
@@ -149,8 +156,10 @@ async function runOnlineBatches(
     if (failure === undefined) {
       // Cutovers of batches on different sources may overlap; each node takes one at a time.
       await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
-        (run) => stopOnFailure(run.cutOver()), () => failure !== undefined);
+        (run) => stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver())), () => failure !== undefined);
     }
+    // Every slot has switched: a cancel is too late, cleanup is owed (invariant 5); a pause still holds.
+    if (failure === undefined) await shared.checkpoint.pass({ cancellable: false }).catch((error: unknown) => { failure ??= error; });
     const switched: OnlineBatchResult['switched'] = [];
     await Promise.all(runs.map(async (run) => {
       try {
@@ -238,6 +247,7 @@ async function executeMove(
 export async function runMigration(migrationId: number, options: MigrationRunOptions): Promise<MigrationSummary> {
   const started = Date.now();
   const lock = await connectCatalog(options.access, 'reshard coordinator');
+  let progress: ByteProgressRecorder | undefined;
   try {
     if (!(await holdMigration(lock, migrationId))) {
       throw new ReshardError('conflict', `migration ${migrationId} is being run by another reshard process`, 'wait for it (`reshard status`)');
@@ -248,13 +258,19 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
     }
     const moves = await listMoves(lock, migrationId);
     const pending = moves.filter((move) => move.state !== 'done');
+    // Checkpoints of parallel batches and the progress recorder share the coordinator's session.
+    const controlSession = serialQueries(lock);
+    progress = new ByteProgressRecorder(controlSession, migrationId, options.emit);
+    progress.start();
+    const checkpoint = new MigrationCheckpoint(controlSession, migrationId, options.emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
     const shared = {
       access: options.access,
       nodes: new Map((await listNodes(lock, { includeRemoved: true })).map((node) => [node.name, node])),
       tables: (await listShardedTables(lock)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey })),
       modulus: (await getCluster(lock)).modulus,
       steps: OFFLINE_MOVE_STEPS,
-      emit: options.emit,
+      emit: progress.sink,
+      checkpoint,
       headroomFraction: options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT,
       // One gate for every copy of this migration: the rate cap is global.
       throttle: new CopyThrottle({
@@ -277,7 +293,8 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
         const results = await runBounded(
           pending.filter((move) => move.wave === wave),
           options.moveConcurrencyMax,
-          (move) => executeMove(move, shared).catch((error: unknown) => {
+          // A move begun by an interrupted run is finished forward: its own steps know how far it got.
+          (move) => checkpoint.pass({ cancellable: move.state === 'pending' }).then(() => executeMove(move, shared)).catch((error: unknown) => {
             failure ??= error;
             throw error;
           }),
@@ -305,18 +322,21 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       }
     }
 
+    await progress.stop();
     const seconds = (Date.now() - started) / 1000;
     if (failure) {
       const error = errorLine(failure);
-      await finishMigration(lock, migrationId, 'failed', error);
-      options.emit({ type: 'migration_finished', migrationId, state: 'failed', seconds, slotsMoved, bytesMoved, error });
-      return { migrationId, state: 'failed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes, error };
+      const state = isCancellation(failure) ? await checkpoint.finishCancel() : 'failed';
+      await finishMigration(lock, migrationId, state, error);
+      options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });
+      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes, error };
     }
     await retireDrainedNodes(lock);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
     return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes };
   } finally {
+    await progress?.stop();
     await lock.end().catch(() => {});
   }
 }

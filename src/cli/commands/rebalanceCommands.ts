@@ -1,4 +1,5 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration } from '../../admin/rebalance.js';
+import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
 import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
 import { getMigration, listMigrations, listMoves, migrationIsHeld, type MoveRecord } from '../../catalog/migrations.js';
@@ -47,7 +48,31 @@ function summaryJson(summary: MigrationSummary): Record<string, unknown> {
   };
 }
 
+function controlJson(outcome: ControlOutcome): Record<string, unknown> {
+  return { migration_id: outcome.migrationId, control: outcome.control, changed: outcome.changed, held: outcome.held };
+}
+
+export async function pauseCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const outcome = await pauseMigration(access);
+  output.result(controlJson(outcome));
+  output.text(outcome.changed
+    ? `Migration ${outcome.migrationId} will pause before its next step (work in flight finishes first). Continue it with \`reshard resume\`.`
+    : `Migration ${outcome.migrationId} is already paused. Continue it with \`reshard resume\`.`);
+}
+
+export async function cancelCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const outcome = await cancelMigration(access);
+  output.result(controlJson(outcome));
+  const what = outcome.held
+    ? 'it starts no new step and rolls back the moves that have not switched; `reshard status` shows when it is cancelled'
+    : 'it was interrupted, so the rollback happens when `reshard resume` runs it';
+  output.text(`Migration ${outcome.migrationId} ${outcome.changed ? 'is being cancelled' : 'was already being cancelled'}: ${what}.`);
+}
+
 function failIfFailed(summary: MigrationSummary): void {
+  if (summary.state === 'cancelled') {
+    throw new ReshardError('aborted', `migration ${summary.migrationId} was cancelled; its moves that had not switched were rolled back`, 'run `reshard rebalance` to plan again');
+  }
   if (summary.state === 'failed') {
     throw new ReshardError('aborted', `migration ${summary.migrationId} stopped: ${summary.error ?? 'a move failed'}`, 'fix the cause, then run `reshard resume`');
   }
@@ -84,7 +109,7 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
   output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
-    : `Migration ${summary.migrationId} failed after ${summary.slotsMoved} moves.`);
+    : `Migration ${summary.migrationId} ${summary.state} after ${summary.slotsMoved} moves.`);
   failIfFailed(summary);
 }
 
@@ -94,12 +119,20 @@ function pauseText(summary: MigrationSummary): string {
 }
 
 export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string } & ThrottleCommandOptions): Promise<void> {
+  const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
   const throttle = throttleOptions(options);
+  // A paused migration goes on in the process that runs it; only an interrupted one is run here.
+  const unpaused = await resumePausedMigration(access);
+  if (unpaused) {
+    output.result(controlJson(unpaused));
+    output.text(`Migration ${unpaused.migrationId} resumed: its coordinator goes on within a second.`);
+    return;
+  }
   const progress = new MigrationProgress(output);
   const summary = await resumeMigration(access, {
     emit: progress.handle,
     throttle,
-    moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
+    moveConcurrencyMax,
   });
   output.result(summaryJson(summary));
   output.text(`Migration ${summary.migrationId} ${summary.state}: ${summary.slotsMoved} slots moved in total.`);
