@@ -11,3 +11,4 @@ export type { MigrationEvent } from './coordinator/events.js';
 export { slotOf, slotOfKey, type ShardKeyType } from './core/hash.js';
 export { ReshardError } from './core/errors.js';
 export { planRebalance, compareStrategies } from './planner/index.js';
+export { runDoctor, type DoctorFinding, type DoctorReport } from './admin/doctor.js';

@@ -5,7 +5,7 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, writeInitialSlotMap, SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
 import type { ConnectionSettings } from '../core/connection.js';
-import { badInput } from '../core/errors.js';
+import { ReshardError, badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import { initialSlotMap } from '../core/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
@@ -53,24 +53,25 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
 
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
-    const existing = await listNodes(catalog, { includeRemoved: true });
-    if (existing.some((node) => node.name === request.name && node.state !== 'removed')) throw duplicateNodeError(request.name);
     const password = access.passwords(request.name);
-    const nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
+    // One add at a time, and the node's DDL commits only after its catalog
+    // row: a concurrent add of the same name then fails cleanly before it
+    // touches its server, and a failed add leaves nothing on the node.
+    await catalog.query('BEGIN');
+    let nodeClient: pg.Client | undefined;
     try {
+      await catalog.query(`SET LOCAL lock_timeout = '${NODE_ADD_LOCK_TIMEOUT_MS}ms'`);
+      await lockNodeAdds(catalog);
+      const existing = await listNodes(catalog, { includeRemoved: true });
+      if (existing.some((node) => node.name === request.name && node.state !== 'removed')) throw duplicateNodeError(request.name);
+      nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
       const facts = await inspectNode(nodeClient);
       assertNodeUsable(request.name, facts);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
       await nodeClient.query('BEGIN');
-      try {
-        await installNodeHelpers(nodeClient);
-        for (const table of tables) await createParentTable(nodeClient, table);
-        await nodeClient.query('COMMIT');
-      } catch (error) {
-        await nodeClient.query('ROLLBACK');
-        throw error;
-      }
+      await installNodeHelpers(nodeClient);
+      for (const table of tables) await createParentTable(nodeClient, table);
       const node: NodeRecord = {
         name: request.name,
         connection: { ...request.connection, password: undefined },
@@ -81,41 +82,54 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         serverVersion: facts.serverVersion,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
+      await catalog.query('COMMIT');
+      // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
+      await nodeClient.query('COMMIT');
       return { node, warnings: onlineMoverWarnings(request.name, facts), slotMapRespread };
+    } catch (error) {
+      await catalog.query('ROLLBACK').catch(() => {});
+      await nodeClient?.query('ROLLBACK').catch(() => {});
+      throw error;
     } finally {
-      await nodeClient.end().catch(() => {});
+      await nodeClient?.end().catch(() => {});
     }
   });
 }
 
-async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmpty: boolean, modulus: number): Promise<boolean> {
-  await catalog.query('BEGIN');
+/** Longest a `node add` waits for another one to finish. */
+const NODE_ADD_LOCK_TIMEOUT_MS = 30_000;
+
+/** Transaction lock serialising `node add` runs against one catalog. */
+const NODE_ADD_LOCK_KEY = 0x7273_6e61; // "rsna"
+
+async function lockNodeAdds(catalog: pg.ClientBase): Promise<void> {
   try {
-    await catalog.query('LOCK TABLE reshard.slot IN EXCLUSIVE MODE');
-    await insertNode(catalog, node);
-    const slotMap = await readSlotMap(catalog);
-    let respread = false;
-    if (slotMap.owners.length === 0 || clusterIsEmpty) {
-      const active = (await listNodes(catalog)).filter((candidate) => candidate.state === 'active' && candidate.weight > 0);
-      const owners = initialSlotMap(active.map((candidate) => candidate.name), modulus).owners;
-      if (slotMap.owners.length === 0) {
-        await writeInitialSlotMap(catalog, owners);
-      } else {
-        await catalog.query(
-          `UPDATE reshard.slot s SET owner = u.owner, changed_epoch = c.epoch + 1
-             FROM unnest($1::text[]) WITH ORDINALITY AS u(owner, n), reshard.cluster c
-            WHERE s.slot = u.n - 1`,
-          [owners],
-        );
-        const bumped = await catalog.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
-        await catalog.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
-      }
-      respread = true;
-    }
-    await catalog.query('COMMIT');
-    return respread;
+    await catalog.query('SELECT pg_advisory_xact_lock($1)', [NODE_ADD_LOCK_KEY]);
   } catch (error) {
-    await catalog.query('ROLLBACK');
-    throw error;
+    if ((error as { code?: string }).code !== '55P03') throw error;
+    throw new ReshardError('conflict', `another \`reshard node add\` has held the catalog for ${NODE_ADD_LOCK_TIMEOUT_MS / 1000} s`, 'retry when it has finished');
   }
+}
+
+/** Records the node (and spreads the slot map while the cluster holds no data), inside the caller's transaction. */
+async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmpty: boolean, modulus: number): Promise<boolean> {
+  await catalog.query('LOCK TABLE reshard.slot IN EXCLUSIVE MODE');
+  await insertNode(catalog, node);
+  const slotMap = await readSlotMap(catalog);
+  if (slotMap.owners.length > 0 && !clusterIsEmpty) return false;
+  const active = (await listNodes(catalog)).filter((candidate) => candidate.state === 'active' && candidate.weight > 0);
+  const owners = initialSlotMap(active.map((candidate) => candidate.name), modulus).owners;
+  if (slotMap.owners.length === 0) {
+    await writeInitialSlotMap(catalog, owners);
+  } else {
+    await catalog.query(
+      `UPDATE reshard.slot s SET owner = u.owner, changed_epoch = c.epoch + 1
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(owner, n), reshard.cluster c
+        WHERE s.slot = u.n - 1`,
+      [owners],
+    );
+    const bumped = await catalog.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
+    await catalog.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
+  }
+  return true;
 }

@@ -1,12 +1,12 @@
-import type pg from 'pg';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
-import { describeTable, listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
+import { describeTable, listShardedTables } from '../catalog/tables.js';
 import { quoteQualified } from '../core/identifier.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { connectNode } from '../node/nodeAccess.js';
-import { attachedSlots } from '../node/slotPartitions.js';
+import { fencedLeaves } from '../node/fence.js';
+import { attachedSlots, standaloneLeaves } from '../node/slotPartitions.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -14,16 +14,6 @@ export interface VerifyReport {
   problems: string[];
   rowsByTable: Record<string, number>;
   rowsTotal: number;
-}
-
-/** Tables on a node that look like reshard leaves but are attached to nothing: staging leftovers. */
-async function strayLeaves(client: pg.ClientBase, table: ShardedTableRecord): Promise<string[]> {
-  const result = await client.query<{ relname: string }>(
-    `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname ~ ('^' || $2 || '_s[0-9]+$') AND NOT c.relispartition`,
-    [table.schema, table.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')],
-  );
-  return result.rows.map((row) => row.relname);
 }
 
 /**
@@ -52,15 +42,12 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
           const perSlot = attachedBy.get(key) ?? new Map<number, string[]>();
           attachedBy.set(key, perSlot);
           for (const slot of slots.keys()) perSlot.set(slot, [...(perSlot.get(slot) ?? []), node.name]);
-          for (const stray of await strayLeaves(client, table)) problems.push(`node ${node.name}: ${stray} is a leftover staging table (not attached)`);
+          for (const stray of await standaloneLeaves(client, table)) problems.push(`node ${node.name}: ${stray} is a leftover staging table (not attached)`);
           const counted = await client.query<{ rows: string }>(`SELECT count(*)::text AS rows FROM ${quoteQualified(table.schema, table.name)}`);
           rowsByTable[key] = (rowsByTable[key] ?? 0) + Number(counted.rows[0]!.rows);
-          const fenced = await client.query<{ relname: string }>(
-            `SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-              JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = to_regclass($1) AND t.tgname LIKE 'reshard_fence%'`,
-            [quoteQualified(table.schema, table.name)],
-          );
-          for (const row of fenced.rows) problems.push(`node ${node.name}: ${row.relname} is still fenced`);
+          for (const fenced of await fencedLeaves(client, table)) {
+            if (fenced.attached) problems.push(`node ${node.name}: ${fenced.leaf} is still fenced`);
+          }
         }
       } finally {
         await client.end().catch(() => {});

@@ -152,6 +152,32 @@ export async function reopenMigration(db: Queryable, id: number): Promise<void> 
   }
 }
 
+/**
+ * A migration whose objects on the nodes are still needed: running (or
+ * interrupted), failed with moves `resume` will finish, or held by a
+ * coordinator (a rollback holds the migration it takes back).
+ */
+export interface MigrationInFlight {
+  id: number;
+  state: MigrationState;
+  /** Every slot it moves, finished or not: their leaves, fences and replication objects are its own. */
+  slots: number[];
+}
+
+export async function migrationsInFlight(db: Queryable): Promise<MigrationInFlight[]> {
+  const result = await db.query<{ id: string; state: MigrationState; slots: number[] }>(
+    `SELECT m.id::text, m.state, coalesce(array_agg(mv.slot ORDER BY mv.slot) FILTER (WHERE mv.slot IS NOT NULL), '{}') AS slots
+       FROM reshard.migration m LEFT JOIN reshard.move mv ON mv.migration_id = m.id
+      WHERE m.state = 'running'
+         OR (m.state = 'failed' AND m.id = (SELECT max(id) FROM reshard.migration)
+             AND EXISTS (SELECT 1 FROM reshard.move f WHERE f.migration_id = m.id AND f.state = 'failed'))
+         OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = m.id::oid AND l.granted)
+      GROUP BY m.id, m.state ORDER BY m.id`,
+    [COORDINATOR_LOCK_CLASS],
+  );
+  return result.rows.map((row) => ({ id: Number(row.id), state: row.state, slots: row.slots }));
+}
+
 /** Moves a failed migration left half-done (past their switch, or with an undo that could not finish). */
 export async function unfinishedMoves(db: Queryable, id: number): Promise<number> {
   const result = await db.query<{ count: string }>("SELECT count(*)::text FROM reshard.move WHERE migration_id = $1 AND state = 'failed'", [id]);

@@ -124,6 +124,18 @@ CREATE TABLE reshard.router (
 CREATE INDEX router_by_lease ON reshard.router (lease_until);
 `,
   },
+  {
+    version: 3,
+    description: 'migration control: pause and cancel requests for the running coordinator',
+    sql: `
+-- What an operator asked of a running migration; NULL means run. The
+-- coordinator reads it between units of work, so any process (CLI, dashboard)
+-- can steer a migration another process runs.
+ALTER TABLE reshard.migration
+  ADD COLUMN control text CHECK (control IN ('pause', 'cancel')),
+  ADD COLUMN control_at timestamptz;
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -11,7 +11,15 @@ export class MoveTimeline {
 
   constructor(private readonly now: () => number) {}
 
+  /** Diagnostics: every step event per slot with its time. */
+  readonly stepLog = new Map<number, string[]>();
+
   readonly handle = (event: MigrationEvent): void => {
+    if (event.type === 'step') {
+      const lines = this.stepLog.get(event.slot) ?? [];
+      lines.push(`m${event.migrationId} ${event.step} ${event.action} @${Math.round(this.now())}`);
+      this.stepLog.set(event.slot, lines);
+    }
     const key = 'slot' in event ? `${event.migrationId}:${event.slot}` : '';
     if (event.type === 'step' && event.step === 'prepare' && event.action === 'begin') this.moving.add(event.slot);
     if (event.type === 'step' && event.step === 'freeze' && event.action === 'begin') this.cutovers.set(key, { slot: event.slot, freezeMs: this.now() });

@@ -5,9 +5,12 @@ import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
-import { rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
+import { doctorCommand } from './commands/doctorCommand.js';
+import { dashboardCommand } from './commands/dashboardCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -20,7 +23,11 @@ function buildProgram(state: { output: Output }): Command {
     .option('--json', 'machine-readable output: JSON lines, the last one the result')
     .showHelpAfterError(false)
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // Commander's own errors (unknown command or option, a missing argument, a bad choice) in reshard's one-line form.
+      outputError: (text, write) => write(`reshard: error: ${text.replace(/^error: /, '').trim().replace(/\.$/, '')}. Fix: see \`reshard --help\` or \`reshard <command> --help\`\n`),
+    });
 
   const globals = (): GlobalOptions & { json?: boolean } => program.opts();
   const output = (): Output => {
@@ -78,20 +85,58 @@ function buildProgram(state: { output: Output }): Command {
     .option('--dry-run', 'print every step of every move without doing it')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
     .addOption(new Option('--mode <mode>', 'online: logical replication, writes pause per slot for milliseconds; offline: fenced COPY, the moving slot refuses writes while it moves').choices(['online', 'offline']).default('online'))
+    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
+    .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
+    .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
   program.command('resume')
-    .description('continue an interrupted migration from its journal')
-    .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
+    .description('continue a paused migration, or an interrupted one from its journal')
+    .option('--concurrency <n>', 'moves in flight at once across the cluster (interrupted migrations)', '4')
+    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
+    .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .action(async (options) => resumeCommand(output(), access(), options));
+
+  program.command('pause')
+    .description('hold the running migration before its next step (steps in flight finish); `reshard resume` continues it')
+    .action(async () => pauseCommand(output(), access()));
+
+  program.command('cancel')
+    .description('stop the running migration: no new step starts, moves that have not switched are rolled back')
+    .action(async () => cancelCommand(output(), access()));
+
+  program.command('rollback')
+    .description('undo the latest migration: unswitched moves in place, switched slots moved back')
+    .option('--migration <id>', 'the migration to roll back (must be the latest)')
+    .option('--slot <n>', 'only this slot\'s move')
+    .option('--concurrency <n>', 'moves in flight at once while moving slots back', '4')
+    .action(async (options) => rollbackCommand(output(), access(), options));
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')
     .action(async (options) => statusCommand(output(), access(), options));
 
+  program.command('dashboard')
+    .description('serve a live web page (and JSON API, Prometheus /metrics) for the cluster in the catalog, until Ctrl-C')
+    .option('--host <address>', 'address to listen on (loopback by default)', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0: any free port)', '7463')
+    .action(async (options) => dashboardCommand(output(), access(), options));
+
   program.command('verify').description('check that every slot is attached on its owner only, and count rows')
     .action(async () => {
       if (!(await verifyCommand(output(), access()))) throw new CommandFailed('verification found problems');
+    });
+
+  program.command('doctor')
+    .description('preflight and drift checks of the catalog and every node, one line per finding with its fix')
+    .option('--fix', 'remove leftovers no running migration owns: subscriptions, replication slots, publications, fence triggers, staged leaves (never ownership)')
+    .action(async (options: { fix?: boolean }) => {
+      const report = await doctorCommand(output(), access(), options);
+      if (report.errors > 0) {
+        throw new CommandFailed(`doctor found ${report.errors} error(s). Fix: follow the Fix of each error line${options.fix ? '' : ' (`reshard doctor --fix` removes leftovers)'}`);
+      }
     });
 
   program.command('check')
@@ -114,6 +159,10 @@ function buildProgram(state: { output: Output }): Command {
     .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
     .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
     .option('--keep', 'leave the servers running afterwards')
+    .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')
+    .option('--dashboard-host <address>', 'dashboard address (loopback by default)')
+    .option('--dashboard-port <n>', 'dashboard port (0: any free port)', '7463')
+    .option('--dashboard-linger <seconds>', 'keep the dashboard up this long after the rebalance (Ctrl-C stops sooner)', '60')
     .action(async (options) => {
       if (!(await demoCommand(output(), options))) throw new CommandFailed('the demo could not verify the data');
     });

@@ -62,6 +62,11 @@ export class MigrationProgress {
         break;
       case 'step':
         break;
+      case 'control':
+        this.output.warn(event.control === 'paused' ? `migration ${event.migrationId} is paused; \`reshard resume\` continues it`
+          : event.control === 'resumed' ? `migration ${event.migrationId} resumed after ${((event.pausedMs ?? 0) / 1000).toFixed(1)} s`
+            : `migration ${event.migrationId} is cancelled: rolling back the moves that have not switched`);
+        break;
     }
   };
 

@@ -34,3 +34,14 @@ export function parseByteSize(value: string | undefined, option: string): number
   }
   return Math.round(Number(match[1]) * factor);
 }
+
+/** "10", "10%" or "12.5 %" → 0.1, 0.125: a share of a whole, below 100 %. */
+export function parsePercent(value: string | undefined, option: string, fallbackFraction: number): number {
+  if (value === undefined) return fallbackFraction;
+  const match = /^\s*(\d+(?:\.\d+)?)\s*%?\s*$/.exec(value);
+  const percent = match ? Number(match[1]) : NaN;
+  if (!match || !(percent >= 0 && percent < 100)) {
+    throw badInput(`${option} must be a percentage from 0 to below 100, got "${value}"`, `pass e.g. ${option} 10%`);
+  }
+  return percent / 100;
+}

@@ -18,6 +18,12 @@ import type { SlotTable } from '../node/slotPartitions.js';
 import { connectCatalog, type ClusterAccess } from './catalogAccess.js';
 import type { MigrationEventSink } from './events.js';
 import { runBounded } from './runBounded.js';
+import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type ControlLimits } from './migrationCheckpoint.js';
+import { ByteProgressRecorder } from './recordProgress.js';
+import { serialQueries } from './serialQueries.js';
+import { CopyThrottle } from './copyThrottle.js';
+import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
+import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -28,19 +34,37 @@ export interface MigrationRunOptions {
   onlineLimits?: OnlineLimits;
   /** Online mode: most slots one publication/subscription carries. */
   batchSlotsMax?: number;
+  /** How pause and cancel requests are followed. */
+  controlLimits?: ControlLimits;
+  /** Copy pacing and the replication bounds that hold or stop copying. */
+  throttle?: ThrottleOptions;
+  /** Share of each target's capacity that must stay free; checked again right before moves start. */
+  headroomFraction?: number;
 }
+
+export interface ThrottleOptions {
+  copyBytesPerSecMax?: number;
+  lagBytesMax?: number;
+  walRetainedBytesMax?: number;
+  holdMsMax?: number;
+}
+
+/** How long copying may stay held for a lagging subscription before the migration gives up. */
+export const COPY_HOLD_MS_MAX_DEFAULT = 30 * 60_000;
 
 export const BATCH_SLOTS_MAX_DEFAULT = 16;
 
 export interface MigrationSummary {
   migrationId: number;
-  state: 'completed' | 'failed';
+  state: 'completed' | 'failed' | 'cancelled';
   slotsMoved: number;
   bytesMoved: number;
   rowsMoved: number;
   seconds: number;
   /** Online moves: each switched slot's write pause (freeze → switch), in ms. */
   pausesMs: number[];
+  /** Bytes the copies streamed in this run (COPY format, smaller than the slots on disk). */
+  bytesStreamed: number;
   error?: string;
 }
 
@@ -80,10 +104,11 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
  */
 async function runOnlineBatches(
   batches: readonly OnlineBatch[],
-  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord> },
+  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; throttle: CopyThrottle; checkpoint: MigrationCheckpoint },
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
   const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  const migrationId = batches[0]?.migrationId;
   const runs: OnlineBatchRun[] = [];
   const clients: pg.Client[] = [];
   let failure: unknown;
@@ -93,8 +118,25 @@ async function runOnlineBatches(
   });
   const nodesOf = (batch: OnlineBatch): string[] => [batch.source.name, batch.target.name];
   const limitOf = (name: string): number => shared.nodes.get(name)?.concurrencyMax ?? 1;
+  const stopWatch = migrationId === undefined ? async () => {} : watchReplication({
+    migrationId,
+    prefix: `${REPLICATION_NAME_PREFIX}m${migrationId}_`,
+    sources: [...new Set(batches.map((batch) => batch.source.name))].map((name) => shared.nodes.get(name)!),
+    passwords: shared.access.passwords,
+    throttle: shared.throttle,
+    limits: {
+      lagBytesMax: options.throttle?.lagBytesMax ?? REPLICATION_WATCH_DEFAULT.lagBytesMax,
+      walRetainedBytesMax: options.throttle?.walRetainedBytesMax ?? REPLICATION_WATCH_DEFAULT.walRetainedBytesMax,
+      pollMs: REPLICATION_WATCH_DEFAULT.pollMs,
+    },
+    emit: shared.emit,
+  });
   try {
     await runWithNodeLimits(batches, nodesOf, limitOf, options.moveConcurrencyMax, (batch) => stopOnFailure((async () => {
+      // A batch an interrupted run began is opened anyway: only its run can roll it back.
+      await shared.checkpoint.pass({ cancellable: batch.moves.every((move) => move.state === 'pending') });
+      const starting = batch.moves.filter((move) => move.state === 'pending');
+      if (starting.length > 0) await assertRoomForMoves(batch.target, starting, shared.access.passwords, options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT);
       const open = async (connect: () => Promise<pg.Client>): Promise<pg.Client> => {
         const client = await connect();
         clients.push(client);
@@ -105,15 +147,19 @@ async function runOnlineBatches(
         target: await open(() => connectNode(batch.target, shared.access.passwords, 'reshard mover')),
         catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
       };
-      const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords });
+      const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords, copyGate: shared.throttle });
       runs.push(run);
       await run.stream();
     })()), () => failure !== undefined);
+    // Copies are over: nothing left to hold.
+    await stopWatch();
     if (failure === undefined) {
       // Cutovers of batches on different sources may overlap; each node takes one at a time.
       await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
-        (run) => stopOnFailure(run.cutOver()), () => failure !== undefined);
+        (run) => stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver())), () => failure !== undefined);
     }
+    // Every slot has switched: a cancel is too late, cleanup is owed (invariant 5); a pause still holds.
+    if (failure === undefined) await shared.checkpoint.pass({ cancellable: false }).catch((error: unknown) => { failure ??= error; });
     const switched: OnlineBatchResult['switched'] = [];
     await Promise.all(runs.map(async (run) => {
       try {
@@ -133,6 +179,7 @@ async function runOnlineBatches(
     }));
     return { failure, switched };
   } finally {
+    await stopWatch();
     await Promise.all(clients.map((client) => client.end().catch(() => {})));
   }
 }
@@ -147,7 +194,7 @@ function errorLine(error: unknown): string {
 
 async function executeMove(
   move: MoveRecord,
-  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink },
+  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink; throttle: CopyThrottle; headroomFraction: number },
 ): Promise<{ bytes: number; rows: number }> {
   const source = shared.nodes.get(move.source);
   const target = shared.nodes.get(move.target);
@@ -160,6 +207,7 @@ async function executeMove(
   };
   const started = Date.now();
   try {
+    if (move.state === 'pending') await assertRoomForMoves(target, [move], shared.access.passwords, shared.headroomFraction);
     const context: MoveContext = {
       migrationId: move.migrationId,
       slot: move.slot,
@@ -172,6 +220,7 @@ async function executeMove(
       target: await open(() => connectNode(target, shared.access.passwords, 'reshard mover')),
       catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
       emit: shared.emit,
+      copyGate: shared.throttle,
       facts: {},
     };
     await runMove(context, shared.steps);
@@ -198,6 +247,7 @@ async function executeMove(
 export async function runMigration(migrationId: number, options: MigrationRunOptions): Promise<MigrationSummary> {
   const started = Date.now();
   const lock = await connectCatalog(options.access, 'reshard coordinator');
+  let progress: ByteProgressRecorder | undefined;
   try {
     if (!(await holdMigration(lock, migrationId))) {
       throw new ReshardError('conflict', `migration ${migrationId} is being run by another reshard process`, 'wait for it (`reshard status`)');
@@ -208,13 +258,25 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
     }
     const moves = await listMoves(lock, migrationId);
     const pending = moves.filter((move) => move.state !== 'done');
+    // Checkpoints of parallel batches and the progress recorder share the coordinator's session.
+    const controlSession = serialQueries(lock);
+    progress = new ByteProgressRecorder(controlSession, migrationId, options.emit);
+    progress.start();
+    const checkpoint = new MigrationCheckpoint(controlSession, migrationId, options.emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
     const shared = {
       access: options.access,
       nodes: new Map((await listNodes(lock, { includeRemoved: true })).map((node) => [node.name, node])),
       tables: (await listShardedTables(lock)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey })),
       modulus: (await getCluster(lock)).modulus,
       steps: OFFLINE_MOVE_STEPS,
-      emit: options.emit,
+      emit: progress.sink,
+      checkpoint,
+      headroomFraction: options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT,
+      // One gate for every copy of this migration: the rate cap is global.
+      throttle: new CopyThrottle({
+        ...(options.throttle?.copyBytesPerSecMax !== undefined ? { bytesPerSecMax: options.throttle.copyBytesPerSecMax } : {}),
+        holdMsMax: options.throttle?.holdMsMax ?? COPY_HOLD_MS_MAX_DEFAULT,
+      }),
     };
     await installHelpersOnSources(pending, shared.nodes, options.access);
     options.emit({ type: 'migration_started', migrationId, mode: migration.mode, moves: moves.length, bytesTotal: migration.bytesTotal, resumed: options.resumed ?? false });
@@ -231,7 +293,8 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
         const results = await runBounded(
           pending.filter((move) => move.wave === wave),
           options.moveConcurrencyMax,
-          (move) => executeMove(move, shared).catch((error: unknown) => {
+          // A move begun by an interrupted run is finished forward: its own steps know how far it got.
+          (move) => checkpoint.pass({ cancellable: move.state === 'pending' }).then(() => executeMove(move, shared)).catch((error: unknown) => {
             failure ??= error;
             throw error;
           }),
@@ -259,18 +322,21 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       }
     }
 
+    await progress.stop();
     const seconds = (Date.now() - started) / 1000;
     if (failure) {
       const error = errorLine(failure);
-      await finishMigration(lock, migrationId, 'failed', error);
-      options.emit({ type: 'migration_finished', migrationId, state: 'failed', seconds, slotsMoved, bytesMoved, error });
-      return { migrationId, state: 'failed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, error };
+      const state = isCancellation(failure) ? await checkpoint.finishCancel() : 'failed';
+      await finishMigration(lock, migrationId, state, error);
+      options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });
+      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes, error };
     }
     await retireDrainedNodes(lock);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
-    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses };
+    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes };
   } finally {
+    await progress?.stop();
     await lock.end().catch(() => {});
   }
 }

@@ -23,6 +23,8 @@ import { verifyWorkload } from '../checker/verifyWorkload.js';
 import { Workload } from '../checker/workload.js';
 import { percentile } from '../core/percentile.js';
 import { Router } from '../router/router.js';
+import { startDashboard, type RunningDashboard } from '../dashboard/server.js';
+import { sleep } from '../coordinator/waitFor.js';
 
 export interface DemoOptions {
   nodes: number;
@@ -34,6 +36,23 @@ export interface DemoOptions {
   /** Clients writing through a router during the rebalance (0: none). */
   clients: number;
   concurrency?: number;
+  /** Serve the dashboard during the demo. */
+  dashboard?: DemoDashboardOptions;
+}
+
+export interface DemoDashboardOptions {
+  host: string;
+  port: number;
+  controlToken: string;
+  readToken?: string;
+  /** Prints where the dashboard is (and the token) once it listens. */
+  announce(url: string): void;
+  /** Seconds before the rebalance starts, to open the page and read the plan. */
+  headStartSeconds: number;
+  /** Seconds the dashboard stays up after the rebalance, unless `stopEarly` resolves. */
+  lingerSeconds: number;
+  /** Called when the linger starts; the dashboard closes early when it resolves (Ctrl-C). */
+  stopEarly?: () => Promise<unknown>;
 }
 
 export interface DemoSummary {
@@ -82,6 +101,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
   const servers: LocalServer[] = [];
   const total = options.nodes + options.add;
   let router: Router | undefined;
+  let dashboard: RunningDashboard | undefined;
   try {
     reporter.say(`Starting ${total} PostgreSQL servers (${binaries.source} binaries in ${binaries.binDir}) …`);
     const startedServers = await Promise.allSettled(
@@ -112,6 +132,16 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     for (const server of servers.slice(options.nodes)) {
       await addNode(access, { name: server.name, connection: server.connection });
       reporter.say(`Added node ${server.name}.`);
+    }
+
+    if (options.dashboard) {
+      const settings = options.dashboard;
+      dashboard = await startDashboard({ access, host: settings.host, port: settings.port, controlToken: settings.controlToken, ...(settings.readToken ? { readToken: settings.readToken } : {}) });
+      settings.announce(dashboard.url);
+      if (settings.headStartSeconds > 0) {
+        reporter.say(`The rebalance starts in ${settings.headStartSeconds} s: open the dashboard to see the plan.`);
+        await sleep(settings.headStartSeconds * 1000);
+      }
     }
 
     router = options.clients > 0 ? await Router.connect({ catalog: access.catalog, name: 'reshard demo', poolSizePerNode: options.clients }) : undefined;
@@ -162,6 +192,11 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     reporter.say(`Verified: ${verified ? 'yes' : 'NO'} — users + orders: ${rowsAfter} rows after, ${rowsBefore} before; users missing ${users.missing}, duplicated ${users.duplicated}; orders missing ${orders.missing}, duplicated ${orders.duplicated}.`);
     for (const problem of after.problems) reporter.say(`  problem: ${problem}`);
 
+    if (dashboard && options.dashboard) {
+      reporter.say(`The dashboard stays up for ${options.dashboard.lingerSeconds} s (Ctrl-C stops the demo sooner).`);
+      await Promise.race([sleep(options.dashboard.lingerSeconds * 1000), options.dashboard.stopEarly?.() ?? new Promise(() => {})]);
+    }
+
     const slotsMoved = summary?.slotsMoved ?? 0;
     return {
       nodes_before: options.nodes,
@@ -190,6 +225,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
       kept: options.keep,
     };
   } finally {
+    await dashboard?.close();
     await router?.close();
     if (options.keep) {
       for (const server of servers) server.keepAfterExit();

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { leafName } from '../node/leafName.js';
 import type { SlotTable } from '../node/slotPartitions.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
+import type { CopyGate } from '../node/copyMeter.js';
 
 /** Everything one move's steps need: the slot, its tables, and open connections. */
 export interface MoveContext {
@@ -17,6 +18,8 @@ export interface MoveContext {
   target: pg.ClientBase;
   catalog: pg.ClientBase;
   emit: MigrationEventSink;
+  /** Paces the copy (rate cap, holds); unpaced when absent. */
+  copyGate?: CopyGate;
   /** Facts steps pass forward (copied bytes, rows), recorded in the journal. */
   facts: Record<string, number>;
 }

@@ -48,7 +48,7 @@ const copy: MoveStep = {
       const copied = await copySlotLeaf(context.source, context.target, table, context.slot, context.modulus, (bytes) => {
         // The COPY stream is smaller than the slot on disk (no indexes): progress never claims more than the slot.
         context.emit({ type: 'bytes', migrationId: context.migrationId, slot: context.slot, bytesCopied: Math.min(bytesBefore + bytes, context.bytesTotal), bytesTotal: context.bytesTotal });
-      });
+      }, context.copyGate);
       bytesBefore += copied.bytes;
       rows += copied.rows;
     }

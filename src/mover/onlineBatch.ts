@@ -9,6 +9,7 @@ import { quoteQualified } from '../core/identifier.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { sleep, waitFor, withTimeout } from '../coordinator/waitFor.js';
 import { fenceSlot, unfenceSlot } from '../node/fence.js';
+import type { CopyGate } from '../node/copyMeter.js';
 import { leafName } from '../node/leafName.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
 import {
@@ -79,6 +80,8 @@ export interface OnlineBatchOptions {
   emit: MigrationEventSink;
   limits: OnlineLimits;
   passwords: PasswordLookup;
+  /** Paces the initial copy (rate cap, holds while replication lags); unpaced when absent. */
+  copyGate?: CopyGate;
 }
 
 /**
@@ -278,11 +281,11 @@ async function streamBatch(
           reported.set(move.slot, copied);
           options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: copied, bytesTotal: move.bytesTotal });
         }
-      });
+      }, options.copyGate);
       await withTimeout(`the initial copy of ${moves.length} slot(s) ${batch.source.name} → ${batch.target.name}`, copying, options.limits.syncTimeoutMs,
         'check both servers\' logs; the move was rolled back');
-        await ensureSubscription(target, batch.name, sourceConnection, batch.name, exported.slotName);
-      } finally {
+      await ensureSubscription(target, batch.name, sourceConnection, batch.name, exported.slotName);
+    } finally {
       await exported.release();
     }
   }

@@ -23,7 +23,7 @@ export function queryTimeoutMs(): number {
  * Bounds every promise-returning query of `client` by `timeoutMs`: past it the
  * query fails with a timeout error and the connection is destroyed (its
  * protocol state is unknown; every later query on it fails at once). COPY
- * streams are bounded by `copyByteCounter`'s idle limit instead.
+ * streams are bounded by `meteredCopyStream`'s idle limit instead.
  */
 export function boundQueries(client: pg.Client, what: string, timeoutMs = queryTimeoutMs()): pg.Client {
   const query = client.query.bind(client) as (...args: unknown[]) => unknown;

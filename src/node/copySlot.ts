@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { quoteQualified } from '../core/identifier.js';
-import { copyByteCounter } from './copyByteCounter.js';
+import { meteredCopyStream, type CopyGate } from './copyMeter.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';
 
@@ -22,15 +22,16 @@ export async function copySlotLeaf(
   slot: number,
   modulus: number,
   onBytes: (bytesCopied: number) => void,
+  gate?: CopyGate,
 ): Promise<CopyResult> {
   const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
   const reader = source.query(copyTo(`COPY ${leaf} TO STDOUT (FORMAT binary)`));
   const writer = target.query(copyFrom(`COPY ${leaf} FROM STDIN (FORMAT binary)`));
   let bytes = 0;
-  const counter = copyByteCounter(`the copy of ${leaf}`, (streamed) => {
-    bytes = streamed;
-    onBytes(bytes);
-  });
+  const counter = meteredCopyStream((soFar) => {
+    bytes = soFar;
+    onBytes(soFar);
+  }, gate, `the copy of ${leaf}`);
   await pipeline(reader, counter, writer);
   return { bytes, rows: writer.rowCount };
 }

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
-import { leafName } from './leafName.js';
+import { leafName, leafNamePattern } from './leafName.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
 import type { SlotTable } from './slotPartitions.js';
 
@@ -67,4 +67,17 @@ export async function slotLeafIsFenced(db: Queryable, table: SlotTable, slot: nu
     [quoteQualified(table.schema, leafName(table.name, slot, modulus)), FENCE_ROW_TRIGGER],
   );
   return result.rows[0]?.fenced ?? false;
+}
+
+/** Leaves of `table` (attached or not) that carry a fence trigger: writes to them fail with RSM01. */
+export async function fencedLeaves(db: Queryable, table: Pick<SlotTable, 'schema' | 'name'>): Promise<{ leaf: string; attached: boolean }[]> {
+  const result = await db.query<{ relname: string; attached: boolean }>(
+    `SELECT c.relname, c.relispartition AS attached
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname ~ $2
+        AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname IN ($3, $4))
+      ORDER BY c.relname`,
+    [table.schema, leafNamePattern(table.name), FENCE_ROW_TRIGGER, FENCE_TRUNCATE_TRIGGER],
+  );
+  return result.rows.map((row) => ({ leaf: row.relname, attached: row.attached }));
 }

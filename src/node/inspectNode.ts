@@ -55,3 +55,69 @@ export function onlineMoverWarnings(nodeName: string, facts: NodeFacts): string[
   if (!facts.superuser) warnings.push(`node "${nodeName}": the reshard user is not a superuser; online moves need one to create subscriptions on PostgreSQL 15`);
   return warnings;
 }
+
+/** The settings and rights the online mover depends on, as one node reports them. */
+export interface ReplicationSettings {
+  serverVersionNum: number;
+  walLevel: string;
+  maxReplicationSlots: number;
+  replicationSlotsUsed: number;
+  maxWalSenders: number;
+  maxLogicalReplicationWorkers: number;
+  maxWorkerProcesses: number;
+  walRetrieveRetryIntervalMs: number;
+  superuser: boolean;
+  /** The REPLICATION attribute: the initial copy opens a replication connection. */
+  replicationRole: boolean;
+  /** Member of pg_create_subscription (PostgreSQL 16+; always false before). */
+  createSubscriptionGranted: boolean;
+}
+
+export async function readReplicationSettings(db: Queryable): Promise<ReplicationSettings> {
+  const result = await db.query<Record<string, string>>(`SELECT
+      current_setting('server_version_num') AS server_version_num,
+      current_setting('wal_level') AS wal_level,
+      current_setting('max_replication_slots') AS max_replication_slots,
+      (SELECT count(*) FROM pg_replication_slots)::text AS slots_used,
+      current_setting('max_wal_senders') AS max_wal_senders,
+      current_setting('max_logical_replication_workers') AS max_logical_replication_workers,
+      current_setting('max_worker_processes') AS max_worker_processes,
+      (SELECT setting::int * CASE unit WHEN 's' THEN 1000 WHEN 'min' THEN 60000 ELSE 1 END FROM pg_settings WHERE name = 'wal_retrieve_retry_interval')::text AS wal_retrieve_retry_interval_ms,
+      current_setting('is_superuser') AS superuser,
+      (SELECT rolreplication FROM pg_roles WHERE rolname = current_user)::text AS replication_role,
+      -- The role exists from PostgreSQL 16 on; a join, not to_regrole(), so 15 never evaluates pg_has_role on it.
+      EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'pg_create_subscription' AND pg_has_role(current_user, r.oid, 'USAGE'))::text AS create_subscription_granted`);
+  const row = result.rows[0]!;
+  return {
+    serverVersionNum: Number(row['server_version_num']),
+    walLevel: row['wal_level']!,
+    maxReplicationSlots: Number(row['max_replication_slots']),
+    replicationSlotsUsed: Number(row['slots_used']),
+    maxWalSenders: Number(row['max_wal_senders']),
+    maxLogicalReplicationWorkers: Number(row['max_logical_replication_workers']),
+    maxWorkerProcesses: Number(row['max_worker_processes']),
+    walRetrieveRetryIntervalMs: Number(row['wal_retrieve_retry_interval_ms']),
+    superuser: row['superuser'] === 'on',
+    replicationRole: row['replication_role'] === 'true',
+    createSubscriptionGranted: row['create_subscription_granted'] === 'true',
+  };
+}
+
+/** A timeout that applies to reshard's sessions on this node, and where it was set. */
+export interface SessionTimeout {
+  name: 'statement_timeout' | 'lock_timeout' | 'idle_in_transaction_session_timeout';
+  /** 0 = no timeout. */
+  valueMs: number;
+  /** pg_settings.source: 'default', 'configuration file', 'database', 'user', 'database user', … */
+  source: string;
+}
+
+/** The timeouts that can end one of reshard's statements or transactions midway. */
+export async function readSessionTimeouts(db: Queryable): Promise<SessionTimeout[]> {
+  const result = await db.query<{ name: SessionTimeout['name']; value_ms: string; source: string }>(
+    `SELECT name, (setting::bigint * CASE unit WHEN 's' THEN 1000 WHEN 'min' THEN 60000 ELSE 1 END)::text AS value_ms, source
+       FROM pg_settings
+      WHERE name IN ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout')
+      ORDER BY name`);
+  return result.rows.map((row) => ({ name: row.name, valueMs: Number(row.value_ms), source: row.source }));
+}

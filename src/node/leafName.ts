@@ -12,3 +12,23 @@ export function leafName(table: string, slot: number, modulus: number): string {
   assertIdentifierFits(name, 'partition name');
   return name;
 }
+
+/**
+ * A POSIX regular expression (for `~` in SQL) matching every name `leafName`
+ * can give `table`'s leaves. It over-matches other paddings on purpose:
+ * `slotOfLeafName` decides.
+ */
+export function leafNamePattern(table: string): string {
+  return `^${table.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}_s[0-9]+$`;
+}
+
+/** The slot whose leaf of `table` is named `relname`, or undefined if reshard would not name a leaf so. */
+export function slotOfLeafName(table: string, relname: string, modulus: number): number | undefined {
+  const prefix = `${table}_s`;
+  if (!relname.startsWith(prefix)) return undefined;
+  const digits = relname.slice(prefix.length);
+  if (!/^[0-9]+$/.test(digits)) return undefined;
+  const slot = Number(digits);
+  if (!Number.isSafeInteger(slot) || slot >= modulus) return undefined;
+  return leafName(table, slot, modulus) === relname ? slot : undefined;
+}

@@ -7,6 +7,16 @@ import type { Queryable } from '../core/queryable.js';
 export const REPLICATION_NAME_PREFIX = 'reshard_';
 
 /**
+ * The migration a replication object was made for: the coordinator names a
+ * batch's objects `reshard_m<migration>_s<first slot>`. Undefined for a name
+ * of another shape (made by an older reshard, or by hand).
+ */
+export function migrationIdOfReplicationName(name: string): number | undefined {
+  const match = new RegExp(`^${REPLICATION_NAME_PREFIX}m([0-9]+)_`).exec(name);
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
  * A libpq connection string for a subscription (the password, if any, is
  * PostgreSQL's to keep). No application_name: the walsender must report the
  * subscription's own name, which catch-up polling looks for.
@@ -146,4 +156,46 @@ export async function reshardReplicationObjects(db: Queryable): Promise<{ public
     subscriptions: subscriptions.rows.map((row) => row.name),
     slots: slots.rows.map((row) => row.name),
   };
+}
+
+export interface ReplicationSlotHealth {
+  slotName: string;
+  /** WAL the source keeps for this slot (from its restart point to now). */
+  retainedBytes: number;
+  /** Bytes the subscriber has yet to replay; undefined while no subscriber streams (e.g. during the initial copy). */
+  lagBytes: number | undefined;
+}
+
+/** Retained WAL and apply lag of the replication slots whose name starts with `prefix`, on one source. */
+export async function replicationSlotHealth(source: Queryable, prefix: string): Promise<ReplicationSlotHealth[]> {
+  const result = await source.query<{ slot_name: string; retained: string | null; lag: string | null }>(
+    `SELECT s.slot_name,
+            (pg_current_wal_lsn() - s.restart_lsn)::text AS retained,
+            (pg_current_wal_lsn() - r.replay_lsn)::text AS lag
+       FROM pg_replication_slots s
+       LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+      WHERE starts_with(s.slot_name, $1)
+      ORDER BY s.slot_name`,
+    [prefix],
+  );
+  return result.rows.map((row) => ({
+    slotName: row.slot_name,
+    retainedBytes: Math.max(0, Number(row.retained ?? 0)),
+    lagBytes: row.lag === null ? undefined : Math.max(0, Number(row.lag)),
+  }));
+}
+
+/** For each publication whose name starts with `prefix`: the slots of the leaves it publishes (from their `_s0017` names). */
+export async function publishedSlots(source: Queryable, prefix: string): Promise<Map<string, number[]>> {
+  const result = await source.query<{ pubname: string; tablename: string }>(
+    'SELECT pubname, tablename FROM pg_publication_tables WHERE starts_with(pubname, $1) ORDER BY pubname, tablename', [prefix]);
+  const slotsByPublication = new Map<string, number[]>();
+  for (const row of result.rows) {
+    const match = /_s(\d+)$/.exec(row.tablename);
+    if (!match) continue;
+    const slots = slotsByPublication.get(row.pubname) ?? [];
+    if (!slots.includes(Number(match[1]))) slots.push(Number(match[1]));
+    slotsByPublication.set(row.pubname, slots);
+  }
+  return slotsByPublication;
 }

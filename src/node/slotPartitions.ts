@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { quoteIdent, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
-import { leafName } from './leafName.js';
+import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
 
 /** The parts of a sharded table that partition DDL needs. */
@@ -161,4 +161,19 @@ export async function attachedSlots(db: Queryable, table: Pick<SlotTable, 'schem
     if (match) slots.set(Number(match[1]), row.relname);
   }
   return slots;
+}
+
+/**
+ * Tables named like `table`'s leaves that are not partitions of anything:
+ * staged leaves of a move in flight, or leftovers of one that did not finish
+ * (or a leaf detached by hand).
+ */
+export async function standaloneLeaves(db: Queryable, table: Pick<SlotTable, 'schema' | 'name'>): Promise<string[]> {
+  const result = await db.query<{ relname: string }>(
+    `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname ~ $2 AND NOT c.relispartition
+      ORDER BY c.relname`,
+    [table.schema, leafNamePattern(table.name)],
+  );
+  return result.rows.map((row) => row.relname);
 }

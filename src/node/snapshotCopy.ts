@@ -4,7 +4,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { ConnectionSettings } from '../core/connection.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import { boundQueries, clientConfig, DURABLE_COMMIT_OPTIONS } from './connectNode.js';
-import { copyByteCounter } from './copyByteCounter.js';
+import { meteredCopyStream, type CopyGate } from './copyMeter.js';
 
 /**
  * A logical replication slot created on a replication connection, with its
@@ -48,7 +48,7 @@ export interface LeafRef {
 /**
  * Copies `leaves` from the source, as of `snapshotName`, into the target's
  * staged (empty) leaves of the same name, over `lanes` parallel connection
- * pairs. `onBytes` sees each leaf's streamed bytes as they go.
+ * pairs. `onBytes` sees each leaf's streamed bytes as they go; `gate` paces them.
  */
 export async function copyLeavesAtSnapshot(
   source: ConnectionSettings,
@@ -57,6 +57,7 @@ export async function copyLeavesAtSnapshot(
   leaves: readonly LeafRef[],
   lanes: number,
   onBytes: (leaf: LeafRef, bytes: number) => void,
+  gate?: CopyGate,
 ): Promise<{ bytes: number; rows: number }> {
   let next = 0;
   let bytesTotal = 0;
@@ -76,10 +77,10 @@ export async function copyLeavesAtSnapshot(
         const qualified = quoteQualified(leaf.schema, leaf.name);
         await writer.query(`TRUNCATE ${qualified}`);
         let bytes = 0;
-        const counter = copyByteCounter(`the copy of ${qualified}`, (streamed) => {
-          bytes = streamed;
-          onBytes(leaf, bytes);
-        });
+        const counter = meteredCopyStream((soFar) => {
+          bytes = soFar;
+          onBytes(leaf, soFar);
+        }, gate, `the copy of ${qualified}`);
         const into = writer.query(copyFrom(`COPY ${qualified} FROM STDIN (FORMAT binary)`));
         await pipeline(reader.query(copyTo(`COPY ${qualified} TO STDOUT (FORMAT binary)`)), counter, into);
         bytesTotal += bytes;

@@ -64,6 +64,10 @@ export class Router {
   private renewTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private resyncRequested = false;
+  /** The epoch acknowledged last: a freeze whose in-flight calls have not drained is not acknowledged. */
+  private ackedEpoch = 0;
+  /** Frozen slots whose in-flight calls had not finished at the last acknowledgement attempt. */
+  private undrained = new Set<number>();
   private closed = false;
   private keyTypes: ShardKeyType[] = [];
   private readonly leaseMs: number;
@@ -71,15 +75,24 @@ export class Router {
   private readonly name: string;
 
   private constructor(private readonly options: RouterOptions) {
-    this.leaseMs = options.leaseMs ?? ROUTER_LEASE_MS_DEFAULT;
-    this.holdTimeoutMs = options.holdTimeoutMs ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT;
+    this.leaseMs = positiveMs(options.leaseMs, 'leaseMs', ROUTER_LEASE_MS_DEFAULT);
+    this.holdTimeoutMs = positiveMs(options.holdTimeoutMs, 'holdTimeoutMs', ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
     this.name = options.name ?? `${hostname()}:${process.pid}`;
   }
 
   /** Connects to the catalog, loads the slot map, registers and starts following changes. */
   static async connect(options: RouterOptions): Promise<Router> {
     const router = new Router(options);
-    await router.start();
+    try {
+      await router.start();
+    } catch (error) {
+      // Nothing may linger after a failed connect (an open LISTEN session keeps the process alive).
+      await router.close();
+      if ((error as { code?: string }).code === '42P01') {
+        throw new ReshardError('precondition', 'the catalog database has no reshard schema', 'run `reshard init` against it first, or point the router at the right database');
+      }
+      throw error;
+    }
     return router;
   }
 
@@ -280,10 +293,15 @@ export class Router {
           this.pools.delete(name);
         }
       }
-      await this.gate.drain(newlyFrozen);
-      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: snapshot.epoch, leaseMs: this.leaseMs });
-      if (!previous) await registerRouter(catalog, { id: this.id, name: this.name, epoch: snapshot.epoch, leaseMs: this.leaseMs });
-      if (catalogEpoch !== snapshot.epoch) this.resyncRequested = true;
+      // A call still running on a just-frozen slot (a slow query) holds back the acknowledgement, not
+      // the lease: the router keeps serving other slots, and the freeze waits, bounded on its side.
+      const toDrain = new Set([...newlyFrozen, ...[...this.undrained].filter((slot) => this.gate.isFrozen(slot))]);
+      const drained = await this.gate.drain(toDrain, Math.max(50, this.leaseMs / 4));
+      this.undrained = drained ? new Set() : toDrain;
+      if (drained) this.ackedEpoch = snapshot.epoch;
+      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: this.ackedEpoch, leaseMs: this.leaseMs });
+      if (!previous) await registerRouter(catalog, { id: this.id, name: this.name, epoch: this.ackedEpoch, leaseMs: this.leaseMs });
+      if (catalogEpoch !== snapshot.epoch || !drained) this.resyncRequested = true;
       // The lease is counted from before the read, so it never outlives what the catalog granted.
       this.leaseValidUntil = startedAt + this.leaseMs;
     } catch {
@@ -300,6 +318,12 @@ export class Router {
     this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), healthy ? Math.max(50, this.leaseMs / 3) : 250);
     this.renewTimer.unref();
   }
+}
+
+function positiveMs(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) throw new ReshardError('bad_input', `${name} must be a positive number of milliseconds, got ${String(value)}`, `pass e.g. ${name}: ${fallback}`);
+  return value;
 }
 
 /**

@@ -10,7 +10,7 @@ export class SlotGate {
   private readonly frozen = new Set<number>();
   private readonly inFlight = new Map<number, number>();
   private readonly releaseWaiters = new Map<number, Set<() => void>>();
-  private readonly drainWaiters = new Set<{ slots: ReadonlySet<number>; resolve: () => void }>();
+  private readonly drainWaiters = new Set<{ slots: ReadonlySet<number>; resolve: (drained: boolean) => void }>();
 
   isFrozen(slot: number): boolean {
     return this.frozen.has(slot);
@@ -59,15 +59,28 @@ export class SlotGate {
     for (const waiter of [...this.drainWaiters]) {
       if ([...waiter.slots].every((candidate) => !this.inFlight.has(candidate))) {
         this.drainWaiters.delete(waiter);
-        waiter.resolve();
+        waiter.resolve(true);
       }
     }
   }
 
-  /** Resolves once no call is in flight on any of `slots`. */
-  drain(slots: ReadonlySet<number>): Promise<void> {
-    if ([...slots].every((slot) => !this.inFlight.has(slot))) return Promise.resolve();
-    return new Promise((resolve) => this.drainWaiters.add({ slots, resolve }));
+  /** Resolves true once no call is in flight on any of `slots`, or false after `timeoutMs` with some still running. */
+  drain(slots: ReadonlySet<number>, timeoutMs: number): Promise<boolean> {
+    if ([...slots].every((slot) => !this.inFlight.has(slot))) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter = {
+        slots,
+        resolve: (drained: boolean) => {
+          clearTimeout(timer);
+          resolve(drained);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.drainWaiters.delete(waiter);
+        resolve(false);
+      }, timeoutMs);
+      this.drainWaiters.add(waiter);
+    });
   }
 
   inFlightCount(): number {

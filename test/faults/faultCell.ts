@@ -5,6 +5,7 @@ import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { listMoves, listMigrations } from '../../src/catalog/migrations.js';
 import { readJournal } from '../../src/catalog/journal.js';
+import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
 import { Workload } from '../../src/checker/workload.js';
@@ -19,13 +20,14 @@ import { connectTo } from '../support/servers.js';
 import { TcpProxy } from '../support/tcpProxy.js';
 
 export type Mover = 'online' | 'offline';
-export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall';
+/** `rollback`: the coordinator is killed as in `coordinator`, then `reshard rollback` takes the migration back instead of `resume`. */
+export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall' | 'rollback';
 
 export const STEPS: Record<Mover, readonly string[]> = {
   online: ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
   offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
 };
-export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall'];
+export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall', 'rollback'];
 
 export interface FaultCell {
   mover: Mover;
@@ -160,7 +162,7 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     };
     const hit = async (child: ChildProcess): Promise<void> => {
       const { source, target } = chosen!;
-      if (cell.victim === 'coordinator') {
+      if (cell.victim === 'coordinator' || cell.victim === 'rollback') {
         child.kill('SIGKILL');
         return;
       }
@@ -221,7 +223,19 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       const slotEntries = journal.entries.filter((entry) => entry.slot !== undefined && chosen!.slots.has(entry.slot));
       const lastEntry = slotEntries[slotEntries.length - 1];
       notes.push(`after the fault: migration ${journal.state}, journal of slot ${lastEntry?.slot ?? '-'} ends with ${lastEntry ? `${lastEntry.step} ${lastEntry.action}` : 'nothing'}`);
-      if (journal.state !== 'completed') {
+      if (cell.victim === 'rollback') {
+        const rollback = startCli(['--json', '--catalog', catalog, 'rollback'], () => {});
+        const rolledBack = await boundedExit(rollback, RESUME_TIMEOUT_MS);
+        if (!rolledBack) {
+          rollback.child.kill('SIGKILL');
+          problems.push(`reshard rollback did not finish within ${RESUME_TIMEOUT_MS / 1000} s`);
+        } else if (rolledBack.code !== 0) {
+          problems.push(`reshard rollback failed (exit ${rolledBack.code}): ${lastLines(rollback.stderr())}`);
+        } else {
+          const result = rollback.lastResult() ?? {};
+          notes.push(`rollback: undone ${JSON.stringify(result['undone_slots'] ?? result['undoneSlots'] ?? '?')}, moved back ${JSON.stringify(result['moved_back_slots'] ?? result['movedBackSlots'] ?? '?')}`);
+        }
+      } else if (journal.state !== 'completed') {
         const resume = startCli(['--json', '--catalog', catalog, 'resume'], () => {});
         const resumed = await boundedExit(resume, RESUME_TIMEOUT_MS);
         if (!resumed) {
@@ -243,12 +257,22 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     problems.push(...report.violations);
     notes.push(`writes: ${report.insertsAcked} inserts, ${report.incrementsAcked} increments, ${report.deletesAcked} deletes acknowledged; ${report.unknownOutcomes} unknown`);
     const final = await withCatalog(access, async (db) => {
-      const migration = (await listMigrations(db, 1))[0]!;
-      return { migration, moves: await listMoves(db, migration.id) };
+      const migrations = await listMigrations(db, 2);
+      return { migrations, moves: await listMoves(db, migrations[0]!.id), owners: (await readSlotMap(db)).owners };
     });
-    if (final.migration.state !== 'completed') problems.push(`migration ${final.migration.id} is ${final.migration.state}: ${final.migration.error ?? ''}`);
-    const notDone = final.moves.filter((move) => move.state !== 'done');
-    if (notDone.length > 0) problems.push(`moves not done: ${notDone.map((move) => `${move.slot}:${move.state}`).join(', ')}`);
+    const [latest, previous] = final.migrations;
+    if (cell.victim === 'rollback') {
+      // Taken back: the grow is rolled back, and a move-back of switched slots (if any) completed; n4 owns nothing.
+      const grow = latest!.state === 'rolled_back' ? latest! : previous;
+      if (grow?.state !== 'rolled_back') problems.push(`the grow migration is ${grow?.state ?? 'missing'}, not rolled back`);
+      if (latest!.state !== 'rolled_back' && latest!.state !== 'completed') problems.push(`migration ${latest!.id} (move back) is ${latest!.state}: ${latest!.error ?? ''}`);
+      const onN4 = final.owners.filter((owner) => owner === 'n4').length;
+      if (onN4 > 0) problems.push(`n4 still owns ${onN4} slot(s) after the rollback`);
+    } else {
+      if (latest!.state !== 'completed') problems.push(`migration ${latest!.id} is ${latest!.state}: ${latest!.error ?? ''}`);
+      const notDone = final.moves.filter((move) => move.state !== 'done');
+      if (notDone.length > 0) problems.push(`moves not done: ${notDone.map((move) => `${move.slot}:${move.state}`).join(', ')}`);
+    }
     // Orphans on every server, whatever the catalog says (replication slots are per server).
     for (const server of serverOf.values()) {
       const client = await connectTo(server.connection);

@@ -17,6 +17,7 @@ const REPRESENTATIVE: FaultCell[] = [
   { mover: 'offline', step: 'copy', victim: 'source' },
   { mover: 'online', step: 'sync', victim: 'net-cut' },
   { mover: 'offline', step: 'attach', victim: 'net-stall' },
+  { mover: 'online', step: 'switch', victim: 'rollback' },
 ];
 
 function selectedCells(): FaultCell[] {

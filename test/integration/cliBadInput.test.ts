@@ -2,7 +2,14 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addNode } from '../../src/admin/addNode.js';
+import { createShardedTable } from '../../src/admin/createShardedTable.js';
+import { runDoctor } from '../../src/admin/doctor.js';
+import { rebalance, type MoverModeOption } from '../../src/admin/rebalance.js';
 import { createMigration, holdMigration, finishMigration } from '../../src/catalog/migrations.js';
+import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { ReshardError, type ReshardErrorCode } from '../../src/core/errors.js';
+import { Router } from '../../src/router/router.js';
 import { runCli, catalogUrl, type CliResult } from '../support/cli.js';
 import { createDemoCluster } from '../support/cluster.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
@@ -81,6 +88,11 @@ describe('CLI bad input: one clear line, non-zero exit, nothing changed', () => 
     { name: 'a config file that is not JSON', args: () => ['--config', writeRaw('{ catalog: '), 'node', 'list'], error: /is not valid JSON/, code: 2 },
     { name: 'no catalog at all', args: () => ['node', 'list'], error: /no catalog database was given/, code: 2 },
     { name: 'catalog that is not a URL', args: () => ['--catalog', 'host=foo', 'node', 'list'], error: /--catalog is not a postgres:\/\/ URL/, code: 2 },
+    { name: 'node concurrency of 0', args: () => ['--catalog', catalog, 'node', 'add', 'n9', '--url', catalogUrl(cluster.servers[2]!.connection), '--concurrency', '0'], error: /--concurrency must be a whole number ≥ 1, got "0"/, code: 2 },
+    { name: 'a config file with a value of the wrong type', args: () => ['--config', writeConfig({ catalog, passwords: { n1: 5 } }), 'node', 'list'], error: /config file .* is invalid at passwords\.n1/, code: 2 },
+    { name: 'a mover that does not exist', args: () => ['--catalog', catalog, 'rebalance', '--mode', 'sideways'], error: /argument 'sideways' is invalid\. Allowed choices are online, offline/, code: 2 },
+    { name: 'an unknown command', args: () => ['--catalog', catalog, 'frobnicate'], error: /unknown command 'frobnicate'/, code: 2 },
+    { name: 'a slot outside the slot map', args: () => ['--catalog', catalog, 'slot', '16'], error: /slot 16 does not exist; the cluster has slots 0 to 15/, code: 2 },
   ];
 
   function writeConfig(value: unknown): string {
@@ -136,6 +148,99 @@ describe('CLI bad input: one clear line, non-zero exit, nothing changed', () => 
     } finally {
       await finishMigration(holder, migrationId, 'cancelled');
       await holder.end();
+    }
+  });
+
+  // The tests below compare with the state right before them: the migration test above leaves a cancelled migration.
+  it('doctor with an unreachable node reports it as a finding, not a crash', async () => {
+    const start = await fingerprint(clients);
+    // A node that went down after it was added (recorded directly: `node add` refuses an unreachable server).
+    await clients[0]!.query("INSERT INTO reshard.node (name, host, port, database, username) VALUES ('ghost', '127.0.0.1', 1, 'postgres', 'postgres')");
+    try {
+      const result = await runCli(['--catalog', catalog, 'doctor'], { PGPASSWORD: 's3cret' });
+      expectOneLineError(result, /doctor found 1 error\(s\)/);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toMatch(/^error +ghost +reachable +node "ghost" at postgres@127\.0\.0\.1:1\/postgres is unreachable .*\. Fix: check that the server runs/m);
+      expect(result.stdout).toMatch(/^ok +n1 +slot_map_drift/m);
+      expect(result.stdout).not.toContain('s3cret');
+      const library = await runDoctor({ catalog: cluster.servers[0]!.connection, passwords: () => 's3cret' }, { fix: true });
+      expect(library.findings.filter((entry) => entry.severity !== 'ok')).toEqual([
+        expect.objectContaining({ severity: 'error', node: 'ghost', check: 'reachable', fixed: false }),
+      ]);
+      expect(JSON.stringify(library)).not.toContain('s3cret');
+    } finally {
+      await clients[0]!.query("DELETE FROM reshard.node WHERE name = 'ghost'");
+    }
+    expect(await fingerprint(clients)).toBe(start);
+  });
+
+  it('two `node add` of the same name at once: exactly one succeeds, the catalog stays consistent', async () => {
+    const start = await fingerprint(clients);
+    // Each racer gets a database of its own on the third server, so a loser's leftovers would show.
+    const third = await connectTo(cluster.servers[2]!.connection);
+    try {
+      for (const database of ['race_a', 'race_b']) await third.query(`CREATE DATABASE ${database}`);
+      const url = (database: string): string => catalogUrl({ ...cluster.servers[2]!.connection, database });
+      const results = await Promise.all(['race_a', 'race_b'].map((database) => runCli(['--catalog', catalog, 'node', 'add', 'racer', '--url', url(database)])));
+      expect(results.map((result) => result.code).sort()).toEqual([0, 5]);
+      const loser = results.find((result) => result.code !== 0)!;
+      expectOneLineError(loser, /a node named "racer" already exists/);
+      const rows = await clients[0]!.query<{ name: string; database: string; state: string }>("SELECT name, database, state FROM reshard.node WHERE name = 'racer'");
+      expect(rows.rows).toHaveLength(1);
+      const winner = rows.rows[0]!.database;
+      expect(winner).toBe(results[0]!.code === 0 ? 'race_a' : 'race_b');
+      // The winner's database has the parents; the loser's was left untouched.
+      for (const database of ['race_a', 'race_b']) {
+        const client = await connectTo({ ...cluster.servers[2]!.connection, database });
+        try {
+          const parents = await client.query<{ count: string }>("SELECT count(*) FROM pg_class WHERE relname IN ('users', 'orders')");
+          expect(parents.rows[0]!.count, database).toBe(database === winner ? '2' : '0');
+        } finally {
+          await client.end();
+        }
+      }
+    } finally {
+      await clients[0]!.query("DELETE FROM reshard.node WHERE name = 'racer'");
+      for (const database of ['race_a', 'race_b']) await third.query(`DROP DATABASE IF EXISTS ${database}`);
+      await third.end();
+    }
+    expect(await fingerprint(clients)).toBe(start);
+  });
+
+  describe('library calls: a ReshardError with code, message and fix, nothing changed', () => {
+    const access = (): ClusterAccess => ({ catalog: cluster.servers[0]!.connection, passwords: () => undefined });
+    const libraryCases: { name: string; call: () => Promise<unknown>; code: ReshardErrorCode; message: RegExp; fix: RegExp }[] = [
+      { name: 'Router.connect with an unreachable catalog',
+        call: () => Router.connect({ catalog: { host: '127.0.0.1', port: 1, database: 'postgres', user: 'postgres', password: 's3cret' } }),
+        code: 'unreachable', message: /catalog at postgres@127\.0\.0\.1:1\/postgres is unreachable/, fix: /check that the server runs/ },
+      { name: 'rebalance with moveConcurrencyMax 0',
+        call: () => rebalance(access(), { mode: 'offline', dryRun: false, moveConcurrencyMax: 0, emit: () => {} }),
+        code: 'bad_input', message: /moveConcurrencyMax must be a whole number ≥ 1, got 0/, fix: /moveConcurrencyMax: 4/ },
+      { name: 'rebalance with a mode that is not a mover',
+        call: () => rebalance(access(), { mode: 'sideways' as MoverModeOption, dryRun: false, moveConcurrencyMax: 4, emit: () => {} }),
+        code: 'bad_input', message: /mode "sideways" is not a mover/, fix: /'online' or 'offline'/ },
+      { name: 'createShardedTable with a name too long for its leaves',
+        call: () => createShardedTable(access(), { name: 'e'.repeat(60), shardKey: ['id'], definition: 'id bigint PRIMARY KEY' }),
+        code: 'bad_input', message: /partition name "e{60}_s0015" is longer than 63 bytes/, fix: /shorter name/ },
+      { name: 'createShardedTable with an empty definition',
+        call: () => createShardedTable(access(), { name: 'events', shardKey: ['id'], definition: '  ' }),
+        code: 'bad_input', message: /the table has no column definition/, fix: /--columns/ },
+      { name: 'addNode with a negative weight',
+        call: () => addNode(access(), { name: 'n9', connection: cluster.servers[2]!.connection, weight: -1 }),
+        code: 'bad_input', message: /--weight must be a number ≥ 0, got -1/, fix: /--weight 1/ },
+    ];
+    for (const testCase of libraryCases) {
+      it(testCase.name, async () => {
+        const start = await fingerprint(clients);
+        const error = await testCase.call().then(() => undefined, (caught: unknown) => caught);
+        expect(error).toBeInstanceOf(ReshardError);
+        const reshardError = error as ReshardError;
+        expect({ code: reshardError.code, message: reshardError.message, fix: reshardError.fix }).toEqual({
+          code: testCase.code, message: expect.stringMatching(testCase.message), fix: expect.stringMatching(testCase.fix),
+        });
+        expect(reshardError.line()).not.toContain('s3cret');
+        expect(await fingerprint(clients)).toBe(start);
+      });
     }
   });
 

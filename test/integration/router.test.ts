@@ -6,6 +6,7 @@ import { rebalance } from '../../src/admin/rebalance.js';
 import { setSlotState } from '../../src/catalog/slotMap.js';
 import { routersBehind } from '../../src/catalog/routers.js';
 import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { ReshardError } from '../../src/core/errors.js';
 import { slotOf } from '../../src/core/hash.js';
 import { noPasswords } from '../../src/node/nodeAccess.js';
 import { Router } from '../../src/router/index.js';
@@ -27,6 +28,23 @@ describe('router', () => {
   });
   afterAll(async () => {
     await cluster?.stop();
+  });
+
+  it('refuses bad options and a catalog without the reshard schema with one clear error each', async () => {
+    const lease = await Router.connect({ catalog: access.catalog, leaseMs: 0 }).catch((caught: unknown) => caught);
+    expect(lease).toBeInstanceOf(ReshardError);
+    expect((lease as ReshardError).line()).toBe('leaseMs must be a positive number of milliseconds, got 0. Fix: pass e.g. leaseMs: 5000');
+    const hold = await Router.connect({ catalog: access.catalog, holdTimeoutMs: -1 }).catch((caught: unknown) => caught);
+    expect((hold as ReshardError).code).toBe('bad_input');
+    // n1 is a node, not the catalog: no reshard schema there.
+    const wrong = await Router.connect({ catalog: cluster.servers[0]!.connection }).catch((caught: unknown) => caught);
+    expect(wrong).toBeInstanceOf(ReshardError);
+    expect((wrong as ReshardError).line()).toMatch(/^the catalog database has no reshard schema\. Fix: run `reshard init`/);
+    // The failed connect left no session behind on that server.
+    const probe = await connectTo(cluster.servers[0]!.connection);
+    const sessions = await probe.query<{ count: string }>("SELECT count(*)::text FROM pg_stat_activity WHERE application_name LIKE 'reshard router%'");
+    await probe.end();
+    expect(sessions.rows[0]!.count).toBe('0');
   });
 
   it('routes by key, runs transactions and reaches every node', async () => {
@@ -72,6 +90,32 @@ describe('router', () => {
       await setSlotState(catalog, slot, 'active');
       const result = await held;
       expect(result.rowCount).toBe(1);
+    } finally {
+      await catalog.end();
+      await router.close();
+    }
+  });
+
+  it('a slow call on a frozen slot holds back only the acknowledgement, never the lease', async () => {
+    const leaseMs = 1_000;
+    const router = await Router.connect({ catalog: access.catalog, leaseMs });
+    const catalog = await connectTo(access.catalog);
+    try {
+      const key = 12;
+      const slot = router.slotOf(key);
+      const slow = router.query(key, 'SELECT pg_sleep(2.5) FROM accounts WHERE id = $1', [key]);
+      await new Promise((r) => setTimeout(r, 100));
+      const epoch = await setSlotState(catalog, slot, 'frozen');
+      const other = [...Array(200).keys()].map((i) => i + 1).find((id) => router.slotOf(id) !== slot)!;
+      // Two leases later, the slow call still runs: not acknowledged, yet other slots are served.
+      await new Promise((r) => setTimeout(r, 2 * leaseMs));
+      expect((await routersBehind(catalog, epoch)).map((behind) => behind.id)).toContain(router.id);
+      expect((await router.query(other, 'SELECT 1 AS one FROM accounts WHERE id = $1', [other])).rows).toEqual([{ one: 1 }]);
+      await slow;
+      const deadline = Date.now() + 3_000;
+      while ((await routersBehind(catalog, epoch)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(await routersBehind(catalog, epoch)).toEqual([]);
+      await setSlotState(catalog, slot, 'active');
     } finally {
       await catalog.end();
       await router.close();

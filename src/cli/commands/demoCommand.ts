@@ -1,12 +1,16 @@
 import cliProgress from 'cli-progress';
-import { runDemo } from '../../demo/runDemo.js';
+import { runDemo, type DemoDashboardOptions } from '../../demo/runDemo.js';
+import { announceDashboard, dashboardSettings, untilStopSignal } from './dashboardCommand.js';
 import { badInput } from '../../core/errors.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';
 import { assertSlotCount } from '../../admin/initCluster.js';
 
-export interface DemoCommandOptions { nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; concurrency?: string; mode?: string; clients?: string }
+export interface DemoCommandOptions {
+  nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; concurrency?: string; mode?: string; clients?: string;
+  dashboard?: boolean; dashboardHost?: string; dashboardPort?: string; dashboardLinger?: string;
+}
 
 /** Bounds that keep the demo a demo on a laptop: each node is a real server. */
 const DEMO_NODES_MAX = 16;
@@ -25,11 +29,13 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
   const mode = options.mode ?? 'online';
   if (mode !== 'online' && mode !== 'offline') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   const clients = parseWholeNumber(options.clients, '--clients', 0, 8);
-  const summary = await runDemo({ nodes, add, rows, slots, mode, clients, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}) }, {
-    say: (line = '') => {
-      if (output.json) output.errorStream.write(`${line}\n`);
-      else output.text(line);
-    },
+  const say = (line = ''): void => {
+    if (output.json) output.errorStream.write(`${line}\n`);
+    else output.text(line);
+  };
+  const dashboard = options.dashboard ? demoDashboard(options, say) : undefined;
+  const summary = await runDemo({ nodes, add, rows, slots, mode, clients, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}), ...(dashboard ? { dashboard } : {}) }, {
+    say,
     migrationEvents: progress.handle,
     loadProgress: (loaded, total) => {
       if (!output.interactive) return;
@@ -50,3 +56,21 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
     `${summary.writes_during} live writes, ${summary.client_errors} client errors, ${summary.lost_writes} lost, longest per-slot pause ${summary.pause_ms_max.toFixed(0)} ms.`);
   return summary.verified;
 }
+
+/** The demo's dashboard: port 7463 by default (0 = any), up 5 s before the rebalance and 60 s after it, or until Ctrl-C. */
+function demoDashboard(options: DemoCommandOptions, say: (line: string) => void): DemoDashboardOptions {
+  const settings = dashboardSettings({ ...(options.dashboardHost !== undefined ? { host: options.dashboardHost } : {}), ...(options.dashboardPort !== undefined ? { port: options.dashboardPort } : {}) });
+  return {
+    host: settings.host,
+    port: settings.port,
+    controlToken: settings.controlToken,
+    ...(settings.readToken ? { readToken: settings.readToken } : {}),
+    announce: (url) => announceDashboard(say, url, settings),
+    headStartSeconds: DEMO_DASHBOARD_HEAD_START_SECONDS,
+    lingerSeconds: parseWholeNumber(options.dashboardLinger, '--dashboard-linger', 0, DEMO_DASHBOARD_LINGER_SECONDS),
+    stopEarly: untilStopSignal,
+  };
+}
+
+const DEMO_DASHBOARD_HEAD_START_SECONDS = 5;
+const DEMO_DASHBOARD_LINGER_SECONDS = 60;

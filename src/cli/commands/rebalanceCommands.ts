@@ -1,19 +1,38 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration } from '../../admin/rebalance.js';
+import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
 import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
-import { getMigration, listMigrations, listMoves, migrationIsHeld } from '../../catalog/migrations.js';
+import { getMigration, listMigrations, listMoves, migrationIsHeld, type MoveRecord } from '../../catalog/migrations.js';
+import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
+import { connectNode, type PasswordLookup } from '../../node/nodeAccess.js';
+import { publishedSlots, replicationSlotHealth, REPLICATION_NAME_PREFIX } from '../../node/replication.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError } from '../../core/errors.js';
-import type { MigrationSummary } from '../../coordinator/runMigration.js';
+import type { MigrationSummary, ThrottleOptions } from '../../coordinator/runMigration.js';
 import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
-import { parseWholeNumber } from '../parseNumbers.js';
+import { parseByteSize, parsePercent, parseWholeNumber } from '../parseNumbers.js';
+import { HEADROOM_FRACTION_DEFAULT } from '../../coordinator/nodeSpaces.js';
 import { describePlan, planJson } from './planCommand.js';
 
-export interface RebalanceCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string }
+export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string }
+
+export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string; headroom?: string }
+
+/** --max-copy-rate 50MB (per second), --max-lag 256MB, --max-wal-retained 8GB. */
+export function throttleOptions(options: ThrottleCommandOptions): ThrottleOptions {
+  const copyBytesPerSecMax = parseByteSize(options.maxCopyRate?.replace(/\/s$/i, ''), '--max-copy-rate');
+  const lagBytesMax = parseByteSize(options.maxLag, '--max-lag');
+  const walRetainedBytesMax = parseByteSize(options.maxWalRetained, '--max-wal-retained');
+  return {
+    ...(copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax } : {}),
+    ...(lagBytesMax !== undefined ? { lagBytesMax } : {}),
+    ...(walRetainedBytesMax !== undefined ? { walRetainedBytesMax } : {}),
+  };
+}
 
 function summaryJson(summary: MigrationSummary): Record<string, unknown> {
   return {
@@ -22,13 +41,38 @@ function summaryJson(summary: MigrationSummary): Record<string, unknown> {
     slots_moved: summary.slotsMoved,
     bytes_moved: summary.bytesMoved,
     rows_moved: summary.rowsMoved,
+    bytes_streamed: summary.bytesStreamed,
     seconds: summary.seconds,
     ...(summary.pausesMs.length ? { pause_ms_p50: percentile(summary.pausesMs, 0.5), pause_ms_p99: percentile(summary.pausesMs, 0.99), pause_ms_max: Math.max(...summary.pausesMs) } : {}),
     ...(summary.error ? { error: summary.error } : {}),
   };
 }
 
+function controlJson(outcome: ControlOutcome): Record<string, unknown> {
+  return { migration_id: outcome.migrationId, control: outcome.control, changed: outcome.changed, held: outcome.held };
+}
+
+export async function pauseCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const outcome = await pauseMigration(access);
+  output.result(controlJson(outcome));
+  output.text(outcome.changed
+    ? `Migration ${outcome.migrationId} will pause before its next step (work in flight finishes first). Continue it with \`reshard resume\`.`
+    : `Migration ${outcome.migrationId} is already paused. Continue it with \`reshard resume\`.`);
+}
+
+export async function cancelCommand(output: Output, access: ClusterAccess): Promise<void> {
+  const outcome = await cancelMigration(access);
+  output.result(controlJson(outcome));
+  const what = outcome.held
+    ? 'it starts no new step and rolls back the moves that have not switched; `reshard status` shows when it is cancelled'
+    : 'it was interrupted, so the rollback happens when `reshard resume` runs it';
+  output.text(`Migration ${outcome.migrationId} ${outcome.changed ? 'is being cancelled' : 'was already being cancelled'}: ${what}.`);
+}
+
 function failIfFailed(summary: MigrationSummary): void {
+  if (summary.state === 'cancelled') {
+    throw new ReshardError('aborted', `migration ${summary.migrationId} was cancelled; its moves that had not switched were rolled back`, 'run `reshard rebalance` to plan again');
+  }
   if (summary.state === 'failed') {
     throw new ReshardError('aborted', `migration ${summary.migrationId} stopped: ${summary.error ?? 'a move failed'}`, 'fix the cause, then run `reshard resume`');
   }
@@ -38,9 +82,13 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
   const mode = options.mode ?? 'online';
   if (mode !== 'offline' && mode !== 'online') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
-  const prepared = await prepareRebalance(access, { mode, dryRun: options.dryRun ?? false });
+  const throttle = throttleOptions(options);
+  const headroomFraction = parsePercent(options.headroom, '--headroom', HEADROOM_FRACTION_DEFAULT);
+  const prepared = await prepareRebalance(access, { mode, dryRun: options.dryRun ?? false, headroomFraction, throttle });
   for (const warning of prepared.warnings) output.warn(warning);
   output.text(describePlan(prepared.plan));
+  for (const move of prepared.deferred) output.text(`Not started: slot ${move.slot} ${move.from} → ${move.to}: ${move.reason}.`);
+  const deferredJson = prepared.deferred.map((move) => ({ slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, reason: move.reason }));
   if (prepared.dryRun) {
     output.text();
     output.text(formatMovementMatrix(prepared.comparison.matrix));
@@ -49,19 +97,19 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
       output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
       move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
     }
-    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), steps: prepared.dryRun });
+    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, steps: prepared.dryRun });
     return;
   }
   if (prepared.migrationId === undefined) {
-    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), state: 'balanced' });
+    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, state: 'balanced' });
     return;
   }
   const progress = new MigrationProgress(output);
-  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax });
-  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves } });
+  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle, headroomFraction });
+  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
-    : `Migration ${summary.migrationId} failed after ${summary.slotsMoved} moves.`);
+    : `Migration ${summary.migrationId} ${summary.state} after ${summary.slotsMoved} moves.`);
   failIfFailed(summary);
 }
 
@@ -70,11 +118,21 @@ function pauseText(summary: MigrationSummary): string {
   return `; per-slot write pause p50 ${percentile(summary.pausesMs, 0.5).toFixed(0)} ms, max ${Math.max(...summary.pausesMs).toFixed(0)} ms`;
 }
 
-export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string }): Promise<void> {
+export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string } & ThrottleCommandOptions): Promise<void> {
+  const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
+  const throttle = throttleOptions(options);
+  // A paused migration goes on in the process that runs it; only an interrupted one is run here.
+  const unpaused = await resumePausedMigration(access);
+  if (unpaused) {
+    output.result(controlJson(unpaused));
+    output.text(`Migration ${unpaused.migrationId} resumed: its coordinator goes on within a second.`);
+    return;
+  }
   const progress = new MigrationProgress(output);
   const summary = await resumeMigration(access, {
     emit: progress.handle,
-    moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
+    throttle,
+    moveConcurrencyMax,
   });
   output.result(summaryJson(summary));
   output.text(`Migration ${summary.migrationId} ${summary.state}: ${summary.slotsMoved} slots moved in total.`);
@@ -89,14 +147,19 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
     const latest = migrationId === undefined ? migrations[0] : await getMigration(catalog, migrationId);
     const moves = latest ? await listMoves(catalog, latest.id) : [];
     const held = latest?.state === 'running' ? await migrationIsHeld(catalog, latest.id) : false;
-    return { migrations, latest, moves, held };
+    const nodes = await listNodes(catalog, { includeRemoved: true });
+    return { migrations, latest, moves, held, nodes };
   });
+  const lagBySlot = report.latest?.state === 'running' && report.latest.mode === 'online'
+    ? await replicationLagBySlot(report.latest.id, report.moves.filter((move) => move.state !== 'done'), report.nodes, access.passwords)
+    : new Map<number, number | undefined>();
   const { latest, moves } = report;
   const now = Date.now();
   const movesJson = moves.map((move) => ({
     slot: move.slot, source: move.source, target: move.target, wave: move.wave, state: move.state, step: move.step ?? null,
     bytes_total: move.bytesTotal, bytes_copied: move.bytesCopied, rows_copied: move.rowsCopied,
     age_seconds: move.startedAt ? ((move.finishedAt?.getTime() ?? now) - move.startedAt.getTime()) / 1000 : null,
+    lag_bytes: lagBySlot.get(move.slot) ?? null,
     error: move.error ?? null,
   }));
   output.result({
@@ -115,8 +178,38 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
   const notDone = moves.filter((move) => move.state !== 'done');
   if (notDone.length > 0) {
     output.text(formatTable([
-      ['slot', 'from', 'to', 'state', 'step', 'bytes'],
-      ...notDone.slice(0, 50).map((move) => [String(move.slot), move.source, move.target, move.state, move.step ?? '-', `${formatBytes(move.bytesCopied)} / ${formatBytes(move.bytesTotal)}`]),
+      ['slot', 'from', 'to', 'state', 'step', 'bytes', 'lag', 'age'],
+      ...notDone.slice(0, 50).map((move) => {
+        const lag = lagBySlot.get(move.slot);
+        const age = move.startedAt ? `${Math.round((now - move.startedAt.getTime()) / 1000)} s` : '-';
+        return [String(move.slot), move.source, move.target, move.state, move.step ?? '-', `${formatBytes(move.bytesCopied)} / ${formatBytes(move.bytesTotal)}`,
+          lag === undefined ? '-' : formatBytes(lag), age];
+      }),
     ]));
   }
+}
+
+/**
+ * Apply lag of each unfinished online move, from its source: the publication
+ * that carries the slot's leaves and the replication slot of the same name.
+ * A source that cannot be reached shows no lag rather than failing `status`.
+ */
+async function replicationLagBySlot(migrationId: number, moves: readonly MoveRecord[], nodes: readonly NodeRecord[], passwords: PasswordLookup): Promise<Map<number, number | undefined>> {
+  const lagBySlot = new Map<number, number | undefined>();
+  const prefix = `${REPLICATION_NAME_PREFIX}m${migrationId}_`;
+  for (const name of new Set(moves.map((move) => move.source))) {
+    const node = nodes.find((candidate) => candidate.name === name);
+    if (!node) continue;
+    const client = await connectNode(node, passwords, 'reshard status').catch(() => undefined);
+    if (!client) continue;
+    try {
+      const health = new Map((await replicationSlotHealth(client, prefix)).map((slot) => [slot.slotName, slot.lagBytes]));
+      for (const [publication, slots] of await publishedSlots(client, prefix)) {
+        for (const slot of slots) lagBySlot.set(slot, health.get(publication));
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  return lagBySlot;
 }

@@ -1,0 +1,34 @@
+import { MOVE_CONCURRENCY_MAX_DEFAULT } from '../../admin/rebalance.js';
+import { rollbackMigration } from '../../admin/rollbackMigration.js';
+import { ReshardError } from '../../core/errors.js';
+import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { MigrationProgress } from '../migrationProgress.js';
+import type { Output } from '../output.js';
+import { parseWholeNumber } from '../parseNumbers.js';
+
+export interface RollbackCommandOptions { migration?: string; slot?: string; concurrency?: string }
+
+export async function rollbackCommand(output: Output, access: ClusterAccess, options: RollbackCommandOptions): Promise<void> {
+  const migrationId = options.migration === undefined ? undefined : parseWholeNumber(options.migration, '--migration', 1);
+  const slot = options.slot === undefined ? undefined : parseWholeNumber(options.slot, '--slot', 0);
+  const progress = new MigrationProgress(output);
+  const result = await rollbackMigration(access, {
+    ...(migrationId !== undefined ? { migrationId } : {}),
+    ...(slot !== undefined ? { slot } : {}),
+    emit: progress.handle,
+    moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
+  });
+  output.result({
+    migration_id: result.migrationId,
+    undone_slots: result.undoneSlots,
+    moved_back_slots: result.movedBackSlots,
+    dropped: result.dropped,
+    move_back: result.moveBack ? { migration_id: result.moveBack.migrationId, state: result.moveBack.state, slots_moved: result.moveBack.slotsMoved, ...(result.moveBack.error ? { error: result.moveBack.error } : {}) } : null,
+  });
+  output.text(`Migration ${result.migrationId}: ${result.undoneSlots.length} unswitched move(s) undone, ${result.movedBackSlots.length} switched slot(s) moved back` +
+    (result.moveBack ? ` (migration ${result.moveBack.migrationId} ${result.moveBack.state})` : '') + '.');
+  for (const object of result.dropped) output.text(`  dropped ${object}`);
+  if (result.moveBack?.state === 'failed') {
+    throw new ReshardError('aborted', `moving slots back (migration ${result.moveBack.migrationId}) stopped: ${result.moveBack.error ?? 'a move failed'}`, 'fix the cause, then run `reshard resume`');
+  }
+}

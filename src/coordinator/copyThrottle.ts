@@ -1,0 +1,98 @@
+import { assert } from '../core/assert.js';
+import { ReshardError } from '../core/errors.js';
+import type { CopyGate } from '../node/copyMeter.js';
+
+export interface CopyThrottleLimits {
+  /** Cap on the bytes all copies of a migration stream per second, together; none when absent. */
+  bytesPerSecMax?: number;
+  /** Longest copying may stay held (e.g. while a subscription lags) before the migration gives up. */
+  holdMsMax: number;
+}
+
+export interface ThrottleClock {
+  nowMs(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+const REAL_CLOCK: ThrottleClock = {
+  nowMs: () => performance.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+/**
+ * The one gate every copy stream of a migration passes through: a shared
+ * rate cap (chunks are spaced so the sum of all lanes stays under it) and a
+ * hold that the replication watch sets while a subscription lags or WAL
+ * piles up, released when it recovers. A hold has a time limit; past it, or
+ * after `fail`, every copy stops with that error.
+ */
+export class CopyThrottle implements CopyGate {
+  private nextFreeAtMs = 0;
+  private holdReason: string | undefined;
+  private heldSinceMs = 0;
+  private failure: Error | undefined;
+  private readonly releaseWaiters = new Set<() => void>();
+  private admittedBytesTotal = 0;
+
+  constructor(private readonly limits: CopyThrottleLimits, private readonly clock: ThrottleClock = REAL_CLOCK) {
+    assert(limits.bytesPerSecMax === undefined || limits.bytesPerSecMax > 0, 'a copy rate cap is positive');
+    assert(limits.holdMsMax > 0, 'a copy hold has a positive limit');
+  }
+
+  /** Bytes every copy streamed through this gate so far. */
+  get admittedBytes(): number {
+    return this.admittedBytesTotal;
+  }
+
+  /** Why copying is held now, if it is. */
+  get heldFor(): string | undefined {
+    return this.holdReason;
+  }
+
+  async admit(bytes: number): Promise<void> {
+    while (this.holdReason !== undefined && !this.failure) {
+      const heldMs = this.clock.nowMs() - this.heldSinceMs;
+      if (heldMs >= this.limits.holdMsMax) {
+        this.fail(new ReshardError('timeout', `copying was held for ${Math.round(heldMs)} ms (${this.holdReason}), over its ${this.limits.holdMsMax} ms limit`,
+          'lower the write load on the source, or raise the lag limit (--max-lag) or the hold limit'));
+        break;
+      }
+      await this.waitForRelease(Math.min(250, this.limits.holdMsMax - heldMs));
+    }
+    if (this.failure) throw this.failure;
+    this.admittedBytesTotal += bytes;
+    const rate = this.limits.bytesPerSecMax;
+    if (rate === undefined) return;
+    const now = this.clock.nowMs();
+    const startMs = Math.max(now, this.nextFreeAtMs);
+    this.nextFreeAtMs = startMs + (bytes / rate) * 1000;
+    if (startMs > now) await this.clock.sleep(startMs - now);
+  }
+
+  hold(reason: string): void {
+    if (this.holdReason === undefined) this.heldSinceMs = this.clock.nowMs();
+    this.holdReason = reason;
+  }
+
+  release(): void {
+    this.holdReason = undefined;
+    for (const wake of [...this.releaseWaiters]) wake();
+  }
+
+  /** Stops every copy with `error` (e.g. WAL retained over its limit). */
+  fail(error: Error): void {
+    this.failure ??= error;
+    for (const wake of [...this.releaseWaiters]) wake();
+  }
+
+  private waitForRelease(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        this.releaseWaiters.delete(wake);
+        resolve();
+      };
+      this.releaseWaiters.add(wake);
+      void this.clock.sleep(Math.max(1, timeoutMs)).then(wake);
+    });
+  }
+}

@@ -1,0 +1,102 @@
+import { appendJournal } from '../catalog/journal.js';
+import { unfinishedMoves } from '../catalog/migrations.js';
+import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
+import { ReshardError } from '../core/errors.js';
+import type { Queryable } from '../core/queryable.js';
+import type { MigrationEventSink } from './events.js';
+import { waitFor } from './waitFor.js';
+
+/** How a coordinator follows pause and cancel requests. */
+export interface ControlLimits {
+  /** How often a paused coordinator looks at the catalog again. */
+  pollMs: number;
+  /** A pause longer than this fails the migration (rolling back what has not switched) rather than hold replication slots forever. */
+  pauseMaxMs: number;
+}
+
+export const CONTROL_LIMITS_DEFAULT: ControlLimits = {
+  pollMs: 250,
+  pauseMaxMs: 24 * 60 * 60_000,
+};
+
+/** The failure a cancel request turns into: the ordinary failure path then rolls back every unswitched move. */
+export class MigrationCancelled extends ReshardError {
+  constructor(readonly migrationId: number) {
+    super('aborted', `migration ${migrationId} was cancelled`, 'its moves that had not switched were rolled back; run `reshard rebalance` to plan again');
+  }
+}
+
+export function isCancellation(error: unknown): error is MigrationCancelled {
+  return error instanceof MigrationCancelled;
+}
+
+/**
+ * The place between units of work where a coordinator honours pause and
+ * cancel. Every unit of work in flight finishes (a copy, a cutover); only the
+ * next one waits or is not started. Pause and cancel are journaled without a
+ * slot, so a dashboard in another process sees them in the event log.
+ */
+export class MigrationCheckpoint {
+  private held: Promise<MigrationControl> | undefined;
+  private cancelNoted = false;
+
+  constructor(
+    private readonly catalog: Queryable,
+    readonly migrationId: number,
+    private readonly emit: MigrationEventSink,
+    private readonly limits: ControlLimits = CONTROL_LIMITS_DEFAULT,
+  ) {}
+
+  /**
+   * Waits while the migration is paused; throws `MigrationCancelled` when it
+   * is cancelled and the next unit of work may be skipped (`cancellable`:
+   * false for work that must happen anyway, e.g. cleanups after the switch,
+   * or a move begun by an interrupted run that only its own steps can finish).
+   */
+  async pass(options: { cancellable?: boolean } = {}): Promise<void> {
+    let control = await readControl(this.catalog, this.migrationId);
+    if (control === 'pause') {
+      // Units of work reach the checkpoint in parallel: one waits and journals, the others share its wait.
+      this.held ??= this.holdWhilePaused().finally(() => { this.held = undefined; });
+      control = await this.held;
+    }
+    if (control === 'cancel' && (options.cancellable ?? true)) {
+      await this.noteCancel();
+      throw new MigrationCancelled(this.migrationId);
+    }
+  }
+
+  /** The state a cancelled migration ends in: 'failed' if some move could not be rolled back (resume finishes it). */
+  async finishCancel(): Promise<'cancelled' | 'failed'> {
+    const leftHalfDone = await unfinishedMoves(this.catalog, this.migrationId);
+    await appendJournal(this.catalog, { migrationId: this.migrationId, step: 'cancel', action: leftHalfDone > 0 ? 'failed' : 'done', detail: { movesLeftHalfDone: leftHalfDone } });
+    return leftHalfDone > 0 ? 'failed' : 'cancelled';
+  }
+
+  private async holdWhilePaused(): Promise<MigrationControl> {
+    const { migrationId } = this;
+    const pausedAt = performance.now();
+    await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'begin' });
+    this.emit({ type: 'control', migrationId, control: 'paused' });
+    try {
+      const control = await waitFor(`a resume of paused migration ${migrationId}`, async () => {
+        const current = await readControl(this.catalog, migrationId);
+        return current === 'pause' ? undefined : current;
+      }, { timeoutMs: this.limits.pauseMaxMs, pollMs: this.limits.pollMs, fix: 'the migration was stopped and its unswitched moves rolled back; run `reshard rebalance` again' });
+      const pausedMs = Math.round(performance.now() - pausedAt);
+      await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'done', detail: { pausedMs } });
+      this.emit({ type: 'control', migrationId, control: 'resumed', pausedMs });
+      return control;
+    } catch (error) {
+      await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'failed', detail: { error: error instanceof ReshardError ? error.line() : String(error) } }).catch(() => {});
+      throw error;
+    }
+  }
+
+  private async noteCancel(): Promise<void> {
+    if (this.cancelNoted) return;
+    this.cancelNoted = true;
+    await appendJournal(this.catalog, { migrationId: this.migrationId, step: 'cancel', action: 'begin' });
+    this.emit({ type: 'control', migrationId: this.migrationId, control: 'cancelled' });
+  }
+}
