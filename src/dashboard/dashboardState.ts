@@ -29,7 +29,7 @@ export interface DashboardNode {
   /** Measured on the node every few seconds; null until measured or while unreachable. */
   bytes: number | null;
   capacity_bytes: number | null;
-  /** capacity − bytes when a capacity is configured; null means unknown headroom. */
+  /** capacity − what the server's databases use, when the capacity is configured or measurable (a server on this machine); null means unknown. */
   headroom_bytes: number | null;
   reachable: boolean | null;
   /** In the running migration: 'source', 'target', 'source+target', or null. */

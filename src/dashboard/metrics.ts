@@ -18,7 +18,7 @@ export class DashboardMetrics {
   readonly registry = new Registry();
   private readonly nodeSlots = new Gauge({ name: 'reshard_node_slots', help: 'Slots the node owns in the slot map', labelNames: ['node'], registers: [this.registry] });
   private readonly nodeBytes = new Gauge({ name: 'reshard_node_bytes', help: 'Bytes of the slots attached on the node (all sharded tables, with indexes and TOAST)', labelNames: ['node'], registers: [this.registry] });
-  private readonly nodeHeadroom = new Gauge({ name: 'reshard_node_headroom_bytes', help: 'Configured capacity minus bytes held (only for nodes with a capacity)', labelNames: ['node'], registers: [this.registry] });
+  private readonly nodeHeadroom = new Gauge({ name: 'reshard_node_headroom_bytes', help: 'Capacity (configured, or the filesystem of a server on this machine) minus what the server uses', labelNames: ['node'], registers: [this.registry] });
   private readonly nodeUp = new Gauge({ name: 'reshard_node_up', help: '1 if the dashboard reached the node at its last probe', labelNames: ['node'], registers: [this.registry] });
   private readonly epoch = new Gauge({ name: 'reshard_slot_map_epoch', help: 'Epoch of the slot map', registers: [this.registry] });
   private readonly migrationState = new Gauge({ name: 'reshard_migration_state', help: '1 for the state of the latest migration (paused = running and held at a checkpoint)', labelNames: ['state'], registers: [this.registry] });

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { NodeRecord } from '../catalog/nodes.js';
 import type { ShardedTableRecord } from '../catalog/tables.js';
+import { measureNodeSpace } from '../node/diskSpace.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
 import { reshardReplicationStreams } from '../node/replicationStatus.js';
 import { slotSizesOnNode } from '../node/slotStats.js';
@@ -11,6 +12,8 @@ export interface NodeMeasurement {
   /** Bytes of the slots attached there, all sharded tables (heap, indexes, TOAST). */
   bytes: number;
   bytesBySlot: Map<number, number>;
+  /** What the server's databases use, and what it may use: the configured capacity, else (a server on this machine) used + free on its filesystem. */
+  space: { usedBytes: number; capacityBytes: number | undefined } | undefined;
   measuredAt: number;
 }
 
@@ -58,10 +61,12 @@ export class NodeProbe {
         }
         let bytes = 0;
         for (const slotBytes of bytesBySlot.values()) bytes += slotBytes;
-        return { reachable: true, bytes, bytesBySlot, measuredAt: Date.now() };
+        const measured = await measureNodeSpace(client, node.connection.host);
+        const capacityBytes = node.capacityBytes ?? (measured.freeBytes === undefined ? undefined : measured.usedBytes + measured.freeBytes);
+        return { reachable: true, bytes, bytesBySlot, space: { usedBytes: measured.usedBytes, capacityBytes }, measuredAt: Date.now() };
       });
     } catch {
-      return { reachable: false, bytes: 0, bytesBySlot: new Map(), measuredAt: Date.now() };
+      return { reachable: false, bytes: 0, bytesBySlot: new Map(), space: undefined, measuredAt: Date.now() };
     }
   }
 
