@@ -11,7 +11,7 @@ export class MoveTimeline {
 
   constructor(private readonly now: () => number) {}
 
-  /** Diagnostics: every step event per slot with its time. */
+  /** Every step event per slot with its time, printed when a check fails. */
   readonly stepLog = new Map<number, string[]>();
 
   readonly handle = (event: MigrationEvent): void => {

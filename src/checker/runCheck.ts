@@ -95,12 +95,8 @@ export async function runCheck(options: CheckOptions): Promise<CheckResult> {
     }
     report.ok = report.violations.length === 0;
     if (!report.ok || log.errors.length > 0) {
+      // Where each move's steps fell on the workload's clock, to line violations up with cutovers.
       for (const [slot, lines] of timeline.stepLog) say(`slot ${slot}: ${lines.join(', ')}`);
-      const { withCatalog } = await import('../coordinator/catalogAccess.js');
-      await withCatalog(access, async (catalog) => {
-        const rows = await catalog.query<{ line: string }>(`SELECT migration_id || ' slot ' || slot || ' ' || step || ' ' || action || ' ' || at::text AS line FROM reshard.journal WHERE step IN ('attach', 'switch') ORDER BY id`);
-        for (const row of rows.rows) say(`journal ${row.line}`);
-      });
     }
     const pauses = timeline.pausesMs(log.samples);
     return {

@@ -1,5 +1,4 @@
 import { slotOf } from '../core/hash.js';
-import { leafName } from '../node/leafName.js';
 import type { Router } from '../router/router.js';
 
 export interface WorkloadOptions {
@@ -158,29 +157,6 @@ export class Workload {
     }
   }
 
-  /** Diagnostics: what the node serving `id` sees right now. */
-  private async probe(id: number, slot: number): Promise<string> {
-    try {
-      const leaf = (table: string) => leafName(table, slot, this.modulus);
-      const result = await this.router.query(id, `SELECT inet_server_port() AS port, pg_backend_pid() AS pid,
-        (SELECT count(*) FROM pg_inherits WHERE inhrelid = to_regclass($2))::int AS items_attached,
-        (SELECT count(*) FROM pg_inherits WHERE inhrelid = to_regclass($3))::int AS counters_attached,
-        (SELECT count(*) FROM reshard_check_counters WHERE id = $1)::int AS via_parent_counters,
-        (SELECT count(*) FROM reshard_check_items WHERE id = $1)::int AS via_parent_items,
-        (SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgrelid IN (to_regclass($2), to_regclass($3))) AS triggers,
-        (SELECT count(*) FROM ${leaf('reshard_check_counters')} WHERE id = $1)::int AS in_leaf_counters,
-        now() = statement_timestamp() AS autocommit,
-        (SELECT xact_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS xact_start,
-        (SELECT backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS backend_start,
-        clock_timestamp()::text AS now,
-        (SELECT string_agg(mode, ',') FROM pg_locks WHERE pid = pg_backend_pid() AND relation = 'reshard_check_counters'::regclass) AS parent_locks`,
-        [id, leaf('reshard_check_items'), leaf('reshard_check_counters')]);
-      return `${JSON.stringify(result.rows[0])} route ${JSON.stringify((result as { reshardRoute?: unknown }).reshardRoute)} at ${Math.round(this.now())} ms`;
-    } catch (error) {
-      return `probe failed: ${error instanceof Error ? error.message : String(error)}`;
-    }
-  }
-
   private async call(kind: OperationKind, id: number, work: () => Promise<CallOutcome>, acked: () => void, unknown: () => void): Promise<void> {
     const startMs = this.now();
     const slot = slotOf('bigint', id, this.modulus);
@@ -189,7 +165,6 @@ export class Workload {
       const { asExpected, servedBy } = await work();
       if (!asExpected) {
         const after = this.router.routeOf(slot);
-        this.log.anomalies.push(`PROBE ${await this.probe(id, slot)}`);
         this.log.anomalies.push(`${kind} of ${id} (slot ${slot}) was acknowledged but changed no row ` +
           `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; served by: ${servedBy ? `${servedBy.owner}@${servedBy.epoch}` : '?'}; ` +
           `at end: ${after.owner}@${after.epoch}; ${Math.round(this.now() - startMs)} ms)`);
@@ -199,7 +174,6 @@ export class Workload {
     } catch (error) {
       unknown();
       const after = this.router.routeOf(slot);
-      this.log.errors.push(`PROBE ${await this.probe(id, slot)}`);
       const sent = (error as { reshardRoute?: { owner: string; epoch: number } }).reshardRoute;
       this.log.errors.push(`${kind} of ${id} (slot ${slot}): ${error instanceof Error ? error.message : String(error)} ` +
         `(route at start: ${before.owner}@${before.epoch}${before.frozen ? ' frozen' : ''}; sent to: ${sent ? `${sent.owner}@${sent.epoch}` : '?'}; ` +

@@ -357,7 +357,8 @@ async function cutOverSlot(
         return { lsn, rows, syncedMs: performance.now() - frozenAt };
       });
       await journaled.run(move.slot, 'attach', async () => {
-        await attachSlot(target, batch.tables, move.slot, batch.modulus);
+        // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
+        await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - (performance.now() - frozenAt)));
         mark('attached');
       });
       await journaled.run(move.slot, 'switch', async () => {

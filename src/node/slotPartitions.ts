@@ -99,12 +99,37 @@ export async function truncateStagedSlotLeaf(db: Queryable, table: SlotTable, sl
   await db.query(`TRUNCATE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))}`);
 }
 
-/** ATTACH the slot's staged leaf of every table in one transaction, one round trip. Idempotent. */
-export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
+/** How long an ATTACH may wait for queries on the parents to finish before it gives up (retried by the caller). */
+export const ATTACH_LOCK_TIMEOUT_MS = 10_000;
+
+/**
+ * ATTACH the slot's staged leaf of every table in one transaction, one round
+ * trip, with the parents locked ACCESS EXCLUSIVE for its few milliseconds.
+ * Idempotent.
+ *
+ * Why the strong lock (ATTACH alone needs only SHARE UPDATE EXCLUSIVE):
+ * PostgreSQL builds a parent's partition descriptor lazily, and a backend
+ * that is building it while an ATTACH commits can take in the ATTACH's
+ * invalidation halfway and then keep the descriptor it read before the
+ * commit — that session misses the new partition (an UPDATE matches 0 rows,
+ * an INSERT finds "no partition") until the parent is invalidated again.
+ * Reproduced on PostgreSQL 15 with cold backends planning against a parent
+ * while partitions were attached (46 of 164 checks missed; 0 of 230 with this
+ * lock). Locked, no session plans against the parents while the ATTACH
+ * commits: queries wait for it, then see the partition.
+ */
+export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS): Promise<void> {
   const unattached: SlotTable[] = [];
   for (const table of tables) if (!(await leafState(db, table, slot, modulus)).attached) unattached.push(table);
-  const statements = unattached.map((table) =>
-    `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
+  if (unattached.length === 0) return;
+  // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
+  const parents = unattached.map((table) => quoteQualified(table.schema, table.name));
+  const statements = [
+    `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`,
+    `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`,
+    ...unattached.map((table) =>
+      `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`),
+  ];
   await runInOneTransaction(db, statements);
 }
 

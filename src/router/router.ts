@@ -329,7 +329,8 @@ function positiveMs(value: number | undefined, name: string, fallback: number): 
 /**
  * Errors that prove the call changed nothing and may be retried on a fresh
  * map: a fenced slot (RSM01), and a row the node had no partition for (23514
- * from tuple routing — seen right after a switch, see the closing notes).
+ * from tuple routing; a safety net — the session that kept a partition
+ * descriptor from before an ATTACH is prevented in attachSlot).
  */
 function wasNotApplied(error: unknown): boolean {
   const { code, message } = error as { code?: string; message?: string };
