@@ -50,3 +50,15 @@ export class ReshardError extends Error {
 export function badInput(message: string, fix: string): ReshardError {
   return new ReshardError('bad_input', message, fix);
 }
+
+/**
+ * An error of a step, as recorded ("problem. Fix: fix"), wrapped into one
+ * line for the command that ran it: the step's own fix first, then `then`.
+ */
+export function stoppedError(what: string, recorded: string | undefined, then: string): ReshardError {
+  const line = recorded ?? 'a move failed';
+  const at = line.lastIndexOf('. Fix: ');
+  const problem = at < 0 ? line : line.slice(0, at);
+  const fix = at < 0 ? undefined : line.slice(at + '. Fix: '.length);
+  return new ReshardError('aborted', `${what} stopped: ${problem}`, fix ? `${fix.replace(/\.$/, '')}; then ${then}` : `fix the cause, then ${then}`);
+}

@@ -8,7 +8,7 @@ import { connectNode, type PasswordLookup } from '../../node/nodeAccess.js';
 import { publishedSlots, replicationSlotHealth, REPLICATION_NAME_PREFIX } from '../../node/replication.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
-import { badInput, ReshardError } from '../../core/errors.js';
+import { badInput, ReshardError, stoppedError } from '../../core/errors.js';
 import type { MigrationSummary, ThrottleOptions } from '../../coordinator/runMigration.js';
 import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
@@ -74,7 +74,7 @@ function failIfFailed(summary: MigrationSummary): void {
     throw new ReshardError('aborted', `migration ${summary.migrationId} was cancelled; its moves that had not switched were rolled back`, 'run `reshard rebalance` to plan again');
   }
   if (summary.state === 'failed') {
-    throw new ReshardError('aborted', `migration ${summary.migrationId} stopped: ${summary.error ?? 'a move failed'}`, 'fix the cause, then run `reshard resume`');
+    throw stoppedError(`migration ${summary.migrationId}`, summary.error, 'run `reshard resume`');
   }
 }
 

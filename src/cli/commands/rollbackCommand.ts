@@ -1,6 +1,6 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT } from '../../admin/rebalance.js';
 import { rollbackMigration } from '../../admin/rollbackMigration.js';
-import { ReshardError } from '../../core/errors.js';
+import { stoppedError } from '../../core/errors.js';
 import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
@@ -29,6 +29,6 @@ export async function rollbackCommand(output: Output, access: ClusterAccess, opt
     (result.moveBack ? ` (migration ${result.moveBack.migrationId} ${result.moveBack.state})` : '') + '.');
   for (const object of result.dropped) output.text(`  dropped ${object}`);
   if (result.moveBack?.state === 'failed') {
-    throw new ReshardError('aborted', `moving slots back (migration ${result.moveBack.migrationId}) stopped: ${result.moveBack.error ?? 'a move failed'}`, 'fix the cause, then run `reshard resume`');
+    throw stoppedError(`moving slots back (migration ${result.moveBack.migrationId})`, result.moveBack.error, 'run `reshard resume`');
   }
 }
