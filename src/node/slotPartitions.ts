@@ -99,8 +99,16 @@ export async function truncateStagedSlotLeaf(db: Queryable, table: SlotTable, sl
   await db.query(`TRUNCATE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))}`);
 }
 
-/** How long an ATTACH may wait for queries on the parents to finish before it gives up (retried by the caller). */
+/** How long an ATTACH may keep trying to lock the parents in all before it gives up (the caller then retries the cutover). */
 export const ATTACH_LOCK_TIMEOUT_MS = 10_000;
+
+/**
+ * Longest one attempt queues for the parents' lock. While it queues, new
+ * queries on that node's parents queue behind it, so a long query there
+ * (a report, a vacuum) must cost other slots at most this much per attempt:
+ * the attempt gives way and tries again shortly.
+ */
+export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
 
 /**
  * ATTACH the slot's staged leaf of every table in one transaction, one round
@@ -124,13 +132,20 @@ export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[]
   if (unattached.length === 0) return;
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
   const parents = unattached.map((table) => quoteQualified(table.schema, table.name));
-  const statements = [
-    `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`,
-    `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`,
-    ...unattached.map((table) =>
-      `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`),
-  ];
-  await runInOneTransaction(db, statements);
+  const attaches = unattached.map((table) =>
+    `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
+  const deadline = performance.now() + lockTimeoutMs;
+  for (;;) {
+    const attemptMs = Math.max(1, Math.round(Math.min(ATTACH_LOCK_ATTEMPT_MS_MAX, deadline - performance.now())));
+    try {
+      await runInOneTransaction(db, [`SET LOCAL lock_timeout = '${attemptMs}ms'`, `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`, ...attaches]);
+      return;
+    } catch (error) {
+      const lockTimedOut = (error as { code?: string }).code === '55P03';
+      if (!lockTimedOut || performance.now() + 20 >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
 }
 
 /** Undo of attach, before the switch: back to a standalone staged leaf. */

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { slotOf } from '../../src/core/hash.js';
-import { attachSlot, createSlotPartitions, stageSlotLeaves, type SlotTable } from '../../src/node/slotPartitions.js';
+import { ATTACH_LOCK_ATTEMPT_MS_MAX, attachSlot, createSlotPartitions, stageSlotLeaves, type SlotTable } from '../../src/node/slotPartitions.js';
 import { leafName } from '../../src/node/leafName.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
@@ -69,5 +69,37 @@ describe('a partition attached by attachSlot is seen by every session at once', 
     await admin.end();
     expect(checks).toBeGreaterThan(ATTACHES);
     expect(misses).toEqual([]);
+  });
+
+  it('does not stall other queries behind a long one: each lock attempt queues at most a moment', async () => {
+    const connection = cluster.servers[0]!.connection;
+    const admin = await connectTo(connection);
+    const table: SlotTable = { schema: 'public', name: 'q', shardKey: ['id'] };
+    await admin.query('CREATE TABLE q (id bigint PRIMARY KEY) PARTITION BY HASH (id)');
+    await createSlotPartitions(admin, table, [0, 1, 2], 4);
+    await stageSlotLeaves(admin, [table], [3], 4);
+    const report = await connectTo(connection);
+    await report.query('BEGIN');
+    await report.query('SELECT count(*) FROM q');
+    // A long read holds the parent for 1.5 s; meanwhile the attach keeps trying, and point queries go on.
+    const reportEnds = new Promise((resolve) => setTimeout(resolve, 1_500)).then(() => report.query('COMMIT'));
+    const attached = attachSlot(admin, [table], 3, 4, 5_000);
+    const probe = await connectTo(connection);
+    let slowestMs = 0;
+    const started = performance.now();
+    while (performance.now() - started < 1_300) {
+      const before = performance.now();
+      await probe.query('SELECT count(*) FROM q WHERE id = 1');
+      slowestMs = Math.max(slowestMs, performance.now() - before);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await reportEnds;
+    await attached;
+    const state = await admin.query<{ attached: boolean }>("SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = 'q_s0003'::regclass) AS attached");
+    await Promise.all([admin.end(), report.end(), probe.end()]);
+    expect(state.rows[0]!.attached).toBe(true);
+    // One attempt queues at most ATTACH_LOCK_ATTEMPT_MS_MAX; a single 1.5 s wait would show here.
+    expect(ATTACH_LOCK_ATTEMPT_MS_MAX).toBeLessThanOrEqual(200);
+    expect(slowestMs).toBeLessThan(800);
   });
 });
