@@ -32,13 +32,13 @@ export async function beginStep(db: Queryable, entry: { migrationId: number; slo
   );
 }
 
-export async function readJournal(db: Queryable, migrationId: number, slot?: number): Promise<JournalEntry[]> {
-  const result = await db.query<{ id: string; migration_id: string; slot: number | null; step: string; action: JournalAction; at: Date; detail: Record<string, unknown> | null }>(
-    `SELECT id::text, migration_id::text, slot, step, action, at, detail FROM reshard.journal
-      WHERE migration_id = $1 AND ($2::int IS NULL OR slot = $2) ORDER BY reshard.journal.id`,
-    [migrationId, slot ?? null],
-  );
-  return result.rows.map((row) => ({
+/** The journal's columns as every reader selects them, and the entry they make. */
+export const JOURNAL_COLUMNS = 'id::text, migration_id::text, slot, step, action, at, detail';
+
+export interface JournalRow { id: string; migration_id: string; slot: number | null; step: string; action: JournalAction; at: Date; detail: Record<string, unknown> | null }
+
+export function journalEntryFromRow(row: JournalRow): JournalEntry {
+  return {
     id: Number(row.id),
     migrationId: Number(row.migration_id),
     slot: row.slot ?? undefined,
@@ -46,7 +46,16 @@ export async function readJournal(db: Queryable, migrationId: number, slot?: num
     action: row.action,
     at: row.at,
     detail: row.detail ?? undefined,
-  }));
+  };
+}
+
+export async function readJournal(db: Queryable, migrationId: number, slot?: number): Promise<JournalEntry[]> {
+  const result = await db.query<JournalRow>(
+    `SELECT ${JOURNAL_COLUMNS} FROM reshard.journal
+      WHERE migration_id = $1 AND ($2::int IS NULL OR slot = $2) ORDER BY reshard.journal.id`,
+    [migrationId, slot ?? null],
+  );
+  return result.rows.map(journalEntryFromRow);
 }
 
 /** The steps of one move that finished ('done' after their last 'begin'). */

@@ -1,21 +1,10 @@
 import type { Queryable } from '../core/queryable.js';
-import type { JournalEntry } from './journal.js';
+import { JOURNAL_COLUMNS, journalEntryFromRow, type JournalEntry, type JournalRow } from './journal.js';
 
 /** The newest journal entries of every migration, newest first: the event log of whoever runs them. */
 export async function readJournalTail(db: Queryable, limit: number): Promise<JournalEntry[]> {
-  const result = await db.query<{ id: string; migration_id: string; slot: number | null; step: string; action: JournalEntry['action']; at: Date; detail: Record<string, unknown> | null }>(
-    `SELECT id::text, migration_id::text, slot, step, action, at, detail FROM reshard.journal ORDER BY id DESC LIMIT $1`,
-    [limit],
-  );
-  return result.rows.map((row) => ({
-    id: Number(row.id),
-    migrationId: Number(row.migration_id),
-    slot: row.slot ?? undefined,
-    step: row.step,
-    action: row.action,
-    at: row.at,
-    detail: row.detail ?? undefined,
-  }));
+  const result = await db.query<JournalRow>(`SELECT ${JOURNAL_COLUMNS} FROM reshard.journal ORDER BY id DESC LIMIT $1`, [limit]);
+  return result.rows.map(journalEntryFromRow);
 }
 
 /**

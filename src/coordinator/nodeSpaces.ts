@@ -1,19 +1,23 @@
 import type { NodeRecord } from '../catalog/nodes.js';
 import { ReshardError } from '../core/errors.js';
-import { measureNodeSpace } from '../node/diskSpace.js';
+import { measureNodeSpace, type MeasuredSpace } from '../node/diskSpace.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
 import { movesCrossHeadroom, type NodeSpace } from '../planner/headroom.js';
 
 /** Keep this share of every node's capacity free while moving, unless told otherwise. */
 export const HEADROOM_FRACTION_DEFAULT = 0.1;
 
+/** What a node may hold: its configured capacity, else (a server on this machine) used + free on its filesystem. */
+export function capacityOf(node: Pick<NodeRecord, 'capacityBytes'>, measured: MeasuredSpace): number | undefined {
+  return node.capacityBytes ?? (measured.freeBytes === undefined ? undefined : measured.usedBytes + measured.freeBytes);
+}
+
 /** A node's space: the configured capacity wins; else, on this machine, used + free of its filesystem. */
 export async function measureSpace(node: NodeRecord, passwords: PasswordLookup): Promise<NodeSpace> {
   const client = await connectNode(node, passwords, 'reshard space');
   try {
     const measured = await measureNodeSpace(client, node.connection.host);
-    const capacityBytes = node.capacityBytes ?? (measured.freeBytes === undefined ? undefined : measured.usedBytes + measured.freeBytes);
-    return { name: node.name, usedBytes: measured.usedBytes, capacityBytes };
+    return { name: node.name, usedBytes: measured.usedBytes, capacityBytes: capacityOf(node, measured) };
   } finally {
     await client.end().catch(() => {});
   }

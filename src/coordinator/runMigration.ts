@@ -9,7 +9,7 @@ import { ReshardError } from '../core/errors.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import type { MoveContext, MoveStep } from '../mover/moveStep.js';
 import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
-import { REPLICATION_NAME_PREFIX } from '../node/replication.js';
+import { migrationReplicationPrefix } from '../node/replication.js';
 import { runWithNodeLimits } from './runWithNodeLimits.js';
 import { runMove } from '../mover/runMove.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
@@ -89,7 +89,7 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
       const target = nodes.get(chunk[0]!.target);
       assert(source && target, 'batch nodes are in the catalog');
       // Named by its first slot: unique within the migration, stable across resumes.
-      batches.push({ migrationId, name: `${REPLICATION_NAME_PREFIX}m${migrationId}_s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables });
+      batches.push({ migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables });
     }
   }
   return batches;
@@ -120,7 +120,7 @@ async function runOnlineBatches(
   const limitOf = (name: string): number => shared.nodes.get(name)?.concurrencyMax ?? 1;
   const stopWatch = migrationId === undefined ? async () => {} : watchReplication({
     migrationId,
-    prefix: `${REPLICATION_NAME_PREFIX}m${migrationId}_`,
+    prefix: migrationReplicationPrefix(migrationId),
     sources: [...new Set(batches.map((batch) => batch.source.name))].map((name) => shared.nodes.get(name)!),
     passwords: shared.access.passwords,
     throttle: shared.throttle,

@@ -1,7 +1,9 @@
 import type pg from 'pg';
 import type { NodeRecord } from '../catalog/nodes.js';
 import type { ShardedTableRecord } from '../catalog/tables.js';
+import { capacityOf } from '../coordinator/nodeSpaces.js';
 import { measureNodeSpace } from '../node/diskSpace.js';
+import { slotOfAnyLeafName } from '../node/leafName.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
 import { reshardReplicationStreams } from '../node/replicationStatus.js';
 import { slotSizesOnNode } from '../node/slotStats.js';
@@ -17,11 +19,6 @@ export interface NodeMeasurement {
   measuredAt: number;
 }
 
-/** A leaf name's slot: `users_s0017` → 17. */
-function slotOfLeaf(leaf: string): number | undefined {
-  const match = /_s(\d+)$/.exec(leaf);
-  return match ? Number(match[1]) : undefined;
-}
 
 /**
  * One long-lived connection per node, opened on first use and dropped on
@@ -62,8 +59,7 @@ export class NodeProbe {
         let bytes = 0;
         for (const slotBytes of bytesBySlot.values()) bytes += slotBytes;
         const measured = await measureNodeSpace(client, node.connection.host);
-        const capacityBytes = node.capacityBytes ?? (measured.freeBytes === undefined ? undefined : measured.usedBytes + measured.freeBytes);
-        return { reachable: true, bytes, bytesBySlot, space: { usedBytes: measured.usedBytes, capacityBytes }, measuredAt: Date.now() };
+        return { reachable: true, bytes, bytesBySlot, space: { usedBytes: measured.usedBytes, capacityBytes: capacityOf(node, measured) }, measuredAt: Date.now() };
       });
     } catch {
       return { reachable: false, bytes: 0, bytesBySlot: new Map(), space: undefined, measuredAt: Date.now() };
@@ -80,7 +76,7 @@ export class NodeProbe {
           if (stream.lagBytes === undefined) continue;
           byStream.set(stream.name, stream.lagBytes);
           for (const leaf of stream.leaves) {
-            const slot = slotOfLeaf(leaf);
+            const slot = slotOfAnyLeafName(leaf);
             if (slot !== undefined) bySlot.set(slot, stream.lagBytes);
           }
         }

@@ -3,7 +3,7 @@ import { appendJournal } from '../catalog/journal.js';
 import { updateMove } from '../catalog/migrations.js';
 import { setSlotState } from '../catalog/slotMap.js';
 import { unfenceSlot } from '../node/fence.js';
-import { dropPublication, dropReplicationSlot, dropSubscription, REPLICATION_NAME_PREFIX, reshardReplicationObjects } from '../node/replication.js';
+import { dropPublication, dropReplicationSlot, dropSubscription, migrationReplicationPrefix, reshardReplicationObjects } from '../node/replication.js';
 import {
   detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, type SlotTable,
 } from '../node/slotPartitions.js';
@@ -51,11 +51,6 @@ export async function finishSwitchedMove(context: RevertContext): Promise<void> 
   }
   await appendJournal(catalog, { migrationId, slot, step: 'cleanup', action: 'done', detail: { by: 'rollback' } });
   await updateMove(catalog, migrationId, slot, { state: 'done' });
-}
-
-/** Prefix of every publication, subscription and replication slot of one migration. */
-export function migrationReplicationPrefix(migrationId: number): string {
-  return `${REPLICATION_NAME_PREFIX}m${migrationId}_`;
 }
 
 /**

@@ -22,6 +22,12 @@ export function leafNamePattern(table: string): string {
   return `^${table.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}_s[0-9]+$`;
 }
 
+/** The slot of a name shaped like some table's leaf (`orders_s0017` → 17), for names read back from publications. */
+export function slotOfAnyLeafName(relname: string): number | undefined {
+  const match = /_s(\d+)$/.exec(relname);
+  return match ? Number(match[1]) : undefined;
+}
+
 /** The slot whose leaf of `table` is named `relname`, or undefined if reshard would not name a leaf so. */
 export function slotOfLeafName(table: string, relname: string, modulus: number): number | undefined {
   const prefix = `${table}_s`;

@@ -6,6 +6,11 @@ import type { Queryable } from '../core/queryable.js';
 /** Every publication, subscription and replication slot reshard makes starts with this. */
 export const REPLICATION_NAME_PREFIX = 'reshard_';
 
+/** Prefix of every publication, subscription and replication slot made for one migration. */
+export function migrationReplicationPrefix(migrationId: number): string {
+  return `${REPLICATION_NAME_PREFIX}m${migrationId}_`;
+}
+
 /**
  * The migration a replication object was made for: the coordinator names a
  * batch's objects `reshard_m<migration>_s<first slot>`. Undefined for a name
@@ -183,19 +188,4 @@ export async function replicationSlotHealth(source: Queryable, prefix: string): 
     retainedBytes: Math.max(0, Number(row.retained ?? 0)),
     lagBytes: row.lag === null ? undefined : Math.max(0, Number(row.lag)),
   }));
-}
-
-/** For each publication whose name starts with `prefix`: the slots of the leaves it publishes (from their `_s0017` names). */
-export async function publishedSlots(source: Queryable, prefix: string): Promise<Map<string, number[]>> {
-  const result = await source.query<{ pubname: string; tablename: string }>(
-    'SELECT pubname, tablename FROM pg_publication_tables WHERE starts_with(pubname, $1) ORDER BY pubname, tablename', [prefix]);
-  const slotsByPublication = new Map<string, number[]>();
-  for (const row of result.rows) {
-    const match = /_s(\d+)$/.exec(row.tablename);
-    if (!match) continue;
-    const slots = slotsByPublication.get(row.pubname) ?? [];
-    if (!slots.includes(Number(match[1]))) slots.push(Number(match[1]));
-    slotsByPublication.set(row.pubname, slots);
-  }
-  return slotsByPublication;
 }

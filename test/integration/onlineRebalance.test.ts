@@ -7,23 +7,12 @@ import { listMoves } from '../../src/catalog/migrations.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { withCatalog } from '../../src/coordinator/catalogAccess.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
-import { reshardReplicationObjects } from '../../src/node/replication.js';
+import { leftoverReplicationObjects } from '../support/leftovers.js';
 import { createDemoCluster } from '../support/cluster.js';
-import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 32;
 const USERS = 4_000;
-
-async function leftoverReplicationObjects(cluster: TestServers): Promise<string[]> {
-  const leftovers: string[] = [];
-  for (const server of cluster.servers) {
-    const client = await connectTo(server.connection);
-    const objects = await reshardReplicationObjects(client);
-    leftovers.push(...objects.publications, ...objects.subscriptions, ...objects.slots);
-    await client.end();
-  }
-  return leftovers;
-}
 
 describe('online rebalance (logical replication) on real PostgreSQL', () => {
   let cluster: TestServers;
@@ -50,7 +39,7 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     const afterGrow = await verifyCluster(access);
     expect(afterGrow.problems).toEqual([]);
     expect(afterGrow.rowsTotal).toBe(USERS * 2);
-    expect(await leftoverReplicationObjects(cluster)).toEqual([]);
+    expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
 
     await removeNode(access, 'n4');
     const shrunk = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
@@ -59,6 +48,6 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     expect(afterShrink.problems).toEqual([]);
     expect(afterShrink.rowsTotal).toBe(USERS * 2);
     expect((await withCatalog(access, readSlotMap)).owners).not.toContain('n4');
-    expect(await leftoverReplicationObjects(cluster)).toEqual([]);
+    expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
   });
 });

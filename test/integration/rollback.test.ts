@@ -8,27 +8,16 @@ import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
 import { ReshardError } from '../../src/core/errors.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
-import { reshardReplicationObjects } from '../../src/node/replication.js';
 import { catalogUrl, runCli } from '../support/cli.js';
+import { leftoverReplicationObjects } from '../support/leftovers.js';
 import { createDemoCluster } from '../support/cluster.js';
-import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 16;
 const USERS = 2_000;
 
 async function owners(access: ClusterAccess): Promise<string[]> {
   return withCatalog(access, async (catalog) => [...(await readSlotMap(catalog)).owners]);
-}
-
-async function replicationLeftovers(cluster: TestServers): Promise<string[]> {
-  const leftovers: string[] = [];
-  for (const server of cluster.servers) {
-    const client = await connectTo(server.connection);
-    const objects = await reshardReplicationObjects(client);
-    leftovers.push(...objects.publications, ...objects.subscriptions, ...objects.slots);
-    await client.end();
-  }
-  return leftovers;
 }
 
 describe('rollback on real PostgreSQL', () => {
@@ -76,7 +65,7 @@ describe('rollback on real PostgreSQL', () => {
     const report = await verifyCluster(access);
     expect(report.problems).toEqual([]);
     expect(report.rowsTotal).toBe(USERS * 2);
-    expect(await replicationLeftovers(cluster)).toEqual([]);
+    expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
   });
 
   it('refuses to roll back a migration that is not the latest, changing nothing', async () => {

@@ -5,7 +5,9 @@ import { percentile } from '../../core/percentile.js';
 import { getMigration, listMigrations, listMoves, migrationIsHeld, type MoveRecord } from '../../catalog/migrations.js';
 import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
 import { connectNode, type PasswordLookup } from '../../node/nodeAccess.js';
-import { publishedSlots, replicationSlotHealth, REPLICATION_NAME_PREFIX } from '../../node/replication.js';
+import { migrationReplicationPrefix } from '../../node/replication.js';
+import { reshardReplicationStreams } from '../../node/replicationStatus.js';
+import { slotOfAnyLeafName } from '../../node/leafName.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError, stoppedError } from '../../core/errors.js';
@@ -190,22 +192,24 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
 }
 
 /**
- * Apply lag of each unfinished online move, from its source: the publication
- * that carries the slot's leaves and the replication slot of the same name.
+ * Apply lag of each unfinished online move, from its source: the stream
+ * (publication = subscription name) that carries the slot's leaves.
  * A source that cannot be reached shows no lag rather than failing `status`.
  */
 async function replicationLagBySlot(migrationId: number, moves: readonly MoveRecord[], nodes: readonly NodeRecord[], passwords: PasswordLookup): Promise<Map<number, number | undefined>> {
   const lagBySlot = new Map<number, number | undefined>();
-  const prefix = `${REPLICATION_NAME_PREFIX}m${migrationId}_`;
+  const prefix = migrationReplicationPrefix(migrationId);
   for (const name of new Set(moves.map((move) => move.source))) {
     const node = nodes.find((candidate) => candidate.name === name);
     if (!node) continue;
     const client = await connectNode(node, passwords, 'reshard status').catch(() => undefined);
     if (!client) continue;
     try {
-      const health = new Map((await replicationSlotHealth(client, prefix)).map((slot) => [slot.slotName, slot.lagBytes]));
-      for (const [publication, slots] of await publishedSlots(client, prefix)) {
-        for (const slot of slots) lagBySlot.set(slot, health.get(publication));
+      for (const stream of (await reshardReplicationStreams(client)).filter((candidate) => candidate.name.startsWith(prefix))) {
+        for (const leaf of stream.leaves) {
+          const slot = slotOfAnyLeafName(leaf);
+          if (slot !== undefined) lagBySlot.set(slot, stream.lagBytes);
+        }
       }
     } finally {
       await client.end().catch(() => {});
