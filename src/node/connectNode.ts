@@ -34,12 +34,20 @@ export function boundQueries(client: pg.Client, what: string, timeoutMs = queryT
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         reject(new ReshardError('timeout', `${what} did not answer within ${timeoutMs} ms`, 'check the network between reshard and the node; the move is rolled back or can be resumed'));
-        (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        abandonConnection(client);
       }, timeoutMs);
     });
     return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
   };
   return client;
+}
+
+/**
+ * Drops a connection whose peer stopped answering: its protocol state is
+ * unknown, so it is never reused; pending and later queries on it fail at once.
+ */
+export function abandonConnection(client: pg.ClientBase): void {
+  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 /** Who we are connecting to, for messages: never includes a password. */

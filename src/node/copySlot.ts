@@ -1,7 +1,9 @@
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { ReshardError } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
+import { abandonConnection, queryTimeoutMs } from './connectNode.js';
 import { meteredCopyStream, type CopyGate } from './copyMeter.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';
@@ -24,14 +26,46 @@ export async function copySlotLeaf(
   onBytes: (bytesCopied: number) => void,
   gate?: CopyGate,
 ): Promise<CopyResult> {
-  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  const reader = source.query(copyTo(`COPY ${leaf} TO STDOUT (FORMAT binary)`));
-  const writer = target.query(copyFrom(`COPY ${leaf} FROM STDIN (FORMAT binary)`));
+  return copyRelation(source, target, quoteQualified(table.schema, leafName(table.name, slot, modulus)), onBytes, gate);
+}
+
+/**
+ * COPY `qualified` (a quoted relation name, the same on both sides) from the
+ * source session into the target session, metered and paced by `gate`.
+ * Bounded at both ends: the meter fails a copy that receives nothing for the
+ * idle limit, and once every byte is sent the target must confirm the COPY
+ * within that limit too, or its connection is abandoned (a stalled target
+ * would otherwise hold the copy forever after its last byte).
+ */
+export async function copyRelation(
+  source: pg.ClientBase,
+  target: pg.ClientBase,
+  qualified: string,
+  onBytes: (bytesCopied: number) => void,
+  gate?: CopyGate,
+  idleMs = queryTimeoutMs(),
+): Promise<CopyResult> {
+  const reader = source.query(copyTo(`COPY ${qualified} TO STDOUT (FORMAT binary)`));
+  const writer = target.query(copyFrom(`COPY ${qualified} FROM STDIN (FORMAT binary)`));
   let bytes = 0;
   const counter = meteredCopyStream((soFar) => {
     bytes = soFar;
     onBytes(soFar);
-  }, gate, `the copy of ${leaf}`);
-  await pipeline(reader, counter, writer);
+  }, gate, `the copy of ${qualified}`, idleMs);
+  let confirmTimer: NodeJS.Timeout | undefined;
+  const unconfirmed = new Promise<never>((_, reject) => {
+    counter.once('finish', () => {
+      confirmTimer = setTimeout(() => {
+        abandonConnection(target);
+        reject(new ReshardError('timeout', `the target did not confirm the copy of ${qualified} within ${idleMs} ms of its last byte`,
+          'check the network between reshard and the target node; the move is rolled back or can be resumed'));
+      }, idleMs);
+    });
+  });
+  try {
+    await Promise.race([pipeline(reader, counter, writer), unconfirmed]);
+  } finally {
+    clearTimeout(confirmTimer);
+  }
   return { bytes, rows: writer.rowCount };
 }

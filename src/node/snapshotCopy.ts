@@ -1,10 +1,9 @@
-import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { ConnectionSettings } from '../core/connection.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import { boundQueries, clientConfig, DURABLE_COMMIT_OPTIONS } from './connectNode.js';
-import { meteredCopyStream, type CopyGate } from './copyMeter.js';
+import type { CopyGate } from './copyMeter.js';
+import { copyRelation } from './copySlot.js';
 
 /**
  * A logical replication slot created on a replication connection, with its
@@ -76,15 +75,9 @@ export async function copyLeavesAtSnapshot(
         const leaf = leaves[next++]!;
         const qualified = quoteQualified(leaf.schema, leaf.name);
         await writer.query(`TRUNCATE ${qualified}`);
-        let bytes = 0;
-        const counter = meteredCopyStream((soFar) => {
-          bytes = soFar;
-          onBytes(leaf, soFar);
-        }, gate, `the copy of ${qualified}`);
-        const into = writer.query(copyFrom(`COPY ${qualified} FROM STDIN (FORMAT binary)`));
-        await pipeline(reader.query(copyTo(`COPY ${qualified} TO STDOUT (FORMAT binary)`)), counter, into);
-        bytesTotal += bytes;
-        rowsTotal += into.rowCount;
+        const copied = await copyRelation(reader, writer, qualified, (bytes) => onBytes(leaf, bytes), gate);
+        bytesTotal += copied.bytes;
+        rowsTotal += copied.rows;
       }
       await reader.query('COMMIT');
     } finally {
