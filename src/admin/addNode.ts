@@ -71,7 +71,8 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       const cluster = await getCluster(catalog);
       await nodeClient.query('BEGIN');
       await installNodeHelpers(nodeClient);
-      for (const table of tables) await createParentTable(nodeClient, table);
+      // A node added again after a drain still has the empty parents of its first membership.
+      for (const table of tables) await createParentTable(nodeClient, table, { replaceEmpty: true });
       const node: NodeRecord = {
         name: request.name,
         connection: { ...request.connection, password: undefined },

@@ -93,11 +93,30 @@ export async function parentOid(db: Queryable, spec: Pick<ParentTableSpec, 'sche
   return oid;
 }
 
-/** Creates the parent (and its schema) on one node; the caller's transaction decides. */
-export async function createParentTable(client: pg.ClientBase, spec: ParentTableSpec): Promise<void> {
+/**
+ * Creates the parent (and its schema) on one node; the caller's transaction
+ * decides. With `replaceEmpty`, a parent left behind by an earlier membership
+ * of the node (hash-partitioned, no partition, hence no row) is dropped and
+ * made again from the catalog's definition; anything else of that name is a conflict.
+ */
+export async function createParentTable(client: pg.ClientBase, spec: ParentTableSpec, options: { replaceEmpty?: boolean } = {}): Promise<void> {
+  if (options.replaceEmpty && (await isEmptyHashParent(client, spec))) {
+    await client.query(`DROP TABLE ${quoteQualified(spec.schema, spec.name)}`);
+  }
   try {
     await createParent(client, spec);
   } catch (error) {
     throw explainCreateError(spec, error);
   }
+}
+
+/** A hash-partitioned table with no partition at all: what a node keeps of a table after its last slot left. */
+async function isEmptyHashParent(db: Queryable, spec: Pick<ParentTableSpec, 'schema' | 'name'>): Promise<boolean> {
+  const result = await db.query<{ empty: boolean }>(
+    `SELECT NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = p.partrelid) AS empty
+       FROM pg_partitioned_table p
+      WHERE p.partrelid = to_regclass($1) AND p.partstrat = 'h'`,
+    [quoteQualified(spec.schema, spec.name)],
+  );
+  return result.rows[0]?.empty === true;
 }

@@ -8,6 +8,7 @@ import { withCatalog } from '../../src/coordinator/catalogAccess.js';
 import type { MigrationEvent } from '../../src/coordinator/events.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { listMoves } from '../../src/catalog/migrations.js';
+import { listNodes } from '../../src/catalog/nodes.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { createDemoCluster } from '../support/cluster.js';
@@ -25,7 +26,7 @@ describe('offline rebalance on real PostgreSQL', () => {
     await cluster?.stop();
   });
 
-  it('grows 3 → 4 moving exactly a quarter of the slots, then shrinks back, losing nothing', async () => {
+  it('grows 3 → 4 moving exactly a quarter of the slots, shrinks back and grows again on the same server, losing nothing', async () => {
     const access = await createDemoCluster(cluster.servers, 3, SLOTS);
     const rowsLoaded = await loadDemoRows(access, USERS);
     expect(rowsLoaded).toBe(USERS * 2);
@@ -84,5 +85,15 @@ describe('offline rebalance on real PostgreSQL', () => {
     expect(final.rowsTotal).toBe(USERS * 2);
     const finalMap = await withCatalog(access, readSlotMap);
     expect(finalMap.owners).not.toContain('n4');
+    expect((await withCatalog(access, (catalog) => listNodes(catalog))).map((node) => node.name)).toEqual(['n1', 'n2', 'n3']);
+
+    // The drained server kept its empty parents; adding it again under its old name reuses it.
+    await addNode(access, { name: 'n4', connection: cluster.servers[3]!.connection });
+    const regrown = await rebalance(access, { mode: 'offline', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
+    expect(regrown.summary?.state).toBe('completed');
+    expect(regrown.plan.slotsMoved).toBe(SLOTS / 4);
+    const again = await verifyCluster(access);
+    expect(again.problems).toEqual([]);
+    expect(again.rowsTotal).toBe(USERS * 2);
   });
 });
