@@ -37,9 +37,22 @@ export function boundQueries(client: pg.Client, what: string, timeoutMs = queryT
         abandonConnection(client);
       }, timeoutMs);
     });
-    return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
+    return Promise.race([pending, deadline])
+      .catch((error: unknown) => { throw lostConnectionError(what, error); })
+      .finally(() => clearTimeout(timer));
   };
   return client;
+}
+
+/**
+ * A failure that is not PostgreSQL's answer (a reset, a terminated or
+ * abandoned connection) names the session it hit: node-postgres's own
+ * text ("write ECONNRESET", "Client has encountered a connection error and is
+ * not queryable") says nothing of which node went away.
+ */
+export function lostConnectionError(what: string, error: unknown): unknown {
+  if (error instanceof ReshardError || error instanceof pg.DatabaseError || !(error instanceof Error)) return error;
+  return new ReshardError('unreachable', `lost the connection to ${what} (${error.message})`, 'check that the node runs and that the network reaches it', { cause: error });
 }
 
 /**

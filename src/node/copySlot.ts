@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { ReshardError } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
-import { abandonConnection, queryTimeoutMs } from './connectNode.js';
+import { abandonConnection, lostConnectionError, queryTimeoutMs } from './connectNode.js';
 import { meteredCopyStream, type CopyGate } from './copyMeter.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';
@@ -62,8 +62,14 @@ export async function copyRelation(
       }, idleMs);
     });
   });
+  // Which end failed first, for the error line (node-postgres's own text names neither).
+  let failedEnd: string | undefined;
+  reader.once('error', () => { failedEnd ??= `the source of the copy of ${qualified}`; });
+  writer.once('error', () => { failedEnd ??= `the target of the copy of ${qualified}`; });
   try {
     await Promise.race([pipeline(reader, counter, writer), unconfirmed]);
+  } catch (error) {
+    throw lostConnectionError(failedEnd ?? `the copy of ${qualified}`, error);
   } finally {
     clearTimeout(confirmTimer);
   }

@@ -56,6 +56,21 @@ describe('copy bounds', () => {
     }
   });
 
+  it('a connection cut under a session gives an error line that names the session', async () => {
+    const connection = servers!.servers[0]!.connection;
+    const target = await connectNode({ role: 'node "far"', connection: { ...connection, database: 'copy_target', port: proxy!.port } });
+    try {
+      proxy!.cut();
+      const failure = await target.query('SELECT 1').then(() => undefined, (error: unknown) => error);
+      expect(failure).toBeInstanceOf(ReshardError);
+      expect((failure as ReshardError).code).toBe('unreachable');
+      expect((failure as ReshardError).line()).toMatch(/^lost the connection to node "far" \(.+\)\. Fix: check that the node runs/);
+    } finally {
+      proxy!.heal();
+      await target.end().catch(() => {});
+    }
+  });
+
   it('fails within its bound, and abandons the target session, when the target stops answering', async () => {
     const connection = servers!.servers[0]!.connection;
     const source = await connectNode({ role: 'source', connection });
