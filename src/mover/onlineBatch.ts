@@ -31,7 +31,12 @@ export interface OnlineLimits {
   /** Catch-up is done when the apply worker is this close to the source's WAL. */
   catchupLagBytesMax: number;
   catchupTimeoutMs: number;
-  /** Longest a slot may stay fenced before its cutover is abandoned (unfrozen, retried). */
+  /**
+   * Longest a slot's freeze may spend waiting (routers, fence, replay, the
+   * attach lock) before its cutover is abandoned (unfrozen, retried). The
+   * verification's scan is not a wait: its time grows with the slot's size,
+   * and counting it made every slot above a few hundred MB fail its cutover.
+   */
   freezeBudgetMs: number;
   finalSyncPollMs: number;
   freezeAttemptsMax: number;
@@ -317,6 +322,9 @@ async function cutOverSlot(
   const fencedLsnBySlot = new Map<number, string>();
   for (let attempt = 1; ; attempt++) {
     const frozenAt = performance.now();
+    /** Time spent scanning for the verification (not waiting), left out of the freeze budget. */
+    let verifyMs = 0;
+    const waitedMs = (): number => performance.now() - frozenAt - verifyMs;
     const phase: Record<string, number> = {};
     const mark = (name: string): void => { phase[name] = Math.round(performance.now() - frozenAt); };
     let rows = 0;
@@ -333,11 +341,13 @@ async function cutOverSlot(
       await journaled.run(move.slot, 'sync', async () => {
         // After a resume the fence's position is lost; the current one is later, hence safe.
         const lsn = fencedLsnBySlot.get(move.slot) ?? await currentWalLsn(source);
-        const budgetLeft = Math.max(1, limits.freezeBudgetMs - (performance.now() - frozenAt));
+        const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs());
         await waitFor(`final sync of slot ${move.slot} to ${lsn}`, async () => ((await replayedPast(source, batch.name, lsn)) ? true : undefined),
           { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
         mark('replayed');
+        const verifyFrom = performance.now();
         const [onSource, onTarget] = await Promise.all([slotStats(source, batch.tables, move.slot, batch.modulus), slotStats(target, batch.tables, move.slot, batch.modulus)]);
+        verifyMs = performance.now() - verifyFrom;
         batch.tables.forEach((table, index) => {
           const sourceStats = onSource[index]!;
           const targetStats = onTarget[index]!;
@@ -349,16 +359,16 @@ async function cutOverSlot(
           rows += targetStats.rows;
         });
         mark('verified');
-        // The budget bounds the whole freeze, not only the replay wait.
-        if (performance.now() - frozenAt > limits.freezeBudgetMs) {
-          throw new ReshardError('timeout', `the freeze of slot ${move.slot} took ${Math.round(performance.now() - frozenAt)} ms, over its ${limits.freezeBudgetMs} ms budget`,
+        // The budget bounds every wait of the freeze so far, not only the replay.
+        if (waitedMs() > limits.freezeBudgetMs) {
+          throw new ReshardError('timeout', `the freeze of slot ${move.slot} waited ${Math.round(waitedMs())} ms, over its ${limits.freezeBudgetMs} ms budget`,
             'the cutover was abandoned and the slot unfrozen; it is retried');
         }
-        return { lsn, rows, syncedMs: performance.now() - frozenAt };
+        return { lsn, rows, syncedMs: performance.now() - frozenAt, verifyMs: Math.round(verifyMs) };
       });
       await journaled.run(move.slot, 'attach', async () => {
         // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
-        await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - (performance.now() - frozenAt)));
+        await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - waitedMs()));
         mark('attached');
       });
       await journaled.run(move.slot, 'switch', async () => {

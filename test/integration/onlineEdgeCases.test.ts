@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
+import { removeNode } from '../../src/admin/removeNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { rebalance, resumeMigration } from '../../src/admin/rebalance.js';
@@ -14,6 +15,7 @@ import { getMigration, listMigrations, listMoves, runningMigration } from '../..
 import { readSlotMap, type SlotMapWithStates } from '../../src/catalog/slotMap.js';
 import type { ConnectionSettings } from '../../src/core/connection.js';
 import { ReshardError } from '../../src/core/errors.js';
+import { slotOf } from '../../src/core/hash.js';
 import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
 import type { MigrationEvent } from '../../src/coordinator/events.js';
 import { DEMO_TABLES, loadDemoRows } from '../../src/demo/demoData.js';
@@ -217,6 +219,37 @@ describe('online rebalance edge cases on real PostgreSQL', () => {
 
     await expectRolledBackCleanly(access, cluster.servers, before, summary.migrationId);
     await expectResumeCompletes(access, cluster.servers, summary.migrationId);
+  });
+
+  it('cuts over a slot whose verification scan alone outlasts the freeze budget: the budget bounds waits, not the slot\'s size', async () => {
+    const cluster = await servers(3, 'vfy');
+    const access = await createDemoCluster(cluster.servers, 3, SLOTS);
+    expect(await loadDemoRows(access, USERS)).toBe(ROWS);
+    // 20 rows of 6.4 MB (compressed to ~80 kB each on disk) in one slot of n3: checksumming them takes about a second per side.
+    const owners = (await withCatalog(access, readSlotMap)).owners;
+    const heavySlot = owners.indexOf('n3');
+    const bigKeys: string[] = [];
+    for (let key = 1_000_000_000n; bigKeys.length < 20; key++) if (slotOf('bigint', key, SLOTS) === heavySlot) bigKeys.push(String(key));
+    const n3 = await connectTo(cluster.servers[2]!.connection);
+    try {
+      await n3.query(`INSERT INTO users (id, name, payload) SELECT k, 'heavy', repeat(md5(k::text), 200000) FROM unnest($1::bigint[]) k`, [bigKeys]);
+    } finally {
+      await n3.end();
+    }
+    const budgetMs = 400;
+    await removeNode(access, 'n3');
+    const result = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {}, onlineLimits: onlineLimits({ freezeBudgetMs: budgetMs }) });
+    const summary = result.summary!;
+    expect(summary.state, summary.error ?? '').toBe('completed');
+    expect((await withCatalog(access, readSlotMap)).owners).not.toContain('n3');
+    const journal = await withCatalog(access, (catalog) => readJournal(catalog, summary.migrationId));
+    const synced = journal.find((entry) => entry.slot === heavySlot && entry.step === 'sync' && entry.action === 'done')!;
+    // The scan took longer than the whole budget, in one attempt, and the cutover went through.
+    expect(Number(synced.detail?.['verifyMs'])).toBeGreaterThan(budgetMs);
+    expect(journal.filter((entry) => entry.slot === heavySlot && entry.step === 'freeze' && entry.action === 'begin')).toHaveLength(1);
+    const after = await verifyCluster(access);
+    expect(after.problems).toEqual([]);
+    expect(after.rowsTotal).toBe(ROWS + bigKeys.length);
   });
 
   it('fails a catch-up that never converges, rolls back cleanly, and resume then finishes', async () => {
