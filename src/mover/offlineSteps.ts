@@ -7,7 +7,7 @@ import {
   attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint,
   dropStagedSlotLeaf, stageSlotLeaves, truncateStagedSlotLeaf,
 } from '../node/slotPartitions.js';
-import { leafStats } from '../node/slotStats.js';
+import { slotStatsOnBoth } from '../node/slotStats.js';
 import { describeLeaves, type MoveContext, type MoveStep } from './moveStep.js';
 
 const leaves = describeLeaves;
@@ -64,11 +64,10 @@ const verify: MoveStep = {
   name: 'verify',
   describe: (view) => `compare row count and order-independent checksum of ${leaves(view)} on ${view.sourceName} and ${view.targetName}`,
   async do(context) {
-    for (const table of context.tables) {
-      const [onSource, onTarget] = await Promise.all([
-        leafStats(context.source, table, context.slot, context.modulus),
-        leafStats(context.target, table, context.slot, context.modulus),
-      ]);
+    const { onSource: sourceStats, onTarget: targetStats } = await slotStatsOnBoth(context.source, context.target, context.tables, context.slot, context.modulus);
+    for (const [index, table] of context.tables.entries()) {
+      const onSource = sourceStats[index]!;
+      const onTarget = targetStats[index]!;
       if (onSource.rows !== onTarget.rows || onSource.checksum !== onTarget.checksum) {
         throw new ReshardError(
           'verification_failed',

@@ -21,7 +21,7 @@ import {
   attachSlot, detachAndDropSlotLeaf, leafState, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
   type SlotTable,
 } from '../node/slotPartitions.js';
-import { slotStats } from '../node/slotStats.js';
+import { slotStatsOnBoth } from '../node/slotStats.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
 
 /** Bounds of the online mover; every wait has one. */
@@ -346,7 +346,7 @@ async function cutOverSlot(
           { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
         mark('replayed');
         const verifyFrom = performance.now();
-        const [onSource, onTarget] = await Promise.all([slotStats(source, batch.tables, move.slot, batch.modulus), slotStats(target, batch.tables, move.slot, batch.modulus)]);
+        const { onSource, onTarget } = await slotStatsOnBoth(source, target, batch.tables, move.slot, batch.modulus);
         verifyMs = performance.now() - verifyFrom;
         batch.tables.forEach((table, index) => {
           const sourceStats = onSource[index]!;

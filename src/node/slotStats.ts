@@ -7,20 +7,46 @@ import type { SlotTable } from './slotPartitions.js';
 export interface LeafStats {
   rows: number;
   /**
-   * Order-independent: the sum over rows of a 64-bit hash of the row's text
-   * form, as a decimal string (numeric sum, no overflow). Equal on two nodes
-   * iff they hold the same multiset of rows, up to hash collisions.
+   * Order-independent: the sum over rows of a 64-bit hash of the row, as a
+   * decimal string (numeric sum, no overflow). Equal on two nodes iff they
+   * hold the same multiset of rows, up to hash collisions — when both sides
+   * hashed the same way (see RowHash).
    */
   checksum: string;
 }
 
-export async function leafStats(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<LeafStats> {
-  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  const result = await db.query<{ rows: string; checksum: string }>(
-    `SELECT count(*)::text AS rows, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text AS checksum FROM ${leaf} t`,
-  );
-  const row = result.rows[0]!;
-  return { rows: Number(row.rows), checksum: row.checksum };
+/**
+ * How a row is hashed: `record` hashes the columns' values with their own
+ * hash functions (about twice as fast: no text form is built); `text` hashes
+ * the row's text form, for tables with a column type that has no extended
+ * hash function (json, point, xml, …).
+ */
+export type RowHash = 'record' | 'text';
+
+const ROW_HASH_SQL: Record<RowHash, string> = {
+  record: 'sum(hash_record_extended(t, 0))',
+  text: 'sum(hashtextextended(t::text, 0)::numeric)',
+};
+
+/** SQLSTATE of "could not identify an extended hash function for type …". */
+const NO_HASH_FUNCTION = '42883';
+
+function noHashFunction(error: unknown): boolean {
+  return (error as { code?: string }).code === NO_HASH_FUNCTION;
+}
+
+function statsQuery(leaf: string, rowHash: RowHash): string {
+  return `SELECT json_build_array(count(*)::text, coalesce(${ROW_HASH_SQL[rowHash]}, 0)::text) FROM ${leaf} t`;
+}
+
+/** One table's leaf, on one node, hashed by record where its types allow and by text form otherwise. */
+export async function leafStats(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<LeafStats & { rowHash: RowHash }> {
+  try {
+    return { ...(await slotStats(db, [table], slot, modulus, 'record'))[0]!, rowHash: 'record' };
+  } catch (error) {
+    if (!noHashFunction(error)) throw error;
+    return { ...(await slotStats(db, [table], slot, modulus, 'text'))[0]!, rowHash: 'text' };
+  }
 }
 
 /** Bytes on disk (heap, indexes, TOAST) of the slot's leaves of each table, per slot. */
@@ -40,11 +66,28 @@ export async function slotSizesOnNode(db: Queryable, table: Pick<SlotTable, 'sch
 }
 
 /** Row count and checksum of the slot's leaf of every table, in one round trip. */
-export async function slotStats(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<LeafStats[]> {
-  const parts = tables.map((table) => {
-    const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-    return `(SELECT json_build_array(count(*)::text, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text) FROM ${leaf} t)`;
-  });
+export async function slotStats(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number, rowHash: RowHash = 'record'): Promise<LeafStats[]> {
+  const parts = tables.map((table) => `(${statsQuery(quoteQualified(table.schema, leafName(table.name, slot, modulus)), rowHash)})`);
   const result = await db.query<{ stats: [string, string][] }>(`SELECT json_build_array(${parts.join(', ')}) AS stats`);
   return result.rows[0]!.stats.map(([rows, checksum]) => ({ rows: Number(rows), checksum }));
+}
+
+/**
+ * The slot's stats on both nodes, hashed the same way on both: by record, or
+ * — when either side meets a column type without an extended hash function
+ * (an empty side never does) — by text form on both.
+ */
+export async function slotStatsOnBoth(
+  source: Queryable,
+  target: Queryable,
+  tables: readonly SlotTable[],
+  slot: number,
+  modulus: number,
+): Promise<{ onSource: LeafStats[]; onTarget: LeafStats[]; rowHash: RowHash }> {
+  // allSettled: both sessions are idle again before a retry uses them.
+  const [onSource, onTarget] = await Promise.allSettled([slotStats(source, tables, slot, modulus, 'record'), slotStats(target, tables, slot, modulus, 'record')]);
+  if (onSource.status === 'fulfilled' && onTarget.status === 'fulfilled') return { onSource: onSource.value, onTarget: onTarget.value, rowHash: 'record' };
+  for (const side of [onSource, onTarget]) if (side.status === 'rejected' && !noHashFunction(side.reason)) throw side.reason;
+  const [sourceByText, targetByText] = await Promise.all([slotStats(source, tables, slot, modulus, 'text'), slotStats(target, tables, slot, modulus, 'text')]);
+  return { onSource: sourceByText, onTarget: targetByText, rowHash: 'text' };
 }
