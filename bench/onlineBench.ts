@@ -205,6 +205,13 @@ async function main(): Promise<void> {
         WHERE migration_id = $1 AND step = 'switch' AND action = 'done' AND detail ? 'pausePhasesMs'`, [prepared.migrationId])).rows.map((row) => row.phases));
     const pausePhases = pausePhaseShares(phaseMarks);
     const pauses = timeline.pausesMs(workloadLog.samples);
+    // Per cutover with a call held across it: how long after the coordinator saw the switch commit the last such call ended
+    // (the router's share of the client-seen pause: NOTIFY, re-read of the map, the call on the new owner).
+    const releaseLags = timeline.windows().flatMap((window) => {
+      const ends = workloadLog.samples.filter((sample) => sample.slot === window.slot && sample.startMs <= window.toMs && sample.startMs + sample.latencyMs >= window.fromMs)
+        .map((sample) => sample.startMs + sample.latencyMs - window.toMs);
+      return ends.length ? [Math.max(...ends)] : [];
+    });
     const otherBefore = latencies(workloadLog.samples, baselineFrom, baselineTo, movedSlots);
     const otherDuring = latencies(workloadLog.samples, rebalanceFrom, rebalanceTo, movedSlots);
     const serverVersion = await withClient(servers[0]!.connection, async (client) => (await client.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v);
@@ -232,6 +239,8 @@ async function main(): Promise<void> {
       pause_ms_p99: percentile(pauses, 0.99),
       pause_ms_max: pauses.length ? Math.max(...pauses) : 0,
       pause_moves_observed: pauses.length,
+      release_after_switch_ms_p50: percentile(releaseLags, 0.5),
+      release_after_switch_ms_max: releaseLags.length ? Math.max(...releaseLags) : 0,
       coordinator_pause_ms_p50: percentile(summary.pausesMs, 0.5),
       coordinator_pause_ms_max: summary.pausesMs.length ? Math.max(...summary.pausesMs) : 0,
       other_slots_p99_before_ms: percentile(otherBefore, 0.99),
