@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { appendJournal, beginStep, completedSteps, readJournal } from '../catalog/journal.js';
+import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal } from '../catalog/journal.js';
 import { updateMove, type MoveRecord } from '../catalog/migrations.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
@@ -18,7 +18,7 @@ import {
 } from '../node/replication.js';
 import { copyLeavesAtSnapshot, createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import {
-  attachSlot, detachAndDropSlotLeaf, leafState, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
+  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, unattachedSlotLeaves, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
   type SlotTable,
 } from '../node/slotPartitions.js';
 import { slotStatsOnBoth } from '../node/slotStats.js';
@@ -134,6 +134,30 @@ export class OnlineBatchRun {
         await appendJournal(catalog, { migrationId, slot, step, action: 'done', ...(detail ? { detail } : {}) });
         doneBySlot.get(slot)?.add(step);
         emit({ type: 'step', migrationId, slot, step, action: 'done' });
+      },
+      async runChain(slot, steps) {
+        /** The step whose work is done but whose 'done' is not journaled yet. */
+        let unrecorded: { step: string; detail: Record<string, unknown> | void } | undefined;
+        const recordDone = (step: string): void => {
+          doneBySlot.get(slot)?.add(step);
+          emit({ type: 'step', migrationId, slot, step, action: 'done' });
+        };
+        for (const { step, work } of steps) {
+          if (doneBySlot.get(slot)?.has(step)) continue;
+          if (unrecorded) {
+            await finishAndBeginStep(catalog, { migrationId, slot, done: unrecorded.step, ...(unrecorded.detail ? { detail: unrecorded.detail } : {}), begin: step });
+            recordDone(unrecorded.step);
+          } else {
+            await beginStep(catalog, { migrationId, slot, step });
+          }
+          unrecorded = undefined;
+          emit({ type: 'step', migrationId, slot, step, action: 'begin' });
+          unrecorded = { step, detail: await work() };
+        }
+        if (unrecorded) {
+          await appendJournal(catalog, { migrationId, slot, step: unrecorded.step, action: 'done', ...(unrecorded.detail ? { detail: unrecorded.detail } : {}) });
+          recordDone(unrecorded.step);
+        }
       },
       async runForSlots(slots, step, work) {
         const pending = slots.filter((slot) => !doneBySlot.get(slot)?.has(step));
@@ -302,8 +326,19 @@ async function streamBatch(
 }
 
 /** Runs a step once per slot, journaled before and after; `forget` makes an undone step runnable again. */
+/** One step of a chain: its name and its work (which may return facts for the journal). */
+interface ChainedStep {
+  step: string;
+  work: () => Promise<Record<string, unknown> | void>;
+}
+
 interface Journaled {
   run(slot: number, step: string, work: () => Promise<Record<string, unknown> | void>): Promise<void>;
+  /**
+   * Steps run one after the other as `run` would, except that a step's 'done'
+   * and the next step's 'begin' are journaled in one statement.
+   */
+  runChain(slot: number, steps: readonly ChainedStep[]): Promise<void>;
   /** One piece of work that takes `step` for several slots at once, journaled per slot. */
   runForSlots(slots: readonly number[], step: string, work: () => Promise<void>): Promise<void>;
   forget(slot: number, steps: readonly string[]): void;
@@ -329,62 +364,61 @@ async function cutOverSlot(
     const mark = (name: string): void => { phase[name] = Math.round(performance.now() - frozenAt); };
     let rows = 0;
     try {
-      await journaled.run(move.slot, 'freeze', async () => {
-        await freezeSlotForRouters(catalog, move.slot);
-        const routersAckedMs = performance.now() - frozenAt;
-        mark('acked');
-        const fencedLsn = await fenceSlot(source, batch.tables, move.slot, batch.modulus, limits.freezeBudgetMs);
-        mark('fenced');
-        fencedLsnBySlot.set(move.slot, fencedLsn);
-        return { routersAckedMs, fencedMs: performance.now() - frozenAt, fencedLsn };
-      });
-      await journaled.run(move.slot, 'sync', async () => {
-        // After a resume the fence's position is lost; the current one is later, hence safe.
-        const lsn = fencedLsnBySlot.get(move.slot) ?? await currentWalLsn(source);
-        const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs());
-        await waitFor(`final sync of slot ${move.slot} to ${lsn}`, async () => ((await replayedPast(source, batch.name, lsn)) ? true : undefined),
-          { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
-        mark('replayed');
-        const verifyFrom = performance.now();
-        const { onSource, onTarget } = await slotStatsOnBoth(source, target, batch.tables, move.slot, batch.modulus);
-        verifyMs = performance.now() - verifyFrom;
-        batch.tables.forEach((table, index) => {
-          const sourceStats = onSource[index]!;
-          const targetStats = onTarget[index]!;
-          if (sourceStats.rows !== targetStats.rows || sourceStats.checksum !== targetStats.checksum) {
-            throw new ReshardError('verification_failed',
-              `slot ${move.slot} of ${table.name} differs after the final sync: ${batch.source.name} has ${sourceStats.rows} rows, ${batch.target.name} has ${targetStats.rows}`,
-              'the move was rolled back; run `reshard rebalance` again and report this if it repeats');
+      await journaled.runChain(move.slot, [
+        { step: 'freeze', work: async () => {
+          await freezeSlotForRouters(catalog, move.slot);
+          const routersAckedMs = performance.now() - frozenAt;
+          mark('acked');
+          const fencedLsn = await fenceSlot(source, batch.tables, move.slot, batch.modulus, limits.freezeBudgetMs);
+          mark('fenced');
+          fencedLsnBySlot.set(move.slot, fencedLsn);
+          return { routersAckedMs, fencedMs: performance.now() - frozenAt, fencedLsn };
+        } },
+        { step: 'sync', work: async () => {
+          // After a resume the fence's position is lost; the current one is later, hence safe.
+          const lsn = fencedLsnBySlot.get(move.slot) ?? await currentWalLsn(source);
+          const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs());
+          await waitFor(`final sync of slot ${move.slot} to ${lsn}`, async () => ((await replayedPast(source, batch.name, lsn)) ? true : undefined),
+            { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
+          mark('replayed');
+          const verifyFrom = performance.now();
+          const { onSource, onTarget } = await slotStatsOnBoth(source, target, batch.tables, move.slot, batch.modulus);
+          verifyMs = performance.now() - verifyFrom;
+          batch.tables.forEach((table, index) => {
+            const sourceStats = onSource[index]!;
+            const targetStats = onTarget[index]!;
+            if (sourceStats.rows !== targetStats.rows || sourceStats.checksum !== targetStats.checksum) {
+              throw new ReshardError('verification_failed',
+                `slot ${move.slot} of ${table.name} differs after the final sync: ${batch.source.name} has ${sourceStats.rows} rows, ${batch.target.name} has ${targetStats.rows}`,
+                'the move was rolled back; run `reshard rebalance` again and report this if it repeats');
+            }
+            rows += targetStats.rows;
+          });
+          mark('verified');
+          // The budget bounds every wait of the freeze so far, not only the replay.
+          if (waitedMs() > limits.freezeBudgetMs) {
+            throw new ReshardError('timeout', `the freeze of slot ${move.slot} waited ${Math.round(waitedMs())} ms, over its ${limits.freezeBudgetMs} ms budget`,
+              'the cutover was abandoned and the slot unfrozen; it is retried');
           }
-          rows += targetStats.rows;
-        });
-        mark('verified');
-        // The budget bounds every wait of the freeze so far, not only the replay.
-        if (waitedMs() > limits.freezeBudgetMs) {
-          throw new ReshardError('timeout', `the freeze of slot ${move.slot} waited ${Math.round(waitedMs())} ms, over its ${limits.freezeBudgetMs} ms budget`,
-            'the cutover was abandoned and the slot unfrozen; it is retried');
-        }
-        return { lsn, rows, syncedMs: performance.now() - frozenAt, verifyMs: Math.round(verifyMs) };
-      });
-      await journaled.run(move.slot, 'attach', async () => {
-        // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
-        await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - waitedMs()));
-        mark('attached');
-      });
-      await journaled.run(move.slot, 'switch', async () => {
-        // Invariant 2 at the point of no return: the target serves every table of the slot, committed
-        // (a session inside an open transaction would see its own uncommitted ATTACH).
-        const autocommit = await target.query<{ autocommit: boolean }>('SELECT now() = statement_timestamp() AS autocommit');
-        assert(autocommit.rows[0]?.autocommit, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${move.slot}`);
-        for (const table of batch.tables) {
-          const state = await leafState(target, table, move.slot, batch.modulus);
-          assert(state.attached, `slot ${move.slot} of ${table.name} is attached on ${batch.target.name} before the switch`);
-        }
-        await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
-        mark('switched');
-        // Where the write pause went, ms since the freeze began, for `status` and tuning.
-        return { pausePhasesMs: phase };
-      });
+          return { lsn, rows, syncedMs: performance.now() - frozenAt, verifyMs: Math.round(verifyMs) };
+        } },
+        { step: 'attach', work: async () => {
+          // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
+          await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - waitedMs()));
+          mark('attached');
+        } },
+        { step: 'switch', work: async () => {
+          // Invariant 2 at the point of no return: the target serves every table of the slot, committed
+          // (a session inside an open transaction would see its own uncommitted ATTACH).
+          const onTarget = await unattachedSlotLeaves(target, batch.tables, move.slot, batch.modulus);
+          assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${move.slot}`);
+          assert(onTarget.unattached.length === 0, `slot ${move.slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.join(', ')})`);
+          await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
+          mark('switched');
+          // Where the write pause went, ms since the freeze began, for `status` and tuning.
+          return { pausePhasesMs: phase };
+        } },
+      ]);
       const pauseMs = performance.now() - frozenAt;
       // Not 'done' yet: the source's leaves and the replication objects go in cleanup, and a resume
       // only visits moves that are not done (a crash here left them behind for good).

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { quoteIdent, quoteQualified } from '../core/identifier.js';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
@@ -59,6 +59,24 @@ export async function leafState(db: Queryable, table: SlotTable, slot: number, m
   );
   const row = result.rows[0]!;
   return { exists: row.exists, attached: row.attached ?? false, detachPending: row.detach_pending ?? false };
+}
+
+/**
+ * The slot's leaves not attached on this node, in one round trip, and
+ * whether the session is inside a transaction (where its own uncommitted
+ * ATTACH would look attached to it and to nobody else).
+ */
+export async function unattachedSlotLeaves(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: string[] }> {
+  const names = tables.map((table) => quoteLiteral(quoteQualified(table.schema, leafName(table.name, slot, modulus))));
+  // No parameters: the simple protocol runs the statement in one message, so outside a transaction
+  // now() (its start) equals statement_timestamp(); the extended protocol's messages would set them apart.
+  const result = await db.query<{ in_transaction: boolean; unattached: string[] }>(
+    `SELECT now() <> statement_timestamp() AS in_transaction,
+            coalesce(array_agg(l.name) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached
+       FROM unnest(ARRAY[${names.join(', ')}]::text[]) AS l(name)`,
+  );
+  const row = result.rows[0]!;
+  return { inTransaction: row.in_transaction, unattached: row.unattached };
 }
 
 /**
