@@ -145,8 +145,8 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
  * commits: queries wait for it, then see the partition.
  */
 export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS): Promise<void> {
-  const unattached: SlotTable[] = [];
-  for (const table of tables) if (!(await leafState(db, table, slot, modulus)).attached) unattached.push(table);
+  const notAttached = new Set((await unattachedSlotLeaves(db, tables, slot, modulus)).unattached);
+  const unattached = tables.filter((table) => notAttached.has(quoteQualified(table.schema, leafName(table.name, slot, modulus))));
   if (unattached.length === 0) return;
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
   const parents = unattached.map((table) => quoteQualified(table.schema, table.name));
