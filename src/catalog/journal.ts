@@ -74,12 +74,22 @@ export async function readJournal(db: Queryable, migrationId: number, slot?: num
   return result.rows.map(journalEntryFromRow);
 }
 
-/** The steps of one move that finished ('done' after their last 'begin'). */
+/** The pseudo-step whose 'undo' starts taking back a whole unswitched online move (every step at once). */
+export const WHOLE_MOVE_STEP = 'online';
+
+/**
+ * The steps of one move that finished ('done' after their last 'begin') and
+ * whose undo has not begun: once an undo starts, the step's effects may be
+ * half gone, so a resume must take it again (steps are idempotent), never
+ * skip it — skipping a half-undone freeze or final sync would switch a slot
+ * whose source takes writes again.
+ */
 export function completedSteps(entries: readonly JournalEntry[]): Set<string> {
   const done = new Set<string>();
   for (const entry of entries) {
     if (entry.action === 'done') done.add(entry.step);
-    if (entry.action === 'begin' || entry.action === 'undone') done.delete(entry.step);
+    if (entry.action === 'begin' || entry.action === 'undo' || entry.action === 'undone') done.delete(entry.step);
+    if (entry.action === 'undo' && entry.step === WHOLE_MOVE_STEP) done.clear();
   }
   return done;
 }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal } from '../catalog/journal.js';
+import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal, WHOLE_MOVE_STEP } from '../catalog/journal.js';
 import { updateMove, type MoveRecord } from '../catalog/migrations.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
@@ -254,7 +254,7 @@ export class OnlineBatchRun {
     const message = errorText(error);
     const unswitched = this.unswitched();
     for (const move of unswitched) {
-      await appendJournal(connections.catalog, { migrationId, slot: move.slot, step: 'online', action: 'failed', detail: { error: message } }).catch(() => {});
+      await appendJournal(connections.catalog, { migrationId, slot: move.slot, step: WHOLE_MOVE_STEP, action: 'failed', detail: { error: message } }).catch(() => {});
     }
     try {
       await undoUnswitched(batch, unswitched, connections);
@@ -428,17 +428,24 @@ async function cutOverSlot(
       const overBudget = error instanceof ReshardError && error.code === 'timeout';
       const lockTimeout = (error as { code?: string }).code === '55P03';
       if (!(overBudget || lockTimeout) || attempt >= limits.freezeAttemptsMax) throw error;
-      // Abandon this cutover: writes resume on the source, and the slot is tried again shortly.
-      await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'freeze', action: 'undo', detail: { attempt, reason: errorText(error) } });
+      // Abandon this cutover: writes resume on the source, and the slot is tried again shortly. Every step
+      // of the attempt is journaled as being undone before anything is undone: a crash halfway must not
+      // leave a final sync recorded as done for a source that takes writes again.
+      for (const step of CUTOVER_ATTEMPT_STEPS_REVERSED) {
+        await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undo', ...(step === 'freeze' ? { detail: { attempt, reason: errorText(error) } } : {}) });
+      }
       for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
       await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
       await setSlotState(catalog, move.slot, 'active');
-      await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'freeze', action: 'undone' });
-      journaled.forget(move.slot, ['freeze', 'sync', 'attach']);
+      for (const step of CUTOVER_ATTEMPT_STEPS_REVERSED) await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undone' });
+      journaled.forget(move.slot, CUTOVER_ATTEMPT_STEPS_REVERSED);
       await sleep(200 * attempt);
     }
   }
 }
+
+/** The steps an abandoned cutover attempt takes back, last taken first. */
+const CUTOVER_ATTEMPT_STEPS_REVERSED = ['attach', 'sync', 'freeze'] as const;
 
 /** Steps of an unswitched slot that its undo reverses, in the order they are taken. */
 const UNDOABLE_STEPS = ['prepare', 'stream', 'freeze', 'sync', 'attach'] as const;
@@ -452,7 +459,7 @@ const UNDOABLE_STEPS = ['prepare', 'stream', 'freeze', 'sync', 'attach'] as cons
 async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], connections: OnlineBatchConnections): Promise<void> {
   const { source, target, catalog } = connections;
   for (const move of moves) {
-    await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: 'online', action: 'undo' });
+    await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: WHOLE_MOVE_STEP, action: 'undo' });
     for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
     await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
     await setSlotState(catalog, move.slot, 'active');
