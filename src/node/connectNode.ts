@@ -51,8 +51,17 @@ export function boundQueries(client: pg.Client, what: string, timeoutMs = queryT
  * not queryable") says nothing of which node went away.
  */
 export function lostConnectionError(what: string, error: unknown): unknown {
-  if (error instanceof ReshardError || error instanceof pg.DatabaseError || !(error instanceof Error)) return error;
+  if (!isConnectionLoss(error)) return error;
   return new ReshardError('unreachable', `lost the connection to ${what} (${error.message})`, 'check that the node runs and that the network reaches it', { cause: error });
+}
+
+/** Socket errors, and node-postgres's words for a connection that ended or broke; not PostgreSQL's answers, not our own bugs. */
+const SOCKET_ERROR_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
+const CONNECTION_ENDED = /^Connection terminated|is not queryable|^Client was closed/;
+
+function isConnectionLoss(error: unknown): error is Error {
+  if (!(error instanceof Error) || error instanceof ReshardError || error instanceof pg.DatabaseError) return false;
+  return SOCKET_ERROR_CODES.has((error as NodeJS.ErrnoException).code ?? '') || CONNECTION_ENDED.test(error.message);
 }
 
 /**

@@ -68,6 +68,8 @@ export async function validateParentTable(client: pg.ClientBase, spec: ParentTab
 }
 
 function explainCreateError(spec: ParentTableSpec, error: unknown): ReshardError {
+  // Already explained (a lost connection, a timeout): not a problem of the definition.
+  if (error instanceof ReshardError) return error;
   const pgError = error as { code?: string; message?: string };
   if (pgError.code === '0A000' && /unique constraint|partitioning columns|partition key/i.test(pgError.message ?? '')) {
     return new ReshardError('bad_input', `the primary key of "${spec.name}" does not include the shard key (${spec.shardKey.join(', ')})`, 'add the shard key columns to the primary key');
@@ -100,13 +102,25 @@ export async function parentOid(db: Queryable, spec: Pick<ParentTableSpec, 'sche
  * made again from the catalog's definition; anything else of that name is a conflict.
  */
 export async function createParentTable(client: pg.ClientBase, spec: ParentTableSpec, options: { replaceEmpty?: boolean } = {}): Promise<void> {
-  if (options.replaceEmpty && (await isEmptyHashParent(client, spec))) {
-    await client.query(`DROP TABLE ${quoteQualified(spec.schema, spec.name)}`);
-  }
+  if (options.replaceEmpty && (await isEmptyHashParent(client, spec))) await dropEmptyParent(client, spec);
   try {
     await createParent(client, spec);
   } catch (error) {
     throw explainCreateError(spec, error);
+  }
+}
+
+/** Drops a left-behind empty parent, locked first so that no partition can be attached between the check and the drop. */
+async function dropEmptyParent(client: pg.ClientBase, spec: ParentTableSpec): Promise<void> {
+  const parent = quoteQualified(spec.schema, spec.name);
+  await client.query(`LOCK TABLE ${parent} IN ACCESS EXCLUSIVE MODE`);
+  if (!(await isEmptyHashParent(client, spec))) return;
+  try {
+    await client.query(`DROP TABLE ${parent}`);
+  } catch (error) {
+    if ((error as { code?: string }).code !== '2BP01') throw error;
+    throw new ReshardError('conflict', `the node still has an empty table "${spec.name}" from before, and other objects depend on it (${(error as Error).message})`,
+      `drop those objects or the table on the node (DROP TABLE ${parent} CASCADE), then add the node again`);
   }
 }
 
