@@ -18,7 +18,9 @@ export function quoteQualified(schema: string, name: string): string {
 /** A SQL string literal, for the few places where a parameter cannot be used (DDL). */
 export function quoteLiteral(value: string): string {
   if (value.includes('\u0000')) throw badInput('a value contains a NUL byte', 'remove it');
-  return `'${value.replaceAll("'", "''")}'`;
+  const quoted = value.replaceAll("'", "''");
+  // With a backslash, the E'' form reads the same whatever standard_conforming_strings is (as PostgreSQL's quote_literal does).
+  return value.includes('\\') ? `E'${quoted.replaceAll('\\', '\\\\')}'` : `'${quoted}'`;
 }
 
 /** PostgreSQL truncates identifiers to 63 bytes; longer names would collide silently. */
