@@ -126,37 +126,30 @@ export class OnlineBatchRun {
     const doneBySlot = new Map<number, Set<string>>();
     for (const move of batch.moves) doneBySlot.set(move.slot, completedSteps(await readJournal(catalog, migrationId, move.slot)));
     const journaled: Journaled = {
-      async run(slot, step, work) {
-        if (doneBySlot.get(slot)?.has(step)) return;
-        await beginStep(catalog, { migrationId, slot, step });
-        emit({ type: 'step', migrationId, slot, step, action: 'begin' });
-        const detail = await work();
-        await appendJournal(catalog, { migrationId, slot, step, action: 'done', ...(detail ? { detail } : {}) });
-        doneBySlot.get(slot)?.add(step);
-        emit({ type: 'step', migrationId, slot, step, action: 'done' });
+      run(slot, step, work) {
+        return journaled.runChain(slot, [{ step, work }]);
       },
       async runChain(slot, steps) {
         /** The step whose work is done but whose 'done' is not journaled yet. */
         let unrecorded: { step: string; detail: Record<string, unknown> | void } | undefined;
-        const recordDone = (step: string): void => {
-          doneBySlot.get(slot)?.add(step);
-          emit({ type: 'step', migrationId, slot, step, action: 'done' });
+        const recorded = (): void => {
+          doneBySlot.get(slot)?.add(unrecorded!.step);
+          emit({ type: 'step', migrationId, slot, step: unrecorded!.step, action: 'done' });
         };
         for (const { step, work } of steps) {
           if (doneBySlot.get(slot)?.has(step)) continue;
           if (unrecorded) {
             await finishAndBeginStep(catalog, { migrationId, slot, done: unrecorded.step, ...(unrecorded.detail ? { detail: unrecorded.detail } : {}), begin: step });
-            recordDone(unrecorded.step);
+            recorded();
           } else {
             await beginStep(catalog, { migrationId, slot, step });
           }
-          unrecorded = undefined;
           emit({ type: 'step', migrationId, slot, step, action: 'begin' });
           unrecorded = { step, detail: await work() };
         }
         if (unrecorded) {
           await appendJournal(catalog, { migrationId, slot, step: unrecorded.step, action: 'done', ...(unrecorded.detail ? { detail: unrecorded.detail } : {}) });
-          recordDone(unrecorded.step);
+          recorded();
         }
       },
       async runForSlots(slots, step, work) {
@@ -325,15 +318,15 @@ async function streamBatch(
   await catchUp(batch, source, options.limits);
 }
 
-/** Runs a step once per slot, journaled before and after; `forget` makes an undone step runnable again. */
 /** One step of a chain: its name and its work (which may return facts for the journal). */
 interface ChainedStep {
   step: string;
   work: () => Promise<Record<string, unknown> | void>;
 }
 
+/** Runs a step once per slot, journaled before and after; `forget` makes an undone step runnable again. */
 interface Journaled {
-  run(slot: number, step: string, work: () => Promise<Record<string, unknown> | void>): Promise<void>;
+  run(slot: number, step: string, work: ChainedStep['work']): Promise<void>;
   /**
    * Steps run one after the other as `run` would, except that a step's 'done'
    * and the next step's 'begin' are journaled in one statement.
@@ -412,7 +405,7 @@ async function cutOverSlot(
           // (a session inside an open transaction would see its own uncommitted ATTACH).
           const onTarget = await unattachedSlotLeaves(target, batch.tables, move.slot, batch.modulus);
           assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${move.slot}`);
-          assert(onTarget.unattached.length === 0, `slot ${move.slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.join(', ')})`);
+          assert(onTarget.unattached.length === 0, `slot ${move.slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
           await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
           mark('switched');
           // Where the write pause went, ms since the freeze began, for `status` and tuning.

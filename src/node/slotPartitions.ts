@@ -62,21 +62,21 @@ export async function leafState(db: Queryable, table: SlotTable, slot: number, m
 }
 
 /**
- * The slot's leaves not attached on this node, in one round trip, and
- * whether the session is inside a transaction (where its own uncommitted
- * ATTACH would look attached to it and to nobody else).
+ * The tables whose leaf of the slot is not attached on this node, in one
+ * round trip, and whether the session is inside a transaction (where its own
+ * uncommitted ATTACH would look attached to it and to nobody else).
  */
-export async function unattachedSlotLeaves(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: string[] }> {
+export async function unattachedSlotLeaves<T extends SlotTable>(db: Queryable, tables: readonly T[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: T[] }> {
   const names = tables.map((table) => quoteLiteral(quoteQualified(table.schema, leafName(table.name, slot, modulus))));
   // No parameters: the simple protocol runs the statement in one message, so outside a transaction
   // now() (its start) equals statement_timestamp(); the extended protocol's messages would set them apart.
   const result = await db.query<{ in_transaction: boolean; unattached: string[] }>(
     `SELECT now() <> statement_timestamp() AS in_transaction,
-            coalesce(array_agg(l.name) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached
-       FROM unnest(ARRAY[${names.join(', ')}]::text[]) AS l(name)`,
+            coalesce(array_agg(l.position::text ORDER BY l.position) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached
+       FROM unnest(ARRAY[${names.join(', ')}]::text[]) WITH ORDINALITY AS l(name, position)`,
   );
   const row = result.rows[0]!;
-  return { inTransaction: row.in_transaction, unattached: row.unattached };
+  return { inTransaction: row.in_transaction, unattached: row.unattached.map((position) => tables[Number(position) - 1]!) };
 }
 
 /**
@@ -145,8 +145,7 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
  * commits: queries wait for it, then see the partition.
  */
 export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS): Promise<void> {
-  const notAttached = new Set((await unattachedSlotLeaves(db, tables, slot, modulus)).unattached);
-  const unattached = tables.filter((table) => notAttached.has(quoteQualified(table.schema, leafName(table.name, slot, modulus))));
+  const { unattached } = await unattachedSlotLeaves(db, tables, slot, modulus);
   if (unattached.length === 0) return;
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
   const parents = unattached.map((table) => quoteQualified(table.schema, table.name));

@@ -1,4 +1,5 @@
-import { quoteQualified } from '../core/identifier.js';
+import { assert } from '../core/assert.js';
+import { quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';
@@ -36,35 +37,24 @@ const RECORD_HASHABLE_TYPES = [
   'date', 'time', 'timestamp', 'timestamptz', 'interval',
 ];
 
-const ROW_HASH_SQL: Record<RowHash, string> = {
-  record: 'sum(hash_record_extended(t, 0))',
-  text: 'sum(hashtextextended(t::text, 0)::numeric)',
-};
-
-function statsQuery(leaf: string, rowHash: RowHash): string {
-  return `SELECT json_build_array(count(*)::text, coalesce(${ROW_HASH_SQL[rowHash]}, 0)::text) FROM ${leaf} t`;
+/** SQL: true when every column of `parent` (a quoted literal of its name) is of a RECORD_HASHABLE_TYPES type. */
+function byRecordSql(parent: string): string {
+  return `(SELECT coalesce(bool_and(ty.typnamespace = 'pg_catalog'::regnamespace AND ty.typname = ANY (ARRAY[${RECORD_HASHABLE_TYPES.map(quoteLiteral).join(', ')}])
+                                  AND (a.attcollation = 0 OR coalesce(co.collisdeterministic, false))), false)
+             FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid LEFT JOIN pg_collation co ON co.oid = a.attcollation
+            WHERE a.attrelid = to_regclass(${parent}) AND a.attnum > 0 AND NOT a.attisdropped)`;
 }
 
 /** Per table (in order), how its rows are hashed, decided from its parent's column types on this node. */
 export async function rowHashesOf(db: Queryable, tables: readonly Pick<SlotTable, 'schema' | 'name'>[]): Promise<RowHash[]> {
-  const result = await db.query<{ position: string; by_record: boolean }>(
-    `SELECT t.position::text, bool_and(ty.typnamespace = 'pg_catalog'::regnamespace AND ty.typname = ANY ($2::text[])
-                                     AND (a.attcollation = 0 OR coalesce(co.collisdeterministic, false))) AS by_record
-       FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position)
-       JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped
-       JOIN pg_type ty ON ty.oid = a.atttypid
-       LEFT JOIN pg_collation co ON co.oid = a.attcollation
-      GROUP BY t.position`,
-    [tables.map((table) => quoteQualified(table.schema, table.name)), RECORD_HASHABLE_TYPES],
-  );
-  const byRecord = new Map(result.rows.map((row) => [Number(row.position), row.by_record]));
-  return tables.map((_, index) => (byRecord.get(index + 1) ? 'record' : 'text'));
+  const flags = tables.map((table) => byRecordSql(quoteLiteral(quoteQualified(table.schema, table.name))));
+  const result = await db.query<{ by_record: boolean[] }>(`SELECT ARRAY[${flags.join(', ')}]::boolean[] AS by_record`);
+  return result.rows[0]!.by_record.map((byRecord) => (byRecord ? 'record' : 'text'));
 }
 
 /** One table's leaf on one node: rows and checksum, and how the rows were hashed. */
 export async function leafStats(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<LeafStats & { rowHash: RowHash }> {
-  const rowHashes = await rowHashesOf(db, [table]);
-  return { ...(await slotStats(db, [table], slot, modulus, rowHashes))[0]!, rowHash: rowHashes[0]! };
+  return (await slotStats(db, [table], slot, modulus))[0]!;
 }
 
 /** Bytes on disk (heap, indexes, TOAST) of the slot's leaves of each table, per slot. */
@@ -83,31 +73,26 @@ export async function slotSizesOnNode(db: Queryable, table: Pick<SlotTable, 'sch
   return sizes;
 }
 
-/** Row count and checksum of the slot's leaf of every table, in one round trip, each table hashed as `rowHashes` says. */
-export async function slotStats(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number, rowHashes: readonly RowHash[]): Promise<LeafStats[]> {
-  const parts = tables.map((table, index) => `(${statsQuery(quoteQualified(table.schema, leafName(table.name, slot, modulus)), rowHashes[index]!)})`);
-  const result = await db.query<{ stats: [string, string][] }>(`SELECT json_build_array(${parts.join(', ')}) AS stats`);
-  return result.rows[0]!.stats.map(([rows, checksum]) => ({ rows: Number(rows), checksum }));
-}
-
-/** How each session's tables hash, decided once per session (a migration does not change column types). */
-const rowHashesBySession = new WeakMap<Queryable, Map<string, RowHash[]>>();
-
-async function cachedRowHashes(db: Queryable, tables: readonly SlotTable[]): Promise<RowHash[]> {
-  const key = tables.map((table) => quoteQualified(table.schema, table.name)).join(',');
-  const known = rowHashesBySession.get(db) ?? new Map<string, RowHash[]>();
-  rowHashesBySession.set(db, known);
-  const cached = known.get(key);
-  if (cached) return cached;
-  const decided = await rowHashesOf(db, tables);
-  known.set(key, decided);
-  return decided;
+/**
+ * Row count and checksum of the slot's leaf of every table, in one round
+ * trip; each table's rows hashed as its column types allow (decided in the
+ * same statement, so no lookup of its own).
+ */
+export async function slotStats(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<(LeafStats & { rowHash: RowHash })[]> {
+  const parts = tables.map((table) => {
+    const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
+    const byRecord = byRecordSql(quoteLiteral(quoteQualified(table.schema, table.name)));
+    // The CASE is decided once per statement (an init plan): the record hash is never called on a row it cannot hash.
+    return `(SELECT json_build_array(count(*)::text, coalesce(sum(CASE WHEN ${byRecord} THEN hash_record_extended(t, 0) ELSE hashtextextended(t::text, 0) END), 0)::text, ${byRecord}) FROM ${leaf} t)`;
+  });
+  const result = await db.query<{ stats: [string, string, boolean][] }>(`SELECT json_build_array(${parts.join(', ')}) AS stats`);
+  return result.rows[0]!.stats.map(([rows, checksum, byRecord]) => ({ rows: Number(rows), checksum, rowHash: byRecord ? 'record' : 'text' }));
 }
 
 /**
- * The slot's stats on both nodes, each table hashed the same way on both —
- * as the source's column types decide (the target's tables are made from
- * the same definitions).
+ * The slot's stats on both nodes. Each side decides its tables' hashing from
+ * its own column types, which are the same on both (the target's tables are
+ * made from the same definitions); a disagreement is a broken invariant.
  */
 export async function slotStatsOnBoth(
   source: Queryable,
@@ -116,7 +101,9 @@ export async function slotStatsOnBoth(
   slot: number,
   modulus: number,
 ): Promise<{ onSource: LeafStats[]; onTarget: LeafStats[]; rowHashes: RowHash[] }> {
-  const rowHashes = await cachedRowHashes(source, tables);
-  const [onSource, onTarget] = await Promise.all([slotStats(source, tables, slot, modulus, rowHashes), slotStats(target, tables, slot, modulus, rowHashes)]);
-  return { onSource, onTarget, rowHashes };
+  const [onSource, onTarget] = await Promise.all([slotStats(source, tables, slot, modulus), slotStats(target, tables, slot, modulus)]);
+  const rowHashes = onSource.map((stats) => stats.rowHash);
+  assert(onTarget.every((stats, index) => stats.rowHash === rowHashes[index]), `slot ${slot}'s tables hash the same way on source and target (${rowHashes.join(', ')})`);
+  const counts = (side: readonly LeafStats[]): LeafStats[] => side.map(({ rows, checksum }) => ({ rows, checksum }));
+  return { onSource: counts(onSource), onTarget: counts(onTarget), rowHashes };
 }

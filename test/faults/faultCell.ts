@@ -181,6 +181,20 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       if (cell.victim !== 'net-stall') recovered = sleep(FAULT_MS).then(recover);
     };
     const catalog = catalogUrl(access.catalog);
+    /** `reshard resume` or `rollback` after the fault: its last JSON line, or undefined (and a problem) if it failed or hung. */
+    const runToEnd = async (command: 'resume' | 'rollback'): Promise<Record<string, unknown> | undefined> => {
+      const followUp = startCli(['--json', '--catalog', catalog, command], () => {});
+      const ended = await boundedExit(followUp, RESUME_TIMEOUT_MS);
+      if (!ended) {
+        followUp.child.kill('SIGKILL');
+        problems.push(`reshard ${command} did not finish within ${RESUME_TIMEOUT_MS / 1000} s`);
+      } else if (ended.code !== 0) {
+        problems.push(`reshard ${command} failed (exit ${ended.code}): ${lastLines(followUp.stderr())}`);
+      } else {
+        return followUp.lastResult() ?? {};
+      }
+      return undefined;
+    };
     run = startCli(['--json', '--catalog', catalog, 'rebalance', '--mode', cell.mover, '--concurrency', '4'], async (event) => {
       const child = run!.child;
       if (event['event'] === 'migration_started' && !chosen) {
@@ -224,28 +238,11 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       const lastEntry = slotEntries[slotEntries.length - 1];
       notes.push(`after the fault: migration ${journal.state}, journal of slot ${lastEntry?.slot ?? '-'} ends with ${lastEntry ? `${lastEntry.step} ${lastEntry.action}` : 'nothing'}`);
       if (cell.victim === 'rollback') {
-        const rollback = startCli(['--json', '--catalog', catalog, 'rollback'], () => {});
-        const rolledBack = await boundedExit(rollback, RESUME_TIMEOUT_MS);
-        if (!rolledBack) {
-          rollback.child.kill('SIGKILL');
-          problems.push(`reshard rollback did not finish within ${RESUME_TIMEOUT_MS / 1000} s`);
-        } else if (rolledBack.code !== 0) {
-          problems.push(`reshard rollback failed (exit ${rolledBack.code}): ${lastLines(rollback.stderr())}`);
-        } else {
-          const result = rollback.lastResult() ?? {};
-          notes.push(`rollback: undone ${JSON.stringify(result['undone_slots'] ?? result['undoneSlots'] ?? '?')}, moved back ${JSON.stringify(result['moved_back_slots'] ?? result['movedBackSlots'] ?? '?')}`);
-        }
+        const result = await runToEnd('rollback');
+        if (result) notes.push(`rollback: undone ${JSON.stringify(result['undone_slots'] ?? result['undoneSlots'] ?? '?')}, moved back ${JSON.stringify(result['moved_back_slots'] ?? result['movedBackSlots'] ?? '?')}`);
       } else if (journal.state !== 'completed') {
-        const resume = startCli(['--json', '--catalog', catalog, 'resume'], () => {});
-        const resumed = await boundedExit(resume, RESUME_TIMEOUT_MS);
-        if (!resumed) {
-          resume.child.kill('SIGKILL');
-          problems.push(`reshard resume did not finish within ${RESUME_TIMEOUT_MS / 1000} s`);
-        } else if (resumed.code !== 0) {
-          problems.push(`reshard resume failed (exit ${resumed.code}): ${lastLines(resume.stderr())}`);
-        } else {
-          notes.push(`resume: ${String(resume.lastResult()?.['state'])}`);
-        }
+        const result = await runToEnd('resume');
+        if (result) notes.push(`resume: ${String(result['state'])}`);
       }
     }
 
