@@ -13,6 +13,21 @@ export interface NodeRecord {
   concurrencyMax: number;
   capacityBytes: number | undefined;
   serverVersion: string | undefined;
+  /** The server's `system_identifier` and the database's OID: which database this node is (invariant 7). Undefined for nodes recorded before schema version 4 until read again. */
+  identity?: DatabaseIdentity | undefined;
+  /** Where the node's peers reach it to replicate from it, when not at `connection`. Never carries a password. */
+  peerConnection?: ConnectionSettings | undefined;
+}
+
+/** One database in the world: a server (its `system_identifier`) and a database OID on it. */
+export interface DatabaseIdentity {
+  systemIdentifier: string;
+  databaseOid: number;
+}
+
+/** The address a peer uses to reach `node` (its peer address, else the coordinator's). */
+export function peerConnectionOf(node: NodeRecord): ConnectionSettings {
+  return node.peerConnection ?? node.connection;
 }
 
 interface NodeRow {
@@ -26,31 +41,69 @@ interface NodeRow {
   concurrency_max: number;
   capacity_bytes: string | null;
   server_version: string | null;
+  system_identifier: string | null;
+  database_oid: string | null;
+  params: Record<string, string> | null;
+  peer: StoredConnection | null;
+}
+
+/** A connection as the catalog's jsonb column holds it: no password. */
+interface StoredConnection {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  params?: Record<string, string>;
+}
+
+function storedConnection(connection: ConnectionSettings): StoredConnection {
+  return { host: connection.host, port: connection.port, database: connection.database, user: connection.user, params: withoutPassword(connection.params) };
+}
+
+function withoutPassword(params: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  const { password: _password, ...rest } = params ?? {};
+  return rest;
+}
+
+function hasParams(params: Readonly<Record<string, string>> | null | undefined): params is Readonly<Record<string, string>> {
+  return params !== null && params !== undefined && Object.keys(params).length > 0;
 }
 
 function nodeFromRow(row: NodeRow): NodeRecord {
   return {
     name: row.name,
-    connection: { host: row.host, port: row.port, database: row.database, user: row.username },
+    connection: { host: row.host, port: row.port, database: row.database, user: row.username, ...(hasParams(row.params) ? { params: row.params } : {}) },
     weight: row.weight,
     state: row.state,
     concurrencyMax: row.concurrency_max,
     capacityBytes: row.capacity_bytes === null ? undefined : Number(row.capacity_bytes),
     serverVersion: row.server_version ?? undefined,
+    identity: row.system_identifier !== null && row.database_oid !== null
+      ? { systemIdentifier: row.system_identifier, databaseOid: Number(row.database_oid) }
+      : undefined,
+    peerConnection: row.peer === null
+      ? undefined
+      : { host: row.peer.host, port: row.peer.port, database: row.peer.database, user: row.peer.user, ...(hasParams(row.peer.params) ? { params: row.peer.params } : {}) },
   };
 }
 
 export async function insertNode(db: Queryable, node: Omit<NodeRecord, 'state'> & { state?: NodeState }): Promise<void> {
   // A removed node's name may be used again (its row stays for the history of moves).
   const result = await db.query(
-    `INSERT INTO reshard.node (name, host, port, database, username, weight, state, concurrency_max, capacity_bytes, server_version)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    `INSERT INTO reshard.node (name, host, port, database, username, weight, state, concurrency_max, capacity_bytes, server_version,
+                               system_identifier, database_oid, params, peer)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
      ON CONFLICT (name) DO UPDATE SET host = excluded.host, port = excluded.port, database = excluded.database,
        username = excluded.username, weight = excluded.weight, state = excluded.state, concurrency_max = excluded.concurrency_max,
-       capacity_bytes = excluded.capacity_bytes, server_version = excluded.server_version, added_at = now()
+       capacity_bytes = excluded.capacity_bytes, server_version = excluded.server_version,
+       system_identifier = excluded.system_identifier, database_oid = excluded.database_oid, params = excluded.params,
+       peer = excluded.peer, added_at = now()
      WHERE reshard.node.state = 'removed'`,
     [node.name, node.connection.host, node.connection.port, node.connection.database, node.connection.user,
-      node.weight, node.state ?? 'active', node.concurrencyMax, node.capacityBytes ?? null, node.serverVersion ?? null],
+      node.weight, node.state ?? 'active', node.concurrencyMax, node.capacityBytes ?? null, node.serverVersion ?? null,
+      node.identity?.systemIdentifier ?? null, node.identity?.databaseOid ?? null,
+      JSON.stringify(withoutPassword(node.connection.params)),
+      node.peerConnection ? JSON.stringify(storedConnection(node.peerConnection)) : null],
   );
   if (result.rowCount !== 1) throw duplicateNodeError(node.name);
 }
@@ -62,7 +115,8 @@ export function duplicateNodeError(name: string): ReshardError {
 /** Nodes that are not removed, ordered by name. */
 export async function listNodes(db: Queryable, options: { includeRemoved?: boolean } = {}): Promise<NodeRecord[]> {
   const result = await db.query<NodeRow>(
-    `SELECT name, host, port, database, username, weight, state, concurrency_max, capacity_bytes::text, server_version
+    `SELECT name, host, port, database, username, weight, state, concurrency_max, capacity_bytes::text, server_version,
+            system_identifier, database_oid::text, params, peer
        FROM reshard.node WHERE $1 OR state <> 'removed' ORDER BY name`,
     [options.includeRemoved ?? false],
   );

@@ -136,6 +136,28 @@ ALTER TABLE reshard.migration
   ADD COLUMN control_at timestamptz;
 `,
   },
+  {
+    version: 4,
+    description: 'nodes: database identity, libpq parameters, the address peers use',
+    sql: `
+-- A node is one database (invariant 7): the server's system_identifier and the
+-- database's OID, read at node add. Rows added before this version hold NULL
+-- until they are read again.
+ALTER TABLE reshard.node
+  ADD COLUMN system_identifier text,
+  ADD COLUMN database_oid      bigint,
+  -- libpq parameters besides host, port, dbname and user that reshard honours
+  -- (sslmode, sslrootcert, sslcert, sslkey, application_name, connect_timeout).
+  -- Never a password.
+  ADD COLUMN params            jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (NOT params ? 'password'),
+  -- The address the node's peers use to replicate from it, where it differs
+  -- from the coordinator's: {"host", "port", "database", "user", "params"}.
+  -- NULL: the same as the coordinator's.
+  ADD COLUMN peer              jsonb CHECK (peer IS NULL OR NOT (peer ? 'password' OR coalesce(peer->'params', '{}'::jsonb) ? 'password'));
+CREATE UNIQUE INDEX node_one_database ON reshard.node (system_identifier, database_oid)
+  WHERE state <> 'removed' AND system_identifier IS NOT NULL;
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

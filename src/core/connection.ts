@@ -9,6 +9,12 @@ export interface ConnectionSettings {
   database: string;
   user: string;
   password?: string | undefined;
+  /**
+   * libpq parameters beyond the five above that reshard honours (`sslmode`,
+   * `sslrootcert`, `sslcert`, `sslkey`, `application_name`, `connect_timeout`),
+   * by libpq's names. Never a password. Absent: libpq's defaults.
+   */
+  params?: Readonly<Record<string, string>> | undefined;
 }
 
 /** `user@host:port/database`, safe to print. */
