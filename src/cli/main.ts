@@ -11,6 +11,7 @@ import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
+import { loadCommand } from './commands/loadCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -65,6 +66,13 @@ function buildProgram(state: { output: Output }): Command {
     .action(async (name: string, options) => tableCreateCommand(output(), access(), name, options));
   table.command('list').description('list sharded tables')
     .action(async () => tableListCommand(output(), access()));
+
+  program.command('load <table> [file]')
+    .description('load rows (COPY text or CSV; a file or - for standard input) into a sharded table, each row sent to the node that owns its slot; all or nothing')
+    .option('--format <format>', 'text (COPY\'s default: tab-separated, \\N for NULL) or csv; default csv for a .csv file, else text')
+    .option('--header', 'CSV: the first line names the columns')
+    .option('--columns <list>', 'the columns each line holds, comma-separated (default: the CSV header, else the table\'s columns in order)')
+    .action(async (tableName: string, file: string | undefined, options) => loadCommand(output(), access(), tableName, file, options));
 
   program.command('slot <N>')
     .description("a slot's owner and, per table, its rows, order-independent checksum and size")
