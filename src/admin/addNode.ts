@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
+import { nodeRecordedAs, sameDatabaseError } from '../catalog/nodeIdentity.js';
 import { duplicateNodeError, insertNode, listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, writeInitialSlotMap, SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
@@ -11,6 +12,7 @@ import { initialSlotMap } from '../core/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { assertNodeUsable, inspectNode, onlineMoverWarnings } from '../node/inspectNode.js';
 import { connectTo } from '../node/connectNode.js';
+import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
 
@@ -67,6 +69,10 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
       const facts = await inspectNode(nodeClient);
       assertNodeUsable(request.name, facts);
+      // A node is a database, once (invariant 7): a second name for it would let a move compare a table with itself.
+      const identity = await readDatabaseIdentity(nodeClient, `node "${request.name}"`);
+      const other = await nodeRecordedAs(catalog, identity, request.name);
+      if (other !== undefined) throw sameDatabaseError(request.name, other, identity);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
       await nodeClient.query('BEGIN');
@@ -81,6 +87,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         concurrencyMax,
         capacityBytes: request.capacityBytes,
         serverVersion: facts.serverVersion,
+        identity,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
       await catalog.query('COMMIT');
