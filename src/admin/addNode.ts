@@ -10,6 +10,7 @@ import { ReshardError, badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import { initialSlotMap } from '../core/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { identifyUnrecordedNodes } from './identifyNodes.js';
 import { assertNodeUsable, inspectNode, onlineMoverWarnings } from '../node/inspectNode.js';
 import { connectTo } from '../node/connectNode.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
@@ -56,6 +57,8 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const password = access.passwords(request.name);
+    // Nodes recorded before identities were kept are identified first, in their own statements: what is learnt stays, whatever this add comes to.
+    const identityWarnings = await identifyUnrecordedNodes(catalog, await listNodes(catalog), access.passwords);
     // One add at a time, and the node's DDL commits only after its catalog
     // row: a concurrent add of the same name then fails cleanly before it
     // touches its server, and a failed add leaves nothing on the node.
@@ -93,7 +96,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       await catalog.query('COMMIT');
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
       await nodeClient.query('COMMIT');
-      return { node, warnings: onlineMoverWarnings(request.name, facts), slotMapRespread };
+      return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts)], slotMapRespread };
     } catch (error) {
       await catalog.query('ROLLBACK').catch(() => {});
       await nodeClient?.query('ROLLBACK').catch(() => {});
