@@ -80,17 +80,26 @@ describe('a node is a database, once (invariant 7)', () => {
     await servers[0]!.query("UPDATE reshard.node SET port = $1 WHERE name = 'n3'", [cluster.servers[1]!.connection.port]);
 
     expect((await cli('node', 'remove', 'n3')).code).toBe(0);
+    const stepsOfLatestMigration = async (): Promise<{ id: string; state: string; steps: string; moves: string }> => (await servers[0]!.query<{ id: string; state: string; steps: string; moves: string }>(
+      `SELECT m.id::text, m.state, (SELECT count(*) FROM reshard.journal j WHERE j.migration_id = m.id AND j.slot IS NOT NULL)::text AS steps,
+              (SELECT string_agg(DISTINCT mv.state, ',') FROM reshard.move mv WHERE mv.migration_id = m.id) AS moves
+         FROM reshard.migration m ORDER BY m.id DESC LIMIT 1`)).rows[0]!;
+
+    // The online mover's batches check both ends before they open a publication or stage a leaf.
+    const online = await cli('rebalance', '--mode', 'online');
+    expect(online.code).not.toBe(0);
+    expect(online.stderr).toMatch(/reshard: error: migration \d+ stopped: node "n3" (is the same database as node "n2"|now reaches another database)/);
+    expect(await stepsOfLatestMigration()).toMatchObject({ state: 'failed', steps: '0', moves: 'pending' });
+    expect(await rowsPerServer()).toEqual(rowsBefore);
+
+    // So do the offline mover's moves.
     const drain = await cli('rebalance', '--mode', 'offline');
     expect(drain.code).not.toBe(0);
     expect(drain.stderr.split('\n').filter((line) => line.startsWith('reshard: error:'))).toEqual([
       expect.stringMatching(/^reshard: error: migration \d+ stopped: node "n3" (is the same database as node "n2"|now reaches another database \(server \d+, database OID \d+\) than the one recorded for it)/),
     ]);
     // Before its first step: nothing journaled for any slot, every move still pending, no row anywhere changed.
-    const migration = await servers[0]!.query<{ id: string; state: string; steps: string; moves: string }>(
-      `SELECT m.id::text, m.state, (SELECT count(*) FROM reshard.journal j WHERE j.migration_id = m.id AND j.slot IS NOT NULL)::text AS steps,
-              (SELECT string_agg(DISTINCT mv.state, ',') FROM reshard.move mv WHERE mv.migration_id = m.id) AS moves
-         FROM reshard.migration m ORDER BY m.id DESC LIMIT 1`);
-    expect(migration.rows[0]).toMatchObject({ state: 'failed', steps: '0', moves: 'pending' });
+    expect(await stepsOfLatestMigration()).toMatchObject({ state: 'failed', steps: '0', moves: 'pending' });
     expect(await rowsPerServer()).toEqual(rowsBefore);
 
     // A rollback would undo through the same two names: refused as well.
