@@ -115,9 +115,11 @@ function finding(node: string, check: DoctorCheck, severity: FindingSeverity, me
  * Preflight and drift checks for the catalog and every node: settings online
  * moves need, timeouts that would end a move, replica identity, reshard's
  * leftovers (publications, subscriptions, replication slots, staged leaves,
- * fence triggers) and drift between the slot map and the attached
- * partitions. One finding per problem with its fix; with `fix`, leftovers
- * that no migration in flight owns are removed. Ownership is never changed.
+ * fence triggers), nodes that are one database under two names (or reach
+ * another database than recorded), and drift between the slot map and the
+ * attached partitions. One finding per problem with its fix; with `fix`, leftovers
+ * that no migration in flight owns are removed. Ownership is never changed;
+ * the identity of a node recorded before identities were kept is recorded.
  */
 export async function runDoctor(access: ClusterAccess, options: DoctorOptions): Promise<DoctorReport> {
   return withCatalog(access, async (catalog) => {
@@ -482,7 +484,6 @@ async function identityFindings(
     const key = databaseIdentityKey(inspection.identity);
     namesByDatabase.set(key, [...(namesByDatabase.get(key) ?? []), inspection.node.name]);
   }
-  const slotsOwned = (name: string): number => slotMap.owners.filter((owner) => owner === name).length;
   for (const inspection of inspections) {
     const { node, identity } = inspection;
     if (!identity) {
@@ -496,7 +497,7 @@ async function identityFindings(
       trouble.set(node.name, `is the same database as ${aliases.join(', ')}`);
       findings.push(finding(node.name, 'duplicate_database', 'error',
         `node "${node.name}" is the same database as node ${aliases.map((name) => `"${name}"`).join(', ')} (${describeDatabaseIdentity(identity)}): every leaf here is theirs too, and a move between them would drop the only copy`,
-        duplicateDatabaseFix(node.name, aliases, slotsOwned)));
+        duplicateDatabaseFix(inspection, aliases, slotMap, inspections)));
     } else {
       findings.push(finding(node.name, 'duplicate_database', 'ok', 'no other node reaches this database'));
     }
@@ -522,15 +523,36 @@ async function identityFindings(
   return { findings, trouble };
 }
 
-/** Keep the name that owns slots; the other goes from the catalog only — its data is the kept name's data. */
-function duplicateDatabaseFix(name: string, aliases: readonly string[], slotsOwned: (name: string) => number): string {
-  const names = [name, ...aliases];
-  const keep = [...names].sort((a, b) => slotsOwned(b) - slotsOwned(a) || a.localeCompare(b))[0]!;
-  const retire = names.filter((candidate) => candidate !== keep);
-  const owning = retire.filter((candidate) => slotsOwned(candidate) > 0);
+/**
+ * Which name to keep for one database, and how to retire the others without
+ * moving data. A name whose URL reaches another database than recorded is
+ * the one that is wrong (a DNS or address change): its slots' rows are on
+ * its own database, so it is pointed back, never merged. Otherwise the name
+ * that owns the most slots stays, and an alias's slots are handed to it in
+ * the catalog only if this database has every one of them attached.
+ */
+function duplicateDatabaseFix(inspection: NodeInspection, aliases: readonly string[], slotMap: SlotMapWithStates, inspections: readonly NodeInspection[]): string {
   const never = 'never DETACH, DROP or move a leaf between these names: there is one copy';
-  if (owning.length === 0) return `keep "${keep}" (it owns ${slotsOwned(keep)} slots) and retire the alias: ${retire.map((alias) => `\`reshard node remove ${alias}\``).join(', ')} (it owns none); ${never}`;
-  return `keep "${keep}": the slots of ${owning.map((alias) => `"${alias}"`).join(', ')} already live in this database, so give them to "${keep}" in the catalog without moving data `
+  const names = [inspection.node.name, ...aliases];
+  const moved = names.filter((name) => {
+    const other = inspections.find((candidate) => candidate.node.name === name);
+    return other?.node.identity !== undefined && other.identity !== undefined && !sameDatabase(other.node.identity, other.identity);
+  });
+  if (moved.length > 0) {
+    return `${moved.map((name) => `"${name}"`).join(', ')} now reaches another database than the one recorded for it: point its host and port back at its own database (check DNS and addresses), then run doctor again; ${never}`;
+  }
+  const slotsOf = (name: string): number[] => slotMap.owners.flatMap((owner, slot) => (owner === name ? [slot] : []));
+  const keep = [...names].sort((a, b) => slotsOf(b).length - slotsOf(a).length || a.localeCompare(b))[0]!;
+  const retire = names.filter((name) => name !== keep);
+  const owning = retire.filter((name) => slotsOf(name).length > 0);
+  if (owning.length === 0) {
+    return `keep "${keep}" (it owns ${slotsOf(keep).length} slots) and retire the alias: ${retire.map((alias) => `\`reshard node remove ${alias}\``).join(', ')} (it owns none); ${never}`;
+  }
+  const allHere = owning.every((name) => slotsOf(name).every((slot) => [...inspection.tables.values()].every((table) => !table.identity.parentExists || table.attached.has(slot))));
+  if (!allHere) {
+    return `${owning.map((name) => `"${name}"`).join(', ')} owns slots that this database does not hold, so their rows are elsewhere: find the database it was meant to reach and point it there; ${never}`;
+  }
+  return `keep "${keep}": the slots of ${owning.map((alias) => `"${alias}"`).join(', ')} are all attached in this database, so give them to "${keep}" in the catalog without moving data `
     + `(UPDATE reshard.slot SET owner = '${keep}' WHERE owner IN (${owning.map((alias) => `'${alias}'`).join(', ')}); UPDATE reshard.cluster SET epoch = epoch + 1), then \`reshard node remove\` each alias; ${never}`;
 }
 

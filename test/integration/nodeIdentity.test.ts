@@ -70,6 +70,24 @@ describe('a node is a database, once (invariant 7)', () => {
     const live = await servers[0]!.query<{ system_identifier: string }>('SELECT system_identifier::text FROM pg_control_system()');
     expect(recorded.rows[0]!.system_identifier).toBe(live.rows[0]!.system_identifier);
     expect(await nodeList()).toEqual(before);
+
+    // An alias recorded before identities were kept (no identity in its row): verify and doctor find it, and doctor says which name to retire.
+    await servers[0]!.query(`INSERT INTO reshard.node (name, host, port, database, username, weight, state, concurrency_max)
+      VALUES ('n1b', 'localhost', $1, $2, $3, 1, 'active', 2)`, [n1.port, n1.database, n1.user]);
+    const verify = await cli('verify');
+    expect(verify.code).not.toBe(0);
+    expect(verify.stdout).toMatch(/problem: nodes n1 and n1b are the same database \(server \d+, database OID \d+\)/);
+    const doctor = await runDoctor(access, { fix: true });
+    const duplicates = doctor.findings.filter((entry) => entry.check === 'duplicate_database' && entry.severity === 'error');
+    expect(duplicates.map((entry) => entry.node)).toEqual(['n1', 'n1b']);
+    for (const entry of duplicates) {
+      expect(entry.fix).toMatch(/^keep "n1" \(it owns \d+ slots\) and retire the alias: `reshard node remove n1b` \(it owns none\); never DETACH, DROP or move a leaf/);
+    }
+    const aliasRow = await servers[0]!.query<{ system_identifier: string | null }>("SELECT system_identifier FROM reshard.node WHERE name = 'n1b'");
+    expect(aliasRow.rows[0]!.system_identifier).toBeNull();
+    expect((await cli('node', 'remove', 'n1b')).code).toBe(0);
+    expect(await nodeList()).toEqual(before);
+    expect((await cli('verify')).code).toBe(0);
   });
 
   it('a node whose URL now reaches another node\'s database is refused by the next move before its first step; verify and doctor report it; the failure stays visible after resume', async () => {
@@ -118,8 +136,10 @@ describe('a node is a database, once (invariant 7)', () => {
     const about = (node: string, check: string): DoctorFinding | undefined => errors.find((entry) => entry.node === node && entry.check === check);
     expect(about('n2', 'duplicate_database')?.message).toMatch(/node "n2" is the same database as node "n3"/);
     expect(about('n3', 'duplicate_database')?.message).toMatch(/node "n3" is the same database as node "n2"/);
-    // n2 owns slots, the alias (pointing at n2's database) owns the slots whose rows really live on n3's server: no data moves between them.
-    expect(about('n3', 'duplicate_database')?.fix).toMatch(/never DETACH, DROP or move a leaf between these names/);
+    // n3's URL is the wrong one: it is pointed back, never merged into n2 (its slots' rows are on its own server).
+    for (const node of ['n2', 'n3']) {
+      expect(about(node, 'duplicate_database')?.fix).toMatch(/^"n3" now reaches another database than the one recorded for it: point its host and port back .*; never DETACH, DROP or move a leaf between these names/);
+    }
     expect(about('n3', 'database_identity')?.message).toMatch(/now reaches another database .* than the one recorded for it/);
     expect(about('n3', 'slot_map_drift')?.message).toMatch(/not judged: this node is the same database as n2/);
     expect(about('n2', 'slot_map_drift')?.message).toMatch(/not judged/);
