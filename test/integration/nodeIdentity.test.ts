@@ -6,6 +6,7 @@ import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { listShardedTables } from '../../src/catalog/tables.js';
 import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
 import { slotOf } from '../../src/core/hash.js';
+import { generateToken, startDashboard } from '../../src/dashboard/server.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { leafName } from '../../src/node/leafName.js';
 import { stageSlotLeaves } from '../../src/node/slotPartitions.js';
@@ -166,6 +167,13 @@ describe('a node is a database, once (invariant 7)', () => {
     const history = await withCatalog(access, (catalog) => listMigrationHistory(catalog, 1));
     expect(history[0]).toMatchObject({ state: 'completed', error: undefined });
     expect(history[0]!.failures).toEqual([{ at: expect.any(Date), error: expect.stringMatching(/node "n3"/) }]);
+    const dashboard = await startDashboard({ access, port: 0, controlToken: generateToken() });
+    try {
+      const state = await (await fetch(new URL('api/state', dashboard.url))).json() as { history: { state: string; error: string | null; failures: { at: string; error: string }[] }[] };
+      expect(state.history[0]).toMatchObject({ state: 'completed', error: null, failures: [{ at: expect.any(String), error: expect.stringMatching(/node "n3"/) }] });
+    } finally {
+      await dashboard.close();
+    }
   });
 
   it('a rolled-back drain leaves the node draining with weight 0, its state and weight agreeing', async () => {
