@@ -111,11 +111,14 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
     // its state and its weight agree and the next `rebalance` drains it again, as asked.
     // (Setting it `active` left an active node of weight 0, which every plan empties.)
     // One already retired (`removed`) by the migration's completion owns slots again: draining.
-    for (const name of new Set(switched.map((move) => move.source))) {
+    const takingSlotsBack = new Set(switched.map((move) => move.source));
+    for (const name of takingSlotsBack) {
       if (requireNode(nodes, name).state === 'removed') await setNodeState(lock, name, 'draining');
     }
-    const drainingNodes = [...new Set(moves.map((move) => move.source))].sort()
-      .filter((name) => requireNode(nodes, name).state === 'draining' || (requireNode(nodes, name).state === 'removed' && switched.some((move) => move.source === name)));
+    const drainingNodes = [...new Set(moves.map((move) => move.source))].sort().filter((name) => {
+      const before = requireNode(nodes, name).state;
+      return before === 'draining' || (before === 'removed' && takingSlotsBack.has(name));
+    });
     result = { migrationId: migration.id, undoneSlots: unswitched.map((move) => move.slot), movedBackSlots: switched.map((move) => move.slot), dropped, drainingNodes };
     if (switched.length > 0) reverse = { mode: migration.mode, moves: switched };
   } finally {

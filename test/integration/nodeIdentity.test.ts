@@ -160,7 +160,7 @@ describe('a node is a database, once (invariant 7)', () => {
 
     const status = await cli('status');
     expect(status.stdout).toMatch(/: completed, /);
-    expect(status.stdout).toMatch(/failed before \(1×, then resumed\); last at \S+: node "n3" (is the same database|now reaches another database)/);
+    expect(status.stdout).toMatch(/failed earlier \(1×\); last at \S+: node "n3" (is the same database|now reaches another database)/);
     const statusJson = lastJson<{ migration: { error: string | null; failures: { at: string; error: string }[] } }>((await cli('--json', 'status')).stdout);
     expect(statusJson.migration.error).toBeNull();
     expect(statusJson.migration.failures).toEqual([{ at: expect.any(String), error: expect.stringMatching(/node "n3"/) }]);

@@ -179,9 +179,9 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
   const interrupted = latest.state === 'running' && !report.held ? ' (interrupted: run `reshard resume`)' : '';
   output.text(`Migration ${latest.id} (${latest.mode}): ${latest.state}${interrupted}, ${done}/${moves.length} moves done, ${formatBytes(moves.reduce((sum, move) => sum + move.bytesCopied, 0))} of ${formatBytes(latest.bytesTotal)}`);
   if (latest.error) output.text(`  error: ${latest.error}`);
-  // A resumed migration's error is cleared; the failures it had before stay visible.
+  // `resume` clears a failed migration's error; the failures it had before stay visible.
   const earlier = latest.state === 'failed' ? report.failures.slice(0, -1) : report.failures;
-  if (earlier.length > 0) output.text(`  failed before (${earlier.length}×, then resumed); last at ${earlier.at(-1)!.at.toISOString()}: ${earlier.at(-1)!.error}`);
+  if (earlier.length > 0) output.text(`  failed earlier (${earlier.length}×); last at ${earlier.at(-1)!.at.toISOString()}: ${earlier.at(-1)!.error}`);
   const notDone = moves.filter((move) => move.state !== 'done');
   if (notDone.length > 0) {
     output.text(formatTable([
