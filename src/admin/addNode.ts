@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
+import { nodeRecordedAs, sameDatabaseError } from '../catalog/nodeIdentity.js';
 import { duplicateNodeError, insertNode, listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, writeInitialSlotMap, SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
@@ -9,8 +10,10 @@ import { ReshardError, badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import { initialSlotMap } from '../core/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { identifyUnrecordedNodes } from './identifyNodes.js';
 import { assertNodeUsable, inspectNode, onlineMoverWarnings } from '../node/inspectNode.js';
 import { connectTo } from '../node/connectNode.js';
+import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
 
@@ -54,6 +57,8 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const password = access.passwords(request.name);
+    // Nodes recorded before identities were kept are identified first, in their own statements: what is learnt stays, whatever this add comes to.
+    const identityWarnings = await identifyUnrecordedNodes(catalog, await listNodes(catalog), access.passwords);
     // One add at a time, and the node's DDL commits only after its catalog
     // row: a concurrent add of the same name then fails cleanly before it
     // touches its server, and a failed add leaves nothing on the node.
@@ -67,6 +72,10 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
       const facts = await inspectNode(nodeClient);
       assertNodeUsable(request.name, facts);
+      // A node is a database, once (invariant 7): a second name for it would let a move compare a table with itself.
+      const identity = await readDatabaseIdentity(nodeClient, `node "${request.name}"`);
+      const other = await nodeRecordedAs(catalog, identity, request.name);
+      if (other !== undefined) throw sameDatabaseError(request.name, other, identity);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
       await nodeClient.query('BEGIN');
@@ -81,12 +90,13 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         concurrencyMax,
         capacityBytes: request.capacityBytes,
         serverVersion: facts.serverVersion,
+        identity,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
       await catalog.query('COMMIT');
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
       await nodeClient.query('COMMIT');
-      return { node, warnings: onlineMoverWarnings(request.name, facts), slotMapRespread };
+      return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts)], slotMapRespread };
     } catch (error) {
       await catalog.query('ROLLBACK').catch(() => {});
       await nodeClient?.query('ROLLBACK').catch(() => {});

@@ -1,15 +1,18 @@
 import type pg from 'pg';
 import { migrationIsHeld, migrationsInFlight, type MigrationInFlight } from '../catalog/migrations.js';
-import { listNodes, type NodeRecord } from '../catalog/nodes.js';
+import { databaseIdentityKey, describeDatabaseIdentity, recordNodeIdentity, sameDatabase } from '../catalog/nodeIdentity.js';
+import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { fencedLeaves, unfenceSlot } from '../node/fence.js';
 import { readReplicationSettings, readSessionTimeouts, type ReplicationSettings, type SessionTimeout } from '../node/inspectNode.js';
 import { leafName, slotOfLeafName } from '../node/leafName.js';
+import { leafRowCount } from '../node/leafRowCount.js';
 import { connectNode } from '../node/nodeAccess.js';
 import { replicaIdentityReport, type ReplicaIdentityReport } from '../node/replicaIdentity.js';
 import {
@@ -23,7 +26,7 @@ export type FindingSeverity = 'error' | 'warning' | 'ok';
 /** The checks in the order findings are listed. */
 export const DOCTOR_CHECKS = [
   'catalog', 'migration', 'frozen_slot',
-  'reachable', 'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts',
+  'reachable', 'duplicate_database', 'database_identity', 'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts',
   'parent_table', 'replica_identity',
   'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf',
   'slot_map_drift',
@@ -87,6 +90,9 @@ const SETTING_SOURCE: Record<string, string> = {
 interface NodeInspection {
   node: NodeRecord;
   client: pg.Client;
+  /** Which database the node's URL reaches now; undefined when the server would not say (`identityUnreadable` says why). */
+  identity: DatabaseIdentity | undefined;
+  identityUnreadable: string | undefined;
   settings: ReplicationSettings;
   timeouts: SessionTimeout[];
   replication: { publications: string[]; subscriptions: string[]; slots: string[] };
@@ -109,9 +115,11 @@ function finding(node: string, check: DoctorCheck, severity: FindingSeverity, me
  * Preflight and drift checks for the catalog and every node: settings online
  * moves need, timeouts that would end a move, replica identity, reshard's
  * leftovers (publications, subscriptions, replication slots, staged leaves,
- * fence triggers) and drift between the slot map and the attached
- * partitions. One finding per problem with its fix; with `fix`, leftovers
- * that no migration in flight owns are removed. Ownership is never changed.
+ * fence triggers), nodes that are one database under two names (or reach
+ * another database than recorded), and drift between the slot map and the
+ * attached partitions. One finding per problem with its fix; with `fix`, leftovers
+ * that no migration in flight owns are removed. Ownership is never changed;
+ * the identity of a node recorded before identities were kept is recorded.
  */
 export async function runDoctor(access: ClusterAccess, options: DoctorOptions): Promise<DoctorReport> {
   return withCatalog(access, async (catalog) => {
@@ -135,6 +143,10 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
       const protectedSlots = new Map<number, number>();
       for (const migration of inFlight) for (const slot of migration.slots) protectedSlots.set(slot, migration.id);
 
+      const identities = await identityFindings(catalog, inspections, slotMap);
+      findings.push(...identities.findings);
+      const leafRows = await countMisplacedLeaves(inspections, tables, slotMap, protectedSlots);
+      const copies: CopyRule = { inspections, leafRows, identityTrouble: identities.trouble };
       findings.push(...catalogFindings(slotMap, inFlight, held));
       findings.push(...timeoutFindings(CATALOG_SUBJECT, access.catalog, await readSessionTimeouts(catalog)));
       const primaryKeys = knownPrimaryKeys(inspections);
@@ -143,9 +155,9 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
         findings.push(...timeoutFindings(inspection.node.name, inspection.node.connection, inspection.timeouts));
         findings.push(...tableFindings(inspection, tables, primaryKeys));
         findings.push(...replicationObjectFindings(inspection, new Set(inFlight.map((migration) => migration.id))));
-        findings.push(...leftoverLeafFindings(inspection, tables, slotMap, protectedSlots, inspections));
+        findings.push(...leftoverLeafFindings(inspection, tables, slotMap, protectedSlots, copies));
       }
-      findings.push(...driftFindings(inspections, tables, slotMap, protectedSlots));
+      findings.push(...driftFindings(inspections, tables, slotMap, protectedSlots, copies));
       if (options.fix) await repairAll(findings);
     } finally {
       await Promise.all(inspections.map((inspection) => inspection.client.end().catch(() => {})));
@@ -172,9 +184,19 @@ async function inspectNodeForDoctor(node: NodeRecord, access: ClusterAccess, tab
         fenced: await fencedLeaves(client, table),
       });
     }
+    let identity: DatabaseIdentity | undefined;
+    let identityUnreadable: string | undefined;
+    try {
+      identity = await readDatabaseIdentity(client, `node "${node.name}"`);
+    } catch (error) {
+      if (!(error instanceof ReshardError)) throw error;
+      identityUnreadable = error.line();
+    }
     return {
       node,
       client,
+      identity,
+      identityUnreadable,
       settings: await readReplicationSettings(client),
       timeouts: await readSessionTimeouts(client),
       replication: await reshardReplicationObjects(client),
@@ -338,7 +360,7 @@ function leftoverLeafFindings(
   tables: readonly ShardedTableRecord[],
   slotMap: SlotMapWithStates,
   protectedSlots: ReadonlyMap<number, number>,
-  inspections: readonly NodeInspection[],
+  copies: CopyRule,
 ): PendingFinding[] {
   const { node, client } = inspection;
   const findings: PendingFinding[] = [];
@@ -358,17 +380,17 @@ function leftoverLeafFindings(
       // Not a name reshard gives, a leaf of a move in flight, or the owner's own detached leaf (drift, below).
       if (slot === undefined || protectedSlots.has(slot) || slotMap.owners[slot] === node.name) continue;
       const owner = slotMap.owners[slot]!;
-      const ownerInspection = inspections.find((candidate) => candidate.node.name === owner);
-      if (ownerInspection?.tables.get(describeTable(table))?.attached.has(slot)) {
+      const copy = otherCopy(copies, inspection, owner, table, slot, staged);
+      if (copy.safe) {
         findings.push(finding(node.name, 'staged_leaf', 'warning',
-          `${staged} is a staged leaf of slot ${slot} left by a move that did not finish (the owner ${owner} has the slot attached)`,
+          `${staged} is a staged leaf of slot ${slot} left by a move that did not finish (the owner ${owner} has the slot attached, with at least as many rows)`,
           `reshard doctor --fix, or on ${node.name}: DROP TABLE ${quoteQualified(table.schema, staged)}`,
           { run: async () => { await dropStagedSlotLeaf(client, table, slot, slotMap.modulus); return `dropped staged leaf ${staged}`; } }));
       } else {
-        // Without the owner's copy this table may hold the slot's only rows: never dropped automatically.
+        // Without another database's full copy this table may hold the slot's only rows: never dropped, never suggested.
         findings.push(finding(node.name, 'staged_leaf', 'error',
-          `${staged} is an unattached leaf of slot ${slot}, and its owner ${owner} ${ownerInspection ? 'does not have the slot attached' : 'could not be inspected'}`,
-          `compare \`reshard slot ${slot} --node ${node.name}\` with the owner before dropping anything; doctor leaves it alone`));
+          `${staged} is an unattached leaf of slot ${slot}, and ${copy.why}: it may hold the slot's only rows`,
+          `keep it: compare \`reshard slot ${slot} --node ${node.name}\` with \`reshard slot ${slot}\`, and copy the rows ${owner} lacks into its leaf (or give the slot to ${node.name} and ATTACH this leaf) before dropping anything; doctor leaves it alone`));
       }
     }
   }
@@ -388,11 +410,19 @@ function driftFindings(
   tables: readonly ShardedTableRecord[],
   slotMap: SlotMapWithStates,
   protectedSlots: ReadonlyMap<number, number>,
+  copies: CopyRule,
 ): PendingFinding[] {
   const findings: PendingFinding[] = [];
   const { modulus } = slotMap;
   for (const inspection of inspections) {
     const name = inspection.node.name;
+    const trouble = copies.identityTrouble.get(name);
+    if (trouble !== undefined) {
+      // Under a second name, or at another database than recorded, every leaf looks out of place; any DETACH or DROP could take the only copy.
+      findings.push(finding(name, 'slot_map_drift', 'error', `not judged: this node ${trouble}`,
+        'settle which database this node is first (see its duplicate_database or database_identity finding); meanwhile DETACH or DROP nothing on it'));
+      continue;
+    }
     const before = findings.length;
     for (const table of tables) {
       const key = describeTable(table);
@@ -407,12 +437,13 @@ function driftFindings(
         const qualifiedLeaf = quoteQualified(table.schema, leaf);
         const attachedHere = onNode.attached.has(slot);
         if (attachedHere && owner !== name) {
-          const ownerHasIt = holders(slot).includes(owner);
+          const attachedLeaf = onNode.attached.get(slot)!;
+          const copy = otherCopy(copies, inspection, owner, table, slot, attachedLeaf);
           findings.push(finding(name, 'slot_map_drift', 'error',
-            `${key} slot ${slot} (${onNode.attached.get(slot)}) is attached here, but the slot map gives it to ${owner}`,
-            ownerHasIt
+            `${key} slot ${slot} (${attachedLeaf}) is attached here, but the slot map gives it to ${owner}`,
+            copy.safe
               ? `compare \`reshard slot ${slot} --node ${name}\` with \`reshard slot ${slot}\`; if its rows here are not needed, on ${name}: ALTER TABLE ${parent} DETACH PARTITION ${qualifiedLeaf} CONCURRENTLY, then DROP TABLE ${qualifiedLeaf}`
-              : `${owner} does not have it attached, so its rows may live only here: inspect \`reshard slot ${slot} --node ${name}\`; doctor never changes ownership`));
+              : `${copy.why}, so its rows may live only here: keep it — compare \`reshard slot ${slot} --node ${name}\` with \`reshard slot ${slot}\`, and copy the rows ${owner} lacks into its leaf (or give the slot to ${name}) before dropping anything; doctor never changes ownership`));
         } else if (!attachedHere && owner === name) {
           const elsewhere = holders(slot);
           findings.push(finding(name, 'slot_map_drift', 'error',
@@ -431,6 +462,182 @@ function driftFindings(
     }
   }
   return findings;
+}
+
+/**
+ * Invariant 7 read live: two nodes whose URLs reach one database (a DNS
+ * alias, an IP and a host name), and nodes whose URL now reaches another
+ * database than the one recorded. Nodes recorded before identities were kept
+ * get theirs recorded here. Returns the nodes whose leaves must not be
+ * judged (or dropped) until the operator settles which database they are.
+ */
+async function identityFindings(
+  catalog: pg.ClientBase,
+  inspections: readonly NodeInspection[],
+  slotMap: SlotMapWithStates,
+): Promise<{ findings: PendingFinding[]; trouble: Map<string, string> }> {
+  const findings: PendingFinding[] = [];
+  const trouble = new Map<string, string>();
+  const namesByDatabase = new Map<string, string[]>();
+  for (const inspection of inspections) {
+    if (!inspection.identity) continue;
+    const key = databaseIdentityKey(inspection.identity);
+    namesByDatabase.set(key, [...(namesByDatabase.get(key) ?? []), inspection.node.name]);
+  }
+  for (const inspection of inspections) {
+    const { node, identity } = inspection;
+    if (!identity) {
+      trouble.set(node.name, 'would not say which database it is');
+      findings.push(finding(node.name, 'database_identity', 'warning', `which database this node is could not be read: ${inspection.identityUnreadable ?? 'unknown'}`,
+        'GRANT EXECUTE ON FUNCTION pg_control_system() TO the reshard role; until then doctor drops none of its leaves'));
+      continue;
+    }
+    const aliases = namesByDatabase.get(databaseIdentityKey(identity))!.filter((name) => name !== node.name);
+    if (aliases.length > 0) {
+      trouble.set(node.name, `is the same database as ${aliases.join(', ')}`);
+      findings.push(finding(node.name, 'duplicate_database', 'error',
+        `node "${node.name}" is the same database as node ${aliases.map((name) => `"${name}"`).join(', ')} (${describeDatabaseIdentity(identity)}): every leaf here is theirs too, and a move between them would drop the only copy`,
+        duplicateDatabaseFix(inspection, aliases, slotMap, inspections)));
+    } else {
+      findings.push(finding(node.name, 'duplicate_database', 'ok', 'no other node reaches this database'));
+    }
+    if (node.identity && !sameDatabase(node.identity, identity)) {
+      trouble.set(node.name, trouble.get(node.name) ?? 'reaches another database than the one recorded for it');
+      findings.push(finding(node.name, 'database_identity', 'error',
+        `node "${node.name}" now reaches another database (${describeDatabaseIdentity(identity)}) than the one recorded for it (${describeDatabaseIdentity(node.identity)})`,
+        `point "${node.name}"'s host and port back at its own database (check DNS and addresses); no move runs to or from it meanwhile`));
+    } else if (!node.identity && aliases.length === 0) {
+      try {
+        await recordNodeIdentity(catalog, node.name, identity);
+        findings.push(finding(node.name, 'database_identity', 'ok', `${describeDatabaseIdentity(identity)} (recorded now)`));
+      } catch (error) {
+        if (!(error instanceof ReshardError)) throw error;
+        // Another node, not inspected now (unreachable), is recorded as this database.
+        trouble.set(node.name, 'is recorded as another node\'s database');
+        findings.push(finding(node.name, 'duplicate_database', 'error', error.message, error.fix));
+      }
+    } else {
+      findings.push(finding(node.name, 'database_identity', 'ok', describeDatabaseIdentity(identity)));
+    }
+  }
+  return { findings, trouble };
+}
+
+/**
+ * Which name to keep for one database, and how to retire the others without
+ * moving data. A name whose URL reaches another database than recorded is
+ * the one that is wrong (a DNS or address change): its slots' rows are on
+ * its own database, so it is pointed back, never merged. Otherwise the name
+ * that owns the most slots stays, and an alias's slots are handed to it in
+ * the catalog only if this database has every one of them attached.
+ */
+function duplicateDatabaseFix(inspection: NodeInspection, aliases: readonly string[], slotMap: SlotMapWithStates, inspections: readonly NodeInspection[]): string {
+  const never = 'never DETACH, DROP or move a leaf between these names: there is one copy';
+  const names = [inspection.node.name, ...aliases];
+  const moved = names.filter((name) => {
+    const other = inspections.find((candidate) => candidate.node.name === name);
+    return other?.node.identity !== undefined && other.identity !== undefined && !sameDatabase(other.node.identity, other.identity);
+  });
+  if (moved.length > 0) {
+    return `${moved.map((name) => `"${name}"`).join(', ')} now reaches another database than the one recorded for it: point its host and port back at its own database (check DNS and addresses), then run doctor again; ${never}`;
+  }
+  const slotsOf = (name: string): number[] => slotMap.owners.flatMap((owner, slot) => (owner === name ? [slot] : []));
+  const keep = [...names].sort((a, b) => slotsOf(b).length - slotsOf(a).length || a.localeCompare(b))[0]!;
+  const retire = names.filter((name) => name !== keep);
+  const owning = retire.filter((name) => slotsOf(name).length > 0);
+  if (owning.length === 0) {
+    return `keep "${keep}" (it owns ${slotsOf(keep).length} slots) and retire the alias: ${retire.map((alias) => `\`reshard node remove ${alias}\``).join(', ')} (it owns none); ${never}`;
+  }
+  const allHere = owning.every((name) => slotsOf(name).every((slot) => [...inspection.tables.values()].every((table) => !table.identity.parentExists || table.attached.has(slot))));
+  if (!allHere) {
+    return `${owning.map((name) => `"${name}"`).join(', ')} owns slots that this database does not hold, so their rows are elsewhere: find the database it was meant to reach and point it there; ${never}`;
+  }
+  return `keep "${keep}": the slots of ${owning.map((alias) => `"${alias}"`).join(', ')} are all attached in this database, so give them to "${keep}" in the catalog without moving data `
+    + `(UPDATE reshard.slot SET owner = '${keep}' WHERE owner IN (${owning.map((alias) => `'${alias}'`).join(', ')}); UPDATE reshard.cluster SET epoch = epoch + 1), then \`reshard node remove\` each alias; ${never}`;
+}
+
+/** What decides whether doctor may let a leaf go: the nodes as inspected, the misplaced leaves' row counts, the nodes whose database is in doubt. */
+interface CopyRule {
+  inspections: readonly NodeInspection[];
+  /** Rows of the leaves found out of place, and of their owners' leaves, by `leafKey`. */
+  leafRows: ReadonlyMap<string, number>;
+  identityTrouble: ReadonlyMap<string, string>;
+}
+
+function leafKey(node: string, schema: string, leaf: string): string {
+  return JSON.stringify([node, schema, leaf]);
+}
+
+/**
+ * A leaf here is not the only copy of its rows when the slot's owner — a
+ * different database, not this one under another name — has the slot's
+ * leaf attached with at least as many rows. Otherwise says why not.
+ */
+function otherCopy(rule: CopyRule, here: NodeInspection, owner: string, table: ShardedTableRecord, slot: number, leaf: string): { safe: true } | { safe: false; why: string } {
+  const hereTrouble = rule.identityTrouble.get(here.node.name);
+  if (hereTrouble !== undefined) return { safe: false, why: `this node ${hereTrouble}` };
+  const holder = rule.inspections.find((candidate) => candidate.node.name === owner);
+  if (!holder) return { safe: false, why: `its owner ${owner} could not be inspected` };
+  if (!holder.identity || !here.identity) return { safe: false, why: `which database ${owner} is could not be read` };
+  if (sameDatabase(holder.identity, here.identity)) return { safe: false, why: `its owner ${owner} is this same database under another name` };
+  const ownerLeaf = holder.tables.get(describeTable(table))?.attached.get(slot);
+  if (ownerLeaf === undefined) return { safe: false, why: `its owner ${owner} does not have the slot attached` };
+  const hereRows = rule.leafRows.get(leafKey(here.node.name, table.schema, leaf));
+  const ownerRows = rule.leafRows.get(leafKey(owner, table.schema, ownerLeaf));
+  if (hereRows === undefined || ownerRows === undefined) return { safe: false, why: `the rows of ${leaf} here or on ${owner} could not be counted` };
+  if (ownerRows < hereRows) return { safe: false, why: `its owner ${owner}'s leaf has ${ownerRows} rows and this one ${hereRows}` };
+  return { safe: true };
+}
+
+/**
+ * Counts the rows of every leaf found where the slot map does not put it
+ * (attached on a non-owner, or standalone there) and of the owner's leaf of
+ * the same slot: only those, since a count scans the leaf.
+ */
+async function countMisplacedLeaves(
+  inspections: readonly NodeInspection[],
+  tables: readonly ShardedTableRecord[],
+  slotMap: SlotMapWithStates,
+  protectedSlots: ReadonlyMap<number, number>,
+): Promise<Map<string, number>> {
+  const wanted = new Map<string, { inspection: NodeInspection; schema: string; leaf: string }>();
+  const want = (inspection: NodeInspection, schema: string, leaf: string): void => {
+    wanted.set(leafKey(inspection.node.name, schema, leaf), { inspection, schema, leaf });
+  };
+  for (const inspection of inspections) {
+    for (const table of tables) {
+      const key = describeTable(table);
+      const onNode = inspection.tables.get(key)!;
+      const misplaced: [number, string][] = [
+        ...[...onNode.attached].filter(([slot]) => slotMap.owners[slot] !== inspection.node.name),
+        ...onNode.standalone.flatMap((leaf): [number, string][] => {
+          const slot = slotOfLeafName(table.name, leaf, slotMap.modulus);
+          return slot === undefined || slotMap.owners[slot] === inspection.node.name ? [] : [[slot, leaf]];
+        }),
+      ];
+      for (const [slot, leaf] of misplaced) {
+        if (protectedSlots.has(slot)) continue;
+        want(inspection, table.schema, leaf);
+        const owner = inspections.find((candidate) => candidate.node.name === slotMap.owners[slot]);
+        const ownerLeaf = owner?.tables.get(key)?.attached.get(slot);
+        if (owner && ownerLeaf !== undefined) want(owner, table.schema, ownerLeaf);
+      }
+    }
+  }
+  const rows = new Map<string, number>();
+  // One session per node runs its counts one after another; nodes count in parallel.
+  await Promise.all(inspections.map(async (inspection) => {
+    for (const [key, entry] of wanted) {
+      if (entry.inspection !== inspection) continue;
+      try {
+        rows.set(key, await leafRowCount(inspection.client, entry.schema, entry.leaf));
+      } catch (error) {
+        // Left uncounted: the leaf is then kept, and its finding says its rows could not be counted.
+        if (!(error instanceof Error)) throw error;
+      }
+    }
+  }));
+  return rows;
 }
 
 async function repairAll(findings: PendingFinding[]): Promise<void> {

@@ -11,6 +11,7 @@ import { ReshardError } from '../core/errors.js';
 import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
+import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
 import { dropMigrationReplication, finishSwitchedMove, undoUnswitchedMove } from '../mover/revertMove.js';
 import { connectNode } from '../node/nodeAccess.js';
 import { scheduleWaves } from '../planner/index.js';
@@ -32,6 +33,8 @@ export interface RollbackResult {
   movedBackSlots: number[];
   /** Replication objects of the migration that were dropped. */
   dropped: string[];
+  /** Sources of the migration that stay `draining` (weight 0): their `node remove` stands, the next `rebalance` drains them again. */
+  drainingNodes: string[];
   /** The migration that moved switched slots back, when there were any. */
   moveBack?: MigrationSummary;
 }
@@ -83,6 +86,11 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
     };
     let dropped: string[] = [];
     try {
+      // Undo drops the target's copy and cleanup the source's leaves: never when both ends are one database.
+      for (const pair of new Set(moves.map((move) => JSON.stringify([move.source, move.target])))) {
+        const [source, target] = JSON.parse(pair) as [string, string];
+        await assertDistinctDatabases(lock, { node: requireNode(nodes, source), session: await session(source) }, { node: requireNode(nodes, target), session: await session(target) });
+      }
       const reason = options.slot === undefined ? `migration ${migration.id} rolled back` : `slot ${options.slot} rolled back`;
       if (options.slot === undefined) {
         const involved = [...new Set(moves.flatMap((move) => [move.source, move.target]))].sort();
@@ -98,12 +106,20 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
       await Promise.all([...sessions.values()].map((client) => client.end().catch(() => {})));
     }
     if (options.slot === undefined) await finishMigration(lock, migration.id, 'rolled_back', `rolled back on request; ${switched.length} switched slot(s) moved back`);
-    // A node drained by this migration takes its slots back: it serves again.
-    for (const name of new Set(switched.map((move) => move.source))) {
-      const node = requireNode(nodes, name);
-      if (node.state === 'removed' || node.state === 'draining') await setNodeState(lock, name, 'active');
+    // A rollback undoes the migration, not the `reshard node remove` that asked for it: a
+    // drained node takes its slots back and serves them, still `draining` with weight 0, so
+    // its state and its weight agree and the next `rebalance` drains it again, as asked.
+    // (Setting it `active` left an active node of weight 0, which every plan empties.)
+    // One already retired (`removed`) by the migration's completion owns slots again: draining.
+    const takingSlotsBack = new Set(switched.map((move) => move.source));
+    for (const name of takingSlotsBack) {
+      if (requireNode(nodes, name).state === 'removed') await setNodeState(lock, name, 'draining');
     }
-    result = { migrationId: migration.id, undoneSlots: unswitched.map((move) => move.slot), movedBackSlots: switched.map((move) => move.slot), dropped };
+    const drainingNodes = [...new Set(moves.map((move) => move.source))].sort().filter((name) => {
+      const before = requireNode(nodes, name).state;
+      return before === 'draining' || (before === 'removed' && takingSlotsBack.has(name));
+    });
+    result = { migrationId: migration.id, undoneSlots: unswitched.map((move) => move.slot), movedBackSlots: switched.map((move) => move.slot), dropped, drainingNodes };
     if (switched.length > 0) reverse = { mode: migration.mode, moves: switched };
   } finally {
     await lock.end().catch(() => {});

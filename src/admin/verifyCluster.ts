@@ -1,9 +1,11 @@
-import { listNodes, type NodeRecord } from '../catalog/nodes.js';
+import { databaseIdentityKey, describeDatabaseIdentity, sameDatabase } from '../catalog/nodeIdentity.js';
+import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
 import { quoteQualified } from '../core/identifier.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { connectNode } from '../node/nodeAccess.js';
 import { fencedLeaves } from '../node/fence.js';
 import { attachedSlots, standaloneLeaves } from '../node/slotPartitions.js';
@@ -33,9 +35,11 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
       if (state !== 'active') problems.push(`slot ${slot} is ${state} in the slot map`);
     });
     const attachedBy = new Map<string, Map<number, string[]>>();
+    const identities = new Map<string, DatabaseIdentity>();
     await Promise.all(nodes.map(async (node: NodeRecord) => {
       const client = await connectNode(node, access.passwords);
       try {
+        identities.set(node.name, await readDatabaseIdentity(client, `node "${node.name}"`));
         for (const table of tables) {
           const key = describeTable(table);
           const slots = await attachedSlots(client, table);
@@ -53,6 +57,7 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
         await client.end().catch(() => {});
       }
     }));
+    problems.push(...identityProblems(nodes, identities));
     for (const table of tables) {
       const key = describeTable(table);
       const perSlot = attachedBy.get(key) ?? new Map<number, string[]>();
@@ -67,4 +72,30 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
     const rowsTotal = Object.values(rowsByTable).reduce((sum, rows) => sum + rows, 0);
     return { ok: problems.length === 0, epoch: slotMap.epoch, problems, rowsByTable, rowsTotal };
   });
+}
+
+/**
+ * Invariant 7, read live from the nodes (the catalog's columns can be stale
+ * after a DNS change): no two nodes reach one database, and each reaches the
+ * database recorded for it. Two names for one database also make every
+ * other check here see each of its leaves twice.
+ */
+function identityProblems(nodes: readonly NodeRecord[], identities: ReadonlyMap<string, DatabaseIdentity>): string[] {
+  const problems: string[] = [];
+  const namesByDatabase = new Map<string, string[]>();
+  for (const node of nodes) {
+    const identity = identities.get(node.name);
+    if (!identity) continue;
+    if (node.identity && !sameDatabase(node.identity, identity)) {
+      problems.push(`node ${node.name} now reaches another database (${describeDatabaseIdentity(identity)}) than the one recorded for it (${describeDatabaseIdentity(node.identity)})`);
+    }
+    const key = databaseIdentityKey(identity);
+    namesByDatabase.set(key, [...(namesByDatabase.get(key) ?? []), node.name]);
+  }
+  for (const names of namesByDatabase.values()) {
+    if (names.length < 2) continue;
+    const identity = identities.get(names[0]!)!;
+    problems.push(`nodes ${names.join(' and ')} are the same database (${describeDatabaseIdentity(identity)}): its leaves and rows are counted once per name, and a move between them would drop the only copy (\`reshard doctor\` says which name to keep)`);
+  }
+  return problems;
 }

@@ -1,4 +1,5 @@
 import type { Queryable } from '../core/queryable.js';
+import { failuresFromJson, MIGRATION_FAILURES_JSON, type MigrationFailure } from './migrationFailures.js';
 import type { MigrationState, MoverMode } from './migrations.js';
 
 /** One past (or the running) migration with what it moved and the write pauses its slots saw. */
@@ -18,6 +19,8 @@ export interface MigrationHistoryEntry {
   pauseMsP99: number | undefined;
   pauseMsMax: number | undefined;
   error: string | undefined;
+  /** Every time it stopped failed, oldest first: a resumed migration's earlier failures stay here after `error` is cleared. */
+  failures: MigrationFailure[];
 }
 
 /** The latest migrations, newest first, aggregated over their moves in one query. */
@@ -26,6 +29,7 @@ export async function listMigrationHistory(db: Queryable, limit = 20): Promise<M
     id: string; state: MigrationState; mode: MoverMode; created_at: Date; finished_at: Date | null; seconds: number;
     moves: string; slots_moved: string; bytes_moved: string; bytes_total: string;
     pause_ms_p50: number | null; pause_ms_p99: number | null; pause_ms_max: number | null; error: string | null;
+    failures: { at: string; error: string | null }[];
   }>(
     `SELECT m.id::text, m.state, m.mode, m.created_at, m.finished_at,
             extract(epoch FROM coalesce(m.finished_at, now()) - m.created_at)::float8 AS seconds,
@@ -36,7 +40,8 @@ export async function listMigrationHistory(db: Queryable, limit = 20): Promise<M
             percentile_disc(0.5) WITHIN GROUP (ORDER BY mv.pause_ms) FILTER (WHERE mv.state = 'done') AS pause_ms_p50,
             percentile_disc(0.99) WITHIN GROUP (ORDER BY mv.pause_ms) FILTER (WHERE mv.state = 'done') AS pause_ms_p99,
             max(mv.pause_ms) FILTER (WHERE mv.state = 'done') AS pause_ms_max,
-            m.error
+            m.error,
+            ${MIGRATION_FAILURES_JSON} AS failures
        FROM (SELECT * FROM reshard.migration ORDER BY id DESC LIMIT $1) m
        LEFT JOIN reshard.move mv ON mv.migration_id = m.id
       GROUP BY m.id, m.state, m.mode, m.created_at, m.finished_at, m.bytes_total, m.error
@@ -58,5 +63,6 @@ export async function listMigrationHistory(db: Queryable, limit = 20): Promise<M
     pauseMsP99: row.pause_ms_p99 ?? undefined,
     pauseMsMax: row.pause_ms_max ?? undefined,
     error: row.error ?? undefined,
+    failures: failuresFromJson(row.failures),
   }));
 }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { ReshardError } from '../core/errors.js';
 import type { Queryable } from '../core/queryable.js';
+import { MIGRATION_FAILED_STEP } from './migrationFailures.js';
 
 export type MigrationState = 'running' | 'completed' | 'failed' | 'cancelled' | 'rolled_back';
 export type MoverMode = 'offline' | 'online';
@@ -195,8 +196,14 @@ export async function getMigration(db: Queryable, id: number): Promise<Migration
   return migrationFromRow(result.rows[0]);
 }
 
+/** Ends a migration; a failure is journaled too, so that it stays in the history after `resume` clears `error`. */
 export async function finishMigration(db: Queryable, id: number, state: Exclude<MigrationState, 'running'>, error?: string): Promise<void> {
-  await db.query('UPDATE reshard.migration SET state = $2, finished_at = now(), error = $3 WHERE id = $1', [id, state, error ?? null]);
+  await db.query(
+    `WITH finished AS (UPDATE reshard.migration SET state = $2, finished_at = now(), error = $3 WHERE id = $1 RETURNING id)
+     INSERT INTO reshard.journal (migration_id, step, action, detail)
+     SELECT id, '${MIGRATION_FAILED_STEP}', 'failed', jsonb_build_object('error', $3::text) FROM finished WHERE $2::text = 'failed'`,
+    [id, state, error ?? null],
+  );
 }
 
 interface MoveRow {

@@ -6,6 +6,7 @@ import { readSlotMap } from '../catalog/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
 import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
+import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import type { MoveContext, MoveStep } from '../mover/moveStep.js';
 import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
@@ -147,6 +148,7 @@ async function runOnlineBatches(
         target: await open(() => connectNode(batch.target, shared.access.passwords, 'reshard mover')),
         catalog: await open(() => connectCatalog(shared.access, 'reshard mover')),
       };
+      await assertDistinctDatabases(connections.catalog, { node: batch.source, session: connections.source }, { node: batch.target, session: connections.target });
       const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords, copyGate: shared.throttle });
       runs.push(run);
       await run.stream();
@@ -223,6 +225,7 @@ async function executeMove(
       copyGate: shared.throttle,
       facts: {},
     };
+    await assertDistinctDatabases(context.catalog, { node: source, session: context.source }, { node: target, session: context.target });
     await runMove(context, shared.steps);
     const bytes = move.bytesTotal;
     const rows = context.facts['rowsCopied'] ?? 0;

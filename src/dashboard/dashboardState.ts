@@ -114,6 +114,8 @@ export interface DashboardHistoryEntry {
   pause_ms_p99: number | null;
   pause_ms_max: number | null;
   error: string | null;
+  /** Every time it stopped failed, oldest first: a resumed migration keeps its earlier failures here after `error` clears. */
+  failures: { at: string; error: string }[];
 }
 
 export interface DashboardEvent {

@@ -350,6 +350,7 @@ export class DashboardMonitor {
         seconds: Math.round(entry.seconds * 10) / 10, moves: entry.moves, slots_moved: entry.slotsMoved, bytes_moved: entry.bytesMoved,
         pause_ms_p50: entry.pauseMsP50 ?? null, pause_ms_p99: entry.pauseMsP99 ?? null, pause_ms_max: entry.pauseMsMax ?? null,
         error: entry.error ? this.redact(entry.error) : null,
+        failures: entry.failures.map((failure) => ({ at: failure.at.toISOString(), error: this.redact(failure.error) })),
       })),
       // Newest first by time: parallel batches journal close together, and a reader follows the clock.
       events: [...(read?.journal ?? [])].sort((a, b) => b.at.getTime() - a.at.getTime() || b.id - a.id).map((entry) => ({

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { freeLoopbackPort } from './freePort.js';
+import { writeFreshSystemIdentifier } from './freshSystemIdentifier.js';
 import { findPostgresBinaries, type PostgresBinaries } from './postgresBinaries.js';
 import { serverOsUser, type ServerOsUser } from './osUser.js';
 
@@ -155,8 +156,11 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
   if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
   cpSync(template, dataDir, { recursive: true });
   rmSync(join(dataDir, '.reshard-template-complete'), { force: true });
+  // Each server its own system_identifier, as initdb would give it: nodes must be told apart (invariant 7).
+  writeFreshSystemIdentifier(dataDir);
   chownTree(dataDir, osUser);
   execFileSync('chmod', ['700', dataDir]);
+  await runAs(osUser, join(binaries.binDir, 'pg_resetwal'), ['-D', dataDir], 60_000);
 
   const startTimeoutSeconds = options.startTimeoutSeconds ?? 60;
   let port = 0;

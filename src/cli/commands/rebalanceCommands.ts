@@ -2,6 +2,7 @@ import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration } from 
 import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
 import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
+import { listMigrationFailures } from '../../catalog/migrationFailures.js';
 import { getMigration, listMigrations, listMoves, migrationIsHeld, type MoveRecord } from '../../catalog/migrations.js';
 import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
 import { connectNode, type PasswordLookup } from '../../node/nodeAccess.js';
@@ -150,7 +151,8 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
     const moves = latest ? await listMoves(catalog, latest.id) : [];
     const held = latest?.state === 'running' ? await migrationIsHeld(catalog, latest.id) : false;
     const nodes = await listNodes(catalog, { includeRemoved: true });
-    return { migrations, latest, moves, held, nodes };
+    const failures = latest ? await listMigrationFailures(catalog, latest.id) : [];
+    return { migrations, latest, moves, held, nodes, failures };
   });
   const lagBySlot = report.latest?.state === 'running' && report.latest.mode === 'online'
     ? await replicationLagBySlot(report.latest.id, report.moves.filter((move) => move.state !== 'done'), report.nodes, access.passwords)
@@ -165,7 +167,7 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
     error: move.error ?? null,
   }));
   output.result({
-    migration: latest ? { id: latest.id, state: latest.state, mode: latest.mode, interrupted: latest.state === 'running' && !report.held, created_at: latest.createdAt, finished_at: latest.finishedAt ?? null, bytes_total: latest.bytesTotal, error: latest.error ?? null } : null,
+    migration: latest ? { id: latest.id, state: latest.state, mode: latest.mode, interrupted: latest.state === 'running' && !report.held, created_at: latest.createdAt, finished_at: latest.finishedAt ?? null, bytes_total: latest.bytesTotal, error: latest.error ?? null, failures: report.failures } : null,
     moves: movesJson,
     history: report.migrations.map((migration) => ({ id: migration.id, state: migration.state, mode: migration.mode, created_at: migration.createdAt, finished_at: migration.finishedAt ?? null })),
   });
@@ -177,6 +179,9 @@ export async function statusCommand(output: Output, access: ClusterAccess, optio
   const interrupted = latest.state === 'running' && !report.held ? ' (interrupted: run `reshard resume`)' : '';
   output.text(`Migration ${latest.id} (${latest.mode}): ${latest.state}${interrupted}, ${done}/${moves.length} moves done, ${formatBytes(moves.reduce((sum, move) => sum + move.bytesCopied, 0))} of ${formatBytes(latest.bytesTotal)}`);
   if (latest.error) output.text(`  error: ${latest.error}`);
+  // `resume` clears a failed migration's error; the failures it had before stay visible.
+  const earlier = latest.state === 'failed' ? report.failures.slice(0, -1) : report.failures;
+  if (earlier.length > 0) output.text(`  failed earlier (${earlier.length}×); last at ${earlier.at(-1)!.at.toISOString()}: ${earlier.at(-1)!.error}`);
   const notDone = moves.filter((move) => move.state !== 'done');
   if (notDone.length > 0) {
     output.text(formatTable([

@@ -23,11 +23,13 @@ export async function rollbackCommand(output: Output, access: ClusterAccess, opt
     undone_slots: result.undoneSlots,
     moved_back_slots: result.movedBackSlots,
     dropped: result.dropped,
+    draining_nodes: result.drainingNodes,
     move_back: result.moveBack ? { migration_id: result.moveBack.migrationId, state: result.moveBack.state, slots_moved: result.moveBack.slotsMoved, ...(result.moveBack.error ? { error: result.moveBack.error } : {}) } : null,
   });
   output.text(`Migration ${result.migrationId}: ${result.undoneSlots.length} unswitched move(s) undone, ${result.movedBackSlots.length} switched slot(s) moved back` +
     (result.moveBack ? ` (migration ${result.moveBack.migrationId} ${result.moveBack.state})` : '') + '.');
   for (const object of result.dropped) output.text(`  dropped ${object}`);
+  for (const name of result.drainingNodes) output.text(`  node ${name} is still draining (its \`node remove\` stands): the next \`reshard rebalance\` moves its slots out again`);
   if (result.moveBack?.state === 'failed') {
     throw stoppedError(`moving slots back (migration ${result.moveBack.migrationId})`, result.moveBack.error, 'run `reshard resume`');
   }
