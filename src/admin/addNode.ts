@@ -13,10 +13,13 @@ import { assertNodeUsable, inspectNode, onlineMoverWarnings } from '../node/insp
 import { connectTo } from '../node/connectNode.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
+import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
 
 export interface AddNodeRequest {
   name: string;
   connection: ConnectionSettings;
+  /** Where the other nodes reach this one to replicate from it, when not at `connection`. */
+  peerConnection?: ConnectionSettings;
   weight?: number;
   concurrencyMax?: number;
   capacityBytes?: number;
@@ -67,6 +70,8 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });
       const facts = await inspectNode(nodeClient);
       assertNodeUsable(request.name, facts);
+      const peerWarnings = await assertPeersReachable(pairsWith(withoutPasswords(request), existing.filter((node) => node.state !== 'removed')), access.passwords,
+        (publisher) => publisher === request.name ? `pass --peer-url with an address of "${request.name}" that the other nodes reach` : undefined);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
       await nodeClient.query('BEGIN');
@@ -81,12 +86,13 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         concurrencyMax,
         capacityBytes: request.capacityBytes,
         serverVersion: facts.serverVersion,
+        peerConnection: request.peerConnection ? { ...request.peerConnection, password: undefined } : undefined,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
       await catalog.query('COMMIT');
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
       await nodeClient.query('COMMIT');
-      return { node, warnings: onlineMoverWarnings(request.name, facts), slotMapRespread };
+      return { node, warnings: [...onlineMoverWarnings(request.name, facts), ...peerWarnings], slotMapRespread };
     } catch (error) {
       await catalog.query('ROLLBACK').catch(() => {});
       await nodeClient?.query('ROLLBACK').catch(() => {});

@@ -9,6 +9,7 @@ import { runMigration, type MigrationSummary, type ThrottleOptions } from '../co
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
+import { replicationPairsOf } from './peerReachability.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
 import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
@@ -94,6 +95,7 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
       snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
       access.passwords,
       (name) => snapshot.nodes.find((node) => node.name === name)?.concurrencyMax ?? 1,
+      replicationPairsOf(plan, snapshot.nodes),
     ) : [];
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
