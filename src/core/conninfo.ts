@@ -147,7 +147,7 @@ function parseUrlPairs(text: string, what: string): Map<string, string> {
     const colon = credentials.indexOf(':');
     const user = decode(colon >= 0 ? credentials.slice(0, colon) : credentials, what);
     if (user !== '') pairs.set('user', user);
-    if (colon >= 0) pairs.set('password', decode(credentials.slice(colon + 1), what));
+    if (colon >= 0) pairs.set('password', decode(credentials.slice(colon + 1), what, true));
   }
   const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(hostPort);
   const [host, port] = bracketed
@@ -161,7 +161,7 @@ function parseUrlPairs(text: string, what: string): Map<string, string> {
     const equals = part.indexOf('=');
     if (equals < 0) throw badInput(`${what} has the query parameter "${decode(part, what)}" without a value`, 'write parameters as name=value, e.g. ?sslmode=require');
     const key = decode(part.slice(0, equals), what);
-    const value = decode(part.slice(equals + 1), what);
+    const value = decode(part.slice(equals + 1), what, key === 'password');
     // libpq reads the JDBC spelling ssl=true as sslmode=require.
     if (key === 'ssl' && value === 'true') pairs.set('sslmode', 'require');
     else pairs.set(key, value);
@@ -174,11 +174,11 @@ function splitHostPort(hostPort: string): [string, string | undefined] {
   return colon >= 0 ? [hostPort.slice(0, colon), hostPort.slice(colon + 1)] : [hostPort, undefined];
 }
 
-function decode(text: string, what: string): string {
+function decode(text: string, what: string, secret = false): string {
   try {
     return decodeURIComponent(text);
   } catch {
-    throw badInput(`${what} has a broken %-escape in "${text.replace(/:[^@]*@/, ':…@')}"`, 'escape special characters as %XX');
+    throw badInput(`${what} has a broken %-escape in ${secret ? 'its password' : `"${text}"`}`, 'escape special characters as %XX');
   }
 }
 

@@ -105,6 +105,11 @@ describe('refusals', () => {
     expect(error.line()).not.toContain('s3cret');
     const conninfoError = errorOf(() => parseConnectionString('password=s3cret bogus=1', '--url'));
     expect(conninfoError.line()).not.toContain('s3cret');
+    for (const url of ['postgres://u:s3cret%zz@h/db', 'postgres://u@h/db?password=s3cret%zz']) {
+      const escapeError = errorOf(() => parseConnectionString(url, '--url'));
+      expect(escapeError.message).toMatch(/broken %-escape in its password/);
+      expect(escapeError.line()).not.toContain('s3cret');
+    }
   });
 });
 
