@@ -169,9 +169,21 @@ function mayFallBack(connection: ConnectionSettings, error: unknown): boolean {
  * caller words it); the client's queries are bounded (`boundQueries`).
  */
 export async function openClient(connection: ConnectionSettings, applicationName: string, extra: Partial<pg.ClientConfig>, what: string): Promise<pg.Client> {
+  const key = attemptKey(connection);
+  const remembered = workingAttemptIndex.get(key) ?? 0;
+  try {
+    return await connectFromAttempt(connection, applicationName, extra, what, remembered);
+  } catch (error) {
+    if (remembered === 0) throw error;
+    // The server may have changed since (TLS turned on or required): libpq's whole order once more.
+    workingAttemptIndex.delete(key);
+    return connectFromAttempt(connection, applicationName, extra, what, 0);
+  }
+}
+
+async function connectFromAttempt(connection: ConnectionSettings, applicationName: string, extra: Partial<pg.ClientConfig>, what: string, first: number): Promise<pg.Client> {
   const attempts = sslAttempts(connection);
   const key = attemptKey(connection);
-  const first = workingAttemptIndex.get(key) ?? 0;
   for (let index = first; ; index++) {
     const client = boundQueries(new pg.Client({ ...clientConfig(connection, applicationName, attempts[index]!), ...extra }), what);
     // A dropped connection must surface as a query error, not crash the process.

@@ -88,8 +88,9 @@ describe('a TLS-only cluster', () => {
     expect((wrongName as ReshardError).message).toMatch(/127\.0\.0\.1 is not in the cert's list/);
     expect((wrongName as ReshardError).fix).toMatch(/certificate/);
 
-    // The same address verifies the chain alone (verify-ca), and encrypts unverified with require.
-    for (const sslmode of ['verify-ca', 'require', 'prefer']) {
+    // The same address verifies the chain alone (verify-ca), and encrypts unverified with require and prefer;
+    // allow tries plaintext first, is refused by pg_hba.conf, and falls back to TLS.
+    for (const sslmode of ['verify-ca', 'require', 'prefer', 'allow']) {
       const client = await connectTo({ role: 'catalog', connection: tlsConnection(0, '127.0.0.1', sslmode) });
       const ssl = await client.query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
       expect(ssl.rows[0]!.ssl, sslmode).toBe(true);
