@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMigration, finishMigration } from '../../src/catalog/migrations.js';
 import { DEMO_TABLES, loadDemoRows } from '../../src/demo/demoData.js';
 import { catalogUrl, runCli, type CliResult } from '../support/cli.js';
 import { accessFor } from '../support/cluster.js';
@@ -143,6 +144,20 @@ describe('node set', () => {
     expect(badWeight.result.code).toBe(2);
     const unknown = await cli('node', 'set', 'n9', '--weight', '1');
     expect(unknown.result.code).toBe(4);
+  });
+
+  it('is refused while a migration runs (or waits to be resumed), nothing changed', async () => {
+    const catalog = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const id = await createMigration(catalog, { mode: 'online', baseEpoch: 1, plan: {}, moves: [] });
+      const refused = await cli('node', 'set', 'n2', '--weight', '5');
+      expect(refused.result.code).toBe(5);
+      expect(refused.result.stderr).toMatch(new RegExp(`migration ${id} was interrupted and is not finished`));
+      await finishMigration(catalog, id, 'cancelled');
+    } finally {
+      await catalog.end();
+    }
+    expect((await nodes()).find((node) => node.name === 'n2')!.weight).toBe(2);
   });
 
   it('takes another address of the same database, and refuses another database', async () => {
