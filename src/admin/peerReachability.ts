@@ -1,5 +1,7 @@
 import type pg from 'pg';
-import { peerConnectionOf, type NodeRecord } from '../catalog/nodes.js';
+import { listMoves } from '../catalog/migrations.js';
+import { listNodes, peerConnectionOf, type NodeRecord } from '../catalog/nodes.js';
+import type { Queryable } from '../core/queryable.js';
 import { describeConnection } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
@@ -79,4 +81,15 @@ export async function assertPeersReachable(pairs: readonly ReplicationPair[], pa
     }
   }
   return warnings;
+}
+
+/**
+ * Before a migration is resumed: the pairs of its moves that have not
+ * started yet (those will make new subscriptions) must reach each other.
+ */
+export async function assertPendingMovesReachable(catalog: Queryable, migrationId: number, passwords: PasswordLookup): Promise<string[]> {
+  const pending = (await listMoves(catalog, migrationId)).filter((move) => move.state === 'pending');
+  if (pending.length === 0) return [];
+  const nodes = await listNodes(catalog, { includeRemoved: true });
+  return assertPeersReachable(replicationPairsOf({ moves: pending.map((move) => ({ from: move.source, to: move.target })) }, nodes), passwords);
 }

@@ -108,7 +108,7 @@ describe('a node reachable by the coordinator but not by its peers', () => {
     expect(await rowsOnAllNodes()).toBe(2 * USERS);
   });
 
-  it('a peer address that stopped working stops the rebalance preflight; node set --peer-url mends it and the drain runs online', async () => {
+  it('a peer address that stopped working stops the rebalance and resume preflights; node set --peer-url mends it and the drain runs online', async () => {
     peerPath.refusingSubscriptions = true;
     await cliOk('node', 'remove', 'n3');
     const refused = await cli('rebalance', '--mode', 'online');
@@ -116,6 +116,19 @@ describe('a node reachable by the coordinator but not by its peers', () => {
     expect(refused.result.stderr).toMatch(new RegExp(`node "n[12]" cannot reach node "n3" at postgres@127\\.0\\.0\\.1:${peerPath.port}/postgres for replication .*Fix: .*reshard node set n3 --peer-url`));
     const status = await cli('status');
     expect(JSON.stringify(status.last)).not.toMatch(/"state":"running"/);
+
+    // resume checks the moves it will start the same way (a migration left interrupted, by hand here).
+    const catalog = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const owned = await catalog.query<{ slot: number }>("SELECT slot FROM reshard.slot WHERE owner = 'n3' ORDER BY slot LIMIT 1");
+      const id = await createMigration(catalog, { mode: 'online', baseEpoch: 1, plan: {}, moves: [{ slot: owned.rows[0]!.slot, source: 'n3', target: 'n1', wave: 0, bytesTotal: 0 }] });
+      const resumeRefused = await cli('resume');
+      expect(resumeRefused.result.code).toBe(3);
+      expect(resumeRefused.result.stderr).toMatch(/node "n1" cannot reach node "n3" at .* for replication/);
+      await finishMigration(catalog, id, 'cancelled');
+    } finally {
+      await catalog.end();
+    }
 
     // node set probes too: an address the nodes cannot reach is refused, the direct one accepted.
     const stillBroken = await cli('node', 'set', 'n3', '--peer-url', proxyUrl(coordinatorPath));
