@@ -1,7 +1,10 @@
 /** reshard as a library: the same operations the CLI runs. */
 export { initCluster } from './admin/initCluster.js';
 export { addNode, type AddNodeRequest } from './admin/addNode.js';
+export { setNode, type SetNodeRequest } from './admin/setNode.js';
 export { removeNode } from './admin/removeNode.js';
+export { parseConnectionHere as parseConnectionString } from './node/conninfoSources.js';
+export type { ConnectionSettings } from './core/connection.js';
 export { createShardedTable, type CreateTableRequest } from './admin/createShardedTable.js';
 export { rebalance, prepareRebalance, resumeMigration } from './admin/rebalance.js';
 export { verifyCluster } from './admin/verifyCluster.js';

@@ -16,10 +16,13 @@ import { connectTo } from '../node/connectNode.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
+import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
 
 export interface AddNodeRequest {
   name: string;
   connection: ConnectionSettings;
+  /** Where the other nodes reach this one to replicate from it, when not at `connection`. */
+  peerConnection?: ConnectionSettings;
   weight?: number;
   concurrencyMax?: number;
   capacityBytes?: number;
@@ -76,6 +79,8 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       const identity = await readDatabaseIdentity(nodeClient, `node "${request.name}"`);
       const other = await nodeRecordedAs(catalog, identity, request.name);
       if (other !== undefined) throw sameDatabaseError(request.name, other, identity);
+      const peerWarnings = await assertPeersReachable(pairsWith(withoutPasswords(request), existing.filter((node) => node.state !== 'removed')), access.passwords,
+        (publisher) => publisher === request.name ? `pass --peer-url with an address of "${request.name}" that the other nodes reach` : undefined);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
       await nodeClient.query('BEGIN');
@@ -91,12 +96,13 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         capacityBytes: request.capacityBytes,
         serverVersion: facts.serverVersion,
         identity,
+        peerConnection: request.peerConnection ? { ...request.peerConnection, password: undefined } : undefined,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
       await catalog.query('COMMIT');
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
       await nodeClient.query('COMMIT');
-      return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts)], slotMapRespread };
+      return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts), ...peerWarnings], slotMapRespread };
     } catch (error) {
       await catalog.query('ROLLBACK').catch(() => {});
       await nodeClient?.query('ROLLBACK').catch(() => {});

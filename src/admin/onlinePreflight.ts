@@ -2,6 +2,7 @@ import type { NodeRecord } from '../catalog/nodes.js';
 import { ReshardError } from '../core/errors.js';
 import { readReplicationSettings, type ReplicationSettings } from '../node/inspectNode.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { allPairs, assertPeersReachable, type ReplicationPair } from './peerReachability.js';
 
 /** wal_retrieve_retry_interval above this delays every new subscription's worker visibly. */
 export const WAL_RETRIEVE_RETRY_INTERVAL_MS_MAX = 1_000;
@@ -65,7 +66,8 @@ export function onlineSettingProblems(nodeName: string, settings: ReplicationSet
  * online moves: one clear error per problem, naming the node and the fix.
  * Returns warnings for settings that work but cost time.
  */
-export async function assertOnlineReady(nodes: readonly NodeRecord[], passwords: PasswordLookup, concurrentBatchesPerNode: (name: string) => number): Promise<string[]> {
+export async function assertOnlineReady(nodes: readonly NodeRecord[], passwords: PasswordLookup, concurrentBatchesPerNode: (name: string) => number,
+  replicationPairs: readonly ReplicationPair[] = allPairs(nodes)): Promise<string[]> {
   const warnings: string[] = [];
   for (const node of nodes) {
     const client = await connectNode(node, passwords);
@@ -80,5 +82,7 @@ export async function assertOnlineReady(nodes: readonly NodeRecord[], passwords:
     if (error) throw new ReshardError('precondition', error.message, error.fix);
     warnings.push(...problems.map((problem) => `${problem.message}; ${problem.fix}`));
   }
+  // Each target must reach its source's peer address as its subscription will.
+  warnings.push(...await assertPeersReachable(replicationPairs, passwords));
   return warnings;
 }

@@ -1,5 +1,5 @@
 import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves } from '../catalog/migrations.js';
-import { requestResume } from '../catalog/migrationControl.js';
+import { readControl, requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
@@ -9,6 +9,7 @@ import { runMigration, type MigrationSummary, type ThrottleOptions } from '../co
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
+import { assertPendingMovesReachable, replicationPairsOf } from './peerReachability.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
 import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
@@ -94,6 +95,7 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
       snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
       access.passwords,
       (name) => snapshot.nodes.find((node) => node.name === name)?.concurrencyMax ?? 1,
+      replicationPairsOf(plan, snapshot.nodes),
     ) : [];
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
@@ -149,6 +151,8 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     const resumable = await resumableMigration(catalog);
     if (!resumable) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
     if (await migrationIsHeld(catalog, resumable.id)) throw migrationAlreadyRunningError(resumable.id, true);
+    // A cancel only undoes; moves that will start need their target to reach their source.
+    if (resumable.mode === 'online' && (await readControl(catalog, resumable.id)) !== 'cancel') await assertPendingMovesReachable(catalog, resumable.id, access.passwords);
     if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
     // A migration interrupted while paused: resuming it is the request to go on (a cancel stays and is carried out).
     await requestResume(catalog, resumable.id);

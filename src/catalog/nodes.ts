@@ -26,7 +26,7 @@ export interface DatabaseIdentity {
 }
 
 /** The address a peer uses to reach `node` (its peer address, else the coordinator's). */
-export function peerConnectionOf(node: NodeRecord): ConnectionSettings {
+export function peerConnectionOf(node: Pick<NodeRecord, 'connection' | 'peerConnection'>): ConnectionSettings {
   return node.peerConnection ?? node.connection;
 }
 
@@ -139,4 +139,27 @@ export async function setNodeState(db: Queryable, name: string, state: NodeState
 
 export async function setNodeWeight(db: Queryable, name: string, weight: number): Promise<void> {
   await db.query('UPDATE reshard.node SET weight = $2 WHERE name = $1', [name, weight]);
+}
+
+/**
+ * Writes a node's address, peer address, limits and identity as given (the
+ * name and state stay). Never a password: `storedConnection` drops it.
+ */
+export async function updateNode(db: Queryable, node: NodeRecord): Promise<void> {
+  await db.query(
+    `UPDATE reshard.node
+        SET host = $2, port = $3, database = $4, username = $5, params = $6, peer = $7,
+            weight = $8, concurrency_max = $9, capacity_bytes = $10, system_identifier = $11, database_oid = $12
+      WHERE name = $1`,
+    [node.name, node.connection.host, node.connection.port, node.connection.database, node.connection.user,
+      JSON.stringify(withoutPassword(node.connection.params)),
+      node.peerConnection ? JSON.stringify(storedConnection(node.peerConnection)) : null,
+      node.weight, node.concurrencyMax, node.capacityBytes ?? null,
+      node.identity?.systemIdentifier ?? null, node.identity?.databaseOid ?? null],
+  );
+}
+
+/** Holds `name`'s row until the transaction ends: two changes to one node do not interleave. */
+export async function lockNodeRow(db: Queryable, name: string): Promise<void> {
+  await db.query('SELECT 1 FROM reshard.node WHERE name = $1 FOR UPDATE', [name]);
 }

@@ -1,8 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { parseConnectionUrl, type ConnectionSettings } from '../core/connection.js';
+import type { ConnectionSettings } from '../core/connection.js';
+import { assertParamsValid } from '../core/conninfo.js';
 import { badInput } from '../core/errors.js';
 import type { ClusterAccess } from '../coordinator/catalogAccess.js';
+import { parseConnectionHere } from '../node/conninfoSources.js';
 
 /** The config file: where the catalog is, and node passwords (never stored in the catalog). */
 const connectionObject = z.object({
@@ -11,6 +13,8 @@ const connectionObject = z.object({
   database: z.string().min(1).default('postgres'),
   user: z.string().min(1).default('postgres'),
   password: z.string().optional(),
+  /** libpq parameters: sslmode, sslrootcert, sslcert, sslkey, application_name, connect_timeout. */
+  params: z.record(z.string(), z.string()).optional(),
 }).strict();
 
 export const configSchema = z.object({
@@ -27,10 +31,9 @@ export interface GlobalOptions {
   config?: string;
 }
 
-export function parseUrlOption(url: string, what: string): ConnectionSettings {
-  const parsed = parseConnectionUrl(url);
-  if (!parsed) throw badInput(`${what} is not a postgres:// URL`, `write it as postgres://user@host:port/database`);
-  return parsed;
+/** A postgres:// URL or a key=value connection string, completed by PGSERVICE and the PG* variables as libpq would. */
+export function parseUrlOption(url: string, what: string, env: NodeJS.ProcessEnv = process.env): ConnectionSettings {
+  return parseConnectionHere(url, what, env);
 }
 
 function readConfigFile(path: string): ReshardConfig {
@@ -60,26 +63,18 @@ export function resolveAccess(options: GlobalOptions, env: NodeJS.ProcessEnv = p
   const passwords = config?.passwords ?? {};
   const lookup = (nodeName: string): string | undefined => passwords[nodeName];
 
-  if (options.catalog) return { catalog: parseUrlOption(options.catalog, '--catalog'), passwords: lookup };
+  if (options.catalog) return { catalog: parseUrlOption(options.catalog, '--catalog', env), passwords: lookup };
   if (config) {
-    const catalog = typeof config.catalog === 'string' ? parseUrlOption(config.catalog, `"catalog" in ${configPath}`) : config.catalog;
-    return { catalog, passwords: lookup };
+    if (typeof config.catalog === 'string') return { catalog: parseUrlOption(config.catalog, `"catalog" in ${configPath}`, env), passwords: lookup };
+    const { params, ...address } = config.catalog;
+    if (params) assertParamsValid(params, `"catalog" in ${configPath}`);
+    return { catalog: { ...address, ...(params && Object.keys(params).length > 0 ? { params } : {}) }, passwords: lookup };
   }
   const fromEnv = env['RESHARD_CATALOG'];
-  if (fromEnv) return { catalog: parseUrlOption(fromEnv, 'RESHARD_CATALOG'), passwords: lookup };
-  if (env['PGHOST'] || env['PGPORT'] || env['PGDATABASE']) {
-    const port = Number(env['PGPORT'] ?? 5432);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw badInput(`PGPORT=${env['PGPORT']} is not a port`, 'set PGPORT to a number between 1 and 65535');
-    return {
-      catalog: {
-        host: env['PGHOST'] ?? '127.0.0.1',
-        port,
-        database: env['PGDATABASE'] ?? 'postgres',
-        user: env['PGUSER'] ?? 'postgres',
-        password: env['PGPASSWORD'],
-      },
-      passwords: lookup,
-    };
+  if (fromEnv) return { catalog: parseUrlOption(fromEnv, 'RESHARD_CATALOG', env), passwords: lookup };
+  if (env['PGHOST'] || env['PGPORT'] || env['PGDATABASE'] || env['PGSERVICE']) {
+    const catalog = parseUrlOption('', 'the PG* environment variables', env);
+    return { catalog: { ...catalog, ...(env['PGPASSWORD'] ? { password: env['PGPASSWORD'] } : {}) }, passwords: lookup };
   }
   throw badInput('no catalog database was given', 'pass --catalog postgres://user@host:port/db, set RESHARD_CATALOG or PGHOST, or write reshard.json');
 }

@@ -3,7 +3,7 @@ import { ReshardError } from '../core/errors.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
-import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
@@ -42,14 +42,23 @@ function buildProgram(state: { output: Output }): Command {
     .option('--slots <M>', 'number of slots (hash partitions per table), fixed for the cluster', '256')
     .action(async (options: { slots?: string }) => initCommand(output(), access(), options));
 
-  const node = program.command('node').description('add, remove and list data nodes');
+  const node = program.command('node').description('add, change, remove and list data nodes');
   node.command('add <name>')
     .description('check a PostgreSQL server (reachable, version, settings) and add it as a node')
-    .option('--url <url>', 'postgres://user@host:port/database of the node')
+    .option('--url <url>', 'the node as reshard reaches it: postgres://user@host:port/database?sslmode=… or key=value conninfo')
+    .option('--peer-url <url>', 'the node as the other nodes reach it to replicate (default: --url); sslrootcert etc. are paths on their machines')
     .option('--weight <w>', 'share of slots relative to other nodes', '1')
     .option('--concurrency <n>', 'moves at once that may involve this node', '2')
     .option('--capacity <bytes>', 'bytes this node may hold, e.g. 500GB')
     .action(async (name: string, options) => nodeAddCommand(output(), access(), name, options));
+  node.command('set <name>')
+    .description('change a node\'s address (same database only), peer address, weight, concurrency or capacity')
+    .option('--url <url>', 'a new address of the same database, as reshard reaches it')
+    .option('--peer-url <url>', 'the address the other nodes replicate from')
+    .option('--weight <w>', 'share of slots relative to other nodes')
+    .option('--concurrency <n>', 'moves at once that may involve this node')
+    .option('--capacity <bytes>', 'bytes this node may hold, e.g. 500GB')
+    .action(async (name: string, options) => nodeSetCommand(output(), access(), name, options));
   node.command('remove <name>')
     .description('drain a node: its slots move away at the next rebalance, then it is removed')
     .action(async (name: string) => nodeRemoveCommand(output(), access(), name));

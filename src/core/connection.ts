@@ -21,24 +21,3 @@ export interface ConnectionSettings {
 export function describeConnection(connection: ConnectionSettings): string {
   return `${connection.user}@${connection.host}:${connection.port}/${connection.database}`;
 }
-
-/**
- * Parses `postgres://user:pass@host:port/db` or `postgresql://…`.
- * Returns undefined for anything else so the caller can say what is wrong.
- */
-export function parseConnectionUrl(url: string, defaults: Partial<ConnectionSettings> = {}): ConnectionSettings | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return undefined;
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') return undefined;
-  const port = parsed.port ? Number(parsed.port) : (defaults.port ?? 5432);
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, '')) || defaults.database || 'postgres';
-  const user = decodeURIComponent(parsed.username) || defaults.user || 'postgres';
-  const password = parsed.password ? decodeURIComponent(parsed.password) : defaults.password;
-  const host = parsed.hostname.replace(/^\[|\]$/g, '') || defaults.host || '127.0.0.1';
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) return undefined;
-  return { host, port, database, user, password };
-}

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, appendFileSync, cpSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, appendFileSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -40,7 +40,23 @@ export interface LocalServerOptions {
   durable?: boolean;
   binaries?: PostgresBinaries;
   startTimeoutSeconds?: number;
+  /**
+   * Serve TLS only: the PEM certificate and key are copied into the data
+   * directory (owned by the server's OS user, key mode 0600), ssl = on, and
+   * pg_hba.conf accepts TCP connections over TLS only (`hostssl`).
+   */
+  tls?: { certFile: string; keyFile: string };
 }
+
+/** pg_hba.conf of a TLS-only server: the Unix socket for pg_ctl, TLS for everything over TCP (replication connections included). */
+const TLS_ONLY_HBA = [
+  'local all all trust',
+  'hostssl all all 127.0.0.1/32 trust',
+  'hostssl all all ::1/128 trust',
+  'hostssl replication all 127.0.0.1/32 trust',
+  'hostssl replication all ::1/128 trust',
+  '',
+].join('\n');
 
 /** One real PostgreSQL server on a loopback port, owned by this process. */
 export interface LocalServer {
@@ -88,11 +104,13 @@ function stopAllSynchronously(): void {
 }
 
 /** The caller's PG* variables (PGPORT, PGDATA, …) would steer initdb and pg_ctl: leave them out. */
-function serverEnvironment(): NodeJS.ProcessEnv {
+function serverEnvironment(osUser: ServerOsUser): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' };
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith('PG') && key !== 'LC_ALL' && key !== 'LANG') env[key] = value;
   }
+  // Root's HOME is unreadable for the server's user: its libpq (subscriptions) would fail on ~/.postgresql.
+  if (osUser.switched) env['HOME'] = osUser.home ?? '/';
   return env;
 }
 
@@ -101,7 +119,7 @@ async function runAs(osUser: ServerOsUser, program: string, args: string[], time
     timeout: timeoutMs,
     encoding: 'utf8',
     cwd: tmpdir(),
-    env: serverEnvironment(),
+    env: serverEnvironment(osUser),
     ...(osUser.switched ? { uid: osUser.uid, gid: osUser.gid } : {}),
   });
   return stdout;
@@ -158,6 +176,13 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
   rmSync(join(dataDir, '.reshard-template-complete'), { force: true });
   // Each server its own system_identifier, as initdb would give it: nodes must be told apart (invariant 7).
   writeFreshSystemIdentifier(dataDir);
+  if (options.tls) {
+    copyFileSync(options.tls.certFile, join(dataDir, 'server.crt'));
+    copyFileSync(options.tls.keyFile, join(dataDir, 'server.key'));
+    // PostgreSQL refuses a key file others can read.
+    chmodSync(join(dataDir, 'server.key'), 0o600);
+    writeFileSync(join(dataDir, 'pg_hba.conf'), TLS_ONLY_HBA);
+  }
   chownTree(dataDir, osUser);
   execFileSync('chmod', ['700', dataDir]);
   await runAs(osUser, join(binaries.binDir, 'pg_resetwal'), ['-D', dataDir], 60_000);
@@ -182,6 +207,7 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
       unix_socket_directories: dataDir,
       ...MOVER_SERVER_SETTINGS,
       ...(options.durable ? {} : THROWAWAY_SERVER_SETTINGS),
+      ...(options.tls ? { ssl: 'on', ssl_cert_file: 'server.crt', ssl_key_file: 'server.key' } : {}),
       ...options.settings,
     })}\n`);
     try {

@@ -8,6 +8,11 @@ export interface ServerOsUser {
   gid: number;
   /** True when we must switch to this user because we are root. */
   switched: boolean;
+  /**
+   * The user's home directory when switched: the servers' HOME, where their
+   * libpq (a subscription's connection) looks for ~/.pgpass and ~/.postgresql.
+   */
+  home?: string;
 }
 
 /**
@@ -22,7 +27,8 @@ export function serverOsUser(): ServerOsUser {
   try {
     const userId = Number(execFileSync('id', ['-u', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
     const groupId = Number(execFileSync('id', ['-g', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
-    return { name, uid: userId, gid: groupId, switched: true };
+    const home = execFileSync('getent', ['passwd', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split(':')[5];
+    return { name, uid: userId, gid: groupId, switched: true, ...(home ? { home } : {}) };
   } catch {
     throw new ReshardError(
       'precondition',

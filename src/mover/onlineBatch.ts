@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal, WHOLE_MOVE_STEP } from '../catalog/journal.js';
 import { updateMove, type MoveRecord } from '../catalog/migrations.js';
-import type { NodeRecord } from '../catalog/nodes.js';
+import { peerConnectionOf, type NodeRecord } from '../catalog/nodes.js';
 import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
@@ -306,7 +306,8 @@ async function streamBatch(
       }, options.copyGate);
       await withTimeout(`the initial copy of ${moves.length} slot(s) ${batch.source.name} → ${batch.target.name}`, copying, options.limits.syncTimeoutMs,
         'check both servers\' logs; the move was rolled back');
-      await ensureSubscription(target, batch.name, sourceConnection, batch.name, exported.slotName);
+      // The target reaches the source at the source's peer address, which may differ from the coordinator's.
+      await ensureSubscription(target, batch.name, { ...peerConnectionOf(batch.source), ...(password !== undefined ? { password } : {}) }, batch.name, exported.slotName);
     } finally {
       await exported.release();
     }

@@ -22,3 +22,7 @@ export async function readDatabaseIdentity(db: Queryable, what: string): Promise
       'connect as a superuser, or GRANT EXECUTE ON FUNCTION pg_control_system() TO the reshard role', { cause: error });
   }
 }
+
+export function sameDatabase(left: DatabaseIdentity, right: DatabaseIdentity): boolean {
+  return left.systemIdentifier === right.systemIdentifier && left.databaseOid === right.databaseOid;
+}

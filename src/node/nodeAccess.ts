@@ -11,7 +11,7 @@ export type PasswordLookup = (nodeName: string) => string | undefined;
 
 export const noPasswords: PasswordLookup = () => undefined;
 
-export async function connectNode(node: NodeRecord, passwords: PasswordLookup, applicationName = 'reshard'): Promise<pg.Client> {
+export async function connectNode(node: Pick<NodeRecord, 'name' | 'connection'>, passwords: PasswordLookup, applicationName = 'reshard'): Promise<pg.Client> {
   const password = passwords(node.name);
   return connectTo({ role: `node "${node.name}"`, connection: { ...node.connection, ...(password !== undefined ? { password } : {}) } }, applicationName);
 }

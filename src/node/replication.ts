@@ -1,4 +1,5 @@
 import type { ConnectionSettings } from '../core/connection.js';
+import { formatConninfo } from '../core/conninfo.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
@@ -22,20 +23,15 @@ export function migrationIdOfReplicationName(name: string): number | undefined {
 }
 
 /**
- * A libpq connection string for a subscription (the password, if any, is
- * PostgreSQL's to keep). No application_name: the walsender must report the
- * subscription's own name, which catch-up polling looks for.
+ * A libpq connection string for a subscription: the source's peer address
+ * with its libpq params (sslmode, sslrootcert…: paths on the subscriber's
+ * machine) and the password, if any (PostgreSQL keeps it in
+ * pg_subscription.subconninfo while the subscription lives). No
+ * application_name: the walsender must report the subscription's own name,
+ * which catch-up polling looks for.
  */
 export function subscriptionConninfo(connection: ConnectionSettings): string {
-  const quote = (value: string): string => `'${value.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
-  const parts = [
-    `host=${quote(connection.host)}`,
-    `port=${connection.port}`,
-    `dbname=${quote(connection.database)}`,
-    `user=${quote(connection.user)}`,
-    ...(connection.password !== undefined ? [`password=${quote(connection.password)}`] : []),
-  ];
-  return parts.join(' ');
+  return formatConninfo(connection, { omitParams: ['application_name'] });
 }
 
 /** Publishes exactly the given leaves (schema, name). Idempotent. */
@@ -78,7 +74,7 @@ export async function ensureSubscription(target: Queryable, name: string, source
   } catch (error) {
     const message = (error as Error).message ?? String(error);
     throw new ReshardError('unreachable', `the target could not subscribe to the source (${message.replace(/password=\S+/g, 'password=…')})`,
-      'the target node must reach the source at the host and port in the catalog, with a superuser (or pg_create_subscription on 16+)', { cause: error });
+      'the target node must reach the source at its peer address (`reshard node set NAME --peer-url URL`), with a superuser (or pg_create_subscription on 16+)', { cause: error });
   }
 }
 

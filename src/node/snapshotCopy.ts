@@ -1,7 +1,7 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { ConnectionSettings } from '../core/connection.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import { boundQueries, clientConfig, DURABLE_COMMIT_OPTIONS } from './connectNode.js';
+import { DURABLE_COMMIT_OPTIONS, openClient } from './connectNode.js';
 import type { CopyGate } from './copyMeter.js';
 import { copyRelation } from './copySlot.js';
 
@@ -19,9 +19,7 @@ export interface ExportedSlot {
 }
 
 export async function createSlotWithExportedSnapshot(source: ConnectionSettings, slotName: string): Promise<ExportedSlot> {
-  const client = boundQueries(new pg.Client({ ...clientConfig(source, 'reshard snapshot'), replication: 'database' } as pg.ClientConfig), 'the source (replication slot)');
-  client.on('error', () => {});
-  await client.connect();
+  const client = await openClient(source, 'reshard snapshot', { replication: 'database' } as Partial<pg.ClientConfig>, 'the source (replication slot)');
   try {
     const result = await client.query<{ slot_name: string; consistent_point: string; snapshot_name: string }>(
       `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput (SNAPSHOT 'export')`,
@@ -62,13 +60,18 @@ export async function copyLeavesAtSnapshot(
   let bytesTotal = 0;
   let rowsTotal = 0;
   const lane = async (): Promise<void> => {
-    const reader = boundQueries(new pg.Client(clientConfig(source, 'reshard copy')), 'the source (copy)');
-    const writer = boundQueries(new pg.Client({ ...clientConfig(target, 'reshard copy'), options: DURABLE_COMMIT_OPTIONS }), 'the target (copy)');
-    reader.on('error', () => {});
-    writer.on('error', () => {});
+    // Both connect at once; if one side fails, the other is still closed (an open one keeps the process alive).
+    const [readerOpened, writerOpened] = await Promise.allSettled([
+      openClient(source, 'reshard copy', {}, 'the source (copy)'),
+      openClient(target, 'reshard copy', { options: DURABLE_COMMIT_OPTIONS }, 'the target (copy)'),
+    ]);
+    if (readerOpened.status === 'rejected' || writerOpened.status === 'rejected') {
+      for (const opened of [readerOpened, writerOpened]) if (opened.status === 'fulfilled') await opened.value.end().catch(() => {});
+      throw readerOpened.status === 'rejected' ? readerOpened.reason : (writerOpened as PromiseRejectedResult).reason;
+    }
+    const reader = readerOpened.value;
+    const writer = writerOpened.value;
     try {
-      // Inside the try: if one side cannot connect, the other is still closed (an open one keeps the process alive).
-      await Promise.all([reader.connect(), writer.connect()]);
       await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
       while (next < leaves.length) {

@@ -7,13 +7,17 @@ import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
-import { clientConfig, connectTo } from '../node/connectNode.js';
+import { connectTo, negotiatedClientConfig, unreachableError } from '../node/connectNode.js';
+import { parseConnectionHere } from '../node/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
 import { SlotGate } from './slotGate.js';
 
 export interface RouterOptions {
-  /** The catalog database. */
-  catalog: ConnectionSettings;
+  /**
+   * The catalog database: settings, a postgres:// URL or a key=value
+   * connection string (completed by PGSERVICE and the PG* variables, as libpq would).
+   */
+  catalog: ConnectionSettings | string;
   /** Node passwords by node name (else PGPASSWORD / ~/.pgpass). */
   passwords?: (nodeName: string) => string | undefined;
   /** Shown in the catalog's router list. */
@@ -57,7 +61,9 @@ export const ROUTER_HOLD_TIMEOUT_MS_DEFAULT = 10_000;
 export class Router {
   readonly id = randomUUID();
   private readonly gate = new SlotGate();
-  private readonly pools = new Map<string, pg.Pool>();
+  /** One pool per node, made on first use (its TLS setting may need a first connection to learn). */
+  private readonly pools = new Map<string, Promise<pg.Pool>>();
+  private readonly catalog: ConnectionSettings;
   private listener: pg.Client | undefined;
   private snapshot: MapSnapshot | undefined;
   private leaseValidUntil = 0;
@@ -78,6 +84,7 @@ export class Router {
     this.leaseMs = positiveMs(options.leaseMs, 'leaseMs', ROUTER_LEASE_MS_DEFAULT);
     this.holdTimeoutMs = positiveMs(options.holdTimeoutMs, 'holdTimeoutMs', ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
     this.name = options.name ?? `${hostname()}:${process.pid}`;
+    this.catalog = typeof options.catalog === 'string' ? parseConnectionHere(options.catalog, 'the router\'s catalog option') : options.catalog;
   }
 
   /** Connects to the catalog, loads the slot map, registers and starts following changes. */
@@ -138,7 +145,7 @@ export class Router {
     const snapshot = this.requireSnapshot();
     const owners = [...new Set(snapshot.owners)].sort();
     const results = await Promise.all(owners.map(async (name) => {
-      const client = await this.pool(name).connect();
+      const client = await (await this.pool(name)).connect();
       try {
         return [name, await work(client, name)] as const;
       } finally {
@@ -156,7 +163,7 @@ export class Router {
       await unregisterRouter(this.listener, this.id).catch(() => {});
       await this.listener.end().catch(() => {});
     }
-    await Promise.all([...this.pools.values()].map((pool) => pool.end().catch(() => {})));
+    await Promise.all([...this.pools.values()].map((pool) => pool.then((opened) => opened.end()).catch(() => {})));
   }
 
   private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -170,7 +177,7 @@ export class Router {
       try {
         const snapshot = this.requireSnapshot();
         route = { slot, owner: snapshot.owners[slot]!, epoch: snapshot.epoch };
-        const client = await this.pool(route.owner).connect();
+        const client = await (await this.pool(route.owner)).connect();
         try {
           // Checked again at the last moment: a call must not leave after the lease lapsed.
           this.assertServing();
@@ -206,20 +213,26 @@ export class Router {
     return this.snapshot;
   }
 
-  private pool(nodeName: string): pg.Pool {
+  private pool(nodeName: string): Promise<pg.Pool> {
     let pool = this.pools.get(nodeName);
     if (!pool) {
       const node = this.requireSnapshot().nodes.get(nodeName);
       assert(node, `node ${nodeName} of the slot map is known`);
       const password = this.options.passwords?.(nodeName);
-      pool = new pg.Pool({
-        ...clientConfig({ ...node.connection, ...(password !== undefined ? { password } : {}) }, `reshard router ${this.name}`),
-        max: this.options.poolSizePerNode ?? 4,
-      });
-      pool.on('error', () => {});
-      // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
-      // 'error' and crash the application. The call itself still fails with the error.
-      pool.on('connect', (client) => client.on('error', () => {}));
+      const connection = { ...node.connection, ...(password !== undefined ? { password } : {}) };
+      const opening = negotiatedClientConfig(connection, `reshard router ${this.name}`, `node "${nodeName}"`)
+        .catch((error: unknown) => { throw unreachableError({ role: `node "${nodeName}"`, connection }, error); })
+        .then((config) => {
+          const opened = new pg.Pool({ ...config, max: this.options.poolSizePerNode ?? 4 });
+          opened.on('error', () => {});
+          // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
+          // 'error' and crash the application. The call itself still fails with the error.
+          opened.on('connect', (client) => client.on('error', () => {}));
+          return opened;
+        });
+      // A node that could not be reached is tried again by the next call.
+      opening.catch(() => { if (this.pools.get(nodeName) === opening) this.pools.delete(nodeName); });
+      pool = opening;
       this.pools.set(nodeName, pool);
     }
     return pool;
@@ -240,7 +253,7 @@ export class Router {
   }
 
   private async connectListener(): Promise<void> {
-    const client = await connectTo({ role: 'catalog', connection: this.options.catalog }, `reshard router ${this.name}`);
+    const client = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name}`);
     client.on('notification', () => void this.resync().catch(() => {}));
     client.on('error', () => {});
     client.on('end', () => {
@@ -289,7 +302,7 @@ export class Router {
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
         if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {
-          await this.pools.get(name)?.end().catch(() => {});
+          await this.pools.get(name)?.then((opened) => opened.end()).catch(() => {});
           this.pools.delete(name);
         }
       }
@@ -339,11 +352,11 @@ function wasNotApplied(error: unknown): boolean {
 
 async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> {
   // One statement, so the epoch and the slots are one consistent snapshot.
-  const result = await catalog.query<{ epoch: string; owners: string[]; frozen: number[]; nodes: { name: string; host: string; port: number; database: string; username: string }[] }>(
+  const result = await catalog.query<{ epoch: string; owners: string[]; frozen: number[]; nodes: { name: string; host: string; port: number; database: string; username: string; params: Record<string, string> | null }[] }>(
     `SELECT c.epoch::text,
             (SELECT array_agg(owner ORDER BY slot) FROM reshard.slot) AS owners,
             (SELECT coalesce(array_agg(slot ORDER BY slot), '{}') FROM reshard.slot WHERE state = 'frozen') AS frozen,
-            (SELECT json_agg(json_build_object('name', name, 'host', host, 'port', port, 'database', database, 'username', username))
+            (SELECT json_agg(json_build_object('name', name, 'host', host, 'port', port, 'database', database, 'username', username, 'params', params))
                FROM reshard.node WHERE state <> 'removed') AS nodes
        FROM reshard.cluster c WHERE c.id = 1`,
   );
@@ -353,6 +366,9 @@ async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> 
     epoch: Number(row.epoch),
     owners: row.owners,
     frozen: row.frozen,
-    nodes: new Map((row.nodes ?? []).map((node) => [node.name, { name: node.name, connection: { host: node.host, port: node.port, database: node.database, user: node.username } }])),
+    nodes: new Map((row.nodes ?? []).map((node) => [node.name, { name: node.name, connection: {
+      host: node.host, port: node.port, database: node.database, user: node.username,
+      ...(node.params && Object.keys(node.params).length > 0 ? { params: node.params } : {}),
+    } }])),
   };
 }

@@ -8,7 +8,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
-import { rebalance, resumeMigration } from '../../src/admin/rebalance.js';
+import { prepareRebalance, rebalance, resumeMigration } from '../../src/admin/rebalance.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import { getMigration, listMigrations, listMoves, runningMigration } from '../../src/catalog/migrations.js';
@@ -18,6 +18,7 @@ import { ReshardError } from '../../src/core/errors.js';
 import { slotOf } from '../../src/core/hash.js';
 import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
 import type { MigrationEvent } from '../../src/coordinator/events.js';
+import { runMigration } from '../../src/coordinator/runMigration.js';
 import { DEMO_TABLES, loadDemoRows } from '../../src/demo/demoData.js';
 import { removeServerDirectory, startLocalServer, type LocalServer } from '../../src/local/localServer.js';
 import { serverOsUser } from '../../src/local/osUser.js';
@@ -281,7 +282,8 @@ describe('online rebalance edge cases on real PostgreSQL', () => {
    * with their Unix socket and their pg_hba lets only the coordinator's OS
    * user (root) in by peer authentication: the target's server process (OS
    * user postgres) is refused — a source whose pg_hba admits the admin host
-   * but not the other nodes.
+   * but not the other nodes. The rebalance preflight finds that first; the
+   * mover's own rollback is reached by closing the door after the preflight.
    */
   it('rolls back when the target cannot connect back to the source to subscribe, and resume finishes once it can', async () => {
     const osUser = serverOsUser();
@@ -303,14 +305,27 @@ describe('online rebalance edge cases on real PostgreSQL', () => {
     const before = await withCatalog(access, readSlotMap);
 
     const originals = sources.map((server) => readFileSync(join(server.dataDir, 'pg_hba.conf'), 'utf8'));
-    for (const [index, server] of sources.entries()) {
-      writeFileSync(join(server.dataDir, 'pg_hba.conf'), `local all all peer map=reshard_edge # only root over the socket\n${originals[index]}`);
-      appendFileSync(join(server.dataDir, 'pg_ident.conf'), '\nreshard_edge root postgres\n');
-    }
-    await reloadAndWait(sources, false);
+    const restrict = async (): Promise<void> => {
+      for (const [index, server] of sources.entries()) {
+        writeFileSync(join(server.dataDir, 'pg_hba.conf'), `local all all peer map=reshard_edge # only root over the socket\n${originals[index]}`);
+      }
+      await reloadAndWait(sources, false);
+    };
+    for (const server of sources) appendFileSync(join(server.dataDir, 'pg_ident.conf'), '\nreshard_edge root postgres\n');
+    await restrict();
 
-    const result = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
-    const summary = result.summary!;
+    // The preflight proves each target reaches its source as its subscription will: refused, nothing recorded.
+    const refused = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(ReshardError);
+    expect((refused as ReshardError).message).toMatch(/^node "n4" cannot reach node "n[123]" at postgres@.* for replication \(.*Peer authentication failed/);
+    expect(await withCatalog(access, runningMigration)).toBeUndefined();
+
+    // A source that stops admitting the target after the preflight: the move itself fails and rolls back.
+    for (const [index, server] of sources.entries()) writeFileSync(join(server.dataDir, 'pg_hba.conf'), originals[index]!);
+    await reloadAndWait(sources, true);
+    const prepared = await prepareRebalance(access, { mode: 'online', dryRun: false });
+    await restrict();
+    const summary = await runMigration(prepared.migrationId!, { access, emit: () => {}, moveConcurrencyMax: 4 });
     expect(summary.state).toBe('failed');
     expect(summary.slotsMoved).toBe(0);
     expect(summary.error).toContain('the target could not subscribe to the source');

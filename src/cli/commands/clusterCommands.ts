@@ -5,11 +5,13 @@ import { removeNode } from '../../admin/removeNode.js';
 import { verifyCluster } from '../../admin/verifyCluster.js';
 import { inspectSlot } from '../../admin/inspectSlot.js';
 import { formatBytes } from '../../core/bytes.js';
-import { listNodes } from '../../catalog/nodes.js';
+import { setNode } from '../../admin/setNode.js';
+import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { readSlotMap } from '../../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../../catalog/tables.js';
 import { describeConnection } from '../../core/connection.js';
+import { describeParams } from '../../core/conninfo.js';
 import { badInput } from '../../core/errors.js';
 import { formatTable } from '../../planner/index.js';
 import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
@@ -25,30 +27,76 @@ export async function initCommand(output: Output, access: ClusterAccess, options
     (result.schemaVersionsApplied.length ? ` (schema versions applied: ${result.schemaVersionsApplied.join(', ')})` : ' (already current)'));
 }
 
-export interface NodeAddOptions { url?: string; weight?: string; concurrency?: string; capacity?: string }
+export interface NodeAddOptions { url?: string; peerUrl?: string; weight?: string; concurrency?: string; capacity?: string }
+
+/**
+ * A password in --url or --peer-url serves this command only; later commands
+ * take it from the config file or libpq conventions (PGPASSWORD, ~/.pgpass).
+ */
+function withPasswordGiven(access: ClusterAccess, name: string, passwordGiven: string | undefined): ClusterAccess {
+  return passwordGiven === undefined ? access : { ...access, passwords: (nodeName) => (nodeName === name ? passwordGiven : access.passwords(nodeName)) };
+}
+
+const PASSWORD_NOT_STORED = 'the password in the URL is not stored; give it to later commands via reshard.json "passwords", PGPASSWORD or ~/.pgpass';
 
 export async function nodeAddCommand(output: Output, access: ClusterAccess, name: string, options: NodeAddOptions): Promise<void> {
   if (!options.url) throw badInput('node add needs the node\'s connection', 'pass --url postgres://user@host:port/database');
   const connection = parseUrlOption(options.url, '--url');
-  // A password in --url serves this check only; later commands take it from the config file or libpq conventions.
-  const passwordGiven = connection.password;
-  const accessWithPassword: ClusterAccess = passwordGiven === undefined ? access : {
-    ...access,
-    passwords: (nodeName) => (nodeName === name ? passwordGiven : access.passwords(nodeName)),
-  };
+  const peerConnection = options.peerUrl !== undefined ? parseUrlOption(options.peerUrl, '--peer-url') : undefined;
+  const passwordGiven = connection.password ?? peerConnection?.password;
+  const accessWithPassword = withPasswordGiven(access, name, passwordGiven);
   const capacityBytes = parseByteSize(options.capacity, '--capacity');
   const result = await addNode(accessWithPassword, {
     name,
     connection,
+    ...(peerConnection ? { peerConnection } : {}),
     weight: parsePositiveNumber(options.weight, '--weight', 1),
     concurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, 2),
     ...(capacityBytes !== undefined ? { capacityBytes } : {}),
   });
   for (const warning of result.warnings) output.warn(warning);
-  if (passwordGiven !== undefined) output.warn(`the password in --url is not stored; give it to later commands via reshard.json "passwords", PGPASSWORD or ~/.pgpass`);
-  output.result({ node: result.node.name, connection: describeConnection(result.node.connection), server_version: result.node.serverVersion, slot_map_respread: result.slotMapRespread, warnings: result.warnings });
+  if (passwordGiven !== undefined) output.warn(PASSWORD_NOT_STORED);
+  output.result({ node: result.node.name, connection: describeConnection(result.node.connection), ...connectionDetails(result.node), server_version: result.node.serverVersion, slot_map_respread: result.slotMapRespread, warnings: result.warnings });
   output.text(`Added node ${result.node.name} (${describeConnection(result.node.connection)}, PostgreSQL ${result.node.serverVersion}).` +
     (result.slotMapRespread ? ' The cluster holds no data yet, so the slot map was spread over all nodes.' : ' Run `reshard rebalance` to give it slots.'));
+}
+
+export interface NodeSetOptions { url?: string; peerUrl?: string; weight?: string; concurrency?: string; capacity?: string }
+
+export async function nodeSetCommand(output: Output, access: ClusterAccess, name: string, options: NodeSetOptions): Promise<void> {
+  const connection = options.url !== undefined ? parseUrlOption(options.url, '--url') : undefined;
+  const peerConnection = options.peerUrl !== undefined ? parseUrlOption(options.peerUrl, '--peer-url') : undefined;
+  const weight = options.weight !== undefined ? parsePositiveNumber(options.weight, '--weight', 1) : undefined;
+  const concurrencyMax = options.concurrency !== undefined ? parseWholeNumber(options.concurrency, '--concurrency', 1) : undefined;
+  const capacityBytes = parseByteSize(options.capacity, '--capacity');
+  if ([connection, peerConnection, weight, concurrencyMax, capacityBytes].every((value) => value === undefined)) {
+    throw badInput('node set needs something to change', 'pass --url, --peer-url, --weight, --concurrency or --capacity');
+  }
+  const passwordGiven = connection?.password ?? peerConnection?.password;
+  const result = await setNode(withPasswordGiven(access, name, passwordGiven), {
+    name,
+    ...(connection ? { connection } : {}),
+    ...(peerConnection ? { peerConnection } : {}),
+    ...(weight !== undefined ? { weight } : {}),
+    ...(concurrencyMax !== undefined ? { concurrencyMax } : {}),
+    ...(capacityBytes !== undefined ? { capacityBytes } : {}),
+  });
+  for (const warning of result.warnings) output.warn(warning);
+  if (passwordGiven !== undefined) output.warn(PASSWORD_NOT_STORED);
+  output.result({ node: result.node.name, changed: result.changed, connection: describeConnection(result.node.connection), ...connectionDetails(result.node),
+    weight: result.node.weight, concurrency_max: result.node.concurrencyMax, capacity_bytes: result.node.capacityBytes ?? null, warnings: result.warnings });
+  output.text(result.changed.length === 0
+    ? `Node ${name} already had these values.`
+    : `Node ${name}: changed ${result.changed.join(', ')}.` + (result.changed.includes('weight') ? ' Run `reshard rebalance` to move slots to the new weights.' : ''));
+}
+
+/** A node's params and peer address, as `node list` and `node add` show them: never a password. */
+function connectionDetails(node: NodeRecord): { params: string | null; peer: string | null } {
+  const peer = node.peerConnection;
+  return {
+    params: describeParams(node.connection.params) || null,
+    peer: peer ? [describeConnection(peer), describeParams(peer.params)].filter(Boolean).join(' ') : null,
+  };
 }
 
 export async function nodeRemoveCommand(output: Output, access: ClusterAccess, name: string): Promise<void> {
@@ -67,6 +115,7 @@ export async function nodeListCommand(output: Output, access: ClusterAccess): Pr
   const rows = nodes.map((node) => ({
     name: node.name,
     connection: describeConnection(node.connection),
+    ...connectionDetails(node),
     state: node.state,
     weight: node.weight,
     slots: owners.filter((owner) => owner === node.name).length,
@@ -75,8 +124,8 @@ export async function nodeListCommand(output: Output, access: ClusterAccess): Pr
   }));
   output.result({ nodes: rows });
   output.text(formatTable([
-    ['name', 'connection', 'state', 'weight', 'slots', 'version'],
-    ...rows.map((row) => [row.name, row.connection, row.state, String(row.weight), String(row.slots), row.server_version ?? '?']),
+    ['name', 'connection', 'params', 'peer address', 'state', 'weight', 'slots', 'version'],
+    ...rows.map((row) => [row.name, row.connection, row.params ?? '', row.peer ?? '', row.state, String(row.weight), String(row.slots), row.server_version ?? '?']),
   ]));
 }
 
