@@ -3,7 +3,7 @@ import { ReshardError } from '../core/errors.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
-import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
@@ -70,6 +70,10 @@ function buildProgram(state: { output: Output }): Command {
     .description("a slot's owner and, per table, its rows, order-independent checksum and size")
     .option('--node <name>', 'read from this node instead of the owner')
     .action(async (slot: string, options) => slotCommand(output(), access(), slot, options));
+
+  program.command('slot-of <table> <key...>')
+    .description("a key's slot and owner node, computed as PostgreSQL routes the row (the same as SQL `SELECT * FROM reshard.slot_of('users', 42::bigint)` in the catalog); a multi-column key takes one value per column")
+    .action(async (table: string, key: string[]) => slotOfCommand(output(), access(), table, key));
 
   program.command('plan')
     .description('show the moves a rebalance would make; with --nodes/--add/--remove, for a hypothetical cluster (no database needed)')
