@@ -89,7 +89,7 @@ function buildProgram(state: { output: Output }): Command {
     .option('--dry-run', 'print every step of every move without doing it')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
     .addOption(new Option('--mode <mode>', 'online: logical replication, writes pause per slot for milliseconds; offline: fenced COPY, the moving slot refuses writes while it moves').choices(['online', 'offline']).default('online'))
-    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
@@ -98,7 +98,7 @@ function buildProgram(state: { output: Output }): Command {
   program.command('resume')
     .description('continue a paused migration, or an interrupted one from its journal')
     .option('--concurrency <n>', 'moves in flight at once across the cluster (interrupted migrations)', '4')
-    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .action(async (options) => resumeCommand(output(), access(), options));

@@ -329,12 +329,12 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       const state = isCancellation(failure) ? await checkpoint.finishCancel() : 'failed';
       await finishMigration(lock, migrationId, state, error);
       options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });
-      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes, error };
+      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes, error };
     }
     await retireDrainedNodes(lock);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
-    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes };
+    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes };
   } finally {
     await progress?.stop();
     await lock.end().catch(() => {});
