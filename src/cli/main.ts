@@ -3,6 +3,7 @@ import { ReshardError } from '../core/errors.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
+import { dropOutputOnceReaderCloses } from './closedOutput.js';
 import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
@@ -176,6 +177,7 @@ function buildProgram(state: { output: Output }): Command {
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: readonly string[]): Promise<number> {
+  dropOutputOnceReaderCloses();
   const state = { output: new Output(argv.includes('--json')) };
   const program = buildProgram(state);
   try {
