@@ -23,6 +23,15 @@ export function describeConnection(connection: ConnectionSettings): string {
 }
 
 /**
+ * `postgres://user@host:port/database`, never with a password: what
+ * `--catalog`, RESHARD_CATALOG, `node add --url` and `new URL()` accept.
+ */
+export function connectionUrl(connection: ConnectionSettings): string {
+  const host = connection.host.includes(':') ? `[${connection.host}]` : connection.host;
+  return `postgres://${encodeURIComponent(connection.user)}@${host}:${connection.port}/${encodeURIComponent(connection.database)}`;
+}
+
+/**
  * Parses `postgres://user:pass@host:port/db` or `postgresql://…`.
  * Returns undefined for anything else so the caller can say what is wrong.
  */

