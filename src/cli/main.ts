@@ -87,7 +87,8 @@ function buildProgram(state: { output: Output }): Command {
 
   program.command('rebalance')
     .description('plan and run a migration that balances slots over the nodes')
-    .option('--dry-run', 'print every step of every move without doing it')
+    .option('--dry-run', 'print the moves (one line each: slot, source → target, size, tables, batch or wave) without doing them')
+    .option('--verbose', 'with --dry-run: also every step of every move')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
     .addOption(new Option('--mode <mode>', 'online: logical replication, writes pause per slot for milliseconds; offline: fenced COPY, the moving slot refuses writes while it moves').choices(['online', 'offline']).default('online'))
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')

@@ -270,6 +270,25 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
       expect(names[0]).toBe('prepare');
       expect(names.slice(-2)).toEqual(['switch', 'cleanup']);
     }
+    // For people: one line per move and a summary; the steps only with --verbose.
+    const dryText = await runCli(['--catalog', catalog, 'rebalance', '--dry-run']);
+    expect(dryText.code, dryText.stderr).toBe(0);
+    const textLines = dryText.stdout.split('\n');
+    expect(textLines.length).toBeLessThan(30);
+    const moveLines = textLines.filter((line) => /^\s*\d+\s+n\d → n4\s/.test(line));
+    expect(moveLines).toHaveLength(8);
+    for (const move of defaultDryRun.last.steps as { slot: number; from: string; batch: number }[]) {
+      expect(moveLines).toContainEqual(expect.stringMatching(new RegExp(`^\\s*${move.slot}\\s+${move.from} → n4\\s+[\\d.]+ k?B\\s+2\\s+${move.batch}$`)));
+    }
+    expect(dryText.stdout).toMatch(/^slot\s+move\s+size\s+tables\s+batch$/m);
+    expect(dryText.stdout).toMatch(/^Dry run \(online\): 8 moves, [\d.]+ [kM]?B, in 3 batch\(es\)/m);
+    expect(dryText.stdout).not.toMatch(/1\. prepare: /);
+    const dryVerbose = await runCli(['--catalog', catalog, 'rebalance', '--dry-run', '--verbose', '--mode', 'offline']);
+    expect(dryVerbose.code, dryVerbose.stderr).toBe(0);
+    expect(dryVerbose.stdout.match(/^\s+1\. prepare: /gm)).toHaveLength(8);
+    expect(dryVerbose.stdout.match(/^\s+7\. cleanup: /gm)).toHaveLength(8);
+    expect(dryVerbose.stdout).toMatch(/^slot\s+move\s+size\s+tables\s+wave$/m);
+
     expect(slotsByNode((await cli('node', 'list')).last)).toEqual(beforeRebalance);
     expect((await cli('status')).last.migration).toBeNull();
     expect(await rowsOn(3)).toBe(0);
