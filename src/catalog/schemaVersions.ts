@@ -219,20 +219,14 @@ BEGIN
 END
 $fn$;
 
--- SELECT * FROM reshard.slot_of('users', 42::bigint): the key's slot, its owner,
--- the owner's connection as user@host:port/db (never a password) and the
--- slot's state (frozen while a move switches it). The table is 'name' or
--- 'schema.name'; key values in shard key order, typed or as text (text for a
--- mixed key: slot_of('orders', '42', 'abc')).
-CREATE FUNCTION reshard.slot_of(table_name text, VARIADIC key_values text[])
-RETURNS TABLE (slot int, owner text, connection text, state text)
-LANGUAGE plpgsql STABLE AS $fn$
-#variable_conflict use_column
+-- The key types of a sharded table named 'name' or 'schema.name', or an error
+-- that says what is wrong.
+CREATE FUNCTION reshard.shard_key_types(table_name text)
+RETURNS text[] LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
   name_parts text[] := parse_ident(table_name);
   types text[];
   tables_found int;
-  target_slot int;
 BEGIN
   SELECT min(t.key_types::text)::text[], count(*) INTO types, tables_found
     FROM reshard.sharded_table t
@@ -243,12 +237,23 @@ BEGIN
   ELSIF tables_found > 1 THEN
     RAISE EXCEPTION 'more than one sharded table is named "%"', table_name USING ERRCODE = '42P09', HINT = 'qualify it: ''schema.table''';
   END IF;
-  target_slot := reshard.hash_partition_slot(types, key_values, (SELECT c.modulus FROM reshard.cluster c));
-  RETURN QUERY
-    SELECT s.slot, s.owner, format('%s@%s:%s/%s', n.username, n.host, n.port, n.database), s.state
-      FROM reshard.slot s JOIN reshard.node n ON n.name = s.owner
-     WHERE s.slot = target_slot;
+  RETURN types;
 END
+$fn$;
+
+-- SELECT * FROM reshard.slot_of('users', 42::bigint): the key's slot, its owner,
+-- the owner's connection as user@host:port/db (never a password) and the
+-- slot's state (frozen while a move switches it). The table is 'name' or
+-- 'schema.name'; key values in shard key order, typed or as text (text for a
+-- mixed key: slot_of('orders', '42', 'abc')). Plain SQL, so a query over many
+-- keys inlines it: the table's key types and M are read once (the scalar
+-- subqueries), and each key costs one hash_partition_slot.
+CREATE FUNCTION reshard.slot_of(table_name text, VARIADIC key_values text[])
+RETURNS TABLE (slot int, owner text, connection text, state text)
+LANGUAGE sql STABLE AS $fn$
+  SELECT s.slot, s.owner, format('%s@%s:%s/%s', n.username, n.host, n.port, n.database), s.state
+    FROM reshard.slot s JOIN reshard.node n ON n.name = s.owner
+   WHERE s.slot = reshard.hash_partition_slot((SELECT reshard.shard_key_types(table_name)), key_values, (SELECT c.modulus FROM reshard.cluster c))
 $fn$;
 
 -- The same for typed values: slot_of('users', 42::bigint), slot_of('users', id) in a query.

@@ -55,9 +55,12 @@ function summaryJson(summary: MigrationSummary): Record<string, unknown> {
  * tables, and the online batch or offline wave it runs in), then a summary;
  * with --verbose each move's steps follow its line. `--json` has everything.
  */
-function formatDryRun(moves: readonly DryRunMove[], mode: 'online' | 'offline', verbose: boolean): string {
+function formatDryRun(planned: readonly DryRunMove[], mode: 'online' | 'offline', verbose: boolean): string {
   const online = mode === 'online';
-  const groups = new Set(moves.map((move) => (online ? move.batch : move.wave)));
+  // Grouped as they run: by batch (online) or wave (offline), then slot.
+  const groupOf = (move: DryRunMove): number => (online ? move.batch ?? 0 : move.wave);
+  const moves = [...planned].sort((a, b) => groupOf(a) - groupOf(b) || a.slot - b.slot);
+  const groups = new Set(moves.map(groupOf));
   const rows = moves.map((move) => [
     String(move.slot), `${move.from} → ${move.to}`, formatBytes(move.bytes), String(move.tables), String(online ? move.batch ?? '-' : move.wave + 1),
   ]);
