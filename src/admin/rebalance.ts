@@ -5,7 +5,8 @@ import { ReshardError, badInput } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
-import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
+import { BATCH_SLOTS_MAX_DEFAULT, runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
+import { chunkMovesByPair } from '../coordinator/onlineBatchChunks.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
@@ -34,6 +35,10 @@ export interface DryRunMove {
   to: string;
   bytes: number;
   wave: number;
+  /** Online: the batch (1-based, in the order the coordinator forms them) whose publication carries this slot. */
+  batch?: number;
+  /** Sharded tables whose leaf of this slot moves (colocated tables move together). */
+  tables: number;
   steps: { name: string; action: string }[];
 }
 
@@ -107,8 +112,17 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
-  const dryRun = prepared.plan.moves.map((move) => ({
+  // The coordinator forms online batches from the moves in catalog order (wave, slot): the same here.
+  const ordered = [...prepared.plan.moves].sort((a, b) => a.wave - b.wave || a.slot - b.slot);
+  const batchOfSlot = new Map<number, number>();
+  if (options.mode === 'online') {
+    chunkMovesByPair(ordered, (move) => [move.from, move.to], BATCH_SLOTS_MAX_DEFAULT)
+      .forEach((chunk, index) => { for (const move of chunk) batchOfSlot.set(move.slot, index + 1); });
+  }
+  const dryRun = ordered.map((move) => ({
     slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, wave: move.wave,
+    ...(batchOfSlot.has(move.slot) ? { batch: batchOfSlot.get(move.slot)! } : {}),
+    tables: tables.length,
     steps: (options.mode === 'online' ? ONLINE_MOVE_STEP_DESCRIPTIONS : OFFLINE_MOVE_STEPS).map((step) => ({
       name: step.name,
       action: step.describe({ slot: move.slot, modulus: prepared.plan.modulus, sourceName: move.from, targetName: move.to, tables }),

@@ -158,6 +158,112 @@ CREATE UNIQUE INDEX node_one_database ON reshard.node (system_identifier, databa
   WHERE state <> 'removed' AND system_identifier IS NOT NULL;
 `,
   },
+  {
+    version: 5,
+    description: 'reshard.slot_of(table, key...): a key\'s slot and owner, computed as PostgreSQL routes the row',
+    sql: `
+-- The slot of a key, exactly as PostgreSQL's hash partitioning routes the row
+-- (src/core/hash.ts is the same algorithm): each key column is hashed by its
+-- type's extended hash function with HASH_PARTITION_SEED (0x7A5B22367996DCFD),
+-- the column hashes are folded with hash_combine64 starting from 0, and the
+-- slot is that 64-bit row hash modulo M, unsigned. SQL has no unsigned 64-bit
+-- type, so the sums run in numeric and the XOR in bigint (the same 64 bits).
+-- Values come as text and are cast to the column's type here, so a mixed key
+-- (bigint, text) can be passed in one array. NULL keys are not routed.
+CREATE FUNCTION reshard.hash_partition_slot(key_types text[], key_values text[], modulus int)
+RETURNS int LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+DECLARE
+  seed constant bigint := 8816678312871386365;        -- HASH_PARTITION_SEED as a signed int8
+  combine constant numeric := 5305509591434766563;    -- hash_combine64's 0x49a0f4dd15e5a8e3
+  two_pow_54 constant numeric := 18014398509481984;
+  two_pow_63 constant numeric := 9223372036854775808;
+  two_pow_64 constant numeric := 18446744073709551616;
+  row_hash numeric := 0;                               -- unsigned, in [0, 2^64)
+  column_hash bigint;
+  column_hash_unsigned numeric;
+  sum_unsigned numeric;
+BEGIN
+  IF modulus IS NULL OR modulus < 1 THEN
+    RAISE EXCEPTION 'slot count % is not a positive integer', modulus USING ERRCODE = '22023';
+  END IF;
+  IF coalesce(cardinality(key_types), 0) = 0 OR cardinality(key_types) <> coalesce(cardinality(key_values), 0) THEN
+    RAISE EXCEPTION 'the shard key has % column(s) but % value(s) were given', coalesce(cardinality(key_types), 0), coalesce(cardinality(key_values), 0)
+      USING ERRCODE = '22023', HINT = 'pass one value per shard key column, in key order';
+  END IF;
+  FOR i IN 1 .. cardinality(key_types) LOOP
+    IF key_values[i] IS NULL THEN
+      RAISE EXCEPTION 'shard key column % is NULL', i USING ERRCODE = '22004', HINT = 'reshard does not route NULL keys';
+    END IF;
+    -- IF, not CASE: a CASE could be planned with every branch's cast applied to the value.
+    IF key_types[i] = 'bigint' THEN
+      column_hash := hashint8extended(key_values[i]::bigint, seed);
+    ELSIF key_types[i] = 'integer' THEN
+      column_hash := hashint4extended(key_values[i]::integer, seed);
+    ELSIF key_types[i] = 'text' THEN
+      column_hash := hashtextextended(key_values[i], seed);
+    ELSIF key_types[i] = 'uuid' THEN
+      column_hash := uuid_hash_extended(key_values[i]::uuid, seed);
+    ELSE
+      RAISE EXCEPTION 'shard key type % is not one reshard routes', key_types[i] USING ERRCODE = '0A000';
+    END IF;
+    column_hash_unsigned := CASE WHEN column_hash < 0 THEN column_hash + two_pow_64 ELSE column_hash END;
+    -- hash_combine64(a, b) = a XOR (b + 0x49a0f4dd15e5a8e3 + (a << 54) + (a >> 7)), mod 2^64
+    sum_unsigned := mod(column_hash_unsigned + combine + mod(row_hash, 1024) * two_pow_54 + div(row_hash, 128), two_pow_64);
+    row_hash := (CASE WHEN row_hash >= two_pow_63 THEN row_hash - two_pow_64 ELSE row_hash END)::bigint
+              # (CASE WHEN sum_unsigned >= two_pow_63 THEN sum_unsigned - two_pow_64 ELSE sum_unsigned END)::bigint;
+    IF row_hash < 0 THEN
+      row_hash := row_hash + two_pow_64;
+    END IF;
+  END LOOP;
+  RETURN mod(row_hash, modulus)::int;
+END
+$fn$;
+
+-- The key types of a sharded table named 'name' or 'schema.name', or an error
+-- that says what is wrong.
+CREATE FUNCTION reshard.shard_key_types(table_name text)
+RETURNS text[] LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+  name_parts text[] := parse_ident(table_name);
+  types text[];
+  tables_found int;
+BEGIN
+  SELECT min(t.key_types::text)::text[], count(*) INTO types, tables_found
+    FROM reshard.sharded_table t
+   WHERE t.table_name = name_parts[cardinality(name_parts)]
+     AND (cardinality(name_parts) = 1 OR t.schema_name = name_parts[1]);
+  IF tables_found = 0 THEN
+    RAISE EXCEPTION 'no sharded table named "%"', table_name USING ERRCODE = '42P01', HINT = 'SELECT schema_name, table_name FROM reshard.sharded_table lists them';
+  ELSIF tables_found > 1 THEN
+    RAISE EXCEPTION 'more than one sharded table is named "%"', table_name USING ERRCODE = '42P09', HINT = 'qualify it: ''schema.table''';
+  END IF;
+  RETURN types;
+END
+$fn$;
+
+-- SELECT * FROM reshard.slot_of('users', 42::bigint): the key's slot, its owner,
+-- the owner's connection as user@host:port/db (never a password) and the
+-- slot's state (frozen while a move switches it). The table is 'name' or
+-- 'schema.name'; key values in shard key order, typed or as text (text for a
+-- mixed key: slot_of('orders', '42', 'abc')). Plain SQL, so a query over many
+-- keys inlines it: the table's key types and M are read once (the scalar
+-- subqueries), and each key costs one hash_partition_slot.
+CREATE FUNCTION reshard.slot_of(table_name text, VARIADIC key_values text[])
+RETURNS TABLE (slot int, owner text, connection text, state text)
+LANGUAGE sql STABLE AS $fn$
+  SELECT s.slot, s.owner, format('%s@%s:%s/%s', n.username, n.host, n.port, n.database), s.state
+    FROM reshard.slot s JOIN reshard.node n ON n.name = s.owner
+   WHERE s.slot = reshard.hash_partition_slot((SELECT reshard.shard_key_types(table_name)), key_values, (SELECT c.modulus FROM reshard.cluster c))
+$fn$;
+
+-- The same for typed values: slot_of('users', 42::bigint), slot_of('users', id) in a query.
+CREATE FUNCTION reshard.slot_of(table_name text, VARIADIC key_values anyarray)
+RETURNS TABLE (slot int, owner text, connection text, state text)
+LANGUAGE sql STABLE AS $fn$
+  SELECT * FROM reshard.slot_of(table_name, VARIADIC key_values::text[])
+$fn$;
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

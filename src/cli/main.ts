@@ -3,7 +3,8 @@ import { ReshardError } from '../core/errors.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
-import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { dropOutputOnceReaderCloses } from './closedOutput.js';
+import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
@@ -88,6 +89,10 @@ function buildProgram(state: { output: Output }): Command {
     .option('--node <name>', 'read from this node instead of the owner')
     .action(async (slot: string, options) => slotCommand(output(), access(), slot, options));
 
+  program.command('slot-of <table> <key...>')
+    .description("a key's slot and owner node, computed as PostgreSQL routes the row (the same as SQL `SELECT * FROM reshard.slot_of('users', 42::bigint)` in the catalog); a multi-column key takes one value per column")
+    .action(async (table: string, key: string[]) => slotOfCommand(output(), access(), table, key));
+
   program.command('plan')
     .description('show the moves a rebalance would make; with --nodes/--add/--remove, for a hypothetical cluster (no database needed)')
     .option('--compare', 'compare with contiguous hash ranges and hash mod N')
@@ -99,10 +104,11 @@ function buildProgram(state: { output: Output }): Command {
 
   program.command('rebalance')
     .description('plan and run a migration that balances slots over the nodes')
-    .option('--dry-run', 'print every step of every move without doing it')
+    .option('--dry-run', 'print the moves (one line each: slot, source → target, size, tables, batch or wave) without doing them')
+    .option('--verbose', 'with --dry-run: also every step of every move')
     .option('--concurrency <n>', 'moves in flight at once across the cluster', '4')
     .addOption(new Option('--mode <mode>', 'online: logical replication, writes pause per slot for milliseconds; offline: fenced COPY, the moving slot refuses writes while it moves').choices(['online', 'offline']).default('online'))
-    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
@@ -111,7 +117,7 @@ function buildProgram(state: { output: Output }): Command {
   program.command('resume')
     .description('continue a paused migration, or an interrupted one from its journal')
     .option('--concurrency <n>', 'moves in flight at once across the cluster (interrupted migrations)', '4')
-    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies stream together, e.g. 50MB')
+    .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
     .action(async (options) => resumeCommand(output(), access(), options));
@@ -175,7 +181,8 @@ function buildProgram(state: { output: Output }): Command {
     .option('--concurrency <n>', 'moves in flight at once')
     .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
     .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
-    .option('--keep', 'leave the servers running afterwards')
+    .option('--keep', 'leave the servers running afterwards (it prints the catalog URL and how to stop them)')
+    .option('--stop <dir>', 'stop the servers a `demo --keep` left in this directory and remove it')
     .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')
     .option('--dashboard-host <address>', 'dashboard address (loopback by default)')
     .option('--dashboard-port <n>', 'dashboard port (0: any free port)', '7463')
@@ -189,6 +196,7 @@ function buildProgram(state: { output: Output }): Command {
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: readonly string[]): Promise<number> {
+  dropOutputOnceReaderCloses();
   const state = { output: new Output(argv.includes('--json')) };
   const program = buildProgram(state);
   try {

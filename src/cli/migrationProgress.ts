@@ -1,21 +1,29 @@
 import cliProgress from 'cli-progress';
 import { formatBytes } from '../core/bytes.js';
 import type { MigrationEvent } from '../coordinator/events.js';
+import { CopyRate, formatEta } from './copyRate.js';
 import type { Output } from './output.js';
 
 /**
- * Renders a migration's events: a live bar (slots, bytes, rate, ETA) on a
- * terminal, a line per move otherwise, JSON lines with --json.
+ * Renders a migration's events: on a terminal two live bars, the copy (bytes
+ * of the slots' measured size on disk, the unit of the plan and of
+ * --max-copy-rate, with the rate over the last seconds and an ETA) and the
+ * switches (slots that changed owner, one step per switch: online, the copy of
+ * a batch ends long before its slots switch); a line per move otherwise; JSON
+ * lines with --json.
  */
 export class MigrationProgress {
-  private bar: cliProgress.SingleBar | undefined;
+  private bars: cliProgress.MultiBar | undefined;
+  private copyBar: cliProgress.SingleBar | undefined;
+  private switchBar: cliProgress.SingleBar | undefined;
   private readonly bytesBySlot = new Map<number, number>();
+  private readonly switchedSlots = new Set<number>();
+  private readonly rate = new CopyRate();
   private bytesTotal = 0;
   private slotsTotal = 0;
   private slotsDone = 0;
-  private startedMs = Date.now();
 
-  constructor(private readonly output: Output) {}
+  constructor(private readonly output: Output, private readonly nowMs: () => number = () => Date.now()) {}
 
   readonly handle = (event: MigrationEvent): void => {
     if (this.output.json) {
@@ -24,43 +32,40 @@ export class MigrationProgress {
     }
     switch (event.type) {
       case 'migration_started':
-        this.startedMs = Date.now();
         this.bytesTotal = event.bytesTotal;
         this.slotsTotal = event.moves;
         this.output.text(`${event.resumed ? 'Resuming' : 'Running'} migration ${event.migrationId} (${event.mode}): ${event.moves} moves, ${formatBytes(event.bytesTotal)}`);
-        if (this.output.interactive) {
-          this.bar = new cliProgress.SingleBar({
-            format: '  {bar} {percentage}% | slots {slots} | {copied} / {total} | {rate}/s | ETA {eta_formatted}',
-            hideCursor: true,
-            etaBuffer: 50,
-            stream: this.output.errorStream as NodeJS.WriteStream,
-          }, cliProgress.Presets.shades_classic);
-          this.bar.start(Math.max(1, this.bytesTotal), 0, this.payload());
-        }
+        if (this.output.interactive) this.startBars();
         break;
       case 'bytes':
         this.bytesBySlot.set(event.slot, event.bytesCopied);
-        this.bar?.update(this.bytesCopied(), this.payload());
+        this.rate.record(this.nowMs(), this.bytesCopied());
+        this.redraw();
+        break;
+      case 'step':
+        if (event.step === 'switch' && event.action === 'done') this.switchedSlots.add(event.slot);
+        this.redraw();
         break;
       case 'move_done':
         this.slotsDone += 1;
+        this.switchedSlots.add(event.slot);
         this.bytesBySlot.set(event.slot, Math.max(event.bytes, this.bytesBySlot.get(event.slot) ?? 0));
-        if (this.bar) this.bar.update(this.bytesCopied(), this.payload());
+        this.rate.record(this.nowMs(), this.bytesCopied());
+        if (this.bars) this.redraw();
         else this.output.text(`  slot ${event.slot}: ${event.source} → ${event.target}, ${event.rows} rows, ${formatBytes(event.bytes)} in ${event.seconds.toFixed(2)} s [${this.slotsDone}/${this.slotsTotal}]`);
         break;
       case 'move_failed':
-        this.bar?.stop();
-        this.bar = undefined;
+        this.stopBars();
         this.output.warn(`slot ${event.slot} (${event.source} → ${event.target}) failed${event.rolledBack ? ' and was rolled back' : ''}: ${event.error}`);
         break;
       case 'migration_finished':
-        if (this.bar) {
-          this.bar.update(Math.max(1, this.bytesTotal), this.payload());
-          this.bar.stop();
-          this.bar = undefined;
+        if (this.bars && event.state === 'completed') {
+          this.copyBar?.update(Math.max(1, this.bytesTotal), this.copyPayload());
+          this.switchBar?.update(this.slotsTotal);
         }
+        this.stopBars();
         break;
-      case 'step':
+      case 'throttle':
         break;
       case 'control':
         this.output.warn(event.control === 'paused' ? `migration ${event.migrationId} is paused; \`reshard resume\` continues it`
@@ -70,20 +75,50 @@ export class MigrationProgress {
     }
   };
 
+  private startBars(): void {
+    this.bars = new cliProgress.MultiBar({
+      hideCursor: true,
+      clearOnComplete: false,
+      stopOnComplete: false,
+      stream: this.output.errorStream as NodeJS.WriteStream,
+    }, cliProgress.Presets.shades_classic);
+    // Payload names must not be cli-progress's own ({total}, {value}, {eta}…): those it fills itself, as raw numbers.
+    this.copyBar = this.bars.create(Math.max(1, this.bytesTotal), 0, this.copyPayload(), {
+      format: '  copy   {bar} {percentage}% | {copiedText} / {totalText} | {rateText} | ETA {etaText}',
+    });
+    this.switchBar = this.bars.create(Math.max(1, this.slotsTotal), 0, {}, {
+      format: '  switch {bar} {percentage}% | switched {value}/{total} slots',
+    });
+  }
+
+  private stopBars(): void {
+    this.bars?.stop();
+    this.bars = undefined;
+    this.copyBar = undefined;
+    this.switchBar = undefined;
+  }
+
+  private redraw(): void {
+    this.copyBar?.update(Math.min(this.bytesCopied(), Math.max(1, this.bytesTotal)), this.copyPayload());
+    this.switchBar?.update(this.switchedSlots.size);
+  }
+
   private bytesCopied(): number {
     let sum = 0;
     for (const bytes of this.bytesBySlot.values()) sum += bytes;
     return sum;
   }
 
-  private payload(): Record<string, string> {
+  private copyPayload(): Record<string, string> {
+    const now = this.nowMs();
     const copied = this.bytesCopied();
-    const seconds = Math.max(0.001, (Date.now() - this.startedMs) / 1000);
+    const done = copied >= this.bytesTotal;
+    const rate = this.rate.bytesPerSec(now);
     return {
-      slots: `${this.slotsDone}/${this.slotsTotal}`,
-      copied: formatBytes(copied),
-      total: formatBytes(this.bytesTotal),
-      rate: formatBytes(copied / seconds),
+      copiedText: formatBytes(copied),
+      totalText: formatBytes(this.bytesTotal),
+      rateText: done ? 'copied' : rate === undefined ? '– /s' : `${formatBytes(rate)}/s`,
+      etaText: done ? '0s' : formatEta(this.rate.etaSeconds(now, this.bytesTotal)),
     };
   }
 }

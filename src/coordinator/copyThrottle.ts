@@ -3,7 +3,10 @@ import { ReshardError } from '../core/errors.js';
 import type { CopyGate } from '../node/copyMeter.js';
 
 export interface CopyThrottleLimits {
-  /** Cap on the bytes all copies of a migration stream per second, together; none when absent. */
+  /**
+   * Cap on the bytes all copies of a migration move per second, together; none when absent. Bytes of
+   * the slots' measured size on disk, as progress counts them (see mover/settleCopyProgress.ts).
+   */
   bytesPerSecMax?: number;
   /** Longest copying may stay held (e.g. while a subscription lags) before the migration gives up. */
   holdMsMax: number;
@@ -32,16 +35,16 @@ export class CopyThrottle implements CopyGate {
   private heldSinceMs = 0;
   private failure: Error | undefined;
   private readonly releaseWaiters = new Set<() => void>();
-  private admittedBytesTotal = 0;
+  private streamedBytesTotal = 0;
 
   constructor(private readonly limits: CopyThrottleLimits, private readonly clock: ThrottleClock = REAL_CLOCK) {
     assert(limits.bytesPerSecMax === undefined || limits.bytesPerSecMax > 0, 'a copy rate cap is positive');
     assert(limits.holdMsMax > 0, 'a copy hold has a positive limit');
   }
 
-  /** Bytes every copy streamed through this gate so far. */
-  get admittedBytes(): number {
-    return this.admittedBytesTotal;
+  /** Bytes every copy streamed through this gate so far (COPY format; the rest of the slots' size not counted). */
+  get streamedBytes(): number {
+    return this.streamedBytesTotal;
   }
 
   /** Why copying is held now, if it is. */
@@ -49,7 +52,7 @@ export class CopyThrottle implements CopyGate {
     return this.holdReason;
   }
 
-  async admit(bytes: number): Promise<void> {
+  async admit(bytes: number, kind: 'streamed' | 'unstreamed' = 'streamed'): Promise<void> {
     while (this.holdReason !== undefined && !this.failure) {
       const heldMs = this.clock.nowMs() - this.heldSinceMs;
       if (heldMs >= this.limits.holdMsMax) {
@@ -60,7 +63,7 @@ export class CopyThrottle implements CopyGate {
       await this.waitForRelease(Math.min(250, this.limits.holdMsMax - heldMs));
     }
     if (this.failure) throw this.failure;
-    this.admittedBytesTotal += bytes;
+    if (kind === 'streamed') this.streamedBytesTotal += bytes;
     const rate = this.limits.bytesPerSecMax;
     if (rate === undefined) return;
     const now = this.clock.nowMs();

@@ -23,6 +23,7 @@ import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type Contr
 import { ByteProgressRecorder } from './recordProgress.js';
 import { serialQueries } from './serialQueries.js';
 import { CopyThrottle } from './copyThrottle.js';
+import { chunkMovesByPair } from './onlineBatchChunks.js';
 import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 
@@ -74,26 +75,13 @@ export interface MigrationSummary {
  * subscription (setting one up costs about half a second), up to a size.
  */
 function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number): OnlineBatch[] {
-  const byPair = new Map<string, MoveRecord[]>();
-  for (const move of moves) {
-    const key = JSON.stringify([move.source, move.target]);
-    byPair.set(key, [...(byPair.get(key) ?? []), move]);
-  }
-  const batches: OnlineBatch[] = [];
-  for (const pairMoves of byPair.values()) {
-    // Even chunks: while one batch switches and cleans up, the next one copies.
-    const chunks = Math.ceil(pairMoves.length / batchSlotsMax);
-    const chunkSize = Math.ceil(pairMoves.length / chunks);
-    for (let first = 0; first < pairMoves.length; first += chunkSize) {
-      const chunk = pairMoves.slice(first, first + chunkSize);
-      const source = nodes.get(chunk[0]!.source);
-      const target = nodes.get(chunk[0]!.target);
-      assert(source && target, 'batch nodes are in the catalog');
-      // Named by its first slot: unique within the migration, stable across resumes.
-      batches.push({ migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables });
-    }
-  }
-  return batches;
+  return chunkMovesByPair(moves, (move) => [move.source, move.target], batchSlotsMax).map((chunk) => {
+    const source = nodes.get(chunk[0]!.source);
+    const target = nodes.get(chunk[0]!.target);
+    assert(source && target, 'batch nodes are in the catalog');
+    // Named by its first slot: unique within the migration, stable across resumes.
+    return { migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables };
+  });
 }
 
 /**
@@ -332,12 +320,12 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       const state = isCancellation(failure) ? await checkpoint.finishCancel() : 'failed';
       await finishMigration(lock, migrationId, state, error);
       options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });
-      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes, error };
+      return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes, error };
     }
     await retireDrainedNodes(lock);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
-    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.admittedBytes };
+    return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes };
   } finally {
     await progress?.stop();
     await lock.end().catch(() => {});

@@ -21,3 +21,12 @@ export interface ConnectionSettings {
 export function describeConnection(connection: ConnectionSettings): string {
   return `${connection.user}@${connection.host}:${connection.port}/${connection.database}`;
 }
+
+/**
+ * `postgres://user@host:port/database`, never with a password: what
+ * `--catalog`, RESHARD_CATALOG, `node add --url` and `new URL()` accept.
+ */
+export function connectionUrl(connection: ConnectionSettings): string {
+  const host = connection.host.includes(':') ? `[${connection.host}]` : connection.host;
+  return `postgres://${encodeURIComponent(connection.user)}@${host}:${connection.port}/${encodeURIComponent(connection.database)}`;
+}

@@ -8,7 +8,8 @@ import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, type MoverModeOption } 
 import { runMigration } from '../coordinator/runMigration.js';
 import { verifyCluster } from '../admin/verifyCluster.js';
 import { formatBytes } from '../core/bytes.js';
-import { describeConnection } from '../core/connection.js';
+import { connectionUrl, describeConnection } from '../core/connection.js';
+import { serverOsUser } from '../local/osUser.js';
 import type { ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { findPostgresBinaries } from '../local/postgresBinaries.js';
@@ -80,6 +81,9 @@ export interface DemoSummary {
   seconds: number;
   postgres: string;
   kept: boolean;
+  /** With --keep: the directory of the servers left running (`reshard demo --stop` takes it) and the catalog's URL. */
+  kept_dir?: string;
+  catalog_url?: string;
 }
 
 /** What the demo says as it goes: text lines for people, and progress events. */
@@ -87,6 +91,15 @@ export interface DemoReporter {
   say(line?: string): void;
   migrationEvents: MigrationEventSink;
   loadProgress?(rowsLoaded: number, rowsTotal: number): void;
+  /** With --keep: where the servers were left and how to reach the catalog (a URL without password). */
+  kept?(kept: KeptDemo): void;
+}
+
+export interface KeptDemo {
+  baseDir: string;
+  catalogUrl: string | undefined;
+  /** `pg_ctl stop` for each data directory, as the OS user the servers run as. */
+  stopCommands: string[];
 }
 
 /**
@@ -223,13 +236,22 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
       seconds: (Date.now() - started) / 1000,
       postgres: binaries.source,
       kept: options.keep,
+      ...(options.keep ? { kept_dir: baseDir, catalog_url: connectionUrl(servers[0]!.connection) } : {}),
     };
   } finally {
     await dashboard?.close();
     await router?.close();
     if (options.keep) {
       for (const server of servers) server.keepAfterExit();
-      reporter.say(`Servers kept running in ${baseDir}; catalog: ${servers[0] ? describeConnection(servers[0].connection) : '-'}. Stop each with: pg_ctl stop -D ${baseDir}/<node>`);
+      const osUser = serverOsUser();
+      const kept: KeptDemo = {
+        baseDir,
+        catalogUrl: servers[0] ? connectionUrl(servers[0].connection) : undefined,
+        // As root the servers run as another OS user, and pg_ctl must too.
+        stopCommands: servers.map((server) => `${osUser.switched ? `runuser -u ${osUser.name} -- ` : ''}${join(binaries.binDir, 'pg_ctl')} stop -D ${server.dataDir}`),
+      };
+      if (reporter.kept) reporter.kept(kept);
+      else reporter.say(`Servers kept running in ${baseDir}; catalog: ${kept.catalogUrl ?? '-'}. Stop them with: ${kept.stopCommands.join('; ')}`);
     } else {
       await Promise.allSettled(servers.map((server) => server.stop('fast')));
       removeServerDirectory(baseDir);

@@ -9,6 +9,7 @@ import {
 } from '../node/slotPartitions.js';
 import { slotStatsOnBoth } from '../node/slotStats.js';
 import { describeLeaves, type MoveContext, type MoveStep } from './moveStep.js';
+import { settleCopyProgress } from './settleCopyProgress.js';
 
 const leaves = describeLeaves;
 
@@ -52,6 +53,9 @@ const copy: MoveStep = {
       bytesBefore += copied.bytes;
       rows += copied.rows;
     }
+    await settleCopyProgress(context.copyGate, bytesBefore, context.bytesTotal, (bytesCopied) => {
+      context.emit({ type: 'bytes', migrationId: context.migrationId, slot: context.slot, bytesCopied, bytesTotal: context.bytesTotal });
+    });
     context.facts['bytesStreamed'] = bytesBefore;
     context.facts['rowsCopied'] = rows;
   },

@@ -23,6 +23,7 @@ import {
 } from '../node/slotPartitions.js';
 import { slotStatsOnBoth } from '../node/slotStats.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
+import { settleCopyProgress } from './settleCopyProgress.js';
 
 /** Bounds of the online mover; every wait has one. */
 export interface OnlineLimits {
@@ -283,6 +284,7 @@ async function streamBatch(
   const sourceConnection = { ...batch.source.connection, ...(password !== undefined ? { password } : {}) };
   const targetPassword = options.passwords(batch.target.name);
   const targetConnection = { ...batch.target.connection, ...(targetPassword !== undefined ? { password: targetPassword } : {}) };
+  const streamedByLeaf = new Map<string, number>();
   if (!(await subscriptionExists(target, batch.name))) {
     // The publication exists before the slot, so every change after the slot's snapshot is published.
     await ensurePublication(source, batch.name, leaves);
@@ -291,7 +293,6 @@ async function streamBatch(
     const exported = await createSlotWithExportedSnapshot(sourceConnection, batch.name);
     try {
       const slotOfLeaf = new Map(moves.flatMap((move) => batch.tables.map((table) => [leafName(table.name, move.slot, batch.modulus), move] as const)));
-      const streamedByLeaf = new Map<string, number>();
       const reported = new Map<number, number>();
       const copying = copyLeavesAtSnapshot(sourceConnection, targetConnection, exported.snapshotName, leaves, options.limits.copyLanes, (leaf, bytes) => {
         streamedByLeaf.set(leaf.name, bytes);
@@ -310,6 +311,13 @@ async function streamBatch(
       await ensureSubscription(target, batch.name, { ...peerConnectionOf(batch.source), ...(password !== undefined ? { password } : {}) }, batch.name, exported.slotName);
     } finally {
       await exported.release();
+    }
+    // After the snapshot is released and the subscription streams: the wait it may take holds nothing on the source.
+    for (const move of moves) {
+      const streamed = batch.tables.reduce((sum, table) => sum + (streamedByLeaf.get(leafName(table.name, move.slot, batch.modulus)) ?? 0), 0);
+      await settleCopyProgress(options.copyGate, streamed, move.bytesTotal, (bytesCopied) => {
+        options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied, bytesTotal: move.bytesTotal });
+      });
     }
   }
   for (const move of moves) {

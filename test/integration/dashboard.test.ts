@@ -1,9 +1,9 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { prepareRebalance } from '../../src/admin/rebalance.js';
@@ -12,6 +12,7 @@ import { readControl } from '../../src/catalog/migrationControl.js';
 import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
 import { runMigration, type MigrationSummary } from '../../src/coordinator/runMigration.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
+import { launchBrowser } from '../support/browser.js';
 import { RESHARD_BIN, runCli } from '../support/cli.js';
 import { createDemoCluster } from '../support/cluster.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
@@ -23,14 +24,6 @@ const TOKEN = 'dashboard-test-token-0123456789';
 /** Secrets the page, API and metrics must never show: node passwords and the catalog's. */
 const SECRETS = ['n1-Pa55word-secret', 'n2-Pa55word-secret', 'n3-Pa55word-secret', 'n4-Pa55word-secret', 'catalog-Pa55word-secret'];
 const SCREENSHOT = process.env['RESHARD_DASHBOARD_SCREENSHOT'] ?? join(tmpdir(), 'reshard-dashboard.png');
-
-function chromiumPath(): string {
-  try {
-    return execFileSync('which', ['chromium'], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error('chromium is not installed: apt-get install -y chromium (Playwright\'s own browser download is not used)');
-  }
-}
 
 /** Starts `reshard dashboard` as a user would and waits for its address. */
 function startDashboardCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string; output: () => string }> {
@@ -87,7 +80,9 @@ describe('dashboard in a real browser during a real migration', () => {
       passwords: Object.fromEntries(SECRETS.slice(0, 4).map((secret, index) => [`n${index + 1}`, secret])),
     }));
     dashboard = await startDashboardCli(['--config', config, 'dashboard', '--port', '0'], { RESHARD_DASHBOARD_TOKEN: TOKEN });
-    browser = await chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'] });
+    const launched = await launchBrowser();
+    browser = launched.browser;
+    console.log(`dashboard test: browser ${launched.choice.source} at ${launched.choice.executablePath}`);
   }, 240_000);
 
   afterAll(async () => {

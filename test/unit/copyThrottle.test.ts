@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { CopyThrottle, type ThrottleClock } from '../../src/coordinator/copyThrottle.js';
 import { decideThrottle } from '../../src/coordinator/replicationWatch.js';
 import { ReshardError } from '../../src/core/errors.js';
+import { settleCopyProgress } from '../../src/mover/settleCopyProgress.js';
 
 /** A clock whose sleeps advance time at once, in order: throttling logic without real waiting. */
 function virtualClock(): ThrottleClock & { advance(ms: number): void } {
@@ -78,6 +79,49 @@ describe('CopyThrottle', () => {
     throttle.fail(stop);
     expect(await waiting).toBe(stop);
     await expect(throttle.admit(1)).rejects.toBe(stop);
+  });
+});
+
+describe('the cap and progress count the same bytes (settleCopyProgress)', () => {
+  it('charges the rest of each slot\'s measured size: progress reaches it, paced at the cap like the stream', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.integer({ min: 100_000, max: 10_000_000 }),
+      fc.array(fc.record({
+        bytesTotal: fc.integer({ min: 0, max: 5_000_000 }),
+        streamedShare: fc.double({ min: 0, max: 1.5, noNaN: true }),
+      }), { minLength: 1, maxLength: 8 }),
+      async (bytesPerSecMax, slots) => {
+        const clock = virtualClock();
+        const throttle = new CopyThrottle({ bytesPerSecMax, holdMsMax: 1_000 }, clock);
+        let progressTotal = 0;
+        let streamedTotal = 0;
+        for (const slot of slots) {
+          const streamed = Math.round(slot.bytesTotal * slot.streamedShare);
+          // The stream passes the gate in chunks, progress clamped at the slot's size (as the movers report it).
+          for (let sent = 0; sent < streamed; sent += 65_536) await throttle.admit(Math.min(65_536, streamed - sent));
+          streamedTotal += streamed;
+          const progress: number[] = [];
+          await settleCopyProgress(throttle, streamed, slot.bytesTotal, (bytesCopied) => progress.push(bytesCopied));
+          // Progress climbs to the slot's size and never past it.
+          if (streamed < slot.bytesTotal) expect(progress.at(-1)).toBe(slot.bytesTotal);
+          else expect(progress).toEqual([]);
+          expect(progress.every((bytes, index) => bytes <= slot.bytesTotal && (index === 0 || bytes > progress[index - 1]!))).toBe(true);
+          progressTotal += Math.max(streamed, slot.bytesTotal);
+        }
+        // Everything progress counts went through the cap: the time it took is that much at the cap (the last chunk may be in flight).
+        const last = Math.min(65_536, Math.max(...slots.map((slot) => slot.bytesTotal), 1));
+        expect(clock.nowMs() / 1000).toBeGreaterThanOrEqual((progressTotal - last - 262_144) / bytesPerSecMax - 1e-6);
+        expect(clock.nowMs() / 1000).toBeLessThanOrEqual(progressTotal / bytesPerSecMax + 1e-6);
+        // What crossed the network is still told apart.
+        expect(throttle.streamedBytes).toBe(streamedTotal);
+      },
+    ));
+  });
+
+  it('without a gate it only reports progress', async () => {
+    const progress: number[] = [];
+    await settleCopyProgress(undefined, 100_000, 600_000, (bytes) => progress.push(bytes));
+    expect(progress).toEqual([362_144, 600_000]);
   });
 });
 

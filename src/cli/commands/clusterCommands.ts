@@ -4,6 +4,7 @@ import { initCluster } from '../../admin/initCluster.js';
 import { removeNode } from '../../admin/removeNode.js';
 import { verifyCluster } from '../../admin/verifyCluster.js';
 import { inspectSlot } from '../../admin/inspectSlot.js';
+import { locateKey } from '../../admin/locateKey.js';
 import { formatBytes } from '../../core/bytes.js';
 import { setNode } from '../../admin/setNode.js';
 import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
@@ -176,4 +177,20 @@ export async function slotCommand(output: Output, access: ClusterAccess, slotTex
     ['table', 'leaf', 'attached', 'rows', 'size', 'checksum'],
     ...report.tables.map((table) => [table.table, table.leaf, table.attached ? 'yes' : 'no', String(table.rows), formatBytes(table.bytes), table.checksum]),
   ]));
+}
+
+export async function slotOfCommand(output: Output, access: ClusterAccess, table: string, key: string[]): Promise<void> {
+  const location = await locateKey(access, table, key);
+  output.result({
+    table: location.table,
+    shard_key: location.shardKey,
+    key_types: location.keyTypes,
+    key: location.key,
+    slot: location.slot,
+    owner: location.owner,
+    connection: location.connection,
+    state: location.state,
+  });
+  output.text(`${location.table} (${location.shardKey.join(', ')}) = (${location.key.join(', ')}): slot ${location.slot}, owner ${location.owner} (${location.connection})` +
+    (location.state === 'frozen' ? ', frozen: a move is switching it' : ''));
 }

@@ -1,21 +1,33 @@
 import cliProgress from 'cli-progress';
-import { runDemo, type DemoDashboardOptions } from '../../demo/runDemo.js';
+import { runDemo, type DemoDashboardOptions, type KeptDemo } from '../../demo/runDemo.js';
 import { announceDashboard, dashboardSettings, untilStopSignal } from './dashboardCommand.js';
 import { badInput } from '../../core/errors.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';
 import { assertSlotCount } from '../../admin/initCluster.js';
+import { stopKeptServers } from '../../demo/stopKeptDemo.js';
 
 export interface DemoCommandOptions {
-  nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; concurrency?: string; mode?: string; clients?: string;
+  nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; stop?: string; concurrency?: string; mode?: string; clients?: string;
   dashboard?: boolean; dashboardHost?: string; dashboardPort?: string; dashboardLinger?: string;
 }
 
 /** Bounds that keep the demo a demo on a laptop: each node is a real server. */
 const DEMO_NODES_MAX = 16;
 
+/** How the user called us, for commands we print: `npx reshard` when run through npx (not on PATH), else `reshard`. */
+function reshardCommand(): string {
+  return process.env['npm_command'] === 'exec' ? 'npx reshard' : 'reshard';
+}
+
 export async function demoCommand(output: Output, options: DemoCommandOptions): Promise<boolean> {
+  if (options.stop !== undefined) {
+    const stopped = stopKeptServers(options.stop);
+    output.result({ stopped: stopped.stopped, removed: stopped.baseDir });
+    output.text(`Stopped ${stopped.stopped.length} server(s) and removed ${stopped.baseDir}.`);
+    return true;
+  }
   const nodes = parseWholeNumber(options.nodes, '--nodes', 1, 3);
   const add = parseWholeNumber(options.add, '--add', 1, 1);
   const rows = parseWholeNumber(options.rows, '--rows', 1, 100_000);
@@ -34,8 +46,24 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
     else output.text(line);
   };
   const dashboard = options.dashboard ? demoDashboard(options, say) : undefined;
+  // Said last, after the summary (or the error): what to do with the servers the demo left running.
+  let keptDemo: KeptDemo | undefined;
+  const sayKept = (): void => {
+    if (!keptDemo) return;
+    const reshard = reshardCommand();
+    say();
+    say(`Servers kept running in ${keptDemo.baseDir}.`);
+    if (keptDemo.catalogUrl) {
+      say(`  catalog:  ${keptDemo.catalogUrl}`);
+      say(`  try:      export RESHARD_CATALOG=${keptDemo.catalogUrl}; ${reshard} node list`);
+      say(`  router:   RESHARD_CATALOG=${keptDemo.catalogUrl} node examples/router-example.mjs`);
+    }
+    say(`  stop:     ${reshard} demo --stop ${keptDemo.baseDir}`);
+    say(`            (or each server: ${keptDemo.stopCommands[0] ?? 'pg_ctl stop -D …'}${keptDemo.stopCommands.length > 1 ? ', …' : ''})`);
+  };
   const summary = await runDemo({ nodes, add, rows, slots, mode, clients, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}), ...(dashboard ? { dashboard } : {}) }, {
     say,
+    kept: (kept) => { keptDemo = kept; },
     migrationEvents: progress.handle,
     loadProgress: (loaded, total) => {
       if (!output.interactive) return;
@@ -46,6 +74,9 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
       loadBar.update(loaded);
       if (loaded >= total) loadBar.stop();
     },
+  }).catch((error: unknown) => {
+    sayKept();
+    throw error;
   });
   output.result(summary);
   output.text();
@@ -54,6 +85,7 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
     `${summary.rows_after} rows after / ${summary.rows_before} before, verified: ${summary.verified}, ` +
     `rebalance ${summary.rebalance_seconds.toFixed(1)} s (${summary.mode}), total ${summary.seconds.toFixed(1)} s; ` +
     `${summary.writes_during} live writes, ${summary.client_errors} client errors, ${summary.lost_writes} lost, longest per-slot pause ${summary.pause_ms_max.toFixed(0)} ms.`);
+  sayKept();
   return summary.verified;
 }
 

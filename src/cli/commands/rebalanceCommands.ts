@@ -1,4 +1,4 @@
-import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration } from '../../admin/rebalance.js';
+import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration, type DryRunMove } from '../../admin/rebalance.js';
 import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
 import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
@@ -23,7 +23,7 @@ import { describePlan, planJson } from './planCommand.js';
 
 export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string }
 
-export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; concurrency?: string; mode?: string; headroom?: string }
+export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; verbose?: boolean; concurrency?: string; mode?: string; headroom?: string }
 
 /** --max-copy-rate 50MB (per second), --max-lag 256MB, --max-wal-retained 8GB. */
 export function throttleOptions(options: ThrottleCommandOptions): ThrottleOptions {
@@ -49,6 +49,41 @@ function summaryJson(summary: MigrationSummary): Record<string, unknown> {
     ...(summary.pausesMs.length ? { pause_ms_p50: percentile(summary.pausesMs, 0.5), pause_ms_p99: percentile(summary.pausesMs, 0.99), pause_ms_max: Math.max(...summary.pausesMs) } : {}),
     ...(summary.error ? { error: summary.error } : {}),
   };
+}
+
+/**
+ * A dry run for people: one line per move (slot, source → target, size,
+ * tables, and the online batch or offline wave it runs in), then a summary;
+ * with --verbose each move's steps follow its line. `--json` has everything.
+ */
+function formatDryRun(planned: readonly DryRunMove[], mode: 'online' | 'offline', verbose: boolean): string {
+  const online = mode === 'online';
+  // Grouped as they run: by batch (online) or wave (offline), then slot.
+  const groupOf = (move: DryRunMove): number => (online ? move.batch ?? 0 : move.wave);
+  const moves = [...planned].sort((a, b) => groupOf(a) - groupOf(b) || a.slot - b.slot);
+  const groups = new Set(moves.map(groupOf));
+  const rows = moves.map((move) => [
+    String(move.slot), `${move.from} → ${move.to}`, formatBytes(move.bytes), String(move.tables), String(online ? move.batch ?? '-' : move.wave + 1),
+  ]);
+  const header = ['slot', 'move', 'size', 'tables', online ? 'batch' : 'wave'];
+  const lines: string[] = [];
+  if (verbose) {
+    // The table's columns, then each move's steps under its line.
+    const table = formatTable([header, ...rows]).split('\n');
+    lines.push(table[0]!);
+    moves.forEach((move, index) => {
+      lines.push(table[index + 1]!);
+      move.steps.forEach((step, stepIndex) => lines.push(`      ${stepIndex + 1}. ${step.name}: ${step.action}`));
+    });
+  } else {
+    lines.push(formatTable([header, ...rows]));
+  }
+  const bytes = moves.reduce((sum, move) => sum + move.bytes, 0);
+  const steps = moves[0]?.steps.map((step) => step.name).join(' → ') ?? '';
+  lines.push('');
+  lines.push(`Dry run (${mode}): ${moves.length} moves, ${formatBytes(bytes)}, in ${groups.size} ${online ? 'batch(es): each batch copies its slots over one publication, then switches them one at a time' : 'wave(s) under the per-node limits'}.`);
+  lines.push(`Each move: ${steps}. Nothing was changed.${verbose ? '' : ' `--verbose` prints every step of every move; `--json` has them all.'}`);
+  return lines.join('\n');
 }
 
 function controlJson(outcome: ControlOutcome): Record<string, unknown> {
@@ -95,11 +130,8 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
   if (prepared.dryRun) {
     output.text();
     output.text(formatMovementMatrix(prepared.comparison.matrix));
-    for (const move of prepared.dryRun) {
-      output.text();
-      output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
-      move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
-    }
+    output.text();
+    output.text(formatDryRun(prepared.dryRun, mode, options.verbose ?? false));
     output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, steps: prepared.dryRun });
     return;
   }
