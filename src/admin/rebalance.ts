@@ -1,4 +1,6 @@
-import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves } from '../catalog/migrations.js';
+import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrations.js';
+import { listNodes } from '../catalog/nodes.js';
+import { migrationReplicationPrefix } from '../node/replication.js';
 import { requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
@@ -8,7 +10,7 @@ import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coor
 import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
-import { assertOnlineReady } from './onlinePreflight.js';
+import { assertOnlineReady, type OnlinePreflight } from './onlinePreflight.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
 import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
@@ -45,6 +47,8 @@ export interface RebalanceResult {
   warnings: string[];
   /** Present with --dry-run: every step every move would take. */
   dryRun?: DryRunMove[];
+  /** Online mode: what the plan keeps alive at once on each node, within its settings. */
+  onlineLoad?: OnlinePreflight;
 }
 
 export const MOVE_CONCURRENCY_MAX_DEFAULT = 4;
@@ -60,6 +64,8 @@ export interface PreparedRebalance {
   dryRun?: DryRunMove[];
   /** Moves of the balanced plan left out for lack of disk headroom, each with its reason. */
   deferred: DeferredMove[];
+  /** Online mode: what the plan keeps alive at once on each node, within its settings. */
+  onlineLoad?: OnlinePreflight;
 }
 
 /**
@@ -90,18 +96,18 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
         'free space, give the node more capacity (`reshard node add … --capacity`), add a node, or lower --headroom');
     }
     if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
-    const warnings = options.mode === 'online' ? await assertOnlineReady(
-      snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
-      access.passwords,
-      (name) => snapshot.nodes.find((node) => node.name === name)?.concurrencyMax ?? 1,
-    ) : [];
+    // Before anything is recorded: a node that cannot carry the plan is refused with the setting to change.
+    const onlineLoad = options.mode === 'online'
+      ? await assertOnlineReady(snapshot.nodes, access.passwords, plan.moves.map((move) => ({ source: move.from, target: move.to })))
+      : undefined;
+    const warnings = onlineLoad?.warnings ?? [];
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
       baseEpoch: snapshot.slotMap.epoch,
       plan,
       moves: plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to, wave: move.wave, bytesTotal: move.bytes })),
     });
-    return { snapshot, plan, comparison, migrationId, warnings, deferred };
+    return { snapshot, plan, comparison, migrationId, warnings, deferred, ...(onlineLoad ? { onlineLoad } : {}) };
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
@@ -149,6 +155,11 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     const resumable = await resumableMigration(catalog);
     if (!resumable) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
     if (await migrationIsHeld(catalog, resumable.id)) throw migrationAlreadyRunningError(resumable.id, true);
+    if (resumable.mode === 'online') {
+      // The same preflight as rebalance, before the migration is reopened; its own replication objects are not "others'".
+      const moves = (await listMoves(catalog, resumable.id)).filter((move) => move.state !== 'done');
+      await assertOnlineReady(await listNodes(catalog, { includeRemoved: true }), access.passwords, moves, migrationReplicationPrefix(resumable.id));
+    }
     if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
     // A migration interrupted while paused: resuming it is the request to go on (a cancel stays and is carried out).
     await requestResume(catalog, resumable.id);

@@ -24,6 +24,8 @@ import { serialQueries } from './serialQueries.js';
 import { CopyThrottle } from './copyThrottle.js';
 import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
+import { capacityError, planOnlineCapacity } from './onlineCapacityPlan.js';
+import { readNodesReplicationSettings } from './replicationCapacity.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -69,34 +71,61 @@ export interface MigrationSummary {
 }
 
 /**
- * Online moves between the same two nodes share one publication and
- * subscription (setting one up costs about half a second), up to a size.
+ * The online moves as batches in rounds, fitted to what every node allows at
+ * once as it is now (another preflight, since settings and others' use can
+ * change between `rebalance` and the run or a `resume`). A node that cannot
+ * carry even one batch fails the migration before anything is opened.
  */
-function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number): OnlineBatch[] {
-  const byPair = new Map<string, MoveRecord[]>();
-  for (const move of moves) {
-    const key = JSON.stringify([move.source, move.target]);
-    byPair.set(key, [...(byPair.get(key) ?? []), move]);
-  }
-  const batches: OnlineBatch[] = [];
-  for (const pairMoves of byPair.values()) {
-    // Even chunks: while one batch switches and cleans up, the next one copies.
-    const chunks = Math.ceil(pairMoves.length / batchSlotsMax);
-    const chunkSize = Math.ceil(pairMoves.length / chunks);
-    for (let first = 0; first < pairMoves.length; first += chunkSize) {
-      const chunk = pairMoves.slice(first, first + chunkSize);
-      const source = nodes.get(chunk[0]!.source);
-      const target = nodes.get(chunk[0]!.target);
-      assert(source && target, 'batch nodes are in the catalog');
-      // Named by its first slot: unique within the migration, stable across resumes.
-      batches.push({ migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables });
-    }
-  }
-  return batches;
+async function onlineRounds(
+  migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number, passwords: ClusterAccess['passwords'],
+): Promise<{ rounds: OnlineBatch[][]; copiesMaxOf: (node: string) => number }> {
+  const involved = [...nodes.values()].filter((node) => moves.some((move) => move.source === node.name || move.target === node.name));
+  const settings = await readNodesReplicationSettings(involved, passwords, migrationReplicationPrefix(migrationId));
+  const plan = planOnlineCapacity(moves, batchSlotsMax, settings, (name) => nodes.get(name)?.concurrencyMax ?? 1);
+  const error = capacityError(plan);
+  if (error) throw error;
+  const copiesMax = new Map(plan.load.map((load) => [load.node, load.copiesMax]));
+  const rounds = plan.rounds.map((round) => round.map((chunk) => {
+    const source = nodes.get(chunk[0]!.source);
+    const target = nodes.get(chunk[0]!.target);
+    assert(source && target, 'batch nodes are in the catalog');
+    // Named by its first slot: unique within the migration, stable across resumes that batch the same way.
+    return { migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables };
+  }));
+  return { rounds, copiesMaxOf: (node) => copiesMax.get(node) ?? 1 };
 }
 
 /**
- * The online batches in three phases: every batch streams (copy + catch-up,
+ * The online rounds one after the other: a round's batches are all alive at
+ * once (every node allows that many), and a round ends with their cleanup,
+ * which frees the workers, slots and WAL senders the next one takes.
+ */
+async function runOnlineRounds(
+  rounds: readonly (readonly OnlineBatch[])[],
+  shared: OnlineShared,
+  options: MigrationRunOptions,
+): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
+  const switched: OnlineBatchResult['switched'] = [];
+  for (const round of rounds) {
+    const outcome = await runOnlineBatches(round, shared, options);
+    switched.push(...outcome.switched);
+    if (outcome.failure !== undefined) return { failure: outcome.failure, switched };
+  }
+  return { failure: undefined, switched };
+}
+
+interface OnlineShared {
+  access: ClusterAccess;
+  emit: MigrationEventSink;
+  nodes: Map<string, NodeRecord>;
+  throttle: CopyThrottle;
+  checkpoint: MigrationCheckpoint;
+  /** Initial copies a node may serve at once as a source (each holds a WAL sender). */
+  copiesMaxOf: (node: string) => number;
+}
+
+/**
+ * One round's batches in three phases: every batch streams (copy + catch-up,
  * under per-node limits), then the cutovers run, then the cleanups. Keeping
  * the cutovers apart from the copies keeps the write pauses short: a freeze
  * never competes with a bulk COPY for the CPU. The first failure stops new
@@ -104,7 +133,7 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
  */
 async function runOnlineBatches(
   batches: readonly OnlineBatch[],
-  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; throttle: CopyThrottle; checkpoint: MigrationCheckpoint },
+  shared: OnlineShared,
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
   const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
@@ -117,7 +146,7 @@ async function runOnlineBatches(
     throw error;
   });
   const nodesOf = (batch: OnlineBatch): string[] => [batch.source.name, batch.target.name];
-  const limitOf = (name: string): number => shared.nodes.get(name)?.concurrencyMax ?? 1;
+  const limitOf = (name: string): number => Math.min(shared.nodes.get(name)?.concurrencyMax ?? 1, shared.copiesMaxOf(name));
   const stopWatch = migrationId === undefined ? async () => {} : watchReplication({
     migrationId,
     prefix: migrationReplicationPrefix(migrationId),
@@ -311,8 +340,14 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
         }
       }
     } else {
-      const batches = onlineBatches(migrationId, pending, shared.nodes, shared.tables, shared.modulus, options.batchSlotsMax ?? BATCH_SLOTS_MAX_DEFAULT);
-      const outcome = await runOnlineBatches(batches, shared, options);
+      let outcome: Awaited<ReturnType<typeof runOnlineRounds>>;
+      try {
+        const { rounds, copiesMaxOf } = await onlineRounds(migrationId, pending, shared.nodes, shared.tables, shared.modulus, options.batchSlotsMax ?? BATCH_SLOTS_MAX_DEFAULT, options.access.passwords);
+        outcome = await runOnlineRounds(rounds, { ...shared, copiesMaxOf }, options);
+      } catch (error) {
+        // Nothing was opened: the migration fails with the node's setting to change, and `resume` goes on after it.
+        outcome = { failure: error, switched: [] };
+      }
       failure = outcome.failure;
       for (const switched of outcome.switched) {
         slotsMoved += 1;
