@@ -92,7 +92,7 @@ export interface ReplicationSettings {
  * is one (the launcher, logical and parallel workers, extensions' workers
  * under their own names).
  */
-const NOT_BACKGROUND_WORKER_TYPES = [
+export const NOT_BACKGROUND_WORKER_TYPES: readonly string[] = [
   'client backend', 'autovacuum launcher', 'autovacuum worker', 'walsender', 'walreceiver', 'checkpointer', 'background writer',
   'walwriter', 'startup', 'archiver', 'logger', 'standalone backend', 'walsummarizer', 'slotsync worker', 'io worker',
 ];
