@@ -40,10 +40,12 @@ export function replicationCapacity(settings: ReplicationCounts, concurrencyMax:
   const processesFree = Math.max(0, settings.maxWorkerProcesses - settings.backgroundWorkersUsed - (settings.launcherRuns ? 0 : 1));
   const slotsFree = Math.max(0, settings.maxReplicationSlots - settings.replicationSlotsUsed);
   const sendersFree = Math.max(0, settings.maxWalSenders - settings.walSendersUsed);
-  // k batches alive, c of them copying, need k slots and k + c WAL senders; one batch needs two.
-  const publicationsBySenders = Math.max(0, sendersFree - 1);
-  const publicationsMax = Math.min(slotsFree, publicationsBySenders);
-  const copiesMax = publicationsMax === 0 ? 0 : Math.max(1, Math.min(Math.max(1, concurrencyMax), publicationsMax, sendersFree - publicationsMax));
+  // k batches alive, c of them copying, need k slots and k + c WAL senders (one batch needs two):
+  // the copies get up to half the senders, the streams the rest.
+  const copiesBySenders = Math.min(Math.max(1, concurrencyMax), Math.floor(sendersFree / 2));
+  const publicationsBySenders = sendersFree - copiesBySenders;
+  const publicationsMax = copiesBySenders === 0 ? 0 : Math.min(slotsFree, publicationsBySenders);
+  const copiesMax = Math.min(copiesBySenders, publicationsMax);
   return {
     subscriptionsMax: Math.min(workersFree, processesFree),
     subscriptionsBoundBy: processesFree < workersFree ? 'max_worker_processes' : 'max_logical_replication_workers',
