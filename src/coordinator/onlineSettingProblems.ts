@@ -85,8 +85,8 @@ export function onlineSettingProblems(nodeName: string, settings: ReplicationSet
         message: `node "${nodeName}" can start no apply worker for an online move into it (${describeUse(capacity.subscriptionsBoundBy, settings)}); ${need.subscriptionsWanted} subscription(s) at once need it`,
         fix: `${fix}, or use --mode offline` }
       : { severity: 'warning', check: 'logical_workers',
-        message: `node "${nodeName}" takes ${capacity.subscriptionsMax} of the plan's ${need.subscriptionsWanted} subscriptions at once (${describeUse(capacity.subscriptionsBoundBy, settings)}); the others wait their turn`,
-        fix: `to run them all at once: ${fix}` });
+        message: `node "${nodeName}" takes ${capacity.subscriptionsMax} subscriptions at once (${describeUse(capacity.subscriptionsBoundBy, settings)}), fewer than the ${need.subscriptionsWanted} batches the plan would stream into it: they are merged into fewer, bigger batches or take turns`,
+        fix: `to run them as planned: ${fix}` });
   }
   if (need.publicationsWanted > 0 && capacity.publicationsMax < need.publicationsWanted) {
     const fix = alterCommands(nodeName, raises('source', settings, need.publicationsWanted, copiesAtOnce));
@@ -95,8 +95,8 @@ export function onlineSettingProblems(nodeName: string, settings: ReplicationSet
         message: `node "${nodeName}" can feed no online move out of it (${describeUse(capacity.publicationsBoundBy, settings)}; each move needs 1 replication slot and 2 WAL senders while it copies); ${need.publicationsWanted} publication(s) at once need them`,
         fix: `${fix}, or use --mode offline` }
       : { severity: 'warning', check: 'replication_slots',
-        message: `node "${nodeName}" feeds ${capacity.publicationsMax} of the plan's ${need.publicationsWanted} publications at once (${describeUse(capacity.publicationsBoundBy, settings)}); the others wait their turn`,
-        fix: `to run them all at once: ${fix}` });
+        message: `node "${nodeName}" feeds ${capacity.publicationsMax} publications at once (${describeUse(capacity.publicationsBoundBy, settings)}), fewer than the ${need.publicationsWanted} batches the plan would stream out of it: they are merged into fewer, bigger batches or take turns`,
+        fix: `to run them as planned: ${fix}` });
   }
   // Logical replication workers (and their launcher) are taken from max_worker_processes.
   if (need.subscriptionsWanted > 0 && settings.maxWorkerProcesses < settings.maxLogicalReplicationWorkers + 1 && capacity.subscriptionsBoundBy !== 'max_worker_processes') {
