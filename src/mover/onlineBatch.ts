@@ -273,14 +273,14 @@ const SUBSCRIPTION_CHECK_MS = 1_000;
  * Waits until the subscription's apply worker is close to the source's WAL.
  * Meanwhile, about every second, asks the target whether the subscription can
  * get there at all (an apply worker runs, it is enabled, it counts no errors)
- * and the source whether its slot is still there: a move the server cannot
+ * and the source whether its slot is still there and streamed from: a move the server cannot
  * carry fails within seconds with the server's reason, not at the timeout.
  */
 async function catchUp(batch: OnlineBatch, connections: OnlineBatchConnections, limits: OnlineLimits): Promise<void> {
   const { source, target } = connections;
   const first = await subscriptionWorkerStatus(target, batch.name);
   const errorsAtStart = { apply: first.applyErrorCount, sync: first.syncErrorCount };
-  let workerSeenMs = performance.now();
+  let streamingSeenMs = performance.now();
   let checkedMs = performance.now();
   await waitFor(`catch-up of ${batch.name} to within ${limits.catchupLagBytesMax} bytes`, async () => {
     const lag = await replicationLagBytes(source, batch.name);
@@ -289,10 +289,11 @@ async function catchUp(batch: OnlineBatch, connections: OnlineBatchConnections, 
     if (now - checkedMs >= SUBSCRIPTION_CHECK_MS) {
       checkedMs = now;
       const status = await subscriptionWorkerStatus(target, batch.name);
-      if (status.workerPid !== undefined) workerSeenMs = now;
+      const slot = await replicationSlotStatus(source, batch.name);
+      if (status.workerPid !== undefined && slot.active) streamingSeenMs = now;
       const failure = subscriptionFailure({
         subscription: batch.name, targetName: batch.target.name, sourceName: batch.source.name,
-        target: status, slot: await replicationSlotStatus(source, batch.name), errorsAtStart, withoutWorkerMs: now - workerSeenMs,
+        target: status, slot, errorsAtStart, notStreamingMs: now - streamingSeenMs,
       });
       if (failure) throw failure;
     }

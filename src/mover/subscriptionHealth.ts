@@ -26,8 +26,8 @@ export interface SubscriptionObservation {
   slot: ReplicationSlotStatus;
   /** Errors counted when the wait began: only new ones are this move's. */
   errorsAtStart: { apply: number; sync: number };
-  /** Time since the wait began or an apply worker was last seen, whichever is later. */
-  withoutWorkerMs: number;
+  /** Time since the wait began or the subscription was last seen streaming (an apply worker, its slot active), whichever is later. */
+  notStreamingMs: number;
 }
 
 const RESUME = 'then `reshard resume` (the move was rolled back)';
@@ -61,10 +61,19 @@ export function subscriptionFailure(observation: SubscriptionObservation): Resha
     return new ReshardError('aborted', `the replication slot ${subscription} on node "${sourceName}" ${slot.exists ? 'lost the WAL it needs (wal_status = lost)' : 'is gone'}`,
       `${slot.exists ? 'raise max_slot_wal_keep_size on the source' : 'leave reshard\'s replication slots to reshard'}, ${RESUME}`);
   }
-  if (target.workerPid !== undefined) return undefined;
+  if (target.workerPid !== undefined && slot.active) return undefined;
   const boundMs = noApplyWorkerBoundMs(target.walRetrieveRetryIntervalMs);
-  if (observation.withoutWorkerMs < boundMs) return undefined;
-  const seconds = Math.round(observation.withoutWorkerMs / 1000);
+  if (observation.notStreamingMs < boundMs) return undefined;
+  const seconds = Math.round(observation.notStreamingMs / 1000);
+  if (target.workerPid !== undefined) {
+    const senders = `max_wal_senders = ${slot.maxWalSenders}, ${slot.walSendersUsed} in use`;
+    if (slot.walSendersUsed >= slot.maxWalSenders) {
+      return new ReshardError('aborted', `${on} has an apply worker but has not streamed from node "${sourceName}" for ${seconds} s (${senders} there): the source is out of WAL senders`,
+        `ALTER SYSTEM SET max_wal_senders = ${slot.walSendersUsed + 1}; on "${sourceName}" and restart it (or stop what else streams from it), ${RESUME}`);
+    }
+    return new ReshardError('aborted', `${on} has an apply worker but has not streamed from node "${sourceName}" for ${seconds} s (its replication slot there stays inactive; ${senders})`,
+      `"${targetName}"'s server log says why (often "${sourceName}"'s pg_hba.conf for replication connections, or a password); fix it, ${RESUME}`);
+  }
   const workers = `max_logical_replication_workers = ${target.maxLogicalReplicationWorkers}, ${target.logicalWorkersUsed} in use`;
   const processes = `max_worker_processes = ${target.maxWorkerProcesses}, ${target.backgroundWorkersUsed} in use`;
   const waiting = Math.max(1, target.reshardSubscriptionsWithoutWorker);
@@ -80,6 +89,6 @@ export function subscriptionFailure(observation: SubscriptionObservation): Resha
     return new ReshardError('aborted', `${on} has no apply worker after ${seconds} s while another process streams from its replication slot on "${sourceName}"`,
       `find and stop that process (pg_stat_replication on "${sourceName}"), ${RESUME}`);
   }
-  return new ReshardError('aborted', `${on} has no apply worker after ${seconds} s (${workers}; ${processes}; its worker cannot connect to "${sourceName}" or exits at once)`,
-    `"${targetName}"'s server log says why (often the source's pg_hba.conf, max_wal_senders on "${sourceName}", or a password); fix it, ${RESUME}`);
+  return new ReshardError('aborted', `${on} has no apply worker after ${seconds} s (${workers}; ${processes}; its worker exits at once)`,
+    `"${targetName}"'s server log says why; fix it, ${RESUME}`);
 }

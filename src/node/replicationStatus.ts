@@ -88,17 +88,29 @@ export async function subscriptionWorkerStatus(target: Queryable, name: string):
   };
 }
 
-/** A replication slot as its source reports it. */
+/** A replication slot as its source reports it, with the source's WAL senders. */
 export interface ReplicationSlotStatus {
   exists: boolean;
   /** A WAL sender streams from it. */
   active: boolean;
   /** The slot's WAL was removed (wal_status = 'lost'): it can never stream again. */
   lost: boolean;
+  maxWalSenders: number;
+  /** WAL sender processes running on the source. */
+  walSendersUsed: number;
 }
 
 export async function replicationSlotStatus(source: Queryable, name: string): Promise<ReplicationSlotStatus> {
-  const result = await source.query<{ active: boolean; wal_status: string | null }>('SELECT active, wal_status FROM pg_replication_slots WHERE slot_name = $1', [name]);
-  const row = result.rows[0];
-  return { exists: row !== undefined, active: row?.active ?? false, lost: row?.wal_status === 'lost' };
+  const result = await source.query<{ active: boolean | null; wal_status: string | null; max_wal_senders: string; wal_senders_used: string }>(
+    `SELECT s.active, s.wal_status, current_setting('max_wal_senders') AS max_wal_senders,
+            (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::text AS wal_senders_used
+       FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, [name]);
+  const row = result.rows[0]!;
+  return {
+    exists: row.active !== null,
+    active: row.active ?? false,
+    lost: row.wal_status === 'lost',
+    maxWalSenders: Number(row.max_wal_senders),
+    walSendersUsed: Number(row.wal_senders_used),
+  };
 }

@@ -150,29 +150,37 @@ describe('a subscription that cannot make progress (pure)', () => {
       maxLogicalReplicationWorkers: 4, logicalWorkersUsed: 4, reshardSubscriptionsWithoutWorker: 2,
       maxWorkerProcesses: 8, backgroundWorkersUsed: 5, walRetrieveRetryIntervalMs: 5_000,
     },
-    slot: { exists: true, active: false, lost: false },
+    slot: { exists: true, active: false, lost: false, maxWalSenders: 10, walSendersUsed: 3 },
     errorsAtStart: { apply: 0, sync: 0 },
-    withoutWorkerMs: 0,
+    notStreamingMs: 0,
   };
 
   it('waits for a worker while the launcher may still start one, then names the full worker slots and the fix', () => {
-    expect(subscriptionFailure({ ...healthy, withoutWorkerMs: NO_APPLY_WORKER_MS_MIN - 1 })).toBeUndefined();
-    const error = subscriptionFailure({ ...healthy, withoutWorkerMs: NO_APPLY_WORKER_MS_MIN });
+    expect(subscriptionFailure({ ...healthy, notStreamingMs: NO_APPLY_WORKER_MS_MIN - 1 })).toBeUndefined();
+    const error = subscriptionFailure({ ...healthy, notStreamingMs: NO_APPLY_WORKER_MS_MIN });
     expect(error?.line()).toBe('the subscription reshard_m3_s17 on node "n4" has no apply worker after 15 s (max_logical_replication_workers = 4, 4 in use): '
       + 'the server is out of logical replication worker slots. Fix: ALTER SYSTEM SET max_logical_replication_workers = 6; on "n4" and restart it '
       + '(or stop what else uses its workers), then `reshard resume` (the move was rolled back)');
   });
 
   it('waits three retry intervals when the launcher retries slower than 5 s', () => {
-    expect(subscriptionFailure({ ...healthy, target: { ...healthy.target, walRetrieveRetryIntervalMs: 10_000 }, withoutWorkerMs: 20_000 })).toBeUndefined();
+    expect(subscriptionFailure({ ...healthy, target: { ...healthy.target, walRetrieveRetryIntervalMs: 10_000 }, notStreamingMs: 20_000 })).toBeUndefined();
   });
 
   it('fails at once on new apply errors, a disabled subscription or a lost slot', () => {
-    const running = { ...healthy, target: { ...healthy.target, workerPid: 42 } };
+    const running = { ...healthy, target: { ...healthy.target, workerPid: 42 }, slot: { ...healthy.slot, active: true } };
     expect(subscriptionFailure(running)).toBeUndefined();
     expect(subscriptionFailure({ ...running, target: { ...running.target, applyErrorCount: 2 }, errorsAtStart: { apply: 2, sync: 0 } })).toBeUndefined();
     expect(subscriptionFailure({ ...running, target: { ...running.target, applyErrorCount: 3 }, errorsAtStart: { apply: 2, sync: 0 } })?.message).toMatch(/apply_error_count = 3/);
     expect(subscriptionFailure({ ...running, target: { ...running.target, enabled: false } })?.message).toMatch(/subenabled = false/);
-    expect(subscriptionFailure({ ...running, slot: { exists: false, active: false, lost: false } })?.message).toMatch(/replication slot reshard_m3_s17 on node "n1" is gone/);
+    expect(subscriptionFailure({ ...running, slot: { ...running.slot, exists: false, active: false } })?.message).toMatch(/replication slot reshard_m3_s17 on node "n1" is gone/);
+  });
+
+  it('names the source\'s WAL senders when a worker runs but never streams', () => {
+    const stuck = { ...healthy, target: { ...healthy.target, workerPid: 42, logicalWorkersUsed: 1 }, notStreamingMs: NO_APPLY_WORKER_MS_MIN };
+    expect(subscriptionFailure({ ...stuck, notStreamingMs: NO_APPLY_WORKER_MS_MIN - 1 })).toBeUndefined();
+    expect(subscriptionFailure({ ...stuck, slot: { ...stuck.slot, walSendersUsed: 10 } })?.line()).toMatch(
+      /has not streamed from node "n1" for 15 s \(max_wal_senders = 10, 10 in use there\): the source is out of WAL senders\. Fix: ALTER SYSTEM SET max_wal_senders = 11; on "n1" and restart it/);
+    expect(subscriptionFailure(stuck)?.message).toMatch(/its replication slot there stays inactive/);
   });
 });
