@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
+import { runDoctor } from '../../src/admin/doctor.js';
 import { rebalance, resumeMigration } from '../../src/admin/rebalance.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
@@ -102,10 +103,37 @@ describe('online moves on PostgreSQL stock settings (only wal_level = logical ch
       expect(lines[0]).toMatch(/node "n4" can start no apply worker for an online move into it \(max_logical_replication_workers = 0, 0 in use by others\)/);
       expect(lines[0]).toMatch(/ALTER SYSTEM SET max_logical_replication_workers = [1-9]\d*; on "n4", then restart it/);
       expect(await sql(cluster.servers[0]!, 'SELECT count(*)::int AS migrations FROM reshard.migration')).toEqual([{ migrations: 0 }]);
+      // doctor judges the node with the same function, sized for its --concurrency (2).
+      const report = await runDoctor(access, { fix: false });
+      expect(report.findings.filter((finding) => finding.node === 'n4' && finding.check === 'logical_workers')).toEqual([expect.objectContaining({
+        severity: 'error', fix: expect.stringMatching(/^ALTER SYSTEM SET max_logical_replication_workers = 2; on "n4", then restart it/),
+      })]);
     } finally {
       await setAndRestart(n4, 'ALTER SYSTEM RESET max_logical_replication_workers');
     }
     expect(await sql(n4, "SELECT current_setting('max_logical_replication_workers') AS workers")).toEqual([{ workers: '4' }]);
+    const healthy = await runDoctor(access, { fix: false });
+    expect(healthy.findings.find((finding) => finding.node === 'n4' && finding.check === 'logical_workers')).toMatchObject({
+      severity: 'ok', message: expect.stringMatching(/takes 4 online batches at once/),
+    });
+  }, 120_000);
+
+  it('refuses up front a source whose only replication slot another application holds', async () => {
+    const n2 = cluster.servers[1]!;
+    await setAndRestart(n2, 'ALTER SYSTEM SET max_replication_slots = 1');
+    await sql(n2, "SELECT pg_create_logical_replication_slot('other_app_slot', 'pgoutput')");
+    try {
+      const refused = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'rebalance', '--mode', 'online']);
+      expect(refused.code).toBe(7);
+      const lines = refused.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/node "n2" can feed no online move out of it \(max_replication_slots = 1, 1 in use by others;/);
+      expect(lines[0]).toMatch(/ALTER SYSTEM SET max_replication_slots = 3; on "n2", then restart it/);
+      expect(await sql(cluster.servers[0]!, 'SELECT count(*)::int AS migrations FROM reshard.migration')).toEqual([{ migrations: 0 }]);
+    } finally {
+      await sql(n2, "SELECT pg_drop_replication_slot('other_app_slot')");
+      await setAndRestart(n2, 'ALTER SYSTEM RESET max_replication_slots');
+    }
   }, 120_000);
 
   it('grows 3 → 4 with 256 slots within the new node\'s 4 workers, every row there once', async () => {
