@@ -1,6 +1,6 @@
 import type { NodeRecord } from '../catalog/nodes.js';
 import { capacityError, planOnlineCapacity, type NodeOnlineLoad } from '../coordinator/onlineCapacityPlan.js';
-import { readNodesReplicationSettings } from '../coordinator/replicationCapacity.js';
+import { readNodesReplicationSettings, readOpenedBatches } from '../coordinator/replicationCapacity.js';
 import { BATCH_SLOTS_MAX_DEFAULT } from '../coordinator/runMigration.js';
 import type { PasswordLookup } from '../node/nodeAccess.js';
 
@@ -28,12 +28,16 @@ export interface OnlinePreflight {
 export async function assertOnlineReady(
   nodes: readonly NodeRecord[],
   passwords: PasswordLookup,
-  moves: readonly { source: string; target: string }[],
-  ownPrefix?: string,
+  moves: readonly { source: string; target: string; slot: number }[],
+  resumed?: { prefix: string; tables: readonly { name: string }[]; modulus: number },
 ): Promise<OnlinePreflight> {
   const involved = nodes.filter((node) => moves.some((move) => move.source === node.name || move.target === node.name));
-  const settings = await readNodesReplicationSettings(involved, passwords, ownPrefix);
-  const plan = planOnlineCapacity(moves, BATCH_SLOTS_MAX_DEFAULT, settings, (name) => nodes.find((node) => node.name === name)?.concurrencyMax ?? 1);
+  const settings = await readNodesReplicationSettings(involved, passwords, resumed?.prefix);
+  // A resume keeps the batches its interrupted run opened, as the coordinator will.
+  const opened = resumed
+    ? await readOpenedBatches(involved.filter((node) => moves.some((move) => move.source === node.name)), passwords, resumed.prefix, resumed.tables, resumed.modulus)
+    : [];
+  const plan = planOnlineCapacity(moves, BATCH_SLOTS_MAX_DEFAULT, settings, (name) => nodes.find((node) => node.name === name)?.concurrencyMax ?? 1, opened.map((batch) => batch.slots));
   const error = capacityError(plan);
   if (error) throw error;
   return { warnings: plan.problems.map((problem) => `${problem.message}; ${problem.fix}`), load: plan.load, rounds: plan.rounds.length };

@@ -1,5 +1,7 @@
 import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrations.js';
 import { listNodes } from '../catalog/nodes.js';
+import { getCluster } from '../catalog/cluster.js';
+import { listShardedTables } from '../catalog/tables.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
@@ -98,7 +100,7 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
     // Before anything is recorded: a node that cannot carry the plan is refused with the setting to change.
     const onlineLoad = options.mode === 'online'
-      ? await assertOnlineReady(snapshot.nodes, access.passwords, plan.moves.map((move) => ({ source: move.from, target: move.to })))
+      ? await assertOnlineReady(snapshot.nodes, access.passwords, plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to })))
       : undefined;
     const warnings = onlineLoad?.warnings ?? [];
     const migrationId = await createMigration(catalog, {
@@ -158,7 +160,9 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     if (resumable.mode === 'online') {
       // The same preflight as rebalance, before the migration is reopened; its own replication objects are not "others'".
       const moves = (await listMoves(catalog, resumable.id)).filter((move) => move.state !== 'done');
-      await assertOnlineReady(await listNodes(catalog, { includeRemoved: true }), access.passwords, moves, migrationReplicationPrefix(resumable.id));
+      await assertOnlineReady(await listNodes(catalog, { includeRemoved: true }), access.passwords, moves, {
+        prefix: migrationReplicationPrefix(resumable.id), tables: await listShardedTables(catalog), modulus: (await getCluster(catalog)).modulus,
+      });
     }
     if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
     // A migration interrupted while paused: resuming it is the request to go on (a cancel stays and is carried out).

@@ -28,13 +28,14 @@ export interface OnlineCapacityPlan<M> {
  * are scheduled within what the nodes have. With an error (a node that cannot
  * carry even one batch) there are no rounds.
  */
-export function planOnlineCapacity<M extends { source: string; target: string }>(
+export function planOnlineCapacity<M extends { source: string; target: string; slot: number }>(
   moves: readonly M[],
   batchSlotsMax: number,
   settingsOf: ReadonlyMap<string, ReplicationSettings>,
   concurrencyOf: (node: string) => number,
+  opened: readonly (readonly number[])[] = [],
 ): OnlineCapacityPlan<M> {
-  const wanted = batchesAtOnce(scheduleOnlineBatches(moves, batchSlotsMax, () => UNLIMITED_BATCHES));
+  const wanted = batchesAtOnce(scheduleOnlineBatches(moves, batchSlotsMax, () => UNLIMITED_BATCHES, opened));
   const problems: OnlineCapacityPlan<M>['problems'] = [];
   const capacities = new Map<string, ReplicationCapacity>();
   for (const [node, counts] of wanted) {
@@ -45,7 +46,7 @@ export function planOnlineCapacity<M extends { source: string; target: string }>
     capacities.set(node, replicationCapacity(settings, need.concurrencyMax));
   }
   if (problems.some((problem) => problem.severity === 'error')) return { rounds: [], problems, load: [] };
-  const rounds = scheduleOnlineBatches(moves, batchSlotsMax, (node) => capacities.get(node)!);
+  const rounds = scheduleOnlineBatches(moves, batchSlotsMax, (node) => capacities.get(node)!, opened);
   const atOnce = batchesAtOnce(rounds);
   const load = [...capacities].map(([node, capacity]) => ({
     node,

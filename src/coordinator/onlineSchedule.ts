@@ -26,21 +26,30 @@ export interface NodeBatchCounts {
  * fewer, bigger batches first (every new subscription costs a worker start);
  * only where even one batch per pair does not fit do the batches take turns
  * in several rounds. Every node taking part must allow at least one.
+ *
+ * `opened`: the slots of batches an interrupted run opened (their publication
+ * exists). They stay batches as they are, in the first round: their objects
+ * are alive already, and cutting them differently would stream a slot twice.
  */
-export function scheduleOnlineBatches<M extends { source: string; target: string }>(
+export function scheduleOnlineBatches<M extends { source: string; target: string; slot: number }>(
   moves: readonly M[],
   batchSlotsMax: number,
   limitsOf: (node: string) => NodeBatchLimits,
+  opened: readonly (readonly number[])[] = [],
 ): M[][][] {
   assert(Number.isSafeInteger(batchSlotsMax) && batchSlotsMax >= 1, 'batchSlotsMax is a whole number ≥ 1');
+  // In the moves' own order, as the run that opened them cut them.
+  const openedBatches = opened.map((slots) => moves.filter((move) => slots.includes(move.slot))).filter((batch) => batch.length > 0);
+  const inOpened = new Set(openedBatches.flat().map((move) => move.slot));
   const byPair = new Map<string, M[]>();
   for (const move of moves) {
+    if (inOpened.has(move.slot)) continue;
     const key = JSON.stringify([move.source, move.target]);
     byPair.set(key, [...(byPair.get(key) ?? []), move]);
   }
   const pairsInto = new Map<string, number>();
   const pairsFrom = new Map<string, number>();
-  for (const pairMoves of byPair.values()) {
+  for (const pairMoves of [...openedBatches, ...byPair.values()]) {
     const { source, target } = pairMoves[0]!;
     pairsInto.set(target, (pairsInto.get(target) ?? 0) + 1);
     pairsFrom.set(source, (pairsFrom.get(source) ?? 0) + 1);
@@ -62,11 +71,11 @@ export function scheduleOnlineBatches<M extends { source: string; target: string
   }
 
   const rounds: { batches: M[][]; counts: Map<string, NodeBatchCounts> }[] = [];
-  for (const batch of batches) {
+  for (const batch of [...openedBatches, ...batches]) {
     const { source, target } = batch[0]!;
     const fits = (counts: Map<string, NodeBatchCounts>): boolean =>
       (counts.get(target)?.subscriptions ?? 0) < limitsOf(target).subscriptionsMax && (counts.get(source)?.publications ?? 0) < limitsOf(source).publicationsMax;
-    let round = rounds.find((candidate) => fits(candidate.counts));
+    let round = openedBatches.includes(batch) && rounds.length > 0 ? rounds[0] : rounds.find((candidate) => fits(candidate.counts));
     if (!round) {
       round = { batches: [], counts: new Map() };
       rounds.push(round);

@@ -1,6 +1,8 @@
 import type { NodeRecord } from '../catalog/nodes.js';
 import { readReplicationSettings, type ReplicationSettings } from '../node/inspectNode.js';
+import { slotOfLeafName } from '../node/leafName.js';
 import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { publishedLeaves } from '../node/replication.js';
 
 /**
  * What one node can carry of online moves at once, from its settings and what
@@ -90,4 +92,26 @@ export async function readNodesReplicationSettings(nodes: readonly NodeRecord[],
     }
   }
   return settings;
+}
+
+/**
+ * Each batch an interrupted run of the migration opened (its publication
+ * exists on the source): its name and the slots its publication carries.
+ */
+export async function readOpenedBatches(
+  sources: readonly NodeRecord[], passwords: PasswordLookup, prefix: string, tables: readonly { name: string }[], modulus: number,
+): Promise<{ name: string; slots: number[] }[]> {
+  const opened: { name: string; slots: number[] }[] = [];
+  for (const node of sources) {
+    const client = await connectNode(node, passwords);
+    try {
+      for (const { publication, leaves } of await publishedLeaves(client, prefix)) {
+        const slots = new Set(leaves.flatMap((leaf) => tables.flatMap((table) => slotOfLeafName(table.name, leaf.name, modulus) ?? [])));
+        if (slots.size > 0) opened.push({ name: publication, slots: [...slots] });
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  return opened;
 }

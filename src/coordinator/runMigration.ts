@@ -25,7 +25,7 @@ import { CopyThrottle } from './copyThrottle.js';
 import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 import { capacityError, planOnlineCapacity } from './onlineCapacityPlan.js';
-import { readNodesReplicationSettings } from './replicationCapacity.js';
+import { readNodesReplicationSettings, readOpenedBatches } from './replicationCapacity.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -80,8 +80,11 @@ async function onlineRounds(
   migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number, passwords: ClusterAccess['passwords'],
 ): Promise<{ rounds: OnlineBatch[][]; copiesMaxOf: (node: string) => number }> {
   const involved = [...nodes.values()].filter((node) => moves.some((move) => move.source === node.name || move.target === node.name));
-  const settings = await readNodesReplicationSettings(involved, passwords, migrationReplicationPrefix(migrationId));
-  const plan = planOnlineCapacity(moves, batchSlotsMax, settings, (name) => nodes.get(name)?.concurrencyMax ?? 1);
+  const prefix = migrationReplicationPrefix(migrationId);
+  const settings = await readNodesReplicationSettings(involved, passwords, prefix);
+  const sources = involved.filter((node) => moves.some((move) => move.source === node.name));
+  const opened = await readOpenedBatches(sources, passwords, prefix, tables, modulus);
+  const plan = planOnlineCapacity(moves, batchSlotsMax, settings, (name) => nodes.get(name)?.concurrencyMax ?? 1, opened.map((batch) => batch.slots));
   const error = capacityError(plan);
   if (error) throw error;
   const copiesMax = new Map(plan.load.map((load) => [load.node, load.copiesMax]));
@@ -89,8 +92,9 @@ async function onlineRounds(
     const source = nodes.get(chunk[0]!.source);
     const target = nodes.get(chunk[0]!.target);
     assert(source && target, 'batch nodes are in the catalog');
-    // Named by its first slot: unique within the migration, stable across resumes that batch the same way.
-    return { migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables };
+    // Named by its first slot (unique within the migration); a batch an interrupted run opened keeps its name.
+    const name = opened.find((batch) => batch.slots.includes(chunk[0]!.slot))?.name ?? `${prefix}s${chunk[0]!.slot}`;
+    return { migrationId, name, source, target, moves: chunk, modulus, tables };
   }));
   return { rounds, copiesMaxOf: (node) => copiesMax.get(node) ?? 1 };
 }

@@ -134,6 +134,16 @@ describe('online capacity of a node (pure)', () => {
     ), { numRuns: 500 });
   });
 
+  it('keeps the batches an interrupted run opened as they were, in the first round', () => {
+    const moves = Array.from({ length: 20 }, (_, slot) => ({ slot, source: 'a', target: 'b' }));
+    // Opened with 4 workers free as 2 batches of 10; now 8 are free and fresh chunking would cut 4 of 5.
+    const rounds = scheduleOnlineBatches(moves, 5, () => ({ subscriptionsMax: 8, publicationsMax: 8 }), [[0, 2, 4, 6, 8, 10, 12, 14, 16, 18]]);
+    expect(rounds).toHaveLength(1);
+    expect(rounds[0]![0]!.map((move) => move.slot)).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
+    expect(rounds[0]!.slice(1).flat().map((move) => move.slot).sort((x, y) => x - y)).toEqual([1, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
+    expect(rounds[0]!.slice(1).every((batch) => batch.length <= 5)).toBe(true);
+  });
+
   it('runs batches in turns only where one per pair does not fit', () => {
     // Five sources into one target that takes two subscriptions at once: three rounds.
     const moves = Array.from({ length: 10 }, (_, slot) => ({ slot, source: `s${slot % 5}`, target: 't' }));
