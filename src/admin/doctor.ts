@@ -20,6 +20,7 @@ import {
 } from '../node/replication.js';
 import { attachedSlots, dropStagedSlotLeaf, standaloneLeaves } from '../node/slotPartitions.js';
 import { onlineSettingProblems, type SettingProblem } from './onlinePreflight.js';
+import { replicationCapacity } from '../coordinator/replicationCapacity.js';
 
 export type FindingSeverity = 'error' | 'warning' | 'ok';
 
@@ -239,13 +240,15 @@ function catalogFindings(slotMap: SlotMapWithStates, inFlight: readonly Migratio
 
 function settingFindings(inspection: NodeInspection): PendingFinding[] {
   const { node, settings } = inspection;
-  const problems = onlineSettingProblems(node.name, settings, node.concurrencyMax);
+  // Sized as preflight sizes a plan: --concurrency batches at once into the node and out of it.
+  const problems = onlineSettingProblems(node.name, settings, { subscriptionsWanted: node.concurrencyMax, publicationsWanted: node.concurrencyMax, concurrencyMax: node.concurrencyMax });
   const findings: PendingFinding[] = problems.map((problem) => finding(node.name, problem.check, problem.severity, problem.message, problem.fix));
+  const capacity = replicationCapacity(settings, node.concurrencyMax);
   const okMessages: Record<SettingProblem['check'], string> = {
     wal_level: `wal_level=${settings.walLevel}`,
     privileges: settings.superuser ? 'superuser' : 'pg_create_subscription and REPLICATION',
-    replication_slots: `max_replication_slots=${settings.maxReplicationSlots} (${settings.replicationSlotsUsed} used), max_wal_senders=${settings.maxWalSenders}`,
-    logical_workers: `max_logical_replication_workers=${settings.maxLogicalReplicationWorkers}, max_worker_processes=${settings.maxWorkerProcesses}`,
+    replication_slots: `max_replication_slots=${settings.maxReplicationSlots} (${settings.replicationSlotsUsed} used), max_wal_senders=${settings.maxWalSenders} (${settings.walSendersUsed} used): feeds ${capacity.publicationsMax} online batches at once`,
+    logical_workers: `max_logical_replication_workers=${settings.maxLogicalReplicationWorkers} (${settings.logicalWorkersUsed} used), max_worker_processes=${settings.maxWorkerProcesses} (${settings.backgroundWorkersUsed} used): takes ${capacity.subscriptionsMax} online batches at once`,
     wal_retrieve_retry_interval: `wal_retrieve_retry_interval=${settings.walRetrieveRetryIntervalMs} ms`,
   };
   for (const [check, message] of Object.entries(okMessages) as [SettingProblem['check'], string][]) {

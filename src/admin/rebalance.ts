@@ -1,16 +1,19 @@
-import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves } from '../catalog/migrations.js';
+import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrations.js';
+import { listNodes } from '../catalog/nodes.js';
+import { getCluster } from '../catalog/cluster.js';
+import { listShardedTables } from '../catalog/tables.js';
+import { migrationReplicationPrefix } from '../node/replication.js';
 import { readControl, requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
-import { BATCH_SLOTS_MAX_DEFAULT, runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
-import { chunkMovesByPair } from '../coordinator/onlineBatchChunks.js';
+import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
-import { assertOnlineReady } from './onlinePreflight.js';
-import { assertPendingMovesReachable, replicationPairsOf } from './peerReachability.js';
+import { assertOnlineReady, type OnlinePreflight } from './onlinePreflight.js';
+import { assertPeersReachable, assertPendingMovesReachable, replicationPairsOf } from './peerReachability.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
 import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
@@ -51,6 +54,8 @@ export interface RebalanceResult {
   warnings: string[];
   /** Present with --dry-run: every step every move would take. */
   dryRun?: DryRunMove[];
+  /** Online mode: what the plan keeps alive at once on each node, within its settings. */
+  onlineLoad?: OnlinePreflight;
 }
 
 export const MOVE_CONCURRENCY_MAX_DEFAULT = 4;
@@ -66,6 +71,8 @@ export interface PreparedRebalance {
   dryRun?: DryRunMove[];
   /** Moves of the balanced plan left out for lack of disk headroom, each with its reason. */
   deferred: DeferredMove[];
+  /** Online mode: what the plan keeps alive at once on each node, within its settings. */
+  onlineLoad?: OnlinePreflight;
 }
 
 /**
@@ -95,33 +102,37 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
       throw new ReshardError('precondition', `no move fits the disk headroom: ${deferred[0]!.reason}`,
         'free space, give the node more capacity (`reshard node add … --capacity`), add a node, or lower --headroom');
     }
-    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
-    const warnings = options.mode === 'online' ? await assertOnlineReady(
-      snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
-      access.passwords,
-      (name) => snapshot.nodes.find((node) => node.name === name)?.concurrencyMax ?? 1,
-      replicationPairsOf(plan, snapshot.nodes),
-    ) : [];
+    if (plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
+    // The coordinator forms online batches from the moves in catalog order (wave, slot): the preflight does the same.
+    const ordered = [...plan.moves].sort((a, b) => a.wave - b.wave || a.slot - b.slot);
+    if (options.dryRun) {
+      // A dry run shows the batches the run would form on these nodes now, and is refused as the run would be.
+      const onlineLoad = options.mode === 'online'
+        ? await assertOnlineReady(snapshot.nodes, access.passwords, ordered.map((move) => ({ slot: move.slot, source: move.from, target: move.to })))
+        : undefined;
+      return { snapshot, plan, comparison, warnings: onlineLoad?.warnings ?? [], deferred, ...(onlineLoad ? { onlineLoad } : {}) };
+    }
+    // Before anything is recorded: a node that cannot carry the plan is refused with the setting to change,
+    // and each target must reach its source's peer address as its subscription will.
+    const onlineLoad = options.mode === 'online'
+      ? await assertOnlineReady(snapshot.nodes, access.passwords, ordered.map((move) => ({ slot: move.slot, source: move.from, target: move.to })))
+      : undefined;
+    const warnings = onlineLoad ? [...onlineLoad.warnings, ...await assertPeersReachable(replicationPairsOf(plan, snapshot.nodes), access.passwords)] : [];
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
       baseEpoch: snapshot.slotMap.epoch,
       plan,
       moves: plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to, wave: move.wave, bytesTotal: move.bytes })),
     });
-    return { snapshot, plan, comparison, migrationId, warnings, deferred };
+    return { snapshot, plan, comparison, migrationId, warnings, deferred, ...(onlineLoad ? { onlineLoad } : {}) };
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
-  // The coordinator forms online batches from the moves in catalog order (wave, slot): the same here.
   const ordered = [...prepared.plan.moves].sort((a, b) => a.wave - b.wave || a.slot - b.slot);
-  const batchOfSlot = new Map<number, number>();
-  if (options.mode === 'online') {
-    chunkMovesByPair(ordered, (move) => [move.from, move.to], BATCH_SLOTS_MAX_DEFAULT)
-      .forEach((chunk, index) => { for (const move of chunk) batchOfSlot.set(move.slot, index + 1); });
-  }
+  const batchOfSlot = prepared.onlineLoad?.batchOfSlot ?? new Map<number, { batch: number; round: number }>();
   const dryRun = ordered.map((move) => ({
     slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, wave: move.wave,
-    ...(batchOfSlot.has(move.slot) ? { batch: batchOfSlot.get(move.slot)! } : {}),
+    ...(batchOfSlot.has(move.slot) ? { batch: batchOfSlot.get(move.slot)!.batch, round: batchOfSlot.get(move.slot)!.round } : {}),
     tables: tables.length,
     steps: (options.mode === 'online' ? ONLINE_MOVE_STEP_DESCRIPTIONS : OFFLINE_MOVE_STEPS).map((step) => ({
       name: step.name,
@@ -165,8 +176,15 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     const resumable = await resumableMigration(catalog);
     if (!resumable) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
     if (await migrationIsHeld(catalog, resumable.id)) throw migrationAlreadyRunningError(resumable.id, true);
-    // A cancel only undoes; moves that will start need their target to reach their source.
-    if (resumable.mode === 'online' && (await readControl(catalog, resumable.id)) !== 'cancel') await assertPendingMovesReachable(catalog, resumable.id, access.passwords);
+    // A cancel only undoes; moves that will start need room on their nodes and their target to reach their source.
+    if (resumable.mode === 'online' && (await readControl(catalog, resumable.id)) !== 'cancel') {
+      // The same preflight as rebalance, before the migration is reopened; its own replication objects are not "others'".
+      const moves = (await listMoves(catalog, resumable.id)).filter((move) => move.state !== 'done');
+      await assertOnlineReady(await listNodes(catalog, { includeRemoved: true }), access.passwords, moves, {
+        prefix: migrationReplicationPrefix(resumable.id), tables: await listShardedTables(catalog), modulus: (await getCluster(catalog)).modulus,
+      });
+      await assertPendingMovesReachable(catalog, resumable.id, access.passwords);
+    }
     if (resumable.state === 'failed') await reopenMigration(catalog, resumable.id);
     // A migration interrupted while paused: resuming it is the request to go on (a cancel stays and is carried out).
     await requestResume(catalog, resumable.id);

@@ -23,9 +23,10 @@ import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type Contr
 import { ByteProgressRecorder } from './recordProgress.js';
 import { serialQueries } from './serialQueries.js';
 import { CopyThrottle } from './copyThrottle.js';
-import { chunkMovesByPair } from './onlineBatchChunks.js';
 import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
+import { capacityError, planOnlineCapacity } from './onlineCapacityPlan.js';
+import { readNodesReplicationSettings, readOpenedBatches } from './replicationCapacity.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -71,21 +72,65 @@ export interface MigrationSummary {
 }
 
 /**
- * Online moves between the same two nodes share one publication and
- * subscription (setting one up costs about half a second), up to a size.
+ * The online moves as batches in rounds, fitted to what every node allows at
+ * once as it is now (another preflight, since settings and others' use can
+ * change between `rebalance` and the run or a `resume`). A node that cannot
+ * carry even one batch fails the migration before anything is opened.
  */
-function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number): OnlineBatch[] {
-  return chunkMovesByPair(moves, (move) => [move.source, move.target], batchSlotsMax).map((chunk) => {
+async function onlineRounds(
+  migrationId: number, moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, tables: SlotTable[], modulus: number, batchSlotsMax: number, passwords: ClusterAccess['passwords'],
+): Promise<{ rounds: OnlineBatch[][]; copiesMaxOf: (node: string) => number }> {
+  const involved = [...nodes.values()].filter((node) => moves.some((move) => move.source === node.name || move.target === node.name));
+  const prefix = migrationReplicationPrefix(migrationId);
+  const settings = await readNodesReplicationSettings(involved, passwords, prefix);
+  const sources = involved.filter((node) => moves.some((move) => move.source === node.name));
+  const opened = await readOpenedBatches(sources, passwords, prefix, tables, modulus);
+  const plan = planOnlineCapacity(moves, batchSlotsMax, settings, (name) => nodes.get(name)?.concurrencyMax ?? 1, opened.map((batch) => batch.slots));
+  const error = capacityError(plan);
+  if (error) throw error;
+  const copiesMax = new Map(plan.load.map((load) => [load.node, load.copiesMax]));
+  const rounds = plan.rounds.map((round) => round.map((chunk) => {
     const source = nodes.get(chunk[0]!.source);
     const target = nodes.get(chunk[0]!.target);
     assert(source && target, 'batch nodes are in the catalog');
-    // Named by its first slot: unique within the migration, stable across resumes.
-    return { migrationId, name: `${migrationReplicationPrefix(migrationId)}s${chunk[0]!.slot}`, source, target, moves: chunk, modulus, tables };
-  });
+    // Named by its first slot (unique within the migration); a batch an interrupted run opened keeps its name.
+    const name = opened.find((batch) => batch.slots.includes(chunk[0]!.slot))?.name ?? `${prefix}s${chunk[0]!.slot}`;
+    return { migrationId, name, source, target, moves: chunk, modulus, tables };
+  }));
+  return { rounds, copiesMaxOf: (node) => copiesMax.get(node) ?? 1 };
 }
 
 /**
- * The online batches in three phases: every batch streams (copy + catch-up,
+ * The online rounds one after the other: a round's batches are all alive at
+ * once (every node allows that many), and a round ends with their cleanup,
+ * which frees the workers, slots and WAL senders the next one takes.
+ */
+async function runOnlineRounds(
+  rounds: readonly (readonly OnlineBatch[])[],
+  shared: OnlineShared,
+  options: MigrationRunOptions,
+): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
+  const switched: OnlineBatchResult['switched'] = [];
+  for (const round of rounds) {
+    const outcome = await runOnlineBatches(round, shared, options);
+    switched.push(...outcome.switched);
+    if (outcome.failure !== undefined) return { failure: outcome.failure, switched };
+  }
+  return { failure: undefined, switched };
+}
+
+interface OnlineShared {
+  access: ClusterAccess;
+  emit: MigrationEventSink;
+  nodes: Map<string, NodeRecord>;
+  throttle: CopyThrottle;
+  checkpoint: MigrationCheckpoint;
+  /** Initial copies a node may serve at once as a source (each holds a WAL sender). */
+  copiesMaxOf: (node: string) => number;
+}
+
+/**
+ * One round's batches in three phases: every batch streams (copy + catch-up,
  * under per-node limits), then the cutovers run, then the cleanups. Keeping
  * the cutovers apart from the copies keeps the write pauses short: a freeze
  * never competes with a bulk COPY for the CPU. The first failure stops new
@@ -93,7 +138,7 @@ function onlineBatches(migrationId: number, moves: readonly MoveRecord[], nodes:
  */
 async function runOnlineBatches(
   batches: readonly OnlineBatch[],
-  shared: { access: ClusterAccess; emit: MigrationEventSink; nodes: Map<string, NodeRecord>; throttle: CopyThrottle; checkpoint: MigrationCheckpoint },
+  shared: OnlineShared,
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
   const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
@@ -106,7 +151,7 @@ async function runOnlineBatches(
     throw error;
   });
   const nodesOf = (batch: OnlineBatch): string[] => [batch.source.name, batch.target.name];
-  const limitOf = (name: string): number => shared.nodes.get(name)?.concurrencyMax ?? 1;
+  const limitOf = (name: string): number => Math.min(shared.nodes.get(name)?.concurrencyMax ?? 1, shared.copiesMaxOf(name));
   const stopWatch = migrationId === undefined ? async () => {} : watchReplication({
     migrationId,
     prefix: migrationReplicationPrefix(migrationId),
@@ -302,8 +347,14 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
         }
       }
     } else {
-      const batches = onlineBatches(migrationId, pending, shared.nodes, shared.tables, shared.modulus, options.batchSlotsMax ?? BATCH_SLOTS_MAX_DEFAULT);
-      const outcome = await runOnlineBatches(batches, shared, options);
+      let outcome: Awaited<ReturnType<typeof runOnlineRounds>>;
+      try {
+        const { rounds, copiesMaxOf } = await onlineRounds(migrationId, pending, shared.nodes, shared.tables, shared.modulus, options.batchSlotsMax ?? BATCH_SLOTS_MAX_DEFAULT, options.access.passwords);
+        outcome = await runOnlineRounds(rounds, { ...shared, copiesMaxOf }, options);
+      } catch (error) {
+        // Nothing was opened: the migration fails with the node's setting to change, and `resume` goes on after it.
+        outcome = { failure: error, switched: [] };
+      }
       failure = outcome.failure;
       for (const switched of outcome.switched) {
         slotsMoved += 1;

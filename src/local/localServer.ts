@@ -25,7 +25,20 @@ export const MOVER_SERVER_SETTINGS: Readonly<Record<string, string>> = {
   max_connections: '100',
 };
 
-/** For throwaway servers only: durability costs time and buys nothing there. */
+/**
+ * PostgreSQL's stock settings except what online moves cannot do without
+ * (wal_level needs a restart): what a real cluster has on first contact.
+ * Every replication limit stays at its default (10 slots, 10 WAL senders,
+ * 4 logical replication workers, 8 worker processes, a 5 s retry interval).
+ */
+export const STOCK_SERVER_SETTINGS: Readonly<Record<string, string>> = {
+  wal_level: 'logical',
+};
+
+/** Which settings a local server starts from: reshard's tuned ones, or stock ones. */
+export type ServerSettingsBase = 'mover' | 'stock';
+
+/** For throwaway servers only (no replication limit among them): durability costs time and buys nothing there. */
 export const THROWAWAY_SERVER_SETTINGS: Readonly<Record<string, string>> = {
   fsync: 'off',
   synchronous_commit: 'off',
@@ -37,6 +50,8 @@ export interface LocalServerOptions {
   /** Parent directory for the data directory; a fresh temp directory when absent. */
   baseDir?: string;
   settings?: Record<string, string>;
+  /** 'mover' (default): MOVER_SERVER_SETTINGS; 'stock': STOCK_SERVER_SETTINGS. `settings` apply on top. */
+  settingsBase?: ServerSettingsBase;
   durable?: boolean;
   binaries?: PostgresBinaries;
   startTimeoutSeconds?: number;
@@ -205,7 +220,7 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
       listen_addresses: '127.0.0.1',
       port: String(port),
       unix_socket_directories: dataDir,
-      ...MOVER_SERVER_SETTINGS,
+      ...(options.settingsBase === 'stock' ? STOCK_SERVER_SETTINGS : MOVER_SERVER_SETTINGS),
       ...(options.durable ? {} : THROWAWAY_SERVER_SETTINGS),
       ...(options.tls ? { ssl: 'on', ssl_cert_file: 'server.crt', ssl_key_file: 'server.key' } : {}),
       ...options.settings,

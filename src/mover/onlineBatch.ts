@@ -24,6 +24,8 @@ import {
 import { slotStatsOnBoth } from '../node/slotStats.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
 import { settleCopyProgress } from './settleCopyProgress.js';
+import { replicationSlotStatus, subscriptionWorkerStatus } from '../node/replicationStatus.js';
+import { subscriptionFailure } from './subscriptionHealth.js';
 
 /** Bounds of the online mover; every wait has one. */
 export interface OnlineLimits {
@@ -208,7 +210,7 @@ export class OnlineBatchRun {
     const { batch } = this;
     if (this.unswitched().length > 0) {
       // Changes made while other batches copied: be close again before the first freeze.
-      await catchUp(batch, this.connections.source, this.options.limits);
+      await catchUp(batch, this.connections, this.options.limits);
     }
     for (const move of this.unswitched()) {
       const cutover = await cutOverSlot(batch, move, this.connections, this.options, this.journaled);
@@ -265,11 +267,39 @@ export class OnlineBatchRun {
   }
 }
 
-async function catchUp(batch: OnlineBatch, source: pg.ClientBase, limits: OnlineLimits): Promise<void> {
+/** How often a wait on a subscription asks the servers whether it can make progress at all. */
+const SUBSCRIPTION_CHECK_MS = 1_000;
+
+/**
+ * Waits until the subscription's apply worker is close to the source's WAL.
+ * Meanwhile, about every second, asks the target whether the subscription can
+ * get there at all (an apply worker runs, it is enabled, it counts no errors)
+ * and the source whether its slot is still there and streamed from: a move the server cannot
+ * carry fails within seconds with the server's reason, not at the timeout.
+ */
+async function catchUp(batch: OnlineBatch, connections: OnlineBatchConnections, limits: OnlineLimits): Promise<void> {
+  const { source, target } = connections;
+  const first = await subscriptionWorkerStatus(target, batch.name);
+  const errorsAtStart = { apply: first.applyErrorCount, sync: first.syncErrorCount };
+  let streamingSeenMs = performance.now();
+  let checkedMs = performance.now();
   await waitFor(`catch-up of ${batch.name} to within ${limits.catchupLagBytesMax} bytes`, async () => {
     const lag = await replicationLagBytes(source, batch.name);
-    return lag !== undefined && lag <= limits.catchupLagBytesMax ? true : undefined;
-  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 10, fix: 'the source writes faster than the target applies; retry when the load is lower' });
+    if (lag !== undefined && lag <= limits.catchupLagBytesMax) return true;
+    const now = performance.now();
+    if (now - checkedMs >= SUBSCRIPTION_CHECK_MS) {
+      checkedMs = now;
+      const status = await subscriptionWorkerStatus(target, batch.name);
+      const slot = await replicationSlotStatus(source, batch.name);
+      if (status.workerPid !== undefined && slot.active) streamingSeenMs = now;
+      const failure = subscriptionFailure({
+        subscription: batch.name, targetName: batch.target.name, sourceName: batch.source.name,
+        target: status, slot, errorsAtStart, notStreamingMs: now - streamingSeenMs,
+      });
+      if (failure) throw failure;
+    }
+    return undefined;
+  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 10, fix: 'its apply worker runs but the source writes faster than the target applies; retry when the load is lower' });
 }
 
 async function streamBatch(
@@ -324,7 +354,7 @@ async function streamBatch(
     options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: move.bytesTotal, bytesTotal: move.bytesTotal });
     await updateMove(connections.catalog, batch.migrationId, move.slot, { bytesCopied: move.bytesTotal });
   }
-  await catchUp(batch, source, options.limits);
+  await catchUp(batch, connections, options.limits);
 }
 
 /** One step of a chain: its name and its work (which may return facts for the journal). */

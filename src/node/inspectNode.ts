@@ -61,10 +61,23 @@ export interface ReplicationSettings {
   serverVersionNum: number;
   walLevel: string;
   maxReplicationSlots: number;
+  /** Replication slots held by others (not the migration being run, if one is named). */
   replicationSlotsUsed: number;
   maxWalSenders: number;
+  /** WAL sender processes serving others right now (pg_stat_activity). */
+  walSendersUsed: number;
   maxLogicalReplicationWorkers: number;
+  /** Logical replication workers (apply, table sync, parallel apply) of others' subscriptions running now (pg_stat_subscription). */
+  logicalWorkersUsed: number;
   maxWorkerProcesses: number;
+  /**
+   * Background workers running now for others, from max_worker_processes: the
+   * logical replication launcher, others' logical workers, parallel query
+   * workers, extensions' workers (pg_stat_activity).
+   */
+  backgroundWorkersUsed: number;
+  /** The logical replication launcher runs (it is one of the background workers counted above). */
+  launcherRuns: boolean;
   walRetrieveRetryIntervalMs: number;
   superuser: boolean;
   /** The REPLICATION attribute: the initial copy opens a replication connection. */
@@ -73,20 +86,44 @@ export interface ReplicationSettings {
   createSubscriptionGranted: boolean;
 }
 
-export async function readReplicationSettings(db: Queryable): Promise<ReplicationSettings> {
-  const result = await db.query<Record<string, string>>(`SELECT
+/**
+ * Server processes that are not background workers: they do not count
+ * against max_worker_processes. Every other backend_type in pg_stat_activity
+ * is one (the launcher, logical and parallel workers, extensions' workers
+ * under their own names).
+ */
+export const NOT_BACKGROUND_WORKER_TYPES: readonly string[] = [
+  'client backend', 'autovacuum launcher', 'autovacuum worker', 'walsender', 'walreceiver', 'checkpointer', 'background writer',
+  'walwriter', 'startup', 'archiver', 'logger', 'standalone backend', 'walsummarizer', 'slotsync worker', 'io worker',
+];
+
+/**
+ * The node's replication settings and what others already use of them.
+ * `ownPrefix`: replication objects whose name starts with it belong to the
+ * migration being run (a resume finds them alive) and are not counted as used by others.
+ */
+export async function readReplicationSettings(db: Queryable, ownPrefix?: string): Promise<ReplicationSettings> {
+  const result = await db.query<Record<string, string>>(`WITH own_workers AS (
+        SELECT pid FROM pg_stat_subscription WHERE pid IS NOT NULL AND $1::text IS NOT NULL AND starts_with(subname::text, $1::text))
+    SELECT
       current_setting('server_version_num') AS server_version_num,
       current_setting('wal_level') AS wal_level,
       current_setting('max_replication_slots') AS max_replication_slots,
-      (SELECT count(*) FROM pg_replication_slots)::text AS slots_used,
+      (SELECT count(*) FROM pg_replication_slots WHERE NOT ($1::text IS NOT NULL AND starts_with(slot_name::text, $1::text)))::text AS slots_used,
       current_setting('max_wal_senders') AS max_wal_senders,
+      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'
+          AND NOT ($1::text IS NOT NULL AND starts_with(coalesce(application_name, ''), $1::text)))::text AS wal_senders_used,
       current_setting('max_logical_replication_workers') AS max_logical_replication_workers,
+      (SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL AND pid NOT IN (SELECT pid FROM own_workers))::text AS logical_workers_used,
       current_setting('max_worker_processes') AS max_worker_processes,
+      (SELECT count(*) FROM pg_stat_activity WHERE backend_type <> ALL ($2::text[]) AND pid NOT IN (SELECT pid FROM own_workers))::text AS background_workers_used,
+      EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'logical replication launcher')::text AS launcher_runs,
       (SELECT setting::int * CASE unit WHEN 's' THEN 1000 WHEN 'min' THEN 60000 ELSE 1 END FROM pg_settings WHERE name = 'wal_retrieve_retry_interval')::text AS wal_retrieve_retry_interval_ms,
       current_setting('is_superuser') AS superuser,
       (SELECT rolreplication FROM pg_roles WHERE rolname = current_user)::text AS replication_role,
       -- The role exists from PostgreSQL 16 on; a join, not to_regrole(), so 15 never evaluates pg_has_role on it.
-      EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'pg_create_subscription' AND pg_has_role(current_user, r.oid, 'USAGE'))::text AS create_subscription_granted`);
+      EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'pg_create_subscription' AND pg_has_role(current_user, r.oid, 'USAGE'))::text AS create_subscription_granted`,
+    [ownPrefix ?? null, NOT_BACKGROUND_WORKER_TYPES]);
   const row = result.rows[0]!;
   return {
     serverVersionNum: Number(row['server_version_num']),
@@ -94,8 +131,12 @@ export async function readReplicationSettings(db: Queryable): Promise<Replicatio
     maxReplicationSlots: Number(row['max_replication_slots']),
     replicationSlotsUsed: Number(row['slots_used']),
     maxWalSenders: Number(row['max_wal_senders']),
+    walSendersUsed: Number(row['wal_senders_used']),
     maxLogicalReplicationWorkers: Number(row['max_logical_replication_workers']),
+    logicalWorkersUsed: Number(row['logical_workers_used']),
     maxWorkerProcesses: Number(row['max_worker_processes']),
+    backgroundWorkersUsed: Number(row['background_workers_used']),
+    launcherRuns: row['launcher_runs'] === 'true',
     walRetrieveRetryIntervalMs: Number(row['wal_retrieve_retry_interval_ms']),
     superuser: row['superuser'] === 'on',
     replicationRole: row['replication_role'] === 'true',

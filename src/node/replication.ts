@@ -185,3 +185,18 @@ export async function replicationSlotHealth(source: Queryable, prefix: string): 
     lagBytes: row.lag === null ? undefined : Math.max(0, Number(row.lag)),
   }));
 }
+
+/** reshard's publications on a source whose name starts with `prefix`, each with the leaves (schema, name) it publishes. */
+export async function publishedLeaves(source: Queryable, prefix: string): Promise<{ publication: string; leaves: { schema: string; name: string }[] }[]> {
+  // schemaname and tablename are of type name: cast to text, or node-postgres returns the arrays as one string.
+  const result = await source.query<{ publication: string; schemas: string[]; names: string[] }>(
+    `SELECT p.pubname AS publication,
+            coalesce(array_agg(pt.schemaname::text ORDER BY pt.schemaname, pt.tablename) FILTER (WHERE pt.tablename IS NOT NULL), '{}') AS schemas,
+            coalesce(array_agg(pt.tablename::text ORDER BY pt.schemaname, pt.tablename) FILTER (WHERE pt.tablename IS NOT NULL), '{}') AS names
+       FROM pg_publication p LEFT JOIN pg_publication_tables pt ON pt.pubname = p.pubname
+      WHERE starts_with(p.pubname::text, $1)
+      GROUP BY p.pubname ORDER BY p.pubname`,
+    [prefix],
+  );
+  return result.rows.map((row) => ({ publication: row.publication, leaves: row.names.map((name, index) => ({ schema: row.schemas[index]!, name })) }));
+}

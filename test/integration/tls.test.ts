@@ -69,7 +69,7 @@ async function cliOk(args: readonly string[]): Promise<Record<string, any>> {
 
 beforeAll(async () => {
   makeCertificates();
-  cluster = await startTestServers(2, 'tls', undefined, { tls: { certFile: join(certificates, 'server.crt'), keyFile: join(certificates, 'server.key') } });
+  cluster = await startTestServers(2, 'tls', undefined, 'stockLimits', { tls: { certFile: join(certificates, 'server.crt'), keyFile: join(certificates, 'server.key') } });
 });
 
 afterAll(async () => {
