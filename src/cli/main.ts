@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { ReshardError } from '../core/errors.js';
+import { configureLogging, errorFields, log, LOG_LEVELS, type LogLevel } from '../core/log.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
@@ -15,12 +17,29 @@ import { dashboardCommand } from './commands/dashboardCommand.js';
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
 
-function buildProgram(state: { output: Output }): Command {
+const logger = log('cli');
+
+/** The version in package.json (two levels up from both src/cli and dist/cli). */
+export function reshardVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+interface LoggingCommandOptions { logLevel?: LogLevel; logFile?: string }
+
+/** --log-file alone logs from info; without it, warnings and errors go to stderr (never stdout: --json stays clean). */
+function loggingFrom(options: LoggingCommandOptions): { level: LogLevel; file: string | undefined } {
+  return { level: options.logLevel ?? (options.logFile ? 'info' : 'warn'), file: options.logFile };
+}
+
+function buildProgram(state: { output: Output; logFile?: string | undefined }): Command {
   const program = new Command('reshard')
     .description('Grow or shrink a hash-sharded PostgreSQL cluster by moving whole slots: the fewest that balance needs, verified and journaled.')
     .option('--catalog <url>', 'catalog database, postgres://user@host:port/db (else reshard.json, RESHARD_CATALOG or PG* variables)')
     .option('--config <file>', 'JSON config file (default ./reshard.json if present)')
     .option('--json', 'machine-readable output: JSON lines, the last one the result')
+    .addOption(new Option('--log-level <level>', 'structured log (JSON lines) from this level: info logs every step and wait (default: info with --log-file, else warn)').choices(LOG_LEVELS))
+    .option('--log-file <path>', 'append the log to this file instead of stderr')
+    .version(reshardVersion(), '-V, --version', 'print the version of reshard')
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({
@@ -35,6 +54,13 @@ function buildProgram(state: { output: Output }): Command {
     return state.output;
   };
   const access = () => resolveAccess(globals());
+  program.hook('preAction', (_program, command) => {
+    const logging = loggingFrom(globals() as LoggingCommandOptions);
+    state.logFile = logging.file;
+    configureLogging(logging);
+    // The command's name only: arguments can hold a catalog URL with its password.
+    logger.info({ command: command.name(), version: reshardVersion() }, `reshard ${command.name()}`);
+  });
 
   program.command('init')
     .description('create or upgrade the catalog schema and fix the slot count')
@@ -172,13 +198,15 @@ function buildProgram(state: { output: Output }): Command {
 
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: readonly string[]): Promise<number> {
-  const state = { output: new Output(argv.includes('--json')) };
+  const state: { output: Output; logFile?: string | undefined } = { output: new Output(argv.includes('--json')) };
   const program = buildProgram(state);
   try {
     await program.parseAsync([...argv]);
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    // On stderr the `reshard: error:` line is the record; a log file gets it too.
+    if (state.logFile) logger.error(errorFields(error), 'the command failed');
     if (error instanceof ReshardError) {
       state.output.error(error.line());
       state.output.result({ error: { code: error.code, message: error.message, fix: error.fix } });

@@ -3,6 +3,10 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js'
 import type { Queryable } from '../core/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
+import { errorFields, log } from '../core/log.js';
+import { startWaitLog } from '../core/waitLog.js';
+
+const logger = log('node');
 
 /** The parts of a sharded table that partition DDL needs. */
 export interface SlotTable {
@@ -152,14 +156,19 @@ export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[]
   const attaches = unattached.map((table) =>
     `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
   const deadline = performance.now() + lockTimeoutMs;
-  for (;;) {
+  const waitLog = startWaitLog(logger, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, lockTimeoutMs, { slot });
+  for (let attempt = 1; ; attempt++) {
     const attemptMs = Math.max(1, Math.round(Math.min(ATTACH_LOCK_ATTEMPT_MS_MAX, deadline - performance.now())));
     try {
       await runInOneTransaction(db, [`SET LOCAL lock_timeout = '${attemptMs}ms'`, `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`, ...attaches]);
+      waitLog.end('done', { attempts: attempt });
       return;
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
-      if (!lockTimedOut || performance.now() + 20 >= deadline) throw error;
+      if (!lockTimedOut || performance.now() + 20 >= deadline) {
+        waitLog.end(lockTimedOut ? 'timeout' : 'failed', { attempts: attempt, ...errorFields(error) });
+        throw error;
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
