@@ -7,7 +7,8 @@ import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { slotCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
-import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand } from './commands/rebalanceCommands.js';
+import { statusCommand, waitCommand } from './commands/statusCommand.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
@@ -142,7 +143,14 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')
+    .option('--watch', 'redraw every second on a terminal (else print a line per change) until the migration ends; exits with its exit code')
     .action(async (options) => statusCommand(output(), access(), options));
+
+  program.command('wait')
+    .description('block until the running (or given) migration ends: exit 0 if it completed, non-zero if it failed, was cancelled or rolled back, or the timeout passed')
+    .option('--migration <id>', 'wait for this migration instead of the latest')
+    .option('--timeout <duration>', 'give up after this long, e.g. 90s, 30m, 4h (default 24h)')
+    .action(async (options) => waitCommand(output(), access(), options));
 
   program.command('dashboard')
     .description('serve a live web page (and JSON API, Prometheus /metrics) for the cluster in the catalog, until Ctrl-C')

@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import { getCluster, type ClusterRecord } from '../catalog/cluster.js';
 import type { JournalEntry } from '../catalog/journal.js';
-import { freezeAgesMs, readJournalTail } from '../catalog/journalTail.js';
+import { failedStepsAfter, freezeAgesMs, latestControlEntry, readJournalTail } from '../catalog/journalTail.js';
+import { switchedSlots } from '../catalog/switchedSlots.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
 import { listMigrationHistory, type MigrationHistoryEntry } from '../catalog/migrationHistory.js';
 import { listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
@@ -55,9 +56,18 @@ interface CatalogRead {
   freezeAges: Map<number, number>;
   history: MigrationHistoryEntry[];
   journal: JournalEntry[];
+  /** The latest migration's newest pause or cancel entry: read apart from the tail, which other entries can push it out of. */
+  controlEntry: JournalEntry | undefined;
+  /** Slots of the latest migration whose switch is done (cleanup may still be pending). */
+  switched: Set<number>;
+  /** Failed steps journaled since the last read, oldest first: the error counter's input. */
+  failures: JournalEntry[];
 }
 
-async function readCatalog(catalog: pg.ClientBase, eventsMax: number): Promise<CatalogRead> {
+/** Failures counted per poll at most; the rest are counted by the next polls. */
+const FAILURES_PER_POLL_MAX = 1_000;
+
+async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresSeenId: number): Promise<CatalogRead> {
   await catalog.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const cluster = await getCluster(catalog);
@@ -74,6 +84,9 @@ async function readCatalog(catalog: pg.ClientBase, eventsMax: number): Promise<C
       freezeAges: running ? await freezeAgesMs(catalog, latest.id) : new Map(),
       history: await listMigrationHistory(catalog, 20),
       journal: await readJournalTail(catalog, eventsMax),
+      controlEntry: latest ? await latestControlEntry(catalog, latest.id) : undefined,
+      switched: latest ? await switchedSlots(catalog, latest.id) : new Set(),
+      failures: await failedStepsAfter(catalog, failuresSeenId, FAILURES_PER_POLL_MAX),
     };
     await catalog.query('COMMIT');
     return read;
@@ -87,7 +100,9 @@ function iso(date: Date | undefined): string | null {
   return date ? date.toISOString() : null;
 }
 
-function moveOutcome(move: MoveRecord, migrationState: string): string {
+function moveOutcome(move: MoveRecord, migrationState: string, switched: boolean): string {
+  // Switched is switched, while its cleanup still runs too (its step says so).
+  if (switched && move.state !== 'rolled_back') return 'switched';
   switch (move.state) {
     case 'done': return 'switched';
     case 'rolled_back': return 'rolled back';
@@ -207,7 +222,7 @@ export class DashboardMonitor {
     const started = performance.now();
     try {
       this.catalog ??= await connectCatalog(this.access, 'reshard dashboard');
-      const read = await readCatalog(this.catalog, this.limits.eventsMax);
+      const read = await readCatalog(this.catalog, this.limits.eventsMax, this.metrics.failuresSeenId);
       const pollMs = performance.now() - started;
       this.metrics.observePoll(pollMs / 1000);
       this.last = read;
@@ -358,7 +373,7 @@ export class DashboardMonitor {
       })),
       actions: { token_required: true, rollback_available: true },
     };
-    if (read) this.metrics.update(state, read.moves, read.journal);
+    if (read) this.metrics.update(state, read.moves, read.failures);
     return state;
   }
 
@@ -374,10 +389,10 @@ export class DashboardMonitor {
         pause_ms: move.pauseMs !== undefined ? Math.round(move.pauseMs * 10) / 10 : null,
         started_at: iso(move.startedAt), finished_at: iso(move.finishedAt),
         error: move.error ? this.redact(move.error) : null,
-        outcome: moveOutcome(move, latest.state),
+        outcome: moveOutcome(move, latest.state, read.switched.has(move.slot)),
       };
     });
-    const pauseEntry = read.journal.find((entry) => entry.migrationId === latest.id && entry.slot === undefined && (entry.step === 'pause' || entry.step === 'cancel'));
+    const pauseEntry = read.controlEntry;
     const pausedSince = running && read.control === 'pause' && pauseEntry?.step === 'pause' && pauseEntry.action === 'begin' ? pauseEntry.at.toISOString() : null;
     const bytesCopied = moves.filter((move) => move.state !== 'rolled_back').reduce((sum, move) => sum + move.bytes_copied, 0);
     const bytesTotal = moves.reduce((sum, move) => sum + move.bytes_total, 0) || latest.bytesTotal;
@@ -396,7 +411,7 @@ export class DashboardMonitor {
       bytes_total: bytesTotal,
       bytes_copied: bytesCopied,
       slots_total: moves.length,
-      slots_done: moves.filter((move) => move.state === 'done').length,
+      slots_done: moves.filter((move) => move.state === 'done' || read.switched.has(move.slot)).length,
       slots_in_flight: moves.filter((move) => move.state === 'running').length,
       slots_rolled_back: moves.filter((move) => move.state === 'rolled_back').length,
       rate_bytes_per_sec: Math.round(rate),
