@@ -10,7 +10,7 @@ import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady } from './onlinePreflight.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
-import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
+import { applyHeadroom, capacityUnknown, capacityUnknownWarning, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
 
@@ -60,6 +60,8 @@ export interface PreparedRebalance {
   dryRun?: DryRunMove[];
   /** Moves of the balanced plan left out for lack of disk headroom, each with its reason. */
   deferred: DeferredMove[];
+  /** Nodes of the plan whose capacity is unknown: the headroom rule does not protect them (also in `warnings`). */
+  headroomUnknown: string[];
 }
 
 /**
@@ -81,27 +83,31 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     const balanced = planRebalance(input);
     const comparison = compareStrategies(input);
     const involved = snapshot.nodes.filter((node) => balanced.moves.some((move) => move.from === node.name || move.to === node.name));
-    const { plan, deferred } = applyHeadroom(balanced, await measureSpaces(involved, access.passwords), {
-      headroomFraction: options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT,
+    const headroomFraction = options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT;
+    const spaces = await measureSpaces(involved, access.passwords);
+    const { plan, deferred } = applyHeadroom(balanced, spaces, {
+      headroomFraction,
       walRetainedBytesMax: options.throttle?.walRetainedBytesMax ?? REPLICATION_WATCH_DEFAULT.walRetainedBytesMax,
     });
+    const headroomUnknown = headroomFraction > 0 ? capacityUnknown(spaces.values()) : [];
+    const headroomWarnings = headroomUnknown.length > 0 ? [capacityUnknownWarning(headroomUnknown, headroomFraction)].map((warning) => `${warning.message}. Fix: ${warning.fix}`) : [];
     if (balanced.moves.length > 0 && plan.moves.length === 0) {
       throw new ReshardError('precondition', `no move fits the disk headroom: ${deferred[0]!.reason}`,
         'free space, give the node more capacity (`reshard node add … --capacity`), add a node, or lower --headroom');
     }
-    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
-    const warnings = options.mode === 'online' ? await assertOnlineReady(
+    if (options.dryRun || plan.moves.length === 0) return { snapshot, plan, comparison, warnings: headroomWarnings, deferred, headroomUnknown };
+    const warnings = headroomWarnings.concat(options.mode === 'online' ? await assertOnlineReady(
       snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)),
       access.passwords,
       (name) => snapshot.nodes.find((node) => node.name === name)?.concurrencyMax ?? 1,
-    ) : [];
+    ) : []);
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
       baseEpoch: snapshot.slotMap.epoch,
       plan,
       moves: plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to, wave: move.wave, bytesTotal: move.bytes })),
     });
-    return { snapshot, plan, comparison, migrationId, warnings, deferred };
+    return { snapshot, plan, comparison, migrationId, warnings, deferred, headroomUnknown };
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));

@@ -202,12 +202,20 @@ export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slo
   await db.query('SELECT pg_advisory_lock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
   try {
     const state = await leafState(db, table, slot, modulus);
-    if (state.detachPending) {
-      await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
-    } else if (state.attached) {
-      await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+    // DETACH … CONCURRENTLY waits for every transaction that uses the parent: a long one holds cleanup, so say so.
+    const waitLog = startWaitLog(logger, `DETACH of ${leaf} from ${parent} and its DROP (they wait for every open transaction that uses ${parent})`, undefined, { slot });
+    try {
+      if (state.detachPending) {
+        await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
+      } else if (state.attached) {
+        await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+      }
+      await db.query(`DROP TABLE IF EXISTS ${leaf}`);
+      waitLog.end('done');
+    } catch (error) {
+      waitLog.end('failed', errorFields(error));
+      throw error;
     }
-    await db.query(`DROP TABLE IF EXISTS ${leaf}`);
   } finally {
     await db.query('SELECT pg_advisory_unlock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
   }

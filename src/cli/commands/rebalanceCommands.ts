@@ -92,16 +92,16 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
       output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
       move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
     }
-    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, steps: prepared.dryRun });
+    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, headroom_unknown: prepared.headroomUnknown, steps: prepared.dryRun });
     return;
   }
   if (prepared.migrationId === undefined) {
-    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, state: 'balanced' });
+    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, headroom_unknown: prepared.headroomUnknown, state: 'balanced' });
     return;
   }
   const progress = new MigrationProgress(output);
   const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle, headroomFraction });
-  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson });
+  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson, headroom_unknown: prepared.headroomUnknown });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
     : `Migration ${summary.migrationId} ${summary.state} after ${summary.slotsMoved} moves.`);
