@@ -11,6 +11,7 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
+import { log } from '../core/log.js';
 import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { plannerInput } from '../coordinator/planMigration.js';
 import { compareStrategies, planRebalance } from '../planner/index.js';
@@ -39,6 +40,8 @@ export const MONITOR_LIMITS_DEFAULT: MonitorLimits = {
   eventsMax: 200,
   throughputPointsMax: 600,
 };
+
+const logger = log('dashboard');
 
 /** The rate and ETA look at this much of the recent past. */
 const RATE_WINDOW_MS = 10_000;
@@ -157,6 +160,8 @@ export class DashboardMonitor {
   private readonly listeners = new Set<(state: DashboardState) => void>();
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  /** The last catalog poll failed: its error was logged once, and the recovery will be. */
+  private catalogDown = false;
   private last: CatalogRead | undefined;
   private measurements = new Map<string, NodeMeasurement>();
   private lagBySlot = new Map<number, number>();
@@ -226,6 +231,8 @@ export class DashboardMonitor {
       const pollMs = performance.now() - started;
       this.metrics.observePoll(pollMs / 1000);
       this.last = read;
+      if (this.catalogDown) logger.info('the catalog answers again');
+      this.catalogDown = false;
       this.sampleThroughput(read);
       this.publish(this.compose(read, pollMs, null));
     } catch (error) {
@@ -234,6 +241,9 @@ export class DashboardMonitor {
       await stale?.end().catch(() => {});
       this.metrics.countError('catalog_unreachable');
       const message = this.redact(error instanceof ReshardError ? error.line() : error instanceof Error ? error.message : String(error));
+      // Once per outage, not every poll.
+      if (!this.catalogDown) logger.error({ error: message }, 'the catalog poll failed; the page shows the last state read');
+      this.catalogDown = true;
       this.publish(this.compose(this.last, performance.now() - started, message));
     }
   }

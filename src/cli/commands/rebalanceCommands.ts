@@ -92,7 +92,7 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
       output.text(`slot ${move.slot}: ${move.from} → ${move.to} (${formatBytes(move.bytes)}, wave ${move.wave + 1})`);
       move.steps.forEach((step, index) => output.text(`  ${index + 1}. ${step.name}: ${step.action}`));
     }
-    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, headroom_unknown: prepared.headroomUnknown, steps: prepared.dryRun });
+    output.result({ dry_run: true, mode, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, steps: prepared.dryRun });
     return;
   }
   if (prepared.migrationId === undefined) {
