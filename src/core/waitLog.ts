@@ -16,11 +16,20 @@ export interface WaitLog {
  * hang), and one when it ends (debug when it was short and went well, else
  * info, warn past `WAIT_LONG_MS`). `what` names
  * what is awaited in words; `fields` are the ids (migration, slot, node).
+ * `quiet` (for every statement reshard sends): nothing unless it lasts
+ * `everyMs` or more.
  */
-export function startWaitLog(logger: Logger, what: string, boundMs: number | undefined, fields: Record<string, unknown> = {}, everyMs = WAIT_LOG_EVERY_MS): WaitLog {
+export function startWaitLog(
+  logger: Logger,
+  what: string,
+  boundMs: number | undefined,
+  fields: Record<string, unknown> = {},
+  everyMs = WAIT_LOG_EVERY_MS,
+  options: { quiet?: boolean } = {},
+): WaitLog {
   const startedAt = performance.now();
   const base = { ...fields, wait: what, ...(boundMs !== undefined ? { boundMs: Math.round(boundMs) } : {}) };
-  logger.debug(base, `waiting for ${what}`);
+  if (!options.quiet) logger.debug(base, `waiting for ${what}`);
   const timer = setInterval(() => {
     const waitedMs = Math.round(performance.now() - startedAt);
     const line = `still waiting for ${what}: ${Math.round(waitedMs / 1000)} s so far${boundMs !== undefined ? ` of at most ${Math.round(boundMs / 1000)} s` : ''}`;
@@ -39,7 +48,9 @@ export function startWaitLog(logger: Logger, what: string, boundMs: number | und
       const message = `wait for ${what}: ${outcome} after ${waitedMs} ms`;
       // A wait that ends otherwise than 'done' is the caller's to judge (a freeze over budget is retried): info.
       if (waitedMs >= WAIT_LONG_MS) logger.warn(line, message);
-      else if (outcome !== 'done' || waitedMs >= everyMs) logger.info(line, message);
+      else if (waitedMs >= everyMs) logger.info(line, message);
+      else if (options.quiet) return;
+      else if (outcome !== 'done') logger.info(line, message);
       else logger.debug(line, message);
     },
   };

@@ -207,7 +207,9 @@ describe('logs and visibility of a real cluster', () => {
       expect(status.switched.size).toBe(total);
       expect(status.moves.every((move) => move.state === 'running' && move.step === 'cleanup')).toBe(true);
       // The held cleanup is in the log while it waits (every 10 s), naming what it waits for.
-      await expect.poll(() => existsSync(logFile) && readLog(logFile).some((line) => /^still waiting for DETACH of .* \d+ s so far/.test(line.msg)),
+      // So is the statement itself: every statement that outlasts 10 s says which session it waits on (never its text).
+      const logged = (pattern: RegExp): boolean => existsSync(logFile) && readLog(logFile).some((line) => pattern.test(line.msg));
+      await expect.poll(() => logged(/^still waiting for DETACH of .* \d+ s so far/) && logged(/^still waiting for a statement on node "n[12]" to answer: \d+ s so far of at most \d+ s$/),
         { timeout: 30_000, interval: 500 }).toBe(true);
     } finally {
       for (const reader of readers) await reader.end().catch(() => {});

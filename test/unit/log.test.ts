@@ -69,4 +69,19 @@ describe('the log', () => {
   });
 });
 
+describe('a quiet wait (every statement)', () => {
+  it('writes nothing when it ends quickly, and says so when it lasts', async () => {
+    const file = join(directory, 'quiet.log');
+    configureLogging({ level: 'debug', file });
+    startWaitLog(log('test'), 'a quick statement', 1_000, {}, 60, { quiet: true }).end('failed', { error: 'syntax' });
+    const slow = startWaitLog(log('test'), 'a slow statement', 1_000, {}, 60, { quiet: true });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    slow.end('done');
+    const written = lines(file);
+    expect(written.some((line) => String(line['msg']).includes('quick'))).toBe(false);
+    expect(written[0]).toMatchObject({ level: 'info', wait: 'a slow statement' });
+    expect(written.at(-1)).toMatchObject({ level: 'info', outcome: 'done', msg: expect.stringMatching(/^wait for a slow statement: done after \d+ ms$/) });
+  });
+});
+
 process.on('exit', () => rmSync(directory, { recursive: true, force: true }));
