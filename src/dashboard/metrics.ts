@@ -33,9 +33,9 @@ export class DashboardMetrics {
   private readonly errors = new Counter({ name: 'reshard_errors_total', help: 'Errors by kind: step_failed_<step> from the journal, catalog_unreachable and node_unreachable from the dashboard\'s polls', labelNames: ['kind'], registers: [this.registry] });
   private readonly pollSeconds = new Histogram({ name: 'reshard_dashboard_catalog_poll_seconds', help: 'Wall time of one dashboard catalog poll (one read-only transaction)', buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [this.registry] });
   private readonly pausesSeen = new Set<string>();
-  private failuresSeen = 0;
+  private failuresCountedUpToId = 0;
 
-  update(state: DashboardState, moves: readonly MoveRecord[], failures: readonly JournalEntry[]): void {
+  update(state: DashboardState, moves: readonly MoveRecord[], failures: readonly JournalEntry[], failuresReadUpToId: number): void {
     this.nodeSlots.reset();
     this.nodeBytes.reset();
     this.nodeHeadroom.reset();
@@ -64,15 +64,15 @@ export class DashboardMetrics {
     }
     // Failed steps journaled since the last poll, oldest first, each counted once.
     for (const entry of failures) {
-      if (entry.id <= this.failuresSeen) continue;
+      if (entry.id <= this.failuresCountedUpToId) continue;
       this.errors.inc({ kind: `step_failed_${entry.step}` });
-      this.failuresSeen = entry.id;
     }
+    this.failuresCountedUpToId = Math.max(this.failuresCountedUpToId, failuresReadUpToId);
   }
 
-  /** The id of the newest failed step counted: the next poll reads the failures after it. */
-  get failuresSeenId(): number {
-    return this.failuresSeen;
+  /** Every failed step up to this journal id is counted: the next poll reads the failures after it. */
+  get failuresReadUpToId(): number {
+    return this.failuresCountedUpToId;
   }
 
   setReplicationLag(byStream: ReadonlyMap<string, number>): void {

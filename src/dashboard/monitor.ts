@@ -65,12 +65,14 @@ interface CatalogRead {
   switched: Set<number>;
   /** Failed steps journaled since the last read, oldest first: the error counter's input. */
   failures: JournalEntry[];
+  /** The journal id up to which `failures` holds every failure: the next read starts after it. */
+  failuresReadUpToId: number;
 }
 
 /** Failures counted per poll at most; the rest are counted by the next polls. */
 const FAILURES_PER_POLL_MAX = 1_000;
 
-async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresSeenId: number): Promise<CatalogRead> {
+async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresReadUpToId: number): Promise<CatalogRead> {
   await catalog.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const cluster = await getCluster(catalog);
@@ -79,6 +81,9 @@ async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresSe
     const slotMap = await readSlotMap(catalog);
     const latest = (await listMigrations(catalog, 1))[0];
     const running = latest?.state === 'running';
+    const journal = await readJournalTail(catalog, eventsMax);
+    // Read in the same snapshot as the tail: every failure up to its newest entry is in this batch, unless the batch is full.
+    const failures = await failedStepsAfter(catalog, failuresReadUpToId, FAILURES_PER_POLL_MAX);
     const read: CatalogRead = {
       cluster, nodes, tables, slotMap, latest,
       moves: latest ? await listMoves(catalog, latest.id) : [],
@@ -86,10 +91,13 @@ async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresSe
       held: running ? await migrationIsHeld(catalog, latest.id) : false,
       freezeAges: running ? await freezeAgesMs(catalog, latest.id) : new Map(),
       history: await listMigrationHistory(catalog, 20),
-      journal: await readJournalTail(catalog, eventsMax),
+      journal,
       controlEntry: latest ? await latestControlEntry(catalog, latest.id) : undefined,
       switched: latest ? await switchedSlots(catalog, latest.id) : new Set(),
-      failures: await failedStepsAfter(catalog, failuresSeenId, FAILURES_PER_POLL_MAX),
+      failures,
+      failuresReadUpToId: failures.length === FAILURES_PER_POLL_MAX
+        ? failures.at(-1)!.id
+        : Math.max(failuresReadUpToId, journal[0]?.id ?? 0, failures.at(-1)?.id ?? 0),
     };
     await catalog.query('COMMIT');
     return read;
@@ -227,7 +235,7 @@ export class DashboardMonitor {
     const started = performance.now();
     try {
       this.catalog ??= await connectCatalog(this.access, 'reshard dashboard');
-      const read = await readCatalog(this.catalog, this.limits.eventsMax, this.metrics.failuresSeenId);
+      const read = await readCatalog(this.catalog, this.limits.eventsMax, this.metrics.failuresReadUpToId);
       const pollMs = performance.now() - started;
       this.metrics.observePoll(pollMs / 1000);
       this.last = read;
@@ -383,7 +391,7 @@ export class DashboardMonitor {
       })),
       actions: { token_required: true, rollback_available: true },
     };
-    if (read) this.metrics.update(state, read.moves, read.failures);
+    if (read) this.metrics.update(state, read.moves, read.failures, read.failuresReadUpToId);
     return state;
   }
 
