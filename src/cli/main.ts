@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { ReshardError } from '../core/errors.js';
+import { badInput, ReshardError } from '../core/errors.js';
 import { configureLogging, errorFields, log, LOG_LEVELS, type LogLevel } from '../core/log.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
@@ -57,8 +57,12 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
   const access = () => resolveAccess(globals());
   program.hook('preAction', (_program, command) => {
     const logging = loggingFrom(globals() as LoggingCommandOptions);
+    try {
+      configureLogging(logging);
+    } catch (error) {
+      throw badInput(`--log-file ${logging.file ?? ''} cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, 'pass a file in a directory reshard may write to');
+    }
     state.logFile = logging.file;
-    configureLogging(logging);
     // The command's name only: arguments can hold a catalog URL with its password.
     logger.info({ command: command.name(), version: reshardVersion() }, `reshard ${command.name()}`);
   });

@@ -37,7 +37,7 @@ export function isLogLevel(value: string): value is LogLevel {
 /** Where log lines go from now on (the CLI calls it once, before any command runs). */
 export function configureLogging(options: LoggingOptions): void {
   const destination = options.file
-    ? pino.destination({ dest: options.file, append: true, mkdir: true, sync: true })
+    ? pino.destination({ dest: options.file, append: true, sync: true })
     // Synchronous: a CLI that exits right after an error must not lose the line that explains it.
     : pino.destination({ dest: 2, sync: true });
   root = pino({

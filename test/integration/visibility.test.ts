@@ -98,9 +98,17 @@ describe('logs and visibility of a real cluster', () => {
     expect(result.stdout.trim()).toBe(PACKAGE_VERSION);
   });
 
+  it('a --log-file that cannot be written is one line naming it and the fix, before anything is done', async () => {
+    const path = join(cluster.baseDir, 'no-such-directory', 'reshard.log');
+    const result = await runCli(['--config', config, '--log-file', path, 'plan', '--json']);
+    expect(result.code).toBe(2);
+    expect(lastJson<{ error: { code: string } }>(result.stdout).error.code).toBe('bad_input');
+    expect(result.stderr.trim()).toBe(`reshard: error: --log-file ${path} cannot be written (ENOENT). Fix: pass a file in a directory reshard may write to`);
+  });
+
   it('a rebalance logs every step with its move, nodes and duration to --log-file, never a password; status, wait and watch report it', async () => {
     await addNode(access, { name: 'n2', connection: cluster.servers[1]!.connection });
-    const logFile = join(cluster.baseDir, 'logs', 'reshard.log');
+    const logFile = join(cluster.baseDir, 'reshard.log');
     const result = await runCli(['--config', config, '--log-file', logFile, '--log-level', 'debug', 'rebalance', '--json']);
     expect(result.code, result.stderr).toBe(0);
     // --json stdout stays JSON lines: the log went to its file.
