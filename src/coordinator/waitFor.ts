@@ -1,6 +1,6 @@
 import { ReshardError } from '../core/errors.js';
 import { errorFields, log } from '../core/log.js';
-import { startWaitLog } from '../core/waitLog.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from '../core/waitLog.js';
 
 const logger = log('wait');
 
@@ -16,10 +16,10 @@ export function sleep(ms: number): Promise<void> {
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined>,
-  options: { timeoutMs: number; pollMs: number; fix: string; logFields?: Record<string, unknown> },
+  options: { timeoutMs: number; pollMs: number; fix: string; logFields?: Record<string, unknown>; longIsExpected?: boolean },
 ): Promise<T> {
   const deadline = performance.now() + options.timeoutMs;
-  const waitLog = startWaitLog(logger, what, options.timeoutMs, options.logFields);
+  const waitLog = startWaitLog(logger, what, options.timeoutMs, options.logFields, WAIT_LOG_EVERY_MS, options.longIsExpected ? { warnAfterMs: Infinity } : {});
   try {
     for (;;) {
       const value = await probe();
@@ -45,7 +45,8 @@ export async function withTimeout<T>(what: string, work: Promise<T>, timeoutMs: 
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new ReshardError('timeout', `${what} did not finish within ${timeoutMs} ms`, fix)), timeoutMs);
   });
-  const waitLog = startWaitLog(logger, what, timeoutMs);
+  // A long operation shows its own progress (an initial copy's bytes): its lines stay at info however long it runs.
+  const waitLog = startWaitLog(logger, what, timeoutMs, {}, WAIT_LOG_EVERY_MS, { warnAfterMs: Infinity });
   try {
     const value = await Promise.race([work, timeout]);
     waitLog.end('done');

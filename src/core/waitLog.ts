@@ -17,7 +17,9 @@ export interface WaitLog {
  * info, warn past `WAIT_LONG_MS`). `what` names
  * what is awaited in words; `fields` are the ids (migration, slot, node).
  * `quiet` (for every statement reshard sends): nothing unless it lasts
- * `everyMs` or more.
+ * `everyMs` or more. `warnAfterMs` (default `WAIT_LONG_MS`; Infinity for
+ * waits that are long by nature: a paused migration, an initial copy that
+ * shows its own progress, `reshard wait`).
  */
 export function startWaitLog(
   logger: Logger,
@@ -25,15 +27,16 @@ export function startWaitLog(
   boundMs: number | undefined,
   fields: Record<string, unknown> = {},
   everyMs = WAIT_LOG_EVERY_MS,
-  options: { quiet?: boolean } = {},
+  options: { quiet?: boolean; warnAfterMs?: number } = {},
 ): WaitLog {
+  const warnAfterMs = options.warnAfterMs ?? WAIT_LONG_MS;
   const startedAt = performance.now();
   const base = { ...fields, wait: what, ...(boundMs !== undefined ? { boundMs: Math.round(boundMs) } : {}) };
   if (!options.quiet) logger.debug(base, `waiting for ${what}`);
   const timer = setInterval(() => {
     const waitedMs = Math.round(performance.now() - startedAt);
     const line = `still waiting for ${what}: ${Math.round(waitedMs / 1000)} s so far${boundMs !== undefined ? ` of at most ${Math.round(boundMs / 1000)} s` : ''}`;
-    if (waitedMs >= WAIT_LONG_MS) logger.warn({ ...base, waitedMs }, line);
+    if (waitedMs >= warnAfterMs) logger.warn({ ...base, waitedMs }, line);
     else logger.info({ ...base, waitedMs }, line);
   }, everyMs);
   timer.unref();
@@ -47,7 +50,7 @@ export function startWaitLog(
       const line = { ...base, ...extra, outcome, waitedMs };
       const message = `wait for ${what}: ${outcome} after ${waitedMs} ms`;
       // A wait that ends otherwise than 'done' is the caller's to judge (a freeze over budget is retried): info.
-      if (waitedMs >= WAIT_LONG_MS) logger.warn(line, message);
+      if (waitedMs >= warnAfterMs) logger.warn(line, message);
       else if (waitedMs >= everyMs) logger.info(line, message);
       else if (options.quiet) return;
       else if (outcome !== 'done') logger.info(line, message);

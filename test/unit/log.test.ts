@@ -69,6 +69,23 @@ describe('the log', () => {
   });
 });
 
+describe('a long wait', () => {
+  it('goes from info to warn past its warnAfterMs, and never for a wait long by nature', async () => {
+    const file = join(directory, 'long.log');
+    configureLogging({ level: 'info', file });
+    const hang = startWaitLog(log('test'), 'a hang', undefined, {}, 40, { warnAfterMs: 100 });
+    const paused = startWaitLog(log('test'), 'a paused migration', undefined, {}, 40, { warnAfterMs: Infinity });
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    hang.end('done');
+    paused.end('done');
+    const levelsOf = (what: string): string[] => lines(file).filter((line) => line['wait'] === what).map((line) => String(line['level']));
+    expect(levelsOf('a hang')[0]).toBe('info');
+    expect(levelsOf('a hang').at(-1)).toBe('warn');
+    expect(levelsOf('a paused migration').length).toBeGreaterThan(2);
+    expect(levelsOf('a paused migration').every((level) => level === 'info')).toBe(true);
+  });
+});
+
 describe('a quiet wait (every statement)', () => {
   it('writes nothing when it ends quickly, and says so when it lasts', async () => {
     const file = join(directory, 'quiet.log');

@@ -4,7 +4,7 @@ import { formatBytes } from '../../core/bytes.js';
 import { ReshardError, stoppedError } from '../../core/errors.js';
 import { log } from '../../core/log.js';
 import { percentile } from '../../core/percentile.js';
-import { startWaitLog } from '../../core/waitLog.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from '../../core/waitLog.js';
 import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { formatTable } from '../../planner/index.js';
 import type { Output } from '../output.js';
@@ -177,7 +177,7 @@ export async function waitCommand(output: Output, access: ClusterAccess, options
   let status = await readMigrationStatus(access, migrationIdGiven);
   const migration = status.migration;
   if (!migration) throw new ReshardError('not_found', 'no migration has run yet, so there is nothing to wait for', 'start one with `reshard rebalance`');
-  const waitLog = startWaitLog(logger, `migration ${migration.id} to end`, timeoutMs, { migrationId: migration.id });
+  const waitLog = startWaitLog(logger, `migration ${migration.id} to end`, timeoutMs, { migrationId: migration.id }, WAIT_LOG_EVERY_MS, { warnAfterMs: Infinity });
   let interruptedSinceMs: number | undefined;
   let interruptedSaid = false;
   try {
