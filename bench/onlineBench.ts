@@ -25,6 +25,7 @@ import { wallClockMs, type OperationSample } from '../src/checker/workload.js';
 import type { MigrationEvent } from '../src/coordinator/events.js';
 import { deserializeLog, type SerializedLog } from './workloadProcess.js';
 import { readSlotMap } from '../src/catalog/slotMap.js';
+import { readFreezePhases, summarizeFreezePhases } from '../src/catalog/freezePhases.js';
 import type { ClusterAccess } from '../src/coordinator/catalogAccess.js';
 import { withCatalog } from '../src/coordinator/catalogAccess.js';
 import { runMigration } from '../src/coordinator/runMigration.js';
@@ -199,11 +200,8 @@ async function main(): Promise<void> {
          FROM reshard.journal b JOIN LATERAL (SELECT at FROM reshard.journal d WHERE d.migration_id = b.migration_id AND d.slot = b.slot
                 AND d.step = b.step AND d.action = 'done' AND d.id > b.id ORDER BY d.id LIMIT 1) d ON true
         WHERE b.migration_id = $1 AND b.action = 'begin' GROUP BY b.step ORDER BY 2 DESC`, [prepared.migrationId])).rows.map((row) => [row.step, row.seconds])));
-    // Where the coordinator's freeze went: each phase's share (marks are ms since the freeze began), p50 and max over the moves.
-    const phaseMarks = await withCatalog(access, async (catalog) => (await catalog.query<{ phases: Record<string, number> }>(
-      `SELECT detail->'pausePhasesMs' AS phases FROM reshard.journal
-        WHERE migration_id = $1 AND step = 'switch' AND action = 'done' AND detail ? 'pausePhasesMs'`, [prepared.migrationId])).rows.map((row) => row.phases));
-    const pausePhases = pausePhaseShares(phaseMarks);
+    // Where the coordinator's freeze went: each phase's p50 and max over the moves, from the journal.
+    const pausePhases = summarizeFreezePhases((await withCatalog(access, (catalog) => readFreezePhases(catalog, prepared.migrationId!))).values());
     const pauses = timeline.pausesMs(workloadLog.samples);
     // Per cutover with a call held across it: how long after the coordinator saw the switch commit the last such call ended
     // (the router's share of the client-seen pause: NOTIFY, re-read of the map, the call on the new owner).
@@ -271,17 +269,3 @@ main().catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;
 });
-
-/**
- * Per phase of the freeze (routers acknowledged, source fenced, replayed,
- * verified, attached, switched), the time it took: p50 and max over the moves.
- */
-function pausePhaseShares(marks: readonly Record<string, number>[]): Record<string, { p50: number; max: number }> {
-  const order = ['acked', 'fenced', 'replayed', 'verified', 'attached', 'switched'];
-  const shares: Record<string, { p50: number; max: number }> = {};
-  order.forEach((phase, index) => {
-    const durations = marks.filter((mark) => mark[phase] !== undefined).map((mark) => mark[phase]! - (index === 0 ? 0 : mark[order[index - 1]!] ?? 0));
-    if (durations.length) shares[phase] = { p50: percentile(durations, 0.5), max: Math.max(...durations) };
-  });
-  return shares;
-}

@@ -21,13 +21,14 @@ import {
 import { attachedSlots, dropStagedSlotLeaf, standaloneLeaves } from '../node/slotPartitions.js';
 import { onlineSettingProblems, type SettingProblem } from './onlinePreflight.js';
 import { replicationCapacity } from '../coordinator/replicationCapacity.js';
+import { capacityFinding } from './capacityFinding.js';
 
 export type FindingSeverity = 'error' | 'warning' | 'ok';
 
 /** The checks in the order findings are listed. */
 export const DOCTOR_CHECKS = [
   'catalog', 'migration', 'frozen_slot',
-  'reachable', 'duplicate_database', 'database_identity', 'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts',
+  'reachable', 'duplicate_database', 'database_identity', 'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts', 'capacity',
   'parent_table', 'replica_identity',
   'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf',
   'slot_map_drift',
@@ -154,6 +155,7 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
       for (const inspection of inspections) {
         findings.push(...settingFindings(inspection));
         findings.push(...timeoutFindings(inspection.node.name, inspection.node.connection, inspection.timeouts));
+        findings.push(await capacityFinding(inspection.node, inspection.client));
         findings.push(...tableFindings(inspection, tables, primaryKeys));
         findings.push(...replicationObjectFindings(inspection, new Set(inFlight.map((migration) => migration.id))));
         findings.push(...leftoverLeafFindings(inspection, tables, slotMap, protectedSlots, copies));

@@ -15,7 +15,7 @@ import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
 import { assertOnlineReady, type OnlinePreflight } from './onlinePreflight.js';
 import { assertPeersReachable, assertPendingMovesReachable, replicationPairsOf } from './peerReachability.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
-import { applyHeadroom, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
+import { applyHeadroom, capacityUnknown, capacityUnknownWarning, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
 
@@ -73,6 +73,8 @@ export interface PreparedRebalance {
   deferred: DeferredMove[];
   /** Online mode: what the plan keeps alive at once on each node, within its settings. */
   onlineLoad?: OnlinePreflight;
+  /** Nodes of the plan whose capacity is unknown: the headroom rule does not protect them (also in `warnings`). */
+  headroomUnknown: string[];
 }
 
 /**
@@ -94,15 +96,19 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     const balanced = planRebalance(input);
     const comparison = compareStrategies(input);
     const involved = snapshot.nodes.filter((node) => balanced.moves.some((move) => move.from === node.name || move.to === node.name));
-    const { plan, deferred } = applyHeadroom(balanced, await measureSpaces(involved, access.passwords), {
-      headroomFraction: options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT,
+    const headroomFraction = options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT;
+    const spaces = await measureSpaces(involved, access.passwords);
+    const { plan, deferred } = applyHeadroom(balanced, spaces, {
+      headroomFraction,
       walRetainedBytesMax: options.throttle?.walRetainedBytesMax ?? REPLICATION_WATCH_DEFAULT.walRetainedBytesMax,
     });
+    const headroomUnknown = headroomFraction > 0 ? capacityUnknown(spaces.values()) : [];
+    const headroomWarnings = headroomUnknown.length > 0 ? [capacityUnknownWarning(headroomUnknown, headroomFraction)].map((warning) => `${warning.message}. Fix: ${warning.fix}`) : [];
     if (balanced.moves.length > 0 && plan.moves.length === 0) {
       throw new ReshardError('precondition', `no move fits the disk headroom: ${deferred[0]!.reason}`,
         'free space, give the node more capacity (`reshard node add … --capacity`), add a node, or lower --headroom');
     }
-    if (plan.moves.length === 0) return { snapshot, plan, comparison, warnings: [] as string[], deferred };
+    if (plan.moves.length === 0) return { snapshot, plan, comparison, warnings: headroomWarnings, deferred, headroomUnknown };
     // The coordinator forms online batches from the moves in catalog order (wave, slot): the preflight does the same.
     const ordered = [...plan.moves].sort((a, b) => a.wave - b.wave || a.slot - b.slot);
     if (options.dryRun) {
@@ -110,21 +116,21 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
       const onlineLoad = options.mode === 'online'
         ? await assertOnlineReady(snapshot.nodes, access.passwords, ordered.map((move) => ({ slot: move.slot, source: move.from, target: move.to })))
         : undefined;
-      return { snapshot, plan, comparison, warnings: onlineLoad?.warnings ?? [], deferred, ...(onlineLoad ? { onlineLoad } : {}) };
+      return { snapshot, plan, comparison, warnings: headroomWarnings.concat(onlineLoad?.warnings ?? []), deferred, headroomUnknown, ...(onlineLoad ? { onlineLoad } : {}) };
     }
     // Before anything is recorded: a node that cannot carry the plan is refused with the setting to change,
     // and each target must reach its source's peer address as its subscription will.
     const onlineLoad = options.mode === 'online'
       ? await assertOnlineReady(snapshot.nodes, access.passwords, ordered.map((move) => ({ slot: move.slot, source: move.from, target: move.to })))
       : undefined;
-    const warnings = onlineLoad ? [...onlineLoad.warnings, ...await assertPeersReachable(replicationPairsOf(plan, snapshot.nodes), access.passwords)] : [];
+    const warnings = headroomWarnings.concat(onlineLoad ? [...onlineLoad.warnings, ...await assertPeersReachable(replicationPairsOf(plan, snapshot.nodes), access.passwords)] : []);
     const migrationId = await createMigration(catalog, {
       mode: options.mode,
       baseEpoch: snapshot.slotMap.epoch,
       plan,
       moves: plan.moves.map((move) => ({ slot: move.slot, source: move.from, target: move.to, wave: move.wave, bytesTotal: move.bytes })),
     });
-    return { snapshot, plan, comparison, migrationId, warnings, deferred, ...(onlineLoad ? { onlineLoad } : {}) };
+    return { snapshot, plan, comparison, migrationId, warnings, deferred, headroomUnknown, ...(onlineLoad ? { onlineLoad } : {}) };
   });
   if (!options.dryRun) return prepared;
   const tables = prepared.snapshot.tables.map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));

@@ -1,4 +1,5 @@
 import type { Queryable } from '../core/queryable.js';
+import { logJournalEntry } from './journalLog.js';
 
 export type JournalAction = 'begin' | 'done' | 'failed' | 'undo' | 'undone';
 
@@ -21,6 +22,7 @@ export async function appendJournal(
     'INSERT INTO reshard.journal (migration_id, slot, step, action, detail) VALUES ($1, $2, $3, $4, $5)',
     [entry.migrationId, entry.slot ?? null, entry.step, entry.action, entry.detail ? JSON.stringify(entry.detail) : null],
   );
+  logJournalEntry(entry);
 }
 
 /** Journals a step's start and shows it on its move, in one statement. */
@@ -30,6 +32,7 @@ export async function beginStep(db: Queryable, entry: { migrationId: number; slo
      INSERT INTO reshard.journal (migration_id, slot, step, action) VALUES ($1, $2, $3, 'begin')`,
     [entry.migrationId, entry.slot, entry.step],
   );
+  logJournalEntry({ ...entry, action: 'begin' });
 }
 
 /**
@@ -46,6 +49,8 @@ export async function finishAndBeginStep(
      INSERT INTO reshard.journal (migration_id, slot, step, action, detail) VALUES ($1, $2, $3, 'done', $4), ($1, $2, $5, 'begin', NULL)`,
     [entry.migrationId, entry.slot, entry.done, entry.detail ? JSON.stringify(entry.detail) : null, entry.begin],
   );
+  logJournalEntry({ migrationId: entry.migrationId, slot: entry.slot, step: entry.done, action: 'done', detail: entry.detail });
+  logJournalEntry({ migrationId: entry.migrationId, slot: entry.slot, step: entry.begin, action: 'begin' });
 }
 
 /** The journal's columns as every reader selects them, and the entry they make. */

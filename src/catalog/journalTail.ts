@@ -1,10 +1,49 @@
 import type { Queryable } from '../core/queryable.js';
 import { JOURNAL_COLUMNS, journalEntryFromRow, type JournalEntry, type JournalRow } from './journal.js';
 
+// Every ORDER BY here names the table's column (`j.id`), a bigint: the selected `id::text` has the
+// same name, and ordering by it sorted '999' after '1000' — the event log froze at id 999.
+
 /** The newest journal entries of every migration, newest first: the event log of whoever runs them. */
 export async function readJournalTail(db: Queryable, limit: number): Promise<JournalEntry[]> {
-  const result = await db.query<JournalRow>(`SELECT ${JOURNAL_COLUMNS} FROM reshard.journal ORDER BY id DESC LIMIT $1`, [limit]);
+  const result = await db.query<JournalRow>(
+    `SELECT ${JOURNAL_COLUMNS} FROM reshard.journal j ORDER BY j.id DESC LIMIT $1`,
+    [limit],
+  );
   return result.rows.map(journalEntryFromRow);
+}
+
+/**
+ * Failed steps journaled after `afterId` (oldest first, at most `limit`),
+ * for an error counter that counts each failure once however many entries
+ * came between two reads.
+ */
+export async function failedStepsAfter(db: Queryable, afterId: number, limit: number): Promise<JournalEntry[]> {
+  const result = await db.query<JournalRow>(
+    `SELECT ${JOURNAL_COLUMNS} FROM reshard.journal j WHERE j.id > $1 AND j.action = 'failed' ORDER BY j.id LIMIT $2`,
+    [afterId, limit],
+  );
+  return result.rows.map(journalEntryFromRow);
+}
+
+/** The id of the newest journal entry (0 for an empty journal). */
+export async function newestJournalId(db: Queryable): Promise<number> {
+  const result = await db.query<{ id: string | null }>('SELECT max(j.id)::text AS id FROM reshard.journal j');
+  return Number(result.rows[0]?.id ?? 0);
+}
+
+/**
+ * The newest pause or cancel entry of a migration (slot-less 'pause' /
+ * 'cancel' steps): whether its coordinator is holding now, and since when.
+ */
+export async function latestControlEntry(db: Queryable, migrationId: number): Promise<JournalEntry | undefined> {
+  const result = await db.query<JournalRow>(
+    `SELECT ${JOURNAL_COLUMNS} FROM reshard.journal j
+      WHERE j.migration_id = $1 AND j.slot IS NULL AND j.step IN ('pause', 'cancel')
+      ORDER BY j.id DESC LIMIT 1`,
+    [migrationId],
+  );
+  return result.rows[0] ? journalEntryFromRow(result.rows[0]) : undefined;
 }
 
 /**

@@ -1,12 +1,15 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { ReshardError } from '../core/errors.js';
+import { badInput, ReshardError } from '../core/errors.js';
+import { configureLogging, errorFields, log, LOG_LEVELS, type LogLevel } from '../core/log.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { dropOutputOnceReaderCloses } from './closedOutput.js';
 import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
-import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand, statusCommand } from './commands/rebalanceCommands.js';
+import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand } from './commands/rebalanceCommands.js';
+import { statusCommand, waitCommand } from './commands/statusCommand.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
@@ -17,12 +20,29 @@ import { loadCommand } from './commands/loadCommand.js';
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
 
-function buildProgram(state: { output: Output }): Command {
+const logger = log('cli');
+
+/** The version in package.json (two levels up from both src/cli and dist/cli). */
+export function reshardVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+interface LoggingCommandOptions { logLevel?: LogLevel; logFile?: string }
+
+/** --log-file alone logs from info; without it, warnings and errors go to stderr (never stdout: --json stays clean). */
+function loggingFrom(options: LoggingCommandOptions): { level: LogLevel; file: string | undefined } {
+  return { level: options.logLevel ?? (options.logFile ? 'info' : 'warn'), file: options.logFile };
+}
+
+function buildProgram(state: { output: Output; logFile?: string | undefined }): Command {
   const program = new Command('reshard')
     .description('Grow or shrink a hash-sharded PostgreSQL cluster by moving whole slots: the fewest that balance needs, verified and journaled.')
     .option('--catalog <url>', 'catalog database, postgres://user@host:port/db (else reshard.json, RESHARD_CATALOG or PG* variables)')
     .option('--config <file>', 'JSON config file (default ./reshard.json if present)')
     .option('--json', 'machine-readable output: JSON lines, the last one the result')
+    .addOption(new Option('--log-level <level>', 'structured log (JSON lines) from this level: info logs every step and wait (default: info with --log-file, else warn)').choices(LOG_LEVELS))
+    .option('--log-file <path>', 'append the log to this file instead of stderr')
+    .version(reshardVersion(), '-V, --version', 'print the version of reshard')
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({
@@ -37,6 +57,17 @@ function buildProgram(state: { output: Output }): Command {
     return state.output;
   };
   const access = () => resolveAccess(globals());
+  program.hook('preAction', (_program, command) => {
+    const logging = loggingFrom(globals() as LoggingCommandOptions);
+    try {
+      configureLogging(logging);
+    } catch (error) {
+      throw badInput(`--log-file ${logging.file ?? ''} cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, 'pass a file in a directory reshard may write to');
+    }
+    state.logFile = logging.file;
+    // The command's name only: arguments can hold a catalog URL with its password.
+    logger.info({ command: command.name(), version: reshardVersion() }, `reshard ${command.name()}`);
+  });
 
   program.command('init')
     .description('create or upgrade the catalog schema and fix the slot count')
@@ -139,7 +170,14 @@ function buildProgram(state: { output: Output }): Command {
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')
+    .option('--watch', 'redraw every second on a terminal (else print a line per change) until the migration ends; exits with its exit code')
     .action(async (options) => statusCommand(output(), access(), options));
+
+  program.command('wait')
+    .description('block until the running (or given) migration ends: exit 0 if it completed, non-zero if it failed, was cancelled or rolled back, or the timeout passed')
+    .option('--migration <id>', 'wait for this migration instead of the latest')
+    .option('--timeout <duration>', 'give up after this long, e.g. 90s, 30m, 4h (default 24h)')
+    .action(async (options) => waitCommand(output(), access(), options));
 
   program.command('dashboard')
     .description('serve a live web page (and JSON API, Prometheus /metrics) for the cluster in the catalog, until Ctrl-C')
@@ -197,13 +235,15 @@ function buildProgram(state: { output: Output }): Command {
 /** Runs the CLI; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: readonly string[]): Promise<number> {
   dropOutputOnceReaderCloses();
-  const state = { output: new Output(argv.includes('--json')) };
+  const state: { output: Output; logFile?: string | undefined } = { output: new Output(argv.includes('--json')) };
   const program = buildProgram(state);
   try {
     await program.parseAsync([...argv]);
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    // On stderr the `reshard: error:` line is the record; a log file gets it too.
+    if (state.logFile) logger.error(errorFields(error), 'the command failed');
     if (error instanceof ReshardError) {
       state.output.error(error.line());
       state.output.result({ error: { code: error.code, message: error.message, fix: error.fix } });

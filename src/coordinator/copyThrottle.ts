@@ -1,6 +1,10 @@
 import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
+import { errorFields, log } from '../core/log.js';
+import { startWaitLog, type WaitLog } from '../core/waitLog.js';
 import type { CopyGate } from '../node/copyMeter.js';
+
+const logger = log('throttle');
 
 export interface CopyThrottleLimits {
   /**
@@ -36,6 +40,7 @@ export class CopyThrottle implements CopyGate {
   private failure: Error | undefined;
   private readonly releaseWaiters = new Set<() => void>();
   private streamedBytesTotal = 0;
+  private holdLog: WaitLog | undefined;
 
   constructor(private readonly limits: CopyThrottleLimits, private readonly clock: ThrottleClock = REAL_CLOCK) {
     assert(limits.bytesPerSecMax === undefined || limits.bytesPerSecMax > 0, 'a copy rate cap is positive');
@@ -73,17 +78,27 @@ export class CopyThrottle implements CopyGate {
   }
 
   hold(reason: string): void {
-    if (this.holdReason === undefined) this.heldSinceMs = this.clock.nowMs();
+    if (this.holdReason === undefined) {
+      this.heldSinceMs = this.clock.nowMs();
+      logger.info({ reason, holdMsMax: this.limits.holdMsMax }, `copying held: ${reason}`);
+      this.holdLog = startWaitLog(logger, `the hold on copying to be released (${reason})`, this.limits.holdMsMax);
+    }
     this.holdReason = reason;
   }
 
   release(): void {
+    if (this.holdReason !== undefined) logger.info({ heldMs: Math.round(this.clock.nowMs() - this.heldSinceMs) }, 'copying released');
+    this.holdLog?.end('done');
+    this.holdLog = undefined;
     this.holdReason = undefined;
     for (const wake of [...this.releaseWaiters]) wake();
   }
 
   /** Stops every copy with `error` (e.g. WAL retained over its limit). */
   fail(error: Error): void {
+    if (!this.failure) logger.error(errorFields(error), 'every copy of the migration stops');
+    this.holdLog?.end('failed', errorFields(error));
+    this.holdLog = undefined;
     this.failure ??= error;
     for (const wake of [...this.releaseWaiters]) wake();
   }

@@ -82,7 +82,7 @@ export class MigrationCheckpoint {
       const control = await waitFor(`a resume of paused migration ${migrationId}`, async () => {
         const current = await readControl(this.catalog, migrationId);
         return current === 'pause' ? undefined : current;
-      }, { timeoutMs: this.limits.pauseMaxMs, pollMs: this.limits.pollMs, fix: 'the migration was stopped and its unswitched moves rolled back; run `reshard rebalance` again' });
+      }, { timeoutMs: this.limits.pauseMaxMs, pollMs: this.limits.pollMs, fix: 'the migration was stopped and its unswitched moves rolled back; run `reshard rebalance` again', longIsExpected: true, logFields: { migrationId } });
       const pausedMs = Math.round(performance.now() - pausedAt);
       await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'done', detail: { pausedMs } });
       this.emit({ type: 'control', migrationId, control: 'resumed', pausedMs });

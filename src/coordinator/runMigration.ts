@@ -27,6 +27,8 @@ import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 import { capacityError, planOnlineCapacity } from './onlineCapacityPlan.js';
 import { readNodesReplicationSettings, readOpenedBatches } from './replicationCapacity.js';
+import { noteMoveNodes } from '../catalog/journalLog.js';
+import { loggingSink } from './logEvents.js';
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -280,7 +282,8 @@ async function executeMove(
  * stops new moves; moves in flight finish or roll back; the migration is
  * marked failed with that error.
  */
-export async function runMigration(migrationId: number, options: MigrationRunOptions): Promise<MigrationSummary> {
+export async function runMigration(migrationId: number, runOptions: MigrationRunOptions): Promise<MigrationSummary> {
+  const options = { ...runOptions, emit: loggingSink(runOptions.emit) };
   const started = Date.now();
   const lock = await connectCatalog(options.access, 'reshard coordinator');
   let progress: ByteProgressRecorder | undefined;
@@ -293,6 +296,7 @@ export async function runMigration(migrationId: number, options: MigrationRunOpt
       throw new ReshardError('precondition', `migration ${migrationId} is ${migration.state}, not running`, 'start a new one with `reshard rebalance`');
     }
     const moves = await listMoves(lock, migrationId);
+    noteMoveNodes(moves);
     const pending = moves.filter((move) => move.state !== 'done');
     // Checkpoints of parallel batches and the progress recorder share the coordinator's session.
     const controlSession = serialQueries(lock);

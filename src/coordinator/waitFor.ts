@@ -1,4 +1,8 @@
 import { ReshardError } from '../core/errors.js';
+import { errorFields, log } from '../core/log.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from '../core/waitLog.js';
+
+const logger = log('wait');
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -9,15 +13,29 @@ export function sleep(ms: number): Promise<void> {
  * or throws a timeout error naming `what` after `timeoutMs`. Every wait in
  * reshard has such a limit.
  */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, options: { timeoutMs: number; pollMs: number; fix: string }): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  options: { timeoutMs: number; pollMs: number; fix: string; logFields?: Record<string, unknown>; longIsExpected?: boolean },
+): Promise<T> {
   const deadline = performance.now() + options.timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (performance.now() >= deadline) {
-      throw new ReshardError('timeout', `${what} did not happen within ${options.timeoutMs} ms`, options.fix);
+  const waitLog = startWaitLog(logger, what, options.timeoutMs, options.logFields, WAIT_LOG_EVERY_MS, options.longIsExpected ? { warnAfterMs: Infinity } : {});
+  try {
+    for (;;) {
+      const value = await probe();
+      if (value !== undefined) {
+        waitLog.end('done');
+        return value;
+      }
+      if (performance.now() >= deadline) {
+        waitLog.end('timeout');
+        throw new ReshardError('timeout', `${what} did not happen within ${options.timeoutMs} ms`, options.fix);
+      }
+      await sleep(options.pollMs);
     }
-    await sleep(options.pollMs);
+  } catch (error) {
+    waitLog.end('failed', errorFields(error));
+    throw error;
   }
 }
 
@@ -27,8 +45,15 @@ export async function withTimeout<T>(what: string, work: Promise<T>, timeoutMs: 
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new ReshardError('timeout', `${what} did not finish within ${timeoutMs} ms`, fix)), timeoutMs);
   });
+  // A long operation shows its own progress (an initial copy's bytes): its lines stay at info however long it runs.
+  const waitLog = startWaitLog(logger, what, timeoutMs, {}, WAIT_LOG_EVERY_MS, { warnAfterMs: Infinity });
   try {
-    return await Promise.race([work, timeout]);
+    const value = await Promise.race([work, timeout]);
+    waitLog.end('done');
+    return value;
+  } catch (error) {
+    waitLog.end(error instanceof ReshardError && error.code === 'timeout' ? 'timeout' : 'failed', errorFields(error));
+    throw error;
   } finally {
     clearTimeout(timer);
   }

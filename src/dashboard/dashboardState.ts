@@ -75,6 +75,7 @@ export interface DashboardMigration {
   bytes_total: number;
   bytes_copied: number;
   slots_total: number;
+  /** Slots whose switch is done (their cleanup may still run). */
   slots_done: number;
   slots_in_flight: number;
   slots_rolled_back: number;

@@ -33,9 +33,9 @@ export class DashboardMetrics {
   private readonly errors = new Counter({ name: 'reshard_errors_total', help: 'Errors by kind: step_failed_<step> from the journal, catalog_unreachable and node_unreachable from the dashboard\'s polls', labelNames: ['kind'], registers: [this.registry] });
   private readonly pollSeconds = new Histogram({ name: 'reshard_dashboard_catalog_poll_seconds', help: 'Wall time of one dashboard catalog poll (one read-only transaction)', buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [this.registry] });
   private readonly pausesSeen = new Set<string>();
-  private journalSeenId = 0;
+  private failuresCountedUpToId = 0;
 
-  update(state: DashboardState, moves: readonly MoveRecord[], journal: readonly JournalEntry[]): void {
+  update(state: DashboardState, moves: readonly MoveRecord[], failures: readonly JournalEntry[], failuresReadUpToId: number): void {
     this.nodeSlots.reset();
     this.nodeBytes.reset();
     this.nodeHeadroom.reset();
@@ -62,13 +62,17 @@ export class DashboardMetrics {
       this.pausesSeen.add(key);
       this.pauses.observe(move.pauseMs / 1000);
     }
-    // The journal tail is newest first; count each failure once.
-    const newest = journal[0]?.id ?? this.journalSeenId;
-    for (const entry of journal) {
-      if (entry.id <= this.journalSeenId) break;
-      if (entry.action === 'failed') this.errors.inc({ kind: `step_failed_${entry.step}` });
+    // Failed steps journaled since the last poll, oldest first, each counted once.
+    for (const entry of failures) {
+      if (entry.id <= this.failuresCountedUpToId) continue;
+      this.errors.inc({ kind: `step_failed_${entry.step}` });
     }
-    this.journalSeenId = Math.max(this.journalSeenId, newest);
+    this.failuresCountedUpToId = Math.max(this.failuresCountedUpToId, failuresReadUpToId);
+  }
+
+  /** Every failed step up to this journal id is counted: the next poll reads the failures after it. */
+  get failuresReadUpToId(): number {
+    return this.failuresCountedUpToId;
   }
 
   setReplicationLag(byStream: ReadonlyMap<string, number>): void {

@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import { getCluster, type ClusterRecord } from '../catalog/cluster.js';
 import type { JournalEntry } from '../catalog/journal.js';
-import { freezeAgesMs, readJournalTail } from '../catalog/journalTail.js';
+import { failedStepsAfter, freezeAgesMs, latestControlEntry, readJournalTail } from '../catalog/journalTail.js';
+import { switchedSlots } from '../catalog/switchedSlots.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
 import { listMigrationHistory, type MigrationHistoryEntry } from '../catalog/migrationHistory.js';
 import { listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
@@ -10,6 +11,7 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
+import { log } from '../core/log.js';
 import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { plannerInput } from '../coordinator/planMigration.js';
 import { compareStrategies, planRebalance } from '../planner/index.js';
@@ -39,6 +41,8 @@ export const MONITOR_LIMITS_DEFAULT: MonitorLimits = {
   throughputPointsMax: 600,
 };
 
+const logger = log('dashboard');
+
 /** The rate and ETA look at this much of the recent past. */
 const RATE_WINDOW_MS = 10_000;
 
@@ -55,9 +59,20 @@ interface CatalogRead {
   freezeAges: Map<number, number>;
   history: MigrationHistoryEntry[];
   journal: JournalEntry[];
+  /** The latest migration's newest pause or cancel entry: read apart from the tail, which other entries can push it out of. */
+  controlEntry: JournalEntry | undefined;
+  /** Slots of the latest migration whose switch is done (cleanup may still be pending). */
+  switched: Set<number>;
+  /** Failed steps journaled since the last read, oldest first: the error counter's input. */
+  failures: JournalEntry[];
+  /** The journal id up to which `failures` holds every failure: the next read starts after it. */
+  failuresReadUpToId: number;
 }
 
-async function readCatalog(catalog: pg.ClientBase, eventsMax: number): Promise<CatalogRead> {
+/** Failures counted per poll at most; the rest are counted by the next polls. */
+const FAILURES_PER_POLL_MAX = 1_000;
+
+async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresReadUpToId: number): Promise<CatalogRead> {
   await catalog.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const cluster = await getCluster(catalog);
@@ -66,6 +81,9 @@ async function readCatalog(catalog: pg.ClientBase, eventsMax: number): Promise<C
     const slotMap = await readSlotMap(catalog);
     const latest = (await listMigrations(catalog, 1))[0];
     const running = latest?.state === 'running';
+    const journal = await readJournalTail(catalog, eventsMax);
+    // Read in the same snapshot as the tail: every failure up to its newest entry is in this batch, unless the batch is full.
+    const failures = await failedStepsAfter(catalog, failuresReadUpToId, FAILURES_PER_POLL_MAX);
     const read: CatalogRead = {
       cluster, nodes, tables, slotMap, latest,
       moves: latest ? await listMoves(catalog, latest.id) : [],
@@ -73,7 +91,13 @@ async function readCatalog(catalog: pg.ClientBase, eventsMax: number): Promise<C
       held: running ? await migrationIsHeld(catalog, latest.id) : false,
       freezeAges: running ? await freezeAgesMs(catalog, latest.id) : new Map(),
       history: await listMigrationHistory(catalog, 20),
-      journal: await readJournalTail(catalog, eventsMax),
+      journal,
+      controlEntry: latest ? await latestControlEntry(catalog, latest.id) : undefined,
+      switched: latest ? await switchedSlots(catalog, latest.id) : new Set(),
+      failures,
+      failuresReadUpToId: failures.length === FAILURES_PER_POLL_MAX
+        ? failures.at(-1)!.id
+        : Math.max(failuresReadUpToId, journal[0]?.id ?? 0, failures.at(-1)?.id ?? 0),
     };
     await catalog.query('COMMIT');
     return read;
@@ -87,7 +111,9 @@ function iso(date: Date | undefined): string | null {
   return date ? date.toISOString() : null;
 }
 
-function moveOutcome(move: MoveRecord, migrationState: string): string {
+function moveOutcome(move: MoveRecord, migrationState: string, switched: boolean): string {
+  // Switched is switched, while its cleanup still runs too (its step says so).
+  if (switched && move.state !== 'rolled_back') return 'switched';
   switch (move.state) {
     case 'done': return 'switched';
     case 'rolled_back': return 'rolled back';
@@ -142,6 +168,8 @@ export class DashboardMonitor {
   private readonly listeners = new Set<(state: DashboardState) => void>();
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  /** The last catalog poll failed: its error was logged once, and the recovery will be. */
+  private catalogDown = false;
   private last: CatalogRead | undefined;
   private measurements = new Map<string, NodeMeasurement>();
   private lagBySlot = new Map<number, number>();
@@ -207,10 +235,12 @@ export class DashboardMonitor {
     const started = performance.now();
     try {
       this.catalog ??= await connectCatalog(this.access, 'reshard dashboard');
-      const read = await readCatalog(this.catalog, this.limits.eventsMax);
+      const read = await readCatalog(this.catalog, this.limits.eventsMax, this.metrics.failuresReadUpToId);
       const pollMs = performance.now() - started;
       this.metrics.observePoll(pollMs / 1000);
       this.last = read;
+      if (this.catalogDown) logger.info('the catalog answers again');
+      this.catalogDown = false;
       this.sampleThroughput(read);
       this.publish(this.compose(read, pollMs, null));
     } catch (error) {
@@ -219,6 +249,9 @@ export class DashboardMonitor {
       await stale?.end().catch(() => {});
       this.metrics.countError('catalog_unreachable');
       const message = this.redact(error instanceof ReshardError ? error.line() : error instanceof Error ? error.message : String(error));
+      // Once per outage, not every poll.
+      if (!this.catalogDown) logger.error({ error: message }, 'the catalog poll failed; the page shows the last state read');
+      this.catalogDown = true;
       this.publish(this.compose(this.last, performance.now() - started, message));
     }
   }
@@ -359,7 +392,7 @@ export class DashboardMonitor {
       })),
       actions: { token_required: true, rollback_available: true },
     };
-    if (read) this.metrics.update(state, read.moves, read.journal);
+    if (read) this.metrics.update(state, read.moves, read.failures, read.failuresReadUpToId);
     return state;
   }
 
@@ -375,10 +408,10 @@ export class DashboardMonitor {
         pause_ms: move.pauseMs !== undefined ? Math.round(move.pauseMs * 10) / 10 : null,
         started_at: iso(move.startedAt), finished_at: iso(move.finishedAt),
         error: move.error ? this.redact(move.error) : null,
-        outcome: moveOutcome(move, latest.state),
+        outcome: moveOutcome(move, latest.state, read.switched.has(move.slot)),
       };
     });
-    const pauseEntry = read.journal.find((entry) => entry.migrationId === latest.id && entry.slot === undefined && (entry.step === 'pause' || entry.step === 'cancel'));
+    const pauseEntry = read.controlEntry;
     const pausedSince = running && read.control === 'pause' && pauseEntry?.step === 'pause' && pauseEntry.action === 'begin' ? pauseEntry.at.toISOString() : null;
     const bytesCopied = moves.filter((move) => move.state !== 'rolled_back').reduce((sum, move) => sum + move.bytes_copied, 0);
     const bytesTotal = moves.reduce((sum, move) => sum + move.bytes_total, 0) || latest.bytesTotal;
@@ -397,7 +430,7 @@ export class DashboardMonitor {
       bytes_total: bytesTotal,
       bytes_copied: bytesCopied,
       slots_total: moves.length,
-      slots_done: moves.filter((move) => move.state === 'done').length,
+      slots_done: moves.filter((move) => move.state === 'done' || read.switched.has(move.slot)).length,
       slots_in_flight: moves.filter((move) => move.state === 'running').length,
       slots_rolled_back: moves.filter((move) => move.state === 'rolled_back').length,
       rate_bytes_per_sec: Math.round(rate),

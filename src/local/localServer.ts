@@ -9,6 +9,9 @@ import { freeLoopbackPort } from './freePort.js';
 import { writeFreshSystemIdentifier } from './freshSystemIdentifier.js';
 import { findPostgresBinaries, type PostgresBinaries } from './postgresBinaries.js';
 import { serverOsUser, type ServerOsUser } from './osUser.js';
+import { errorFields, log as logFor } from '../core/log.js';
+
+const localServerLogger = logFor('local');
 
 const execFileAsync = promisify(execFile);
 
@@ -233,6 +236,7 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
         const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').filter((line) => line.trim()).slice(-3).join(' | ') : '';
         throw new ReshardError('unreachable', `local PostgreSQL server "${options.name}" did not start (${log || String(error)})`, 'check the PostgreSQL binaries and free disk space, then retry', { cause: error });
       }
+      localServerLogger.info({ server: options.name, port, attempt, ...errorFields(error) }, `local server "${options.name}" did not start on port ${port}: retrying on another port`);
     }
   }
 

@@ -3,6 +3,10 @@ import { describeConnection, type ConnectionSettings } from '../core/connection.
 import { sslModeOf } from '../core/conninfo.js';
 import { ReshardError } from '../core/errors.js';
 import { sslAttempts, type SslSetting } from './tlsOptions.js';
+import { errorFields, log } from '../core/log.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from '../core/waitLog.js';
+
+const logger = log('node');
 
 export const CONNECT_TIMEOUT_MS = 5_000;
 
@@ -39,8 +43,16 @@ export function boundQueries(client: pg.Client, what: string, timeoutMs = queryT
         abandonConnection(client);
       }, timeoutMs);
     });
+    // Never the statement's text: a CREATE SUBSCRIPTION carries the source's password.
+    const slow = startWaitLog(logger, `a statement on ${what} to answer`, timeoutMs, {}, WAIT_LOG_EVERY_MS, { quiet: true });
     return Promise.race([pending, deadline])
-      .catch((error: unknown) => { throw lostConnectionError(what, error); })
+      .then((value) => {
+        slow.end('done');
+        return value;
+      }, (error: unknown) => {
+        slow.end('failed', errorFields(error));
+        throw lostConnectionError(what, error);
+      })
       .finally(() => clearTimeout(timer));
   };
   return client;

@@ -3,6 +3,10 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js'
 import type { Queryable } from '../core/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
+import { errorFields, log } from '../core/log.js';
+import { startWaitLog } from '../core/waitLog.js';
+
+const logger = log('node');
 
 /** The parts of a sharded table that partition DDL needs. */
 export interface SlotTable {
@@ -152,14 +156,19 @@ export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[]
   const attaches = unattached.map((table) =>
     `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
   const deadline = performance.now() + lockTimeoutMs;
-  for (;;) {
+  const waitLog = startWaitLog(logger, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, lockTimeoutMs, { slot });
+  for (let attempt = 1; ; attempt++) {
     const attemptMs = Math.max(1, Math.round(Math.min(ATTACH_LOCK_ATTEMPT_MS_MAX, deadline - performance.now())));
     try {
       await runInOneTransaction(db, [`SET LOCAL lock_timeout = '${attemptMs}ms'`, `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`, ...attaches]);
+      waitLog.end('done', { attempts: attempt });
       return;
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
-      if (!lockTimedOut || performance.now() + 20 >= deadline) throw error;
+      if (!lockTimedOut || performance.now() + 20 >= deadline) {
+        waitLog.end(lockTimedOut ? 'timeout' : 'failed', { attempts: attempt, ...errorFields(error) });
+        throw error;
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
@@ -193,12 +202,20 @@ export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slo
   await db.query('SELECT pg_advisory_lock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
   try {
     const state = await leafState(db, table, slot, modulus);
-    if (state.detachPending) {
-      await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
-    } else if (state.attached) {
-      await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+    // DETACH … CONCURRENTLY waits for every transaction that uses the parent: a long one holds cleanup, so say so.
+    const waitLog = startWaitLog(logger, `DETACH of ${leaf} from ${parent} and its DROP (they wait for every open transaction that uses ${parent})`, undefined, { slot });
+    try {
+      if (state.detachPending) {
+        await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} FINALIZE`);
+      } else if (state.attached) {
+        await db.query(`ALTER TABLE ${parent} DETACH PARTITION ${leaf} CONCURRENTLY`);
+      }
+      await db.query(`DROP TABLE IF EXISTS ${leaf}`);
+      waitLog.end('done');
+    } catch (error) {
+      waitLog.end('failed', errorFields(error));
+      throw error;
     }
-    await db.query(`DROP TABLE IF EXISTS ${leaf}`);
   } finally {
     await db.query('SELECT pg_advisory_unlock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
   }

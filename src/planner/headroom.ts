@@ -72,3 +72,23 @@ export function movesCrossHeadroom(what: string, bytes: number, target: NodeSpac
   return `${what} (${formatBytes(bytes)}) would bring ${target.name} to ${formatBytes(target.usedBytes + bytes)} of ${formatBytes(target.capacityBytes)}, ` +
     `leaving less than the ${Math.round(headroomFraction * 100)} % headroom`;
 }
+
+/** Nodes of unknown capacity among `spaces`, by name: the headroom rule cannot protect them. */
+export function capacityUnknown(spaces: Iterable<NodeSpace>): string[] {
+  return [...spaces].filter((space) => space.capacityBytes === undefined).map((space) => space.name).sort();
+}
+
+/**
+ * Said wherever headroom would apply (plan, rebalance, doctor), never
+ * silently skipped: a remote node's free space cannot be measured, so
+ * without a configured capacity the headroom rule does nothing for it.
+ */
+export function capacityUnknownWarning(names: readonly string[], headroomFraction: number): { message: string; fix: string } {
+  const nodes = names.join(', ');
+  const plural = names.length > 1;
+  return {
+    message: `the capacity of ${nodes} is unknown (${plural ? 'servers' : 'a server'} not on this machine and no --capacity given): ` +
+      `the ${Math.round(headroomFraction * 100)} % disk headroom is not checked on ${plural ? 'them' : 'it'}, so a move could fill ${plural ? 'their disks' : 'its disk'}`,
+    fix: `give ${plural ? 'each' : 'it'} a capacity: ${names.map((name) => `\`reshard node set ${name} --capacity 500GB\``).join(', ')} (the size of ${plural ? 'their disks' : 'its disk'}; or \`node add … --capacity\` when adding a node)`,
+  };
+}

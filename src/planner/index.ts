@@ -20,4 +20,4 @@ export {
   type MovementCell,
 } from './movementMatrix.js';
 export { formatComparison } from './formatComparison.js';
-export { applyHeadroom, movesCrossHeadroom, type NodeSpace, type HeadroomRule, type DeferredMove } from './headroom.js';
+export { applyHeadroom, capacityUnknown, capacityUnknownWarning, movesCrossHeadroom, type NodeSpace, type HeadroomRule, type DeferredMove } from './headroom.js';

@@ -6,11 +6,14 @@ import { SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
+import { errorFields, log } from '../core/log.js';
 import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../node/connectNode.js';
 import { parseConnectionHere } from '../node/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
 import { SlotGate } from './slotGate.js';
+
+const routerLogger = log('router');
 
 export interface RouterOptions {
   /**
@@ -192,6 +195,7 @@ export class Router {
         // Where the failed call went, for whoever has to explain it.
         if (route && error && typeof error === 'object') Object.assign(error, { reshardRoute: route });
         if (!wasNotApplied(error) || attempt >= 2) throw error;
+        routerLogger.info({ slot, owner: route?.owner, epoch: route?.epoch, ...errorFields(error) }, `a call for slot ${slot} was refused by ${route?.owner ?? 'its owner'} (the slot moved): retried on the new slot map`);
         fenced = true;
       } finally {
         // Left before any resync: a resync drains in-flight calls, this one included.

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { applyHeadroom, planRebalance, type NodeSpace } from '../../src/planner/index.js';
+import { applyHeadroom, capacityUnknown, capacityUnknownWarning, planRebalance, type NodeSpace } from '../../src/planner/index.js';
 
 const rule = { headroomFraction: 0.1, walRetainedBytesMax: 1_000 };
 
@@ -53,5 +53,23 @@ describe('applyHeadroom', () => {
         expect([...fitted.moves, ...deferred].map((move) => move.slot).sort((a, b) => a - b)).toEqual(plan.moves.map((move) => move.slot).sort((a, b) => a - b));
       },
     ));
+  });
+});
+
+describe('capacity unknown', () => {
+  it('names every node of unknown capacity, and the warning names each and its fix', () => {
+    const spaces: NodeSpace[] = [
+      { name: 'n4', usedBytes: 10, capacityBytes: undefined },
+      { name: 'n1', usedBytes: 10, capacityBytes: 1_000 },
+      { name: 'n2', usedBytes: 10, capacityBytes: undefined },
+    ];
+    expect(capacityUnknown(spaces)).toEqual(['n2', 'n4']);
+    expect(capacityUnknown([])).toEqual([]);
+    const one = capacityUnknownWarning(['n4'], 0.1);
+    expect(one.message).toBe('the capacity of n4 is unknown (a server not on this machine and no --capacity given): the 10 % disk headroom is not checked on it, so a move could fill its disk');
+    expect(one.fix).toMatch(/^give it a capacity: `reshard node set n4 --capacity 500GB`/);
+    const two = capacityUnknownWarning(['n2', 'n4'], 0.25);
+    expect(two.message).toMatch(/^the capacity of n2, n4 is unknown .* the 25 % disk headroom is not checked on them/);
+    expect(two.fix).toContain('`reshard node set n2 --capacity 500GB`, `reshard node set n4 --capacity 500GB`');
   });
 });

@@ -1,10 +1,11 @@
 import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { plannerInput, readClusterSnapshot } from '../../coordinator/planMigration.js';
+import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../../coordinator/nodeSpaces.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { badInput } from '../../core/errors.js';
 import { initialSlotMap } from '../../core/slotMap.js';
 import { formatBytes } from '../../core/bytes.js';
-import { compareStrategies, formatComparison, formatMovementMatrix, planRebalance, type Comparison, type Plan, type PlanInput } from '../../planner/index.js';
+import { capacityUnknown, capacityUnknownWarning, compareStrategies, formatComparison, formatMovementMatrix, planRebalance, type Comparison, type Plan, type PlanInput } from '../../planner/index.js';
 import { assertSlotCount } from '../../admin/initCluster.js';
 import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';
@@ -38,15 +39,21 @@ export function hypotheticalPlanInput(options: PlanCommandOptions): PlanInput {
 
 export async function planCommand(output: Output, options: PlanCommandOptions, access: () => ClusterAccess): Promise<void> {
   const hypothetical = options.nodes !== undefined || options.add !== undefined || options.remove !== undefined;
-  const input = hypothetical
-    ? hypotheticalPlanInput(options)
-    : await withCatalog(access(), async (catalog) => {
-      await assertCatalogCurrent(catalog);
-      return plannerInput(await readClusterSnapshot(catalog, access().passwords));
-    });
+  const snapshot = hypothetical ? undefined : await withCatalog(access(), async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    return readClusterSnapshot(catalog, access().passwords);
+  });
+  const input = snapshot ? plannerInput(snapshot) : hypotheticalPlanInput(options);
   const comparison = compareStrategies(input);
   const plan = planRebalance(input);
-  output.result(planJson(comparison, plan, options.compare ?? false));
+  // The plan itself ignores disk space (`rebalance` applies the headroom); a node the headroom cannot protect is said now.
+  const involved = snapshot ? snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)) : [];
+  const headroomUnknown = involved.length > 0 ? capacityUnknown((await measureSpaces(involved, access().passwords)).values()) : [];
+  if (headroomUnknown.length > 0) {
+    const warning = capacityUnknownWarning(headroomUnknown, HEADROOM_FRACTION_DEFAULT);
+    output.warn(`${warning.message}. Fix: ${warning.fix}`);
+  }
+  output.result({ ...planJson(comparison, plan, options.compare ?? false), ...(snapshot ? { headroom_unknown: headroomUnknown } : {}) });
   output.text(describePlan(plan));
   output.text();
   // The comparison ends with the movement matrix; print it once.

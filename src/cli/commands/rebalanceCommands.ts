@@ -2,18 +2,10 @@ import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration, type D
 import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
 import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
-import { listMigrationFailures } from '../../catalog/migrationFailures.js';
-import { getMigration, listMigrations, listMoves, migrationIsHeld, type MoveRecord } from '../../catalog/migrations.js';
-import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
-import { connectNode, type PasswordLookup } from '../../node/nodeAccess.js';
-import { migrationReplicationPrefix } from '../../node/replication.js';
-import { reshardReplicationStreams } from '../../node/replicationStatus.js';
-import { slotOfAnyLeafName } from '../../node/leafName.js';
-import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError, stoppedError } from '../../core/errors.js';
 import type { MigrationSummary, ThrottleOptions } from '../../coordinator/runMigration.js';
-import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
@@ -136,12 +128,12 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
     return;
   }
   if (prepared.migrationId === undefined) {
-    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, state: 'balanced' });
+    output.result({ dry_run: false, ...planJson(prepared.comparison, prepared.plan, false), deferred: deferredJson, headroom_unknown: prepared.headroomUnknown, state: 'balanced' });
     return;
   }
   const progress = new MigrationProgress(output);
   const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle, headroomFraction });
-  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson });
+  output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson, headroom_unknown: prepared.headroomUnknown });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`
     : `Migration ${summary.migrationId} ${summary.state} after ${summary.slotsMoved} moves.`);
@@ -172,85 +164,4 @@ export async function resumeCommand(output: Output, access: ClusterAccess, optio
   output.result(summaryJson(summary));
   output.text(`Migration ${summary.migrationId} ${summary.state}: ${summary.slotsMoved} slots moved in total.`);
   failIfFailed(summary);
-}
-
-export async function statusCommand(output: Output, access: ClusterAccess, options: { migration?: string } = {}): Promise<void> {
-  const migrationId = options.migration === undefined ? undefined : parseWholeNumber(options.migration, '--migration', 1);
-  const report = await withCatalog(access, async (catalog) => {
-    await assertCatalogCurrent(catalog);
-    const migrations = await listMigrations(catalog, 10);
-    const latest = migrationId === undefined ? migrations[0] : await getMigration(catalog, migrationId);
-    const moves = latest ? await listMoves(catalog, latest.id) : [];
-    const held = latest?.state === 'running' ? await migrationIsHeld(catalog, latest.id) : false;
-    const nodes = await listNodes(catalog, { includeRemoved: true });
-    const failures = latest ? await listMigrationFailures(catalog, latest.id) : [];
-    return { migrations, latest, moves, held, nodes, failures };
-  });
-  const lagBySlot = report.latest?.state === 'running' && report.latest.mode === 'online'
-    ? await replicationLagBySlot(report.latest.id, report.moves.filter((move) => move.state !== 'done'), report.nodes, access.passwords)
-    : new Map<number, number | undefined>();
-  const { latest, moves } = report;
-  const now = Date.now();
-  const movesJson = moves.map((move) => ({
-    slot: move.slot, source: move.source, target: move.target, wave: move.wave, state: move.state, step: move.step ?? null,
-    bytes_total: move.bytesTotal, bytes_copied: move.bytesCopied, rows_copied: move.rowsCopied,
-    age_seconds: move.startedAt ? ((move.finishedAt?.getTime() ?? now) - move.startedAt.getTime()) / 1000 : null,
-    lag_bytes: lagBySlot.get(move.slot) ?? null,
-    error: move.error ?? null,
-  }));
-  output.result({
-    migration: latest ? { id: latest.id, state: latest.state, mode: latest.mode, interrupted: latest.state === 'running' && !report.held, created_at: latest.createdAt, finished_at: latest.finishedAt ?? null, bytes_total: latest.bytesTotal, error: latest.error ?? null, failures: report.failures } : null,
-    moves: movesJson,
-    history: report.migrations.map((migration) => ({ id: migration.id, state: migration.state, mode: migration.mode, created_at: migration.createdAt, finished_at: migration.finishedAt ?? null })),
-  });
-  if (!latest) {
-    output.text('No migration has run yet.');
-    return;
-  }
-  const done = moves.filter((move) => move.state === 'done').length;
-  const interrupted = latest.state === 'running' && !report.held ? ' (interrupted: run `reshard resume`)' : '';
-  output.text(`Migration ${latest.id} (${latest.mode}): ${latest.state}${interrupted}, ${done}/${moves.length} moves done, ${formatBytes(moves.reduce((sum, move) => sum + move.bytesCopied, 0))} of ${formatBytes(latest.bytesTotal)}`);
-  if (latest.error) output.text(`  error: ${latest.error}`);
-  // `resume` clears a failed migration's error; the failures it had before stay visible.
-  const earlier = latest.state === 'failed' ? report.failures.slice(0, -1) : report.failures;
-  if (earlier.length > 0) output.text(`  failed earlier (${earlier.length}×); last at ${earlier.at(-1)!.at.toISOString()}: ${earlier.at(-1)!.error}`);
-  const notDone = moves.filter((move) => move.state !== 'done');
-  if (notDone.length > 0) {
-    output.text(formatTable([
-      ['slot', 'from', 'to', 'state', 'step', 'bytes', 'lag', 'age'],
-      ...notDone.slice(0, 50).map((move) => {
-        const lag = lagBySlot.get(move.slot);
-        const age = move.startedAt ? `${Math.round((now - move.startedAt.getTime()) / 1000)} s` : '-';
-        return [String(move.slot), move.source, move.target, move.state, move.step ?? '-', `${formatBytes(move.bytesCopied)} / ${formatBytes(move.bytesTotal)}`,
-          lag === undefined ? '-' : formatBytes(lag), age];
-      }),
-    ]));
-  }
-}
-
-/**
- * Apply lag of each unfinished online move, from its source: the stream
- * (publication = subscription name) that carries the slot's leaves.
- * A source that cannot be reached shows no lag rather than failing `status`.
- */
-async function replicationLagBySlot(migrationId: number, moves: readonly MoveRecord[], nodes: readonly NodeRecord[], passwords: PasswordLookup): Promise<Map<number, number | undefined>> {
-  const lagBySlot = new Map<number, number | undefined>();
-  const prefix = migrationReplicationPrefix(migrationId);
-  for (const name of new Set(moves.map((move) => move.source))) {
-    const node = nodes.find((candidate) => candidate.name === name);
-    if (!node) continue;
-    const client = await connectNode(node, passwords, 'reshard status').catch(() => undefined);
-    if (!client) continue;
-    try {
-      for (const stream of (await reshardReplicationStreams(client)).filter((candidate) => candidate.name.startsWith(prefix))) {
-        for (const leaf of stream.leaves) {
-          const slot = slotOfAnyLeafName(leaf);
-          if (slot !== undefined) lagBySlot.set(slot, stream.lagBytes);
-        }
-      }
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
-  return lagBySlot;
 }

@@ -1,0 +1,86 @@
+import { readFreezePhases, type FreezePhasesMs } from '../catalog/freezePhases.js';
+import { latestControlEntry } from '../catalog/journalTail.js';
+import { listMigrationFailures, type MigrationFailure } from '../catalog/migrationFailures.js';
+import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
+import { getMigration, listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
+import { listNodes, type NodeRecord } from '../catalog/nodes.js';
+import { assertCatalogCurrent } from '../catalog/schema.js';
+import { switchedSlots } from '../catalog/switchedSlots.js';
+import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { slotOfAnyLeafName } from '../node/leafName.js';
+import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { migrationReplicationPrefix } from '../node/replication.js';
+import { reshardReplicationStreams } from '../node/replicationStatus.js';
+
+/** A migration as `reshard status` (and `status --watch`, `wait`) shows it, read in one catalog session. */
+export interface MigrationStatus {
+  /** The given migration, else the latest; undefined when none ever ran. */
+  migration: MigrationRecord | undefined;
+  /** The latest migrations, newest first. */
+  history: MigrationRecord[];
+  moves: MoveRecord[];
+  /** A coordinator holds the migration (running and not held = interrupted). */
+  held: boolean;
+  control: MigrationControl;
+  /** Since when its coordinator holds at a checkpoint for a pause, when it does. */
+  pausedSince: Date | undefined;
+  /** Slots whose switch is done (cleanup may still run). */
+  switched: Set<number>;
+  /** Per switched online move, how long each phase of its freeze took. */
+  freezePhases: Map<number, FreezePhasesMs>;
+  nodes: NodeRecord[];
+  /** Every time the migration stopped failed, oldest first: `resume` clears its error, these stay. */
+  failures: MigrationFailure[];
+}
+
+export async function readMigrationStatus(access: ClusterAccess, migrationId?: number): Promise<MigrationStatus> {
+  return withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    const history = await listMigrations(catalog, 10);
+    const migration = migrationId === undefined ? history[0] : await getMigration(catalog, migrationId);
+    const running = migration?.state === 'running';
+    const control = migration ? await readControl(catalog, migration.id) : 'run';
+    const controlEntry = running && control === 'pause' ? await latestControlEntry(catalog, migration.id) : undefined;
+    return {
+      migration,
+      history,
+      moves: migration ? await listMoves(catalog, migration.id) : [],
+      held: running ? await migrationIsHeld(catalog, migration.id) : false,
+      control,
+      pausedSince: controlEntry?.step === 'pause' && controlEntry.action === 'begin' ? controlEntry.at : undefined,
+      switched: migration ? await switchedSlots(catalog, migration.id) : new Set(),
+      freezePhases: migration ? await readFreezePhases(catalog, migration.id) : new Map(),
+      nodes: await listNodes(catalog, { includeRemoved: true }),
+      failures: migration ? await listMigrationFailures(catalog, migration.id) : [],
+    };
+  });
+}
+
+/**
+ * Apply lag of each unfinished online move, from its source: the stream
+ * (publication = subscription name) that carries the slot's leaves.
+ * A source that cannot be reached shows no lag rather than failing `status`.
+ */
+export async function replicationLagBySlot(status: MigrationStatus, passwords: PasswordLookup): Promise<Map<number, number | undefined>> {
+  const lagBySlot = new Map<number, number | undefined>();
+  const { migration } = status;
+  if (migration?.state !== 'running' || migration.mode !== 'online') return lagBySlot;
+  const prefix = migrationReplicationPrefix(migration.id);
+  for (const name of new Set(status.moves.filter((move) => move.state !== 'done').map((move) => move.source))) {
+    const node = status.nodes.find((candidate) => candidate.name === name);
+    if (!node) continue;
+    const client = await connectNode(node, passwords, 'reshard status').catch(() => undefined);
+    if (!client) continue;
+    try {
+      for (const stream of (await reshardReplicationStreams(client)).filter((candidate) => candidate.name.startsWith(prefix))) {
+        for (const leaf of stream.leaves) {
+          const slot = slotOfAnyLeafName(leaf);
+          if (slot !== undefined) lagBySlot.set(slot, stream.lagBytes);
+        }
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  return lagBySlot;
+}

@@ -1,0 +1,48 @@
+import { percentile } from '../core/percentile.js';
+import type { Queryable } from '../core/queryable.js';
+
+/**
+ * The phases of an online move's freeze, in the order they happen: routers
+ * acknowledged, source fenced, target replayed past the fence, checksums
+ * verified, leaves attached, owner switched. The switch step journals when
+ * each one ended (ms since the freeze began, `pausePhasesMs`).
+ */
+export const FREEZE_PHASES = ['acked', 'fenced', 'replayed', 'verified', 'attached', 'switched'] as const;
+export type FreezePhase = (typeof FREEZE_PHASES)[number];
+
+/** How long each phase of one freeze took, ms (a phase missing from the journal is absent). */
+export type FreezePhasesMs = Partial<Record<FreezePhase, number>>;
+
+/** Phase durations from the journaled marks (ms since the freeze began) (pure). */
+export function phaseDurationsMs(marks: Readonly<Record<string, number>>): FreezePhasesMs {
+  const durations: FreezePhasesMs = {};
+  FREEZE_PHASES.forEach((phase, index) => {
+    const end = marks[phase];
+    if (typeof end !== 'number') return;
+    const previous = index === 0 ? 0 : marks[FREEZE_PHASES[index - 1]!] ?? 0;
+    durations[phase] = end - previous;
+  });
+  return durations;
+}
+
+/** Per switched slot of the migration, its last freeze's phases (the one that switched). */
+export async function readFreezePhases(db: Queryable, migrationId: number): Promise<Map<number, FreezePhasesMs>> {
+  const result = await db.query<{ slot: number; marks: Record<string, number> }>(
+    `SELECT DISTINCT ON (j.slot) j.slot, j.detail->'pausePhasesMs' AS marks FROM reshard.journal j
+      WHERE j.migration_id = $1 AND j.step = 'switch' AND j.action = 'done' AND j.detail ? 'pausePhasesMs'
+      ORDER BY j.slot, j.id DESC`,
+    [migrationId],
+  );
+  return new Map(result.rows.map((row) => [row.slot, phaseDurationsMs(row.marks)]));
+}
+
+/** Each phase's p50 and max over the moves (pure): where a migration's write pauses went. */
+export function summarizeFreezePhases(perMove: Iterable<FreezePhasesMs>): Partial<Record<FreezePhase, { p50: number; max: number }>> {
+  const moves = [...perMove];
+  const summary: Partial<Record<FreezePhase, { p50: number; max: number }>> = {};
+  for (const phase of FREEZE_PHASES) {
+    const durations = moves.flatMap((move) => (move[phase] === undefined ? [] : [move[phase]!]));
+    if (durations.length) summary[phase] = { p50: percentile(durations, 0.5), max: Math.max(...durations) };
+  }
+  return summary;
+}

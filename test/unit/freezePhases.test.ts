@@ -1,0 +1,30 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { FREEZE_PHASES, phaseDurationsMs, summarizeFreezePhases } from '../../src/catalog/freezePhases.js';
+
+describe('freeze phases', () => {
+  it('turns the journaled marks (ms since the freeze began) into each phase\'s duration', () => {
+    expect(phaseDurationsMs({ acked: 13, fenced: 17, replayed: 21, verified: 53, attached: 65, switched: 72 }))
+      .toEqual({ acked: 13, fenced: 4, replayed: 4, verified: 32, attached: 12, switched: 7 });
+  });
+
+  it('leaves out phases the journal lacks, and ignores what is not a phase', () => {
+    expect(phaseDurationsMs({ acked: 5, fenced: 9, other: 100 })).toEqual({ acked: 5, fenced: 4 });
+  });
+
+  it('the durations of a full freeze add up to its last mark', () => {
+    fc.assert(fc.property(fc.array(fc.nat(1_000), { minLength: FREEZE_PHASES.length, maxLength: FREEZE_PHASES.length }), (steps) => {
+      let at = 0;
+      const marks = Object.fromEntries(FREEZE_PHASES.map((phase, index) => [phase, (at += steps[index]!)]));
+      const durations = phaseDurationsMs(marks);
+      expect(Object.values(durations).reduce((sum, ms) => sum + ms, 0)).toBe(at);
+      expect(Object.keys(durations)).toEqual([...FREEZE_PHASES]);
+    }));
+  });
+
+  it('summarizes p50 and max per phase over the moves', () => {
+    const summary = summarizeFreezePhases([{ acked: 10, fenced: 2 }, { acked: 30, fenced: 4 }, { acked: 20 }]);
+    expect(summary).toEqual({ acked: { p50: 20, max: 30 }, fenced: { p50: 2, max: 4 } });
+    expect(summarizeFreezePhases([])).toEqual({});
+  });
+});
