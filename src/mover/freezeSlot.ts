@@ -1,31 +1,48 @@
 import type pg from 'pg';
 import { ROUTER_ACK_CHANNEL, routersBehind } from '../catalog/routers.js';
-import { ReshardError } from '../core/errors.js';
 import { setSlotState } from '../catalog/slotMap.js';
 
-/** How long a freeze waits for live routers to acknowledge it; a router whose lease lapses stops serving by itself. */
-export const ROUTER_ACK_TIMEOUT_MS = 15_000;
+/**
+ * How long a freeze waits for live routers to acknowledge it. Only an
+ * optimisation: a router that has seen the freeze holds new calls instead of
+ * sending them to the source to be refused. Correctness does not depend on it
+ * (the source's route check refuses stale work), so a stalled or dead router
+ * costs a freeze at most this much.
+ */
+export const ROUTER_ACK_WAIT_MS_DEFAULT = 200;
+
+export interface SlotFreeze {
+  /** The catalog epoch of the freeze. */
+  epoch: number;
+  /** Live routers that had not acknowledged when the wait ended. */
+  routersBehind: string[];
+  /** Sequential round trips to the catalog. */
+  roundTrips: number;
+}
 
 /**
- * Marks the slot frozen (epoch + 1, NOTIFY) and waits until every router with
- * a live lease has acknowledged that epoch, i.e. holds new work for the slot
- * and has drained its in-flight work on it. Returns the freeze epoch.
+ * Marks the slot frozen (epoch + 1, NOTIFY) and waits, at most `ackWaitMs`,
+ * until every router with a live registration has acknowledged that epoch.
  */
-export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number, timeoutMs = ROUTER_ACK_TIMEOUT_MS): Promise<number> {
-  if (!listening.has(catalog)) {
+export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<SlotFreeze> {
+  let roundTrips = 0;
+  if (ackWaitMs > 0 && !listening.has(catalog)) {
+    roundTrips++;
     await catalog.query(`LISTEN ${ROUTER_ACK_CHANNEL}`);
     listening.add(catalog);
   }
+  roundTrips++;
   const epoch = await setSlotState(catalog, slot, 'frozen');
-  const deadline = performance.now() + timeoutMs;
+  if (ackWaitMs <= 0) return { epoch, routersBehind: [], roundTrips };
+  const deadline = performance.now() + ackWaitMs;
   // Re-check on every acknowledgement NOTIFY, and every 25 ms in case one is missed.
-  while ((await routersBehind(catalog, epoch)).length > 0) {
-    if (performance.now() >= deadline) {
-      throw new ReshardError('timeout', `acknowledgement of epoch ${epoch} (slot ${slot} frozen) by every live router did not happen within ${timeoutMs} ms`,
-        'check the applications\' routers: a router that cannot reach the catalog stops serving when its lease lapses');
-    }
+  for (;;) {
+    roundTrips++;
+    const behind = await routersBehind(catalog, epoch);
+    const leftMs = deadline - performance.now();
+    if (behind.length === 0 || leftMs <= 0) return { epoch, routersBehind: behind.map((router) => router.name), roundTrips };
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, 25);
+      const timer = setTimeout(done, Math.min(25, leftMs));
       function done(): void {
         clearTimeout(timer);
         catalog.removeListener('notification', done);
@@ -34,7 +51,6 @@ export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number,
       catalog.on('notification', done);
     });
   }
-  return epoch;
 }
 
 /** Catalog sessions already listening for acknowledgements. */
