@@ -63,8 +63,10 @@ export function routedError(error: unknown, node: string | undefined, slot: numb
   }
   // 57P01: terminated (by reshard ending a transaction that held a moving slot, or a shutdown); 57P02/57P03: crash, starting up.
   const ended = typeof sqlstate === 'string' && /^57P0[123]$/.test(sqlstate);
+  // node-postgres refuses to send on a connection it already knows is broken: that statement never left.
+  const neverSent = !fromServer && /is not queryable/.test(text);
   if (!fromServer || ended) {
-    if (phase === 'before-commit') {
+    if (phase === 'before-commit' || (phase === 'commit' && neverSent)) {
       return new RoutedCallError({ code: 'RESHARD_TRANSACTION_ENDED', node, slot, retryable: true, message: `ended the transaction before COMMIT, nothing was committed: ${text}`, cause: error });
     }
     return new RoutedCallError({ code: 'RESHARD_OUTCOME_UNKNOWN', node, slot, retryable: false, message: `lost the connection after the call was sent; it may or may not have been applied: ${text}`, cause: error });
