@@ -19,6 +19,8 @@ const COUNTERS = 24;
 const STALLS_MIN = 50;
 const SWITCHES_MIN = 20;
 const CYCLES_MAX = 24;
+/** ROUTER_ACK_WAIT_MS_DEFAULT, the longest a freeze waits for routers. */
+const ACK_WAIT_BOUND_MS = 200;
 
 interface ChildLog {
   incrementsAcked: Record<string, number>;
@@ -114,6 +116,15 @@ describe('a router whose process stalls at random instants across many switches'
       expect(log.anomalies).toEqual([]);
       expect(violations).toEqual([]);
       expect((await verifyCluster(access)).problems).toEqual([]);
+      // The stalled process holds a Router: no freeze waited for its acknowledgement beyond the bound
+      // (200 ms, plus the catalog round trips), and some freezes went on without it.
+      const freezes = await freezeDetails(access);
+      console.log(`freezes ${freezes.length}: routers' ack wait max ${Math.max(...freezes.map((f) => f.routersAckedMs)).toFixed(0)} ms, ` +
+        `without the stalled router's ack ${freezes.filter((f) => f.routersNotAcked.length > 0).length}, sessions ended ${freezes.reduce((n, f) => n + f.endedSessions, 0)}, ` +
+        `round trips max ${Math.max(...freezes.map((f) => f.roundTrips))}`);
+      expect(freezes.length).toBeGreaterThanOrEqual(SWITCHES_MIN);
+      expect(Math.max(...freezes.map((f) => f.routersAckedMs))).toBeLessThan(ACK_WAIT_BOUND_MS + 300);
+      expect(freezes.some((f) => f.routersNotAcked.includes('stalling client'))).toBe(true);
     } finally {
       if (stopped.now) child.kill('SIGCONT');
       child.kill('SIGKILL');
@@ -184,4 +195,18 @@ async function verifyOnNodes(access: ClusterAccess, log: ChildLog): Promise<stri
     if (!acked.has(id) && !unknownItems.has(id)) violations.push(`item ${id} (on ${holders.join(', ')}) was refused as not applied, yet exists`);
   }
   return violations;
+}
+
+/** What each freeze step journaled: its wait for routers, who had not acknowledged, the sessions it ended. */
+async function freezeDetails(access: ClusterAccess): Promise<{ routersAckedMs: number; routersNotAcked: string[]; endedSessions: number; roundTrips: number }[]> {
+  const catalog = await connectTo(access.catalog);
+  try {
+    const rows = await catalog.query<{ detail: { routersAckedMs: number; routersNotAcked?: string[]; endedSessions?: unknown[]; round_trips: number } }>(
+      "SELECT detail FROM reshard.journal WHERE step = 'freeze' AND action = 'done' ORDER BY id");
+    return rows.rows.map(({ detail }) => ({
+      routersAckedMs: detail.routersAckedMs, routersNotAcked: detail.routersNotAcked ?? [], endedSessions: detail.endedSessions?.length ?? 0, roundTrips: detail.round_trips,
+    }));
+  } finally {
+    await catalog.end();
+  }
 }
