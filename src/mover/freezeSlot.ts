@@ -35,14 +35,15 @@ export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number,
   const epoch = await setSlotState(catalog, slot, 'frozen');
   if (ackWaitMs <= 0) return { epoch, routersBehind: [], roundTrips };
   const deadline = performance.now() + ackWaitMs;
-  // Re-check on every acknowledgement NOTIFY, and every 25 ms in case one is missed.
+  // Re-checked on each acknowledgement NOTIFY only (no polling: each check is a round trip of the freeze),
+  // and once more when the wait ends.
   for (;;) {
     roundTrips++;
     const behind = await routersBehind(catalog, epoch);
     const leftMs = deadline - performance.now();
     if (behind.length === 0 || leftMs <= 0) return { epoch, routersBehind: behind.map((router) => router.name), roundTrips };
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, Math.min(25, leftMs));
+      const timer = setTimeout(done, leftMs);
       function done(): void {
         clearTimeout(timer);
         catalog.removeListener('notification', done);

@@ -44,6 +44,9 @@ export function routeLockStatement(slot: number): string {
 
 /** Undo of a freeze: the slot is served here again. A slot that moved on stays moved. */
 export async function markSlotThawed(db: Queryable, slot: number, epoch: number): Promise<void> {
+  // A node whose helpers predate the slot state (a fence left by an older reshard, removed by doctor) has nothing to thaw.
+  const present = await db.query<{ present: boolean }>(`SELECT to_regclass('${NODE_SCHEMA}.slot_state') IS NOT NULL AS present`);
+  if (!present.rows[0]?.present) return;
   await db.query(`UPDATE ${NODE_SCHEMA}.slot_state SET state = 'owned', epoch = $2, changed_at = now() WHERE slot = $1 AND state = 'frozen'`, [slot, epoch]);
 }
 
