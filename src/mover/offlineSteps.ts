@@ -93,9 +93,9 @@ const attach: MoveStep = {
     await attachSlot(context.target, context.tables, context.slot, context.modulus, undefined, epoch);
   },
   async undo(context) {
-    for (const table of context.tables) await detachSlotLeafForUndo(context.target, table, context.slot, context.modulus);
-    // A stale route to the target is sent back to the source, which keeps the slot.
+    // First: the target's slot state never says 'owned' for leaves that are not attached; a stale route there goes back to the source.
     await markSlotNotAttached(context.target, context.slot, context.sourceName, (await getCluster(context.catalog)).epoch);
+    for (const table of context.tables) await detachSlotLeafForUndo(context.target, table, context.slot, context.modulus);
   },
 };
 
@@ -105,8 +105,9 @@ const switchOwner: MoveStep = {
   pointOfNoReturn: true,
   async do(context) {
     const epoch = await switchSlotOwner(context.catalog, context.slot, context.sourceName, context.targetName);
-    // After the catalog's switch: the source's tombstone redirects stale routes, also after cleanup.
-    await markSlotMoved(context.source, context.slot, context.targetName, epoch);
+    // After the catalog's switch: the source's tombstone redirects stale routes, also after cleanup. It must not
+    // fail this step (the catalog has switched; a failure would be undone as if it had not): cleanup writes it too.
+    await markSlotMoved(context.source, context.slot, context.targetName, epoch).catch(() => {});
   },
 };
 
@@ -114,6 +115,7 @@ const cleanup: MoveStep = {
   name: 'cleanup',
   describe: (view) => `on ${view.targetName}: drop the slot-bound CHECK; on ${view.sourceName}: DETACH ${leaves(view)} CONCURRENTLY, then DROP them`,
   async do(context: MoveContext) {
+    await markSlotMoved(context.source, context.slot, context.targetName, (await getCluster(context.catalog)).epoch);
     for (const table of context.tables) {
       await dropSlotBoundConstraint(context.target, table, context.slot, context.modulus);
       await detachAndDropSlotLeaf(context.source, table, context.slot, context.modulus);

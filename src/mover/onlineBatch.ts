@@ -427,14 +427,17 @@ async function cutOverSlot(
           assert(onTarget.unattached.length === 0, `slot ${move.slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
           const switchEpoch = await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
           mark('switched');
-          // After the catalog's switch (the point of no return), never before: a crash in between leaves the
-          // source frozen (refusing, retryable) rather than redirecting to a target a rollback could still drop.
-          // The tombstone outlives cleanup: a stale route to the source is redirected, never served 0 rows.
-          const tombstone = await markSlotMoved(source, move.slot, batch.target.name, switchEpoch, limits.routeHoldersWaitMs);
+          // The source's tombstone, after the catalog's switch (the point of no return), never before: a crash
+          // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a
+          // rollback could still drop. It must not fail this step (the catalog has switched: a failure here would
+          // be taken for an unswitched move and undone); cleanup writes it before any leaf goes, if not here.
+          const tombstone = await markSlotMoved(source, move.slot, batch.target.name, switchEpoch, limits.routeHoldersWaitMs)
+            .catch((error: unknown) => ({ ended: [], roundTrips: 1, deferred: errorText(error) }));
           // Where the write pause went, ms since the freeze began, for `status` and tuning.
           return {
             pausePhasesMs: phase, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
             ...(tombstone.ended.length > 0 ? { endedSessions: tombstone.ended } : {}),
+            ...('deferred' in tombstone ? { tombstoneDeferredToCleanup: tombstone.deferred } : {}),
           };
         } },
       ]);
@@ -453,10 +456,11 @@ async function cutOverSlot(
       for (const step of CUTOVER_ATTEMPT_STEPS_REVERSED) {
         await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undo', ...(step === 'freeze' ? { detail: { attempt, reason: errorText(error) } } : {}) });
       }
+      // The target's slot state first: it must never say 'owned' for leaves that are not attached.
+      await markSlotNotAttached(target, move.slot, batch.source.name, freezeEpoch ?? 0);
       for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
       await unfenceSlot(source, batch.tables, move.slot, batch.modulus, freezeEpoch);
-      const thawEpoch = await setSlotState(catalog, move.slot, 'active');
-      await markSlotNotAttached(target, move.slot, batch.source.name, thawEpoch);
+      await setSlotState(catalog, move.slot, 'active');
       for (const step of CUTOVER_ATTEMPT_STEPS_REVERSED) await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undone' });
       journaled.forget(move.slot, CUTOVER_ATTEMPT_STEPS_REVERSED);
       await sleep(200 * attempt);
@@ -480,10 +484,11 @@ async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], 
   const { source, target, catalog } = connections;
   for (const move of moves) {
     await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: WHOLE_MOVE_STEP, action: 'undo' });
+    // The target's slot state first: it must never say 'owned' for leaves that are not attached.
+    await markSlotNotAttached(target, move.slot, batch.source.name, (await getCluster(catalog)).epoch);
     for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
     await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
-    const thawEpoch = await setSlotState(catalog, move.slot, 'active');
-    await markSlotNotAttached(target, move.slot, batch.source.name, thawEpoch);
+    await setSlotState(catalog, move.slot, 'active');
   }
   await dropSubscription(target, batch.name);
   await dropReplicationSlot(source, batch.name);
@@ -508,6 +513,9 @@ async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[],
   await dropPublication(source, batch.name);
   const slots = moves.map((move) => move.slot);
   await journaled.runForSlots(slots, 'cleanup', async () => {
+    // The source's tombstones before any leaf goes (the switch writes them unless the source was unreachable then).
+    const epoch = (await getCluster(connections.catalog)).epoch;
+    for (const slot of slots) await markSlotMoved(source, slot, batch.target.name, epoch);
     await Promise.all(batch.tables.map(async (table, index) => {
       let own: pg.Client | undefined;
       let targetSession: pg.ClientBase = target;

@@ -32,14 +32,14 @@ export interface RevertContext {
 export async function undoUnswitchedMove(context: RevertContext, reason: string): Promise<void> {
   const { migrationId, slot, tables, modulus, source, target, catalog } = context;
   await appendJournal(catalog, { migrationId, slot, step: 'rollback', action: 'undo', detail: { reason } });
+  // First: the target's slot state never says 'owned' for leaves that are not attached; a stale route there goes back to the source.
+  await markSlotNotAttached(target, slot, context.sourceName, (await getCluster(catalog)).epoch);
   for (const table of tables) {
     await detachSlotLeafForUndo(target, table, slot, modulus);
     await dropStagedSlotLeaf(target, table, slot, modulus);
   }
   await unfenceSlot(source, tables, slot, modulus);
-  const epoch = await setSlotState(catalog, slot, 'active');
-  // A stale route to the target is sent back to the source, which keeps the slot.
-  await markSlotNotAttached(target, slot, context.sourceName, epoch);
+  await setSlotState(catalog, slot, 'active');
   await appendJournal(catalog, { migrationId, slot, step: 'rollback', action: 'undone' });
   await updateMove(catalog, migrationId, slot, { state: 'rolled_back', error: reason });
 }

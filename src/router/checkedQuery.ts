@@ -1,15 +1,29 @@
 import pg from 'pg';
 
+/** What the route check needs: the slot and the epoch the call was routed at. */
+export interface RouteCheck {
+  slot: number;
+  epoch: number;
+}
+
 /**
- * One statement preceded by the route check, pipelined: Parse/Bind/Execute of
- * `check`, then Parse/Bind/Describe/Execute of the statement, then one Sync.
- * Both run in one implicit transaction in one round trip; if the check raises
- * (the slot is frozen or moved here), the server skips the statement and the
- * call fails with the check's error. The check's own result is not shown.
+ * The route check as a prepared statement of each connection: parsed and
+ * planned once per connection, then only bound and executed with each call.
  */
-export function checkedQuery<R extends pg.QueryResultRow>(client: pg.ClientBase, check: string, text: string, values: readonly unknown[]): Promise<pg.QueryResult<R>> {
+const ROUTE_STATEMENT = 'reshard_route';
+
+/**
+ * One statement preceded by the route check, pipelined: Bind/Execute of the
+ * check (Parse too, the first time on a connection), then
+ * Parse/Bind/Describe/Execute of the statement, then one Sync. Both run in one
+ * implicit transaction in one round trip; if the check raises (the slot is
+ * frozen or moved here), the server skips the statement and the call fails
+ * with the check's error. The check's own result is not shown.
+ */
+export function checkedQuery<R extends pg.QueryResultRow>(client: pg.ClientBase, routeFunction: string, check: RouteCheck, text: string, values: readonly unknown[]): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new CheckedQuery(check, text, values, (error: Error | null, result: pg.QueryResult<R>) => (error ? reject(error) : resolve(result)));
+    const query = new CheckedQuery(`SELECT ${routeFunction}($1::integer, $2::bigint)`, check, text, values,
+      (error: Error | null, result: pg.QueryResult<R>) => (error ? reject(error) : resolve(result)));
     client.query(query as unknown as pg.Submittable);
   });
 }
@@ -18,6 +32,8 @@ type Connection = {
   parse(message: { text: string; name?: string; types?: unknown[] }): void;
   bind(message: { portal?: string; statement?: string; values?: unknown[] }): void;
   execute(message: { portal?: string; rows?: number }): void;
+  close(message: { type: 'S' | 'P'; name?: string }): void;
+  parsedStatements: Record<string, string>;
   stream: { cork?(): void; uncork?(): void };
 };
 
@@ -29,18 +45,26 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
   prepare(connection: Connection): void;
   handleDataRow(message: unknown): void;
   handleCommandComplete(message: unknown, connection: Connection): void;
+  handleError(error: unknown, connection: Connection): void;
 }) {
   private checkAnswered = false;
+  private parsedCheck = false;
 
-  constructor(private readonly check: string, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
+  constructor(private readonly checkText: string, private readonly check: RouteCheck, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
     super(text, [...values], callback);
   }
 
   submit(connection: Connection): null {
     connection.stream.cork?.();
     try {
-      connection.parse({ text: this.check });
-      connection.bind({});
+      if (connection.parsedStatements[ROUTE_STATEMENT] !== this.checkText) {
+        // Closing a statement that does not exist is no error: a Parse that failed before leaves none.
+        connection.close({ type: 'S', name: ROUTE_STATEMENT });
+        connection.parse({ name: ROUTE_STATEMENT, text: this.checkText });
+        connection.parsedStatements[ROUTE_STATEMENT] = this.checkText;
+        this.parsedCheck = true;
+      }
+      connection.bind({ statement: ROUTE_STATEMENT, values: [String(this.check.slot), String(this.check.epoch)] });
       connection.execute({});
       // Always the extended protocol (also without parameters): it ends with the one Sync.
       this.prepare(connection);
@@ -60,5 +84,11 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
       return;
     }
     super.handleCommandComplete(message, connection);
+  }
+
+  override handleError(error: unknown, connection: Connection): void {
+    // The check failed where it was parsed: whether the Parse took is unknown, so parse again next time.
+    if (!this.checkAnswered && this.parsedCheck) delete connection.parsedStatements[ROUTE_STATEMENT];
+    super.handleError(error, connection);
   }
 }

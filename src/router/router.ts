@@ -131,9 +131,9 @@ export class Router {
 
   /** Runs one statement on the node that owns the key's slot, with the route check in the same round trip. */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
-    return this.routed(key, async (client, check) => {
+    return this.routed(key, async (client, _check, route) => {
       try {
-        return await checkedQuery<R>(client, check, sql, params);
+        return await checkedQuery<R>(client, `${NODE_SCHEMA}.route`, route, sql, params);
       } catch (error) {
         throw Object.assign(asError(error), { reshardPhase: 'statement' satisfies CallPhase });
       }
@@ -199,7 +199,7 @@ export class Router {
    * the switch (the gate, or a short backoff while the map has not shown the
    * freeze yet). Bounded by holdTimeoutMs and REDIRECTS_MAX.
    */
-  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, check: string) => Promise<T>): Promise<T> {
+  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, check: string, route: CallRoute) => Promise<T>): Promise<T> {
     const slot = this.slotOf(key);
     const deadline = performance.now() + this.holdTimeoutMs;
     let redirects = 0;
@@ -229,7 +229,7 @@ export class Router {
         }
         let broken: Error | undefined;
         try {
-          const result = await work(client, routeCheckSql(slot, route.epoch));
+          const result = await work(client, routeCheckSql(slot, route.epoch), route);
           // Where the call went: a result that surprises can be explained.
           if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
           return result;
