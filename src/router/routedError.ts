@@ -71,5 +71,9 @@ export function routedError(error: unknown, node: string | undefined, slot: numb
     }
     return new RoutedCallError({ code: 'RESHARD_OUTCOME_UNKNOWN', node, slot, retryable: false, message: `lost the connection after the call was sent; it may or may not have been applied: ${text}`, cause: error });
   }
+  if ((sqlstate === '42883' || sqlstate === '3F000') && /reshard_node/.test(text)) {
+    return new RoutedCallError({ code: String(sqlstate), node, slot, retryable: false, cause: error,
+      message: `has no route check (${text}): its reshard helpers predate this version; \`reshard table create\` or any rebalance that moves a slot to or from it installs them` });
+  }
   return new RoutedCallError({ code: String(sqlstate), node, slot, retryable: RETRYABLE_SQLSTATES.has(String(sqlstate)), message: text, cause: error });
 }
