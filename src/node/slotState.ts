@@ -10,6 +10,17 @@ import { NODE_SCHEMA, ROUTE_LOCK_CLASS } from './nodeHelpers.js';
  */
 export type NodeSlotState = 'owned' | 'frozen' | 'moved';
 
+/** The route check every routed call sends (`reshard_node.route(slot, epoch)`, installed by installNodeHelpers). */
+export const ROUTE_FUNCTION = `${NODE_SCHEMA}.route`;
+
+/** The route check as a statement to prepare once per connection: $1 the slot, $2 the epoch. */
+export const ROUTE_CHECK_PREPARED_SQL = `SELECT ${ROUTE_FUNCTION}($1::integer, $2::bigint)`;
+
+/** The route check as one statement, with integers we format ourselves (no user input reaches this text). */
+export function routeCheckSql(slot: number, epoch: number): string {
+  return `SELECT ${ROUTE_FUNCTION}(${int(slot)}, ${int(epoch)})`;
+}
+
 /** How long the fence and the switch wait for routed transactions on the slot before ending them. */
 export const ROUTE_HOLDERS_WAIT_MS_DEFAULT = 1_000;
 

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { ROUTE_CHECK_PREPARED_SQL } from '../node/slotState.js';
 
 /** What the route check needs: the slot and the epoch the call was routed at. */
 export interface RouteCheck {
@@ -20,9 +21,9 @@ const ROUTE_STATEMENT = 'reshard_route';
  * frozen or moved here), the server skips the statement and the call fails
  * with the check's error. The check's own result is not shown.
  */
-export function checkedQuery<R extends pg.QueryResultRow>(client: pg.ClientBase, routeFunction: string, check: RouteCheck, text: string, values: readonly unknown[]): Promise<pg.QueryResult<R>> {
+export function checkedQuery<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, text: string, values: readonly unknown[]): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new CheckedQuery(`SELECT ${routeFunction}($1::integer, $2::bigint)`, check, text, values,
+    const query = new CheckedQuery(ROUTE_CHECK_PREPARED_SQL, check, text, values,
       (error: Error | null, result: pg.QueryResult<R>) => (error ? reject(error) : resolve(result)));
     client.query(query as unknown as pg.Submittable);
   });

@@ -8,8 +8,9 @@ import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
 import { clientConfig, connectTo } from '../node/connectNode.js';
-import { FENCE_SQLSTATE, MOVED_SQLSTATE, NODE_SCHEMA } from '../node/nodeHelpers.js';
+import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { checkedQuery } from './checkedQuery.js';
+import { routeCheckSql } from '../node/slotState.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
 
@@ -133,7 +134,7 @@ export class Router {
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
     return this.routed(key, async (client, _check, route) => {
       try {
-        return await checkedQuery<R>(client, `${NODE_SCHEMA}.route`, route, sql, params);
+        return await checkedQuery<R>(client, route, sql, params);
       } catch (error) {
         throw Object.assign(asError(error), { reshardPhase: 'statement' satisfies CallPhase });
       }
@@ -417,12 +418,6 @@ export class Router {
     this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), this.catalogReachable ? Math.max(50, this.leaseMs / 3) : 250);
     this.renewTimer.unref();
   }
-}
-
-/** The route check, with integers we format ourselves (no user input reaches this text). */
-function routeCheckSql(slot: number, epoch: number): string {
-  assert(Number.isSafeInteger(slot) && Number.isSafeInteger(epoch), 'slot and epoch are integers');
-  return `SELECT ${NODE_SCHEMA}.route(${slot}, ${epoch})`;
 }
 
 /** The JSON DETAIL of a route refusal (RSM01/RSM02). */

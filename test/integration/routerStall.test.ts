@@ -11,6 +11,7 @@ import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
 import { slotOf } from '../../src/core/hash.js';
+import { percentile } from '../../src/core/percentile.js';
 import { noPasswords } from '../../src/node/nodeAccess.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
@@ -122,6 +123,10 @@ describe('a router whose process stalls at random instants across many switches'
       console.log(`freezes ${freezes.length}: routers' ack wait max ${Math.max(...freezes.map((f) => f.routersAckedMs)).toFixed(0)} ms, ` +
         `without the stalled router's ack ${freezes.filter((f) => f.routersNotAcked.length > 0).length}, sessions ended ${freezes.reduce((n, f) => n + f.endedSessions, 0)}, ` +
         `round trips max ${Math.max(...freezes.map((f) => f.roundTrips))}`);
+      const quiet = freezes.filter((f) => f.endedSessions === 0 && f.routersNotAcked.length === 0).map((f) => f.fencedMs).sort((x, y) => x - y);
+      const pauses = await movePauses(access);
+      console.log(`freeze → fenced, when nothing stalled (${quiet.length}): p50 ${percentile(quiet, 0.5).toFixed(0)} ms, p99 ${percentile(quiet, 0.99).toFixed(0)} ms; ` +
+        `write pause per slot (freeze → switch, ${pauses.length} moves): p50 ${percentile(pauses, 0.5).toFixed(0)} ms, p99 ${percentile(pauses, 0.99).toFixed(0)} ms`);
       expect(freezes.length).toBeGreaterThanOrEqual(SWITCHES_MIN);
       expect(Math.max(...freezes.map((f) => f.routersAckedMs))).toBeLessThan(ACK_WAIT_BOUND_MS + 300);
       expect(freezes.some((f) => f.routersNotAcked.includes('stalling client'))).toBe(true);
@@ -198,14 +203,25 @@ async function verifyOnNodes(access: ClusterAccess, log: ChildLog): Promise<stri
 }
 
 /** What each freeze step journaled: its wait for routers, who had not acknowledged, the sessions it ended. */
-async function freezeDetails(access: ClusterAccess): Promise<{ routersAckedMs: number; routersNotAcked: string[]; endedSessions: number; roundTrips: number }[]> {
+async function freezeDetails(access: ClusterAccess): Promise<{ routersAckedMs: number; fencedMs: number; routersNotAcked: string[]; endedSessions: number; roundTrips: number }[]> {
   const catalog = await connectTo(access.catalog);
   try {
-    const rows = await catalog.query<{ detail: { routersAckedMs: number; routersNotAcked?: string[]; endedSessions?: unknown[]; round_trips: number } }>(
+    const rows = await catalog.query<{ detail: { routersAckedMs: number; fencedMs: number; routersNotAcked?: string[]; endedSessions?: unknown[]; round_trips: number } }>(
       "SELECT detail FROM reshard.journal WHERE step = 'freeze' AND action = 'done' ORDER BY id");
     return rows.rows.map(({ detail }) => ({
-      routersAckedMs: detail.routersAckedMs, routersNotAcked: detail.routersNotAcked ?? [], endedSessions: detail.endedSessions?.length ?? 0, roundTrips: detail.round_trips,
+      routersAckedMs: detail.routersAckedMs, fencedMs: detail.fencedMs, routersNotAcked: detail.routersNotAcked ?? [], endedSessions: detail.endedSessions?.length ?? 0, roundTrips: detail.round_trips,
     }));
+  } finally {
+    await catalog.end();
+  }
+}
+
+/** Each switched move's write pause (freeze → switch), ms. */
+async function movePauses(access: ClusterAccess): Promise<number[]> {
+  const catalog = await connectTo(access.catalog);
+  try {
+    const rows = await catalog.query<{ pause_ms: number }>('SELECT pause_ms FROM reshard.move WHERE pause_ms IS NOT NULL ORDER BY pause_ms');
+    return rows.rows.map((row) => Number(row.pause_ms));
   } finally {
     await catalog.end();
   }
