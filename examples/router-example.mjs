@@ -7,7 +7,7 @@ const url = new URL(process.env.RESHARD_CATALOG ?? 'postgres://postgres@127.0.0.
 const router = await Router.connect({
   catalog: { host: url.hostname, port: Number(url.port || 5432), database: url.pathname.slice(1) || 'postgres', user: url.username || 'postgres' },
   name: 'router-example',
-  leaseMs: 5_000,        // stop serving if the slot map cannot be confirmed for 5 s
+  leaseMs: 5_000,        // life of the registration in the catalog (the router serves through catalog outages)
   holdTimeoutMs: 10_000, // longest a call waits for a slot that is being switched
 });
 

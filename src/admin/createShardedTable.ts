@@ -8,6 +8,7 @@ import { assertIdentifierFits } from '../core/identifier.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { leafName } from '../node/leafName.js';
 import { connectNode } from '../node/nodeAccess.js';
+import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable, validateParentTable } from '../node/parentTable.js';
 import { createSlotPartitions } from '../node/slotPartitions.js';
 
@@ -59,6 +60,7 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
       for (const [index, client] of clients.entries()) {
         const node = nodes[index]!;
         await client.query('BEGIN');
+        await installNodeHelpers(client);
         await createParentTable(client, spec);
         const owned = slotMap.owners.flatMap((owner, slot) => (owner === node.name ? [slot] : []));
         await createSlotPartitions(client, spec, owned, slotMap.modulus);

@@ -97,10 +97,10 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
         dropped = await dropMigrationReplication(await Promise.all(involved.map(session)), migration.id);
       }
       for (const move of unswitched) {
-        await undoUnswitchedMove({ migrationId: migration.id, slot: move.slot, modulus, tables, source: await session(move.source), target: await session(move.target), catalog: lock }, reason);
+        await undoUnswitchedMove({ migrationId: migration.id, slot: move.slot, modulus, tables, sourceName: move.source, targetName: move.target, source: await session(move.source), target: await session(move.target), catalog: lock }, reason);
       }
       for (const move of switched) {
-        await finishSwitchedMove({ migrationId: migration.id, slot: move.slot, modulus, tables, source: await session(move.source), target: await session(move.target), catalog: lock });
+        await finishSwitchedMove({ migrationId: migration.id, slot: move.slot, modulus, tables, sourceName: move.source, targetName: move.target, source: await session(move.source), target: await session(move.target), catalog: lock });
       }
     } finally {
       await Promise.all([...sessions.values()].map((client) => client.end().catch(() => {})));

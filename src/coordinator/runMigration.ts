@@ -388,11 +388,13 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
 }
 
 /**
- * The fence's trigger function, once per source node before any move:
- * concurrent CREATE OR REPLACE FUNCTION calls fail with "tuple concurrently updated".
+ * The fence's trigger function, the node's slot state and the route check,
+ * once per node at either end of a move before any move (the fence and the
+ * switch write the source's slot state, the ATTACH the target's): concurrent
+ * CREATE OR REPLACE FUNCTION calls fail with "tuple concurrently updated".
  */
 async function installHelpersOnSources(moves: readonly MoveRecord[], nodes: Map<string, NodeRecord>, access: ClusterAccess): Promise<void> {
-  for (const name of new Set(moves.map((move) => move.source))) {
+  for (const name of new Set(moves.flatMap((move) => [move.source, move.target]))) {
     const node = nodes.get(name);
     assert(node, `source node ${name} is in the catalog`);
     const client = await connectNode(node, access.passwords);

@@ -8,6 +8,8 @@ import {
   dropStagedSlotLeaf, stageSlotLeaves, truncateStagedSlotLeaf,
 } from '../node/slotPartitions.js';
 import { slotStatsOnBoth } from '../node/slotStats.js';
+import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
+import { getCluster } from '../catalog/cluster.js';
 import { describeLeaves, type MoveContext, type MoveStep } from './moveStep.js';
 import { settleCopyProgress } from './settleCopyProgress.js';
 
@@ -28,11 +30,14 @@ const freeze: MoveStep = {
   name: 'freeze',
   describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1); on ${view.sourceName}: fence ${leaves(view)} with a trigger that rejects writes (SQLSTATE RSM01), after in-flight writers finish`,
   async do(context) {
-    await freezeSlotForRouters(context.catalog, context.slot);
-    await fenceSlot(context.source, context.tables, context.slot, context.modulus);
+    const frozen = await freezeSlotForRouters(context.catalog, context.slot);
+    const fence = await fenceSlot(context.source, context.tables, context.slot, context.modulus, { epoch: frozen.epoch });
+    context.facts['freezeEpoch'] = frozen.epoch;
+    context.facts['freezeRoundTrips'] = frozen.roundTrips + fence.roundTrips;
+    context.facts['freezeEndedSessions'] = fence.ended.length;
   },
   async undo(context) {
-    await unfenceSlot(context.source, context.tables, context.slot, context.modulus);
+    await unfenceSlot(context.source, context.tables, context.slot, context.modulus, context.facts['freezeEpoch'] ?? 0);
     await setSlotState(context.catalog, context.slot, 'active');
   },
 };
@@ -88,19 +93,25 @@ const attach: MoveStep = {
   name: 'attach',
   describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan)`,
   async do(context) {
-    await attachSlot(context.target, context.tables, context.slot, context.modulus);
+    const epoch = context.facts['freezeEpoch'] ?? (await getCluster(context.catalog)).epoch;
+    await attachSlot(context.target, context.tables, context.slot, context.modulus, undefined, epoch);
   },
   async undo(context) {
+    // First: the target's slot state never says 'owned' for leaves that are not attached; a stale route there goes back to the source.
+    await markSlotNotAttached(context.target, context.slot, context.sourceName, (await getCluster(context.catalog)).epoch);
     for (const table of context.tables) await detachSlotLeafForUndo(context.target, table, context.slot, context.modulus);
   },
 };
 
 const switchOwner: MoveStep = {
   name: 'switch',
-  describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName}, state active, epoch + 1, NOTIFY (the point of no return)`,
+  describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName}, state active, epoch + 1, NOTIFY (the point of no return); on ${view.sourceName}: slot state moved → ${view.targetName}`,
   pointOfNoReturn: true,
   async do(context) {
-    await switchSlotOwner(context.catalog, context.slot, context.sourceName, context.targetName);
+    const epoch = await switchSlotOwner(context.catalog, context.slot, context.sourceName, context.targetName);
+    // After the catalog's switch: the source's tombstone redirects stale routes, also after cleanup. It must not
+    // fail this step (the catalog has switched; a failure would be undone as if it had not): cleanup writes it too.
+    await markSlotMoved(context.source, context.slot, context.targetName, epoch).catch(() => {});
   },
 };
 
@@ -108,6 +119,7 @@ const cleanup: MoveStep = {
   name: 'cleanup',
   describe: (view) => `on ${view.targetName}: drop the slot-bound CHECK; on ${view.sourceName}: DETACH ${leaves(view)} CONCURRENTLY, then DROP them`,
   async do(context: MoveContext) {
+    await markSlotMoved(context.source, context.slot, context.targetName, (await getCluster(context.catalog)).epoch);
     for (const table of context.tables) {
       await dropSlotBoundConstraint(context.target, table, context.slot, context.modulus);
       await detachAndDropSlotLeaf(context.source, table, context.slot, context.modulus);

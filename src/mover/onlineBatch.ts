@@ -22,7 +22,9 @@ import {
   type SlotTable,
 } from '../node/slotPartitions.js';
 import { slotStatsOnBoth } from '../node/slotStats.js';
-import { freezeSlotForRouters } from './freezeSlot.js';
+import { freezeSlotForRouters, ROUTER_ACK_WAIT_MS_DEFAULT } from './freezeSlot.js';
+import { getCluster } from '../catalog/cluster.js';
+import { markSlotMoved, markSlotNotAttached, ROUTE_HOLDERS_WAIT_MS_DEFAULT } from '../node/slotState.js';
 import { settleCopyProgress } from './settleCopyProgress.js';
 import { replicationSlotStatus, subscriptionWorkerStatus } from '../node/replicationStatus.js';
 import { subscriptionFailure } from './subscriptionHealth.js';
@@ -45,6 +47,10 @@ export interface OnlineLimits {
   freezeAttemptsMax: number;
   /** Parallel COPY streams of one batch's initial copy. */
   copyLanes: number;
+  /** Longest the freeze waits for routers' acknowledgements (an optimisation, never needed for correctness). */
+  routerAckWaitMs: number;
+  /** Longest the fence and the switch wait for transactions left open on the slot before ending them. */
+  routeHoldersWaitMs: number;
 }
 
 export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
@@ -55,6 +61,8 @@ export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
   finalSyncPollMs: 3,
   freezeAttemptsMax: 3,
   copyLanes: 2,
+  routerAckWaitMs: ROUTER_ACK_WAIT_MS_DEFAULT,
+  routeHoldersWaitMs: ROUTE_HOLDERS_WAIT_MS_DEFAULT,
 };
 
 /** Moves between one source and one target that share a publication and a subscription. */
@@ -387,6 +395,8 @@ async function cutOverSlot(
   const { source, target, catalog } = connections;
   const { limits } = options;
   const fencedLsnBySlot = new Map<number, string>();
+  /** The freeze's epoch, recorded with the target's 'owned' (after a resume: the catalog's current one). */
+  let freezeEpoch: number | undefined;
   for (let attempt = 1; ; attempt++) {
     const frozenAt = performance.now();
     /** Time spent scanning for the verification (not waiting), left out of the freeze budget. */
@@ -398,13 +408,21 @@ async function cutOverSlot(
     try {
       await journaled.runChain(move.slot, [
         { step: 'freeze', work: async () => {
-          await freezeSlotForRouters(catalog, move.slot);
+          const frozen = await freezeSlotForRouters(catalog, move.slot, limits.routerAckWaitMs);
+          freezeEpoch = frozen.epoch;
           const routersAckedMs = performance.now() - frozenAt;
           mark('acked');
-          const fencedLsn = await fenceSlot(source, batch.tables, move.slot, batch.modulus, limits.freezeBudgetMs);
+          const fence = await fenceSlot(source, batch.tables, move.slot, batch.modulus,
+            { epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs });
           mark('fenced');
-          fencedLsnBySlot.set(move.slot, fencedLsn);
-          return { routersAckedMs, fencedMs: performance.now() - frozenAt, fencedLsn };
+          fencedLsnBySlot.set(move.slot, fence.lsn);
+          return {
+            routersAckedMs, fencedMs: performance.now() - frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
+            // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.
+            round_trips: frozen.roundTrips + fence.roundTrips,
+            ...(frozen.routersBehind.length > 0 ? { routersNotAcked: frozen.routersBehind } : {}),
+            ...(fence.ended.length > 0 ? { endedSessions: fence.ended } : {}),
+          };
         } },
         { step: 'sync', work: async () => {
           // After a resume the fence's position is lost; the current one is later, hence safe.
@@ -436,7 +454,8 @@ async function cutOverSlot(
         } },
         { step: 'attach', work: async () => {
           // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
-          await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - waitedMs()));
+          const epoch = freezeEpoch ?? (await getCluster(catalog)).epoch;
+          await attachSlot(target, batch.tables, move.slot, batch.modulus, Math.max(1, limits.freezeBudgetMs - waitedMs()), epoch);
           mark('attached');
         } },
         { step: 'switch', work: async () => {
@@ -445,10 +464,20 @@ async function cutOverSlot(
           const onTarget = await unattachedSlotLeaves(target, batch.tables, move.slot, batch.modulus);
           assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${move.slot}`);
           assert(onTarget.unattached.length === 0, `slot ${move.slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
-          await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
+          const switchEpoch = await switchSlotOwner(catalog, move.slot, batch.source.name, batch.target.name);
           mark('switched');
+          // The source's tombstone, after the catalog's switch (the point of no return), never before: a crash
+          // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a
+          // rollback could still drop. It must not fail this step (the catalog has switched: a failure here would
+          // be taken for an unswitched move and undone); cleanup writes it before any leaf goes, if not here.
+          const tombstone = await markSlotMoved(source, move.slot, batch.target.name, switchEpoch, limits.routeHoldersWaitMs)
+            .catch((error: unknown) => ({ ended: [], roundTrips: 1, deferred: errorText(error) }));
           // Where the write pause went, ms since the freeze began, for `status` and tuning.
-          return { pausePhasesMs: phase };
+          return {
+            pausePhasesMs: phase, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
+            ...(tombstone.ended.length > 0 ? { endedSessions: tombstone.ended } : {}),
+            ...('deferred' in tombstone ? { tombstoneDeferredToCleanup: tombstone.deferred } : {}),
+          };
         } },
       ]);
       const pauseMs = performance.now() - frozenAt;
@@ -466,8 +495,10 @@ async function cutOverSlot(
       for (const step of CUTOVER_ATTEMPT_STEPS_REVERSED) {
         await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undo', ...(step === 'freeze' ? { detail: { attempt, reason: errorText(error) } } : {}) });
       }
+      // The target's slot state first: it must never say 'owned' for leaves that are not attached.
+      await markSlotNotAttached(target, move.slot, batch.source.name, freezeEpoch ?? 0);
       for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
-      await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
+      await unfenceSlot(source, batch.tables, move.slot, batch.modulus, freezeEpoch);
       await setSlotState(catalog, move.slot, 'active');
       for (const step of CUTOVER_ATTEMPT_STEPS_REVERSED) await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step, action: 'undone' });
       journaled.forget(move.slot, CUTOVER_ATTEMPT_STEPS_REVERSED);
@@ -492,6 +523,8 @@ async function undoUnswitched(batch: OnlineBatch, moves: readonly MoveRecord[], 
   const { source, target, catalog } = connections;
   for (const move of moves) {
     await appendJournal(catalog, { migrationId: batch.migrationId, slot: move.slot, step: WHOLE_MOVE_STEP, action: 'undo' });
+    // The target's slot state first: it must never say 'owned' for leaves that are not attached.
+    await markSlotNotAttached(target, move.slot, batch.source.name, (await getCluster(catalog)).epoch);
     for (const table of batch.tables) await detachSlotLeafForUndo(target, table, move.slot, batch.modulus);
     await unfenceSlot(source, batch.tables, move.slot, batch.modulus);
     await setSlotState(catalog, move.slot, 'active');
@@ -519,6 +552,9 @@ async function cleanUpSwitched(batch: OnlineBatch, moves: readonly MoveRecord[],
   await dropPublication(source, batch.name);
   const slots = moves.map((move) => move.slot);
   await journaled.runForSlots(slots, 'cleanup', async () => {
+    // The source's tombstones before any leaf goes (the switch writes them unless the source was unreachable then).
+    const epoch = (await getCluster(connections.catalog)).epoch;
+    for (const slot of slots) await markSlotMoved(source, slot, batch.target.name, epoch);
     await Promise.all(batch.tables.map(async (table, index) => {
       let own: pg.Client | undefined;
       let targetSession: pg.ClientBase = target;

@@ -3,6 +3,8 @@ import { appendJournal } from '../catalog/journal.js';
 import { updateMove } from '../catalog/migrations.js';
 import { setSlotState } from '../catalog/slotMap.js';
 import { unfenceSlot } from '../node/fence.js';
+import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
+import { getCluster } from '../catalog/cluster.js';
 import { dropPublication, dropReplicationSlot, dropSubscription, migrationReplicationPrefix, reshardReplicationObjects } from '../node/replication.js';
 import {
   detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, type SlotTable,
@@ -14,6 +16,8 @@ export interface RevertContext {
   slot: number;
   modulus: number;
   tables: readonly SlotTable[];
+  sourceName: string;
+  targetName: string;
   source: pg.ClientBase;
   target: pg.ClientBase;
   catalog: pg.ClientBase;
@@ -28,6 +32,8 @@ export interface RevertContext {
 export async function undoUnswitchedMove(context: RevertContext, reason: string): Promise<void> {
   const { migrationId, slot, tables, modulus, source, target, catalog } = context;
   await appendJournal(catalog, { migrationId, slot, step: 'rollback', action: 'undo', detail: { reason } });
+  // First: the target's slot state never says 'owned' for leaves that are not attached; a stale route there goes back to the source.
+  await markSlotNotAttached(target, slot, context.sourceName, (await getCluster(catalog)).epoch);
   for (const table of tables) {
     await detachSlotLeafForUndo(target, table, slot, modulus);
     await dropStagedSlotLeaf(target, table, slot, modulus);
@@ -45,6 +51,8 @@ export async function undoUnswitchedMove(context: RevertContext, reason: string)
  */
 export async function finishSwitchedMove(context: RevertContext): Promise<void> {
   const { migrationId, slot, tables, modulus, source, target, catalog } = context;
+  // The switch may have stopped between the catalog and the source's tombstone: written before the leaves go.
+  await markSlotMoved(source, slot, context.targetName, (await getCluster(catalog)).epoch);
   for (const table of tables) {
     await dropSlotBoundConstraint(target, table, slot, modulus);
     await detachAndDropSlotLeaf(source, table, slot, modulus);

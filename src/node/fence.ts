@@ -3,6 +3,7 @@ import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../core/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
+import { endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
 import type { SlotTable } from './slotPartitions.js';
 
 const FENCE_ROW_TRIGGER = 'reshard_fence';
@@ -11,15 +12,60 @@ const FENCE_TRUNCATE_TRIGGER = 'reshard_fence_truncate';
 /** How long a fence may wait for in-flight writers on the leaf before giving up. */
 export const FENCE_LOCK_TIMEOUT_MS = 10_000;
 
+export interface FenceOptions {
+  /** The catalog epoch of the freeze, recorded in the node's slot state. */
+  epoch?: number;
+  /** Longest the fence waits for writers on the leaves (sessions that bypass the route check). */
+  lockTimeoutMs?: number;
+  /**
+   * Longest the fence waits for open transactions on the slot (routed ones
+   * holding the route check's lock, and writers holding a lock on a leaf)
+   * before it ends them and fences again: a stalled client cannot hold a freeze.
+   */
+  holdersWaitMs?: number;
+}
+
+export interface FenceResult {
+  /** A WAL position past every write the slot received. */
+  lsn: string;
+  /** Sessions ended because they held the freeze past `holdersWaitMs`. */
+  ended: EndedBackend[];
+  /** Sequential round trips to the source this fence took. */
+  roundTrips: number;
+}
+
 /**
  * Rejects every write to the slot's leaves (all tables, one transaction) with
- * reshard's SQLSTATE, also from writers that bypass routers. The EXCLUSIVE lock
- * waits for in-flight writers on these leaves only, so when this returns no
- * write to the slot is pending; reads and every other slot go on. Returns a
- * WAL position past every write the slot received.
+ * reshard's SQLSTATE, also from writers that bypass routers, and records the
+ * slot `frozen` in the node's slot state, which the route check reads. The
+ * route lock (exclusive) waits for every routed transaction that passed the
+ * check on this slot, and the EXCLUSIVE lock for in-flight writers on these
+ * leaves only, so when this returns no work on the slot is pending and new
+ * routed work is refused (RSM01); reads of unrouted sessions and every other
+ * slot go on. One round trip when nothing holds the slot.
  */
-export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = FENCE_LOCK_TIMEOUT_MS): Promise<string> {
+export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, options: FenceOptions = {}): Promise<FenceResult> {
   const leaves = tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+  const lockTimeoutMs = options.lockTimeoutMs ?? FENCE_LOCK_TIMEOUT_MS;
+  const holdersWaitMs = Math.min(options.holdersWaitMs ?? ROUTE_HOLDERS_WAIT_MS_DEFAULT, lockTimeoutMs);
+  const ended: EndedBackend[] = [];
+  let roundTrips = 0;
+  for (let attempt = 1; ; attempt++) {
+    // After ending the blockers once, the second attempt waits its full bound (a new writer is not ended twice).
+    const waitMs = attempt === 1 ? holdersWaitMs : Math.max(1, lockTimeoutMs - holdersWaitMs);
+    try {
+      roundTrips++;
+      return { lsn: await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs), ended, roundTrips };
+    } catch (error) {
+      const lockTimedOut = (error as { code?: string }).code === '55P03';
+      if (!lockTimedOut || attempt >= 2) throw error;
+      roundTrips += 2;
+      ended.push(...await endSlotBlockers(db, slot, await relationOids(db, leaves)));
+    }
+  }
+}
+
+async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number): Promise<string> {
   // One round trip: the freeze's length is the write pause clients see.
   const statements = [
     'BEGIN',
@@ -27,6 +73,8 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
     // The commit must be flushed at once: a walsender only sends flushed WAL,
     // and the final sync waits for the subscriber to confirm this position.
     'SET LOCAL synchronous_commit = on',
+    // First the routed transactions (they may hold the route lock without touching a leaf yet), then the writers.
+    routeLockStatement(slot),
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
     // its WAL lies before this position.
@@ -35,6 +83,7 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
       `CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
       `CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
     ]),
+    slotFrozenStatement(slot, epoch),
     'COMMIT',
   ];
   try {
@@ -48,9 +97,14 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
   }
 }
 
-/** Undo of the fence. Idempotent; a leaf that no longer exists needs none. */
-export async function unfenceSlot(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
+/**
+ * Undo of the fence: the triggers go, and the node serves the slot again
+ * (`frozen` → `owned`; a slot recorded as moved stays moved). Idempotent; a
+ * leaf that no longer exists needs none.
+ */
+export async function unfenceSlot(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number, epoch = 0): Promise<void> {
   for (const table of tables) await unfenceSlotLeaf(db, table, slot, modulus);
+  await markSlotThawed(db, slot, epoch);
 }
 
 async function unfenceSlotLeaf(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {

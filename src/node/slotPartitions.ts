@@ -7,6 +7,7 @@ import { errorFields, log } from '../core/log.js';
 import { startWaitLog } from '../core/waitLog.js';
 
 const logger = log('node');
+import { slotOwnedStatement } from './slotState.js';
 
 /** The parts of a sharded table that partition DDL needs. */
 export interface SlotTable {
@@ -134,7 +135,8 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
 
 /**
  * ATTACH the slot's staged leaf of every table in one transaction, one round
- * trip, with the parents locked ACCESS EXCLUSIVE for its few milliseconds.
+ * trip, with the parents locked ACCESS EXCLUSIVE for its few milliseconds;
+ * with `ownedEpoch`, the node's slot state says `owned` in that transaction.
  * Idempotent.
  *
  * Why the strong lock (ATTACH alone needs only SHARE UPDATE EXCLUSIVE):
@@ -148,7 +150,7 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
  * lock). Locked, no session plans against the parents while the ATTACH
  * commits: queries wait for it, then see the partition.
  */
-export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS): Promise<void> {
+export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<void> {
   const { unattached } = await unattachedSlotLeaves(db, tables, slot, modulus);
   if (unattached.length === 0) return;
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
@@ -160,7 +162,9 @@ export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[]
   for (let attempt = 1; ; attempt++) {
     const attemptMs = Math.max(1, Math.round(Math.min(ATTACH_LOCK_ATTEMPT_MS_MAX, deadline - performance.now())));
     try {
-      await runInOneTransaction(db, [`SET LOCAL lock_timeout = '${attemptMs}ms'`, `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`, ...attaches]);
+      // The node's slot state says 'owned' exactly when the leaves are attached (the route check reads it).
+      const owned = ownedEpoch === undefined ? [] : [slotOwnedStatement(slot, ownedEpoch)];
+      await runInOneTransaction(db, [`SET LOCAL lock_timeout = '${attemptMs}ms'`, `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`, ...attaches, ...owned]);
       waitLog.end('done', { attempts: attempt });
       return;
     } catch (error) {

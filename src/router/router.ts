@@ -10,7 +10,10 @@ import { errorFields, log } from '../core/log.js';
 import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../node/connectNode.js';
 import { parseConnectionHere } from '../node/conninfoSources.js';
-import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
+import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
+import { checkedQuery } from './checkedQuery.js';
+import { routeCheckSql } from '../node/slotState.js';
+import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
 
 const routerLogger = log('router');
@@ -27,7 +30,11 @@ export interface RouterOptions {
   name?: string;
   /** The key types of the colocation group this router serves; read from the catalog when absent. */
   keyTypes?: ShardKeyType[];
-  /** If the slot map cannot be confirmed for this long, the router stops serving. */
+  /**
+   * How long the router's registration in the catalog lives without renewal. It
+   * only tells a freeze which routers to wait for (briefly); the router keeps
+   * serving from its cached map however long the catalog is away.
+   */
   leaseMs?: number;
   /** Longest a call waits for a frozen slot before failing with a retryable error. */
   holdTimeoutMs?: number;
@@ -50,16 +57,28 @@ interface MapSnapshot {
   nodes: Map<string, RouterNode>;
 }
 
+/** Where a call was sent: a result or an error carries it as `reshardRoute`. */
+export interface CallRoute {
+  slot: number;
+  owner: string;
+  epoch: number;
+}
+
 export const ROUTER_LEASE_MS_DEFAULT = 5_000;
 export const ROUTER_HOLD_TIMEOUT_MS_DEFAULT = 10_000;
+/** Redirects (RSM02) one call follows before it gives up: a slot moves at most a few times in one call's life. */
+const REDIRECTS_MAX = 4;
 
 /**
  * The application-side client. It computes a key's slot locally (the same
- * hash as PostgreSQL), follows the slot map (LISTEN plus a lease), registers
- * itself and acknowledges each epoch once it holds new work for frozen slots
- * and has drained its in-flight work on them. It never sends work for a slot
- * to a node after that slot's switch: if it cannot confirm the map within its
- * lease, it refuses to serve.
+ * hash as PostgreSQL), caches the slot map and follows it (LISTEN on the
+ * catalog), and sends every routed call with the route check
+ * `reshard_node.route(slot, epoch)` in the same round trip. The node is the
+ * last word: it refuses work for a slot that is frozen there (RSM01: the call
+ * is held and retried) or has left it (RSM02: the call follows the redirect to
+ * the owner the node names, without the catalog). So the catalog is off the
+ * data path: through a catalog outage the router serves from its cached map,
+ * and catches up when the catalog returns.
  */
 export class Router {
   readonly id = randomUUID();
@@ -69,14 +88,13 @@ export class Router {
   private readonly catalog: ConnectionSettings;
   private listener: pg.Client | undefined;
   private snapshot: MapSnapshot | undefined;
-  private leaseValidUntil = 0;
+  /** Owners learnt from nodes' redirects, newer than the cached map: slot → owner at epoch. */
+  private readonly redirects = new Map<number, { owner: string; epoch: number }>();
+  private catalogReachable = false;
   private renewTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private resyncRequested = false;
-  /** The epoch acknowledged last: a freeze whose in-flight calls have not drained is not acknowledged. */
-  private ackedEpoch = 0;
-  /** Frozen slots whose in-flight calls had not finished at the last acknowledgement attempt. */
-  private undrained = new Set<number>();
+  private registered = false;
   private closed = false;
   private keyTypes: ShardKeyType[] = [];
   private readonly leaseMs: number;
@@ -112,8 +130,8 @@ export class Router {
 
   /** The node this router would send work for `slot` to now, and whether it holds the slot's calls. */
   routeOf(slot: number): { owner: string; frozen: boolean; epoch: number } {
-    const snapshot = this.requireSnapshot();
-    return { owner: snapshot.owners[slot]!, frozen: this.gate.isFrozen(slot), epoch: snapshot.epoch };
+    const route = this.currentRoute(slot);
+    return { owner: route.owner, frozen: this.gate.isFrozen(slot), epoch: route.epoch };
   }
 
   slotOf(key: RoutingKey): number {
@@ -122,29 +140,46 @@ export class Router {
     return slotOfKey(this.keyTypes, values, snapshot.owners.length);
   }
 
-  /** Runs one statement on the node that owns the key's slot. */
+  /** Runs one statement on the node that owns the key's slot, with the route check in the same round trip. */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
-    return this.routed(key, (client) => client.query<R>(sql, params as unknown[]));
-  }
-
-  /** Runs `work` in one transaction on the node that owns the key's slot. */
-  async transaction<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.routed(key, async (client) => {
-      await client.query('BEGIN');
+    return this.routed(key, async (client, _check, route) => {
       try {
-        const result = await work(client);
-        await client.query('COMMIT');
-        return result;
+        return await checkedQuery<R>(client, route, sql, params);
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw error;
+        throw Object.assign(asError(error), { reshardPhase: 'statement' satisfies CallPhase });
       }
     });
   }
 
-  /** Cross-slot work, made explicit: `work` once on every node that owns slots. */
+  /**
+   * Runs `work` in one transaction on the node that owns the key's slot. The
+   * route check is sent with BEGIN and holds for the whole transaction: a
+   * switch cannot happen under it. `work` may run again (after a rollback)
+   * when the node refused the route; nothing of a refused attempt is committed.
+   */
+  async transaction<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.routed(key, async (client, check) => {
+      let phase: CallPhase = 'before-commit';
+      try {
+        await client.query(`BEGIN; ${check}`);
+        const result = await work(client);
+        phase = 'commit';
+        const committed = await client.query('COMMIT');
+        // COMMIT of a transaction that failed (an error `work` caught) answers ROLLBACK, not an error.
+        if (committed.command !== 'COMMIT') {
+          throw Object.assign(new Error('the transaction had failed inside (an error that work caught) and COMMIT rolled it back; nothing was committed'), { reshardRolledBack: true });
+        }
+        return result;
+      } catch (error) {
+        if (phase !== 'commit') await client.query('ROLLBACK').catch(() => {});
+        throw Object.assign(asError(error), { reshardPhase: phase });
+      }
+    });
+  }
+
+  /** Cross-slot work, made explicit: `work` once on every node that owns slots (no route check: it reads what each node holds). */
   async eachNode<T>(work: (client: pg.PoolClient, node: string) => Promise<T>): Promise<Map<string, T>> {
-    this.assertServing();
+    this.assertOpen(-1);
     const snapshot = this.requireSnapshot();
     const owners = [...new Set(snapshot.owners)].sort();
     const results = await Promise.all(owners.map(async (name) => {
@@ -169,52 +204,115 @@ export class Router {
     await Promise.all([...this.pools.values()].map((pool) => pool.then((opened) => opened.end()).catch(() => {})));
   }
 
-  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * Sends `work` (which sends the route check first) to the slot's owner;
+   * follows refusals: RSM02 → the owner the node names, RSM01 → held until
+   * the switch (the gate, or a short backoff while the map has not shown the
+   * freeze yet). Bounded by holdTimeoutMs and REDIRECTS_MAX.
+   */
+  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, check: string, route: CallRoute) => Promise<T>): Promise<T> {
     const slot = this.slotOf(key);
-    // A fenced write (a writer outside the protocol got ahead of us) was not applied: retry once on the new map.
+    const deadline = performance.now() + this.holdTimeoutMs;
+    let redirects = 0;
+    let lastRefusal: unknown;
     for (let attempt = 1; ; attempt++) {
-      this.assertServing();
-      await this.gate.enter(slot, this.holdTimeoutMs);
-      let fenced = false;
-      let route: { slot: number; owner: string; epoch: number } | undefined;
+      this.assertOpen(slot);
+      const leftMs = deadline - performance.now();
+      if (leftMs <= 0) {
+        throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
+          message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: lastRefusal });
+      }
       try {
-        const snapshot = this.requireSnapshot();
-        route = { slot, owner: snapshot.owners[slot]!, epoch: snapshot.epoch };
-        const client = await (await this.pool(route.owner)).connect();
+        await this.gate.enter(slot, leftMs);
+      } catch (error) {
+        throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
+          message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });
+      }
+      const route = this.currentRoute(slot);
+      let refusal: 'frozen' | 'moved' | 'not-applied' | undefined;
+      try {
+        const pool = this.poolFor(route.owner, slot);
+        let client: pg.PoolClient;
         try {
-          // Checked again at the last moment: a call must not leave after the lease lapsed.
-          this.assertServing();
-          const result = await work(client);
-          // Where the call went: a result that surprises (0 rows) can be explained.
+          client = await (await pool).connect();
+        } catch (error) {
+          throw withRoute(routedError(error, route.owner, slot, 'connect'), route);
+        }
+        let broken: Error | undefined;
+        try {
+          const result = await work(client, routeCheckSql(slot, route.epoch), route);
+          // Where the call went: a result that surprises can be explained.
           if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
           return result;
+        } catch (error) {
+          const code = (error as { code?: string }).code;
+          if (code === MOVED_SQLSTATE) {
+            refusal = 'moved';
+            lastRefusal = error;
+            this.followRedirect(slot, error);
+          } else if (code === FENCE_SQLSTATE) {
+            refusal = 'frozen';
+            lastRefusal = error;
+          } else if (wasNotApplied(error)) {
+            refusal = 'not-applied';
+            lastRefusal = error;
+          } else {
+            if (!(error instanceof pg.DatabaseError)) broken = asError(error);
+            const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
+            throw withRoute(routedError(error, route.owner, slot, phase), route);
+          }
         } finally {
-          client.release();
+          // A connection that broke (terminated, reset) is not given back to the pool.
+          client.release(broken);
         }
-      } catch (error) {
-        // Where the failed call went, for whoever has to explain it.
-        if (route && error && typeof error === 'object') Object.assign(error, { reshardRoute: route });
-        if (!wasNotApplied(error) || attempt >= 2) throw error;
-        routerLogger.info({ slot, owner: route?.owner, epoch: route?.epoch, ...errorFields(error) }, `a call for slot ${slot} was refused by ${route?.owner ?? 'its owner'} (the slot moved): retried on the new slot map`);
-        fenced = true;
       } finally {
-        // Left before any resync: a resync drains in-flight calls, this one included.
         this.gate.leave(slot);
       }
-      if (fenced) await this.resync();
+      if (refusal === 'moved') {
+        redirects++;
+        if (redirects > REDIRECTS_MAX) {
+          throw withRoute(new RoutedCallError({ code: 'RESHARD_ROUTE_UNRESOLVED', node: route.owner, slot, retryable: true,
+            message: `was redirected ${redirects} times; nothing was applied`, cause: lastRefusal }), route);
+        }
+        continue;
+      }
+      // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
+      void this.resync().catch(() => {});
+      await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
     }
   }
 
-  private assertServing(): void {
-    if (this.closed) throw new ReshardError('precondition', 'the router is closed', 'create a new one with Router.connect');
-    if (performance.now() > this.leaseValidUntil) {
-      throw new ReshardError('unreachable', `the router could not confirm the slot map within its ${this.leaseMs} ms lease`, 'retry: the router serves again once the catalog is reachable');
-    }
+  /** The owner a node named in its RSM02 refusal; used until the catalog's map is at least that new. */
+  private followRedirect(slot: number, error: unknown): void {
+    const detail = parseRefusal(error);
+    if (!detail?.owner) return;
+    const known = this.redirects.get(slot);
+    if (!known || detail.epoch >= known.epoch) this.redirects.set(slot, { owner: detail.owner, epoch: detail.epoch });
+    if (!this.requireSnapshot().nodes.has(detail.owner)) void this.resync().catch(() => {});
+  }
+
+  private currentRoute(slot: number): CallRoute {
+    const snapshot = this.requireSnapshot();
+    const redirect = this.redirects.get(slot);
+    if (redirect && redirect.epoch > snapshot.epoch) return { slot, owner: redirect.owner, epoch: redirect.epoch };
+    return { slot, owner: snapshot.owners[slot]!, epoch: snapshot.epoch };
+  }
+
+  private assertOpen(slot: number): void {
+    if (this.closed) throw new RoutedCallError({ code: 'RESHARD_ROUTER_CLOSED', node: undefined, slot, retryable: false, message: 'cannot be served: the router is closed (create a new one with Router.connect)' });
   }
 
   private requireSnapshot(): MapSnapshot {
     assert(this.snapshot, 'the router has a slot map');
     return this.snapshot;
+  }
+
+  private poolFor(nodeName: string, slot: number): Promise<pg.Pool> {
+    if (!this.pools.has(nodeName) && !this.requireSnapshot().nodes.has(nodeName)) {
+      throw new RoutedCallError({ code: 'RESHARD_ROUTE_UNRESOLVED', node: nodeName, slot, retryable: true,
+        message: 'is not in this router\'s copy of the catalog yet (it learns nodes from the catalog); nothing was applied' });
+    }
+    return this.pool(nodeName);
   }
 
   private pool(nodeName: string): Promise<pg.Pool> {
@@ -254,6 +352,10 @@ export class Router {
       this.keyTypes = groups.rows[0]!.key_types;
     }
     await this.resync();
+    if (!this.snapshot) {
+      // The first map must come from the catalog; later ones may wait for it.
+      this.snapshot = await readRouterSnapshot(this.listener!);
+    }
   }
 
   private async connectListener(): Promise<void> {
@@ -268,9 +370,9 @@ export class Router {
   }
 
   /**
-   * Loads the map if it changed, applies it (holding work for frozen slots),
-   * drains in-flight work on newly frozen slots, then acknowledges the epoch
-   * and renews the lease. Serialised: a request during a run queues one more.
+   * Loads the map if it changed and applies it (holding new calls for frozen
+   * slots), then acknowledges the epoch. Serialised: a request during a run
+   * queues one more.
    */
   private resync(): Promise<void> {
     if (this.syncing) {
@@ -293,15 +395,14 @@ export class Router {
 
   private async syncOnce(): Promise<void> {
     if (this.closed) return;
-    const startedAt = performance.now();
     try {
       if (!this.listener) await this.connectListener();
       const catalog = this.listener!;
       const snapshot = await readRouterSnapshot(catalog);
       const previous = this.snapshot;
-      const newlyFrozen = new Set(snapshot.frozen.filter((slot) => !this.gate.isFrozen(slot)));
       // Order matters: the new owners are in place before held calls are released.
       this.snapshot = snapshot;
+      for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
       this.gate.setFrozen(snapshot.frozen);
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
@@ -310,19 +411,18 @@ export class Router {
           this.pools.delete(name);
         }
       }
-      // A call still running on a just-frozen slot (a slow query) holds back the acknowledgement, not
-      // the lease: the router keeps serving other slots, and the freeze waits, bounded on its side.
-      const toDrain = new Set([...newlyFrozen, ...[...this.undrained].filter((slot) => this.gate.isFrozen(slot))]);
-      const drained = await this.gate.drain(toDrain, Math.max(50, this.leaseMs / 4));
-      this.undrained = drained ? new Set() : toDrain;
-      if (drained) this.ackedEpoch = snapshot.epoch;
-      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: this.ackedEpoch, leaseMs: this.leaseMs });
-      if (!previous) await registerRouter(catalog, { id: this.id, name: this.name, epoch: this.ackedEpoch, leaseMs: this.leaseMs });
-      if (catalogEpoch !== snapshot.epoch || !drained) this.resyncRequested = true;
-      // The lease is counted from before the read, so it never outlives what the catalog granted.
-      this.leaseValidUntil = startedAt + this.leaseMs;
+      // Acknowledged at once: new calls on frozen slots are held from here on. In-flight work is the
+      // nodes' business (the fence waits for it through the route lock), not the acknowledgement's.
+      const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: snapshot.epoch, leaseMs: this.leaseMs });
+      if (!this.registered) {
+        await registerRouter(catalog, { id: this.id, name: this.name, epoch: snapshot.epoch, leaseMs: this.leaseMs });
+        this.registered = true;
+      }
+      if (catalogEpoch !== snapshot.epoch) this.resyncRequested = true;
+      this.catalogReachable = true;
     } catch {
-      // The catalog is unreachable: keep serving until the lease lapses, then refuse; retry soon.
+      // The catalog is unreachable: keep serving from the cached map (the nodes refuse stale work); retry soon.
+      this.catalogReachable = false;
       await this.listener?.end().catch(() => {});
       this.listener = undefined;
     }
@@ -331,10 +431,31 @@ export class Router {
   private scheduleRenewal(): void {
     if (this.closed) return;
     clearTimeout(this.renewTimer);
-    const healthy = performance.now() < this.leaseValidUntil;
-    this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), healthy ? Math.max(50, this.leaseMs / 3) : 250);
+    this.renewTimer = setTimeout(() => void this.resync().catch(() => {}), this.catalogReachable ? Math.max(50, this.leaseMs / 3) : 250);
     this.renewTimer.unref();
   }
+}
+
+/** The JSON DETAIL of a route refusal (RSM01/RSM02). */
+function parseRefusal(error: unknown): { owner?: string; epoch: number } | undefined {
+  try {
+    const detail = JSON.parse((error as { detail?: string }).detail ?? '') as { owner?: string; epoch?: number };
+    return { ...(detail.owner !== undefined ? { owner: detail.owner } : {}), epoch: Number(detail.epoch ?? 0) };
+  } catch {
+    return undefined;
+  }
+}
+
+function withRoute<E extends Error>(error: E, route: CallRoute): E {
+  return Object.assign(error, { reshardRoute: route });
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function positiveMs(value: number | undefined, name: string, fallback: number): number {
@@ -344,14 +465,13 @@ function positiveMs(value: number | undefined, name: string, fallback: number): 
 }
 
 /**
- * Errors that prove the call changed nothing and may be retried on a fresh
- * map: a fenced slot (RSM01), and a row the node had no partition for (23514
- * from tuple routing; a safety net — the session that kept a partition
- * descriptor from before an ATTACH is prevented in attachSlot).
+ * Errors that prove the call changed nothing and may be retried: a row the
+ * node had no partition for (23514 from tuple routing; a safety net — the
+ * route check refuses such work first).
  */
 function wasNotApplied(error: unknown): boolean {
   const { code, message } = error as { code?: string; message?: string };
-  return code === FENCE_SQLSTATE || (code === '23514' && /no partition of relation/.test(message ?? ''));
+  return code === '23514' && /no partition of relation/.test(message ?? '');
 }
 
 async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> {

@@ -3,14 +3,13 @@ import { ReshardError } from '../core/errors.js';
 /**
  * Per-slot admission for a router: calls on an active slot go in at once and
  * are counted; calls on a frozen slot wait (bounded) until the slot is active
- * again; `drain` resolves when no call is in flight on the given slots.
- * No I/O: the router feeds it the slot map's states.
+ * again. In-flight calls are only counted: the node's route lock, not the
+ * router, makes a freeze wait for them. No I/O: the router feeds it the slot map's states.
  */
 export class SlotGate {
   private readonly frozen = new Set<number>();
   private readonly inFlight = new Map<number, number>();
   private readonly releaseWaiters = new Map<number, Set<() => void>>();
-  private readonly drainWaiters = new Set<{ slots: ReadonlySet<number>; resolve: (drained: boolean) => void }>();
 
   isFrozen(slot: number): boolean {
     return this.frozen.has(slot);
@@ -56,31 +55,6 @@ export class SlotGate {
     const count = (this.inFlight.get(slot) ?? 1) - 1;
     if (count <= 0) this.inFlight.delete(slot);
     else this.inFlight.set(slot, count);
-    for (const waiter of [...this.drainWaiters]) {
-      if ([...waiter.slots].every((candidate) => !this.inFlight.has(candidate))) {
-        this.drainWaiters.delete(waiter);
-        waiter.resolve(true);
-      }
-    }
-  }
-
-  /** Resolves true once no call is in flight on any of `slots`, or false after `timeoutMs` with some still running. */
-  drain(slots: ReadonlySet<number>, timeoutMs: number): Promise<boolean> {
-    if ([...slots].every((slot) => !this.inFlight.has(slot))) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const waiter = {
-        slots,
-        resolve: (drained: boolean) => {
-          clearTimeout(timer);
-          resolve(drained);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.drainWaiters.delete(waiter);
-        resolve(false);
-      }, timeoutMs);
-      this.drainWaiters.add(waiter);
-    });
   }
 
   inFlightCount(): number {

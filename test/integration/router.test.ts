@@ -96,31 +96,75 @@ describe('router', () => {
     }
   });
 
-  it('a slow call on a frozen slot holds back only the acknowledgement, never the lease', async () => {
-    const leaseMs = 1_000;
-    const router = await Router.connect({ catalog: access.catalog, leaseMs });
+  it('acknowledges a freeze at once, even with a slow call in flight on the slot (the node\'s route lock drains it)', async () => {
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 1_000 });
     const catalog = await connectTo(access.catalog);
     try {
       const key = 12;
       const slot = router.slotOf(key);
-      const slow = router.query(key, 'SELECT pg_sleep(2.5) FROM accounts WHERE id = $1', [key]);
+      const slow = router.query(key, 'SELECT pg_sleep(1.5) FROM accounts WHERE id = $1', [key]);
       await new Promise((r) => setTimeout(r, 100));
       const epoch = await setSlotState(catalog, slot, 'frozen');
-      const other = [...Array(200).keys()].map((i) => i + 1).find((id) => router.slotOf(id) !== slot)!;
-      // Two leases later, the slow call still runs: not acknowledged, yet other slots are served.
-      await new Promise((r) => setTimeout(r, 2 * leaseMs));
-      expect((await routersBehind(catalog, epoch)).map((behind) => behind.id)).toContain(router.id);
-      expect((await router.query(other, 'SELECT 1 AS one FROM accounts WHERE id = $1', [other])).rows).toEqual([{ one: 1 }]);
-      await slow;
-      const deadline = Date.now() + 3_000;
+      const deadline = Date.now() + 1_000;
       while ((await routersBehind(catalog, epoch)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       expect(await routersBehind(catalog, epoch)).toEqual([]);
+      const other = [...Array(200).keys()].map((i) => i + 1).find((id) => router.slotOf(id) !== slot)!;
+      expect((await router.query(other, 'SELECT 1 AS one FROM accounts WHERE id = $1', [other])).rows).toEqual([{ one: 1 }]);
+      expect((await slow).rowCount).toBe(1);
       await setSlotState(catalog, slot, 'active');
     } finally {
       await catalog.end();
       await router.close();
     }
   });
+
+  it('serves through a 60 s catalog outage with no error, and follows the map again when the catalog returns', async () => {
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 1_000 });
+    try {
+      let running = true;
+      let calls = 0;
+      const failures: string[] = [];
+      const load = (async () => {
+        while (running) {
+          const id = 1 + (calls % 200);
+          calls++;
+          try {
+            const result = await router.query<{ balance: string }>(id, 'SELECT balance FROM accounts WHERE id = $1', [id]);
+            if (result.rowCount !== 1) failures.push(`read of ${id} found ${result.rowCount} rows`);
+          } catch (error) {
+            failures.push((error as Error).message);
+          }
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      await cluster.servers[3]!.stop('immediate');
+      const outageStartedAt = Date.now();
+      const callsBefore = calls;
+      await new Promise((r) => setTimeout(r, 60_000));
+      const callsDuringOutage = calls - callsBefore;
+      await cluster.servers[3]!.start();
+      // The router reconnects by itself and sees the next map change.
+      const catalog = await connectTo(access.catalog);
+      try {
+        const slot = router.slotOf(5);
+        const epoch = await setSlotState(catalog, slot, 'frozen');
+        const deadline = Date.now() + 10_000;
+        while (router.epoch < epoch && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        expect(router.epoch).toBe(epoch);
+        expect(router.routeOf(slot).frozen).toBe(true);
+        await setSlotState(catalog, slot, 'active');
+      } finally {
+        await catalog.end();
+      }
+      running = false;
+      await load;
+      expect(Date.now() - outageStartedAt).toBeGreaterThanOrEqual(60_000);
+      expect(callsDuringOutage).toBeGreaterThan(1_000);
+      expect(failures).toEqual([]);
+    } finally {
+      await router.close();
+    }
+  }, 120_000);
 
   it('follows an online rebalance: every call after the switch goes to the new owner', async () => {
     const router = await Router.connect({ catalog: access.catalog, leaseMs: 2_000 });
@@ -156,27 +200,4 @@ describe('router', () => {
     }
   });
 
-  it('stops serving when its lease lapses without the catalog, and recovers when it returns', async () => {
-    const router = await Router.connect({ catalog: access.catalog, leaseMs: 1_000 });
-    try {
-      await router.query(3, 'SELECT 1');
-      await cluster.servers[3]!.stop('immediate');
-      await new Promise((r) => setTimeout(r, 1_500));
-      await expect(router.query(3, 'SELECT 1')).rejects.toThrow(/could not confirm the slot map within its 1000 ms lease/);
-      await cluster.servers[3]!.start();
-      const deadline = Date.now() + 10_000;
-      let recovered = false;
-      while (!recovered && Date.now() < deadline) {
-        try {
-          await router.query(3, 'SELECT 1');
-          recovered = true;
-        } catch {
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-      expect(recovered).toBe(true);
-    } finally {
-      await router.close();
-    }
-  });
 });
