@@ -6,12 +6,13 @@ import { migrationReplicationPrefix } from '../node/replication.js';
 import { readControl, requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
+import type { MoveStepName } from '../core/moveStepNames.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import type { MigrationEventSink } from '../coordinator/events.js';
 import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
 import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
-import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';
+import { ONLINE_MOVE_STEPS } from '../mover/onlineSteps.js';
 import { assertOnlineReady, type OnlinePreflight } from './onlinePreflight.js';
 import { assertPeersReachable, assertPendingMovesReachable, replicationPairsOf } from './peerReachability.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
@@ -42,7 +43,8 @@ export interface DryRunMove {
   batch?: number;
   /** Sharded tables whose leaf of this slot moves (colocated tables move together). */
   tables: number;
-  steps: { name: string; action: string }[];
+  /** The `describe` of each step object the move would run, in order. */
+  steps: { name: MoveStepName; action: string }[];
 }
 
 export interface RebalanceResult {
@@ -140,7 +142,7 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     slot: move.slot, from: move.from, to: move.to, bytes: move.bytes, wave: move.wave,
     ...(batchOfSlot.has(move.slot) ? { batch: batchOfSlot.get(move.slot)!.batch, round: batchOfSlot.get(move.slot)!.round } : {}),
     tables: tables.length,
-    steps: (options.mode === 'online' ? ONLINE_MOVE_STEP_DESCRIPTIONS : OFFLINE_MOVE_STEPS).map((step) => ({
+    steps: (options.mode === 'online' ? ONLINE_MOVE_STEPS : OFFLINE_MOVE_STEPS).map((step) => ({
       name: step.name,
       action: step.describe({ slot: move.slot, modulus: prepared.plan.modulus, sourceName: move.from, targetName: move.to, tables }),
     })),

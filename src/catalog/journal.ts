@@ -1,4 +1,5 @@
 import type { Queryable } from '../core/queryable.js';
+import type { JournalStepName, MoveStepName } from '../core/moveStepNames.js';
 import { logJournalEntry } from './journalLog.js';
 
 export type JournalAction = 'begin' | 'done' | 'failed' | 'undo' | 'undone';
@@ -16,7 +17,7 @@ export interface JournalEntry {
 /** Written before a step is taken ('begin') and after ('done' / 'failed'). */
 export async function appendJournal(
   db: Queryable,
-  entry: { migrationId: number; slot?: number; step: string; action: JournalAction; detail?: Record<string, unknown> },
+  entry: { migrationId: number; slot?: number; step: JournalStepName; action: JournalAction; detail?: Record<string, unknown> },
 ): Promise<void> {
   await db.query(
     'INSERT INTO reshard.journal (migration_id, slot, step, action, detail) VALUES ($1, $2, $3, $4, $5)',
@@ -26,7 +27,7 @@ export async function appendJournal(
 }
 
 /** Journals a step's start and shows it on its move, in one statement. */
-export async function beginStep(db: Queryable, entry: { migrationId: number; slot: number; step: string }): Promise<void> {
+export async function beginStep(db: Queryable, entry: { migrationId: number; slot: number; step: MoveStepName }): Promise<void> {
   await db.query(
     `WITH moved AS (UPDATE reshard.move SET step = $3 WHERE migration_id = $1 AND slot = $2)
      INSERT INTO reshard.journal (migration_id, slot, step, action) VALUES ($1, $2, $3, 'begin')`,
@@ -42,7 +43,7 @@ export async function beginStep(db: Queryable, entry: { migrationId: number; slo
  */
 export async function finishAndBeginStep(
   db: Queryable,
-  entry: { migrationId: number; slot: number; done: string; detail?: Record<string, unknown>; begin: string },
+  entry: { migrationId: number; slot: number; done: MoveStepName; detail?: Record<string, unknown>; begin: MoveStepName },
 ): Promise<void> {
   await db.query(
     `WITH moved AS (UPDATE reshard.move SET step = $5 WHERE migration_id = $1 AND slot = $2)
@@ -79,7 +80,11 @@ export async function readJournal(db: Queryable, migrationId: number, slot?: num
   return result.rows.map(journalEntryFromRow);
 }
 
-/** The pseudo-step whose 'undo' starts taking back a whole unswitched online move (every step at once). */
+/**
+ * The pseudo-step whose 'undo' took back a whole unswitched online move at
+ * once, in journals written before every kind of move undid step by step.
+ * Still read, never written.
+ */
 export const WHOLE_MOVE_STEP = 'online';
 
 /**

@@ -1,3 +1,4 @@
+import type { MigrationJournalStep } from '../core/moveStepNames.js';
 import type { Queryable } from '../core/queryable.js';
 
 /**
@@ -5,7 +6,7 @@ import type { Queryable } from '../core/queryable.js';
  * failed migration back to running and clears its error; this entry keeps
  * the failure in its history.
  */
-export const MIGRATION_FAILED_STEP = 'migration';
+export const MIGRATION_FAILED_STEP: MigrationJournalStep = 'migration';
 
 /** One time a migration stopped failed, as `finishMigration` journaled it. */
 export interface MigrationFailure {

@@ -5,10 +5,11 @@ import { listNodes, setNodeState, type NodeRecord } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
 import { assert } from '../core/assert.js';
-import { ReshardError } from '../core/errors.js';
+import { errorText, ReshardError } from '../core/errors.js';
 import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
-import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
-import type { MoveContext, MoveStep } from '../mover/moveStep.js';
+import { OFFLINE_MOVE_STEPS, type OfflineMoveContext } from '../mover/offlineSteps.js';
+import type { MoveStep } from '../mover/moveStep.js';
+import { MoveRolledBack } from '../mover/moveRolledBack.js';
 import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { runWithNodeLimits } from './runWithNodeLimits.js';
@@ -204,10 +205,9 @@ async function runOnlineBatches(
           switched.push(...(await run.cleanUp()).switched);
           return;
         }
-        const reported = await run.rollBack(failure);
-        const rolledBack = Boolean((reported as { moveRolledBack?: boolean }).moveRolledBack);
+        const rolledBack = (await run.rollBack(failure)) instanceof MoveRolledBack;
         for (const move of run.batch.moves.filter((candidate) => !run.hasSwitched(candidate.slot))) {
-          shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorLine(failure), rolledBack });
+          shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorText(failure), rolledBack });
         }
         switched.push(...run.results().switched);
       } catch (error) {
@@ -224,14 +224,9 @@ async function runOnlineBatches(
 /** Cutovers of different batches at once: more would make them compete for the CPU and lengthen each pause. */
 const CUTOVERS_AT_ONCE_MAX = 2;
 
-function errorLine(error: unknown): string {
-  if (error instanceof ReshardError) return error.line();
-  return error instanceof Error ? error.message : String(error);
-}
-
 async function executeMove(
   move: MoveRecord,
-  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep[]; emit: MigrationEventSink; throttle: CopyThrottle; headroomFraction: number },
+  shared: { access: ClusterAccess; nodes: Map<string, NodeRecord>; tables: SlotTable[]; modulus: number; steps: readonly MoveStep<OfflineMoveContext>[]; emit: MigrationEventSink; throttle: CopyThrottle; headroomFraction: number },
 ): Promise<{ bytes: number; rows: number }> {
   const source = shared.nodes.get(move.source);
   const target = shared.nodes.get(move.target);
@@ -245,7 +240,7 @@ async function executeMove(
   const started = Date.now();
   try {
     if (move.state === 'pending') await assertRoomForMoves(target, [move], shared.access.passwords, shared.headroomFraction);
-    const context: MoveContext = {
+    const context: OfflineMoveContext = {
       migrationId: move.migrationId,
       slot: move.slot,
       modulus: shared.modulus,
@@ -267,8 +262,8 @@ async function executeMove(
     shared.emit({ type: 'move_done', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, bytes, rows, seconds: (Date.now() - started) / 1000 });
     return { bytes, rows };
   } catch (error) {
-    const rolledBack = Boolean((error as { moveRolledBack?: boolean }).moveRolledBack);
-    shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorLine(error), rolledBack });
+    const rolledBack = error instanceof MoveRolledBack;
+    shared.emit({ type: 'move_failed', migrationId: move.migrationId, slot: move.slot, source: move.source, target: move.target, error: errorText(error), rolledBack });
     throw error;
   } finally {
     await Promise.all(opened.map((client) => client.end().catch(() => {})));
@@ -371,7 +366,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
     await progress.stop();
     const seconds = (Date.now() - started) / 1000;
     if (failure) {
-      const error = errorLine(failure);
+      const error = errorText(failure);
       const state = isCancellation(failure) ? await checkpoint.finishCancel() : 'failed';
       await finishMigration(lock, migrationId, state, error);
       options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });

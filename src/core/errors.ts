@@ -47,6 +47,12 @@ export class ReshardError extends Error {
   }
 }
 
+/** One line for any error: a ReshardError's problem and fix, else its message. */
+export function errorText(error: unknown): string {
+  if (error instanceof Error && typeof (error as { line?: unknown }).line === 'function') return (error as unknown as { line(): string }).line();
+  return error instanceof Error ? error.message : String(error);
+}
+
 export function badInput(message: string, fix: string): ReshardError {
   return new ReshardError('bad_input', message, fix);
 }

@@ -1,41 +1,41 @@
 import type pg from 'pg';
+import type { MoveStepName } from '../core/moveStepNames.js';
 import { leafName } from '../node/leafName.js';
 import type { SlotTable } from '../node/slotPartitions.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
-import type { CopyGate } from '../node/copyMeter.js';
 
-/** Everything one move's steps need: the slot, its tables, and open connections. */
-export interface MoveContext {
+/** What every kind of move works on: the slots' tables between two nodes, with sessions on both and on the catalog. */
+export interface SlotMoveBase {
   migrationId: number;
-  slot: number;
   modulus: number;
+  tables: readonly SlotTable[];
   sourceName: string;
   targetName: string;
-  bytesTotal: number;
-  tables: readonly SlotTable[];
-  /** Connections owned by the move's runner; steps never close them. */
+  /** Sessions owned by whoever runs the steps; steps never close them. */
   source: pg.ClientBase;
   target: pg.ClientBase;
   catalog: pg.ClientBase;
-  emit: MigrationEventSink;
-  /** Paces the copy (rate cap, holds); unpaced when absent. */
-  copyGate?: CopyGate;
-  /** Facts steps pass forward (copied bytes, rows), recorded in the journal. */
-  facts: Record<string, number>;
 }
 
+/** What a step's `do` returns: facts for its 'done' in the journal, or nothing. */
+export type StepFacts = Record<string, unknown> | void;
+
 /**
- * One named, idempotent step of a move. `undo` restores the state before `do`
- * and is also idempotent. Steps after the point of no return have no undo:
- * rollback after the switch is a move back.
+ * One named, idempotent step of a move. `do` takes it for `slots` (the slots
+ * of the run it is not done for yet: one for a slot's move, several for a
+ * batch); `undo` restores the state before `do` and is idempotent too. A step
+ * at the point of no return has no undo: after it, a move is only resumed
+ * forward, and rollback is a move back.
  */
-export interface MoveStep {
-  name: string;
-  /** What the step does, for --dry-run and the journal; no I/O. */
-  describe(plan: MovePlanView): string;
-  do(context: MoveContext): Promise<void>;
-  undo?(context: MoveContext): Promise<void>;
+export interface MoveStep<Context> extends DescribedStep {
+  do(context: Context, slots: readonly number[]): Promise<StepFacts>;
+  undo?(context: Context, slots: readonly number[]): Promise<void>;
   pointOfNoReturn?: boolean;
+}
+
+/** A step as --dry-run shows it: its name and what it does, no I/O. */
+export interface DescribedStep {
+  name: MoveStepName;
+  describe(plan: MovePlanView): string;
 }
 
 /** The parts of a move that `describe` may show. */

@@ -1,32 +1,33 @@
-import { ReshardError } from '../core/errors.js';
-import { switchSlotOwner, setSlotState } from '../catalog/slotMap.js';
+import { switchSlotOwner } from '../catalog/slotMap.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
 import { copySlotLeaf } from '../node/copySlot.js';
-import { fenceSlot, unfenceSlot } from '../node/fence.js';
-import {
-  attachSlot, detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint,
-  dropStagedSlotLeaf, stageSlotLeaves, truncateStagedSlotLeaf,
-} from '../node/slotPartitions.js';
-import { slotStatsOnBoth } from '../node/slotStats.js';
-import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
+import { fenceSlot } from '../node/fence.js';
+import { attachSlot, truncateStagedSlotLeaf } from '../node/slotPartitions.js';
+import { markSlotMoved } from '../node/slotState.js';
 import { getCluster } from '../catalog/cluster.js';
-import { describeLeaves, type MoveContext, type MoveStep } from './moveStep.js';
+import type { MigrationEventSink } from '../coordinator/events.js';
+import type { CopyGate } from '../node/copyMeter.js';
+import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 import { settleCopyProgress } from './settleCopyProgress.js';
+import { cleanupStep, prepareStep, undoAttach, undoFreeze } from './sharedSteps.js';
+import { verifySlotCopy } from './verifySlotCopy.js';
+
+/** Everything one offline move's steps need: the slot, its size, and open sessions. */
+export interface OfflineMoveContext extends SlotMoveBase {
+  slot: number;
+  bytesTotal: number;
+  emit: MigrationEventSink;
+  /** Paces the copy (rate cap, holds); unpaced when absent. */
+  copyGate?: CopyGate;
+  /** Facts steps pass forward (copied bytes, rows), recorded in the journal. */
+  facts: Record<string, number>;
+}
+
+type OfflineStep = MoveStep<OfflineMoveContext>;
 
 const leaves = describeLeaves;
 
-const prepare: MoveStep = {
-  name: 'prepare',
-  describe: (view) => `on ${view.targetName}: create ${leaves(view)} standalone, shaped like the parents, with CHECK satisfies_hash_partition(parent, ${view.modulus}, ${view.slot}, key)`,
-  async do(context) {
-    await stageSlotLeaves(context.target, context.tables, [context.slot], context.modulus);
-  },
-  async undo(context) {
-    for (const table of context.tables) await dropStagedSlotLeaf(context.target, table, context.slot, context.modulus);
-  },
-};
-
-const freeze: MoveStep = {
+const freeze: OfflineStep = {
   name: 'freeze',
   describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1); on ${view.sourceName}: fence ${leaves(view)} with a trigger that rejects writes (SQLSTATE RSM01), after in-flight writers finish`,
   async do(context) {
@@ -36,13 +37,10 @@ const freeze: MoveStep = {
     context.facts['freezeRoundTrips'] = frozen.roundTrips + fence.roundTrips;
     context.facts['freezeEndedSessions'] = fence.ended.length;
   },
-  async undo(context) {
-    await unfenceSlot(context.source, context.tables, context.slot, context.modulus, context.facts['freezeEpoch'] ?? 0);
-    await setSlotState(context.catalog, context.slot, 'active');
-  },
+  undo: (context, slots) => undoFreeze(context, slots, () => context.facts['freezeEpoch'] ?? 0),
 };
 
-const copy: MoveStep = {
+const copy: OfflineStep = {
   name: 'copy',
   describe: (view) => `stream ${leaves(view)} ${view.sourceName} → ${view.targetName} with COPY (FORMAT binary), no staging files`,
   async do(context) {
@@ -69,41 +67,26 @@ const copy: MoveStep = {
   },
 };
 
-const verify: MoveStep = {
+const verify: OfflineStep = {
   name: 'verify',
   describe: (view) => `compare row count and order-independent checksum of ${leaves(view)} on ${view.sourceName} and ${view.targetName}`,
   async do(context) {
-    const { onSource: sourceStats, onTarget: targetStats } = await slotStatsOnBoth(context.source, context.target, context.tables, context.slot, context.modulus);
-    for (const [index, table] of context.tables.entries()) {
-      const onSource = sourceStats[index]!;
-      const onTarget = targetStats[index]!;
-      if (onSource.rows !== onTarget.rows || onSource.checksum !== onTarget.checksum) {
-        throw new ReshardError(
-          'verification_failed',
-          `slot ${context.slot} of ${table.name} differs after the copy: ${context.sourceName} has ${onSource.rows} rows, ${context.targetName} has ${onTarget.rows} (checksums ${onSource.checksum === onTarget.checksum ? 'equal' : 'differ'})`,
-          'the move was rolled back; run `reshard rebalance` again and report this if it repeats',
-        );
-      }
-      context.facts[`rows:${table.name}`] = onTarget.rows;
-    }
+    const { rowsByTable } = await verifySlotCopy(context, context.slot, 'the copy');
+    for (const [table, rows] of rowsByTable) context.facts[`rows:${table}`] = rows;
   },
 };
 
-const attach: MoveStep = {
+const attach: OfflineStep = {
   name: 'attach',
   describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan)`,
   async do(context) {
     const epoch = context.facts['freezeEpoch'] ?? (await getCluster(context.catalog)).epoch;
     await attachSlot(context.target, context.tables, context.slot, context.modulus, undefined, epoch);
   },
-  async undo(context) {
-    // First: the target's slot state never says 'owned' for leaves that are not attached; a stale route there goes back to the source.
-    await markSlotNotAttached(context.target, context.slot, context.sourceName, (await getCluster(context.catalog)).epoch);
-    for (const table of context.tables) await detachSlotLeafForUndo(context.target, table, context.slot, context.modulus);
-  },
+  undo: undoAttach,
 };
 
-const switchOwner: MoveStep = {
+const switchOwner: OfflineStep = {
   name: 'switch',
   describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName}, state active, epoch + 1, NOTIFY (the point of no return); on ${view.sourceName}: slot state moved → ${view.targetName}`,
   pointOfNoReturn: true,
@@ -115,17 +98,5 @@ const switchOwner: MoveStep = {
   },
 };
 
-const cleanup: MoveStep = {
-  name: 'cleanup',
-  describe: (view) => `on ${view.targetName}: drop the slot-bound CHECK; on ${view.sourceName}: DETACH ${leaves(view)} CONCURRENTLY, then DROP them`,
-  async do(context: MoveContext) {
-    await markSlotMoved(context.source, context.slot, context.targetName, (await getCluster(context.catalog)).epoch);
-    for (const table of context.tables) {
-      await dropSlotBoundConstraint(context.target, table, context.slot, context.modulus);
-      await detachAndDropSlotLeaf(context.source, table, context.slot, context.modulus);
-    }
-  },
-};
-
 /** The offline mover: the design's step machine with a fenced COPY instead of replication. */
-export const OFFLINE_MOVE_STEPS: readonly MoveStep[] = [prepare, freeze, copy, verify, attach, switchOwner, cleanup];
+export const OFFLINE_MOVE_STEPS: readonly OfflineStep[] = [prepareStep, freeze, copy, verify, attach, switchOwner, cleanupStep];

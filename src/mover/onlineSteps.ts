@@ -1,18 +1,209 @@
-import { describeLeaves, type MovePlanView } from './moveStep.js';
+import type pg from 'pg';
+import type { MoveRecord } from '../catalog/migrations.js';
+import { getCluster } from '../catalog/cluster.js';
+import { freezeSlotForRouters } from './freezeSlot.js';
+import { switchSlotOwner } from '../catalog/slotMap.js';
+import { assert } from '../core/assert.js';
+import { errorText, ReshardError } from '../core/errors.js';
+import { waitFor } from '../coordinator/waitFor.js';
+import { fenceSlot } from '../node/fence.js';
+import { connectNode } from '../node/nodeAccess.js';
+import { currentWalLsn, dropPublication, dropReplicationSlot, dropSubscription, replayedPast } from '../node/replication.js';
+import { attachSlot, unattachedSlotLeaves } from '../node/slotPartitions.js';
+import { markSlotMoved } from '../node/slotState.js';
+import { describeLeaves, type DescribedStep, type MoveStep, type SlotMoveBase } from './moveStep.js';
+import type { OnlineBatch, OnlineBatchOptions } from './onlineBatch.js';
+import { cleanUpSwitchedSlots, prepareStep, undoAttach, undoFreeze } from './sharedSteps.js';
+import { streamBatch } from './streamBatch.js';
+import { verifySlotCopy } from './verifySlotCopy.js';
+
+/** What the online steps of one batch work on. */
+export interface OnlineBatchContext extends SlotMoveBase {
+  batch: OnlineBatch;
+  options: OnlineBatchOptions;
+  /** The batch's moves not switched yet: the stream carries them all. */
+  streaming(): MoveRecord[];
+  /** Each slot's cutover, by slot. */
+  cutovers: Map<number, CutoverState>;
+}
+
+/** One slot's cutover: what its steps pass forward, and the clock of the current attempt's freeze. */
+export interface CutoverState {
+  /** The fence's WAL position (lost after a resume: the current one is later, hence safe). */
+  fencedLsn?: string;
+  /** The freeze's epoch, recorded with the target's 'owned' (after a resume: the catalog's current one). */
+  freezeEpoch?: number;
+  frozenAt: number;
+  /** Time spent scanning for the verification (not waiting), left out of the freeze budget. */
+  verifyMs: number;
+  /** Where the write pause went, ms since the freeze began, for `status` and tuning. */
+  phase: Record<string, number>;
+  rows: number;
+}
+
+export function newCutoverAttempt(state: CutoverState): void {
+  state.frozenAt = performance.now();
+  state.verifyMs = 0;
+  state.phase = {};
+  state.rows = 0;
+}
+
+type OnlineStep = MoveStep<OnlineBatchContext>;
 
 const leaves = describeLeaves;
 
-/**
- * The online mover's steps for one slot, as --dry-run shows them. The steps
- * themselves run in mover/onlineBatch.ts, where slots between the same two
- * nodes share the publication and subscription.
- */
-export const ONLINE_MOVE_STEP_DESCRIPTIONS: readonly { name: string; describe(view: MovePlanView): string }[] = [
-  { name: 'prepare', describe: (view) => `on ${view.targetName}: create ${leaves(view)} standalone, shaped like the parents, with CHECK satisfies_hash_partition(parent, ${view.modulus}, ${view.slot}, key)` },
-  { name: 'stream', describe: (view) => `on ${view.sourceName}: publish ${leaves(view)} (shared with the other slots ${view.sourceName} → ${view.targetName}) and create a logical replication slot with an exported snapshot; copy the leaves at that snapshot (parallel binary COPY); on ${view.targetName}: subscribe to the slot without a copy of its own; wait until the apply lag is small (pg_stat_replication.replay_lsn)` },
-  { name: 'freeze', describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1), wait for every live router's acknowledgement; on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction` },
-  { name: 'sync', describe: (view) => `take the WAL position the fence read inside its transaction; poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides (bounded by the freeze budget, else unfreeze and retry)` },
-  { name: 'attach', describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan)` },
-  { name: 'switch', describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName}, state active, epoch + 1, NOTIFY (the point of no return); routers release held work to ${view.targetName}` },
-  { name: 'cleanup', describe: (view) => `drop the subscription (and its replication slot) and the publication; on ${view.targetName}: drop the CHECK; on ${view.sourceName}: DETACH ${leaves(view)} CONCURRENTLY, then DROP` },
-];
+function cutoverOf(context: OnlineBatchContext, slots: readonly number[]): { slot: number; cutover: CutoverState } {
+  assert(slots.length === 1, `a cutover step runs for one slot (not ${slots.length})`);
+  const slot = slots[0]!;
+  const cutover = context.cutovers.get(slot);
+  assert(cutover, `slot ${slot}'s cutover has begun`);
+  return { slot, cutover };
+}
+
+/** Every wait of the freeze so far, not the verification's scan. */
+function waitedMs(cutover: CutoverState): number {
+  return performance.now() - cutover.frozenAt - cutover.verifyMs;
+}
+
+function mark(cutover: CutoverState, name: string): void {
+  cutover.phase[name] = Math.round(performance.now() - cutover.frozenAt);
+}
+
+const stream: OnlineStep = {
+  name: 'stream',
+  describe: (view) => `on ${view.sourceName}: publish ${leaves(view)} (shared with the other slots ${view.sourceName} → ${view.targetName}) and create a logical replication slot with an exported snapshot; copy the leaves at that snapshot (parallel binary COPY); on ${view.targetName}: subscribe to the slot without a copy of its own; wait until the apply lag is small (pg_stat_replication.replay_lsn)`,
+  async do(context) {
+    // Idempotent as a whole: a resumed batch re-copies unless its subscription already streams.
+    await streamBatch(context.batch, context.streaming(), context, context.options);
+  },
+  async undo(context) {
+    // The subscription first (it holds the slot), then the slot (also one a failed subscription never took over), then the publication.
+    await dropSubscription(context.target, context.batch.name);
+    await dropReplicationSlot(context.source, context.batch.name);
+    await dropPublication(context.source, context.batch.name);
+  },
+};
+
+const freeze: OnlineStep = {
+  name: 'freeze',
+  describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1), wait for every live router's acknowledgement; on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction`,
+  async do(context, slots) {
+    const { slot, cutover } = cutoverOf(context, slots);
+    const { limits } = context.options;
+    const frozen = await freezeSlotForRouters(context.catalog, slot, limits.routerAckWaitMs);
+    cutover.freezeEpoch = frozen.epoch;
+    const routersAckedMs = performance.now() - cutover.frozenAt;
+    mark(cutover, 'acked');
+    const fence = await fenceSlot(context.source, context.tables, slot, context.modulus,
+      { epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs });
+    mark(cutover, 'fenced');
+    cutover.fencedLsn = fence.lsn;
+    return {
+      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
+      // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.
+      round_trips: frozen.roundTrips + fence.roundTrips,
+      ...(frozen.routersBehind.length > 0 ? { routersNotAcked: frozen.routersBehind } : {}),
+      ...(fence.ended.length > 0 ? { endedSessions: fence.ended } : {}),
+    };
+  },
+  undo: (context, slots) => undoFreeze(context, slots, (slot) => context.cutovers.get(slot)?.freezeEpoch),
+};
+
+const sync: OnlineStep = {
+  name: 'sync',
+  describe: () => `take the WAL position the fence read inside its transaction; poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides (bounded by the freeze budget, else unfreeze and retry)`,
+  async do(context, slots) {
+    const { slot, cutover } = cutoverOf(context, slots);
+    const { limits } = context.options;
+    // After a resume the fence's position is lost; the current one is later, hence safe.
+    const lsn = cutover.fencedLsn ?? await currentWalLsn(context.source);
+    const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs(cutover));
+    await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
+      { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
+    mark(cutover, 'replayed');
+    const verifyFrom = performance.now();
+    cutover.rows = (await verifySlotCopy(context, slot, 'the final sync')).rows;
+    cutover.verifyMs = performance.now() - verifyFrom;
+    mark(cutover, 'verified');
+    // The budget bounds every wait of the freeze so far, not only the replay.
+    if (waitedMs(cutover) > limits.freezeBudgetMs) {
+      throw new ReshardError('timeout', `the freeze of slot ${slot} waited ${Math.round(waitedMs(cutover))} ms, over its ${limits.freezeBudgetMs} ms budget`,
+        'the cutover was abandoned and the slot unfrozen; it is retried');
+    }
+    return { lsn, rows: cutover.rows, syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs) };
+  },
+};
+
+const attach: OnlineStep = {
+  name: 'attach',
+  describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan)`,
+  async do(context, slots) {
+    const { slot, cutover } = cutoverOf(context, slots);
+    // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
+    const epoch = cutover.freezeEpoch ?? (await getCluster(context.catalog)).epoch;
+    await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
+    mark(cutover, 'attached');
+  },
+  undo: undoAttach,
+};
+
+const switchOwner: OnlineStep = {
+  name: 'switch',
+  describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName}, state active, epoch + 1, NOTIFY (the point of no return); routers release held work to ${view.targetName}`,
+  pointOfNoReturn: true,
+  async do(context, slots) {
+    const { slot, cutover } = cutoverOf(context, slots);
+    const { batch } = context;
+    // Invariant 2 at the point of no return: the target serves every table of the slot, committed
+    // (a session inside an open transaction would see its own uncommitted ATTACH).
+    const onTarget = await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
+    assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${slot}`);
+    assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
+    const switchEpoch = await switchSlotOwner(context.catalog, slot, batch.source.name, batch.target.name);
+    mark(cutover, 'switched');
+    // The source's tombstone, after the catalog's switch (the point of no return), never before: a crash
+    // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a
+    // rollback could still drop. It must not fail this step (the catalog has switched: a failure here would
+    // be taken for an unswitched move and undone); cleanup writes it before any leaf goes, if not here.
+    const tombstone = await markSlotMoved(context.source, slot, batch.target.name, switchEpoch, context.options.limits.routeHoldersWaitMs)
+      .catch((error: unknown) => ({ ended: [], roundTrips: 1, deferred: errorText(error) }));
+    return {
+      pausePhasesMs: cutover.phase, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
+      ...(tombstone.ended.length > 0 ? { endedSessions: tombstone.ended } : {}),
+      ...('deferred' in tombstone ? { tombstoneDeferredToCleanup: tombstone.deferred } : {}),
+    };
+  },
+};
+
+const cleanup: OnlineStep = {
+  name: 'cleanup',
+  describe: (view) => `drop the subscription (and its replication slot) and the publication; on ${view.targetName}: drop the CHECK; on ${view.sourceName}: DETACH ${leaves(view)} CONCURRENTLY, then DROP`,
+  async do(context, slots) {
+    await stream.undo!(context, slots);
+    // One table's leaves per pair of sessions, tables in parallel.
+    await cleanUpSwitchedSlots(context, slots, async () => {
+      const { batch, options } = context;
+      const source = await connectNode(batch.source, options.passwords, 'reshard cleanup');
+      let target: pg.Client;
+      try {
+        target = await connectNode(batch.target, options.passwords, 'reshard cleanup');
+      } catch (error) {
+        // A target that cannot be reached must not leave the source session open.
+        await source.end().catch(() => {});
+        throw error;
+      }
+      return { source, target, release: async () => { await Promise.all([source.end(), target.end()].map((ending) => ending.catch(() => {}))); } };
+    });
+  },
+};
+
+/** A batch's steps for all its slots at once: leaves staged on the target, one stream for them all. */
+export const ONLINE_BATCH_STEPS: readonly OnlineStep[] = [prepareStep, stream];
+/** One slot's cutover, slot by slot: a short freeze, final sync and verification, attach, switch (the point of no return). */
+export const ONLINE_CUTOVER_STEPS: readonly OnlineStep[] = [freeze, sync, attach, switchOwner];
+/** After the switches: replication objects, CHECKs and the source's old leaves. */
+export const ONLINE_CLEANUP_STEPS: readonly OnlineStep[] = [cleanup];
+/** Every step of an online move, in the order one slot takes them (for --dry-run). */
+export const ONLINE_MOVE_STEPS: readonly DescribedStep[] = [...ONLINE_BATCH_STEPS, ...ONLINE_CUTOVER_STEPS, ...ONLINE_CLEANUP_STEPS];
+/** What an unswitched online move takes back when its batch fails: every step before the point of no return. */
+export const ONLINE_UNDOABLE_STEPS: readonly OnlineStep[] = [...ONLINE_BATCH_STEPS, ...ONLINE_CUTOVER_STEPS.filter((step) => !step.pointOfNoReturn)];

@@ -1,27 +1,25 @@
 import type pg from 'pg';
-import { appendJournal } from '../catalog/journal.js';
-import { updateMove } from '../catalog/migrations.js';
-import { setSlotState } from '../catalog/slotMap.js';
-import { unfenceSlot } from '../node/fence.js';
-import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
-import { getCluster } from '../catalog/cluster.js';
 import { dropPublication, dropReplicationSlot, dropSubscription, migrationReplicationPrefix, reshardReplicationObjects } from '../node/replication.js';
-import {
-  detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, type SlotTable,
-} from '../node/slotPartitions.js';
+import type { MoveStep, SlotMoveBase } from './moveStep.js';
+import { cleanupStep, prepareStep, takenBackOnly, undoAttach, undoFreeze } from './sharedSteps.js';
+import { catalogStepJournal } from './stepJournal.js';
+import { StepRunner } from './stepRunner.js';
 
 /** One move of a migration being taken back, with sessions on both of its nodes. */
-export interface RevertContext {
-  migrationId: number;
+export interface RevertContext extends SlotMoveBase {
   slot: number;
-  modulus: number;
-  tables: readonly SlotTable[];
-  sourceName: string;
-  targetName: string;
-  source: pg.ClientBase;
-  target: pg.ClientBase;
-  catalog: pg.ClientBase;
 }
+
+/**
+ * The rollback in place, as a declared list: what an unswitched move may have
+ * left on its nodes, whichever mover ran it (the replication objects go
+ * migration-wide first, `dropMigrationReplication`), taken back in reverse by
+ * the step runner with the undos every mover uses.
+ */
+export const UNDO_IN_PLACE_STEPS: readonly MoveStep<SlotMoveBase>[] = [prepareStep, takenBackOnly('freeze', undoFreeze), takenBackOnly('attach', undoAttach)];
+
+/** After the switch: the cleanup, the one every mover runs. */
+export const FINISH_SWITCHED_STEPS: readonly MoveStep<SlotMoveBase>[] = [cleanupStep];
 
 /**
  * Undo of a move that never switched, wherever it stopped and whichever
@@ -30,18 +28,10 @@ export interface RevertContext {
  * idempotent, so an interrupted undo is simply run again.
  */
 export async function undoUnswitchedMove(context: RevertContext, reason: string): Promise<void> {
-  const { migrationId, slot, tables, modulus, source, target, catalog } = context;
-  await appendJournal(catalog, { migrationId, slot, step: 'rollback', action: 'undo', detail: { reason } });
-  // First: the target's slot state never says 'owned' for leaves that are not attached; a stale route there goes back to the source.
-  await markSlotNotAttached(target, slot, context.sourceName, (await getCluster(catalog)).epoch);
-  for (const table of tables) {
-    await detachSlotLeafForUndo(target, table, slot, modulus);
-    await dropStagedSlotLeaf(target, table, slot, modulus);
-  }
-  await unfenceSlot(source, tables, slot, modulus);
-  await setSlotState(catalog, slot, 'active');
-  await appendJournal(catalog, { migrationId, slot, step: 'rollback', action: 'undone' });
-  await updateMove(catalog, migrationId, slot, { state: 'rolled_back', error: reason });
+  const journal = catalogStepJournal(context.catalog, context.migrationId);
+  const runner = await StepRunner.open(journal, [context.slot], () => {});
+  await runner.undo(UNDO_IN_PLACE_STEPS, context, [context.slot], { reason });
+  await journal.moveState(context.slot, { state: 'rolled_back', error: reason });
 }
 
 /**
@@ -50,15 +40,11 @@ export async function undoUnswitchedMove(context: RevertContext, reason: string)
  * Idempotent. Needed before a move back, which stages leaves of that name.
  */
 export async function finishSwitchedMove(context: RevertContext): Promise<void> {
-  const { migrationId, slot, tables, modulus, source, target, catalog } = context;
-  // The switch may have stopped between the catalog and the source's tombstone: written before the leaves go.
-  await markSlotMoved(source, slot, context.targetName, (await getCluster(catalog)).epoch);
-  for (const table of tables) {
-    await dropSlotBoundConstraint(target, table, slot, modulus);
-    await detachAndDropSlotLeaf(source, table, slot, modulus);
-  }
-  await appendJournal(catalog, { migrationId, slot, step: 'cleanup', action: 'done', detail: { by: 'rollback' } });
-  await updateMove(catalog, migrationId, slot, { state: 'done' });
+  const journal = catalogStepJournal(context.catalog, context.migrationId);
+  // Run again even when the journal says done: a cleanup is idempotent, and the leaves must be gone before a move back.
+  const runner = await StepRunner.open({ ...journal, completed: async () => new Set() }, [context.slot], () => {});
+  await runner.run(FINISH_SWITCHED_STEPS, context, [context.slot], { facts: () => ({ by: 'rollback' }) });
+  await journal.moveState(context.slot, { state: 'done' });
 }
 
 /**

@@ -5,6 +5,7 @@ import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { listMoves, listMigrations } from '../../src/catalog/migrations.js';
 import { readJournal } from '../../src/catalog/journal.js';
+import type { MoveStepName } from '../../src/core/moveStepNames.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
@@ -23,7 +24,7 @@ export type Mover = 'online' | 'offline';
 /** `rollback`: the coordinator is killed as in `coordinator`, then `reshard rollback` takes the migration back instead of `resume`. */
 export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall' | 'rollback';
 
-export const STEPS: Record<Mover, readonly string[]> = {
+export const STEPS: Record<Mover, readonly MoveStepName[]> = {
   online: ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
   offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
 };
@@ -31,7 +32,7 @@ export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'n
 
 export interface FaultCell {
   mover: Mover;
-  step: string;
+  step: MoveStepName;
   victim: Victim;
 }
 
