@@ -1,7 +1,7 @@
-import { appendJournal } from '../catalog/journal.js';
+import { appendJournal, type JournalAction } from '../catalog/journal.js';
 import { unfinishedMoves } from '../catalog/migrations.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
-import { ReshardError } from '../core/errors.js';
+import { errorText, ReshardError } from '../core/errors.js';
 import type { Queryable } from '../core/queryable.js';
 import type { MigrationEventSink } from './events.js';
 import { waitFor } from './waitFor.js';
@@ -30,6 +30,23 @@ export function isCancellation(error: unknown): error is MigrationCancelled {
   return error instanceof MigrationCancelled;
 }
 
+/** What a checkpoint reads and writes: the catalog's control of one migration, or a recording one in unit tests. */
+export interface ControlRecord {
+  readonly migrationId: number;
+  read(): Promise<MigrationControl>;
+  journal(step: 'pause' | 'cancel', action: JournalAction, detail?: Record<string, unknown>): Promise<void>;
+  unfinishedMoves(): Promise<number>;
+}
+
+export function catalogControlRecord(catalog: Queryable, migrationId: number): ControlRecord {
+  return {
+    migrationId,
+    read: () => readControl(catalog, migrationId),
+    journal: (step, action, detail) => appendJournal(catalog, { migrationId, step, action, ...(detail ? { detail } : {}) }),
+    unfinishedMoves: () => unfinishedMoves(catalog, migrationId),
+  };
+}
+
 /**
  * The place between units of work where a coordinator honours pause and
  * cancel. Every unit of work in flight finishes (a copy, a cutover); only the
@@ -40,12 +57,15 @@ export class MigrationCheckpoint {
   private held: Promise<MigrationControl> | undefined;
   private cancelNoted = false;
 
+  readonly migrationId: number;
+
   constructor(
-    private readonly catalog: Queryable,
-    readonly migrationId: number,
+    private readonly record: ControlRecord,
     private readonly emit: MigrationEventSink,
     private readonly limits: ControlLimits = CONTROL_LIMITS_DEFAULT,
-  ) {}
+  ) {
+    this.migrationId = record.migrationId;
+  }
 
   /**
    * Waits while the migration is paused; throws `MigrationCancelled` when it
@@ -54,7 +74,7 @@ export class MigrationCheckpoint {
    * or a move begun by an interrupted run that only its own steps can finish).
    */
   async pass(options: { cancellable?: boolean } = {}): Promise<void> {
-    let control = await readControl(this.catalog, this.migrationId);
+    let control = await this.record.read();
     if (control === 'pause') {
       // Units of work reach the checkpoint in parallel: one waits and journals, the others share its wait.
       this.held ??= this.holdWhilePaused().finally(() => { this.held = undefined; });
@@ -68,27 +88,27 @@ export class MigrationCheckpoint {
 
   /** The state a cancelled migration ends in: 'failed' if some move could not be rolled back (resume finishes it). */
   async finishCancel(): Promise<'cancelled' | 'failed'> {
-    const leftHalfDone = await unfinishedMoves(this.catalog, this.migrationId);
-    await appendJournal(this.catalog, { migrationId: this.migrationId, step: 'cancel', action: leftHalfDone > 0 ? 'failed' : 'done', detail: { movesLeftHalfDone: leftHalfDone } });
+    const leftHalfDone = await this.record.unfinishedMoves();
+    await this.record.journal('cancel', leftHalfDone > 0 ? 'failed' : 'done', { movesLeftHalfDone: leftHalfDone });
     return leftHalfDone > 0 ? 'failed' : 'cancelled';
   }
 
   private async holdWhilePaused(): Promise<MigrationControl> {
     const { migrationId } = this;
     const pausedAt = performance.now();
-    await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'begin' });
+    await this.record.journal('pause', 'begin');
     this.emit({ type: 'control', migrationId, control: 'paused' });
     try {
       const control = await waitFor(`a resume of paused migration ${migrationId}`, async () => {
-        const current = await readControl(this.catalog, migrationId);
+        const current = await this.record.read();
         return current === 'pause' ? undefined : current;
       }, { timeoutMs: this.limits.pauseMaxMs, pollMs: this.limits.pollMs, fix: 'the migration was stopped and its unswitched moves rolled back; run `reshard rebalance` again', longIsExpected: true, logFields: { migrationId } });
       const pausedMs = Math.round(performance.now() - pausedAt);
-      await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'done', detail: { pausedMs } });
+      await this.record.journal('pause', 'done', { pausedMs });
       this.emit({ type: 'control', migrationId, control: 'resumed', pausedMs });
       return control;
     } catch (error) {
-      await appendJournal(this.catalog, { migrationId, step: 'pause', action: 'failed', detail: { error: error instanceof ReshardError ? error.line() : String(error) } }).catch(() => {});
+      await this.record.journal('pause', 'failed', { error: errorText(error) }).catch(() => {});
       throw error;
     }
   }
@@ -96,7 +116,7 @@ export class MigrationCheckpoint {
   private async noteCancel(): Promise<void> {
     if (this.cancelNoted) return;
     this.cancelNoted = true;
-    await appendJournal(this.catalog, { migrationId: this.migrationId, step: 'cancel', action: 'begin' });
+    await this.record.journal('cancel', 'begin');
     this.emit({ type: 'control', migrationId: this.migrationId, control: 'cancelled' });
   }
 }

@@ -20,7 +20,7 @@ import type { SlotTable } from '../node/slotPartitions.js';
 import { connectCatalog, type ClusterAccess } from './catalogAccess.js';
 import type { MigrationEventSink } from './events.js';
 import { runBounded } from './runBounded.js';
-import { CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type ControlLimits } from './migrationCheckpoint.js';
+import { catalogControlRecord, CONTROL_LIMITS_DEFAULT, isCancellation, MigrationCheckpoint, type ControlLimits } from './migrationCheckpoint.js';
 import { ByteProgressRecorder } from './recordProgress.js';
 import { serialQueries } from './serialQueries.js';
 import { CopyThrottle } from './copyThrottle.js';
@@ -297,7 +297,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
     const controlSession = serialQueries(lock);
     progress = new ByteProgressRecorder(controlSession, migrationId, options.emit);
     progress.start();
-    const checkpoint = new MigrationCheckpoint(controlSession, migrationId, options.emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
+    const checkpoint = new MigrationCheckpoint(catalogControlRecord(controlSession, migrationId), options.emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
     const shared = {
       access: options.access,
       nodes: new Map((await listNodes(lock, { includeRemoved: true })).map((node) => [node.name, node])),
