@@ -5,7 +5,7 @@ import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/no
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
-import { ReshardError } from '../core/errors.js';
+import { errorText, ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
@@ -654,7 +654,7 @@ async function repairAll(findings: PendingFinding[]): Promise<void> {
         entry.fixed = true;
         entry.fix = undefined;
       } catch (error) {
-        const reason = error instanceof ReshardError ? error.line() : error instanceof Error ? error.message : String(error);
+        const reason = errorText(error);
         entry.message = `${entry.message}; --fix failed: ${reason}`;
       }
     }

@@ -10,7 +10,7 @@ import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
-import { ReshardError } from '../core/errors.js';
+import { errorText, ReshardError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
 import { plannerInput } from '../coordinator/planMigration.js';
@@ -248,7 +248,7 @@ export class DashboardMonitor {
       this.catalog = undefined;
       await stale?.end().catch(() => {});
       this.metrics.countError('catalog_unreachable');
-      const message = this.redact(error instanceof ReshardError ? error.line() : error instanceof Error ? error.message : String(error));
+      const message = this.redact(errorText(error));
       // Once per outage, not every poll.
       if (!this.catalogDown) logger.error({ error: message }, 'the catalog poll failed; the page shows the last state read');
       this.catalogDown = true;
