@@ -1,4 +1,5 @@
 import { log } from '../core/log.js';
+import type { JournalStepName } from '../core/moveStepNames.js';
 import type { JournalAction } from './journal.js';
 
 /**
@@ -32,7 +33,7 @@ export function noteMoveNodes(moves: readonly { migrationId: number; slot: numbe
   }
 }
 
-export function logJournalEntry(entry: { migrationId: number; slot?: number | undefined; step: string; action: JournalAction; detail?: Record<string, unknown> | undefined }): void {
+export function logJournalEntry(entry: { migrationId: number; slot?: number | undefined; step: JournalStepName; action: JournalAction; detail?: Record<string, unknown> | undefined }): void {
   const key = `${moveKey(entry.migrationId, entry.slot)}:${entry.step}`;
   const nodes = entry.slot === undefined ? undefined : nodesByMove.get(moveKey(entry.migrationId, entry.slot));
   let durationMs: number | undefined;

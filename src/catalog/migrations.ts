@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ReshardError } from '../core/errors.js';
+import type { MoveStepName } from '../core/moveStepNames.js';
 import type { Queryable } from '../core/queryable.js';
 import { MIGRATION_FAILED_STEP } from './migrationFailures.js';
 
@@ -28,7 +29,7 @@ export interface MoveRecord {
   bytesCopied: number;
   rowsCopied: number;
   state: MoveState;
-  step: string | undefined;
+  step: MoveStepName | undefined;
   startedAt: Date | undefined;
   finishedAt: Date | undefined;
   pauseMs: number | undefined;
@@ -216,7 +217,7 @@ interface MoveRow {
   bytes_copied: string;
   rows_copied: string;
   state: MoveState;
-  step: string | null;
+  step: MoveStepName | null;
   started_at: Date | null;
   finished_at: Date | null;
   pause_ms: number | null;
@@ -252,7 +253,7 @@ export async function updateMove(
   db: Queryable,
   migrationId: number,
   slot: number,
-  change: Partial<{ state: MoveState; step: string; bytesCopied: number; rowsCopied: number; pauseMs: number; error: string | null }>,
+  change: Partial<{ state: MoveState; step: MoveStepName; bytesCopied: number; rowsCopied: number; pauseMs: number; error: string | null }>,
 ): Promise<void> {
   await db.query(
     `UPDATE reshard.move SET
