@@ -1,5 +1,5 @@
 import type { NodeRecord } from '../catalog/nodes.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { capacityOf, HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
 import { formatBytes } from '../core/bytes.js';
 import { measureNodeSpace } from '../node/diskSpace.js';

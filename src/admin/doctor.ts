@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { migrationIsHeld, migrationsInFlight, type MigrationInFlight } from '../catalog/migrations.js';
+import { migrationIsHeld, migrationsInFlight, type MigrationInFlight } from '../catalog/migrationRuns.js';
 import { databaseIdentityKey, describeDatabaseIdentity, recordNodeIdentity, sameDatabase } from '../catalog/nodeIdentity.js';
 import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
@@ -7,13 +7,13 @@ import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { fencedLeaves, unfenceSlot } from '../node/fence.js';
 import { readReplicationSettings, readSessionTimeouts, type ReplicationSettings, type SessionTimeout } from '../node/inspectNode.js';
 import { leafName, slotOfLeafName } from '../node/leafName.js';
 import { leafRowCount } from '../node/leafRowCount.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { replicaIdentityReport, type ReplicaIdentityReport } from '../node/replicaIdentity.js';
 import {
   dropPublication, dropReplicationSlot, dropSubscription, migrationIdOfReplicationName, reshardReplicationObjects,

@@ -4,9 +4,9 @@ import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
 import { badInput } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { leafName } from '../node/leafName.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { leafState } from '../node/slotPartitions.js';
 import { leafStats } from '../node/slotStats.js';
 

@@ -4,17 +4,17 @@ import { createInterface } from 'node:readline';
 import { parse as parseCsv } from 'csv-parse';
 import type pg from 'pg';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
-import { runningMigration } from '../catalog/migrations.js';
+import { runningMigration } from '../catalog/migrationRuns.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, getShardedTable, type ShardedTableRecord } from '../catalog/tables.js';
 import { copyTextFields, decodeCopyTextField } from '../core/copyText.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { slotOfKey, type ShardKeyValue } from '../core/hash.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { queryTimeoutMs } from '../node/connectNode.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { queryTimeoutMs } from '../plumbing/connectTo.js';
 import { copyRowsIn, tableColumns, type CopyInputFormat } from '../node/copyRowsIn.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 
 export interface LoadRequest {
   /** `name` or `schema.name` of a sharded table. */

@@ -2,13 +2,13 @@ import { readFreezePhases, type FreezePhasesMs } from '../catalog/freezePhases.j
 import { latestControlEntry } from '../catalog/journalTail.js';
 import { listMigrationFailures, type MigrationFailure } from '../catalog/migrationFailures.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
-import { getMigration, listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
+import { getMigration, listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrationRuns.js';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { switchedSlots } from '../catalog/switchedSlots.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { slotOfAnyLeafName } from '../node/leafName.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { reshardReplicationStreams } from '../node/replicationStatus.js';
 

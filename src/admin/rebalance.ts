@@ -1,4 +1,4 @@
-import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrations.js';
+import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrationRuns.js';
 import { listNodes } from '../catalog/nodes.js';
 import { getCluster } from '../catalog/cluster.js';
 import { listShardedTables } from '../catalog/tables.js';
@@ -6,9 +6,9 @@ import { migrationReplicationPrefix } from '../node/replication.js';
 import { readControl, requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
-import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
+import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from './clusterSnapshot.js';
 import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEP_DESCRIPTIONS } from '../mover/onlineSteps.js';

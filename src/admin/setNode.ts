@@ -1,11 +1,11 @@
 import { getNode, listNodes, lockNodeRow, updateNode, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
-import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from '../catalog/migrations.js';
+import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from '../catalog/migrationRuns.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { describeConnection, type ConnectionSettings } from '../core/connection.js';
 import { ReshardError, badInput } from '../core/errors.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity, sameDatabase } from '../node/databaseIdentity.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
 
 /** What `reshard node set` may change; absent fields stay as they are. */

@@ -4,9 +4,9 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
 import { quoteQualified } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { fencedLeaves } from '../node/fence.js';
 import { attachedSlots, standaloneLeaves } from '../node/slotPartitions.js';
 

@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { logJournalEntry } from './journalLog.js';
 
 export type JournalAction = 'begin' | 'done' | 'failed' | 'undo' | 'undone';

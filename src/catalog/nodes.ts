@@ -1,6 +1,6 @@
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 export type NodeState = 'active' | 'joining' | 'draining' | 'removed';
 

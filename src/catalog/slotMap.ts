@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { assert } from '../core/assert.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import type { SlotMap } from '../core/slotMap.js';
 import { getCluster } from './cluster.js';
 

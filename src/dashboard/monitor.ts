@@ -5,15 +5,15 @@ import { failedStepsAfter, freezeAgesMs, latestControlEntry, readJournalTail } f
 import { switchedSlots } from '../catalog/switchedSlots.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
 import { listMigrationHistory, type MigrationHistoryEntry } from '../catalog/migrationHistory.js';
-import { listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
+import { listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrationRuns.js';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
 import { log } from '../core/log.js';
-import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { plannerInput } from '../coordinator/planMigration.js';
+import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { plannerInput } from '../admin/clusterSnapshot.js';
 import { compareStrategies, planRebalance } from '../planner/index.js';
 import type { DashboardEvent, DashboardMigration, DashboardMove, DashboardNode, DashboardPlan, DashboardState } from './dashboardState.js';
 import { DashboardMetrics } from './metrics.js';

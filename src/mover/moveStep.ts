@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { leafName } from '../node/leafName.js';
 import type { SlotTable } from '../node/slotPartitions.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 import type { CopyGate } from '../node/copyMeter.js';
 
 /** Everything one move's steps need: the slot, its tables, and open connections. */

@@ -1,17 +1,17 @@
 import type pg from 'pg';
 import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal, WHOLE_MOVE_STEP } from '../catalog/journal.js';
-import { updateMove, type MoveRecord } from '../catalog/migrations.js';
+import { updateMove, type MoveRecord } from '../catalog/migrationRuns.js';
 import { peerConnectionOf, type NodeRecord } from '../catalog/nodes.js';
 import { setSlotState, switchSlotOwner } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
-import { sleep, waitFor, withTimeout } from '../coordinator/waitFor.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
+import { sleep, waitFor, withTimeout } from '../plumbing/waitFor.js';
 import { fenceSlot, unfenceSlot } from '../node/fence.js';
 import type { CopyGate } from '../node/copyMeter.js';
 import { leafName } from '../node/leafName.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import {
   currentWalLsn, dropPublication, dropReplicationSlot, dropSubscription, ensurePublication, ensureSubscription,
   replayedPast, replicationLagBytes, subscriptionExists,

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { appendJournal } from '../catalog/journal.js';
-import { updateMove } from '../catalog/migrations.js';
+import { updateMove } from '../catalog/migrationRuns.js';
 import { setSlotState } from '../catalog/slotMap.js';
 import { unfenceSlot } from '../node/fence.js';
 import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';

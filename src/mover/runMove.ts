@@ -1,5 +1,5 @@
 import { appendJournal, completedSteps, readJournal } from '../catalog/journal.js';
-import { updateMove } from '../catalog/migrations.js';
+import { updateMove } from '../catalog/migrationRuns.js';
 import { assert } from '../core/assert.js';
 import type { MoveContext, MoveStep } from './moveStep.js';
 

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
 import { errorFields, log } from '../core/log.js';

@@ -15,7 +15,7 @@ import { describeConnection } from '../../core/connection.js';
 import { describeParams } from '../../core/conninfo.js';
 import { badInput } from '../../core/errors.js';
 import { formatTable } from '../../planner/index.js';
-import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { parseUrlOption } from '../config.js';
 import type { Output } from '../output.js';
 import { parseByteSize, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';

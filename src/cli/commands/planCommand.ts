@@ -1,5 +1,5 @@
-import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
-import { plannerInput, readClusterSnapshot } from '../../coordinator/planMigration.js';
+import { withCatalog, type ClusterAccess } from '../../plumbing/clusterAccess.js';
+import { plannerInput, readClusterSnapshot } from '../../admin/clusterSnapshot.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../../coordinator/nodeSpaces.js';
 import { assertCatalogCurrent } from '../../catalog/schema.js';
 import { badInput } from '../../core/errors.js';

@@ -5,7 +5,7 @@ import { percentile } from '../../core/percentile.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError, stoppedError } from '../../core/errors.js';
 import type { MigrationSummary, ThrottleOptions } from '../../coordinator/runMigration.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';

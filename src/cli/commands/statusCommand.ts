@@ -1,11 +1,11 @@
 import { readMigrationStatus, replicationLagBySlot, type MigrationStatus } from '../../admin/migrationStatus.js';
-import type { MigrationRecord } from '../../catalog/migrations.js';
+import type { MigrationRecord } from '../../catalog/migrationRuns.js';
 import { formatBytes } from '../../core/bytes.js';
 import { ReshardError, stoppedError } from '../../core/errors.js';
 import { log } from '../../core/log.js';
 import { percentile } from '../../core/percentile.js';
 import { startWaitLog, WAIT_LOG_EVERY_MS } from '../../core/waitLog.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { formatTable } from '../../planner/index.js';
 import type { Output } from '../output.js';
 import { parseDurationMs } from '../parseDuration.js';

@@ -4,7 +4,7 @@ import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
 import type { PlanInput, PlannerNode } from '../planner/index.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { slotSizesOnNode } from '../node/slotStats.js';
 
 export interface ClusterSnapshot {
