@@ -4,7 +4,7 @@ import { capacityOf, HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces
 import { formatBytes } from '../core/bytes.js';
 import { measureNodeSpace } from '../node/diskSpace.js';
 import { capacityUnknownWarning } from '../planner/headroom.js';
-import type { DoctorFinding } from './doctor.js';
+import type { DoctorFinding } from './doctorFinding.js';
 
 /**
  * doctor's `capacity` check: a node whose capacity is unknown (remote, no

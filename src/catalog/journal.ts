@@ -1,7 +1,8 @@
 import type { Queryable } from '../plumbing/queryable.js';
 import { logJournalEntry } from './journalLog.js';
 
-export type JournalAction = 'begin' | 'done' | 'failed' | 'undo' | 'undone';
+export type { JournalAction } from './journalAction.js';
+import type { JournalAction } from './journalAction.js';
 
 export interface JournalEntry {
   id: number;

@@ -1,5 +1,5 @@
 import { log } from '../core/log.js';
-import type { JournalAction } from './journal.js';
+import type { JournalAction } from './journalAction.js';
 
 /**
  * The journal's log: every journaled step (begin, done, failed, undo,

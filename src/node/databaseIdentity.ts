@@ -1,4 +1,4 @@
-import type { DatabaseIdentity } from '../catalog/nodes.js';
+import type { DatabaseIdentity } from '../core/databaseIdentity.js';
 import { ReshardError } from '../core/errors.js';
 import type { Queryable } from '../plumbing/queryable.js';
 
