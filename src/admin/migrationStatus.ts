@@ -12,6 +12,8 @@ import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { reshardReplicationStreams } from '../node/replicationStatus.js';
 
+export type { MigrationRecord, MoveRecord, NodeRecord };
+
 /** A migration as `reshard status` (and `status --watch`, `wait`) shows it, read in one catalog session. */
 export interface MigrationStatus {
   /** The given migration, else the latest; undefined when none ever ran. */

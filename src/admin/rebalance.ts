@@ -19,6 +19,9 @@ import { applyHeadroom, capacityUnknown, capacityUnknownWarning, compareStrategi
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
 
+export type { MigrationSummary, ThrottleOptions } from '../coordinator/runMigration.js';
+export { HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
+
 export type MoverModeOption = 'offline' | 'online';
 
 export interface RebalanceOptions {
@@ -172,6 +175,17 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
     ...(options.throttle ? { throttle: options.throttle } : {}),
   });
   return { ...result, summary };
+}
+
+/** Runs the migration `prepareRebalance` recorded, reporting through `emit`. */
+export async function runPreparedRebalance(access: ClusterAccess, migrationId: number, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax' | 'throttle' | 'headroomFraction'>): Promise<MigrationSummary> {
+  return runMigration(migrationId, {
+    access,
+    emit: options.emit,
+    moveConcurrencyMax: options.moveConcurrencyMax,
+    ...(options.throttle ? { throttle: options.throttle } : {}),
+    ...(options.headroomFraction !== undefined ? { headroomFraction: options.headroomFraction } : {}),
+  });
 }
 
 /** Continues an interrupted migration from its journal. */

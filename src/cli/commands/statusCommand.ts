@@ -1,5 +1,4 @@
-import { readMigrationStatus, replicationLagBySlot, type MigrationStatus } from '../../admin/migrationStatus.js';
-import type { MigrationRecord } from '../../catalog/migrationRuns.js';
+import { readMigrationStatus, replicationLagBySlot, type MigrationRecord, type MigrationStatus } from '../../admin/migrationStatus.js';
 import { formatBytes } from '../../core/bytes.js';
 import { ReshardError, stoppedError } from '../../core/errors.js';
 import { log } from '../../core/log.js';
