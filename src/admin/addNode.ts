@@ -3,10 +3,11 @@ import { getCluster } from '../catalog/cluster.js';
 import { nodeRecordedAs, sameDatabaseError } from '../catalog/nodeIdentity.js';
 import { duplicateNodeError, insertNode, listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
-import { readSlotMap, writeInitialSlotMap, SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
+import { lockSlotMapForWrite, readSlotMap, respreadSlotMap, writeInitialSlotMap } from '../catalog/slotMap.js';
+import { lockNodeAdds } from '../catalog/nodeAddLock.js';
 import { listShardedTables } from '../catalog/tables.js';
 import type { ConnectionSettings } from '../core/connection.js';
-import { ReshardError, badInput } from '../core/errors.js';
+import { badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import { initialSlotMap } from '../core/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
@@ -68,7 +69,6 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
     await catalog.query('BEGIN');
     let nodeClient: pg.Client | undefined;
     try {
-      await catalog.query(`SET LOCAL lock_timeout = '${NODE_ADD_LOCK_TIMEOUT_MS}ms'`);
       await lockNodeAdds(catalog);
       const existing = await listNodes(catalog, { includeRemoved: true });
       if (existing.some((node) => node.name === request.name && node.state !== 'removed')) throw duplicateNodeError(request.name);
@@ -113,24 +113,9 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
   });
 }
 
-/** Longest a `node add` waits for another one to finish. */
-const NODE_ADD_LOCK_TIMEOUT_MS = 30_000;
-
-/** Transaction lock serialising `node add` runs against one catalog. */
-const NODE_ADD_LOCK_KEY = 0x7273_6e61; // "rsna"
-
-async function lockNodeAdds(catalog: pg.ClientBase): Promise<void> {
-  try {
-    await catalog.query('SELECT pg_advisory_xact_lock($1)', [NODE_ADD_LOCK_KEY]);
-  } catch (error) {
-    if ((error as { code?: string }).code !== '55P03') throw error;
-    throw new ReshardError('conflict', `another \`reshard node add\` has held the catalog for ${NODE_ADD_LOCK_TIMEOUT_MS / 1000} s`, 'retry when it has finished');
-  }
-}
-
 /** Records the node (and spreads the slot map while the cluster holds no data), inside the caller's transaction. */
 async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmpty: boolean, modulus: number): Promise<boolean> {
-  await catalog.query('LOCK TABLE reshard.slot IN EXCLUSIVE MODE');
+  await lockSlotMapForWrite(catalog);
   await insertNode(catalog, node);
   const slotMap = await readSlotMap(catalog);
   if (slotMap.owners.length > 0 && !clusterIsEmpty) return false;
@@ -139,14 +124,7 @@ async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmp
   if (slotMap.owners.length === 0) {
     await writeInitialSlotMap(catalog, owners);
   } else {
-    await catalog.query(
-      `UPDATE reshard.slot s SET owner = u.owner, changed_epoch = c.epoch + 1
-         FROM unnest($1::text[]) WITH ORDINALITY AS u(owner, n), reshard.cluster c
-        WHERE s.slot = u.n - 1`,
-      [owners],
-    );
-    const bumped = await catalog.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
-    await catalog.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
+    await respreadSlotMap(catalog, owners);
   }
   return true;
 }
