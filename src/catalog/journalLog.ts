@@ -1,4 +1,4 @@
-import { log } from '../core/log.js';
+import { log } from '../plumbing/log.js';
 import type { JournalAction } from './journalAction.js';
 
 /**

@@ -1,4 +1,4 @@
-import { log } from '../core/log.js';
+import { log } from '../plumbing/log.js';
 import type { MigrationEvent, MigrationEventSink } from '../plumbing/migrationEvents.js';
 
 const logger = log('coordinator');

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { assertCatalogCurrent, readClusterActivity, type ClusterActivity, type JournalEntry, type MigrationRecord, type MoveRecord } from '../admin/clusterActivity.js';
 import { ReshardError } from '../core/errors.js';
-import { log } from '../core/log.js';
+import { log } from '../plumbing/log.js';
 import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { plannerInput } from '../admin/clusterSnapshot.js';
 import { compareStrategies, planRebalance } from '../planner/index.js';

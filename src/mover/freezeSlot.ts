@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { ROUTER_ACK_CHANNEL, routersBehind } from '../catalog/routers.js';
 import { setSlotState } from '../catalog/slotMap.js';
-import { log } from '../core/log.js';
+import { log } from '../plumbing/log.js';
 
 const logger = log('mover');
 

@@ -6,7 +6,7 @@ import { colocationKeyTypes, listenForSlotMapChanges, readRouterMap } from '../c
 import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
-import { errorFields, log } from '../core/log.js';
+import { errorFields, log } from '../plumbing/log.js';
 import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';

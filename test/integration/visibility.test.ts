@@ -15,7 +15,7 @@ import { requestPause } from '../../src/catalog/migrationControl.js';
 import { listMoves } from '../../src/catalog/migrationRuns.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { runMigration, type MigrationSummary } from '../../src/coordinator/runMigration.js';
-import { configureLogging } from '../../src/core/log.js';
+import { configureLogging } from '../../src/plumbing/log.js';
 import { DashboardMonitor } from '../../src/dashboard/monitor.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { catalogUrl, runCli } from '../support/cli.js';
