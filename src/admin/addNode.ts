@@ -18,6 +18,7 @@ import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
 import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
+import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 
 export interface AddNodeRequest {
   name: string;
@@ -66,7 +67,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
     // One add at a time, and the node's DDL commits only after its catalog
     // row: a concurrent add of the same name then fails cleanly before it
     // touches its server, and a failed add leaves nothing on the node.
-    await catalog.query('BEGIN');
+    await beginTransaction(catalog);
     let nodeClient: pg.Client | undefined;
     try {
       await lockNodeAdds(catalog);
@@ -83,7 +84,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         (publisher) => publisher === request.name ? `pass --peer-url with an address of "${request.name}" that the other nodes reach` : undefined);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
-      await nodeClient.query('BEGIN');
+      await beginTransaction(nodeClient);
       await installNodeHelpers(nodeClient);
       // A node added again after a drain still has the empty parents of its first membership.
       for (const table of tables) await createParentTable(nodeClient, table, { replaceEmpty: true });
@@ -99,13 +100,13 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         peerConnection: request.peerConnection ? { ...request.peerConnection, password: undefined } : undefined,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
-      await catalog.query('COMMIT');
+      await commitTransaction(catalog);
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
-      await nodeClient.query('COMMIT');
+      await commitTransaction(nodeClient);
       return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts), ...peerWarnings], slotMapRespread };
     } catch (error) {
-      await catalog.query('ROLLBACK').catch(() => {});
-      await nodeClient?.query('ROLLBACK').catch(() => {});
+      await rollbackQuietly(catalog);
+      await rollbackQuietly(nodeClient);
       throw error;
     } finally {
       await nodeClient?.end().catch(() => {});
