@@ -47,7 +47,9 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
           attachedBy.set(key, perSlot);
           for (const slot of slots.keys()) perSlot.set(slot, [...(perSlot.get(slot) ?? []), node.name]);
           for (const stray of await standaloneLeaves(client, table)) problems.push(`node ${node.name}: ${stray} is a leftover staging table (not attached)`);
-          rowsByTable[key] = (rowsByTable[key] ?? 0) + await tableRowCount(client, table.schema, table.name);
+          // Counted before the sum is read: the nodes are counted concurrently.
+          const rows = await tableRowCount(client, table.schema, table.name);
+          rowsByTable[key] = (rowsByTable[key] ?? 0) + rows;
           for (const fenced of await fencedLeaves(client, table)) {
             if (fenced.attached) problems.push(`node ${node.name}: ${fenced.leaf} is still fenced`);
           }
