@@ -28,7 +28,7 @@ const mayImport = {
   catalog: ['core', 'plumbing'],
   node: ['core', 'plumbing'],
   router: ['core', 'plumbing', 'catalog', 'node'],
-  mover: ['core', 'planner', 'plumbing', 'catalog', 'node'],
+  mover: ['core', 'plumbing', 'catalog', 'node'],
   coordinator: ['core', 'planner', 'plumbing', 'catalog', 'node', 'mover'],
   admin: ['core', 'planner', 'plumbing', 'catalog', 'node', 'mover', 'coordinator'],
   checker: ['core', 'planner', 'plumbing', 'local', 'catalog', 'node', 'router', 'coordinator', 'admin'],
