@@ -31,9 +31,9 @@ const mayImport = {
   mover: ['core', 'plumbing', 'catalog', 'node'],
   coordinator: ['core', 'planner', 'plumbing', 'catalog', 'node', 'mover'],
   admin: ['core', 'planner', 'plumbing', 'catalog', 'node', 'mover', 'coordinator'],
-  checker: ['core', 'planner', 'plumbing', 'local', 'catalog', 'node', 'router', 'coordinator', 'admin'],
+  checker: ['core', 'planner', 'plumbing', 'local', 'catalog', 'node', 'router', 'admin'],
   dashboard: ['core', 'planner', 'plumbing', 'admin'],
-  demo: ['core', 'planner', 'plumbing', 'local', 'catalog', 'node', 'router', 'coordinator', 'admin', 'checker', 'dashboard'],
+  demo: ['core', 'planner', 'plumbing', 'local', 'catalog', 'node', 'router', 'admin', 'checker', 'dashboard'],
   cli: ['core', 'planner', 'plumbing', 'admin', 'checker', 'dashboard', 'demo'],
 };
 

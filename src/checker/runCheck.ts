@@ -8,7 +8,7 @@ import { rebalance, type MoverModeOption } from '../admin/rebalance.js';
 import { removeNode } from '../admin/removeNode.js';
 import type { ClusterAccess } from '../plumbing/clusterAccess.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
-import type { MigrationSummary } from '../coordinator/runMigration.js';
+import type { MigrationSummary } from '../admin/rebalance.js';
 import { sleep } from '../plumbing/waitFor.js';
 import { removeServerDirectory, startLocalServer, type LocalServer } from '../local/localServer.js';
 import { noPasswords } from '../plumbing/connectNode.js';

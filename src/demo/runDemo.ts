@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import { addNode } from '../admin/addNode.js';
 import { createShardedTable } from '../admin/createShardedTable.js';
 import { initCluster } from '../admin/initCluster.js';
-import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, type MoverModeOption } from '../admin/rebalance.js';
-import { runMigration } from '../coordinator/runMigration.js';
+import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, runPreparedRebalance, type MoverModeOption } from '../admin/rebalance.js';
 import { verifyCluster } from '../admin/verifyCluster.js';
 import { formatBytes } from '../core/bytes.js';
 import { connectionUrl, describeConnection } from '../core/connection.js';
@@ -173,8 +172,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     reporter.say();
     reporter.say(formatComparison(prepared.comparison));
     reporter.say();
-    const summary = prepared.migrationId === undefined ? undefined : await runMigration(prepared.migrationId, {
-      access,
+    const summary = prepared.migrationId === undefined ? undefined : await runPreparedRebalance(access, prepared.migrationId, {
       emit: (event) => {
         timeline.handle(event);
         reporter.migrationEvents(event);
