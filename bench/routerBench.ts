@@ -15,7 +15,7 @@ import { createShardedTable } from '../src/admin/createShardedTable.js';
 import { initCluster } from '../src/admin/initCluster.js';
 import { percentile } from '../src/core/percentile.js';
 import { removeServerDirectory, startLocalServer } from '../src/local/localServer.js';
-import { noPasswords } from '../src/node/nodeAccess.js';
+import { noPasswords } from '../src/plumbing/connectNode.js';
 import { Router } from '../src/router/index.js';
 
 const CLIENTS = 8;

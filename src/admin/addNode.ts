@@ -3,20 +3,22 @@ import { getCluster } from '../catalog/cluster.js';
 import { nodeRecordedAs, sameDatabaseError } from '../catalog/nodeIdentity.js';
 import { duplicateNodeError, insertNode, listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
-import { readSlotMap, writeInitialSlotMap, SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
+import { lockSlotMapForWrite, readSlotMap, respreadSlotMap, writeInitialSlotMap } from '../catalog/slotMap.js';
+import { lockNodeAdds } from '../catalog/nodeAddLock.js';
 import { listShardedTables } from '../catalog/tables.js';
 import type { ConnectionSettings } from '../core/connection.js';
-import { ReshardError, badInput } from '../core/errors.js';
+import { badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import { initialSlotMap } from '../core/slotMap.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { identifyUnrecordedNodes } from './identifyNodes.js';
 import { assertNodeUsable, inspectNode, onlineMoverWarnings } from '../node/inspectNode.js';
-import { connectTo } from '../node/connectNode.js';
+import { connectTo } from '../plumbing/connectTo.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
 import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
+import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 
 export interface AddNodeRequest {
   name: string;
@@ -65,10 +67,9 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
     // One add at a time, and the node's DDL commits only after its catalog
     // row: a concurrent add of the same name then fails cleanly before it
     // touches its server, and a failed add leaves nothing on the node.
-    await catalog.query('BEGIN');
+    await beginTransaction(catalog);
     let nodeClient: pg.Client | undefined;
     try {
-      await catalog.query(`SET LOCAL lock_timeout = '${NODE_ADD_LOCK_TIMEOUT_MS}ms'`);
       await lockNodeAdds(catalog);
       const existing = await listNodes(catalog, { includeRemoved: true });
       if (existing.some((node) => node.name === request.name && node.state !== 'removed')) throw duplicateNodeError(request.name);
@@ -83,7 +84,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         (publisher) => publisher === request.name ? `pass --peer-url with an address of "${request.name}" that the other nodes reach` : undefined);
       const tables = await listShardedTables(catalog);
       const cluster = await getCluster(catalog);
-      await nodeClient.query('BEGIN');
+      await beginTransaction(nodeClient);
       await installNodeHelpers(nodeClient);
       // A node added again after a drain still has the empty parents of its first membership.
       for (const table of tables) await createParentTable(nodeClient, table, { replaceEmpty: true });
@@ -99,13 +100,13 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         peerConnection: request.peerConnection ? { ...request.peerConnection, password: undefined } : undefined,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
-      await catalog.query('COMMIT');
+      await commitTransaction(catalog);
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
-      await nodeClient.query('COMMIT');
+      await commitTransaction(nodeClient);
       return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts), ...peerWarnings], slotMapRespread };
     } catch (error) {
-      await catalog.query('ROLLBACK').catch(() => {});
-      await nodeClient?.query('ROLLBACK').catch(() => {});
+      await rollbackQuietly(catalog);
+      await rollbackQuietly(nodeClient);
       throw error;
     } finally {
       await nodeClient?.end().catch(() => {});
@@ -113,24 +114,9 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
   });
 }
 
-/** Longest a `node add` waits for another one to finish. */
-const NODE_ADD_LOCK_TIMEOUT_MS = 30_000;
-
-/** Transaction lock serialising `node add` runs against one catalog. */
-const NODE_ADD_LOCK_KEY = 0x7273_6e61; // "rsna"
-
-async function lockNodeAdds(catalog: pg.ClientBase): Promise<void> {
-  try {
-    await catalog.query('SELECT pg_advisory_xact_lock($1)', [NODE_ADD_LOCK_KEY]);
-  } catch (error) {
-    if ((error as { code?: string }).code !== '55P03') throw error;
-    throw new ReshardError('conflict', `another \`reshard node add\` has held the catalog for ${NODE_ADD_LOCK_TIMEOUT_MS / 1000} s`, 'retry when it has finished');
-  }
-}
-
 /** Records the node (and spreads the slot map while the cluster holds no data), inside the caller's transaction. */
 async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmpty: boolean, modulus: number): Promise<boolean> {
-  await catalog.query('LOCK TABLE reshard.slot IN EXCLUSIVE MODE');
+  await lockSlotMapForWrite(catalog);
   await insertNode(catalog, node);
   const slotMap = await readSlotMap(catalog);
   if (slotMap.owners.length > 0 && !clusterIsEmpty) return false;
@@ -139,14 +125,7 @@ async function recordNode(catalog: pg.ClientBase, node: NodeRecord, clusterIsEmp
   if (slotMap.owners.length === 0) {
     await writeInitialSlotMap(catalog, owners);
   } else {
-    await catalog.query(
-      `UPDATE reshard.slot s SET owner = u.owner, changed_epoch = c.epoch + 1
-         FROM unnest($1::text[]) WITH ORDINALITY AS u(owner, n), reshard.cluster c
-        WHERE s.slot = u.n - 1`,
-      [owners],
-    );
-    const bumped = await catalog.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
-    await catalog.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
+    await respreadSlotMap(catalog, owners);
   }
   return true;
 }

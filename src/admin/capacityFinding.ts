@@ -1,10 +1,10 @@
 import type { NodeRecord } from '../catalog/nodes.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { capacityOf, HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
 import { formatBytes } from '../core/bytes.js';
 import { measureNodeSpace } from '../node/diskSpace.js';
 import { capacityUnknownWarning } from '../planner/headroom.js';
-import type { DoctorFinding } from './doctor.js';
+import type { DoctorFinding } from './doctorFinding.js';
 
 /**
  * doctor's `capacity` check: a node whose capacity is unknown (remote, no

@@ -1,9 +1,9 @@
-import { migrationIsHeld, runningMigration } from '../catalog/migrations.js';
+import { migrationIsHeld, runningMigration } from '../catalog/migrationRuns.js';
 import { readControl, requestCancel, requestPause, requestResume, type ControlChange, type MigrationControl } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import type { Queryable } from '../plumbing/queryable.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 
 export interface ControlOutcome extends ControlChange {
   /** True when a coordinator runs the migration now, so the request takes effect at its next checkpoint. */

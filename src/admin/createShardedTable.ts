@@ -5,12 +5,13 @@ import { readSlotMap } from '../catalog/slotMap.js';
 import { colocationGroupKeyTypes, getShardedTable, insertShardedTable, type ShardedTableRecord } from '../catalog/tables.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { leafName } from '../node/leafName.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable, validateParentTable } from '../node/parentTable.js';
 import { createSlotPartitions } from '../node/slotPartitions.js';
+import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 
 export interface CreateTableRequest {
   schema?: string;
@@ -59,7 +60,7 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
       // Every node in an open transaction; all commit only when all succeeded.
       for (const [index, client] of clients.entries()) {
         const node = nodes[index]!;
-        await client.query('BEGIN');
+        await beginTransaction(client);
         await installNodeHelpers(client);
         await createParentTable(client, spec);
         const owned = slotMap.owners.flatMap((owner, slot) => (owner === node.name ? [slot] : []));
@@ -67,10 +68,10 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
       }
       const record: ShardedTableRecord = { ...spec, keyTypes, colocationGroup };
       await insertShardedTable(catalog, record);
-      for (const client of clients) await client.query('COMMIT');
+      for (const client of clients) await commitTransaction(client);
       return record;
     } catch (error) {
-      await Promise.all(clients.map((client) => client.query('ROLLBACK').catch(() => {})));
+      await Promise.all(clients.map((client) => rollbackQuietly(client)));
       throw error;
     } finally {
       await Promise.all(clients.map((client) => client.end().catch(() => {})));

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { migrationIsHeld, migrationsInFlight, type MigrationInFlight } from '../catalog/migrations.js';
+import { migrationIsHeld, migrationsInFlight, type MigrationInFlight } from '../catalog/migrationRuns.js';
 import { databaseIdentityKey, describeDatabaseIdentity, recordNodeIdentity, sameDatabase } from '../catalog/nodeIdentity.js';
 import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
@@ -7,13 +7,13 @@ import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { fencedLeaves, unfenceSlot } from '../node/fence.js';
 import { readReplicationSettings, readSessionTimeouts, type ReplicationSettings, type SessionTimeout } from '../node/inspectNode.js';
 import { leafName, slotOfLeafName } from '../node/leafName.js';
 import { leafRowCount } from '../node/leafRowCount.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { replicaIdentityReport, type ReplicaIdentityReport } from '../node/replicaIdentity.js';
 import {
   dropPublication, dropReplicationSlot, dropSubscription, migrationIdOfReplicationName, reshardReplicationObjects,
@@ -22,32 +22,9 @@ import { attachedSlots, dropStagedSlotLeaf, standaloneLeaves } from '../node/slo
 import { onlineSettingProblems, type SettingProblem } from './onlinePreflight.js';
 import { replicationCapacity } from '../coordinator/replicationCapacity.js';
 import { capacityFinding } from './capacityFinding.js';
+import { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 
-export type FindingSeverity = 'error' | 'warning' | 'ok';
-
-/** The checks in the order findings are listed. */
-export const DOCTOR_CHECKS = [
-  'catalog', 'migration', 'frozen_slot',
-  'reachable', 'duplicate_database', 'database_identity', 'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts', 'capacity',
-  'parent_table', 'replica_identity',
-  'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf',
-  'slot_map_drift',
-] as const;
-export type DoctorCheck = (typeof DOCTOR_CHECKS)[number];
-
-/** Where a finding applies: the catalog, or a node by name. */
-export const CATALOG_SUBJECT = 'catalog';
-
-export interface DoctorFinding {
-  severity: FindingSeverity;
-  node: string;
-  check: DoctorCheck;
-  message: string;
-  /** What the operator runs to fix it; undefined for ok findings. */
-  fix: string | undefined;
-  /** With --fix: doctor repaired it (the message says what it did). */
-  fixed: boolean;
-}
+export { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 
 export interface DoctorReport {
   findings: DoctorFinding[];

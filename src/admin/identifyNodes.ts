@@ -1,9 +1,9 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { ReshardError } from '../core/errors.js';
 import { recordNodeIdentity } from '../catalog/nodeIdentity.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 
 /**
  * Records the identity of nodes added before catalog schema 4, so that a

@@ -1,7 +1,7 @@
 import { ensureCluster, type ClusterRecord } from '../catalog/cluster.js';
 import { upgradeCatalogSchema } from '../catalog/schema.js';
 import { badInput } from '../core/errors.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 
 /** The largest slot count reshard accepts: beyond it, planning and DDL costs outgrow any benefit. */
 export const SLOTS_MAX = 16_384;

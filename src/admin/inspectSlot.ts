@@ -3,12 +3,12 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
 import { badInput } from '../core/errors.js';
-import { quoteQualified } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { leafName } from '../node/leafName.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { leafState } from '../node/slotPartitions.js';
 import { leafStats } from '../node/slotStats.js';
+import { leafSizeBytes } from '../node/leafSizeBytes.js';
 
 export interface SlotReport {
   slot: number;
@@ -40,8 +40,7 @@ export async function inspectSlot(access: ClusterAccess, slot: number, nodeName?
           continue;
         }
         const stats = await leafStats(client, table, slot, slotMap.modulus);
-        const size = await client.query<{ bytes: string }>('SELECT pg_total_relation_size(to_regclass($1))::text AS bytes', [quoteQualified(table.schema, leaf)]);
-        report.tables.push({ table: describeTable(table), leaf, attached: state.attached, rows: stats.rows, checksum: stats.checksum, bytes: Number(size.rows[0]!.bytes) });
+        report.tables.push({ table: describeTable(table), leaf, attached: state.attached, rows: stats.rows, checksum: stats.checksum, bytes: await leafSizeBytes(client, table.schema, leaf) });
       }
       return report;
     } finally {

@@ -4,17 +4,18 @@ import { createInterface } from 'node:readline';
 import { parse as parseCsv } from 'csv-parse';
 import type pg from 'pg';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
-import { runningMigration } from '../catalog/migrations.js';
+import { runningMigration } from '../catalog/migrationRuns.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, getShardedTable, type ShardedTableRecord } from '../catalog/tables.js';
 import { copyTextFields, decodeCopyTextField } from '../core/copyText.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { slotOfKey, type ShardKeyValue } from '../core/hash.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { queryTimeoutMs } from '../node/connectNode.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { queryTimeoutMs } from '../plumbing/connectTo.js';
 import { copyRowsIn, tableColumns, type CopyInputFormat } from '../node/copyRowsIn.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
+import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 
 export interface LoadRequest {
   /** `name` or `schema.name` of a sharded table. */
@@ -81,7 +82,7 @@ export async function loadRows(access: ClusterAccess, request: LoadRequest): Pro
     const node = nodes.get(owner);
     if (!node) throw new ReshardError('conflict', `the slot map names node "${owner}", which the catalog does not list`, 'run `reshard doctor`');
     const client = await connectNode(node, access.passwords, 'reshard load');
-    await client.query('BEGIN');
+    await beginTransaction(client);
     const copy = copyRowsIn(client, table.schema, table.name, columns, request.format);
     // An error of the COPY (a bad row, a fenced leaf) surfaces when its stream ends.
     copy.on('error', () => {});
@@ -124,7 +125,7 @@ export async function loadRows(access: ClusterAccess, request: LoadRequest): Pro
         throw new ReshardError('conflict', `the slot map changed during the load (epoch ${slotMap.epoch} → ${now.epoch}); nothing was loaded`, 'run the load again');
       }
     });
-    for (const sink of sinks.values()) await sink.client.query('COMMIT');
+    for (const sink of sinks.values()) await commitTransaction(sink.client);
     return {
       table: describeTable(table),
       rows,
@@ -134,7 +135,7 @@ export async function loadRows(access: ClusterAccess, request: LoadRequest): Pro
   } catch (error) {
     for (const sink of sinks.values()) {
       sink.copy.destroy();
-      await sink.client.query('ROLLBACK').catch(() => {});
+      await rollbackQuietly(sink.client);
     }
     throw error;
   } finally {

@@ -5,7 +5,7 @@ import { describeTable, getShardedTable } from '../catalog/tables.js';
 import { describeConnection } from '../core/connection.js';
 import { badInput } from '../core/errors.js';
 import { slotOfKey, type ShardKeyType } from '../core/hash.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 
 export interface KeyLocation {
   table: string;

@@ -2,15 +2,18 @@ import { readFreezePhases, type FreezePhasesMs } from '../catalog/freezePhases.j
 import { latestControlEntry } from '../catalog/journalTail.js';
 import { listMigrationFailures, type MigrationFailure } from '../catalog/migrationFailures.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
-import { getMigration, listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
+import { getMigration, listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrationRuns.js';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { switchedSlots } from '../catalog/switchedSlots.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { slotOfAnyLeafName } from '../node/leafName.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { reshardReplicationStreams } from '../node/replicationStatus.js';
+
+export type { MigrationRecord, MoveRecord, NodeRecord };
 
 /** A migration as `reshard status` (and `status --watch`, `wait`) shows it, read in one catalog session. */
 export interface MigrationStatus {
@@ -38,22 +41,37 @@ export async function readMigrationStatus(access: ClusterAccess, migrationId?: n
     await assertCatalogCurrent(catalog);
     const history = await listMigrations(catalog, 10);
     const migration = migrationId === undefined ? history[0] : await getMigration(catalog, migrationId);
-    const running = migration?.state === 'running';
-    const control = migration ? await readControl(catalog, migration.id) : 'run';
-    const controlEntry = running && control === 'pause' ? await latestControlEntry(catalog, migration.id) : undefined;
+    const state = await readMigrationState(catalog, migration);
+    const controlEntry = migration?.state === 'running' && state.control === 'pause' ? await latestControlEntry(catalog, migration.id) : undefined;
     return {
       migration,
       history,
-      moves: migration ? await listMoves(catalog, migration.id) : [],
-      held: running ? await migrationIsHeld(catalog, migration.id) : false,
-      control,
+      ...state,
       pausedSince: controlEntry?.step === 'pause' && controlEntry.action === 'begin' ? controlEntry.at : undefined,
-      switched: migration ? await switchedSlots(catalog, migration.id) : new Set(),
       freezePhases: migration ? await readFreezePhases(catalog, migration.id) : new Map(),
       nodes: await listNodes(catalog, { includeRemoved: true }),
       failures: migration ? await listMigrationFailures(catalog, migration.id) : [],
     };
   });
+}
+
+/** One migration's moves, whether a coordinator holds it, the operator's request and its switched slots: what `reshard status` and the dashboard both show. */
+export interface MigrationState {
+  moves: MoveRecord[];
+  held: boolean;
+  control: MigrationControl;
+  switched: Set<number>;
+}
+
+/** Reads `migration`'s state on `catalog` (inside the caller's transaction when it has one); no migration, an empty state. */
+export async function readMigrationState(catalog: Queryable, migration: MigrationRecord | undefined): Promise<MigrationState> {
+  if (!migration) return { moves: [], held: false, control: 'run', switched: new Set() };
+  return {
+    moves: await listMoves(catalog, migration.id),
+    held: migration.state === 'running' ? await migrationIsHeld(catalog, migration.id) : false,
+    control: await readControl(catalog, migration.id),
+    switched: await switchedSlots(catalog, migration.id),
+  };
 }
 
 /**

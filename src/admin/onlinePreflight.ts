@@ -2,7 +2,7 @@ import type { NodeRecord } from '../catalog/nodes.js';
 import { capacityError, planOnlineCapacity, type NodeOnlineLoad } from '../coordinator/onlineCapacityPlan.js';
 import { readNodesReplicationSettings, readOpenedBatches } from '../coordinator/replicationCapacity.js';
 import { BATCH_SLOTS_MAX_DEFAULT } from '../coordinator/runMigration.js';
-import type { PasswordLookup } from '../node/nodeAccess.js';
+import type { PasswordLookup } from '../plumbing/connectNode.js';
 
 // The judgement itself lives with the coordinator, which applies it again when a migration starts.
 export { onlineSettingProblems, WAL_RETRIEVE_RETRY_INTERVAL_MS_MAX, type OnlineNeed, type SettingProblem } from '../coordinator/onlineSettingProblems.js';

@@ -1,10 +1,10 @@
 import type pg from 'pg';
-import { listMoves } from '../catalog/migrations.js';
+import { listMoves } from '../catalog/migrationRuns.js';
 import { listNodes, peerConnectionOf, type NodeRecord } from '../catalog/nodes.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { describeConnection } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { probePeerConnection } from '../node/probePeerConnection.js';
 
 /** What a peer check needs of a node: its name, the coordinator's address and the one its peers use. */

@@ -1,4 +1,4 @@
-import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrations.js';
+import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrationRuns.js';
 import { listNodes } from '../catalog/nodes.js';
 import { getCluster } from '../catalog/cluster.js';
 import { listShardedTables } from '../catalog/tables.js';
@@ -7,9 +7,9 @@ import { readControl, requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import type { MoveStepName } from '../core/moveStepNames.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
-import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../coordinator/planMigration.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
+import { plannerInput, readClusterSnapshot, type ClusterSnapshot } from '../admin/clusterSnapshot.js';
 import { runMigration, type MigrationSummary, type ThrottleOptions } from '../coordinator/runMigration.js';
 import { OFFLINE_MOVE_STEPS } from '../mover/offlineSteps.js';
 import { ONLINE_MOVE_STEPS } from '../mover/onlineSteps.js';
@@ -19,6 +19,9 @@ import type { OnlineLimits } from '../mover/onlineBatch.js';
 import { applyHeadroom, capacityUnknown, capacityUnknownWarning, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
+
+export type { MigrationSummary, ThrottleOptions } from '../coordinator/runMigration.js';
+export { HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
 
 export type MoverModeOption = 'offline' | 'online';
 
@@ -174,6 +177,17 @@ export async function rebalance(access: ClusterAccess, options: RebalanceOptions
     ...(options.throttle ? { throttle: options.throttle } : {}),
   });
   return { ...result, summary };
+}
+
+/** Runs the migration `prepareRebalance` recorded, reporting through `emit`. */
+export async function runPreparedRebalance(access: ClusterAccess, migrationId: number, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax' | 'throttle' | 'headroomFraction'>): Promise<MigrationSummary> {
+  return runMigration(migrationId, {
+    access,
+    emit: options.emit,
+    moveConcurrencyMax: options.moveConcurrencyMax,
+    ...(options.throttle ? { throttle: options.throttle } : {}),
+    ...(options.headroomFraction !== undefined ? { headroomFraction: options.headroomFraction } : {}),
+  });
 }
 
 /** Continues an interrupted migration from its journal. */

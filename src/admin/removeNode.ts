@@ -2,7 +2,7 @@ import { getNode, listNodes, setNodeState, setNodeWeight } from '../catalog/node
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { ReshardError } from '../core/errors.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 
 export interface RemoveNodeResult {
   name: string;

@@ -2,18 +2,18 @@ import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
 import {
   createMigration, finishMigration, getMigration, holdMigration, listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord,
-} from '../catalog/migrations.js';
+} from '../catalog/migrationRuns.js';
 import { listNodes, setNodeState, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
 import { ReshardError } from '../core/errors.js';
-import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
+import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
 import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
 import { dropMigrationReplication, finishSwitchedMove, undoUnswitchedMove } from '../mover/revertMove.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { scheduleWaves } from '../planner/index.js';
 
 export interface RollbackOptions {

@@ -1,12 +1,13 @@
 import { getNode, listNodes, lockNodeRow, updateNode, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
-import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from '../catalog/migrations.js';
+import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from '../catalog/migrationRuns.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { describeConnection, type ConnectionSettings } from '../core/connection.js';
 import { ReshardError, badInput } from '../core/errors.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity, sameDatabase } from '../node/databaseIdentity.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
+import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 
 /** What `reshard node set` may change; absent fields stay as they are. */
 export interface SetNodeRequest {
@@ -45,7 +46,7 @@ export async function setNode(access: ClusterAccess, request: SetNodeRequest): P
   }
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
-    await catalog.query('BEGIN');
+    await beginTransaction(catalog);
     try {
       const running = await runningMigration(catalog);
       if (running) throw migrationAlreadyRunningError(running.id, await migrationIsHeld(catalog, running.id));
@@ -67,7 +68,7 @@ export async function setNode(access: ClusterAccess, request: SetNodeRequest): P
         warnings = await assertPeersReachable(pairsWith(withoutPasswords(next), others), access.passwords);
       }
       await updateNode(catalog, next);
-      await catalog.query('COMMIT');
+      await commitTransaction(catalog);
       const changed = [
         ...(request.connection ? ['url'] : []), ...(request.peerConnection ? ['peer-url'] : []),
         ...(next.weight !== current.weight ? ['weight'] : []), ...(next.concurrencyMax !== current.concurrencyMax ? ['concurrency'] : []),
@@ -75,7 +76,7 @@ export async function setNode(access: ClusterAccess, request: SetNodeRequest): P
       ];
       return { node: next, changed, warnings };
     } catch (error) {
-      await catalog.query('ROLLBACK').catch(() => {});
+      await rollbackQuietly(catalog);
       throw error;
     }
   });

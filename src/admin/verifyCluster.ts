@@ -3,12 +3,12 @@ import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/no
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
-import { quoteQualified } from '../core/identifier.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { fencedLeaves } from '../node/fence.js';
 import { attachedSlots, standaloneLeaves } from '../node/slotPartitions.js';
+import { tableRowCount } from '../node/tableRowCount.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -47,8 +47,9 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
           attachedBy.set(key, perSlot);
           for (const slot of slots.keys()) perSlot.set(slot, [...(perSlot.get(slot) ?? []), node.name]);
           for (const stray of await standaloneLeaves(client, table)) problems.push(`node ${node.name}: ${stray} is a leftover staging table (not attached)`);
-          const counted = await client.query<{ rows: string }>(`SELECT count(*)::text AS rows FROM ${quoteQualified(table.schema, table.name)}`);
-          rowsByTable[key] = (rowsByTable[key] ?? 0) + Number(counted.rows[0]!.rows);
+          // Counted before the sum is read: the nodes are counted concurrently.
+          const rows = await tableRowCount(client, table.schema, table.name);
+          rowsByTable[key] = (rowsByTable[key] ?? 0) + rows;
           for (const fenced of await fencedLeaves(client, table)) {
             if (fenced.attached) problems.push(`node ${node.name}: ${fenced.leaf} is still fenced`);
           }

@@ -1,5 +1,5 @@
 import { percentile } from '../core/percentile.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /**
  * The phases of an online move's freeze, in the order they happen: routers

@@ -1,8 +1,9 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import type { JournalStepName, MoveStepName } from '../core/moveStepNames.js';
 import { logJournalEntry } from './journalLog.js';
 
-export type JournalAction = 'begin' | 'done' | 'failed' | 'undo' | 'undone';
+export type { JournalAction } from './journalAction.js';
+import type { JournalAction } from './journalAction.js';
 
 export interface JournalEntry {
   id: number;

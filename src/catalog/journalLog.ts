@@ -1,6 +1,6 @@
-import { log } from '../core/log.js';
+import { log } from '../plumbing/log.js';
 import type { JournalStepName } from '../core/moveStepNames.js';
-import type { JournalAction } from './journal.js';
+import type { JournalAction } from './journalAction.js';
 
 /**
  * The journal's log: every journaled step (begin, done, failed, undo,

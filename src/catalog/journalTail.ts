@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { JOURNAL_COLUMNS, journalEntryFromRow, type JournalEntry, type JournalRow } from './journal.js';
 
 // Every ORDER BY here names the table's column (`j.id`), a bigint: the selected `id::text` has the

@@ -1,5 +1,5 @@
 import type { MigrationJournalStep } from '../core/moveStepNames.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /**
  * The journal's step for a whole migration's end in failure. `resume` puts a

@@ -1,6 +1,6 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { failuresFromJson, MIGRATION_FAILURES_JSON, type MigrationFailure } from './migrationFailures.js';
-import type { MigrationState, MoverMode } from './migrations.js';
+import type { MigrationState, MoverMode } from './migrationRuns.js';
 
 /** One past (or the running) migration with what it moved and the write pauses its slots saw. */
 export interface MigrationHistoryEntry {

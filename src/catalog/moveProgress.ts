@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /**
  * Records bytes copied so far for several running moves in one statement, so

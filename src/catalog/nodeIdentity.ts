@@ -1,5 +1,5 @@
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import type { DatabaseIdentity } from './nodes.js';
 
 export function sameDatabase(a: DatabaseIdentity, b: DatabaseIdentity): boolean {

@@ -1,6 +1,7 @@
 import type { ConnectionSettings } from '../core/connection.js';
+import type { DatabaseIdentity } from '../core/databaseIdentity.js';
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 export type NodeState = 'active' | 'joining' | 'draining' | 'removed';
 
@@ -19,11 +20,7 @@ export interface NodeRecord {
   peerConnection?: ConnectionSettings | undefined;
 }
 
-/** One database in the world: a server (its `system_identifier`) and a database OID on it. */
-export interface DatabaseIdentity {
-  systemIdentifier: string;
-  databaseOid: number;
-}
+export type { DatabaseIdentity } from '../core/databaseIdentity.js';
 
 /** The address a peer uses to reach `node` (its peer address, else the coordinator's). */
 export function peerConnectionOf(node: Pick<NodeRecord, 'connection' | 'peerConnection'>): ConnectionSettings {

@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /** Routers notify here when they acknowledge an epoch. */
 export const ROUTER_ACK_CHANNEL = 'reshard_router_ack';

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { CATALOG_SCHEMA_VERSIONS, CATALOG_SCHEMA_VERSION_LATEST } from './schemaVersions.js';
 
 /** Serialises concurrent `reshard init` runs against one catalog. */

@@ -1,5 +1,5 @@
 /**
- * The catalog schema as numbered migrations, applied in order and recorded in
+ * The catalog schema as numbered versions, applied in order and recorded in
  * reshard.schema_version. Never edit a released entry: add the next number.
  */
 export interface CatalogSchemaVersion {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { assert } from '../core/assert.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import type { SlotMap } from '../core/slotMap.js';
 import { getCluster } from './cluster.js';
 
@@ -85,4 +85,24 @@ export async function switchSlotOwner(client: pg.ClientBase, slot: number, sourc
   if (row.previous === target) return Number(row.current);
   assert(row.previous === source && row.epoch !== null, `slot ${slot} is owned by ${row.previous}, expected ${source} before switching to ${target}`);
   return Number(row.epoch);
+}
+
+/** Locks the slot map against other writers until the caller's transaction ends. */
+export async function lockSlotMapForWrite(db: Queryable): Promise<void> {
+  await db.query('LOCK TABLE reshard.slot IN EXCLUSIVE MODE');
+}
+
+/**
+ * Gives every slot the owner at its index in `owners` (a cluster that holds no
+ * data yet), bumps the epoch and tells the routers, inside the caller's transaction.
+ */
+export async function respreadSlotMap(db: Queryable, owners: readonly string[]): Promise<void> {
+  await db.query(
+    `UPDATE reshard.slot s SET owner = u.owner, changed_epoch = c.epoch + 1
+       FROM unnest($1::text[]) WITH ORDINALITY AS u(owner, n), reshard.cluster c
+      WHERE s.slot = u.n - 1`,
+    [owners],
+  );
+  const bumped = await db.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
+  await db.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
 }

@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /**
  * The slots of a migration whose switch is done — the new owner serves them —

@@ -1,6 +1,6 @@
 import { ReshardError } from '../core/errors.js';
 import type { ShardKeyType } from '../core/hash.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /** A sharded table: parent PARTITION BY HASH (shardKey) on every node. */
 export interface ShardedTableRecord {

@@ -1,4 +1,4 @@
-import type { MigrationEvent } from '../coordinator/events.js';
+import type { MigrationEvent } from '../plumbing/migrationEvents.js';
 import type { OperationSample } from './workload.js';
 
 /**

@@ -3,8 +3,8 @@ import { listNodes } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { slotOf } from '../core/hash.js';
 import { verifyCluster } from '../admin/verifyCluster.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { reshardReplicationObjects } from '../node/replication.js';
 import type { WorkloadLog } from './workload.js';
 

@@ -3,8 +3,8 @@ import { z } from 'zod';
 import type { ConnectionSettings } from '../core/connection.js';
 import { assertParamsValid } from '../core/conninfo.js';
 import { badInput } from '../core/errors.js';
-import type { ClusterAccess } from '../coordinator/catalogAccess.js';
-import { parseConnectionHere } from '../node/conninfoSources.js';
+import type { ClusterAccess } from '../plumbing/clusterAccess.js';
+import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 
 /** The config file: where the catalog is, and node passwords (never stored in the catalog). */
 const connectionObject = z.object({

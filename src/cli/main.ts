@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { badInput, ReshardError } from '../core/errors.js';
-import { configureLogging, errorFields, log, LOG_LEVELS, type LogLevel } from '../core/log.js';
+import { configureLogging, errorFields, log, LOG_LEVELS, type LogLevel } from '../plumbing/log.js';
 import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';

@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import { formatBytes } from '../core/bytes.js';
-import type { MigrationEvent } from '../coordinator/events.js';
+import type { MigrationEvent } from '../plumbing/migrationEvents.js';
 import { CopyRate, formatEta } from './copyRate.js';
 import type { Output } from './output.js';
 

@@ -1,7 +1,7 @@
 import { assert } from '../core/assert.js';
 import { ReshardError } from '../core/errors.js';
-import { errorFields, log } from '../core/log.js';
-import { startWaitLog, type WaitLog } from '../core/waitLog.js';
+import { errorFields, log } from '../plumbing/log.js';
+import { startWaitLog, type WaitLog } from '../plumbing/waitLog.js';
 import type { CopyGate } from '../node/copyMeter.js';
 
 const logger = log('throttle');

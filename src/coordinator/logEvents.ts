@@ -1,5 +1,5 @@
-import { log } from '../core/log.js';
-import type { MigrationEvent, MigrationEventSink } from './events.js';
+import { log } from '../plumbing/log.js';
+import type { MigrationEvent, MigrationEventSink } from '../plumbing/migrationEvents.js';
 
 const logger = log('coordinator');
 

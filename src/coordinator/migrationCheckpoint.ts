@@ -1,10 +1,10 @@
 import { appendJournal, type JournalAction } from '../catalog/journal.js';
-import { unfinishedMoves } from '../catalog/migrations.js';
+import { unfinishedMoves } from '../catalog/migrationRuns.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
 import { errorText, ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
-import type { MigrationEventSink } from './events.js';
-import { waitFor } from './waitFor.js';
+import type { Queryable } from '../plumbing/queryable.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
+import { waitFor } from '../plumbing/waitFor.js';
 
 /** How a coordinator follows pause and cancel requests. */
 export interface ControlLimits {

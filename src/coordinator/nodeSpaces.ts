@@ -1,7 +1,7 @@
 import type { NodeRecord } from '../catalog/nodes.js';
 import { ReshardError } from '../core/errors.js';
 import { measureNodeSpace, type MeasuredSpace } from '../node/diskSpace.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { movesCrossHeadroom, type NodeSpace } from '../planner/headroom.js';
 
 /** Keep this share of every node's capacity free while moving, unless told otherwise. */

@@ -1,6 +1,6 @@
 import { recordBytesCopied } from '../catalog/moveProgress.js';
-import type { Queryable } from '../core/queryable.js';
-import type { MigrationEventSink } from './events.js';
+import type { Queryable } from '../plumbing/queryable.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 
 /** Often enough for a live progress bar, rare enough to cost the catalog nothing (one statement for all slots). */
 export const PROGRESS_RECORD_INTERVAL_MS = 250;

@@ -1,7 +1,7 @@
 import type { NodeRecord } from '../catalog/nodes.js';
 import { readReplicationSettings, type ReplicationSettings } from '../node/inspectNode.js';
 import { slotOfLeafName } from '../node/leafName.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { publishedLeaves } from '../node/replication.js';
 
 /**

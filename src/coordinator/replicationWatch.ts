@@ -2,10 +2,10 @@ import type pg from 'pg';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { formatBytes } from '../core/bytes.js';
 import { ReshardError } from '../core/errors.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { replicationSlotHealth, type ReplicationSlotHealth } from '../node/replication.js';
 import type { CopyThrottle } from './copyThrottle.js';
-import type { MigrationEventSink } from './events.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 
 export interface ReplicationWatchLimits {
   /** Copying is held while a streaming subscription lags more than this, and resumes below half of it. */

@@ -1,7 +1,7 @@
 import { cancelMigration, pauseMigration, resumeMigrationControl, type ControlOutcome } from '../admin/controlMigration.js';
 import { rollbackMigration } from '../admin/rollbackMigration.js';
 import { ReshardError } from '../core/errors.js';
-import type { ClusterAccess } from '../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../plumbing/clusterAccess.js';
 import { MOVE_CONCURRENCY_MAX_DEFAULT } from '../admin/rebalance.js';
 
 export type DashboardAction = 'pause' | 'resume' | 'cancel' | 'rollback';

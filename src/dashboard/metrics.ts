@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { JournalEntry } from '../catalog/journal.js';
-import type { MoveRecord } from '../catalog/migrations.js';
+import type { JournalEntry } from '../admin/clusterActivity.js';
+import type { MoveRecord } from '../admin/clusterActivity.js';
 import type { DashboardState } from './dashboardState.js';
 
 /** Every state a migration gauge can show: the catalog's states, plus 'paused' and 'none'. */

@@ -1,23 +1,13 @@
 import type pg from 'pg';
-import { getCluster, type ClusterRecord } from '../catalog/cluster.js';
-import type { JournalEntry } from '../catalog/journal.js';
-import { failedStepsAfter, freezeAgesMs, latestControlEntry, readJournalTail } from '../catalog/journalTail.js';
-import { switchedSlots } from '../catalog/switchedSlots.js';
-import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
-import { listMigrationHistory, type MigrationHistoryEntry } from '../catalog/migrationHistory.js';
-import { listMigrations, listMoves, migrationIsHeld, type MigrationRecord, type MoveRecord } from '../catalog/migrations.js';
-import { listNodes, type NodeRecord } from '../catalog/nodes.js';
-import { assertCatalogCurrent } from '../catalog/schema.js';
-import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
-import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
+import { assertCatalogCurrent, readClusterActivity, type ClusterActivity, type JournalEntry, type MigrationRecord, type MoveRecord } from '../admin/clusterActivity.js';
 import { errorText, ReshardError } from '../core/errors.js';
-import { log } from '../core/log.js';
-import { connectCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { plannerInput } from '../coordinator/planMigration.js';
+import { log } from '../plumbing/log.js';
+import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { plannerInput } from '../admin/clusterSnapshot.js';
 import { compareStrategies, planRebalance } from '../planner/index.js';
 import type { DashboardEvent, DashboardMigration, DashboardMove, DashboardNode, DashboardPlan, DashboardState } from './dashboardState.js';
 import { DashboardMetrics } from './metrics.js';
-import { NodeProbe, type NodeMeasurement } from './nodeProbe.js';
+import { NodeProbe, type NodeMeasurement } from '../admin/nodeProbe.js';
 import { makeRedactor } from './redact.js';
 
 export interface MonitorLimits {
@@ -45,67 +35,6 @@ const logger = log('dashboard');
 
 /** The rate and ETA look at this much of the recent past. */
 const RATE_WINDOW_MS = 10_000;
-
-/** Everything one catalog poll reads, in one REPEATABLE READ transaction so the parts agree. */
-interface CatalogRead {
-  cluster: ClusterRecord;
-  nodes: NodeRecord[];
-  tables: ShardedTableRecord[];
-  slotMap: SlotMapWithStates;
-  latest: MigrationRecord | undefined;
-  moves: MoveRecord[];
-  control: MigrationControl;
-  held: boolean;
-  freezeAges: Map<number, number>;
-  history: MigrationHistoryEntry[];
-  journal: JournalEntry[];
-  /** The latest migration's newest pause or cancel entry: read apart from the tail, which other entries can push it out of. */
-  controlEntry: JournalEntry | undefined;
-  /** Slots of the latest migration whose switch is done (cleanup may still be pending). */
-  switched: Set<number>;
-  /** Failed steps journaled since the last read, oldest first: the error counter's input. */
-  failures: JournalEntry[];
-  /** The journal id up to which `failures` holds every failure: the next read starts after it. */
-  failuresReadUpToId: number;
-}
-
-/** Failures counted per poll at most; the rest are counted by the next polls. */
-const FAILURES_PER_POLL_MAX = 1_000;
-
-async function readCatalog(catalog: pg.ClientBase, eventsMax: number, failuresReadUpToId: number): Promise<CatalogRead> {
-  await catalog.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  try {
-    const cluster = await getCluster(catalog);
-    const nodes = await listNodes(catalog);
-    const tables = await listShardedTables(catalog);
-    const slotMap = await readSlotMap(catalog);
-    const latest = (await listMigrations(catalog, 1))[0];
-    const running = latest?.state === 'running';
-    const journal = await readJournalTail(catalog, eventsMax);
-    // Read in the same snapshot as the tail: every failure up to its newest entry is in this batch, unless the batch is full.
-    const failures = await failedStepsAfter(catalog, failuresReadUpToId, FAILURES_PER_POLL_MAX);
-    const read: CatalogRead = {
-      cluster, nodes, tables, slotMap, latest,
-      moves: latest ? await listMoves(catalog, latest.id) : [],
-      control: latest ? await readControl(catalog, latest.id) : 'run',
-      held: running ? await migrationIsHeld(catalog, latest.id) : false,
-      freezeAges: running ? await freezeAgesMs(catalog, latest.id) : new Map(),
-      history: await listMigrationHistory(catalog, 20),
-      journal,
-      controlEntry: latest ? await latestControlEntry(catalog, latest.id) : undefined,
-      switched: latest ? await switchedSlots(catalog, latest.id) : new Set(),
-      failures,
-      failuresReadUpToId: failures.length === FAILURES_PER_POLL_MAX
-        ? failures.at(-1)!.id
-        : Math.max(failuresReadUpToId, journal[0]?.id ?? 0, failures.at(-1)?.id ?? 0),
-    };
-    await catalog.query('COMMIT');
-    return read;
-  } catch (error) {
-    await catalog.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
-}
 
 function iso(date: Date | undefined): string | null {
   return date ? date.toISOString() : null;
@@ -170,7 +99,7 @@ export class DashboardMonitor {
   private stopped = false;
   /** The last catalog poll failed: its error was logged once, and the recovery will be. */
   private catalogDown = false;
-  private last: CatalogRead | undefined;
+  private last: ClusterActivity | undefined;
   private measurements = new Map<string, NodeMeasurement>();
   private lagBySlot = new Map<number, number>();
   private plan: DashboardPlan | null = null;
@@ -235,7 +164,7 @@ export class DashboardMonitor {
     const started = performance.now();
     try {
       this.catalog ??= await connectCatalog(this.access, 'reshard dashboard');
-      const read = await readCatalog(this.catalog, this.limits.eventsMax, this.metrics.failuresReadUpToId);
+      const read = await readClusterActivity(this.catalog, this.limits.eventsMax, this.metrics.failuresReadUpToId);
       const pollMs = performance.now() - started;
       this.metrics.observePoll(pollMs / 1000);
       this.last = read;
@@ -291,7 +220,7 @@ export class DashboardMonitor {
    * switched slots given back to their sources), so the numbers stay those of
    * the plan that is running.
    */
-  private computePlan(read: CatalogRead): DashboardPlan | null {
+  private computePlan(read: ClusterActivity): DashboardPlan | null {
     const running = read.latest?.state === 'running' ? read.latest : undefined;
     const owners = [...read.slotMap.owners];
     if (running) for (const move of read.moves) if (move.state === 'done') owners[move.slot] = move.source;
@@ -319,7 +248,7 @@ export class DashboardMonitor {
     }
   }
 
-  private sampleThroughput(read: CatalogRead): void {
+  private sampleThroughput(read: ClusterActivity): void {
     const latest = read.latest;
     if (!latest) return;
     if (this.throughput.migrationId !== latest.id) this.throughput = { migrationId: latest.id, samples: [] };
@@ -345,7 +274,7 @@ export class DashboardMonitor {
     return seconds > 0 ? Math.max(0, (last.bytes - first.bytes) / seconds) : 0;
   }
 
-  private compose(read: CatalogRead | undefined, pollMs: number, catalogError: string | null): DashboardState {
+  private compose(read: ClusterActivity | undefined, pollMs: number, catalogError: string | null): DashboardState {
     const migration = read?.latest ? this.composeMigration(read, read.latest) : null;
     const active = migration?.state === 'running' ? migration.moves.filter((move) => move.state === 'running' || move.state === 'pending') : [];
     const nodes: DashboardNode[] = (read?.nodes ?? []).map((node) => {
@@ -396,7 +325,7 @@ export class DashboardMonitor {
     return state;
   }
 
-  private composeMigration(read: CatalogRead, latest: MigrationRecord): DashboardMigration {
+  private composeMigration(read: ClusterActivity, latest: MigrationRecord): DashboardMigration {
     const running = latest.state === 'running';
     const moves: DashboardMove[] = read.moves.map((move) => {
       const freezeAge = read.freezeAges.get(move.slot);

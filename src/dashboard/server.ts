@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { badInput, ReshardError } from '../core/errors.js';
-import type { ClusterAccess } from '../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../plumbing/clusterAccess.js';
 import { DASHBOARD_ACTIONS, DashboardActions, type DashboardAction } from './actions.js';
 import type { DashboardState } from './dashboardState.js';
 import { DashboardMonitor, MONITOR_LIMITS_DEFAULT, type MonitorLimits } from './monitor.js';

@@ -2,8 +2,8 @@ import type pg from 'pg';
 import { listNodes } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { slotOf } from '../core/hash.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 
 /** The demo's colocated tables: a user and their orders share a slot. */
 export const DEMO_TABLES = [

@@ -4,17 +4,16 @@ import { join } from 'node:path';
 import { addNode } from '../admin/addNode.js';
 import { createShardedTable } from '../admin/createShardedTable.js';
 import { initCluster } from '../admin/initCluster.js';
-import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, type MoverModeOption } from '../admin/rebalance.js';
-import { runMigration } from '../coordinator/runMigration.js';
+import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, runPreparedRebalance, type MoverModeOption } from '../admin/rebalance.js';
 import { verifyCluster } from '../admin/verifyCluster.js';
 import { formatBytes } from '../core/bytes.js';
 import { connectionUrl, describeConnection } from '../core/connection.js';
 import { serverOsUser } from '../local/osUser.js';
-import type { ClusterAccess } from '../coordinator/catalogAccess.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
+import type { ClusterAccess } from '../plumbing/clusterAccess.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 import { findPostgresBinaries } from '../local/postgresBinaries.js';
 import { removeServerDirectory, startLocalServer, type LocalServer } from '../local/localServer.js';
-import { noPasswords } from '../node/nodeAccess.js';
+import { noPasswords } from '../plumbing/connectNode.js';
 import { formatComparison } from '../planner/index.js';
 import { DEMO_TABLES, loadDemoRows } from './demoData.js';
 import { verifyKeysExactlyOnce } from './verifyExactlyOnce.js';
@@ -25,7 +24,7 @@ import { Workload } from '../checker/workload.js';
 import { percentile } from '../core/percentile.js';
 import { Router } from '../router/router.js';
 import { startDashboard, type RunningDashboard } from '../dashboard/server.js';
-import { sleep } from '../coordinator/waitFor.js';
+import { sleep } from '../plumbing/waitFor.js';
 
 export interface DemoOptions {
   nodes: number;
@@ -173,8 +172,7 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     reporter.say();
     reporter.say(formatComparison(prepared.comparison));
     reporter.say();
-    const summary = prepared.migrationId === undefined ? undefined : await runMigration(prepared.migrationId, {
-      access,
+    const summary = prepared.migrationId === undefined ? undefined : await runPreparedRebalance(access, prepared.migrationId, {
       emit: (event) => {
         timeline.handle(event);
         reporter.migrationEvents(event);

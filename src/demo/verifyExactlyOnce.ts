@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { listNodes } from '../catalog/nodes.js';
-import { withCatalog, type ClusterAccess } from '../coordinator/catalogAccess.js';
-import { connectNode } from '../node/nodeAccess.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { connectNode } from '../plumbing/connectNode.js';
 
 export interface ExactlyOnceReport {
   expected: number;

@@ -9,7 +9,7 @@ import { freeLoopbackPort } from './freePort.js';
 import { writeFreshSystemIdentifier } from './freshSystemIdentifier.js';
 import { findPostgresBinaries, type PostgresBinaries } from './postgresBinaries.js';
 import { serverOsUser, type ServerOsUser } from './osUser.js';
-import { errorFields, log as logFor } from '../core/log.js';
+import { errorFields, log as logFor } from '../plumbing/log.js';
 
 const localServerLogger = logFor('local');
 

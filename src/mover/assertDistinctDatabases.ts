@@ -1,6 +1,6 @@
 import { identityChangedError, recordNodeIdentity, SAME_DATABASE_FIX_RECORDED, sameDatabase, sameDatabaseError } from '../catalog/nodeIdentity.js';
 import type { DatabaseIdentity, NodeRecord } from '../catalog/nodes.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 
 /** One end of a move: the node as the catalog knows it, and the session the move will use on it. */

@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import { ROUTER_ACK_CHANNEL, routersBehind } from '../catalog/routers.js';
 import { setSlotState } from '../catalog/slotMap.js';
-import { log } from '../core/log.js';
+import { log } from '../plumbing/log.js';
+import { startWaitLog } from '../plumbing/waitLog.js';
 
 const logger = log('mover');
 
@@ -38,15 +39,19 @@ export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number,
   const epoch = await setSlotState(catalog, slot, 'frozen');
   if (ackWaitMs <= 0) return { epoch, routersBehind: [], roundTrips };
   const deadline = performance.now() + ackWaitMs;
+  const waitLog = startWaitLog(logger, `every live router to acknowledge epoch ${epoch} (slot ${slot} frozen)`, ackWaitMs, { slot, epoch });
   // Re-checked on each acknowledgement NOTIFY only (no polling: each check is a round trip of the freeze),
   // and once more when the wait ends.
   for (;;) {
     roundTrips++;
-    const behind = await routersBehind(catalog, epoch);
+    const behind = await routersBehind(catalog, epoch).catch((error: unknown) => {
+      waitLog.end('failed');
+      throw error;
+    });
     const leftMs = deadline - performance.now();
     if (behind.length === 0 || leftMs <= 0) {
       // Not an error: the nodes refuse stale work anyway; a router that did not answer costs this freeze at most its bound.
-      if (behind.length > 0) logger.info({ slot, epoch, routersBehind: behind.map((router) => router.name), waitedMs: ackWaitMs }, 'freeze went ahead without every router\'s acknowledgement');
+      waitLog.end(behind.length === 0 ? 'done' : 'went ahead without every router', behind.length === 0 ? {} : { routersBehind: behind.map((router) => router.name) });
       return { epoch, routersBehind: behind.map((router) => router.name), roundTrips };
     }
     await new Promise<void>((resolve) => {

@@ -5,7 +5,7 @@ import { fenceSlot } from '../node/fence.js';
 import { attachSlot, truncateStagedSlotLeaf } from '../node/slotPartitions.js';
 import { markSlotMoved } from '../node/slotState.js';
 import { getCluster } from '../catalog/cluster.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 import type { CopyGate } from '../node/copyMeter.js';
 import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 import { settleCopyProgress } from './settleCopyProgress.js';

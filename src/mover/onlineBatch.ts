@@ -1,86 +1,12 @@
-import type pg from 'pg';
-import type { MoveRecord } from '../catalog/migrations.js';
-import type { NodeRecord } from '../catalog/nodes.js';
+import type { MoveRecord } from '../catalog/migrationRuns.js';
 import { errorText, ReshardError } from '../core/errors.js';
-import type { MigrationEventSink } from '../coordinator/events.js';
-import type { CopyGate } from '../node/copyMeter.js';
-import type { PasswordLookup } from '../node/nodeAccess.js';
-import type { SlotTable } from '../node/slotPartitions.js';
-import { ROUTE_HOLDERS_WAIT_MS_DEFAULT } from '../node/slotState.js';
-import { ROUTER_ACK_WAIT_MS_DEFAULT } from './freezeSlot.js';
+import type { OnlineBatch, OnlineBatchConnections, OnlineBatchOptions, OnlineBatchResult } from './onlineBatchShape.js';
 import {
   newCutoverAttempt, ONLINE_BATCH_STEPS, ONLINE_CLEANUP_STEPS, ONLINE_CUTOVER_STEPS, ONLINE_UNDOABLE_STEPS, type OnlineBatchContext,
 } from './onlineSteps.js';
 import { catalogStepJournal, type StepJournal } from './stepJournal.js';
 import { StepRunner } from './stepRunner.js';
 import { catchUp } from './streamBatch.js';
-
-/** Bounds of the online mover; every wait has one. */
-export interface OnlineLimits {
-  /** Initial copy of the whole batch. */
-  syncTimeoutMs: number;
-  /** Catch-up is done when the apply worker is this close to the source's WAL. */
-  catchupLagBytesMax: number;
-  catchupTimeoutMs: number;
-  /**
-   * Longest a slot's freeze may spend waiting (routers, fence, replay, the
-   * attach lock) before its cutover is abandoned (unfrozen, retried). The
-   * verification's scan is not a wait: its time grows with the slot's size,
-   * and counting it made every slot above a few hundred MB fail its cutover.
-   */
-  freezeBudgetMs: number;
-  finalSyncPollMs: number;
-  freezeAttemptsMax: number;
-  /** Parallel COPY streams of one batch's initial copy. */
-  copyLanes: number;
-  /** Longest the freeze waits for routers' acknowledgements (an optimisation, never needed for correctness). */
-  routerAckWaitMs: number;
-  /** Longest the fence and the switch wait for transactions left open on the slot before ending them. */
-  routeHoldersWaitMs: number;
-}
-
-export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
-  syncTimeoutMs: 30 * 60_000,
-  catchupLagBytesMax: 256 * 1024,
-  catchupTimeoutMs: 5 * 60_000,
-  freezeBudgetMs: 3_000,
-  finalSyncPollMs: 3,
-  freezeAttemptsMax: 3,
-  copyLanes: 2,
-  routerAckWaitMs: ROUTER_ACK_WAIT_MS_DEFAULT,
-  routeHoldersWaitMs: ROUTE_HOLDERS_WAIT_MS_DEFAULT,
-};
-
-/** Moves between one source and one target that share a publication and a subscription. */
-export interface OnlineBatch {
-  migrationId: number;
-  /** Publication, subscription and replication slot name. */
-  name: string;
-  source: NodeRecord;
-  target: NodeRecord;
-  moves: MoveRecord[];
-  modulus: number;
-  tables: readonly SlotTable[];
-}
-
-export interface OnlineBatchConnections {
-  source: pg.ClientBase;
-  target: pg.ClientBase;
-  catalog: pg.ClientBase;
-}
-
-export interface OnlineBatchResult {
-  /** Moves that reached the switch, with the write pause each slot saw (freeze → switch). */
-  switched: { slot: number; pauseMs: number; rows: number; bytes: number }[];
-}
-
-export interface OnlineBatchOptions {
-  emit: MigrationEventSink;
-  limits: OnlineLimits;
-  passwords: PasswordLookup;
-  /** Paces the initial copy (rate cap, holds while replication lags); unpaced when absent. */
-  copyGate?: CopyGate;
-}
 
 /**
  * The online mover for one batch, in three phases the coordinator can
@@ -209,3 +135,5 @@ export class OnlineBatchRun {
     return reported;
   }
 }
+
+export { ONLINE_LIMITS_DEFAULT, type OnlineBatch, type OnlineBatchConnections, type OnlineBatchOptions, type OnlineBatchResult, type OnlineLimits } from './onlineBatchShape.js';

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal } from '../catalog/journal.js';
-import { updateMove } from '../catalog/migrations.js';
+import { updateMove } from '../catalog/migrationRuns.js';
 import { isMoveStepName, type MoveStepName } from '../core/moveStepNames.js';
 
 type Detail = Record<string, unknown> | undefined;

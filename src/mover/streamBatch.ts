@@ -1,14 +1,14 @@
 import { peerConnectionOf } from '../catalog/nodes.js';
-import type { MoveRecord } from '../catalog/migrations.js';
-import { updateMove } from '../catalog/migrations.js';
-import { waitFor, withTimeout } from '../coordinator/waitFor.js';
+import type { MoveRecord } from '../catalog/migrationRuns.js';
+import { updateMove } from '../catalog/migrationRuns.js';
+import { waitFor, withTimeout } from '../plumbing/waitFor.js';
 import { leafName } from '../node/leafName.js';
 import {
   dropReplicationSlot, ensurePublication, ensureSubscription, replicationLagBytes, subscriptionExists,
 } from '../node/replication.js';
 import { replicationSlotStatus, subscriptionWorkerStatus } from '../node/replicationStatus.js';
 import { copyLeavesAtSnapshot, createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
-import type { OnlineBatch, OnlineBatchConnections, OnlineBatchOptions, OnlineLimits } from './onlineBatch.js';
+import type { OnlineBatch, OnlineBatchConnections, OnlineBatchOptions, OnlineLimits } from './onlineBatchShape.js';
 import { settleCopyProgress } from './settleCopyProgress.js';
 import { subscriptionFailure } from './subscriptionHealth.js';
 

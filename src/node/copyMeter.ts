@@ -1,6 +1,6 @@
 import { Transform } from 'node:stream';
 import { ReshardError } from '../core/errors.js';
-import { queryTimeoutMs } from './connectNode.js';
+import { queryTimeoutMs } from '../plumbing/connectTo.js';
 
 /** Decides when copied bytes may pass on: a rate cap, a hold while replication lags. */
 export interface CopyGate {

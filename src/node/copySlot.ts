@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { ReshardError } from '../core/errors.js';
 import { quoteQualified } from '../core/identifier.js';
-import { abandonConnection, lostConnectionError, queryTimeoutMs } from './connectNode.js';
+import { abandonConnection, lostConnectionError, queryTimeoutMs } from '../plumbing/connectTo.js';
 import { meteredCopyStream, type CopyGate } from './copyMeter.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';

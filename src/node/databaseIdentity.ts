@@ -1,6 +1,6 @@
-import type { DatabaseIdentity } from '../catalog/nodes.js';
+import type { DatabaseIdentity } from '../core/databaseIdentity.js';
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /**
  * Which database a session is connected to, whatever name reached it: the

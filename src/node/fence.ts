@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
 import { endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';

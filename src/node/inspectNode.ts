@@ -1,5 +1,5 @@
 import { ReshardError } from '../core/errors.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /** The oldest server reshard supports: DETACH PARTITION … CONCURRENTLY arrived in 14. */
 export const SERVER_VERSION_NUM_MIN = 140000;

@@ -1,5 +1,5 @@
 import { quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /**
  * Exact row count of one leaf (attached or standalone): what doctor weighs

@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /** reshard's own objects on a data node live in this schema (not the catalog's). */
 export const NODE_SCHEMA = 'reshard_node';

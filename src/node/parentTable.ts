@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { ReshardError } from '../core/errors.js';
 import { shardKeyTypeFromPostgres, type ShardKeyType } from '../core/hash.js';
 import { quoteIdent, quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 export interface ParentTableSpec {
   schema: string;

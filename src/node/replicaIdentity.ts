@@ -1,5 +1,5 @@
 import { quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import type { SlotTable } from './slotPartitions.js';
 
 /** How a sharded table's parent and leaves on one node identify rows to logical replication. */

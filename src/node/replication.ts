@@ -2,7 +2,7 @@ import type { ConnectionSettings } from '../core/connection.js';
 import { formatConninfo } from '../core/conninfo.js';
 import { ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 
 /** Every publication, subscription and replication slot reshard makes starts with this. */
 export const REPLICATION_NAME_PREFIX = 'reshard_';

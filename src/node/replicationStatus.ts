@@ -1,4 +1,4 @@
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { NOT_BACKGROUND_WORKER_TYPES } from './inspectNode.js';
 import { REPLICATION_NAME_PREFIX } from './replication.js';
 

@@ -1,10 +1,10 @@
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
-import { errorFields, log } from '../core/log.js';
-import { startWaitLog } from '../core/waitLog.js';
+import { errorFields, log } from '../plumbing/log.js';
+import { startWaitLog } from '../plumbing/waitLog.js';
 
 const logger = log('node');
 import { slotOwnedStatement } from './slotState.js';

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { quoteLiteral } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { NODE_SCHEMA, ROUTE_LOCK_CLASS } from './nodeHelpers.js';
 
 /**

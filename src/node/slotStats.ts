@@ -1,6 +1,6 @@
 import { assert } from '../core/assert.js';
 import { quoteLiteral, quoteQualified } from '../core/identifier.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { leafName } from './leafName.js';
 import type { SlotTable } from './slotPartitions.js';
 

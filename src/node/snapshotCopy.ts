@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { ConnectionSettings } from '../core/connection.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import { DURABLE_COMMIT_OPTIONS, openClient } from './connectNode.js';
+import { DURABLE_COMMIT_OPTIONS, openClient } from '../plumbing/connectTo.js';
 import type { CopyGate } from './copyMeter.js';
 import { copyRelation } from './copySlot.js';
 

@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { registerRouter, renewRouterLease, unregisterRouter } from '../catalog/routers.js';
-import { SLOT_MAP_CHANNEL } from '../catalog/slotMap.js';
+import { colocationKeyTypes, listenForSlotMapChanges, readRouterMap } from '../catalog/routerMapReads.js';
 import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
-import { errorFields, log } from '../core/log.js';
+import { errorFields, log } from '../plumbing/log.js';
 import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
-import { connectTo, negotiatedClientConfig, unreachableError } from '../node/connectNode.js';
-import { parseConnectionHere } from '../node/conninfoSources.js';
+import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
+import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { checkedQuery } from './checkedQuery.js';
 import { routeCheckSql } from '../node/slotState.js';
@@ -344,12 +344,12 @@ export class Router {
     await this.connectListener();
     if (this.options.keyTypes) this.keyTypes = this.options.keyTypes;
     else {
-      const groups = await this.listener!.query<{ key_types: ShardKeyType[] }>('SELECT key_types FROM reshard.colocation_group ORDER BY name');
-      const distinct = new Set(groups.rows.map((row) => row.key_types.join(',')));
+      const groups = await colocationKeyTypes(this.listener!);
+      const distinct = new Set(groups.map((keyTypes) => keyTypes.join(',')));
       if (distinct.size !== 1) {
         throw new ReshardError('bad_input', `the catalog has ${distinct.size} kinds of shard keys`, 'pass keyTypes to Router.connect (e.g. ["bigint"])');
       }
-      this.keyTypes = groups.rows[0]!.key_types;
+      this.keyTypes = groups[0]!;
     }
     await this.resync();
     if (!this.snapshot) {
@@ -365,7 +365,7 @@ export class Router {
     client.on('end', () => {
       if (this.listener === client) this.listener = undefined;
     });
-    await client.query(`LISTEN ${SLOT_MAP_CHANNEL}`);
+    await listenForSlotMapChanges(client);
     this.listener = client;
   }
 
@@ -475,24 +475,6 @@ function wasNotApplied(error: unknown): boolean {
 }
 
 async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> {
-  // One statement, so the epoch and the slots are one consistent snapshot.
-  const result = await catalog.query<{ epoch: string; owners: string[]; frozen: number[]; nodes: { name: string; host: string; port: number; database: string; username: string; params: Record<string, string> | null }[] }>(
-    `SELECT c.epoch::text,
-            (SELECT array_agg(owner ORDER BY slot) FROM reshard.slot) AS owners,
-            (SELECT coalesce(array_agg(slot ORDER BY slot), '{}') FROM reshard.slot WHERE state = 'frozen') AS frozen,
-            (SELECT json_agg(json_build_object('name', name, 'host', host, 'port', port, 'database', database, 'username', username, 'params', params))
-               FROM reshard.node WHERE state <> 'removed') AS nodes
-       FROM reshard.cluster c WHERE c.id = 1`,
-  );
-  const row = result.rows[0];
-  if (!row || !row.owners) throw new ReshardError('precondition', 'the catalog has no slot map', 'run `reshard init` and add nodes first');
-  return {
-    epoch: Number(row.epoch),
-    owners: row.owners,
-    frozen: row.frozen,
-    nodes: new Map((row.nodes ?? []).map((node) => [node.name, { name: node.name, connection: {
-      host: node.host, port: node.port, database: node.database, user: node.username,
-      ...(node.params && Object.keys(node.params).length > 0 ? { params: node.params } : {}),
-    } }])),
-  };
+  const map = await readRouterMap(catalog);
+  return { ...map, nodes: new Map(map.nodes.map((node) => [node.name, node])) };
 }

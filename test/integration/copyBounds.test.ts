@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReshardError } from '../../src/core/errors.js';
-import { connectTo as connectNode } from '../../src/node/connectNode.js';
+import { connectTo as connectNode } from '../../src/plumbing/connectTo.js';
 import { copyRelation } from '../../src/node/copySlot.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 import { TcpProxy } from '../support/tcpProxy.js';

@@ -9,7 +9,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { prepareRebalance } from '../../src/admin/rebalance.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readControl } from '../../src/catalog/migrationControl.js';
-import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { runMigration, type MigrationSummary } from '../../src/coordinator/runMigration.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { launchBrowser } from '../support/browser.js';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { readJournal, type JournalEntry } from '../../src/catalog/journal.js';
-import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { catalogUrl, runCli } from '../support/cli.js';
 import { createDemoCluster } from '../support/cluster.js';

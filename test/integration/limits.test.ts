@@ -2,14 +2,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
-import { listMigrations } from '../../src/catalog/migrations.js';
-import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { listMigrations } from '../../src/catalog/migrationRuns.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { catalogUrl, runCli } from '../support/cli.js';
 import { createDemoCluster } from '../support/cluster.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 import { measureNodeSpace } from '../../src/node/diskSpace.js';
-import { readClusterSnapshot } from '../../src/coordinator/planMigration.js';
+import { readClusterSnapshot } from '../../src/admin/clusterSnapshot.js';
 
 const SLOTS = 16;
 const USERS = 20_000;

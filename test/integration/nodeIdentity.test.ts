@@ -4,7 +4,7 @@ import { runDoctor, type DoctorFinding } from '../../src/admin/doctor.js';
 import { listMigrationHistory } from '../../src/catalog/migrationHistory.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { listShardedTables } from '../../src/catalog/tables.js';
-import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { slotOf } from '../../src/core/hash.js';
 import { generateToken, startDashboard } from '../../src/dashboard/server.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMigration, finishMigration } from '../../src/catalog/migrations.js';
+import { createMigration, finishMigration } from '../../src/catalog/migrationRuns.js';
 import { DEMO_TABLES, loadDemoRows } from '../../src/demo/demoData.js';
 import { catalogUrl, runCli, type CliResult } from '../support/cli.js';
 import { accessFor } from '../support/cluster.js';

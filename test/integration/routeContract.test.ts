@@ -5,10 +5,10 @@ import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { rebalance } from '../../src/admin/rebalance.js';
-import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import type { ConnectionSettings } from '../../src/core/connection.js';
 import { slotOf } from '../../src/core/hash.js';
-import { noPasswords } from '../../src/node/nodeAccess.js';
+import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 4;

@@ -5,10 +5,10 @@ import { initCluster } from '../../src/admin/initCluster.js';
 import { rebalance } from '../../src/admin/rebalance.js';
 import { setSlotState } from '../../src/catalog/slotMap.js';
 import { routersBehind } from '../../src/catalog/routers.js';
-import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { ReshardError } from '../../src/core/errors.js';
 import { slotOf } from '../../src/core/hash.js';
-import { noPasswords } from '../../src/node/nodeAccess.js';
+import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/index.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 

@@ -9,10 +9,10 @@ import { rebalance } from '../../src/admin/rebalance.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
-import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { slotOf } from '../../src/core/hash.js';
 import { percentile } from '../../src/core/percentile.js';
-import { noPasswords } from '../../src/node/nodeAccess.js';
+import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 8;

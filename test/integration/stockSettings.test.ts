@@ -7,10 +7,10 @@ import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { listNodes } from '../../src/catalog/nodes.js';
 import { listShardedTables } from '../../src/catalog/tables.js';
-import { withCatalog, type ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import type { LocalServer } from '../../src/local/localServer.js';
-import { connectNode } from '../../src/node/nodeAccess.js';
+import { connectNode } from '../../src/plumbing/connectNode.js';
 import { slotStats } from '../../src/node/slotStats.js';
 import { catalogUrl, runCli } from '../support/cli.js';
 import { createDemoCluster } from '../support/cluster.js';
@@ -207,8 +207,10 @@ describe('online moves on PostgreSQL stock settings (only wal_level = logical ch
     expect(failed.summary?.error).toMatch(/node "n1".*max_logical_replication_workers = 4, 4 in use/);
     expect(failed.summary?.error).toMatch(/ALTER SYSTEM SET max_logical_replication_workers = \d+; on "n1"/);
     // The copies still run first (paced to ~10 s), then the wait on the subscription gives up after its
-    // 15 s bound: well under a minute even on a loaded machine, where it used to hang for 5 minutes.
-    expect(failedAtMs - workersUpMs).toBeLessThan(45_000);
+    // 15 s bound — not the 5-minute catch-up bound it used to hang for: the error names that bound, and the
+    // failure comes well inside the catch-up bound even on a machine loaded by other test files.
+    expect(failed.summary?.error).toMatch(/after 15 s|can start no apply worker/);
+    expect(failedAtMs - workersUpMs).toBeLessThan(90_000);
     expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
 
     // The fix: the other application goes (or the setting is raised), and the migration goes on.

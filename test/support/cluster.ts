@@ -1,9 +1,9 @@
 import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
-import type { ClusterAccess } from '../../src/coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { DEMO_TABLES } from '../../src/demo/demoData.js';
-import { noPasswords } from '../../src/node/nodeAccess.js';
+import { noPasswords } from '../../src/plumbing/connectNode.js';
 import type { LocalServer } from '../../src/local/localServer.js';
 
 /** The catalog lives on the first server, as in the demo. */

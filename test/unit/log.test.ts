@@ -2,8 +2,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { configureLogging, errorFields, isLogLevel, log } from '../../src/core/log.js';
-import { startWaitLog } from '../../src/core/waitLog.js';
+import { configureLogging, errorFields, isLogLevel, log } from '../../src/plumbing/log.js';
+import { startWaitLog } from '../../src/plumbing/waitLog.js';
 
 const directory = mkdtempSync(join(tmpdir(), 'reshard-log-'));
 

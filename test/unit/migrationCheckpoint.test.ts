@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { JournalAction } from '../../src/catalog/journal.js';
 import type { MigrationControl } from '../../src/catalog/migrationControl.js';
-import type { MigrationEvent } from '../../src/coordinator/events.js';
+import type { MigrationEvent } from '../../src/plumbing/migrationEvents.js';
 import { isCancellation, MigrationCheckpoint, type ControlRecord } from '../../src/coordinator/migrationCheckpoint.js';
 import { ReshardError } from '../../src/core/errors.js';
 

@@ -5,7 +5,7 @@ import type { PeerCertificate } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConnectionSettings } from '../../src/core/connection.js';
 import { ReshardError } from '../../src/core/errors.js';
-import { sslAttempts } from '../../src/node/tlsOptions.js';
+import { sslAttempts } from '../../src/plumbing/tlsOptions.js';
 
 /** libpq's sslmode rules as node-postgres `ssl` settings; files in a fake HOME. */
 let home: string;

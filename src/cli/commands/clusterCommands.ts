@@ -7,15 +7,12 @@ import { inspectSlot } from '../../admin/inspectSlot.js';
 import { locateKey } from '../../admin/locateKey.js';
 import { formatBytes } from '../../core/bytes.js';
 import { setNode } from '../../admin/setNode.js';
-import { listNodes, type NodeRecord } from '../../catalog/nodes.js';
-import { assertCatalogCurrent } from '../../catalog/schema.js';
-import { readSlotMap } from '../../catalog/slotMap.js';
-import { describeTable, listShardedTables } from '../../catalog/tables.js';
+import { describeTable, readNodeList, readShardedTables, type NodeRecord } from '../../admin/clusterContents.js';
 import { describeConnection } from '../../core/connection.js';
 import { describeParams } from '../../core/conninfo.js';
 import { badInput } from '../../core/errors.js';
 import { formatTable } from '../../planner/index.js';
-import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { withCatalog, type ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { parseUrlOption } from '../config.js';
 import type { Output } from '../output.js';
 import { parseByteSize, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';
@@ -109,10 +106,7 @@ export async function nodeRemoveCommand(output: Output, access: ClusterAccess, n
 }
 
 export async function nodeListCommand(output: Output, access: ClusterAccess): Promise<void> {
-  const { nodes, owners } = await withCatalog(access, async (catalog) => {
-    await assertCatalogCurrent(catalog);
-    return { nodes: await listNodes(catalog), owners: (await readSlotMap(catalog)).owners };
-  });
+  const { nodes, owners } = await readNodeList(access);
   const rows = nodes.map((node) => ({
     name: node.name,
     connection: describeConnection(node.connection),
@@ -147,10 +141,7 @@ export async function tableCreateCommand(output: Output, access: ClusterAccess, 
 }
 
 export async function tableListCommand(output: Output, access: ClusterAccess): Promise<void> {
-  const tables = await withCatalog(access, async (catalog) => {
-    await assertCatalogCurrent(catalog);
-    return listShardedTables(catalog);
-  });
+  const tables = await readShardedTables(access);
   output.result({ tables: tables.map((table) => ({ table: describeTable(table), shard_key: table.shardKey, key_types: table.keyTypes, colocation_group: table.colocationGroup })) });
   output.text(formatTable([
     ['table', 'shard key', 'key types', 'colocation group'],

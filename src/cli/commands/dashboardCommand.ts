@@ -1,5 +1,5 @@
 import { badInput } from '../../core/errors.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { DASHBOARD_HOST_DEFAULT, DASHBOARD_PORT_DEFAULT, generateToken, READ_TOKEN_ENV, startDashboard, TOKEN_ENV } from '../../dashboard/server.js';
 import type { Output } from '../output.js';
 

@@ -1,5 +1,5 @@
 import { runDoctor, type DoctorFinding, type DoctorReport } from '../../admin/doctor.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import type { Output } from '../output.js';
 
 function statusOf(entry: DoctorFinding): string {

@@ -3,7 +3,7 @@ import cliProgress from 'cli-progress';
 import { loadRows } from '../../admin/loadRows.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput } from '../../core/errors.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import type { Output } from '../output.js';
 
 export interface LoadOptions { format?: string; header?: boolean; columns?: string }

@@ -1,7 +1,5 @@
-import { withCatalog, type ClusterAccess } from '../../coordinator/catalogAccess.js';
-import { plannerInput, readClusterSnapshot } from '../../coordinator/planMigration.js';
-import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../../coordinator/nodeSpaces.js';
-import { assertCatalogCurrent } from '../../catalog/schema.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
+import { HEADROOM_FRACTION_DEFAULT, nodesOfUnknownCapacity, plannerInput, readClusterForPlan } from '../../admin/clusterSnapshot.js';
 import { badInput } from '../../core/errors.js';
 import { initialSlotMap } from '../../core/slotMap.js';
 import { formatBytes } from '../../core/bytes.js';
@@ -39,16 +37,13 @@ export function hypotheticalPlanInput(options: PlanCommandOptions): PlanInput {
 
 export async function planCommand(output: Output, options: PlanCommandOptions, access: () => ClusterAccess): Promise<void> {
   const hypothetical = options.nodes !== undefined || options.add !== undefined || options.remove !== undefined;
-  const snapshot = hypothetical ? undefined : await withCatalog(access(), async (catalog) => {
-    await assertCatalogCurrent(catalog);
-    return readClusterSnapshot(catalog, access().passwords);
-  });
+  const snapshot = hypothetical ? undefined : await readClusterForPlan(access());
   const input = snapshot ? plannerInput(snapshot) : hypotheticalPlanInput(options);
   const comparison = compareStrategies(input);
   const plan = planRebalance(input);
   // The plan itself ignores disk space (`rebalance` applies the headroom); a node the headroom cannot protect is said now.
   const involved = snapshot ? snapshot.nodes.filter((node) => plan.moves.some((move) => move.from === node.name || move.to === node.name)) : [];
-  const headroomUnknown = involved.length > 0 ? capacityUnknown((await measureSpaces(involved, access().passwords)).values()) : [];
+  const headroomUnknown = involved.length > 0 ? await nodesOfUnknownCapacity(involved, access().passwords) : [];
   if (headroomUnknown.length > 0) {
     const warning = capacityUnknownWarning(headroomUnknown, HEADROOM_FRACTION_DEFAULT);
     output.warn(`${warning.message}. Fix: ${warning.fix}`);

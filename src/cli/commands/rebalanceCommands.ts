@@ -1,16 +1,13 @@
-import { MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration, type DryRunMove } from '../../admin/rebalance.js';
+import { HEADROOM_FRACTION_DEFAULT, MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration, runPreparedRebalance, type DryRunMove, type MigrationSummary, type ThrottleOptions } from '../../admin/rebalance.js';
 import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
-import { runMigration } from '../../coordinator/runMigration.js';
 import { percentile } from '../../core/percentile.js';
 import { formatBytes } from '../../core/bytes.js';
 import { badInput, ReshardError, stoppedError } from '../../core/errors.js';
-import type { MigrationSummary, ThrottleOptions } from '../../coordinator/runMigration.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { formatMovementMatrix, formatTable } from '../../planner/index.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
 import { parseByteSize, parsePercent, parseWholeNumber } from '../parseNumbers.js';
-import { HEADROOM_FRACTION_DEFAULT } from '../../coordinator/nodeSpaces.js';
 import { describePlan, planJson } from './planCommand.js';
 
 export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string }
@@ -132,7 +129,7 @@ export async function rebalanceCommand(output: Output, access: ClusterAccess, op
     return;
   }
   const progress = new MigrationProgress(output);
-  const summary = await runMigration(prepared.migrationId, { access, emit: progress.handle, moveConcurrencyMax, throttle, headroomFraction });
+  const summary = await runPreparedRebalance(access, prepared.migrationId, { emit: progress.handle, moveConcurrencyMax, throttle, headroomFraction });
   output.result({ ...summaryJson(summary), mode, plan: { slots_moved: prepared.plan.slotsMoved, bytes_moved: prepared.plan.bytesMoved, waves: prepared.plan.waves }, deferred: deferredJson, headroom_unknown: prepared.headroomUnknown });
   output.text(summary.state === 'completed'
     ? `Migration ${summary.migrationId} completed: ${summary.slotsMoved} slots, ${summary.rowsMoved} rows, ${formatBytes(summary.bytesMoved)} in ${summary.seconds.toFixed(1)} s${pauseText(summary)}.`

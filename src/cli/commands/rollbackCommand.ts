@@ -1,7 +1,7 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT } from '../../admin/rebalance.js';
 import { rollbackMigration } from '../../admin/rollbackMigration.js';
 import { stoppedError } from '../../core/errors.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { MigrationProgress } from '../migrationProgress.js';
 import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';

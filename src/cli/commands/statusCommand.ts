@@ -1,11 +1,10 @@
-import { readMigrationStatus, replicationLagBySlot, type MigrationStatus } from '../../admin/migrationStatus.js';
-import type { MigrationRecord } from '../../catalog/migrations.js';
+import { readMigrationStatus, replicationLagBySlot, type MigrationRecord, type MigrationStatus } from '../../admin/migrationStatus.js';
 import { formatBytes } from '../../core/bytes.js';
 import { ReshardError, stoppedError } from '../../core/errors.js';
-import { log } from '../../core/log.js';
+import { log } from '../../plumbing/log.js';
 import { percentile } from '../../core/percentile.js';
-import { startWaitLog, WAIT_LOG_EVERY_MS } from '../../core/waitLog.js';
-import type { ClusterAccess } from '../../coordinator/catalogAccess.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from '../../plumbing/waitLog.js';
+import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { formatTable } from '../../planner/index.js';
 import type { Output } from '../output.js';
 import { parseDurationMs } from '../parseDuration.js';

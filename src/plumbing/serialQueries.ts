@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from './queryable.js';
 
 /**
  * One connection shared by concurrent callers (the coordinator's checkpoints

@@ -4,7 +4,7 @@ import type { ShardedTableRecord } from '../catalog/tables.js';
 import { capacityOf } from '../coordinator/nodeSpaces.js';
 import { measureNodeSpace } from '../node/diskSpace.js';
 import { slotOfAnyLeafName } from '../node/leafName.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { reshardReplicationStreams } from '../node/replicationStatus.js';
 import { slotSizesOnNode } from '../node/slotStats.js';
 

@@ -3,8 +3,8 @@ import { describeConnection, type ConnectionSettings } from '../core/connection.
 import { sslModeOf } from '../core/conninfo.js';
 import { ReshardError } from '../core/errors.js';
 import { sslAttempts, type SslSetting } from './tlsOptions.js';
-import { errorFields, log } from '../core/log.js';
-import { startWaitLog, WAIT_LOG_EVERY_MS } from '../core/waitLog.js';
+import { errorFields, log } from './log.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from './waitLog.js';
 
 const logger = log('node');
 

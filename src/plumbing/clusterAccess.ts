@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { ConnectionSettings } from '../core/connection.js';
-import { connectTo } from '../node/connectNode.js';
-import type { PasswordLookup } from '../node/nodeAccess.js';
+import { connectTo } from './connectTo.js';
+import type { PasswordLookup } from './connectNode.js';
 
 /** How a command reaches the cluster: the catalog's connection and node passwords. */
 export interface ClusterAccess {

@@ -2,9 +2,15 @@ import type pg from 'pg';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { readSlotMap, type SlotMapWithStates } from '../catalog/slotMap.js';
 import { listShardedTables, type ShardedTableRecord } from '../catalog/tables.js';
+import { assertCatalogCurrent } from '../catalog/schema.js';
 import { ReshardError } from '../core/errors.js';
+import { measureSpaces } from '../coordinator/nodeSpaces.js';
+import { capacityUnknown } from '../planner/headroom.js';
+import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import type { PlanInput, PlannerNode } from '../planner/index.js';
-import { connectNode, type PasswordLookup } from '../node/nodeAccess.js';
+
+export { HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
+import { connectNode, type PasswordLookup } from '../plumbing/connectNode.js';
 import { slotSizesOnNode } from '../node/slotStats.js';
 
 export interface ClusterSnapshot {
@@ -45,6 +51,19 @@ export async function readClusterSnapshot(catalog: pg.ClientBase, passwords: Pas
     ? new Array<number>(slotMap.modulus).fill(0)
     : await measureSlotBytes(nodes, tables, slotMap, passwords);
   return { nodes, tables, slotMap, slotBytes };
+}
+
+/** The cluster as `reshard plan` sees it: nodes, tables, slot map and measured slot sizes (schema checked first). */
+export async function readClusterForPlan(access: ClusterAccess): Promise<ClusterSnapshot> {
+  return withCatalog(access, async (catalog) => {
+    await assertCatalogCurrent(catalog);
+    return readClusterSnapshot(catalog, access.passwords);
+  });
+}
+
+/** The names of `nodes` whose capacity is unknown (measured remotely, no --capacity): the disk headroom cannot protect them. */
+export async function nodesOfUnknownCapacity(nodes: readonly NodeRecord[], passwords: PasswordLookup): Promise<string[]> {
+  return capacityUnknown((await measureSpaces(nodes, passwords)).values());
 }
 
 /** The target node set: every node that is not draining, at its weight. */

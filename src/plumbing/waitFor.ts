@@ -1,6 +1,6 @@
 import { ReshardError } from '../core/errors.js';
-import { errorFields, log } from '../core/log.js';
-import { startWaitLog, WAIT_LOG_EVERY_MS } from '../core/waitLog.js';
+import { errorFields, log } from './log.js';
+import { startWaitLog, WAIT_LOG_EVERY_MS } from './waitLog.js';
 
 const logger = log('wait');
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { ReshardError } from '../core/errors.js';
 import type { MoveStepName } from '../core/moveStepNames.js';
-import type { Queryable } from '../core/queryable.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { MIGRATION_FAILED_STEP } from './migrationFailures.js';
 
 export type MigrationState = 'running' | 'completed' | 'failed' | 'cancelled' | 'rolled_back';

@@ -1,0 +1,5 @@
+/** One database in the world: a server (its `system_identifier`) and a database OID on it. */
+export interface DatabaseIdentity {
+  systemIdentifier: string;
+  databaseOid: number;
+}
