@@ -7,7 +7,10 @@
  * Its CPU time is the postmaster's own utime+stime, plus cutime+cstime (what
  * its exited, reaped children used), plus the same of every live
  * descendant: a backend that lives between two samples is counted while it
- * lives and through cutime once it exits, so the total only grows.
+ * lives and through cutime once it exits. One that exits while a sample
+ * reads /proc may be missed by that sample and counted by the next: an
+ * interval of the timeline can be off by what it used, the total over the
+ * rebalance is not.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
