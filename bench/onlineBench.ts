@@ -162,6 +162,7 @@ async function main(): Promise<void> {
       log(`Every connection to a server goes through a proxy adding ${ROUND_TRIP_MS} ms per round trip.`);
     }
     const access: ClusterAccess = { catalog: connections[0]!, passwords: noPasswords };
+    const roundTripMeasuredMs = await withClient(connections[0]!, (client) => fastestRoundTripMs(client));
     await initCluster(access, SLOTS);
     for (const [index, server] of servers.slice(0, 3).entries()) await addNode(access, { name: server.name, connection: connections[index]! });
     for (const table of [...BENCH_TABLES, ...CHECK_TABLES]) {
@@ -273,6 +274,8 @@ async function main(): Promise<void> {
       orders: USERS,
       slots: SLOTS,
       round_trip_ms: ROUND_TRIP_MS,
+      /** The fastest of 20 `SELECT 1` on the catalog's connection: what a round trip costs here. */
+      select_1_ms_min: roundTripMeasuredMs,
       data_bytes_total: prepared.plan.bytesTotal,
       bytes_moved: prepared.plan.bytesMoved,
       slots_moved: summary.slotsMoved,
@@ -303,6 +306,7 @@ async function main(): Promise<void> {
       client_error_samples: workloadLog.errors.slice(0, 5),
       lost_writes: writes.violations.length,
       migration_state: summary.state,
+      ...(summary.error ? { migration_error: summary.error } : {}),
       coordinator_pause_phases_ms: pausePhases,
       rebalance_phases: phases.phases,
       step_seconds_summed_over_moves: phases.step_summed_seconds,
@@ -314,7 +318,13 @@ async function main(): Promise<void> {
       tables: { users: USERS_COLUMNS, orders: ORDERS_COLUMNS, secondary_indexes: SECONDARY_INDEXES('') },
       catalog: describeConnection(access.catalog),
     };
-    for (const file of resultFiles()) {
+    // A failed rebalance is no result to keep: it goes only where BENCH_OUTPUT says, and the run fails.
+    const completed = summary.state === 'completed';
+    if (!completed) {
+      log(`The rebalance ended ${summary.state}: ${summary.error ?? 'no error recorded'}`);
+      process.exitCode = 1;
+    }
+    for (const file of completed || process.env['BENCH_OUTPUT'] ? resultFiles() : []) {
       mkdirSync(dirname(file), { recursive: true });
       writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
       log(`Wrote ${file}`);
@@ -386,4 +396,14 @@ async function startDelayingProxies(targetPorts: number[], roundTripMs: number):
     child.kill();
     throw error;
   }
+}
+
+async function fastestRoundTripMs(client: pg.Client): Promise<number> {
+  let fastestMs = Infinity;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const started = performance.now();
+    await client.query('SELECT 1');
+    fastestMs = Math.min(fastestMs, performance.now() - started);
+  }
+  return Math.round(fastestMs * 100) / 100;
 }
