@@ -33,7 +33,7 @@ import { deserializeLog, type SerializedLog } from './workloadProcess.js';
 import { readSlotMap } from '../src/catalog/slotMap.js';
 import type { ClusterAccess } from '../src/coordinator/catalogAccess.js';
 import { withCatalog } from '../src/coordinator/catalogAccess.js';
-import { runMigration } from '../src/coordinator/runMigration.js';
+import { BATCH_SLOTS_MAX_DEFAULT, runMigration } from '../src/coordinator/runMigration.js';
 import { sleep, withTimeout } from '../src/coordinator/waitFor.js';
 import { describeConnection, type ConnectionSettings } from '../src/core/connection.js';
 import { formatBytes } from '../src/core/bytes.js';
@@ -52,6 +52,8 @@ const CPU_SAMPLE_INTERVAL_MS = 1000;
 const ROUND_TRIP_MS = Number(process.env['BENCH_ROUND_TRIP_MS'] ?? 0);
 /** Batches the new node takes at once: copies of some overlap the cutovers and cleanup of others. */
 const TARGET_CONCURRENCY = Number(process.env['BENCH_TARGET_CONCURRENCY'] ?? 4);
+/** Slots per batch (one publication, slot and subscription each); reshard's default unless set. */
+const BATCH_SLOTS_MAX = Number(process.env['BENCH_BATCH_SLOTS_MAX'] ?? BATCH_SLOTS_MAX_DEFAULT);
 
 const USERS_COLUMNS = 'id bigint NOT NULL, email text NOT NULL, created_at timestamptz NOT NULL, profile text NOT NULL, PRIMARY KEY (id)';
 const ORDERS_COLUMNS = 'user_id bigint NOT NULL, id bigint NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL, note text NOT NULL, PRIMARY KEY (user_id, id)';
@@ -227,7 +229,7 @@ async function main(): Promise<void> {
     ];
     const cpuSampler = new CpuSampler(watched, CPU_SAMPLE_INTERVAL_MS);
     const rebalanceFrom = wallClockMs();
-    const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, emit });
+    const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, batchSlotsMax: BATCH_SLOTS_MAX, emit });
     const rebalanceTo = wallClockMs();
     const cpuSamples = cpuSampler.stop();
     await sleep(1000);
@@ -274,6 +276,7 @@ async function main(): Promise<void> {
       orders: USERS,
       slots: SLOTS,
       round_trip_ms: ROUND_TRIP_MS,
+      batch_slots_max: BATCH_SLOTS_MAX,
       /** The fastest of 20 `SELECT 1` on the catalog's connection: what a round trip costs here. */
       select_1_ms_min: roundTripMeasuredMs,
       data_bytes_total: prepared.plan.bytesTotal,
