@@ -147,6 +147,56 @@ function latencies(samples: readonly OperationSample[], fromMs: number, toMs: nu
   return samples.filter((s) => s.outcome === 'ok' && s.startMs >= fromMs && s.startMs <= toMs && !excludeSlots.has(s.slot)).map((s) => s.latencyMs);
 }
 
+/**
+ * Where the result goes: BENCH_OUTPUT when set (small or experimental runs),
+ * else bench/results/online-<slots>.json, and online.json too for a default run.
+ */
+function resultFiles(): string[] {
+  const explicit = process.env['BENCH_OUTPUT'];
+  if (explicit) return [explicit];
+  const results = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  const name = `online-${SLOTS}${ROUND_TRIP_MS > 0 ? `-rtt${ROUND_TRIP_MS}ms` : ''}`;
+  return [join(results, `${name}.json`), ...(SLOTS === 256 && ROUND_TRIP_MS === 0 ? [join(results, 'online.json')] : [])];
+}
+
+/** Each sampling interval's CPU shares, seconds since the rebalance began: which process was busy when. */
+function cpuTimeline(samples: readonly CpuSample[], fromMs: number): Record<string, number>[] {
+  return samples.slice(1).map((sample, index) => {
+    const report = cpuBetween(samples[index]!, sample, cpus().length);
+    return {
+      t_s: Math.round((sample.atMs - fromMs) / 100) / 10,
+      ...Object.fromEntries(Object.entries(report.by_process).map(([name, share]) => [name, share.share_of_machine])),
+      not_watched: report.not_watched.share_of_machine,
+    };
+  });
+}
+
+/** The delaying proxies' process (see delayingProxyProcess.ts) and each server's port through it. */
+async function startDelayingProxies(targetPorts: number[], roundTripMs: number): Promise<{ process: ChildProcess; ports: number[] }> {
+  const child = fork(fileURLToPath(new URL('./delayingProxyProcess.js', import.meta.url)), [], {
+    env: { ...process.env, RESHARD_PROXIES: JSON.stringify({ targetPorts, roundTripMs }) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  try {
+    // once() rejects should the child fail to start ('error'); an exit before listening ends in the timeout.
+    const [message] = await withTimeout('the delaying proxies\' start', once(child, 'message') as Promise<[{ ports: number[] }]>, 30_000, 'see the proxies\' error above');
+    return { process: child, ports: message.ports };
+  } catch (error) {
+    child.kill();
+    throw error;
+  }
+}
+
+async function fastestRoundTripMs(client: pg.Client): Promise<number> {
+  let fastestMs = Infinity;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const started = performance.now();
+    await client.query('SELECT 1');
+    fastestMs = Math.min(fastestMs, performance.now() - started);
+  }
+  return Math.round(fastestMs * 100) / 100;
+}
+
 async function main(): Promise<void> {
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-bench-'));
   const servers: LocalServer[] = [];
@@ -242,11 +292,12 @@ async function main(): Promise<void> {
     // Every slot is served by its new owner from the last switch on; what follows is dropping the old copies.
     const lastSwitchMs = Math.max(...timeline.windows().map((window) => window.toMs));
     const switchedSeconds = (lastSwitchMs - rebalanceFrom) / 1000;
-    // Where the time went, per phase and step, from the journal.
-    const journalMarks = await withCatalog(access, async (catalog) => (await catalog.query<{ slot: number; step: string; action: string; at_ms: number }>(
-      `SELECT slot, step, action, extract(epoch FROM at)::float8 * 1000 AS at_ms FROM reshard.journal
-        WHERE migration_id = $1 AND slot IS NOT NULL ORDER BY id`, [prepared.migrationId])).rows.map((row) => ({ slot: row.slot, step: row.step, action: row.action, atMs: row.at_ms })));
-    const phases = rebalancePhases(journalMarks, copyEndMsBySlot, rebalanceFrom, rebalanceTo);
+    // Where the time went: each step's total duration over all moves, from the journal.
+    const stepSeconds = await withCatalog(access, async (catalog) => Object.fromEntries((await catalog.query<{ step: string; seconds: number }>(
+      `SELECT b.step, round(sum(extract(epoch FROM d.at - b.at))::numeric, 2)::float8 AS seconds
+         FROM reshard.journal b JOIN LATERAL (SELECT at FROM reshard.journal d WHERE d.migration_id = b.migration_id AND d.slot = b.slot
+                AND d.step = b.step AND d.action = 'done' AND d.id > b.id ORDER BY d.id LIMIT 1) d ON true
+        WHERE b.migration_id = $1 AND b.action = 'begin' GROUP BY b.step ORDER BY 2 DESC`, [prepared.migrationId])).rows.map((row) => [row.step, row.seconds])));
     // Where the coordinator's freeze went: each phase's share (marks are ms since the freeze began), p50 and max over the moves.
     const phaseMarks = await withCatalog(access, async (catalog) => (await catalog.query<{ phases: Record<string, number> }>(
       `SELECT detail->'pausePhasesMs' AS phases FROM reshard.journal
@@ -262,6 +313,11 @@ async function main(): Promise<void> {
     });
     const otherBefore = latencies(workloadLog.samples, baselineFrom, baselineTo, movedSlots);
     const otherDuring = latencies(workloadLog.samples, rebalanceFrom, rebalanceTo, movedSlots);
+    // Where the time went, per phase and step, from the journal.
+    const journalMarks = await withCatalog(access, async (catalog) => (await catalog.query<{ slot: number; step: string; action: string; at_ms: number }>(
+      `SELECT slot, step, action, extract(epoch FROM at)::float8 * 1000 AS at_ms FROM reshard.journal
+        WHERE migration_id = $1 AND slot IS NOT NULL ORDER BY id`, [prepared.migrationId])).rows.map((row) => ({ slot: row.slot, step: row.step, action: row.action, atMs: row.at_ms })));
+    const phases = rebalancePhases(journalMarks, copyEndMsBySlot, rebalanceFrom, rebalanceTo);
     // The new node's leaves are the moved ones: each must have its table's secondary index, as on the raw baseline.
     const leavesWithoutSecondaryIndex = await withClient(connections[3]!, async (client) => Number((await client.query<{ n: string }>(
       `SELECT count(*)::text AS n FROM pg_inherits i
@@ -310,9 +366,9 @@ async function main(): Promise<void> {
       lost_writes: writes.violations.length,
       migration_state: summary.state,
       ...(summary.error ? { migration_error: summary.error } : {}),
+      step_seconds_summed_over_moves: stepSeconds,
       coordinator_pause_phases_ms: pausePhases,
       rebalance_phases: phases.phases,
-      step_seconds_summed_over_moves: phases.step_summed_seconds,
       cutover_attempts_abandoned: phases.cutover_attempts_abandoned,
       seconds_with_no_step_running: phases.seconds_with_no_step_running,
       cpu_during_rebalance: cpuBetween(cpuSamples[0]!, cpuSamples.at(-1)!, cpus().length),
@@ -359,54 +415,4 @@ function pausePhaseShares(marks: readonly Record<string, number>[]): Record<stri
     if (durations.length) shares[phase] = { p50: percentile(durations, 0.5), max: Math.max(...durations) };
   });
   return shares;
-}
-
-/**
- * Where the result goes: BENCH_OUTPUT when set (small or experimental runs),
- * else bench/results/online-<slots>.json, and online.json too for a default run.
- */
-function resultFiles(): string[] {
-  const explicit = process.env['BENCH_OUTPUT'];
-  if (explicit) return [explicit];
-  const results = fileURLToPath(new URL('../../bench/results/', import.meta.url));
-  const name = `online-${SLOTS}${ROUND_TRIP_MS > 0 ? `-rtt${ROUND_TRIP_MS}ms` : ''}`;
-  return [join(results, `${name}.json`), ...(SLOTS === 256 && ROUND_TRIP_MS === 0 ? [join(results, 'online.json')] : [])];
-}
-
-/** Each sampling interval's CPU shares, seconds since the rebalance began: which process was busy when. */
-function cpuTimeline(samples: readonly CpuSample[], fromMs: number): Record<string, number>[] {
-  return samples.slice(1).map((sample, index) => {
-    const report = cpuBetween(samples[index]!, sample, cpus().length);
-    return {
-      t_s: Math.round((sample.atMs - fromMs) / 100) / 10,
-      ...Object.fromEntries(Object.entries(report.by_process).map(([name, share]) => [name, share.share_of_machine])),
-      not_watched: report.not_watched.share_of_machine,
-    };
-  });
-}
-
-/** The delaying proxies' process (see delayingProxyProcess.ts) and each server's port through it. */
-async function startDelayingProxies(targetPorts: number[], roundTripMs: number): Promise<{ process: ChildProcess; ports: number[] }> {
-  const child = fork(fileURLToPath(new URL('./delayingProxyProcess.js', import.meta.url)), [], {
-    env: { ...process.env, RESHARD_PROXIES: JSON.stringify({ targetPorts, roundTripMs }) },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  try {
-    // once() rejects should the child fail to start ('error'); an exit before listening ends in the timeout.
-    const [message] = await withTimeout('the delaying proxies\' start', once(child, 'message') as Promise<[{ ports: number[] }]>, 30_000, 'see the proxies\' error above');
-    return { process: child, ports: message.ports };
-  } catch (error) {
-    child.kill();
-    throw error;
-  }
-}
-
-async function fastestRoundTripMs(client: pg.Client): Promise<number> {
-  let fastestMs = Infinity;
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const started = performance.now();
-    await client.query('SELECT 1');
-    fastestMs = Math.min(fastestMs, performance.now() - started);
-  }
-  return Math.round(fastestMs * 100) / 100;
 }

@@ -33,8 +33,6 @@ export interface PhaseSeconds {
 
 export interface PhaseBreakdown {
   phases: Record<string, PhaseSeconds>;
-  /** Each step's duration summed over the moves (the journal's own names). */
-  step_summed_seconds: Record<string, number>;
   /** Cutover attempts abandoned (over the freeze budget, lock timeout) and retried. */
   cutover_attempts_abandoned: number;
   /** Rebalance seconds in which no move was in any journaled step: the coordinator's own work between steps. */
@@ -105,9 +103,6 @@ const seconds = (ms: number): number => Math.round(ms) / 1000;
  */
 export function rebalancePhases(marks: readonly JournalMark[], copyEndMsBySlot: ReadonlyMap<number, number>, rebalanceFromMs: number, rebalanceToMs: number): PhaseBreakdown {
   const { intervals: steps, abandoned } = stepIntervals(marks);
-  const stepSummed: Record<string, number> = {};
-  for (const step of steps) stepSummed[step.step] = (stepSummed[step.step] ?? 0) + step.toMs - step.fromMs;
-
   const intervals: Interval[] = [];
   for (const step of steps) {
     const phase = PHASE_OF_STEP[step.step] ?? step.step;
@@ -158,7 +153,6 @@ export function rebalancePhases(marks: readonly JournalMark[], copyEndMsBySlot: 
   const working = unionMs(steps.map((step) => ({ fromMs: Math.max(step.fromMs, rebalanceFromMs), toMs: Math.min(step.toMs, rebalanceToMs) })).filter((step) => step.toMs > step.fromMs));
   return {
     phases,
-    step_summed_seconds: Object.fromEntries(Object.entries(stepSummed).sort((a, b) => b[1] - a[1]).map(([step, ms]) => [step, seconds(ms)])),
     cutover_attempts_abandoned: abandoned,
     seconds_with_no_step_running: seconds(Math.max(0, rebalanceToMs - rebalanceFromMs - working)),
   };
