@@ -2,8 +2,9 @@ import net from 'node:net';
 
 /**
  * A TCP proxy on a loopback port in front of one server that delivers every
- * chunk `oneWayDelayMs` after it arrived, both ways: each connection through
- * it sees a round trip of twice that, as between hosts. Order is kept
+ * chunk late, both ways: each connection through it sees `roundTripMs` more
+ * per round trip, as between hosts. Timers count whole milliseconds, so an
+ * odd round trip is split unevenly (5 ms: 3 there, 2 back). Order is kept
  * (Node runs timers of one duration in the order they were set); bytes are
  * not throttled, only late.
  */
@@ -12,7 +13,7 @@ export class DelayingProxy {
 
   private constructor(private readonly server: net.Server, readonly port: number) {}
 
-  static async start(targetPort: number, oneWayDelayMs: number, host = '127.0.0.1'): Promise<DelayingProxy> {
+  static async start(targetPort: number, roundTripMs: number, host = '127.0.0.1'): Promise<DelayingProxy> {
     // Half-open allowed: one side's end is passed on (late) and the other direction keeps flowing.
     const server = net.createServer({ allowHalfOpen: true });
     await new Promise<void>((resolve, reject) => {
@@ -20,12 +21,13 @@ export class DelayingProxy {
       server.listen(0, host, () => resolve());
     });
     const proxy = new DelayingProxy(server, (server.address() as net.AddressInfo).port);
-    server.on('connection', (client) => proxy.accept(client, net.connect({ port: targetPort, host, allowHalfOpen: true }), oneWayDelayMs));
+    const delays = { toServerMs: Math.ceil(roundTripMs / 2), toClientMs: Math.floor(roundTripMs / 2) };
+    server.on('connection', (client) => proxy.accept(client, net.connect({ port: targetPort, host, allowHalfOpen: true }), delays));
     return proxy;
   }
 
-  private accept(client: net.Socket, upstream: net.Socket, oneWayDelayMs: number): void {
-    const forward = (from: net.Socket, to: net.Socket): void => {
+  private accept(client: net.Socket, upstream: net.Socket, delays: { toServerMs: number; toClientMs: number }): void {
+    const forward = (from: net.Socket, to: net.Socket, oneWayDelayMs: number): void => {
       this.sockets.add(from);
       from.setNoDelay(true);
       from.on('error', () => {});
@@ -37,8 +39,8 @@ export class DelayingProxy {
         setTimeout(() => (hadError ? to.destroy() : to.end()), oneWayDelayMs);
       });
     };
-    forward(client, upstream);
-    forward(upstream, client);
+    forward(client, upstream, delays.toServerMs);
+    forward(upstream, client, delays.toClientMs);
   }
 
   async close(): Promise<void> {

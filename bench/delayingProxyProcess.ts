@@ -14,7 +14,7 @@ interface ProxiesConfig {
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.env['RESHARD_PROXIES'] ?? '{}') as ProxiesConfig;
-  const proxies = await Promise.all(config.targetPorts.map((port) => DelayingProxy.start(port, config.roundTripMs / 2)));
+  const proxies = await Promise.all(config.targetPorts.map((port) => DelayingProxy.start(port, config.roundTripMs)));
   process.on('disconnect', () => {
     void Promise.allSettled(proxies.map((proxy) => proxy.close())).then(() => process.exit(0));
   });
