@@ -22,9 +22,12 @@ const USERS = 4_000;
 const CONTROL_LIMITS = { pollMs: 50, pauseMaxMs: 120_000 };
 
 /** Runs a prepared migration in the background, collecting its events. */
-function startMigration(access: ClusterAccess, migrationId: number, moveConcurrencyMax: number) {
+function startMigration(access: ClusterAccess, migrationId: number, moveConcurrencyMax: number, copyBytesPerSecMax?: number) {
   const events: MigrationEvent[] = [];
-  const summary = runMigration(migrationId, { access, emit: (event) => events.push(event), moveConcurrencyMax, controlLimits: CONTROL_LIMITS });
+  const summary = runMigration(migrationId, {
+    access, emit: (event) => events.push(event), moveConcurrencyMax, controlLimits: CONTROL_LIMITS,
+    ...(copyBytesPerSecMax ? { throttle: { copyBytesPerSecMax } } : {}),
+  });
   return { events, summary };
 }
 
@@ -62,7 +65,8 @@ describe('pause, resume and cancel of a running migration on real PostgreSQL', (
   it('pause holds an offline migration (no step starts while paused); resume runs it to completion', async () => {
     const prepared = await prepareRebalance(access, { mode: 'offline', dryRun: false });
     const migrationId = prepared.migrationId!;
-    const run = startMigration(access, migrationId, 1);
+    // Paced so that each move lasts about a second: the pause (a CLI process starting) must land while moves remain.
+    const run = startMigration(access, migrationId, 1, 32 * 1024);
     await waitForEvent(run.events, 'the first move', (event) => event.type === 'move_done');
 
     const paused = await runCli(['--catalog', url, '--json', 'pause']);
