@@ -4,14 +4,29 @@ import { JOURNAL_COLUMNS, journalEntryFromRow, type JournalEntry, type JournalRo
 // Every ORDER BY here names the table's column (`j.id`), a bigint: the selected `id::text` has the
 // same name, and ordering by it sorted '999' after '1000' — the event log froze at id 999.
 
-/** The newest journal entries of every migration, newest first: the event log of whoever runs them. */
+/**
+ * The newest journal entries of every migration, newest first: the event log
+ * of whoever runs them. The migration-level entries (no slot: pause, resume,
+ * cancel, a migration's failure) are kept among them even when hundreds of
+ * step entries came after: one slot's steps would otherwise push an operator's
+ * pause out of sight within seconds.
+ */
 export async function readJournalTail(db: Queryable, limit: number): Promise<JournalEntry[]> {
-  const result = await db.query<JournalRow>(
-    `SELECT ${JOURNAL_COLUMNS} FROM reshard.journal j ORDER BY j.id DESC LIMIT $1`,
-    [limit],
+  const steps = await db.query<JournalRow>(`SELECT ${JOURNAL_COLUMNS} FROM reshard.journal j ORDER BY j.id DESC LIMIT $1`, [limit]);
+  const migrationLevel = await db.query<JournalRow>(
+    `SELECT ${JOURNAL_COLUMNS} FROM reshard.journal j WHERE j.slot IS NULL ORDER BY j.id DESC LIMIT $1`,
+    [MIGRATION_LEVEL_ENTRIES_MAX],
   );
-  return result.rows.map(journalEntryFromRow);
+  const byId = new Map<number, JournalEntry>();
+  for (const row of [...steps.rows, ...migrationLevel.rows]) {
+    const entry = journalEntryFromRow(row);
+    byId.set(entry.id, entry);
+  }
+  return [...byId.values()].sort((a, b) => b.id - a.id);
 }
+
+/** Migration-level entries the event log keeps besides its tail of steps. */
+const MIGRATION_LEVEL_ENTRIES_MAX = 50;
 
 /**
  * Failed steps journaled after `afterId` (oldest first, at most `limit`),
