@@ -23,6 +23,9 @@ import { onlineSettingProblems, type SettingProblem } from './onlinePreflight.js
 import { replicationCapacity } from '../coordinator/replicationCapacity.js';
 import { capacityFinding } from './capacityFinding.js';
 import { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
+import { listReferenceTables, type ReferenceTableRecord } from '../catalog/referenceTables.js';
+import { isReferenceReplicationName } from '../node/referenceTable.js';
+import { checkReferenceCopies } from './referenceCopyCheck.js';
 
 export { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 
@@ -138,6 +141,7 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
         findings.push(...leftoverLeafFindings(inspection, tables, slotMap, protectedSlots, copies));
       }
       findings.push(...driftFindings(inspections, tables, slotMap, protectedSlots, copies));
+      findings.push(...await referenceFindings(access, nodes, await listReferenceTables(catalog)));
       if (options.fix) await repairAll(findings);
     } finally {
       await Promise.all(inspections.map((inspection) => inspection.client.end().catch(() => {})));
@@ -297,6 +301,16 @@ function tableFindings(inspection: NodeInspection, tables: readonly ShardedTable
   return findings;
 }
 
+/** Every reference copy's subscription: present, enabled, not stopped on an error, synced (no table scans: `verify` compares rows). */
+async function referenceFindings(access: ClusterAccess, nodes: readonly NodeRecord[], referenceTables: readonly ReferenceTableRecord[]): Promise<PendingFinding[]> {
+  if (referenceTables.length === 0) return [];
+  const report = await checkReferenceCopies(access, nodes, referenceTables, { compareRows: false });
+  if (report.problems.length === 0) {
+    return [finding(CATALOG_SUBJECT, 'reference_copy', 'ok', `${referenceTables.length} reference table(s): every copy subscribed, enabled and in sync`)];
+  }
+  return report.problems.map((problem) => finding(problem.node, 'reference_copy', 'error', problem.message, problem.fix));
+}
+
 function orphanReason(name: string): string {
   const migrationId = migrationIdOfReplicationName(name);
   return migrationId === undefined ? 'made by no migration' : `migration ${migrationId} is not running`;
@@ -305,6 +319,8 @@ function orphanReason(name: string): string {
 function replicationObjectFindings(inspection: NodeInspection, migrationsKept: ReadonlySet<number>): PendingFinding[] {
   const { node, client, replication } = inspection;
   const orphan = (objectName: string): boolean => {
+    // A reference table's publication, subscriptions and slots live as long as the table: owned, checked as reference_copy.
+    if (isReferenceReplicationName(objectName)) return false;
     const migrationId = migrationIdOfReplicationName(objectName);
     return migrationId === undefined || !migrationsKept.has(migrationId);
   };
@@ -327,7 +343,8 @@ function replicationObjectFindings(inspection: NodeInspection, migrationsKept: R
       { run: async () => { await dropPublication(client, name); return `dropped publication ${name}`; } }));
   }
   const kinds = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication'] as const;
-  const kept = replication.subscriptions.length + replication.slots.length + replication.publications.length - findings.length;
+  const all = [...replication.subscriptions, ...replication.slots, ...replication.publications];
+  const kept = all.filter((name) => !isReferenceReplicationName(name)).length - findings.length;
   for (const check of kinds) {
     if (!findings.some((entry) => entry.check === check)) {
       findings.push(finding(node.name, check, 'ok', check === 'orphan_subscription' && kept > 0 ? `none orphaned (${kept} replication objects belong to a migration in flight)` : 'none'));
