@@ -24,8 +24,9 @@ import { replicationCapacity } from '../coordinator/replicationCapacity.js';
 import { capacityFinding } from './capacityFinding.js';
 import { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 import { listReferenceTables, type ReferenceTableRecord } from '../catalog/referenceTables.js';
-import { isReferenceReplicationName } from '../node/referenceTable.js';
+import { isReferenceReplicationName, REFERENCE_SUBSCRIPTION_PREFIX, referenceSubscriptionName } from '../node/referenceTable.js';
 import { checkReferenceCopies } from './referenceCopyCheck.js';
+import { syncReferenceCopies } from './referenceTables.js';
 
 export { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 
@@ -43,7 +44,7 @@ export interface DoctorOptions {
 }
 
 /** Repairs run in this order across all nodes: a subscription before the slot it streams from, a fence before its leaf. */
-const REPAIR_ORDER: readonly DoctorCheck[] = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf'];
+const REPAIR_ORDER: readonly DoctorCheck[] = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf', 'reference_copy'];
 
 interface Repair {
   /** Does the repair; returns the line that reports it. */
@@ -141,7 +142,9 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
         findings.push(...leftoverLeafFindings(inspection, tables, slotMap, protectedSlots, copies));
       }
       findings.push(...driftFindings(inspections, tables, slotMap, protectedSlots, copies));
-      findings.push(...await referenceFindings(access, nodes, await listReferenceTables(catalog)));
+      const referenceTables = await listReferenceTables(catalog);
+      findings.push(...await referenceFindings(access, nodes, referenceTables));
+      for (const inspection of inspections) findings.push(...strayReferenceSlotFindings(inspection, nodes, referenceTables));
       if (options.fix) await repairAll(findings);
     } finally {
       await Promise.all(inspections.map((inspection) => inspection.client.end().catch(() => {})));
@@ -308,7 +311,27 @@ async function referenceFindings(access: ClusterAccess, nodes: readonly NodeReco
   if (report.problems.length === 0) {
     return [finding(CATALOG_SUBJECT, 'reference_copy', 'ok', `${referenceTables.length} reference table(s): every copy subscribed, enabled and in sync`)];
   }
-  return report.problems.map((problem) => finding(problem.node, 'reference_copy', 'error', problem.message, problem.fix));
+  // A missing copy or subscription, or one still syncing, is what `node add` does: --fix does it again for that node.
+  const resyncable = new Set(['missing_table', 'missing_subscription', 'not_synced']);
+  return report.problems.map((problem) => {
+    const node = nodes.find((candidate) => candidate.name === problem.node);
+    const table = referenceTables.find((candidate) => describeTable(candidate) === problem.table);
+    const repair = node && table && resyncable.has(problem.kind)
+      ? { run: async () => { await syncReferenceCopies(access, nodes, [table], [node]); return `${problem.table} on ${problem.node}: copied and subscribed to ${table.holder}, in sync`; } }
+      : undefined;
+    return finding(problem.node, 'reference_copy', 'error', problem.message, resyncable.has(problem.kind) ? `reshard doctor --fix, or ${problem.fix}` : problem.fix, repair);
+  });
+}
+
+/** Reference replication slots on a node that no member's subscription streams from (left by a node removed while unreachable). */
+function strayReferenceSlotFindings(inspection: NodeInspection, nodes: readonly NodeRecord[], referenceTables: readonly ReferenceTableRecord[]): PendingFinding[] {
+  const { node, client } = inspection;
+  const holds = referenceTables.some((table) => table.holder === node.name);
+  const expected = new Set(holds ? nodes.filter((member) => member.state !== 'removed' && member.name !== node.name).map((member) => referenceSubscriptionName(node.name, member.name)) : []);
+  return inspection.replication.slots.filter((name) => name.startsWith(REFERENCE_SUBSCRIPTION_PREFIX) && !expected.has(name)).map((name) => finding(node.name, 'reference_copy', 'error',
+    `replication slot ${name} serves no member's reference copy and pins WAL until the disk is full`,
+    `reshard doctor --fix, or on ${node.name}: SELECT pg_drop_replication_slot(${quoteLiteral(name)})`,
+    { run: async () => { await dropReplicationSlot(client, name); return `dropped replication slot ${name}`; } }));
 }
 
 function orphanReason(name: string): string {

@@ -1,6 +1,7 @@
 import type { NodeRecord } from '../catalog/nodes.js';
 import type { ReferenceTableRecord } from '../catalog/referenceTables.js';
 import { describeTable } from '../catalog/tables.js';
+import { ReshardError } from '../core/errors.js';
 import { referenceCopyStats, referenceSubscriptionName, referenceSubscriptionState, referenceSyncStates } from '../node/referenceTable.js';
 import { subscriptionWorkerStatus } from '../node/replicationStatus.js';
 import type { ClusterAccess } from '../plumbing/clusterAccess.js';
@@ -28,7 +29,8 @@ export interface ReferenceCopyReport {
  * is checked (doctor: no table scans).
  */
 export async function checkReferenceCopies(
-  access: Pick<ClusterAccess, 'passwords'>, nodes: readonly NodeRecord[], tables: readonly ReferenceTableRecord[], options: { compareRows: boolean },
+  access: Pick<ClusterAccess, 'passwords'>, nodes: readonly NodeRecord[], tables: readonly ReferenceTableRecord[],
+  options: { compareRows: boolean; onlyNodes?: readonly string[] },
 ): Promise<ReferenceCopyReport> {
   const report: ReferenceCopyReport = { rowsByTable: {}, problems: [] };
   const members = nodes.filter((node) => node.state !== 'removed');
@@ -49,7 +51,8 @@ export async function checkReferenceCopies(
       }
       report.rowsByTable[label] = expected.rows;
     }
-    for (const node of members.filter((member) => member.name !== table.holder)) {
+    const copies = members.filter((member) => member.name !== table.holder && (options.onlyNodes === undefined || options.onlyNodes.includes(member.name)));
+    for (const node of copies) {
       const problem = (kind: ReferenceCopyProblem['kind'], message: string, fix: string): void => {
         report.problems.push({ node: node.name, table: label, kind, message: `${label} on ${node.name}: ${message}`, fix });
       };
@@ -88,4 +91,20 @@ export async function checkReferenceCopies(
     }
   }
   return report;
+}
+
+/**
+ * Refuses a plan that moves slots onto a node whose reference copies are not
+ * in sync: a join there would silently miss rows. (`node add` syncs them
+ * before it returns; this guards the moment in between and a failed sync.)
+ */
+export async function assertReferenceCopiesReady(
+  access: Pick<ClusterAccess, 'passwords'>, nodes: readonly NodeRecord[], tables: readonly ReferenceTableRecord[], targets: readonly string[],
+): Promise<void> {
+  if (tables.length === 0 || targets.length === 0) return;
+  const report = await checkReferenceCopies(access, nodes, tables, { compareRows: false, onlyNodes: targets });
+  const first = report.problems[0];
+  if (first) {
+    throw new ReshardError('precondition', `no slot can move onto ${first.node} yet: ${first.message}`, `${first.fix}; or \`reshard doctor --fix\`, then rebalance again`);
+  }
 }

@@ -97,15 +97,17 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
   node.command('list').description('list nodes with their state and slot counts')
     .action(async () => nodeListCommand(output(), access()));
 
-  const table = program.command('table').description('create and list sharded tables');
+  const table = program.command('table').description('create and list sharded and reference tables');
   table.command('create <name>')
-    .description('create a hash-partitioned table on every node, each with the partitions of the slots it owns')
+    .description('create a hash-partitioned table on every node, each with the partitions of the slots it owns; with --reference, a small table kept whole on every node')
     .option('--key <columns>', 'shard key column(s), comma-separated')
+    .option('--reference', 'a reference table: whole on every node, written on its holder, replicated to the others (needs a primary key, no --key)')
+    .option('--holder <node>', 'with --reference: the node that takes the writes (default: the first active node)')
     .option('--columns <sql>', "column and constraint list, e.g. 'id bigint NOT NULL, payload text, PRIMARY KEY (id)'")
     .option('--colocate-with <table>', 'share the slot space of this table (same key types)')
     .option('--schema <schema>', 'schema of the table', 'public')
     .action(async (name: string, options) => tableCreateCommand(output(), access(), name, options));
-  table.command('list').description('list sharded tables')
+  table.command('list').description('list sharded and reference tables')
     .action(async () => tableListCommand(output(), access()));
 
   program.command('load <table> [file]')

@@ -4,7 +4,7 @@ import { ReshardError } from '../core/errors.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
-import { REPLICATION_NAME_PREFIX } from './replication.js';
+import { dropSubscription, REPLICATION_NAME_PREFIX } from './replication.js';
 
 /** The SQLSTATE of a direct write to a reference table's copy on a node that is not its holder. */
 export const NOT_HOLDER_SQLSTATE = 'RSM03';
@@ -154,4 +154,18 @@ export async function referenceSubscriptionState(subscriber: Queryable, name: st
     'SELECT subenabled AS enabled FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())', [name]);
   const row = result.rows[0];
   return { exists: row !== undefined, enabled: row?.enabled ?? false };
+}
+
+/**
+ * Drops every reference subscription of a node leaving the cluster (and with
+ * each its replication slot on the holder, which would pin WAL there). The
+ * copies themselves stay, read-only, as a removed node's parents do.
+ */
+export async function dropReferenceSubscriptions(db: Queryable): Promise<string[]> {
+  const result = await db.query<{ name: string }>(
+    `SELECT subname AS name FROM pg_subscription
+      WHERE starts_with(subname::text, $1) AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1`,
+    [REFERENCE_SUBSCRIPTION_PREFIX]);
+  for (const { name } of result.rows) await dropSubscription(db, name);
+  return result.rows.map((row) => row.name);
 }
