@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import { registerRouter, renewRouterLease, unregisterRouter } from '../catalog/routers.js';
 import { colocationKeyTypes, listenForSlotMapChanges, readRouterMap } from '../catalog/routerMapReads.js';
+import { referenceHolders } from '../catalog/referenceTables.js';
 import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
@@ -97,6 +98,9 @@ export class Router {
   private registered = false;
   private closed = false;
   private keyTypes: ShardKeyType[] = [];
+  /** 'schema.table' → holder node of each reference table, read with the slot map. */
+  private referenceHolders = new Map<string, string>();
+  private referenceReads = 0;
   private readonly leaseMs: number;
   private readonly holdTimeoutMs: number;
   private readonly name: string;
@@ -191,6 +195,29 @@ export class Router {
       }
     }));
     return new Map(results);
+  }
+
+  /**
+   * One statement on a reference table ('plans' or 'schema.plans'): sent to
+   * its holder (the only copy that takes writes), or with `read: true` to
+   * any node that owns slots (each holds a whole copy, behind the holder by
+   * replication lag only; spread round-robin).
+   */
+  async reference<R extends pg.QueryResultRow = pg.QueryResultRow>(table: string, sql: string, params: readonly unknown[] = [], options: { read?: boolean } = {}): Promise<pg.QueryResult<R>> {
+    this.assertOpen(-1);
+    const qualified = table.includes('.') ? table : `public.${table}`;
+    // A table created after the router started is learnt on first use.
+    if (!this.referenceHolders.has(qualified) && this.listener) this.referenceHolders = await referenceHolders(this.listener);
+    const holder = this.referenceHolders.get(qualified);
+    if (holder === undefined) throw new ReshardError('not_found', `no reference table named "${table}"`, 'create it with `reshard table create NAME --reference`, or use query() for a sharded table');
+    const owners = [...new Set(this.requireSnapshot().owners)].sort();
+    const node = options.read && owners.length > 0 ? owners[this.referenceReads++ % owners.length]! : holder;
+    const client = await (await this.pool(node)).connect();
+    try {
+      return await client.query<R>(sql, params as unknown[]);
+    } finally {
+      client.release();
+    }
   }
 
   async close(): Promise<void> {
@@ -399,6 +426,8 @@ export class Router {
       if (!this.listener) await this.connectListener();
       const catalog = this.listener!;
       const snapshot = await readRouterSnapshot(catalog);
+      // A catalog not yet upgraded to reference tables has none: routing by slot goes on.
+      this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
       const previous = this.snapshot;
       // Order matters: the new owners are in place before held calls are released.
       this.snapshot = snapshot;
