@@ -38,9 +38,9 @@ export function isReferenceReplicationName(name: string): boolean {
  * shortened with a hash so the name fits PostgreSQL's identifier limit.
  */
 export function referenceSubscriptionName(holder: string, subscriber: string): string {
-  const name = `${REFERENCE_SUBSCRIPTION_PREFIX}${holder}_${subscriber}`.toLowerCase();
+  const name = `${REFERENCE_SUBSCRIPTION_PREFIX}${holder}_${subscriber}`;
   if (name.length <= IDENTIFIER_CHARS_MAX && /^[a-z0-9_]+$/.test(name)) return name;
-  // Slot names allow only [a-z0-9_]: anything else is hashed.
+  // Slot names allow only [a-z0-9_]: anything else (and so no two case-different names) is hashed.
   const digest = createHash('sha256').update(`${holder}\u0000${subscriber}`).digest('hex').slice(0, 16);
   return `${REFERENCE_SUBSCRIPTION_PREFIX}${holder.toLowerCase().replace(/[^a-z0-9_]/g, '_').slice(0, 20)}_${digest}`;
 }
