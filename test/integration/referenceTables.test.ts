@@ -10,9 +10,11 @@ import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { ReshardError } from '../../src/core/errors.js';
 import type { LocalServer } from '../../src/local/localServer.js';
-import { NOT_HOLDER_SQLSTATE, referenceSubscriptionName } from '../../src/node/referenceTable.js';
+import { isReferenceReplicationName, NOT_HOLDER_SQLSTATE, referenceSubscriptionName } from '../../src/node/referenceTable.js';
+import { reshardReplicationObjects } from '../../src/node/replication.js';
 import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { Router } from '../../src/router/router.js';
+import { catalogUrl, runCli } from '../support/cli.js';
 import { accessFor } from '../support/cluster.js';
 import { leftoverReplicationObjects } from '../support/leftovers.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
@@ -38,6 +40,17 @@ async function plansOn(server: LocalServer): Promise<string> {
   try {
     const result = await client.query<{ rows: string }>("SELECT coalesce(string_agg(code || '=' || price, ',' ORDER BY code), '') AS rows FROM plans");
     return result.rows[0]!.rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** The reference publication, subscriptions and replication slots on one server (deduplicated, sorted). */
+async function referenceObjectsOn(server: LocalServer): Promise<string[]> {
+  const client = await connectTo(server.connection);
+  try {
+    const objects = await reshardReplicationObjects(client);
+    return [...new Set([...objects.publications, ...objects.subscriptions, ...objects.slots])].filter(isReferenceReplicationName).sort();
   } finally {
     await client.end();
   }
@@ -113,6 +126,13 @@ describe('reference tables on real PostgreSQL', () => {
     expect(refused).toBeInstanceOf(ReshardError);
     expect((refused as ReshardError).line()).toMatch(/"flags" has no primary key\. Fix: add PRIMARY KEY/);
     expect(await readReferenceTables(access)).toEqual([]);
+    const catalog = catalogUrl(cluster.servers[0]!.connection);
+    const cli = await runCli(['--catalog', catalog, 'table', 'create', 'flags', '--reference', '--columns', 'name text NOT NULL']);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^reshard: error: the reference table "flags" has no primary key\. Fix: add PRIMARY KEY/)]);
+    const withKey = await runCli(['--catalog', catalog, 'table', 'create', 'flags', '--reference', '--key', 'name', '--columns', 'name text PRIMARY KEY']);
+    expect(withKey.code).toBe(2);
+    expect(withKey.stderr).toMatch(/a reference table has no shard key\. Fix: drop --key/);
     for (const server of cluster.servers.slice(0, 3)) {
       const client = await connectTo(server.connection);
       try {
@@ -203,6 +223,24 @@ describe('reference tables on real PostgreSQL', () => {
     expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
     const doctor = await runDoctor(access, { fix: false });
     expect(doctor.findings.filter((entry) => entry.severity !== 'ok').map((entry) => `${entry.node} ${entry.check}: ${entry.message}`)).toEqual([]);
+  });
+
+  it('drops a drained node\'s subscription (and its slot on the holder) when the rebalance removes it, not before', async () => {
+    const subscription = referenceSubscriptionName('n1', 'n4');
+    await removeNode(access, 'n4');
+    expect(await referenceObjectsOn(cluster.servers[3]!)).toEqual([subscription]);
+    const shrunk = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
+    expect(shrunk.summary?.state).toBe('completed');
+    expect(await referenceObjectsOn(cluster.servers[3]!)).toEqual([]);
+    expect(await referenceObjectsOn(cluster.servers[0]!)).toEqual(['reshard_ref', 'reshard_ref_n1_n2', 'reshard_ref_n1_n3']);
+    expect((await verifyCluster(access)).problems).toEqual([]);
+    const doctor = await runDoctor(access, { fix: false });
+    expect(doctor.findings.filter((entry) => entry.severity !== 'ok').map((entry) => `${entry.node} ${entry.check}: ${entry.message}`)).toEqual([]);
+    const listed = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), '--json', 'table', 'list']);
+    expect(JSON.parse(listed.stdout.trim()).tables).toEqual([
+      expect.objectContaining({ table: 'orders', kind: 'sharded' }),
+      { table: 'plans', kind: 'reference', holder: 'n1' },
+    ]);
   });
 
   it('verify reports a tampered copy and doctor its disabled subscription', async () => {
