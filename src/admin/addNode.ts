@@ -111,7 +111,8 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       const referenceTables = await listReferenceTables(catalog);
       if (referenceTables.length > 0) {
         await syncReferenceCopies(access, [...existing.filter((member) => member.state !== 'removed'), node], referenceTables, [node]).catch((error: unknown) => {
-          throw new ReshardError('timeout', `node "${request.name}" was added but its reference table copies are not in sync (${errorText(error)})`,
+          const reason = error instanceof ReshardError ? error.message : errorText(error);
+          throw new ReshardError(error instanceof ReshardError ? error.code : 'precondition', `node "${request.name}" was added but its reference table copies are not in sync (${reason})`,
             'run `reshard doctor --fix` (it copies and subscribes them again); `rebalance` moves no slot onto the node before', { cause: error });
         });
       }

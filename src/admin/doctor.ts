@@ -24,7 +24,7 @@ import { replicationCapacity } from '../coordinator/replicationCapacity.js';
 import { capacityFinding } from './capacityFinding.js';
 import { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 import { listReferenceTables, type ReferenceTableRecord } from '../catalog/referenceTables.js';
-import { isReferenceReplicationName, REFERENCE_SUBSCRIPTION_PREFIX, referenceSubscriptionName } from '../node/referenceTable.js';
+import { isReferenceReplicationName, referenceSlotsHere, referenceSubscriptionName } from '../node/referenceTable.js';
 import { checkReferenceCopies } from './referenceCopyCheck.js';
 import { syncReferenceCopies } from './referenceTables.js';
 
@@ -144,7 +144,7 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
       findings.push(...driftFindings(inspections, tables, slotMap, protectedSlots, copies));
       const referenceTables = await listReferenceTables(catalog);
       findings.push(...await referenceFindings(access, nodes, referenceTables));
-      for (const inspection of inspections) findings.push(...strayReferenceSlotFindings(inspection, nodes, referenceTables));
+      for (const inspection of inspections) findings.push(...strayReferenceSlotFindings(inspection, await referenceSlotsHere(inspection.client), nodes, referenceTables));
       if (options.fix) await repairAll(findings);
     } finally {
       await Promise.all(inspections.map((inspection) => inspection.client.end().catch(() => {})));
@@ -324,11 +324,11 @@ async function referenceFindings(access: ClusterAccess, nodes: readonly NodeReco
 }
 
 /** Reference replication slots on a node that no member's subscription streams from (left by a node removed while unreachable). */
-function strayReferenceSlotFindings(inspection: NodeInspection, nodes: readonly NodeRecord[], referenceTables: readonly ReferenceTableRecord[]): PendingFinding[] {
+function strayReferenceSlotFindings(inspection: NodeInspection, slotsHere: readonly string[], nodes: readonly NodeRecord[], referenceTables: readonly ReferenceTableRecord[]): PendingFinding[] {
   const { node, client } = inspection;
   const holds = referenceTables.some((table) => table.holder === node.name);
   const expected = new Set(holds ? nodes.filter((member) => member.state !== 'removed' && member.name !== node.name).map((member) => referenceSubscriptionName(node.name, member.name)) : []);
-  return inspection.replication.slots.filter((name) => name.startsWith(REFERENCE_SUBSCRIPTION_PREFIX) && !expected.has(name)).map((name) => finding(node.name, 'reference_copy', 'error',
+  return slotsHere.filter((name) => !expected.has(name)).map((name) => finding(node.name, 'reference_copy', 'error',
     `replication slot ${name} serves no member's reference copy and pins WAL until the disk is full`,
     `reshard doctor --fix, or on ${node.name}: SELECT pg_drop_replication_slot(${quoteLiteral(name)})`,
     { run: async () => { await dropReplicationSlot(client, name); return `dropped replication slot ${name}`; } }));

@@ -6,10 +6,11 @@ import { listShardedTables } from '../catalog/tables.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import {
-  createReferenceTable as createReferenceTableOnNode, guardReferenceCopy, publishReferenceTable, REFERENCE_PUBLICATION,
+  createReferenceTable as createReferenceTableOnNode, emptyReferenceCopy, guardReferenceCopy, publishReferenceTable, REFERENCE_PUBLICATION,
   referenceSubscriptionName, referenceSyncStates, refreshReferenceSubscription,
 } from '../node/referenceTable.js';
 import { ensureSubscription, subscriptionExists } from '../node/replication.js';
+import { subscriptionWorkerStatus } from '../node/replicationStatus.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import { log } from '../plumbing/log.js';
@@ -110,12 +111,15 @@ export async function syncReferenceCopies(
         if (holderName === subscriber.name) continue;
         const holder = nodes.find((node) => node.name === holderName)!;
         const held = tables.filter((table) => table.holder === holderName);
+        const name = referenceSubscriptionName(holderName, subscriber.name);
+        const subscribed = await subscriptionExists(client, name);
         for (const table of held) {
           await createReferenceTableOnNode(client, table);
+          // A new subscription copies every table whole: what a copy held before (a node added again) goes first.
+          if (!subscribed) await emptyReferenceCopy(client, table);
           await guardReferenceCopy(client, table, holderName);
         }
-        const name = referenceSubscriptionName(holderName, subscriber.name);
-        if (await subscriptionExists(client, name)) {
+        if (subscribed) {
           await refreshReferenceSubscription(client, name);
         } else {
           const password = access.passwords(holderName);
@@ -123,10 +127,16 @@ export async function syncReferenceCopies(
           await ensureSubscription(client, name, { ...peerConnectionOf(holder), ...(password !== undefined ? { password } : {}) }, REFERENCE_PUBLICATION);
         }
         const wanted = held.map((table) => `${table.schema}.${table.name}`);
+        // A copy that fails (a row the copy already had, a table of another shape) is retried by PostgreSQL forever: fail at the first error instead of at the bound.
+        const errorsBefore = await syncErrorCount(client, name);
         await waitFor(`the initial copy of reference table(s) ${wanted.join(', ')} from ${holderName} to ${subscriber.name}`, async () => {
           const states = await referenceSyncStates(client, name);
           const pending = wanted.filter((table) => states.get(table) !== 'r');
           if (pending.length === 0) return true;
+          if (await syncErrorCount(client, name) > errorsBefore) {
+            throw new ReshardError('precondition', `the initial copy of ${pending.join(', ')} from ${holderName} to ${subscriber.name} failed`,
+              `read ${subscriber.name}'s server log for the error (${name}), fix it, then run \`reshard doctor --fix\``);
+          }
           logger.debug({ subscriber: subscriber.name, holder: holderName, pending }, 'reference copies still syncing');
           return undefined;
         }, { timeoutMs, pollMs: 100, fix: `check the logs of ${subscriber.name} and ${holderName}, then run \`reshard doctor\``, logFields: { subscriber: subscriber.name, holder: holderName } });
@@ -139,4 +149,9 @@ export async function syncReferenceCopies(
 
 export async function readReferenceTables(access: Pick<ClusterAccess, 'catalog'>): Promise<ReferenceTableRecord[]> {
   return withCatalog(access, (catalog) => listReferenceTables(catalog));
+}
+
+async function syncErrorCount(subscriber: pg.ClientBase, name: string): Promise<number> {
+  const status = await subscriptionWorkerStatus(subscriber, name);
+  return status.syncErrorCount + status.applyErrorCount;
 }

@@ -97,6 +97,27 @@ $fn$`);
   await db.query(`CREATE TRIGGER ${GUARD_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.refuse_reference_write(${quoteLiteral(holder)})`);
 }
 
+/**
+ * Empties a copy before a new subscription's initial copy fills it (a node
+ * added again still has its copy from before; the copy would collide with
+ * it). The write guard is dropped first: it refuses TRUNCATE; the caller
+ * puts it back.
+ */
+export async function emptyReferenceCopy(db: Queryable, spec: Pick<ReferenceTableSpec, 'schema' | 'name'>): Promise<void> {
+  const table = quoteQualified(spec.schema, spec.name);
+  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_ROW_TRIGGER} ON ${table}`);
+  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_TRUNCATE_TRIGGER} ON ${table}`);
+  await db.query(`TRUNCATE ${table}`);
+}
+
+/** Reference replication slots in this node's database (a server may hold other nodes' databases too). */
+export async function referenceSlotsHere(db: Queryable): Promise<string[]> {
+  const result = await db.query<{ name: string }>(
+    'SELECT slot_name AS name FROM pg_replication_slots WHERE starts_with(slot_name::text, $1) AND database = current_database() ORDER BY 1',
+    [REFERENCE_SUBSCRIPTION_PREFIX]);
+  return result.rows.map((row) => row.name);
+}
+
 /** Adds the table to the holder's reference publication (created on first use). Idempotent. */
 export async function publishReferenceTable(holder: Queryable, spec: Pick<ReferenceTableSpec, 'schema' | 'name'>): Promise<void> {
   const table = quoteQualified(spec.schema, spec.name);

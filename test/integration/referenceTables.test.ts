@@ -11,7 +11,8 @@ import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { ReshardError } from '../../src/core/errors.js';
 import type { LocalServer } from '../../src/local/localServer.js';
 import { isReferenceReplicationName, NOT_HOLDER_SQLSTATE, referenceSubscriptionName } from '../../src/node/referenceTable.js';
-import { reshardReplicationObjects } from '../../src/node/replication.js';
+import { migrationReplicationPrefix, reshardReplicationObjects } from '../../src/node/replication.js';
+import { readReplicationSettings } from '../../src/node/inspectNode.js';
 import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { Router } from '../../src/router/router.js';
 import { catalogUrl, runCli } from '../support/cli.js';
@@ -57,6 +58,8 @@ async function referenceObjectsOn(server: LocalServer): Promise<string[]> {
 }
 
 const EXPECTED_PLANS = [...PLANS].sort((a, b) => a.code.localeCompare(b.code)).map((plan) => `${plan.code}=${plan.price}`).join(',');
+
+const WITH_STARTER = [...PLANS, { code: 'starter', price: '5.00' }].sort((a, b) => a.code.localeCompare(b.code)).map((plan) => `${plan.code}=${plan.price}`).join(',');
 
 async function waitForPlansEverywhere(servers: readonly LocalServer[], expected: string): Promise<void> {
   const deadline = performance.now() + REPLICATION_WAIT_MS;
@@ -209,6 +212,18 @@ describe('reference tables on real PostgreSQL', () => {
       await n4.end();
     }
 
+    // The online mover's capacity plan counts the reference apply worker as used by others (stock: 4 workers).
+    const settings = await (async () => {
+      const client = await connectTo(cluster.servers[3]!.connection);
+      try {
+        return await readReplicationSettings(client, migrationReplicationPrefix(1));
+      } finally {
+        await client.end();
+      }
+    })();
+    expect(settings.logicalWorkersUsed).toBe(1);
+    expect(settings.maxLogicalReplicationWorkers).toBe(4);
+
     const grown = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
     expect(grown.summary?.state).toBe('completed');
     expect(grown.summary?.slotsMoved).toBe(SLOTS / 4);
@@ -236,6 +251,33 @@ describe('reference tables on real PostgreSQL', () => {
     expect((await verifyCluster(access)).problems).toEqual([]);
     const doctor = await runDoctor(access, { fix: false });
     expect(doctor.findings.filter((entry) => entry.severity !== 'ok').map((entry) => `${entry.node} ${entry.check}: ${entry.message}`)).toEqual([]);
+
+    // Added again while its old copy is stale: the new subscription starts from an empty copy, no duplicate key.
+    await router!.reference('plans', "INSERT INTO plans (code, price) VALUES ('starter', 5)");
+    await waitForPlansEverywhere(cluster.servers.slice(0, 3), WITH_STARTER);
+    expect(await plansOn(cluster.servers[3]!)).toBe(EXPECTED_PLANS);
+    await addNode(access, { name: 'n4', connection: cluster.servers[3]!.connection });
+    expect(await plansOn(cluster.servers[3]!)).toBe(WITH_STARTER);
+
+    // A lost subscription is reported by doctor, and --fix subscribes the copy again.
+    const n2 = await connectTo(cluster.servers[1]!.connection);
+    try {
+      await n2.query(`DROP SUBSCRIPTION ${referenceSubscriptionName('n1', 'n2')}`);
+    } finally {
+      await n2.end();
+    }
+    const broken = await runDoctor(access, { fix: false });
+    expect(broken.findings.filter((entry) => entry.severity === 'error').map((entry) => `${entry.node} ${entry.check}: ${entry.message}`))
+      .toEqual([expect.stringMatching(/^n2 reference_copy: plans on n2: subscription reshard_ref_n1_n2 is missing/)]);
+    const fixed = await runDoctor(access, { fix: true });
+    expect(fixed.fixed).toBe(1);
+    expect(fixed.errors).toBe(0);
+    await router!.reference('plans', "UPDATE plans SET price = 6 WHERE code = 'starter'");
+    await waitForPlansEverywhere(cluster.servers, WITH_STARTER.replace('starter=5.00', 'starter=6.00'));
+    await router!.reference('plans', "UPDATE plans SET price = 5 WHERE code = 'starter'");
+    await waitForPlansEverywhere(cluster.servers, WITH_STARTER);
+    expect((await verifyCluster(access)).problems).toEqual([]);
+
     const listed = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), '--json', 'table', 'list']);
     expect(JSON.parse(listed.stdout.trim()).tables).toEqual([
       expect.objectContaining({ table: 'orders', kind: 'sharded' }),
@@ -254,7 +296,7 @@ describe('reference tables on real PostgreSQL', () => {
       expect(report.ok).toBe(false);
       expect(report.problems).toEqual([
         expect.stringMatching(new RegExp(`^plans on n3: subscription ${subscription} is disabled`)),
-        expect.stringMatching(/^plans on n3: 4 rows \(checksum -?[0-9]+\) but the holder n1 has 4 \(checksum -?[0-9]+\)$/),
+        expect.stringMatching(/^plans on n3: 5 rows \(checksum -?[0-9]+\) but the holder n1 has 5 \(checksum -?[0-9]+\)$/),
       ]);
       const doctor = await runDoctor(access, { fix: false });
       expect(doctor.findings.filter((entry) => entry.severity === 'error').map((entry) => `${entry.node} ${entry.check}`)).toEqual(['n3 reference_copy']);
