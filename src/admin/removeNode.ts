@@ -31,7 +31,7 @@ export async function removeNode(access: ClusterAccess, name: string): Promise<R
     const held = references.filter((table) => table.holder === name);
     if (held.length > 0) {
       throw new ReshardError('precondition', `"${name}" holds the reference table(s) ${held.map(describeTable).join(', ')}: every other copy replicates from it`,
-        'move the holder first (not automated yet: recreate the table with `reshard table create --reference --holder OTHER`), then remove the node');
+        `move the holder first: \`reshard table set-holder ${held[0]!.name} OTHER_NODE\`, then remove the node`);
     }
     const nodes = await listNodes(catalog);
     const others = nodes.filter((candidate) => candidate.name !== name && candidate.state === 'active' && candidate.weight > 0);

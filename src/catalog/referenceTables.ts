@@ -41,3 +41,7 @@ export async function referenceHolders(db: Queryable): Promise<Map<string, strin
   const tables = await listReferenceTables(db);
   return new Map(tables.map((table) => [`${table.schema}.${table.name}`, table.holder]));
 }
+
+export async function setReferenceHolder(db: Queryable, table: Pick<ReferenceTableRecord, 'schema' | 'name'>, holder: string): Promise<void> {
+  await db.query('UPDATE reshard.reference_table SET holder = $3 WHERE schema_name = $1 AND table_name = $2', [table.schema, table.name, holder]);
+}

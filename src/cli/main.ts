@@ -6,7 +6,7 @@ import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { dropOutputOnceReaderCloses } from './closedOutput.js';
-import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, tableSetHolderCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand } from './commands/rebalanceCommands.js';
 import { statusCommand, waitCommand } from './commands/statusCommand.js';
@@ -107,6 +107,10 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--colocate-with <table>', 'share the slot space of this table (same key types)')
     .option('--schema <schema>', 'schema of the table', 'public')
     .action(async (name: string, options) => tableCreateCommand(output(), access(), name, options));
+  table.command('set-holder <name> <node>')
+    .description('move a reference table\'s holder (the node that takes its writes) to another node, no write lost')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .action(async (name: string, node: string, options) => tableSetHolderCommand(output(), access(), name, node, options));
   table.command('list').description('list sharded and reference tables')
     .action(async () => tableListCommand(output(), access()));
 

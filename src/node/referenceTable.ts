@@ -91,10 +91,14 @@ BEGIN
 END
 $fn$`);
   const table = quoteQualified(spec.schema, spec.name);
-  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_ROW_TRIGGER} ON ${table}`);
-  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_TRUNCATE_TRIGGER} ON ${table}`);
-  await db.query(`CREATE TRIGGER ${GUARD_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.refuse_reference_write(${quoteLiteral(holder)})`);
-  await db.query(`CREATE TRIGGER ${GUARD_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.refuse_reference_write(${quoteLiteral(holder)})`);
+  // One simple query, so one transaction (implicit, or the caller's): re-pointing the hint to a new holder
+  // never leaves a moment without the guard, when a local write would slip in and reach no other copy.
+  await db.query([
+    `DROP TRIGGER IF EXISTS ${GUARD_ROW_TRIGGER} ON ${table}`,
+    `DROP TRIGGER IF EXISTS ${GUARD_TRUNCATE_TRIGGER} ON ${table}`,
+    `CREATE TRIGGER ${GUARD_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.refuse_reference_write(${quoteLiteral(holder)})`,
+    `CREATE TRIGGER ${GUARD_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.refuse_reference_write(${quoteLiteral(holder)})`,
+  ].join('; '));
 }
 
 /**
@@ -105,9 +109,7 @@ $fn$`);
  */
 export async function emptyReferenceCopy(db: Queryable, spec: Pick<ReferenceTableSpec, 'schema' | 'name'>): Promise<void> {
   const table = quoteQualified(spec.schema, spec.name);
-  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_ROW_TRIGGER} ON ${table}`);
-  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_TRUNCATE_TRIGGER} ON ${table}`);
-  await db.query(`TRUNCATE ${table}`);
+  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_ROW_TRIGGER} ON ${table}; DROP TRIGGER IF EXISTS ${GUARD_TRUNCATE_TRIGGER} ON ${table}; TRUNCATE ${table}`);
 }
 
 /** Reference replication slots in this node's database (a server may hold other nodes' databases too). */
@@ -189,4 +191,51 @@ export async function dropReferenceSubscriptions(db: Queryable): Promise<string[
     [REFERENCE_SUBSCRIPTION_PREFIX]);
   for (const { name } of result.rows) await dropSubscription(db, name);
   return result.rows.map((row) => row.name);
+}
+
+/** Lets local writers write the copy again: on the node that becomes its holder. */
+export async function unguardReferenceCopy(db: Queryable, spec: Pick<ReferenceTableSpec, 'schema' | 'name'>): Promise<void> {
+  const table = quoteQualified(spec.schema, spec.name);
+  await db.query(`DROP TRIGGER IF EXISTS ${GUARD_ROW_TRIGGER} ON ${table}; DROP TRIGGER IF EXISTS ${GUARD_TRUNCATE_TRIGGER} ON ${table}`);
+}
+
+/** Takes the table out of the holder's reference publication (its subscribers stop applying it at their next refresh). */
+export async function unpublishReferenceTable(holder: Queryable, spec: Pick<ReferenceTableSpec, 'schema' | 'name'>): Promise<void> {
+  const published = await holder.query<{ present: boolean }>(
+    'SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3) AS present',
+    [REFERENCE_PUBLICATION, spec.schema, spec.name]);
+  if (published.rows[0]?.present) await holder.query(`ALTER PUBLICATION ${quoteIdent(REFERENCE_PUBLICATION)} DROP TABLE ${quoteQualified(spec.schema, spec.name)}`);
+}
+
+/**
+ * Subscribes to a holder's publication without an initial copy: for copies
+ * already equal to the holder's (a holder move, after the old holder was
+ * fenced and every copy replayed its last write). An existing subscription
+ * is refreshed, also without copy. Not in a transaction block.
+ */
+export async function subscribeWithoutCopy(subscriber: Queryable, name: string, conninfo: string): Promise<void> {
+  const exists = await subscriber.query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1) AS present', [name]);
+  if (exists.rows[0]?.present) {
+    await subscriber.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = false)`);
+    return;
+  }
+  await subscriber.query(`CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo)} PUBLICATION ${quoteIdent(REFERENCE_PUBLICATION)} WITH (copy_data = false, synchronous_commit = 'on')`);
+}
+
+/** Drops the reference publication if it publishes nothing any more. */
+export async function dropEmptyReferencePublication(holder: Queryable): Promise<boolean> {
+  const result = await holder.query<{ empty: boolean }>(
+    `SELECT NOT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1) AND EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS empty`, [REFERENCE_PUBLICATION]);
+  if (!result.rows[0]?.empty) return false;
+  await holder.query(`DROP PUBLICATION ${quoteIdent(REFERENCE_PUBLICATION)}`);
+  return true;
+}
+
+/** Makes a subscription drop tables its publication no longer has (and add new ones without a copy). Not in a transaction block. */
+export async function refreshReferenceSubscriptionWithoutCopy(subscriber: Queryable, name: string): Promise<void> {
+  await subscriber.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} REFRESH PUBLICATION WITH (copy_data = false)`);
+}
+
+export async function dropReferenceSubscription(subscriber: Queryable, name: string): Promise<void> {
+  await dropSubscription(subscriber, name);
 }

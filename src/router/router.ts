@@ -12,6 +12,7 @@ import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.j
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
+import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
 import { checkedQuery } from './checkedQuery.js';
 import { routeCheckSql } from '../node/slotState.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
@@ -212,6 +213,19 @@ export class Router {
     if (holder === undefined) throw new ReshardError('not_found', `no reference table named "${table}"`, 'create it with `reshard table create NAME --reference`, or use query() for a sharded table');
     const owners = [...new Set(this.requireSnapshot().owners)].sort();
     const node = options.read && owners.length > 0 ? owners[this.referenceReads++ % owners.length]! : holder;
+    try {
+      return await this.onNode<R>(node, sql, params);
+    } catch (error) {
+      // The holder moved (`reshard table set-holder`): the old one refused the write, nothing was applied; once more on the new one.
+      if ((error as { code?: string }).code !== NOT_HOLDER_SQLSTATE || !this.listener) throw error;
+      this.referenceHolders = await referenceHolders(this.listener);
+      const moved = this.referenceHolders.get(qualified);
+      if (moved === undefined || moved === node) throw error;
+      return this.onNode<R>(moved, sql, params);
+    }
+  }
+
+  private async onNode<R extends pg.QueryResultRow>(node: string, sql: string, params: readonly unknown[]): Promise<pg.QueryResult<R>> {
     const client = await (await this.pool(node)).connect();
     try {
       return await client.query<R>(sql, params as unknown[]);

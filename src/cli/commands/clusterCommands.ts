@@ -1,6 +1,7 @@
 import { addNode } from '../../admin/addNode.js';
 import { createShardedTable } from '../../admin/createShardedTable.js';
 import { createReferenceTable, readReferenceTables } from '../../admin/referenceTables.js';
+import { moveReferenceHolder } from '../../admin/referenceHolder.js';
 import { initCluster } from '../../admin/initCluster.js';
 import { removeNode } from '../../admin/removeNode.js';
 import { verifyCluster } from '../../admin/verifyCluster.js';
@@ -155,6 +156,12 @@ async function referenceTableCreateCommand(output: Output, access: ClusterAccess
   });
   output.result({ table: describeTable(table), kind: 'reference', holder: table.holder });
   output.text(`Created reference table ${describeTable(table)}, held by ${table.holder} and replicated to every other node.`);
+}
+
+export async function tableSetHolderCommand(output: Output, access: ClusterAccess, name: string, holder: string, options: { schema?: string }): Promise<void> {
+  const table = await moveReferenceHolder(access, { name, holder, ...(options.schema ? { schema: options.schema } : {}) });
+  output.result({ table: describeTable(table), kind: 'reference', holder: table.holder });
+  output.text(`Reference table ${describeTable(table)} is now held by ${table.holder}.`);
 }
 
 export async function tableListCommand(output: Output, access: ClusterAccess): Promise<void> {
