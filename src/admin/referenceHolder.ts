@@ -48,13 +48,19 @@ export async function moveReferenceHolder(access: ClusterAccess, request: { sche
       const others = nodes.filter((node) => node !== source);
       // 1. Fence: the old holder's copy refuses writes from here on (CREATE TRIGGER waits for writers in flight).
       await guardReferenceCopy(client(source), table, target.name);
-      const lastWriteLsn = await currentWalLsn(client(source));
-      // 2. Every copy has everything the old holder took.
-      for (const node of others) {
-        const name = referenceSubscriptionName(source.name, node.name);
-        await waitFor(`${node.name}'s copy of ${describeTable(table)} to replay ${source.name}'s last write`,
-          async () => (await replayedPast(client(source), name, lastWriteLsn)) ? true : undefined,
-          { timeoutMs: HOLDER_CATCH_UP_TIMEOUT_MS, pollMs: 50, fix: `check subscription ${name} on ${node.name} (\`reshard doctor\`), then run set-holder again` });
+      try {
+        const lastWriteLsn = await currentWalLsn(client(source));
+        // 2. Every copy has everything the old holder took.
+        for (const node of others) {
+          const name = referenceSubscriptionName(source.name, node.name);
+          await waitFor(`${node.name}'s copy of ${describeTable(table)} to replay ${source.name}'s last write`,
+            async () => (await replayedPast(client(source), name, lastWriteLsn)) ? true : undefined,
+            { timeoutMs: HOLDER_CATCH_UP_TIMEOUT_MS, pollMs: 50, fix: `check subscription ${name} on ${node.name} (\`reshard doctor\`), then run set-holder again` });
+        }
+      } catch (error) {
+        // Nothing moved yet: the old holder takes writes again. (From step 3 on, running set-holder again completes the move.)
+        await unguardReferenceCopy(client(source), table).catch(() => {});
+        throw error;
       }
       // 3. The old holder stops publishing it; 4. the new one publishes it and every other node follows the new one, without a copy.
       await unpublishReferenceTable(client(source), table);

@@ -336,6 +336,10 @@ describe('reference tables on real PostgreSQL', () => {
     expect(await referenceObjectsOn(cluster.servers[0]!)).toEqual([referenceSubscriptionName('n2', 'n1')]);
     const doctor = await runDoctor(access, { fix: false });
     expect(doctor.findings.filter((entry) => entry.severity !== 'ok').map((entry) => `${entry.node} ${entry.check}: ${entry.message}`)).toEqual([]);
+    expect(await removeNode(access, 'n2').catch((error: unknown) => (error as ReshardError).line())).toMatch(/Fix: move the holder first: `reshard table set-holder plans OTHER_NODE`/);
+    const unknown = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'table', 'set-holder', 'plans', 'n9']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^reshard: error: --holder "n9" is not an active node\. Fix: use one of: n1, n2, n3, n4$/)]);
   });
 
   it('verify reports a tampered copy and doctor its disabled subscription', async () => {
