@@ -4,6 +4,7 @@ import { finishMigration, getMigration, holdMigration, listMoves, type MoveRecor
 import { listNodes, setNodeState, type NodeRecord } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
+import { listReferenceTables } from '../catalog/referenceTables.js';
 import { assert } from '../core/assert.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
@@ -413,10 +414,11 @@ async function installHelpersOnSources(moves: readonly MoveRecord[], nodes: Map<
 async function retireDrainedNodes(catalog: pg.ClientBase, access: ClusterAccess): Promise<void> {
   const slotMap = await readSlotMap(catalog);
   const owners = new Set(slotMap.owners);
+  const referenceTables = await listReferenceTables(catalog);
   for (const node of await listNodes(catalog)) {
     if (node.state !== 'draining' || owners.has(node.name)) continue;
     await setNodeState(catalog, node.name, 'removed');
-    await dropReferenceSubscriptionsOf(node, access);
+    if (referenceTables.length > 0) await dropReferenceSubscriptionsOf(node, access);
   }
 }
 
