@@ -7,7 +7,9 @@ import { lockSlotMapForWrite, readSlotMap, respreadSlotMap, writeInitialSlotMap 
 import { lockNodeAdds } from '../catalog/nodeAddLock.js';
 import { listShardedTables } from '../catalog/tables.js';
 import type { ConnectionSettings } from '../core/connection.js';
-import { badInput } from '../core/errors.js';
+import { badInput, errorText, ReshardError } from '../core/errors.js';
+import { listReferenceTables } from '../catalog/referenceTables.js';
+import { syncReferenceCopies } from './referenceTables.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 import { initialSlotMap } from '../core/slotMap.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
@@ -48,7 +50,8 @@ export function assertNodeName(name: string): void {
 
 /**
  * Checks a node (reachable, version, settings), prepares it (helpers, the
- * parents of existing sharded tables with no partitions) and records it. While
+ * parents of existing sharded tables with no partitions) and records it, then
+ * copies and subscribes every reference table there and waits until the copies are in sync. While
  * the cluster holds no sharded table, the slot map is spread over all nodes at
  * once — nothing to move yet; afterwards a new node waits for `rebalance`.
  */
@@ -103,6 +106,16 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
       await commitTransaction(catalog);
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
       await commitTransaction(nodeClient);
+      // Every reference table, copied and subscribed, before `node add` returns; until its copies are
+      // in sync `rebalance` refuses to move slots onto this node (a join there would miss rows).
+      const referenceTables = await listReferenceTables(catalog);
+      if (referenceTables.length > 0) {
+        await syncReferenceCopies(access, [...existing.filter((member) => member.state !== 'removed'), node], referenceTables, [node]).catch((error: unknown) => {
+          const reason = error instanceof ReshardError ? error.message : errorText(error);
+          throw new ReshardError(error instanceof ReshardError ? error.code : 'precondition', `node "${request.name}" was added but its reference table copies are not in sync (${reason})`,
+            'run `reshard doctor --fix` (it copies and subscribes them again); `rebalance` moves no slot onto the node before', { cause: error });
+        });
+      }
       return { node, warnings: [...identityWarnings, ...onlineMoverWarnings(request.name, facts), ...peerWarnings], slotMapRespread };
     } catch (error) {
       await rollbackQuietly(catalog);

@@ -23,6 +23,10 @@ import { onlineSettingProblems, type SettingProblem } from './onlinePreflight.js
 import { replicationCapacity } from '../coordinator/replicationCapacity.js';
 import { capacityFinding } from './capacityFinding.js';
 import { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
+import { listReferenceTables, type ReferenceTableRecord } from '../catalog/referenceTables.js';
+import { isReferenceReplicationName, referenceSlotsHere, referenceSubscriptionName } from '../node/referenceTable.js';
+import { checkReferenceCopies } from './referenceCopyCheck.js';
+import { syncReferenceCopies } from './referenceTables.js';
 
 export { CATALOG_SUBJECT, DOCTOR_CHECKS, type DoctorCheck, type DoctorFinding, type FindingSeverity } from './doctorFinding.js';
 
@@ -40,7 +44,7 @@ export interface DoctorOptions {
 }
 
 /** Repairs run in this order across all nodes: a subscription before the slot it streams from, a fence before its leaf. */
-const REPAIR_ORDER: readonly DoctorCheck[] = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf'];
+const REPAIR_ORDER: readonly DoctorCheck[] = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf', 'reference_copy'];
 
 interface Repair {
   /** Does the repair; returns the line that reports it. */
@@ -138,6 +142,9 @@ export async function runDoctor(access: ClusterAccess, options: DoctorOptions): 
         findings.push(...leftoverLeafFindings(inspection, tables, slotMap, protectedSlots, copies));
       }
       findings.push(...driftFindings(inspections, tables, slotMap, protectedSlots, copies));
+      const referenceTables = await listReferenceTables(catalog);
+      findings.push(...await referenceFindings(access, nodes, referenceTables));
+      for (const inspection of inspections) findings.push(...strayReferenceSlotFindings(inspection, await referenceSlotsHere(inspection.client), nodes, referenceTables));
       if (options.fix) await repairAll(findings);
     } finally {
       await Promise.all(inspections.map((inspection) => inspection.client.end().catch(() => {})));
@@ -297,6 +304,36 @@ function tableFindings(inspection: NodeInspection, tables: readonly ShardedTable
   return findings;
 }
 
+/** Every reference copy's subscription: present, enabled, not stopped on an error, synced (no table scans: `verify` compares rows). */
+async function referenceFindings(access: ClusterAccess, nodes: readonly NodeRecord[], referenceTables: readonly ReferenceTableRecord[]): Promise<PendingFinding[]> {
+  if (referenceTables.length === 0) return [];
+  const report = await checkReferenceCopies(access, nodes, referenceTables, { compareRows: false });
+  if (report.problems.length === 0) {
+    return [finding(CATALOG_SUBJECT, 'reference_copy', 'ok', `${referenceTables.length} reference table(s): every copy subscribed, enabled and in sync`)];
+  }
+  // A missing copy or subscription, or one still syncing, is what `node add` does: --fix does it again for that node.
+  const resyncable = new Set(['missing_table', 'missing_subscription', 'not_synced']);
+  return report.problems.map((problem) => {
+    const node = nodes.find((candidate) => candidate.name === problem.node);
+    const table = referenceTables.find((candidate) => describeTable(candidate) === problem.table);
+    const repair = node && table && resyncable.has(problem.kind)
+      ? { run: async () => { await syncReferenceCopies(access, nodes, [table], [node]); return `${problem.table} on ${problem.node}: copied and subscribed to ${table.holder}, in sync`; } }
+      : undefined;
+    return finding(problem.node, 'reference_copy', 'error', problem.message, resyncable.has(problem.kind) ? `reshard doctor --fix, or ${problem.fix}` : problem.fix, repair);
+  });
+}
+
+/** Reference replication slots on a node that no member's subscription streams from (left by a node removed while unreachable). */
+function strayReferenceSlotFindings(inspection: NodeInspection, slotsHere: readonly string[], nodes: readonly NodeRecord[], referenceTables: readonly ReferenceTableRecord[]): PendingFinding[] {
+  const { node, client } = inspection;
+  const holds = referenceTables.some((table) => table.holder === node.name);
+  const expected = new Set(holds ? nodes.filter((member) => member.state !== 'removed' && member.name !== node.name).map((member) => referenceSubscriptionName(node.name, member.name)) : []);
+  return slotsHere.filter((name) => !expected.has(name)).map((name) => finding(node.name, 'reference_copy', 'error',
+    `replication slot ${name} serves no member's reference copy and pins WAL until the disk is full`,
+    `reshard doctor --fix, or on ${node.name}: SELECT pg_drop_replication_slot(${quoteLiteral(name)})`,
+    { run: async () => { await dropReplicationSlot(client, name); return `dropped replication slot ${name}`; } }));
+}
+
 function orphanReason(name: string): string {
   const migrationId = migrationIdOfReplicationName(name);
   return migrationId === undefined ? 'made by no migration' : `migration ${migrationId} is not running`;
@@ -305,6 +342,8 @@ function orphanReason(name: string): string {
 function replicationObjectFindings(inspection: NodeInspection, migrationsKept: ReadonlySet<number>): PendingFinding[] {
   const { node, client, replication } = inspection;
   const orphan = (objectName: string): boolean => {
+    // A reference table's publication, subscriptions and slots live as long as the table: owned, checked as reference_copy.
+    if (isReferenceReplicationName(objectName)) return false;
     const migrationId = migrationIdOfReplicationName(objectName);
     return migrationId === undefined || !migrationsKept.has(migrationId);
   };
@@ -327,7 +366,8 @@ function replicationObjectFindings(inspection: NodeInspection, migrationsKept: R
       { run: async () => { await dropPublication(client, name); return `dropped publication ${name}`; } }));
   }
   const kinds = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication'] as const;
-  const kept = replication.subscriptions.length + replication.slots.length + replication.publications.length - findings.length;
+  const all = [...replication.subscriptions, ...replication.slots, ...replication.publications];
+  const kept = all.filter((name) => !isReferenceReplicationName(name)).length - findings.length;
   for (const check of kinds) {
     if (!findings.some((entry) => entry.check === check)) {
       findings.push(finding(node.name, check, 'ok', check === 'orphan_subscription' && kept > 0 ? `none orphaned (${kept} replication objects belong to a migration in flight)` : 'none'));

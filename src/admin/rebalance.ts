@@ -5,6 +5,8 @@ import { listShardedTables } from '../catalog/tables.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { readControl, requestResume } from '../catalog/migrationControl.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
+import { listReferenceTables } from '../catalog/referenceTables.js';
+import { assertReferenceCopiesReady } from './referenceCopyCheck.js';
 import { ReshardError, badInput } from '../core/errors.js';
 import type { MoveStepName } from '../core/moveStepNames.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
@@ -114,6 +116,7 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
         'free space, give the node more capacity (`reshard node add … --capacity`), add a node, or lower --headroom');
     }
     if (plan.moves.length === 0) return { snapshot, plan, comparison, warnings: headroomWarnings, deferred, headroomUnknown };
+    await assertReferenceCopiesReady(access, snapshot.nodes, await listReferenceTables(catalog), [...new Set(plan.moves.map((move) => move.to))]);
     // The coordinator forms online batches from the moves in catalog order (wave, slot): the preflight does the same.
     const ordered = [...plan.moves].sort((a, b) => a.wave - b.wave || a.slot - b.slot);
     if (options.dryRun) {

@@ -1,8 +1,15 @@
-import { getNode, listNodes, setNodeState, setNodeWeight } from '../catalog/nodes.js';
+import { getNode, listNodes, setNodeState, setNodeWeight, type NodeRecord } from '../catalog/nodes.js';
+import { errorFields, log } from '../plumbing/log.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { ReshardError } from '../core/errors.js';
+import { listReferenceTables } from '../catalog/referenceTables.js';
+import { describeTable } from '../catalog/tables.js';
+import { dropReferenceSubscriptions } from '../node/referenceTable.js';
+import { connectNode } from '../plumbing/connectNode.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+
+const logger = log('remove');
 
 export interface RemoveNodeResult {
   name: string;
@@ -11,10 +18,21 @@ export interface RemoveNodeResult {
   slotsOwned: number;
 }
 
-export async function removeNode(access: Pick<ClusterAccess, 'catalog'>, name: string): Promise<RemoveNodeResult> {
+/**
+ * A node that owns nothing is removed at once (its reference subscriptions
+ * dropped); one that owns slots drains: `rebalance` moves them, then removes
+ * it. The holder of a reference table is refused: every copy follows it.
+ */
+export async function removeNode(access: ClusterAccess, name: string): Promise<RemoveNodeResult> {
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const node = await getNode(catalog, name);
+    const references = await listReferenceTables(catalog);
+    const held = references.filter((table) => table.holder === name);
+    if (held.length > 0) {
+      throw new ReshardError('precondition', `"${name}" holds the reference table(s) ${held.map(describeTable).join(', ')}: every other copy replicates from it`,
+        `move the holder first: \`reshard table set-holder ${held[0]!.name} OTHER_NODE\`, then remove the node`);
+    }
     const nodes = await listNodes(catalog);
     const others = nodes.filter((candidate) => candidate.name !== name && candidate.state === 'active' && candidate.weight > 0);
     if (nodes.length === 1) {
@@ -27,10 +45,25 @@ export async function removeNode(access: Pick<ClusterAccess, 'catalog'>, name: s
     }
     if (slotsOwned === 0) {
       await setNodeState(catalog, node.name, 'removed');
+      if (references.length > 0) await dropReferenceSubscriptionsOf(node, access);
       return { name, state: 'removed', slotsOwned };
     }
     await setNodeWeight(catalog, node.name, 0);
     await setNodeState(catalog, node.name, 'draining');
     return { name, state: 'draining', slotsOwned };
   });
+}
+
+/** Best effort: a node being removed may be gone already; its slots on the holders are then left for `reshard doctor`. */
+async function dropReferenceSubscriptionsOf(node: NodeRecord, access: ClusterAccess): Promise<void> {
+  try {
+    const client = await connectNode(node, access.passwords);
+    try {
+      await dropReferenceSubscriptions(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  } catch (error) {
+    logger.warn({ node: node.name, ...errorFields(error) }, 'the reference subscriptions of a removed node could not be dropped');
+  }
 }

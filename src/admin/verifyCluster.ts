@@ -9,6 +9,8 @@ import { connectNode } from '../plumbing/connectNode.js';
 import { fencedLeaves } from '../node/fence.js';
 import { attachedSlots, standaloneLeaves } from '../node/slotPartitions.js';
 import { tableRowCount } from '../node/tableRowCount.js';
+import { listReferenceTables } from '../catalog/referenceTables.js';
+import { checkReferenceCopies } from './referenceCopyCheck.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -16,12 +18,15 @@ export interface VerifyReport {
   problems: string[];
   rowsByTable: Record<string, number>;
   rowsTotal: number;
+  /** Rows of each reference table on its holder (every copy is compared with it). */
+  referenceRowsByTable: Record<string, number>;
 }
 
 /**
  * Checks the invariants against what the nodes hold: every slot of every
  * table is attached on exactly its owner and nowhere else, no staging or
- * fence leftovers, and counts the rows.
+ * fence leftovers, and counts the rows. Every copy of every reference table
+ * is compared with its holder's (rows and checksum) and its subscription checked.
  */
 export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport> {
   return withCatalog(access, async (catalog) => {
@@ -70,8 +75,10 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
         }
       }
     }
+    const references = await checkReferenceCopies(access, nodes, await listReferenceTables(catalog), { compareRows: true });
+    problems.push(...references.problems.map((problem) => problem.message));
     const rowsTotal = Object.values(rowsByTable).reduce((sum, rows) => sum + rows, 0);
-    return { ok: problems.length === 0, epoch: slotMap.epoch, problems, rowsByTable, rowsTotal };
+    return { ok: problems.length === 0, epoch: slotMap.epoch, problems, rowsByTable, rowsTotal, referenceRowsByTable: references.rowsByTable };
   });
 }
 

@@ -264,6 +264,23 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 `,
   },
+  {
+    version: 6,
+    description: 'reference tables: small tables kept in full on every node, written on one holder',
+    sql: `
+-- A reference table exists whole on every node; writes go to its holder, and
+-- logical replication (publication reshard_ref on the holder, one subscription
+-- per other node) carries them to every other copy.
+CREATE TABLE reshard.reference_table (
+  schema_name text NOT NULL,
+  table_name  text NOT NULL,
+  holder      text NOT NULL REFERENCES reshard.node (name),
+  definition  text NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (schema_name, table_name)
+);
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -6,6 +6,7 @@ import { verifyCluster } from '../admin/verifyCluster.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import { reshardReplicationObjects } from '../node/replication.js';
+import { isReferenceReplicationName } from '../node/referenceTable.js';
 import type { WorkloadLog } from './workload.js';
 
 export interface CheckReport {
@@ -45,7 +46,9 @@ export async function verifyWorkload(access: ClusterAccess, log: WorkloadLog): P
         counterValues.set(id, [...(counterValues.get(id) ?? []), { node: node.name, value: Number(row.value) }]);
       }
       const objects = await reshardReplicationObjects(client);
-      for (const name of [...objects.publications, ...objects.subscriptions, ...objects.slots]) leftovers.push(`${node.name}: ${name}`);
+      for (const name of [...objects.publications, ...objects.subscriptions, ...objects.slots]) {
+        if (!isReferenceReplicationName(name)) leftovers.push(`${node.name}: ${name}`);
+      }
     } finally {
       await client.end().catch(() => {});
     }

@@ -6,7 +6,7 @@ import { InvariantViolation } from '../core/assert.js';
 import { resolveAccess, type GlobalOptions } from './config.js';
 import { Output } from './output.js';
 import { dropOutputOnceReaderCloses } from './closedOutput.js';
-import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, verifyCommand } from './commands/clusterCommands.js';
+import { slotCommand, slotOfCommand, initCommand, nodeAddCommand, nodeListCommand, nodeRemoveCommand, nodeSetCommand, tableCreateCommand, tableListCommand, tableSetHolderCommand, verifyCommand } from './commands/clusterCommands.js';
 import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand } from './commands/rebalanceCommands.js';
 import { statusCommand, waitCommand } from './commands/statusCommand.js';
@@ -97,15 +97,21 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
   node.command('list').description('list nodes with their state and slot counts')
     .action(async () => nodeListCommand(output(), access()));
 
-  const table = program.command('table').description('create and list sharded tables');
+  const table = program.command('table').description('create and list sharded and reference tables');
   table.command('create <name>')
-    .description('create a hash-partitioned table on every node, each with the partitions of the slots it owns')
+    .description('create a hash-partitioned table on every node, each with the partitions of the slots it owns; with --reference, a small table kept whole on every node')
     .option('--key <columns>', 'shard key column(s), comma-separated')
+    .option('--reference', 'a reference table: whole on every node, written on its holder, replicated to the others (needs a primary key, no --key)')
+    .option('--holder <node>', 'with --reference: the node that takes the writes (default: the first active node)')
     .option('--columns <sql>', "column and constraint list, e.g. 'id bigint NOT NULL, payload text, PRIMARY KEY (id)'")
     .option('--colocate-with <table>', 'share the slot space of this table (same key types)')
     .option('--schema <schema>', 'schema of the table', 'public')
     .action(async (name: string, options) => tableCreateCommand(output(), access(), name, options));
-  table.command('list').description('list sharded tables')
+  table.command('set-holder <name> <node>')
+    .description('move a reference table\'s holder (the node that takes its writes) to another node, no write lost')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .action(async (name: string, node: string, options) => tableSetHolderCommand(output(), access(), name, node, options));
+  table.command('list').description('list sharded and reference tables')
     .action(async () => tableListCommand(output(), access()));
 
   program.command('load <table> [file]')

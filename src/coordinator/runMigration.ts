@@ -4,6 +4,7 @@ import { finishMigration, getMigration, holdMigration, listMoves, type MoveRecor
 import { listNodes, setNodeState, type NodeRecord } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
+import { listReferenceTables } from '../catalog/referenceTables.js';
 import { assert } from '../core/assert.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
@@ -12,6 +13,8 @@ import type { MoveStep } from '../mover/moveStep.js';
 import { MoveRolledBack } from '../mover/moveRolledBack.js';
 import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
+import { dropReferenceSubscriptions } from '../node/referenceTable.js';
+import { errorFields, log } from '../plumbing/log.js';
 import { runWithNodeLimits } from './runWithNodeLimits.js';
 import { runMove } from '../mover/runMove.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
@@ -30,6 +33,8 @@ import { capacityError, planOnlineCapacity } from './onlineCapacityPlan.js';
 import { readNodesReplicationSettings, readOpenedBatches } from './replicationCapacity.js';
 import { noteMoveNodes } from '../catalog/journalLog.js';
 import { loggingSink } from './logEvents.js';
+
+const logger = log('coordinator');
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -372,7 +377,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
       options.emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved, bytesMoved, error });
       return { migrationId, state, slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes, error };
     }
-    await retireDrainedNodes(lock);
+    await retireDrainedNodes(lock, options.access);
     await finishMigration(lock, migrationId, 'completed');
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
     return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes };
@@ -401,11 +406,31 @@ async function installHelpersOnSources(moves: readonly MoveRecord[], nodes: Map<
   }
 }
 
-/** A draining node that owns no slot any more is removed. */
-async function retireDrainedNodes(catalog: pg.ClientBase): Promise<void> {
+/**
+ * A draining node that owns no slot any more is removed, and its reference
+ * subscriptions dropped (they end here, not at `node remove`: while it drains
+ * it still serves joins on its slots).
+ */
+async function retireDrainedNodes(catalog: pg.ClientBase, access: ClusterAccess): Promise<void> {
   const slotMap = await readSlotMap(catalog);
   const owners = new Set(slotMap.owners);
+  const referenceTables = await listReferenceTables(catalog);
   for (const node of await listNodes(catalog)) {
-    if (node.state === 'draining' && !owners.has(node.name)) await setNodeState(catalog, node.name, 'removed');
+    if (node.state !== 'draining' || owners.has(node.name)) continue;
+    await setNodeState(catalog, node.name, 'removed');
+    if (referenceTables.length > 0) await dropReferenceSubscriptionsOf(node, access);
+  }
+}
+
+async function dropReferenceSubscriptionsOf(node: NodeRecord, access: ClusterAccess): Promise<void> {
+  try {
+    const client = await connectNode(node, access.passwords);
+    try {
+      await dropReferenceSubscriptions(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  } catch (error) {
+    logger.warn({ node: node.name, ...errorFields(error) }, 'the reference subscriptions of a removed node could not be dropped: its slots on the holders pin WAL until `reshard doctor --fix`');
   }
 }

@@ -3,3 +3,4 @@ export { slotOf, slotOfKey, type ShardKeyType, type ShardKeyValue } from '../cor
 export { ReshardError } from '../core/errors.js';
 export { RoutedCallError, type RouterErrorCode } from './routedError.js';
 export { FENCE_SQLSTATE as FROZEN_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
+export { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import { registerRouter, renewRouterLease, unregisterRouter } from '../catalog/routers.js';
 import { colocationKeyTypes, listenForSlotMapChanges, readRouterMap } from '../catalog/routerMapReads.js';
+import { referenceHolders } from '../catalog/referenceTables.js';
 import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
@@ -11,6 +12,7 @@ import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.j
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
+import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
 import { checkedQuery } from './checkedQuery.js';
 import { routeCheckSql } from '../node/slotState.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
@@ -97,6 +99,9 @@ export class Router {
   private registered = false;
   private closed = false;
   private keyTypes: ShardKeyType[] = [];
+  /** 'schema.table' → holder node of each reference table, read with the slot map. */
+  private referenceHolders = new Map<string, string>();
+  private referenceReads = 0;
   private readonly leaseMs: number;
   private readonly holdTimeoutMs: number;
   private readonly name: string;
@@ -191,6 +196,42 @@ export class Router {
       }
     }));
     return new Map(results);
+  }
+
+  /**
+   * One statement on a reference table ('plans' or 'schema.plans'): sent to
+   * its holder (the only copy that takes writes), or with `read: true` to
+   * any node that owns slots (each holds a whole copy, behind the holder by
+   * replication lag only; spread round-robin).
+   */
+  async reference<R extends pg.QueryResultRow = pg.QueryResultRow>(table: string, sql: string, params: readonly unknown[] = [], options: { read?: boolean } = {}): Promise<pg.QueryResult<R>> {
+    this.assertOpen(-1);
+    const qualified = table.includes('.') ? table : `public.${table}`;
+    // A table created after the router started is learnt on first use.
+    if (!this.referenceHolders.has(qualified) && this.listener) this.referenceHolders = await referenceHolders(this.listener);
+    const holder = this.referenceHolders.get(qualified);
+    if (holder === undefined) throw new ReshardError('not_found', `no reference table named "${table}"`, 'create it with `reshard table create NAME --reference`, or use query() for a sharded table');
+    const owners = [...new Set(this.requireSnapshot().owners)].sort();
+    const node = options.read && owners.length > 0 ? owners[this.referenceReads++ % owners.length]! : holder;
+    try {
+      return await this.onNode<R>(node, sql, params);
+    } catch (error) {
+      // The holder moved (`reshard table set-holder`): the old one refused the write, nothing was applied; once more on the new one.
+      if ((error as { code?: string }).code !== NOT_HOLDER_SQLSTATE || !this.listener) throw error;
+      this.referenceHolders = await referenceHolders(this.listener);
+      const moved = this.referenceHolders.get(qualified);
+      if (moved === undefined || moved === node) throw error;
+      return this.onNode<R>(moved, sql, params);
+    }
+  }
+
+  private async onNode<R extends pg.QueryResultRow>(node: string, sql: string, params: readonly unknown[]): Promise<pg.QueryResult<R>> {
+    const client = await (await this.pool(node)).connect();
+    try {
+      return await client.query<R>(sql, params as unknown[]);
+    } finally {
+      client.release();
+    }
   }
 
   async close(): Promise<void> {
@@ -399,6 +440,8 @@ export class Router {
       if (!this.listener) await this.connectListener();
       const catalog = this.listener!;
       const snapshot = await readRouterSnapshot(catalog);
+      // A catalog not yet upgraded to reference tables has none: routing by slot goes on.
+      this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
       const previous = this.snapshot;
       // Order matters: the new owners are in place before held calls are released.
       this.snapshot = snapshot;

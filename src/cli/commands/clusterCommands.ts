@@ -1,5 +1,7 @@
 import { addNode } from '../../admin/addNode.js';
 import { createShardedTable } from '../../admin/createShardedTable.js';
+import { createReferenceTable, readReferenceTables } from '../../admin/referenceTables.js';
+import { moveReferenceHolder } from '../../admin/referenceHolder.js';
 import { initCluster } from '../../admin/initCluster.js';
 import { removeNode } from '../../admin/removeNode.js';
 import { verifyCluster } from '../../admin/verifyCluster.js';
@@ -124,9 +126,11 @@ export async function nodeListCommand(output: Output, access: ClusterAccess): Pr
   ]));
 }
 
-export interface TableCreateOptions { key?: string; columns?: string; colocateWith?: string; schema?: string }
+export interface TableCreateOptions { key?: string; columns?: string; colocateWith?: string; schema?: string; reference?: boolean; holder?: string }
 
 export async function tableCreateCommand(output: Output, access: ClusterAccess, name: string, options: TableCreateOptions): Promise<void> {
+  if (options.reference) return referenceTableCreateCommand(output, access, name, options);
+  if (options.holder) throw badInput('--holder is for reference tables', 'add --reference, or drop --holder');
   if (!options.key) throw badInput('table create needs a shard key', 'pass --key <column>[,<column>]');
   if (!options.columns) throw badInput('table create needs the column list', "pass --columns 'id bigint NOT NULL, …, PRIMARY KEY (id)'");
   const table = await createShardedTable(access, {
@@ -140,12 +144,39 @@ export async function tableCreateCommand(output: Output, access: ClusterAccess, 
   output.text(`Created sharded table ${describeTable(table)} by (${table.shardKey.join(', ')}) in colocation group ${table.colocationGroup}.`);
 }
 
+async function referenceTableCreateCommand(output: Output, access: ClusterAccess, name: string, options: TableCreateOptions): Promise<void> {
+  if (options.key) throw badInput('a reference table has no shard key', 'drop --key (or --reference for a sharded table)');
+  if (options.colocateWith) throw badInput('a reference table is on every node: it has no colocation', 'drop --colocate-with');
+  if (!options.columns) throw badInput('table create needs the column list', "pass --columns 'code text PRIMARY KEY, …'");
+  const table = await createReferenceTable(access, {
+    name,
+    definition: options.columns,
+    ...(options.schema ? { schema: options.schema } : {}),
+    ...(options.holder ? { holder: options.holder } : {}),
+  });
+  output.result({ table: describeTable(table), kind: 'reference', holder: table.holder });
+  output.text(`Created reference table ${describeTable(table)}, held by ${table.holder} and replicated to every other node.`);
+}
+
+export async function tableSetHolderCommand(output: Output, access: ClusterAccess, name: string, holder: string, options: { schema?: string }): Promise<void> {
+  const table = await moveReferenceHolder(access, { name, holder, ...(options.schema ? { schema: options.schema } : {}) });
+  output.result({ table: describeTable(table), kind: 'reference', holder: table.holder });
+  output.text(`Reference table ${describeTable(table)} is now held by ${table.holder}.`);
+}
+
 export async function tableListCommand(output: Output, access: ClusterAccess): Promise<void> {
   const tables = await readShardedTables(access);
-  output.result({ tables: tables.map((table) => ({ table: describeTable(table), shard_key: table.shardKey, key_types: table.keyTypes, colocation_group: table.colocationGroup })) });
+  const references = await readReferenceTables(access);
+  output.result({
+    tables: [
+      ...tables.map((table) => ({ table: describeTable(table), kind: 'sharded', shard_key: table.shardKey, key_types: table.keyTypes, colocation_group: table.colocationGroup })),
+      ...references.map((table) => ({ table: describeTable(table), kind: 'reference', holder: table.holder })),
+    ],
+  });
   output.text(formatTable([
-    ['table', 'shard key', 'key types', 'colocation group'],
-    ...tables.map((table) => [describeTable(table), table.shardKey.join(', '), table.keyTypes.join(', '), table.colocationGroup]),
+    ['table', 'kind', 'shard key', 'key types', 'colocation group / holder'],
+    ...tables.map((table) => [describeTable(table), 'sharded', table.shardKey.join(', '), table.keyTypes.join(', '), table.colocationGroup]),
+    ...references.map((table) => [describeTable(table), 'reference', '', '', `held by ${table.holder}`]),
   ]));
 }
 
