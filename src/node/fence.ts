@@ -3,7 +3,7 @@ import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
-import { endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
+import { endIdleLeaseHoldersStatement, endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
 import type { SlotTable } from './slotPartitions.js';
 
 const FENCE_ROW_TRIGGER = 'reshard_fence';
@@ -73,7 +73,9 @@ async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: num
     // The commit must be flushed at once: a walsender only sends flushed WAL,
     // and the final sync waits for the subscriber to confirm this position.
     'SET LOCAL synchronous_commit = on',
-    // First the routed transactions (they may hold the route lock without touching a leaf yet), then the writers.
+    // First the routed transactions (they may hold the route lock without touching a leaf yet), then the
+    // writers. Idle sessions that keep a route lease on the slot (a router that did not give it back) are ended first.
+    endIdleLeaseHoldersStatement(slot),
     routeLockStatement(slot),
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so

@@ -1,0 +1,114 @@
+import type pg from 'pg';
+import { releaseRouteLeasesSql } from '../node/slotState.js';
+
+/** Route leases one pooled connection keeps at most (each is one entry of the node's lock table). */
+export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 64;
+
+/**
+ * The route leases of a router's pooled connections: the slots whose route
+ * check each connection has passed and still holds at session level on its
+ * node (`reshard_node.route_lease`). A call for a leased slot on that
+ * connection needs no check: the node's fence and switch cannot commit while
+ * the session holds the lease (they wait for it, or end the session).
+ *
+ * When the router sees a slot frozen, it forgets the slot's leases at once
+ * and gives them back: idle connections right away, connections in use when
+ * they return to the pool (their queued release runs before anything else on
+ * them). A connection the node ended (a lease not given back in time) leaves
+ * the pool with its leases.
+ */
+export class RouteLeases {
+  private readonly held = new Map<pg.ClientBase, Set<number>>();
+  private readonly inUse = new Set<pg.ClientBase>();
+  /** Slots whose leases a connection gives back when it is next idle. */
+  private readonly toRelease = new Map<pg.ClientBase, Set<number>>();
+
+  /** `isRevoked(slot)`: the slot is frozen in the router's map, so no lease on it is kept. */
+  constructor(private readonly leasesPerConnection: number, private readonly isRevoked: (slot: number) => boolean) {}
+
+  /** Follows a node's pool: which connections are in use, and those that left it. */
+  follow(pool: pg.Pool): void {
+    pool.on('acquire', (client) => this.inUse.add(client));
+    pool.on('release', (error: Error | undefined, client: pg.PoolClient) => {
+      this.inUse.delete(client);
+      if (error) this.forget(client);
+      else void this.flush(client);
+    });
+    pool.on('remove', (client) => this.forget(client));
+  }
+
+  holds(client: pg.ClientBase, slot: number): boolean {
+    return this.held.get(client)?.has(slot) ?? false;
+  }
+
+  /** Whether `client` may take one more lease (else the call uses the per-statement check). */
+  mayLease(client: pg.ClientBase): boolean {
+    return this.leasesPerConnection > 0 && (this.held.get(client)?.size ?? 0) < this.leasesPerConnection;
+  }
+
+  /** The lease check passed on `client`: kept, unless the slot was frozen meanwhile (then given back). */
+  granted(client: pg.ClientBase, slot: number): void {
+    if (this.isRevoked(slot)) {
+      this.releaseLater(client, slot);
+      return;
+    }
+    let slots = this.held.get(client);
+    if (!slots) this.held.set(client, (slots = new Set()));
+    slots.add(slot);
+  }
+
+  /** The lease check failed in a way that does not prove the lease is not held (not a refusal): given back to be sure. */
+  uncertain(client: pg.ClientBase, slot: number): void {
+    this.releaseLater(client, slot);
+  }
+
+  /**
+   * Forgets every lease on `slots` and gives them back: idle connections now
+   * (awaited), connections in use when they return to the pool.
+   */
+  async revoke(slots: Iterable<number>): Promise<void> {
+    const revoked = [...slots];
+    if (revoked.length === 0) return;
+    const releases: Promise<void>[] = [];
+    for (const [client, leased] of this.held) {
+      let any = false;
+      for (const slot of revoked) {
+        if (leased.delete(slot)) {
+          any = true;
+          this.releaseLater(client, slot);
+        }
+      }
+      if (any && !this.inUse.has(client)) releases.push(this.flush(client));
+    }
+    await Promise.all(releases);
+  }
+
+  private releaseLater(client: pg.ClientBase, slot: number): void {
+    let slots = this.toRelease.get(client);
+    if (!slots) this.toRelease.set(client, (slots = new Set()));
+    slots.add(slot);
+  }
+
+  /**
+   * Queues the release on the connection: pg runs a client's queries in
+   * order, so whoever takes the connection next runs after it. A release that
+   * fails ends the connection (its leases end with the session).
+   */
+  private async flush(client: pg.ClientBase): Promise<void> {
+    const slots = this.toRelease.get(client);
+    if (!slots || slots.size === 0) return;
+    this.toRelease.delete(client);
+    try {
+      await client.query(releaseRouteLeasesSql([...slots]));
+    } catch {
+      this.forget(client);
+      await (client as pg.Client).end().catch(() => {});
+    }
+  }
+
+  private forget(client: pg.ClientBase): void {
+    this.held.delete(client);
+    this.toRelease.delete(client);
+    this.inUse.delete(client);
+  }
+}
