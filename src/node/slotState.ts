@@ -78,11 +78,18 @@ export function routeLockStatement(slot: number): string {
  * transaction or a statement are waited for (the route lock's bound).
  */
 export function endIdleLeaseHoldersStatement(slot: number): string {
-  return `SELECT count(pg_terminate_backend(l.pid)) AS ended_idle
+  return `SELECT l.pid AS ended_idle_pid, coalesce(a.application_name, '') AS application_name, a.state, pg_terminate_backend(l.pid) AS ended
   FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
    AND l.classid = ${ROUTE_LOCK_CLASS}::bigint::oid AND l.objid = ${int(slot)}::bigint::oid AND l.objsubid = 2
    AND a.state = 'idle'`;
+}
+
+/** The sessions `endIdleLeaseHoldersStatement` ended, from the results of the multi-statement query it ran in. */
+export function endedIdleLeaseHolders(results: readonly pg.QueryResult[]): EndedBackend[] {
+  const rows = results.flatMap((result) => result.rows as { ended_idle_pid?: number; application_name: string; state: string }[]);
+  return rows.filter((row) => row.ended_idle_pid !== undefined)
+    .map((row) => ({ pid: row.ended_idle_pid!, applicationName: row.application_name, state: row.state, held: 'idle route lease' }));
 }
 
 /** Undo of a freeze: the slot is served here again. A slot that moved on stays moved. */
@@ -160,7 +167,8 @@ async function writeUnderRouteLock(db: pg.ClientBase, slot: number, statement: s
   for (let attempt = 1; ; attempt++) {
     try {
       roundTrips++;
-      await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, endIdleLeaseHoldersStatement(slot), routeLockStatement(slot), statement, 'COMMIT'].join(';\n'));
+      const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, endIdleLeaseHoldersStatement(slot), routeLockStatement(slot), statement, 'COMMIT'].join(';\n'));
+      ended.push(...endedIdleLeaseHolders(results as unknown as pg.QueryResult[]));
       return { ended, roundTrips };
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {});

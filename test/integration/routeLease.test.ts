@@ -90,7 +90,7 @@ describe('route leases', () => {
       const fence = await fenceSlot(admin, TABLES, 3, SLOTS, { epoch: 7, holdersWaitMs: 5_000 });
       // Well below the 5 s bound: the idle holder was ended, not waited for.
       expect(performance.now() - started).toBeLessThan(2_500);
-      expect(fence.ended).toEqual([]);
+      expect(fence.ended.map((backend) => [backend.pid, backend.held])).toEqual([[idlePid, 'idle route lease']]);
       expect(await leaseHolders(3)).toEqual([]);
       const afterward = await idle.query('SELECT 1').catch((error: unknown) => error);
       expect(afterward).toBeInstanceOf(Error);
