@@ -12,14 +12,18 @@ export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 64;
  * the session holds the lease (they wait for it, or end the session).
  *
  * When the router sees a slot frozen, it forgets the slot's leases at once
- * and gives them back: idle connections right away, connections in use when
- * they return to the pool (their queued release runs before anything else on
- * them). A connection the node ended (a lease not given back in time) leaves
- * the pool with its leases.
+ * and gives them back right away (queued on the connection: pg runs a
+ * client's queries in order), except on a connection in use for a call on
+ * that very slot, which gives it back when it returns to the pool (before
+ * anything else runs on it): that call may be a transaction relying on the
+ * lease. So a long call on another slot does not hold the freeze. A
+ * connection the node ended (a lease not given back in time) leaves the pool
+ * with its leases.
  */
 export class RouteLeases {
   private readonly held = new Map<pg.ClientBase, Set<number>>();
-  private readonly inUse = new Set<pg.ClientBase>();
+  /** Connections in use, with the slot of the routed call using each (undefined: not a routed call, e.g. eachNode). */
+  private readonly inUse = new Map<pg.ClientBase, number | undefined>();
   /** Slots whose leases a connection gives back when it is next idle. */
   private readonly toRelease = new Map<pg.ClientBase, Set<number>>();
 
@@ -28,13 +32,18 @@ export class RouteLeases {
 
   /** Follows a node's pool: which connections are in use, and those that left it. */
   follow(pool: pg.Pool): void {
-    pool.on('acquire', (client) => this.inUse.add(client));
+    pool.on('acquire', (client) => this.inUse.set(client, undefined));
     pool.on('release', (error: Error | undefined, client: pg.PoolClient) => {
       this.inUse.delete(client);
       if (error) this.forget(client);
       else void this.flush(client);
     });
     pool.on('remove', (client) => this.forget(client));
+  }
+
+  /** `client` serves a routed call on `slot` until it returns to the pool (before the call looks at its leases). */
+  using(client: pg.ClientBase, slot: number): void {
+    this.inUse.set(client, slot);
   }
 
   holds(client: pg.ClientBase, slot: number): boolean {
@@ -63,12 +72,13 @@ export class RouteLeases {
   }
 
   /**
-   * Forgets every lease on `slots` and gives them back: idle connections now
-   * (awaited), connections in use when they return to the pool.
+   * Forgets every lease on `slots` and gives them back (awaited), except on
+   * connections in use for a call on one of them: those when they return to
+   * the pool.
    */
   async revoke(slots: Iterable<number>): Promise<void> {
-    const revoked = [...slots];
-    if (revoked.length === 0) return;
+    const revoked = new Set(slots);
+    if (revoked.size === 0) return;
     const releases: Promise<void>[] = [];
     for (const [client, leased] of this.held) {
       let any = false;
@@ -78,7 +88,12 @@ export class RouteLeases {
           this.releaseLater(client, slot);
         }
       }
-      if (any && !this.inUse.has(client)) releases.push(this.flush(client));
+      if (!any) continue;
+      if (!this.inUse.has(client)) releases.push(this.flush(client));
+      else {
+        const servingSlot = this.inUse.get(client);
+        if (servingSlot === undefined || !revoked.has(servingSlot)) releases.push(this.flush(client, 'busy'));
+      }
     }
     await Promise.all(releases);
   }
@@ -92,15 +107,21 @@ export class RouteLeases {
   /**
    * Queues the release on the connection: pg runs a client's queries in
    * order, so whoever takes the connection next runs after it. A release that
-   * fails ends the connection (its leases end with the session).
+   * fails on an idle connection ends it (its leases end with the session); on
+   * a busy one (its transaction failed, say) it is tried again when the
+   * connection returns to the pool.
    */
-  private async flush(client: pg.ClientBase): Promise<void> {
+  private async flush(client: pg.ClientBase, when: 'idle' | 'busy' = 'idle'): Promise<void> {
     const slots = this.toRelease.get(client);
     if (!slots || slots.size === 0) return;
     this.toRelease.delete(client);
     try {
       await client.query(releaseRouteLeasesSql([...slots]));
     } catch {
+      if (when === 'busy' && this.inUse.has(client)) {
+        for (const slot of slots) this.releaseLater(client, slot);
+        return;
+      }
       this.forget(client);
       await (client as pg.Client).end().catch(() => {});
     }

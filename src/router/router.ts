@@ -276,6 +276,7 @@ export class Router {
           throw withRoute(routedError(error, route.owner, slot, 'connect'), route);
         }
         let broken: Error | undefined;
+        this.leases.using(client, slot);
         try {
           const result = await work(client, route);
           // Where the call went: a result that surprises can be explained.

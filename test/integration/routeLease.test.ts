@@ -148,4 +148,31 @@ describe('route leases', () => {
       await router.close();
     }
   });
+
+  it('gives a lease back at once from a connection busy with a transaction on another slot', async () => {
+    // One connection: it holds slot 6's lease and serves a transaction on slot 7 when 6 is frozen.
+    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 1 });
+    const catalog = await connectTo(access.catalog);
+    try {
+      const [frozenSlot, busySlot] = [6, 7];
+      await router.query(keyOfSlot(frozenSlot), 'SELECT 1');
+      expect((await leaseHolders(frozenSlot)).length).toBe(1);
+      const heldDuring = await router.transaction(keyOfSlot(busySlot), async (client) => {
+        await client.query('SELECT count(*) FROM kv');
+        await setSlotState(catalog, frozenSlot, 'frozen');
+        const deadline = performance.now() + 5_000;
+        while ((await leaseHolders(frozenSlot)).length > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+        const holders = await leaseHolders(frozenSlot);
+        await client.query('SELECT count(*) FROM kv');
+        return holders.length;
+      });
+      expect(heldDuring).toBe(0);
+      // The transaction's own slot keeps its lease.
+      expect((await leaseHolders(busySlot)).length).toBe(1);
+      await setSlotState(catalog, frozenSlot, 'active');
+    } finally {
+      await catalog.end();
+      await router.close();
+    }
+  });
 });
