@@ -1,13 +1,17 @@
 /**
  * The router's cost on the data path: single-key primary-key reads, 8
- * concurrent clients, 20,000 calls, through `Router.query` (route check
- * pipelined with the statement) versus a direct `pg.Pool` on the same node.
- * Rounds alternate (router, direct, …) so that the shared, noisy machine
- * weighs on both alike; the median round of each is reported. Written to
+ * concurrent clients, 20,000 calls, through `Router.query` versus a direct
+ * `pg.Pool` on the same node. Two routers: the default one (route leases: a
+ * connection that passed a slot's route check sends later calls on it with no
+ * check) and one with `routeLeasesPerConnection: 0` (the route check
+ * pipelined with every statement), to show what the lease saves. Each round
+ * runs the three one after the other (in a rotating order) so that the shared,
+ * noisy machine weighs on all alike; the ratios are taken within each round
+ * and their median reported, with the median round of each. Written to
  * bench/results/router.json.
  */
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { addNode } from '../src/admin/addNode.js';
@@ -21,7 +25,7 @@ import { Router } from '../src/router/index.js';
 const CLIENTS = 8;
 const CALLS = 20_000;
 const ROWS = 10_000;
-const ROUNDS = 5;
+const ROUNDS = 7;
 const SLOTS = 64;
 const SQL = 'SELECT v FROM kv WHERE id = $1';
 
@@ -61,39 +65,55 @@ async function main(): Promise<void> {
     const pool = new pg.Pool({ ...server.connection, max: CLIENTS });
     await pool.query(`INSERT INTO kv SELECT g, 'value ' || g FROM generate_series(1, ${ROWS}) g`);
     await pool.query('ANALYZE kv');
-    const router = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS });
-    const viaRouter = (id: number): Promise<unknown> => router.query(id, SQL, [id]);
-    const direct = (id: number): Promise<unknown> => pool.query(SQL, [id]);
-    // Warm both (connections, plans, caches).
-    await runRound(viaRouter);
-    await runRound(direct);
-    const routerRounds: Round[] = [];
-    const directRounds: Round[] = [];
+    const router = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS, routeLeasesPerConnection: 64 });
+    const checkedRouter = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS, routeLeasesPerConnection: 0 });
+    const arms = {
+      router: (id: number): Promise<unknown> => router.query(id, SQL, [id]),
+      checkedRouter: (id: number): Promise<unknown> => checkedRouter.query(id, SQL, [id]),
+      direct: (id: number): Promise<unknown> => pool.query(SQL, [id]),
+    };
+    type Arm = keyof typeof arms;
+    const names = Object.keys(arms) as Arm[];
+    // Warm all (connections, plans, caches, leases).
+    for (const name of names) await runRound(arms[name]);
+    const rounds: Record<Arm, Round[]> = { router: [], checkedRouter: [], direct: [] };
     for (let round = 0; round < ROUNDS; round++) {
-      routerRounds.push(await runRound(viaRouter));
-      directRounds.push(await runRound(direct));
+      for (let index = 0; index < names.length; index++) {
+        const name = names[(round + index) % names.length]!;
+        rounds[name].push(await runRound(arms[name]));
+      }
     }
     await router.close();
+    await checkedRouter.close();
     await pool.end();
+    const typical = (of: Round[]): Round => ({ callsPerSec: Math.round(median(of, 'callsPerSec')), p50Ms: +median(of, 'p50Ms').toFixed(3), p99Ms: +median(of, 'p99Ms').toFixed(3) });
+    /** Median over rounds of `field`'s ratio to direct within the same round. */
+    const pairedRatio = (arm: Arm, field: keyof Round): number => {
+      const ratios = rounds[arm].map((armRound, index) => armRound[field] / rounds.direct[index]![field]).sort((a, b) => a - b);
+      return percentile(ratios, 0.5);
+    };
+    const versusDirect = (arm: Arm) => ({
+      throughputRatio: +pairedRatio(arm, 'callsPerSec').toFixed(3),
+      p50Increase: +(pairedRatio(arm, 'p50Ms') - 1).toFixed(3),
+      p99Increase: +(pairedRatio(arm, 'p99Ms') - 1).toFixed(3),
+    });
     const summary = {
-      workload: `${CALLS} single-key primary-key reads, ${CLIENTS} concurrent clients, ${ROWS} rows, ${SLOTS} slots, one node; median of ${ROUNDS} alternating rounds`,
-      router: { callsPerSec: Math.round(median(routerRounds, 'callsPerSec')), p50Ms: +median(routerRounds, 'p50Ms').toFixed(3), p99Ms: +median(routerRounds, 'p99Ms').toFixed(3) },
-      direct: { callsPerSec: Math.round(median(directRounds, 'callsPerSec')), p50Ms: +median(directRounds, 'p50Ms').toFixed(3), p99Ms: +median(directRounds, 'p99Ms').toFixed(3) },
-      throughputRatio: 0,
-      p50Increase: 0,
-      p99Increase: 0,
-      rounds: { router: routerRounds, direct: directRounds },
-      machine: { cpus: cpus().length, node: process.version },
+      workload: `${CALLS} single-key primary-key reads, ${CLIENTS} concurrent clients, ${ROWS} rows, ${SLOTS} slots, one node; ${ROUNDS} rounds of router, router without leases and direct in rotating order`,
+      router: typical(rounds.router),
+      direct: typical(rounds.direct),
+      // Within-round ratios (median over rounds): the machine's load drifts between rounds.
+      ...versusDirect('router'),
+      withoutLeases: { ...typical(rounds.checkedRouter), ...versusDirect('checkedRouter') },
+      rounds,
+      machine: { cpus: cpus().length, node: process.version, loadAverage1m: +loadavg()[0]!.toFixed(2) },
       at: new Date().toISOString(),
     };
-    summary.throughputRatio = +(summary.router.callsPerSec / summary.direct.callsPerSec).toFixed(3);
-    summary.p50Increase = +(summary.router.p50Ms / summary.direct.p50Ms - 1).toFixed(3);
-    summary.p99Increase = +(summary.router.p99Ms / summary.direct.p99Ms - 1).toFixed(3);
     mkdirSync('bench/results', { recursive: true });
     writeFileSync('bench/results/router.json', `${JSON.stringify(summary, null, 2)}\n`);
-    console.log(`router ${summary.router.callsPerSec}/s p50 ${summary.router.p50Ms} ms p99 ${summary.router.p99Ms} ms; ` +
-      `direct ${summary.direct.callsPerSec}/s p50 ${summary.direct.p50Ms} ms p99 ${summary.direct.p99Ms} ms; ` +
-      `ratio ${summary.throughputRatio}, p50 ${(summary.p50Increase * 100).toFixed(1)} %, p99 ${(summary.p99Increase * 100).toFixed(1)} %`);
+    const line = (name: string, round: Round, ratios: ReturnType<typeof versusDirect>): string =>
+      `${name} ${round.callsPerSec}/s p50 ${round.p50Ms} ms p99 ${round.p99Ms} ms (ratio ${ratios.throughputRatio}, p50 ${(ratios.p50Increase * 100).toFixed(1)} %, p99 ${(ratios.p99Increase * 100).toFixed(1)} %)`;
+    console.log(`${line('router', summary.router, versusDirect('router'))}; ${line('router without leases', summary.withoutLeases, versusDirect('checkedRouter'))}; ` +
+      `direct ${summary.direct.callsPerSec}/s p50 ${summary.direct.p50Ms} ms p99 ${summary.direct.p99Ms} ms; load ${summary.machine.loadAverage1m}`);
   } finally {
     await server.stop('fast');
     removeServerDirectory(baseDir);

@@ -3,7 +3,7 @@ import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
-import { endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
+import { endedIdleLeaseHolders, endIdleLeaseHoldersStatement, endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
 import type { SlotTable } from './slotPartitions.js';
 
 const FENCE_ROW_TRIGGER = 'reshard_fence';
@@ -55,7 +55,9 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
     const waitMs = attempt === 1 ? holdersWaitMs : Math.max(1, lockTimeoutMs - holdersWaitMs);
     try {
       roundTrips++;
-      return { lsn: await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs), ended, roundTrips };
+      const fenced = await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs);
+      ended.push(...fenced.endedIdle);
+      return { lsn: fenced.lsn, ended, roundTrips };
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
       if (!lockTimedOut || attempt >= 2) throw error;
@@ -65,7 +67,7 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
   }
 }
 
-async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number): Promise<string> {
+async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number): Promise<{ lsn: string; endedIdle: EndedBackend[] }> {
   // One round trip: the freeze's length is the write pause clients see.
   const statements = [
     'BEGIN',
@@ -73,7 +75,9 @@ async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: num
     // The commit must be flushed at once: a walsender only sends flushed WAL,
     // and the final sync waits for the subscriber to confirm this position.
     'SET LOCAL synchronous_commit = on',
-    // First the routed transactions (they may hold the route lock without touching a leaf yet), then the writers.
+    // First the routed transactions (they may hold the route lock without touching a leaf yet), then the
+    // writers. Idle sessions that keep a route lease on the slot (a router that did not give it back) are ended first.
+    endIdleLeaseHoldersStatement(slot),
     routeLockStatement(slot),
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
@@ -90,7 +94,7 @@ async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: num
     const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn: string }>[];
     const lsn = results.find((result) => result.rows[0]?.lsn !== undefined)?.rows[0]?.lsn;
     if (lsn === undefined) throw new Error('the fence transaction returned no WAL position');
-    return lsn;
+    return { lsn, endedIdle: endedIdleLeaseHolders(results) };
   } catch (error) {
     await db.query('ROLLBACK').catch(() => {});
     throw error;

@@ -44,8 +44,25 @@ $fn$`);
   owner text CHECK ((state = 'moved') = (owner IS NOT NULL)),
   changed_at timestamptz NOT NULL DEFAULT now()
 )`);
-  // DETAIL is JSON so that any client can parse the redirect; plpgsql reads the row with a fresh
-  // snapshot after the lock (READ COMMITTED), so a check that waited for a fence sees 'frozen'.
+  // The refusal of a route (always raises). DETAIL is JSON so that any client can parse the redirect.
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.refuse_route(slot integer, epoch bigint, here ${NODE_SCHEMA}.slot_state) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF here.state = 'frozen' THEN
+    RAISE EXCEPTION USING
+      ERRCODE = '${FENCE_SQLSTATE}',
+      MESSAGE = format('reshard: slot %s is frozen on this node while it moves', refuse_route.slot),
+      DETAIL = json_build_object('slot', refuse_route.slot, 'state', 'frozen', 'epoch', here.epoch, 'routed_epoch', refuse_route.epoch)::text,
+      HINT = 'hold the call and retry once the slot map shows the switch';
+  END IF;
+  RAISE EXCEPTION USING
+    ERRCODE = '${MOVED_SQLSTATE}',
+    MESSAGE = format('reshard: slot %s moved to node %s', refuse_route.slot, here.owner),
+    DETAIL = json_build_object('slot', refuse_route.slot, 'state', 'moved', 'owner', here.owner, 'epoch', here.epoch, 'routed_epoch', refuse_route.epoch)::text,
+    HINT = 'retry on the node named in DETAIL (owner)';
+END
+$fn$`);
+  // plpgsql reads the row with a fresh snapshot after the lock (READ COMMITTED), so a check that
+  // waited for a fence sees 'frozen'.
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.route(slot integer, epoch bigint) RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
   here ${NODE_SCHEMA}.slot_state;
@@ -55,18 +72,43 @@ BEGIN
   IF NOT FOUND OR here.state = 'owned' THEN
     RETURN;
   END IF;
-  IF here.state = 'frozen' THEN
-    RAISE EXCEPTION USING
-      ERRCODE = '${FENCE_SQLSTATE}',
-      MESSAGE = format('reshard: slot %s is frozen on this node while it moves', route.slot),
-      DETAIL = json_build_object('slot', route.slot, 'state', 'frozen', 'epoch', here.epoch, 'routed_epoch', route.epoch)::text,
-      HINT = 'hold the call and retry once the slot map shows the switch';
+  PERFORM ${NODE_SCHEMA}.refuse_route(route.slot, route.epoch, here);
+END
+$fn$`);
+  // The route lease: the same check, but the route lock is taken at session level and kept after
+  // success, so later statements of this session on the slot need no check (the fence and the switch
+  // wait for it, or end the session). Taken once per session (a second success does not stack it);
+  // released before a refusal.
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.route_lease(slot integer, epoch bigint) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+  here ${NODE_SCHEMA}.slot_state;
+BEGIN
+  IF NOT ${NODE_SCHEMA}.holds_route_lease(route_lease.slot) THEN
+    PERFORM pg_advisory_lock_shared(${ROUTE_LOCK_CLASS}, route_lease.slot);
   END IF;
-  RAISE EXCEPTION USING
-    ERRCODE = '${MOVED_SQLSTATE}',
-    MESSAGE = format('reshard: slot %s moved to node %s', route.slot, here.owner),
-    DETAIL = json_build_object('slot', route.slot, 'state', 'moved', 'owner', here.owner, 'epoch', here.epoch, 'routed_epoch', route.epoch)::text,
-    HINT = 'retry on the node named in DETAIL (owner)';
+  SELECT * INTO here FROM ${NODE_SCHEMA}.slot_state s WHERE s.slot = route_lease.slot;
+  IF NOT FOUND OR here.state = 'owned' THEN
+    RETURN;
+  END IF;
+  PERFORM pg_advisory_unlock_shared(${ROUTE_LOCK_CLASS}, route_lease.slot);
+  PERFORM ${NODE_SCHEMA}.refuse_route(route_lease.slot, route_lease.epoch, here);
+END
+$fn$`);
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.holds_route_lease(slot integer) RETURNS boolean LANGUAGE sql AS $fn$
+SELECT EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'
+                  AND l.classid = ${ROUTE_LOCK_CLASS}::bigint::oid AND l.objid = slot::bigint::oid AND l.objsubid = 2)
+$fn$`);
+  // Gives up this session's leases on the given slots (every hold of each; none held is no error).
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.release_route_leases(slots integer[]) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+  leased integer;
+BEGIN
+  FOREACH leased IN ARRAY release_route_leases.slots LOOP
+    WHILE ${NODE_SCHEMA}.holds_route_lease(leased) LOOP
+      PERFORM pg_advisory_unlock_shared(${ROUTE_LOCK_CLASS}, leased);
+    END LOOP;
+  END LOOP;
 END
 $fn$`);
 }

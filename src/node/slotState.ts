@@ -21,6 +21,22 @@ export function routeCheckSql(slot: number, epoch: number): string {
   return `SELECT ${ROUTE_FUNCTION}(${int(slot)}, ${int(epoch)})`;
 }
 
+/** The route lease (`reshard_node.route_lease(slot, epoch)`): the route check, kept by the session after it passes. */
+export const ROUTE_LEASE_FUNCTION = `${NODE_SCHEMA}.route_lease`;
+
+/** The route lease as a statement to prepare once per connection: $1 the slot, $2 the epoch. */
+export const ROUTE_LEASE_PREPARED_SQL = `SELECT ${ROUTE_LEASE_FUNCTION}($1::integer, $2::bigint)`;
+
+/** The route lease as one statement (integers we format ourselves). */
+export function routeLeaseSql(slot: number, epoch: number): string {
+  return `SELECT ${ROUTE_LEASE_FUNCTION}(${int(slot)}, ${int(epoch)})`;
+}
+
+/** Gives up the session's route leases on `slots`. */
+export function releaseRouteLeasesSql(slots: readonly number[]): string {
+  return `SELECT ${NODE_SCHEMA}.release_route_leases(ARRAY[${slots.map(int).join(', ')}]::integer[])`;
+}
+
 /** How long the fence and the switch wait for routed transactions on the slot before ending them. */
 export const ROUTE_HOLDERS_WAIT_MS_DEFAULT = 1_000;
 
@@ -53,6 +69,29 @@ export function routeLockStatement(slot: number): string {
   return `SELECT pg_advisory_xact_lock(${ROUTE_LOCK_CLASS}, ${int(slot)})`;
 }
 
+/**
+ * Statement that ends the sessions that hold a route lease on `slot` and sit
+ * idle outside any transaction (a pooled connection of a router that did not
+ * give the lease back: stalled, dead, or behind on the slot map). Such a
+ * session has nothing in flight, so ending it loses nothing, and the route
+ * lock is not held up by it; its router drops the connection. Sessions in a
+ * transaction or a statement are waited for (the route lock's bound).
+ */
+export function endIdleLeaseHoldersStatement(slot: number): string {
+  return `SELECT l.pid AS ended_idle_pid, coalesce(a.application_name, '') AS application_name, a.state, pg_terminate_backend(l.pid) AS ended
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
+   AND l.classid = ${ROUTE_LOCK_CLASS}::bigint::oid AND l.objid = ${int(slot)}::bigint::oid AND l.objsubid = 2
+   AND a.state = 'idle'`;
+}
+
+/** The sessions `endIdleLeaseHoldersStatement` ended, from the results of the multi-statement query it ran in. */
+export function endedIdleLeaseHolders(results: readonly pg.QueryResult[]): EndedBackend[] {
+  const rows = results.flatMap((result) => result.rows as { ended_idle_pid?: number; application_name: string; state: string }[]);
+  return rows.filter((row) => row.ended_idle_pid !== undefined)
+    .map((row) => ({ pid: row.ended_idle_pid!, applicationName: row.application_name, state: row.state, held: 'idle route lease' }));
+}
+
 /** Undo of a freeze: the slot is served here again. A slot that moved on stays moved. */
 export async function markSlotThawed(db: Queryable, slot: number, epoch: number): Promise<void> {
   // A node whose helpers predate the slot state (a fence left by an older reshard, removed by doctor) has nothing to thaw.
@@ -62,9 +101,10 @@ export async function markSlotThawed(db: Queryable, slot: number, epoch: number)
 }
 
 /** Undo of an ATTACH on the target: the slot is the source's (a stale route here is redirected there). */
-export async function markSlotNotAttached(db: Queryable, slot: number, owner: string, epoch: number): Promise<void> {
-  await db.query(`${upsert(slot, 'moved', epoch, owner)} WHERE ${NODE_SCHEMA}.slot_state.state = 'owned'`);
+export async function markSlotNotAttached(db: pg.ClientBase, slot: number, owner: string, epoch: number, holdersWaitMs = ROUTE_HOLDERS_WAIT_MS_DEFAULT): Promise<void> {
+  // Under the route lock like the switch: no session keeps a route lease on leaves about to be detached.
   // A slot without a row here was never served here; the redirect keeps a stale route from reaching empty tables.
+  await writeUnderRouteLock(db, slot, `${upsert(slot, 'moved', epoch, owner)} WHERE ${NODE_SCHEMA}.slot_state.state = 'owned'`, holdersWaitMs);
 }
 
 export interface EndedBackend {
@@ -112,12 +152,23 @@ export async function relationOids(db: Queryable, qualifiedNames: readonly strin
  * `holdersWaitMs`, then ends them. One round trip when nothing is open.
  */
 export async function markSlotMoved(db: pg.ClientBase, slot: number, owner: string, epoch: number, holdersWaitMs = ROUTE_HOLDERS_WAIT_MS_DEFAULT): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
+  return writeUnderRouteLock(db, slot, upsert(slot, 'moved', epoch, owner), holdersWaitMs);
+}
+
+/**
+ * Runs `statement` (a slot state change) in a transaction holding the slot's
+ * route lock exclusive: sessions that merely keep a route lease and sit idle
+ * are ended at once (they lose nothing), open routed work is waited for at
+ * most `holdersWaitMs`, then ended.
+ */
+async function writeUnderRouteLock(db: pg.ClientBase, slot: number, statement: string, holdersWaitMs: number): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
   const ended: EndedBackend[] = [];
   let roundTrips = 0;
   for (let attempt = 1; ; attempt++) {
     try {
       roundTrips++;
-      await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, routeLockStatement(slot), upsert(slot, 'moved', epoch, owner), 'COMMIT'].join(';\n'));
+      const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, endIdleLeaseHoldersStatement(slot), routeLockStatement(slot), statement, 'COMMIT'].join(';\n'));
+      ended.push(...endedIdleLeaseHolders(results as unknown as pg.QueryResult[]));
       return { ended, roundTrips };
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {});

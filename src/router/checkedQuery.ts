@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { ROUTE_CHECK_PREPARED_SQL } from '../node/slotState.js';
+import { ROUTE_CHECK_PREPARED_SQL, ROUTE_LEASE_PREPARED_SQL } from '../node/slotState.js';
 
 /** What the route check needs: the slot and the epoch the call was routed at. */
 export interface RouteCheck {
@@ -8,10 +8,19 @@ export interface RouteCheck {
 }
 
 /**
- * The route check as a prepared statement of each connection: parsed and
+ * Which check goes first: `route` (held for the statement's transaction only)
+ * or `lease` (kept by the session after it passes: see RouteLeases).
+ */
+export type RouteCheckKind = 'route' | 'lease';
+
+/**
+ * The route checks as prepared statements of each connection: parsed and
  * planned once per connection, then only bound and executed with each call.
  */
-const ROUTE_STATEMENT = 'reshard_route';
+const CHECK_STATEMENTS: Record<RouteCheckKind, { name: string; text: string }> = {
+  route: { name: 'reshard_route', text: ROUTE_CHECK_PREPARED_SQL },
+  lease: { name: 'reshard_route_lease', text: ROUTE_LEASE_PREPARED_SQL },
+};
 
 /**
  * One statement preceded by the route check, pipelined: Bind/Execute of the
@@ -21,13 +30,18 @@ const ROUTE_STATEMENT = 'reshard_route';
  * frozen or moved here), the server skips the statement and the call fails
  * with the check's error. The check's own result is not shown.
  */
-export function checkedQuery<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, text: string, values: readonly unknown[]): Promise<pg.QueryResult<R>> {
+export function checkedQuery<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, text: string, values: readonly unknown[], kind: RouteCheckKind = 'route'): Promise<CheckedResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new CheckedQuery(ROUTE_CHECK_PREPARED_SQL, check, text, values,
-      (error: Error | null, result: pg.QueryResult<R>) => (error ? reject(error) : resolve(result)));
+    const query: CheckedQuery = new CheckedQuery(CHECK_STATEMENTS[kind], check, text, values,
+      (error: Error | null, result: pg.QueryResult<R>) => (error
+        ? reject(Object.assign(error, { reshardCheckPassed: query.checkPassed }))
+        : resolve(Object.assign(result, { reshardCheckPassed: true }))));
     client.query(query as unknown as pg.Submittable);
   });
 }
+
+/** A checked statement's result; an error of one carries `reshardCheckPassed` too (the check passed, the statement failed). */
+export type CheckedResult<R extends pg.QueryResultRow> = pg.QueryResult<R> & { reshardCheckPassed: boolean };
 
 type Connection = {
   parse(message: { text: string; name?: string; types?: unknown[] }): void;
@@ -51,21 +65,27 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
   private checkAnswered = false;
   private parsedCheck = false;
 
-  constructor(private readonly checkText: string, private readonly check: RouteCheck, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
+  /** The check ran to completion (its CommandComplete came): a lease check that passed holds the lease. */
+  get checkPassed(): boolean {
+    return this.checkAnswered;
+  }
+
+  constructor(private readonly checkStatement: { name: string; text: string }, private readonly check: RouteCheck, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
     super(text, [...values], callback);
   }
 
   submit(connection: Connection): null {
     connection.stream.cork?.();
     try {
-      if (connection.parsedStatements[ROUTE_STATEMENT] !== this.checkText) {
+      const { name, text } = this.checkStatement;
+      if (connection.parsedStatements[name] !== text) {
         // Closing a statement that does not exist is no error: a Parse that failed before leaves none.
-        connection.close({ type: 'S', name: ROUTE_STATEMENT });
-        connection.parse({ name: ROUTE_STATEMENT, text: this.checkText });
-        connection.parsedStatements[ROUTE_STATEMENT] = this.checkText;
+        connection.close({ type: 'S', name });
+        connection.parse({ name, text });
+        connection.parsedStatements[name] = text;
         this.parsedCheck = true;
       }
-      connection.bind({ statement: ROUTE_STATEMENT, values: [String(this.check.slot), String(this.check.epoch)] });
+      connection.bind({ statement: name, values: [String(this.check.slot), String(this.check.epoch)] });
       connection.execute({});
       // Always the extended protocol (also without parameters): it ends with the one Sync.
       this.prepare(connection);
@@ -89,7 +109,7 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
 
   override handleError(error: unknown, connection: Connection): void {
     // The check failed where it was parsed: whether the Parse took is unknown, so parse again next time.
-    if (!this.checkAnswered && this.parsedCheck) delete connection.parsedStatements[ROUTE_STATEMENT];
+    if (!this.checkAnswered && this.parsedCheck) delete connection.parsedStatements[this.checkStatement.name];
     super.handleError(error, connection);
   }
 }

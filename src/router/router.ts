@@ -13,8 +13,9 @@ import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
-import { checkedQuery } from './checkedQuery.js';
-import { routeCheckSql } from '../node/slotState.js';
+import { checkedQuery, type RouteCheckKind } from './checkedQuery.js';
+import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
+import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
 
@@ -42,6 +43,12 @@ export interface RouterOptions {
   holdTimeoutMs?: number;
   /** Connections per node. */
   poolSizePerNode?: number;
+  /**
+   * Route leases a pooled connection keeps (slots whose route check it holds
+   * at session level, so later calls on them carry no check). Each takes one
+   * entry of the node's lock table. 0: every call carries the route check.
+   */
+  routeLeasesPerConnection?: number;
 }
 
 /** A routed call's key: one value, or one per shard key column. */
@@ -68,6 +75,8 @@ export interface CallRoute {
 
 export const ROUTER_LEASE_MS_DEFAULT = 5_000;
 export const ROUTER_HOLD_TIMEOUT_MS_DEFAULT = 10_000;
+/** Longest a resync waits for its idle connections to give back the leases of newly frozen slots before acknowledging. */
+const LEASE_RELEASE_WAIT_MS = 250;
 /** Redirects (RSM02) one call follows before it gives up: a slot moves at most a few times in one call's life. */
 const REDIRECTS_MAX = 4;
 
@@ -85,8 +94,11 @@ const REDIRECTS_MAX = 4;
 export class Router {
   readonly id = randomUUID();
   private readonly gate = new SlotGate();
+  private readonly leases: RouteLeases;
   /** One pool per node, made on first use (its TLS setting may need a first connection to learn). */
   private readonly pools = new Map<string, Promise<pg.Pool>>();
+  /** The pools of `pools` that are open, for use without awaiting. */
+  private readonly openPools = new Map<string, pg.Pool>();
   private readonly catalog: ConnectionSettings;
   private listener: pg.Client | undefined;
   private snapshot: MapSnapshot | undefined;
@@ -111,6 +123,11 @@ export class Router {
     this.holdTimeoutMs = positiveMs(options.holdTimeoutMs, 'holdTimeoutMs', ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
     this.name = options.name ?? `${hostname()}:${process.pid}`;
     this.catalog = typeof options.catalog === 'string' ? parseConnectionHere(options.catalog, 'the router\'s catalog option') : options.catalog;
+    const leasesPerConnection = options.routeLeasesPerConnection ?? ROUTE_LEASES_PER_CONNECTION_DEFAULT;
+    if (!Number.isSafeInteger(leasesPerConnection) || leasesPerConnection < 0) {
+      throw new ReshardError('bad_input', `routeLeasesPerConnection must be a whole number ≥ 0, got ${String(leasesPerConnection)}`, `pass e.g. routeLeasesPerConnection: ${ROUTE_LEASES_PER_CONNECTION_DEFAULT}`);
+    }
+    this.leases = new RouteLeases(leasesPerConnection, (slot) => this.gate.isFrozen(slot));
   }
 
   /** Connects to the catalog, loads the slot map, registers and starts following changes. */
@@ -145,12 +162,21 @@ export class Router {
     return slotOfKey(this.keyTypes, values, snapshot.owners.length);
   }
 
-  /** Runs one statement on the node that owns the key's slot, with the route check in the same round trip. */
+  /**
+   * Runs one statement on the node that owns the key's slot: with the route
+   * check in the same round trip, or alone on a connection that holds the
+   * slot's route lease.
+   */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
-    return this.routed(key, async (client, _check, route) => {
+    return this.routed(key, async (client, route) => {
+      const kind = this.checkKind(client, route.slot);
       try {
-        return await checkedQuery<R>(client, route, sql, params);
+        if (kind === 'leased') return await client.query<R>(sql, params as unknown[]);
+        const result = await checkedQuery<R>(client, route, sql, params, kind);
+        if (kind === 'lease') this.leases.granted(client, route.slot);
+        return result;
       } catch (error) {
+        if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true);
         throw Object.assign(asError(error), { reshardPhase: 'statement' satisfies CallPhase });
       }
     });
@@ -163,10 +189,20 @@ export class Router {
    * when the node refused the route; nothing of a refused attempt is committed.
    */
   async transaction<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.routed(key, async (client, check) => {
+    return this.routed(key, async (client, route) => {
       let phase: CallPhase = 'before-commit';
       try {
-        await client.query(`BEGIN; ${check}`);
+        const kind = this.checkKind(client, route.slot);
+        if (kind === 'leased') await client.query('BEGIN');
+        else {
+          try {
+            await client.query(`BEGIN; ${kind === 'lease' ? routeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`);
+          } catch (error) {
+            if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, false);
+            throw error;
+          }
+          if (kind === 'lease') this.leases.granted(client, route.slot);
+        }
         const result = await work(client);
         phase = 'commit';
         const committed = await client.query('COMMIT');
@@ -251,7 +287,7 @@ export class Router {
    * the switch (the gate, or a short backoff while the map has not shown the
    * freeze yet). Bounded by holdTimeoutMs and REDIRECTS_MAX.
    */
-  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, check: string, route: CallRoute) => Promise<T>): Promise<T> {
+  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>): Promise<T> {
     const slot = this.slotOf(key);
     const deadline = performance.now() + this.holdTimeoutMs;
     let redirects = 0;
@@ -264,7 +300,8 @@ export class Router {
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: lastRefusal });
       }
       try {
-        await this.gate.enter(slot, leftMs);
+        // Synchronous when the slot is not frozen: no promise on the common path.
+        if (!this.gate.tryEnter(slot)) await this.gate.enter(slot, leftMs);
       } catch (error) {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });
@@ -275,13 +312,14 @@ export class Router {
         const pool = this.poolFor(route.owner, slot);
         let client: pg.PoolClient;
         try {
-          client = await (await pool).connect();
+          client = await (this.openPools.get(route.owner) ?? await pool).connect();
         } catch (error) {
           throw withRoute(routedError(error, route.owner, slot, 'connect'), route);
         }
         let broken: Error | undefined;
+        this.leases.using(client, slot);
         try {
-          const result = await work(client, routeCheckSql(slot, route.epoch), route);
+          const result = await work(client, route);
           // Where the call went: a result that surprises can be explained.
           if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
           return result;
@@ -321,6 +359,23 @@ export class Router {
       void this.resync().catch(() => {});
       await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
     }
+  }
+
+  /** Which check a call on `client` for `slot` carries: none (the connection holds the lease), the lease check, or the per-statement check. */
+  private checkKind(client: pg.ClientBase, slot: number): RouteCheckKind | 'leased' {
+    if (this.leases.holds(client, slot)) return 'leased';
+    return this.leases.mayLease(client) ? 'lease' : 'route';
+  }
+
+  /**
+   * A call with the lease check failed: the lease is held if the check passed
+   * (the statement failed), not held after a refusal (the node gave it back),
+   * and unknown otherwise (given back to be sure).
+   */
+  private leaseCheckFailed(client: pg.ClientBase, slot: number, error: unknown, checkPassed: boolean): void {
+    const code = (error as { code?: string }).code;
+    if (checkPassed) this.leases.granted(client, slot);
+    else if (code !== MOVED_SQLSTATE && code !== FENCE_SQLSTATE) this.leases.uncertain(client, slot);
   }
 
   /** The owner a node named in its RSM02 refusal; used until the catalog's map is at least that new. */
@@ -368,6 +423,8 @@ export class Router {
         .then((config) => {
           const opened = new pg.Pool({ ...config, max: this.options.poolSizePerNode ?? 4 });
           opened.on('error', () => {});
+          this.leases.follow(opened);
+          this.openPools.set(nodeName, opened);
           // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
           // 'error' and crash the application. The call itself still fails with the error.
           opened.on('connect', (client) => client.on('error', () => {}));
@@ -447,11 +504,15 @@ export class Router {
       this.snapshot = snapshot;
       for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
       this.gate.setFrozen(snapshot.frozen);
+      // Before the acknowledgement: the fence then finds no lease of this router on the slot to wait for.
+      // Bounded: a node that does not answer ends such sessions itself (the fence ends idle lease holders).
+      await Promise.race([this.leases.revoke(snapshot.frozen), sleep(LEASE_RELEASE_WAIT_MS)]);
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
         if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {
           await this.pools.get(name)?.then((opened) => opened.end()).catch(() => {});
           this.pools.delete(name);
+          this.openPools.delete(name);
         }
       }
       // Acknowledged at once: new calls on frozen slots are held from here on. In-flight work is the

@@ -29,6 +29,13 @@ export class SlotGate {
     for (const slot of next) this.frozen.add(slot);
   }
 
+  /** Counts the call in if the slot is not frozen (then true), without waiting. */
+  tryEnter(slot: number): boolean {
+    if (this.frozen.has(slot)) return false;
+    this.inFlight.set(slot, (this.inFlight.get(slot) ?? 0) + 1);
+    return true;
+  }
+
   /** Waits while the slot is frozen (at most `holdTimeoutMs`), then counts the call in. */
   async enter(slot: number, holdTimeoutMs: number): Promise<void> {
     if (this.frozen.has(slot)) {
