@@ -1,15 +1,11 @@
-import { getNode, listNodes, setNodeState, setNodeWeight, type NodeRecord } from '../catalog/nodes.js';
-import { errorFields, log } from '../plumbing/log.js';
+import { getNode, listNodes, setNodeState, setNodeWeight } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { ReshardError } from '../core/errors.js';
 import { listReferenceTables } from '../catalog/referenceTables.js';
 import { describeTable } from '../catalog/tables.js';
-import { dropReferenceSubscriptions } from '../node/referenceTable.js';
-import { connectNode } from '../plumbing/connectNode.js';
+import { dropReferenceSubscriptionsOf } from '../coordinator/dropReferenceSubscriptionsOf.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
-
-const logger = log('remove');
 
 export interface RemoveNodeResult {
   name: string;
@@ -54,16 +50,3 @@ export async function removeNode(access: ClusterAccess, name: string): Promise<R
   });
 }
 
-/** Best effort: a node being removed may be gone already; its slots on the holders are then left for `reshard doctor`. */
-async function dropReferenceSubscriptionsOf(node: NodeRecord, access: ClusterAccess): Promise<void> {
-  try {
-    const client = await connectNode(node, access.passwords);
-    try {
-      await dropReferenceSubscriptions(client);
-    } finally {
-      await client.end().catch(() => {});
-    }
-  } catch (error) {
-    logger.warn({ node: node.name, ...errorFields(error) }, 'the reference subscriptions of a removed node could not be dropped');
-  }
-}

@@ -13,8 +13,7 @@ import type { MoveStep } from '../mover/moveStep.js';
 import { MoveRolledBack } from '../mover/moveRolledBack.js';
 import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
-import { dropReferenceSubscriptions } from '../node/referenceTable.js';
-import { errorFields, log } from '../plumbing/log.js';
+import { dropReferenceSubscriptionsOf } from './dropReferenceSubscriptionsOf.js';
 import { runWithNodeLimits } from './runWithNodeLimits.js';
 import { runMove } from '../mover/runMove.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
@@ -34,7 +33,6 @@ import { readNodesReplicationSettings, readOpenedBatches } from './replicationCa
 import { noteMoveNodes } from '../catalog/journalLog.js';
 import { loggingSink } from './logEvents.js';
 
-const logger = log('coordinator');
 
 export interface MigrationRunOptions {
   access: ClusterAccess;
@@ -422,15 +420,3 @@ async function retireDrainedNodes(catalog: pg.ClientBase, access: ClusterAccess)
   }
 }
 
-async function dropReferenceSubscriptionsOf(node: NodeRecord, access: ClusterAccess): Promise<void> {
-  try {
-    const client = await connectNode(node, access.passwords);
-    try {
-      await dropReferenceSubscriptions(client);
-    } finally {
-      await client.end().catch(() => {});
-    }
-  } catch (error) {
-    logger.warn({ node: node.name, ...errorFields(error) }, 'the reference subscriptions of a removed node could not be dropped: its slots on the holders pin WAL until `reshard doctor --fix`');
-  }
-}
