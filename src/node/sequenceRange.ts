@@ -30,7 +30,7 @@ export async function confineTableSequences(db: Queryable, table: { schema: stri
     const column = described.columns.find((entry) => entry.name === feed.column);
     if (feed.sequenceType !== 'bigint' || column?.type !== 'bigint') {
       throw new ReshardError('unsupported',
-        `column "${feed.column}" of ${table.name} is ${column?.type ?? '?'} fed by a ${feed.sequenceType} sequence: every node draws its keys from its own block of 2^48 values, which only bigint holds`,
+        `column "${feed.column}" of ${table.name} is ${column?.type ?? '?'}, fed by sequence ${feed.sequence} (${feed.sequenceType}): every node draws its keys from its own block of 2^48 values, which only bigint holds`,
         `make it bigint: bigserial instead of serial, or GENERATED … AS IDENTITY on a bigint column`);
     }
     states.push(await confineSequence(db, feed, range));
