@@ -69,7 +69,8 @@ describe('adopting a plain table as a reference table', () => {
         CREATE TABLE plans (code text PRIMARY KEY, price numeric(10,2) NOT NULL CHECK (price >= 0), note text NOT NULL DEFAULT 'none', serial_no bigserial);
         INSERT INTO plans (code, price) SELECT 'p' || lpad(g::text, 4, '0'), g * 1.5 FROM generate_series(1, 200) g;
         CREATE TABLE flags (name text NOT NULL, enabled boolean);
-        CREATE TABLE plan_items (id bigint PRIMARY KEY, plan_code text REFERENCES plans (code));`);
+        CREATE TABLE plan_items (id bigint PRIMARY KEY, plan_code text REFERENCES plans (code));
+        CREATE TABLE plan_notes (plan_code text NOT NULL CONSTRAINT notes_plan REFERENCES plans (code), note text);`);
     } finally {
       await n2.end();
     }
@@ -91,10 +92,21 @@ describe('adopting a plain table as a reference table', () => {
       'Fix: drop it (ALTER TABLE "public"."plan_items" DROP CONSTRAINT "plan_items_plan_code_fkey") before adopting; ' +
       'adopt plans first (`reshard table adopt plans --reference --from …`) so every copy finds the rows it references',
     ]);
+    // Two problems: each on its own line, then the summary.
+    const both = await runCli(['--catalog', catalog, 'table', 'adopt', 'plan_notes', '--reference', '--from', n2Url]);
+    expect(both.code).toBe(7);
+    expect(both.stderr.trim().split('\n')).toEqual([
+      'reshard: error: plan_notes has no primary key: logical replication needs one to carry UPDATE and DELETE. Fix: ALTER TABLE "plan_notes" ADD PRIMARY KEY (…)',
+      'reshard: error: plan_notes holds foreign key notes_plan (plan_notes (plan_code) → plans (code)): reshard does not keep foreign keys across nodes. ' +
+      'Fix: drop it (ALTER TABLE "public"."plan_notes" DROP CONSTRAINT "notes_plan") before adopting; ' +
+      'adopt plans first (`reshard table adopt plans --reference --from …`) so every copy finds the rows it references',
+      'reshard: error: plan_notes cannot be adopted: 2 problems, the first: plan_notes has no primary key: logical replication needs one to carry UPDATE and DELETE. ' +
+      'Fix: ALTER TABLE "plan_notes" ADD PRIMARY KEY (…); `reshard table adopt-check` lists them all',
+    ]);
     expect(await readReferenceTables(access)).toEqual([]);
     const n1 = await connectTo(cluster.servers[0]!.connection);
     try {
-      expect((await n1.query("SELECT to_regclass('flags') AS a, to_regclass('plan_items') AS b")).rows[0]).toEqual({ a: null, b: null });
+      expect((await n1.query("SELECT to_regclass('flags') AS a, to_regclass('plan_items') AS b, to_regclass('plan_notes') AS c")).rows[0]).toEqual({ a: null, b: null, c: null });
     } finally {
       await n1.end();
     }
