@@ -21,6 +21,8 @@ import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable } from '../node/parentTable.js';
 import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachability.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
+import { assignSequenceBlock } from '../catalog/sequenceBlocks.js';
+import { confineSequencesOnNode } from './sequenceRanges.js';
 
 export interface AddNodeRequest {
   name: string;
@@ -103,6 +105,9 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
         peerConnection: request.peerConnection ? { ...request.peerConnection, password: undefined } : undefined,
       };
       const slotMapRespread = await recordNode(catalog, node, tables.length === 0, cluster.modulus);
+      // A fresh sequence block, never one a node had before; the new parents' sequences draw from it.
+      const block = await assignSequenceBlock(catalog, request.name);
+      for (const table of tables) await confineSequencesOnNode(nodeClient, table, block, request.name);
       await commitTransaction(catalog);
       // Should this commit fail, the catalog has a node without parents: `reshard doctor` reports them with the CREATE to run.
       await commitTransaction(nodeClient);

@@ -12,6 +12,8 @@ import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable, validateParentTable } from '../node/parentTable.js';
 import { createSlotPartitions } from '../node/slotPartitions.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
+import { sequenceBlocks } from '../catalog/sequenceBlocks.js';
+import { confineSequencesOnNode } from './sequenceRanges.js';
 
 export interface CreateTableRequest {
   schema?: string;
@@ -58,6 +60,7 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
         );
       }
       // Every node in an open transaction; all commit only when all succeeded.
+      const blocks = await sequenceBlocks(catalog);
       for (const [index, client] of clients.entries()) {
         const node = nodes[index]!;
         await beginTransaction(client);
@@ -65,6 +68,8 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
         await createParentTable(client, spec);
         const owned = slotMap.owners.flatMap((owner, slot) => (owner === node.name ? [slot] : []));
         await createSlotPartitions(client, spec, owned, slotMap.modulus);
+        // Each node's sequences draw from its own block (README "Keys from sequences").
+        await confineSequencesOnNode(client, spec, blocks.get(node.name), node.name);
       }
       const record: ShardedTableRecord = { ...spec, keyTypes, colocationGroup };
       await insertShardedTable(catalog, record);

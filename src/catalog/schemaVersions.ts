@@ -281,6 +281,19 @@ CREATE TABLE reshard.reference_table (
 );
 `,
   },
+  {
+    version: 7,
+    description: 'sequence blocks: each node draws sequence-fed keys from its own block of bigint',
+    sql: `
+-- Block b is [b * 2^48, (b + 1) * 2^48 - 1]; block 0 (values below 2^48) is
+-- left to what tables held before reshard. Blocks come from a sequence, so a
+-- node added again under an old name gets a new one: its old keys may still
+-- live on other nodes.
+CREATE SEQUENCE reshard.sequence_block_seq AS int MINVALUE 1 MAXVALUE 32767 NO CYCLE;
+ALTER TABLE reshard.node ADD COLUMN sequence_block int UNIQUE;
+UPDATE reshard.node SET sequence_block = nextval('reshard.sequence_block_seq') WHERE state <> 'removed';
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -16,6 +16,7 @@ import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
 import { loadCommand } from './commands/loadCommand.js';
+import { adoptCheckCommand, tableAdoptReferenceCommand } from './commands/adoptCommands.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -111,6 +112,29 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .description('move a reference table\'s holder (the node that takes its writes) to another node, no write lost')
     .option('--schema <schema>', 'schema of the table', 'public')
     .action(async (name: string, node: string, options) => tableSetHolderCommand(output(), access(), name, node, options));
+  table.command('adopt-check <name>')
+    .description('every reason an existing plain table cannot be adopted (sharded, or with --reference), one line each with its fix; exits non-zero if any; changes nothing')
+    .option('--from <urls>', 'the server(s) that hold the table: postgres://user@host:port/db, comma-separated for several')
+    .option('--key <columns>', 'shard key column(s), comma-separated')
+    .option('--reference', 'check it as a reference table (no --key; --from must be a node of the cluster)')
+    .option('--colocate-with <table>', 'share the slot space of this sharded table')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .option('--headroom <percent>', 'share of each node\'s capacity that must stay free (default 10%)')
+    .action(async (name: string, options) => {
+      if (!(await adoptCheckCommand(output(), access(), name, options))) throw new CommandFailed(`${name} cannot be adopted. Fix: follow the Fix of each problem line, then check again`);
+    });
+  table.command('adopt <name>')
+    .description('adopt an existing plain table; with --reference: the table stays on its node (--from), which becomes its holder, and every other node gets a copy')
+    .option('--from <urls>', 'the server(s) that hold the table: postgres://user@host:port/db')
+    .option('--reference', 'adopt it as a reference table')
+    .option('--key <columns>', 'shard key column(s), comma-separated')
+    .option('--colocate-with <table>', 'share the slot space of this sharded table')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .option('--headroom <percent>', 'share of each node\'s capacity that must stay free (default 10%)')
+    .action(async (name: string, options: { reference?: boolean }) => {
+      if (!options.reference) throw badInput('this build adopts reference tables only', 'pass --reference, or create the sharded table with `table create` and `load` its rows');
+      return tableAdoptReferenceCommand(output(), access(), name, options);
+    });
   table.command('list').description('list sharded and reference tables')
     .action(async () => tableListCommand(output(), access()));
 
