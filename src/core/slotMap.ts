@@ -83,6 +83,31 @@ export function slotOfRemainder(map: SlotMap, hashRemainder: number): number {
   assert(false, `no slot of the map holds hash remainder ${hashRemainder}`);
 }
 
+/**
+ * A key's slot in O(1) for a hot path: the hash modulo `modulus`, then
+ * `slotOfRemainder[remainder]` (absent for a map never split: the remainder is the slot).
+ */
+export interface SlotLookup {
+  modulus: number;
+  slotOfRemainder?: Int32Array;
+}
+
+export function slotLookup(map: SlotMap): SlotLookup {
+  if (!isMixedSlotMap(map)) return { modulus: map.modulus };
+  const modulus = routingModulus(map);
+  const table = new Int32Array(modulus);
+  for (const id of slotIds(map)) {
+    for (let remainder = id; remainder < modulus; remainder += slotModulus(map, id)) table[remainder] = id;
+  }
+  return { modulus, slotOfRemainder: table };
+}
+
+/** A key's slot through a `slotLookup`. */
+export function slotOfKeyByLookup(lookup: SlotLookup, types: readonly ShardKeyType[], values: readonly ShardKeyValue[]): number {
+  const remainder = slotOfKey(types, values, lookup.modulus);
+  return lookup.slotOfRemainder ? lookup.slotOfRemainder[remainder]! : remainder;
+}
+
 /** A key's slot under the map, exactly as PostgreSQL routes the row. */
 export function slotOfKeyIn(map: SlotMap, types: readonly ShardKeyType[], values: readonly ShardKeyValue[]): number {
   return slotOfRemainder(map, slotOfKey(types, values, routingModulus(map)));
