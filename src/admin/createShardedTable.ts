@@ -11,6 +11,7 @@ import { connectNode } from '../plumbing/connectNode.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable, validateParentTable } from '../node/parentTable.js';
 import { createSlotPartitions } from '../node/slotPartitions.js';
+import { slotModulus } from '../core/slotMap.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 
 export interface CreateTableRequest {
@@ -64,7 +65,7 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
         await installNodeHelpers(client);
         await createParentTable(client, spec);
         const owned = slotMap.owners.flatMap((owner, slot) => (owner === node.name ? [slot] : []));
-        await createSlotPartitions(client, spec, owned, slotMap.modulus);
+        await createSlotPartitions(client, spec, owned, slotMap.modulus, (slot) => slotModulus(slotMap, slot));
       }
       const record: ShardedTableRecord = { ...spec, keyTypes, colocationGroup };
       await insertShardedTable(catalog, record);

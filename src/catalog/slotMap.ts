@@ -163,3 +163,12 @@ export async function recordSlotMerge(client: pg.ClientBase, parent: number, sib
   );
   return Number(result.rows[0]!.epoch);
 }
+
+/** The modulus of each of `slots` (a split slot's is not the cluster's). */
+export async function slotModuliOf(db: Queryable, slots: readonly number[]): Promise<Map<number, number>> {
+  const result = await db.query<{ slot: number; modulus: number }>(
+    'SELECT s.slot, coalesce(s.modulus, c.modulus) AS modulus FROM reshard.slot s, reshard.cluster c WHERE s.slot = ANY($1::int[])',
+    [slots],
+  );
+  return new Map(result.rows.map((row) => [row.slot, row.modulus]));
+}

@@ -307,7 +307,14 @@ export class Router {
       }
       try {
         // Synchronous when the slot is not frozen: no promise on the common path.
-        if (!this.gate.tryEnter(slot)) await this.gate.enter(slot, leftMs);
+        if (!this.gate.tryEnter(slot)) {
+          await this.gate.enter(slot, leftMs);
+          // Held through a split or a merge, the key may have another slot now: routed again at the new map.
+          if (this.slotOf(key) !== slot) {
+            this.gate.leave(slot);
+            continue;
+          }
+        }
       } catch (error) {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });

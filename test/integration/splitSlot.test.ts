@@ -1,0 +1,130 @@
+/**
+ * Split and merge of slots on their own node, online (issue 14): eight
+ * clients write through a router (the consistency check's workload: inserts,
+ * increments, deletes) while a slot is split, merged back by `reshard
+ * rollback`, split again, and the cluster grows by a node with split slots in
+ * its map; then every acknowledged write is present exactly once on its
+ * slot's owner and counters are exact.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addNode } from '../../src/admin/addNode.js';
+import { createShardedTable } from '../../src/admin/createShardedTable.js';
+import { initCluster } from '../../src/admin/initCluster.js';
+import { rebalance } from '../../src/admin/rebalance.js';
+import { rollbackMigration } from '../../src/admin/rollbackMigration.js';
+import { mergeSlot, splitSlot } from '../../src/admin/slotExchange.js';
+import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { readSlotMap } from '../../src/catalog/slotMap.js';
+import { CHECK_TABLES } from '../../src/checker/checkTables.js';
+import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
+import { Workload } from '../../src/checker/workload.js';
+import { ReshardError } from '../../src/core/errors.js';
+import { assertSlotMapValid, hasSlot, slotModulus, slotOfKeyIn } from '../../src/core/slotMap.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
+import { noPasswords } from '../../src/plumbing/connectNode.js';
+import { Router } from '../../src/router/router.js';
+import { catalogUrl, runCli } from '../support/cli.js';
+import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
+
+const SLOTS = 16;
+const HOT_SLOT = 5;
+
+async function slotMapOf(access: ClusterAccess): ReturnType<typeof readSlotMap> {
+  return withCatalog(access, (catalog) => readSlotMap(catalog));
+}
+
+describe('split and merge a slot online under 8 writing clients', () => {
+  let cluster: TestServers;
+  let access: ClusterAccess;
+  let router: Router | undefined;
+
+  beforeAll(async () => {
+    cluster = await startTestServers(4, 'sp');
+    access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
+    await initCluster(access, SLOTS);
+    for (const server of cluster.servers.slice(0, 3)) await addNode(access, { name: server.name, connection: server.connection });
+    for (const table of CHECK_TABLES) {
+      await createShardedTable(access, { name: table.name, shardKey: [...table.shardKey], definition: table.definition, ...('colocateWith' in table ? { colocateWith: table.colocateWith } : {}) });
+    }
+  });
+  afterAll(async () => {
+    await router?.close();
+    await cluster?.stop();
+  });
+
+  it('dry-run prints the steps and changes nothing; a slot that does not exist is refused in one line', async () => {
+    const before = await slotMapOf(access);
+    const dry = await splitSlot(access, { slot: HOT_SLOT, dryRun: true });
+    expect(dry.steps.map((step) => step.step)).toEqual(['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup']);
+    expect(dry.replacements).toEqual([{ slot: HOT_SLOT, modulus: 2 * SLOTS }, { slot: HOT_SLOT + SLOTS, modulus: 2 * SLOTS }]);
+    expect((await slotMapOf(access)).epoch).toBe(before.epoch);
+    await expect(splitSlot(access, { slot: 99 })).rejects.toThrow(ReshardError);
+    await expect(mergeSlot(access, { slot: 3 })).rejects.toThrow(/no sibling to merge with/);
+    const cli = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'split', '--slot', String(HOT_SLOT), '--dry-run']);
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(/Would split slot 5 \(modulus 16\) → slot 5 \(modulus 32\) and slot 21 \(modulus 32\)/);
+  });
+
+  it('loses no acknowledged write through split, merge (rollback), split again and a rebalance onto a new node', async () => {
+    router = await Router.connect({ catalog: access.catalog, name: 'split test', poolSizePerNode: 8 });
+    const workload = new Workload(router, { clients: 8, counters: 64, hotSlots: () => [HOT_SLOT] }, SLOTS);
+    await workload.prepare();
+    workload.start();
+    await new Promise((resolve) => setTimeout(resolve, 800));
+
+    const split = await splitSlot(access, { slot: HOT_SLOT });
+    console.log(`split of slot ${HOT_SLOT}: ${split.rows} rows, writes paused ${split.pauseMs} ms`);
+    expect(split.rows).toBeGreaterThan(0);
+    let map = await slotMapOf(access);
+    assertSlotMapValid(map);
+    expect(slotModulus(map, HOT_SLOT)).toBe(2 * SLOTS);
+    expect(map.owners[HOT_SLOT + SLOTS]).toBe(map.owners[HOT_SLOT]);
+    // The router learnt the split: keys of the high half route to the new slot.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const highKey = Array.from({ length: 1000 }, (_, i) => i + 1).find((id) => slotOfKeyIn(map, ['bigint'], [id]) === HOT_SLOT + SLOTS)!;
+    expect(router.slotOf(highKey)).toBe(HOT_SLOT + SLOTS);
+    // slot_of in the catalog agrees under the mixed map.
+    const catalog = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const ids = Array.from({ length: 200 }, (_, i) => i + 1);
+      const located = await catalog.query<{ id: string; slot: number }>("SELECT id::text, (SELECT slot FROM reshard.slot_of('reshard_check_items', id)) AS slot FROM unnest($1::bigint[]) AS id", [ids]);
+      for (const row of located.rows) expect(row.slot).toBe(slotOfKeyIn(map, ['bigint'], [Number(row.id)]));
+    } finally {
+      await catalog.end();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    // `reshard rollback` of a split merges the children back.
+    const rolledBack = await rollbackMigration(access, { emit: () => {}, moveConcurrencyMax: 1 });
+    expect(rolledBack.movedBackSlots).toEqual([HOT_SLOT]);
+    map = await slotMapOf(access);
+    expect(hasSlot(map, HOT_SLOT + SLOTS)).toBe(false);
+    expect(map.slotModuli).toBeUndefined();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    // Split again, and a second slot too, then grow the cluster by one node with the mixed map.
+    await splitSlot(access, { slot: HOT_SLOT });
+    await splitSlot(access, { slot: 2 });
+    await addNode(access, { name: cluster.servers[3]!.name, connection: cluster.servers[3]!.connection });
+    const grow = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
+    expect(grow.summary?.state).toBe('completed');
+    map = await slotMapOf(access);
+    assertSlotMapValid(map);
+    const share = new Map<string, number>();
+    for (const [slot, owner] of map.owners.entries()) if (owner !== undefined) share.set(owner, (share.get(owner) ?? 0) + SLOTS / slotModulus(map, slot));
+    console.log(`hash-space share per node after the rebalance (in slots of ${SLOTS}): ${JSON.stringify(Object.fromEntries(share))}`);
+    expect(share.get(cluster.servers[3]!.name) ?? 0).toBeGreaterThanOrEqual(3);
+    for (const units of share.values()) expect(Math.abs(units - SLOTS / 4)).toBeLessThanOrEqual(1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    const log = await workload.stop();
+    const report = await verifyWorkload(access, log);
+    console.log(`writes: ${log.samples.length}, inserts ${report.insertsAcked}, increments ${report.incrementsAcked}, deletes ${report.deletesAcked}, client errors ${log.errors.length}`);
+    expect(report.violations).toEqual([]);
+    expect(log.errors.slice(0, 5)).toEqual([]);
+    expect(report.insertsAcked).toBeGreaterThan(100);
+    expect(report.incrementsAcked).toBeGreaterThan(100);
+    const verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+  });
+});
