@@ -20,7 +20,15 @@ import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
 import { Workload } from '../../src/checker/workload.js';
 import { ReshardError } from '../../src/core/errors.js';
 import { assertSlotMapValid, hasSlot, slotModulus, slotOfKeyIn } from '../../src/core/slotMap.js';
-import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
+import { connectCatalog, withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
+import { getCluster } from '../../src/catalog/cluster.js';
+import { getNode } from '../../src/catalog/nodes.js';
+import { createSlotExchangeMigration } from '../../src/catalog/slotExchanges.js';
+import { listShardedTables } from '../../src/catalog/tables.js';
+import { SLOT_EXCHANGE_STEPS } from '../../src/mover/slotExchangeSteps.js';
+import { catalogStepJournal } from '../../src/mover/stepJournal.js';
+import { StepRunner } from '../../src/mover/stepRunner.js';
+import { connectNode } from '../../src/plumbing/connectNode.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/router.js';
 import { catalogUrl, runCli } from '../support/cli.js';
@@ -28,6 +36,22 @@ import { connectTo, startTestServers, type TestServers } from '../support/server
 
 const SLOTS = 16;
 const HOT_SLOT = 5;
+
+/** "freeze 210 ms, copy 12 ms, …": each step's begin → done, from the journal. */
+async function stepTimes(migrationId: number): Promise<string> {
+  return withCatalog(accessOf!, async (catalog) => {
+    const rows = await catalog.query<{ step: string; action: string; at: Date }>('SELECT step, action, at FROM reshard.journal WHERE migration_id = $1 ORDER BY id', [migrationId]);
+    const begun = new Map<string, number>();
+    const parts: string[] = [];
+    for (const row of rows.rows) {
+      if (row.action === 'begin') begun.set(row.step, row.at.getTime());
+      if (row.action === 'done' && begun.has(row.step)) parts.push(`${row.step} ${row.at.getTime() - begun.get(row.step)!} ms`);
+    }
+    return parts.join(', ');
+  });
+}
+
+let accessOf: ClusterAccess | undefined;
 
 async function slotMapOf(access: ClusterAccess): ReturnType<typeof readSlotMap> {
   return withCatalog(access, (catalog) => readSlotMap(catalog));
@@ -41,6 +65,7 @@ describe('split and merge a slot online under 8 writing clients', () => {
   beforeAll(async () => {
     cluster = await startTestServers(4, 'sp');
     access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
+    accessOf = access;
     await initCluster(access, SLOTS);
     for (const server of cluster.servers.slice(0, 3)) await addNode(access, { name: server.name, connection: server.connection });
     for (const table of CHECK_TABLES) {
@@ -73,7 +98,7 @@ describe('split and merge a slot online under 8 writing clients', () => {
     await new Promise((resolve) => setTimeout(resolve, 800));
 
     const split = await splitSlot(access, { slot: HOT_SLOT });
-    console.log(`split of slot ${HOT_SLOT}: ${split.rows} rows, writes paused ${split.pauseMs} ms`);
+    console.log(`split of slot ${HOT_SLOT}: ${split.rows} rows, writes paused ${split.pauseMs} ms; ${await stepTimes(split.migrationId!)}`);
     expect(split.rows).toBeGreaterThan(0);
     let map = await slotMapOf(access);
     assertSlotMapValid(map);
@@ -126,5 +151,56 @@ describe('split and merge a slot online under 8 writing clients', () => {
     expect(report.incrementsAcked).toBeGreaterThan(100);
     const verified = await verifyCluster(access);
     expect(verified.problems).toEqual([]);
+  });
+
+  /** Takes the first steps of a split of `slot` (through `lastStep`) and stops, as a crash there would. */
+  async function splitInterruptedAfter(slot: number, lastStep: string): Promise<number> {
+    const dry = await splitSlot(access, { slot, dryRun: true });
+    const catalog = await connectCatalog(access);
+    try {
+      const plan = { kind: 'split' as const, slot, node: dry.node, replaced: [slot], replacements: dry.replacements, replacedModulus: dry.replaced[0]!.modulus };
+      const cluster = await getCluster(catalog);
+      const migrationId = await createSlotExchangeMigration(catalog, plan, cluster.epoch, 0);
+      const node = await connectNode(await getNode(catalog, plan.node), noPasswords);
+      try {
+        const tables = (await listShardedTables(catalog)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
+        const context = { migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, replacedModulus: plan.replacedModulus, highOwner: plan.node,
+          exchange: { clusterModulus: cluster.modulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind } };
+        const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [slot], () => {});
+        const upTo = SLOT_EXCHANGE_STEPS.findIndex((step) => step.name === lastStep);
+        await runner.run(SLOT_EXCHANGE_STEPS.slice(0, upTo + 1), context, [slot]);
+      } finally {
+        await node.end();
+      }
+      return migrationId;
+    } finally {
+      await catalog.end();
+    }
+  }
+
+  it('resumes a split interrupted after its attach (split again), and undoes one in place (rollback)', async () => {
+    const rowsBefore = (await verifyCluster(access)).rowsTotal;
+    const resumedId = await splitInterruptedAfter(7, 'attach');
+    expect((await slotMapOf(access)).states[7]).toBe('frozen');
+    const resumed = await splitSlot(access, { slot: 7 });
+    expect(resumed.resumed).toBe(true);
+    expect(resumed.migrationId).toBe(resumedId);
+    let map = await slotMapOf(access);
+    expect(slotModulus(map, 7)).toBe(2 * SLOTS);
+    expect(map.owners[7 + SLOTS]).toBe(map.owners[7]);
+    let verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+    expect(verified.rowsTotal).toBe(rowsBefore);
+
+    await splitInterruptedAfter(9, 'attach');
+    const rolledBack = await rollbackMigration(access, { emit: () => {}, moveConcurrencyMax: 1 });
+    expect(rolledBack.undoneSlots).toEqual([9]);
+    map = await slotMapOf(access);
+    expect(hasSlot(map, 9 + SLOTS)).toBe(false);
+    expect(slotModulus(map, 9)).toBe(SLOTS);
+    expect(map.states[9]).toBe('active');
+    verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+    expect(verified.rowsTotal).toBe(rowsBefore);
   });
 });
