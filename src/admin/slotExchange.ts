@@ -1,6 +1,6 @@
 import { getCluster } from '../catalog/cluster.js';
-import { finishMigration, holdMigration, migrationIsHeld, reopenMigration, resumableMigration, updateMove } from '../catalog/migrationRuns.js';
-import { getNode } from '../catalog/nodes.js';
+import { createMigration, finishMigration, holdMigration, migrationIsHeld, reopenMigration, resumableMigration, updateMove } from '../catalog/migrationRuns.js';
+import { getNode, listNodes } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { createSlotExchangeMigration, slotExchangeOf, type SlotExchangePlan } from '../catalog/slotExchanges.js';
@@ -11,15 +11,22 @@ import { hasSlot, mergeParent, slotModulus, slotOwner, splitChildren, type SlotM
 import { MoveRolledBack } from '../mover/moveRolledBack.js';
 import { describeSlotExchange, SLOT_EXCHANGE_STEPS, type SlotExchangeContext } from '../mover/slotExchangeSteps.js';
 import { catalogStepJournal } from '../mover/stepJournal.js';
-import { StepRunner, type StepEvent } from '../mover/stepRunner.js';
-import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { StepRunner } from '../mover/stepRunner.js';
+import { connectCatalog, withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
+import { runMigration } from '../coordinator/runMigration.js';
 import { connectNode } from '../plumbing/connectNode.js';
 
 export interface SlotExchangeOptions {
   slot: number;
   /** Print the steps, change nothing. */
   dryRun?: boolean;
-  emit?: (event: StepEvent) => void;
+  emit?: MigrationEventSink;
+}
+
+export interface SplitOptions extends SlotExchangeOptions {
+  /** After the split, move the high child (slot N + m) to this node (an online move of half the slot's rows). */
+  to?: string;
 }
 
 export interface SlotExchangeResult {
@@ -38,6 +45,8 @@ export interface SlotExchangeResult {
   rows?: number;
   /** Writes to the slot paused from the freeze to the catalog switch (this process's part when resumed). */
   pauseMs?: number;
+  /** With `to`: the move of the high child that followed the split. */
+  moved?: { slot: number; to: string; migrationId: number; state: string; error?: string };
 }
 
 /**
@@ -45,15 +54,38 @@ export interface SlotExchangeResult {
  * its node, online (see `SLOT_EXCHANGE_STEPS`). Run again after a crash, it
  * resumes the interrupted split from its journal.
  */
-export function splitSlot(access: ClusterAccess, options: SlotExchangeOptions): Promise<SlotExchangeResult> {
-  return runSlotExchange(access, options, (map, slot) => {
+export async function splitSlot(access: ClusterAccess, options: SplitOptions): Promise<SlotExchangeResult> {
+  if (options.to !== undefined) await assertMoveTarget(access, options.to);
+  const result = await runSlotExchange(access, options, (map, slot) => {
     requireSlot(map, slot);
     const modulus = slotModulus(map, slot);
     const { low, high, modulus: childModulus } = splitChildren(map, slot);
     if (childModulus > SLOT_MODULUS_MAX) {
       throw new ReshardError('bad_input', `slot ${slot} has modulus ${modulus}; split, its children would pass PostgreSQL's largest modulus ${SLOT_MODULUS_MAX}`, 'split another slot');
     }
+    if (options.to !== undefined && options.to === slotOwner(map, slot)) {
+      throw new ReshardError('bad_input', `--to ${options.to} is the node slot ${slot} is on already`, 'name another node, or leave --to out to split in place');
+    }
     return { kind: 'split', slot, node: slotOwner(map, slot), replaced: [slot], replacements: [{ slot: low, modulus: childModulus }, { slot: high, modulus: childModulus }], replacedModulus: modulus };
+  });
+  if (options.to === undefined || result.dryRun) return result;
+  // The high child moves as one online move: the same journaled mover as a rebalance, half the slot's rows over the network.
+  const high = result.replacements[1]!.slot;
+  const migrationId = await withCatalog(access, async (catalog) => createMigration(catalog, {
+    mode: 'online', baseEpoch: (await getCluster(catalog)).epoch, plan: { splitOf: result.migrationId, moves: [{ slot: high, from: result.node, to: options.to, wave: 0 }] },
+    moves: [{ slot: high, source: result.node, target: options.to!, wave: 0, bytesTotal: 0 }],
+  }));
+  const summary = await runMigration(migrationId, { access, emit: options.emit ?? (() => {}), moveConcurrencyMax: 1 });
+  return { ...result, moved: { slot: high, to: options.to, migrationId, state: summary.state, ...(summary.error ? { error: summary.error } : {}) } };
+}
+
+/** `--to` must name an active node with weight (checked before anything changes). */
+async function assertMoveTarget(access: ClusterAccess, name: string): Promise<void> {
+  await withCatalog(access, async (catalog) => {
+    const node = (await listNodes(catalog)).find((candidate) => candidate.name === name);
+    if (!node || node.state !== 'active') {
+      throw new ReshardError('not_found', `--to names no active node "${name}"`, 'list the nodes with `reshard node list`');
+    }
   });
 }
 
@@ -171,7 +203,7 @@ export interface SlotExchangeRollback {
  * after it, the inverse runs — a split is taken back by a merge of its
  * children, a merge by a split of its slot — with the same machine.
  */
-export async function rollbackSlotExchange(access: ClusterAccess, migrationId: number, plan: SlotExchangePlan, emit?: (event: StepEvent) => void): Promise<SlotExchangeRollback> {
+export async function rollbackSlotExchange(access: ClusterAccess, migrationId: number, plan: SlotExchangePlan, emit?: MigrationEventSink): Promise<SlotExchangeRollback> {
   const catalog = await connectCatalog(access, `reshard rollback (${plan.kind})`);
   let switched: boolean;
   try {

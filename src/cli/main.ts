@@ -178,6 +178,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
   program.command('split')
     .description('split one slot in two on its node, online: slot N of modulus m becomes N and N + m of modulus 2m (run again after a crash to resume it; `reshard rollback` merges it back)')
     .requiredOption('--slot <n>', 'the slot to split')
+    .option('--to <node>', 'then move the new slot N + m to this node (an online move of half the rows)')
     .option('--dry-run', 'print the steps, change nothing')
     .action(async (options) => splitCommand(output(), access(), options));
 

@@ -203,4 +203,21 @@ describe('split and merge a slot online under 8 writing clients', () => {
     expect(verified.problems).toEqual([]);
     expect(verified.rowsTotal).toBe(rowsBefore);
   });
+
+  it('split --to moves the new half to another node (the CLI, end to end)', async () => {
+    const rowsBefore = (await verifyCluster(access)).rowsTotal;
+    const owner = (await slotMapOf(access)).owners[11]!;
+    const to = cluster.servers.map((server) => server.name).find((name) => name !== owner)!;
+    const cli = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'split', '--slot', '11', '--to', to]);
+    expect(cli.stderr).toBe('');
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(new RegExp(`Moved slot 27 to ${to}: migration \\d+ completed`));
+    const map = await slotMapOf(access);
+    expect(map.owners[11]).toBe(owner);
+    expect(map.owners[27]).toBe(to);
+    expect(slotModulus(map, 27)).toBe(2 * SLOTS);
+    const verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+    expect(verified.rowsTotal).toBe(rowsBefore);
+  });
 });
