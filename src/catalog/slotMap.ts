@@ -172,3 +172,10 @@ export async function slotModuliOf(db: Queryable, slots: readonly number[]): Pro
   );
   return new Map(result.rows.map((row) => [row.slot, row.modulus]));
 }
+
+/** The epoch of the slot's last change in the slot map (a split's or a merge's switch, for its low slot). */
+export async function slotChangedEpoch(db: Queryable, slot: number): Promise<number> {
+  const result = await db.query<{ epoch: string }>('SELECT changed_epoch::text AS epoch FROM reshard.slot WHERE slot = $1', [slot]);
+  assert(result.rows[0], `slot ${slot} exists in the slot map`);
+  return Number(result.rows[0].epoch);
+}

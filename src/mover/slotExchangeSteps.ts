@@ -1,12 +1,12 @@
 import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
-import { recordSlotMerge, recordSlotSplit, setSlotState } from '../catalog/slotMap.js';
+import { recordSlotMerge, recordSlotSplit, setSlotState, slotChangedEpoch } from '../catalog/slotMap.js';
 import { fenceSlot, unfenceSlot } from '../node/fence.js';
 import { leafName } from '../node/leafName.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import type { SlotTable } from '../node/slotPartitions.js';
 import {
-  copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves, exchangeRowCounts,
+  barOlderRoutes, copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves, exchangeRowCounts,
   stageReplacementLeaves, undoLeafExchange, type LeafExchange,
 } from '../node/splitLeaves.js';
 import { freezeSlotForRouters } from './freezeSlot.js';
@@ -155,8 +155,9 @@ const switchStep = step({
 
 const cleanup = step({
   name: 'cleanup',
-  describeExchange: (view) => `on ${view.nodeName}: DROP the retired leaves (standalone since the exchange) and the bound CHECK of the new leaves`,
+  describeExchange: (view) => `on ${view.nodeName}: calls routed at a map before the switch are refused on these slots (RSM01: route the key again); DROP the retired leaves (standalone since the exchange) and the bound CHECK of the new leaves`,
   async do(context) {
+    await barOlderRoutes(context.node, context.exchange, await slotChangedEpoch(context.catalog, context.exchange.replacements[0]!.slot));
     await dropRetiredLeaves(context.node, context.tables, context.exchange);
   },
 });

@@ -154,10 +154,9 @@ export async function leavesExchanged(db: Queryable, tables: readonly SlotTable[
  * EXCLUSIVE for its few milliseconds (plain DETACH needs that lock anyway, and
  * ATTACH needs it for the partition descriptor's sake, see `attachSlot`):
  * DETACH the replaced leaves, rename them retired, rename the staged leaves to
- * their names, ATTACH them (proven by their CHECK: no scan), and record the
- * new slots `owned` in the node's slot state at `epoch` (a replaced slot that
- * no replacement keeps loses its row: its keys are served by the new leaf on
- * this node). Atomic, so a crash leaves either side whole. Each attempt waits
+ * their names, ATTACH them (proven by their CHECK: no scan), and record every
+ * slot of the exchange `owned` in the node's slot state at `epoch` (a merged-
+ * away slot's keys are served by the merged leaf on this node). Atomic, so a crash leaves either side whole. Each attempt waits
  * at most ATTACH_LOCK_ATTEMPT_MS_MAX for the lock, then gives way and retries
  * within `lockTimeoutMs`. Idempotent.
  */
@@ -183,7 +182,8 @@ export async function exchangeLeaves(db: pg.ClientBase, tables: readonly SlotTab
   const kept = new Set(exchange.replacements.map(({ slot }) => slot));
   const slotStates = [
     ...exchange.replacements.map(({ slot }) => slotOwnedStatement(slot, epoch)),
-    ...exchange.replaced.filter((slot) => !kept.has(slot)).map((slot) => `DELETE FROM ${NODE_SCHEMA}.slot_state WHERE slot = ${slot}`),
+    // A merged-away slot stays served here (its keys are in the merged leaf) until cleanup bars older maps from it.
+    ...exchange.replaced.filter((slot) => !kept.has(slot)).map((slot) => slotOwnedStatement(slot, epoch)),
   ];
   return underParentLock(db, tables, [...statements, ...slotStates], lockTimeoutMs, `exchange slot leaves (${exchange.kind})`);
 }
@@ -220,6 +220,20 @@ export async function undoLeafExchange(db: pg.ClientBase, tables: readonly SlotT
     ...exchange.replacements.filter(({ slot }) => !replaced.has(slot)).map(({ slot }) => `DELETE FROM ${NODE_SCHEMA}.slot_state WHERE slot = ${slot}`),
   ];
   await underParentLock(db, tables, [...statements, ...slotStates], lockTimeoutMs, `undo of a slot leaf exchange (${exchange.kind})`);
+}
+
+/**
+ * After the switch: work routed at an epoch before `switchEpoch` is refused
+ * on every slot of the exchange (RSM01, "route the key again"). A router that
+ * missed a split would otherwise send keys of r + m as slot r, which is right
+ * only while r + m stays on this node. Idempotent; the bar only rises.
+ */
+export async function barOlderRoutes(db: Queryable, exchange: LeafExchange, switchEpoch: number): Promise<void> {
+  const slots = [...new Set([...exchange.replaced, ...exchange.replacements.map(({ slot }) => slot)])];
+  await db.query(
+    `UPDATE ${NODE_SCHEMA}.slot_state SET min_epoch = greatest(coalesce(min_epoch, 0), $2), changed_at = now() WHERE slot = ANY($1::int[])`,
+    [slots, switchEpoch],
+  );
 }
 
 /** Cleanup after the switch: the retired leaves dropped (standalone since the exchange). Idempotent. */

@@ -220,4 +220,21 @@ describe('split and merge a slot online under 8 writing clients', () => {
     expect(verified.problems).toEqual([]);
     expect(verified.rowsTotal).toBe(rowsBefore);
   });
+
+  it('refuses work routed at a map from before a split (RSM01: route the key again) and lets the new map through', async () => {
+    const map = await slotMapOf(access);
+    const owner = cluster.servers.find((server) => server.name === map.owners[7])!;
+    const changedAt = await withCatalog(access, async (catalog) => Number((await catalog.query<{ epoch: string }>('SELECT changed_epoch::text AS epoch FROM reshard.slot WHERE slot = 7')).rows[0]!.epoch));
+    const node = await connectTo(owner.connection);
+    try {
+      for (const slot of [7, 7 + SLOTS]) {
+        const stale = await node.query('SELECT reshard_node.route($1, $2)', [slot, changedAt - 1]).then(() => undefined, (error: unknown) => error as { code?: string; detail?: string });
+        expect(stale?.code).toBe('RSM01');
+        expect(JSON.parse(stale!.detail!)).toMatchObject({ slot, state: 'changed', epoch: changedAt });
+        await node.query('SELECT reshard_node.route($1, $2)', [slot, map.epoch]);
+      }
+    } finally {
+      await node.end();
+    }
+  });
 });
