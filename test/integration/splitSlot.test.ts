@@ -178,30 +178,38 @@ describe('split and merge a slot online under 8 writing clients', () => {
     }
   }
 
-  it('resumes a split interrupted after its attach (split again), and undoes one in place (rollback)', async () => {
-    const rowsBefore = (await verifyCluster(access)).rowsTotal;
-    const resumedId = await splitInterruptedAfter(7, 'attach');
-    expect((await slotMapOf(access)).states[7]).toBe('frozen');
-    const resumed = await splitSlot(access, { slot: 7 });
-    expect(resumed.resumed).toBe(true);
-    expect(resumed.migrationId).toBe(resumedId);
-    let map = await slotMapOf(access);
-    expect(slotModulus(map, 7)).toBe(2 * SLOTS);
-    expect(map.owners[7 + SLOTS]).toBe(map.owners[7]);
-    let verified = await verifyCluster(access);
-    expect(verified.problems).toEqual([]);
-    expect(verified.rowsTotal).toBe(rowsBefore);
+  // A crash after each step: running the split again finishes it; `reshard rollback` before the switch undoes it in place.
+  const RESUMED_AFTER = [['prepare', 0], ['freeze', 1], ['copy', 3], ['verify', 4], ['attach', 7], ['switch', 6]] as const;
+  const ROLLED_BACK_AFTER = [['prepare', 8], ['freeze', 10], ['copy', 12], ['verify', 13], ['attach', 9]] as const;
 
-    await splitInterruptedAfter(9, 'attach');
-    const rolledBack = await rollbackMigration(access, { emit: () => {}, moveConcurrencyMax: 1 });
-    expect(rolledBack.undoneSlots).toEqual([9]);
-    map = await slotMapOf(access);
-    expect(hasSlot(map, 9 + SLOTS)).toBe(false);
-    expect(slotModulus(map, 9)).toBe(SLOTS);
-    expect(map.states[9]).toBe('active');
-    verified = await verifyCluster(access);
-    expect(verified.problems).toEqual([]);
-    expect(verified.rowsTotal).toBe(rowsBefore);
+  it('resumes a split interrupted after any step (split again), and undoes one interrupted before its switch (rollback)', async () => {
+    const rowsBefore = (await verifyCluster(access)).rowsTotal;
+    for (const [step, slot] of RESUMED_AFTER) {
+      const interruptedId = await splitInterruptedAfter(slot, step);
+      if (step !== 'prepare' && step !== 'switch') expect((await slotMapOf(access)).states[slot]).toBe('frozen');
+      await expect(runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'resume'])).resolves.toMatchObject({ stderr: expect.stringMatching(new RegExp(`reshard split --slot ${slot}`)) });
+      const resumed = await splitSlot(access, { slot });
+      expect(resumed.resumed).toBe(true);
+      expect(resumed.migrationId).toBe(interruptedId);
+      const map = await slotMapOf(access);
+      expect(slotModulus(map, slot)).toBe(2 * SLOTS);
+      expect(map.owners[slot + SLOTS]).toBe(map.owners[slot]);
+      const verified = await verifyCluster(access);
+      expect({ step, problems: verified.problems }).toEqual({ step, problems: [] });
+      expect(verified.rowsTotal).toBe(rowsBefore);
+    }
+    for (const [step, slot] of ROLLED_BACK_AFTER) {
+      await splitInterruptedAfter(slot, step);
+      const rolledBack = await rollbackMigration(access, { emit: () => {}, moveConcurrencyMax: 1 });
+      expect(rolledBack.undoneSlots).toEqual([slot]);
+      const map = await slotMapOf(access);
+      expect(hasSlot(map, slot + SLOTS)).toBe(false);
+      expect(slotModulus(map, slot)).toBe(SLOTS);
+      expect(map.states[slot]).toBe('active');
+      const verified = await verifyCluster(access);
+      expect({ step, problems: verified.problems }).toEqual({ step, problems: [] });
+      expect(verified.rowsTotal).toBe(rowsBefore);
+    }
   });
 
   it('split --to moves the new half to another node (the CLI, end to end)', async () => {
