@@ -14,6 +14,7 @@ import { rebalance } from '../../src/admin/rebalance.js';
 import { rollbackMigration } from '../../src/admin/rollbackMigration.js';
 import { mergeSlot, splitSlot } from '../../src/admin/slotExchange.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { runDoctor } from '../../src/admin/doctor.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
@@ -151,6 +152,8 @@ describe('split and merge a slot online under 8 writing clients', () => {
     expect(report.incrementsAcked).toBeGreaterThan(100);
     const verified = await verifyCluster(access);
     expect(verified.problems).toEqual([]);
+    const doctor = await runDoctor(access, { fix: false });
+    expect(doctor.findings.filter((finding) => finding.severity !== 'ok').map((finding) => `${finding.node} ${finding.check}: ${finding.message}`)).toEqual([]);
   });
 
   /** Takes the first steps of a split of `slot` (through `lastStep`) and stops, as a crash there would. */
