@@ -98,3 +98,22 @@ describe('mixed-moduli slot map', () => {
     expect(() => assertSlotMapValid(chain)).toThrow(/chain of divisors/);
   });
 });
+
+describe('leaf names of split slots', () => {
+  it('name every slot id once, padded to the cluster\'s modulus, and read back', async () => {
+    const { leafName, slotOfLeafName } = await import('../../src/node/leafName.js');
+    const { stagedLeafName, retiredLeafName } = await import('../../src/node/splitLeaves.js');
+    expect(leafName('users', 5, 16)).toBe('users_s0005');
+    expect(leafName('users', 21, 16)).toBe('users_s0021');
+    expect(leafName('users', 65_541, 65_536)).toBe('users_s65541');
+    fc.assert(fc.property(fc.constantFrom(8, 256, 1000, 16_384), fc.nat({ max: 2 ** 20 }), (modulus, slot) => {
+      expect(slotOfLeafName('users', leafName('users', slot, modulus), modulus)).toBe(slot);
+    }));
+    const exchange = { clusterModulus: 16, replaced: [5], replacements: [{ slot: 5, modulus: 32 }, { slot: 21, modulus: 32 }], kind: 'split' as const };
+    expect(stagedLeafName({ name: 'users' }, exchange, 5)).toBe('users_s0005_split');
+    expect(stagedLeafName({ name: 'users' }, exchange, 21)).toBe('users_s0021');
+    expect(retiredLeafName({ name: 'users' }, exchange, 5)).toBe('users_s0005_presplit');
+    // Not a leaf name: leftovers of an exchange are never taken for a slot's leaf.
+    expect(slotOfLeafName('users', 'users_s0005_presplit', 16)).toBeUndefined();
+  });
+});

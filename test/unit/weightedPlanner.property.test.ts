@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { initialSlotMap, routingModulus, slotIds, slotModulus, splitSlotMap, type SlotMap } from '../../src/core/slotMap.js';
-import { planRebalance, type PlanInput, type PlannerNode } from '../../src/planner/index.js';
+import { initialSlotMap, routingModulus, slotIds, slotModulus, slotWeight, splitSlotMap, type SlotMap } from '../../src/core/slotMap.js';
+import { compareStrategies, planRebalance, type PlanInput, type PlannerNode } from '../../src/planner/index.js';
 
 /**
  * The planner on slot maps with split slots (issue 14, first version):
@@ -56,5 +56,15 @@ describe('planner on a split slot map', () => {
         expect(Math.abs((units.get(node.name) ?? 0) - share)).toBeLessThan(biggestSlotUnits + 1);
       }
     }), { numRuns: 400 });
+  });
+
+  it('plan --compare on a split map counts hash space (a half slot moved is half a slot of data)', () => {
+    fc.assert(fc.property(splitMapInput, (input) => {
+      const unsized = { ...input, slotBytes: input.slotBytes.map(() => 0) };
+      const comparison = compareStrategies(unsized);
+      const plan = planRebalance(unsized);
+      const moved = plan.moves.reduce((total, move) => total + slotWeight(input.slotMap, move.slot), 0);
+      expect(comparison.strategies.slots.moved_fraction).toBeCloseTo(moved / input.slotMap.modulus, 12);
+    }), { numRuns: 200 });
   });
 });
