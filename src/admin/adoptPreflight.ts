@@ -3,6 +3,7 @@ import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { listReferenceTables } from '../catalog/referenceTables.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
+import { slotWeight } from '../core/slotMap.js';
 import { listShardedTables } from '../catalog/tables.js';
 import { describeConnection, type ConnectionSettings } from '../core/connection.js';
 import { type DatabaseIdentity } from '../core/databaseIdentity.js';
@@ -29,7 +30,7 @@ export interface AdoptSource {
 /** A node of the cluster as the preflight needs it: its share of the slots and its space. */
 export interface AdoptClusterNode {
   name: string;
-  /** Slots it owns now: its share of the adopted rows is slots ÷ modulus. */
+  /** Slots it owns now, a split slot counting its share of the hash space (½ per split): its share of the adopted rows is slots ÷ modulus. */
   slotsOwned: number;
   space: NodeSpace;
   /** Whether a relation of the table's name already exists there. */
@@ -355,7 +356,7 @@ export async function checkAdoption(access: ClusterAccess, request: AdoptCheckRe
         const measured = await measureNodeSpace(client, node.connection.host);
         clusterNodes.push({
           name: node.name,
-          slotsOwned: slotMap.owners.filter((owner) => owner === node.name).length,
+          slotsOwned: slotMap.owners.reduce((sum, owner, slot) => (owner === node.name ? sum + slotWeight(slotMap, slot) : sum), 0),
           space: { name: node.name, usedBytes: measured.usedBytes, capacityBytes: capacityOf(node, measured) },
           nameTaken: await relationExists(client, schema, request.name),
           isSource: sourceIndex >= 0,

@@ -8,7 +8,7 @@ export { describeTable } from '../catalog/tables.js';
 export type { NodeRecord, ShardedTableRecord };
 
 /** The cluster's nodes and each slot's owner, as `reshard node list` shows them. */
-export async function readNodeList(access: ClusterAccess): Promise<{ nodes: NodeRecord[]; owners: readonly string[] }> {
+export async function readNodeList(access: ClusterAccess): Promise<{ nodes: NodeRecord[]; owners: readonly (string | undefined)[] }> {
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     return { nodes: await listNodes(catalog), owners: (await readSlotMap(catalog)).owners };

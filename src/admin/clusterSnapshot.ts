@@ -23,7 +23,8 @@ export interface ClusterSnapshot {
 
 /** Measures each slot's size on the node that owns it (all tables of the slot). */
 export async function measureSlotBytes(nodes: readonly NodeRecord[], tables: readonly ShardedTableRecord[], slotMap: SlotMapWithStates, passwords: PasswordLookup): Promise<number[]> {
-  const slotBytes = new Array<number>(slotMap.modulus).fill(0);
+  // By slot id: split slots have ids above the modulus.
+  const slotBytes = new Array<number>(Math.max(slotMap.modulus, slotMap.owners.length)).fill(0);
   if (tables.length === 0) return slotBytes;
   const owners = new Set(slotMap.owners);
   await Promise.all(nodes.filter((node) => owners.has(node.name)).map(async (node) => {
@@ -48,7 +49,7 @@ export async function readClusterSnapshot(catalog: pg.ClientBase, passwords: Pas
     throw new ReshardError('precondition', 'the cluster has no nodes yet', 'add one with `reshard node add <name> --url postgres://…`');
   }
   const slotBytes = options.measure === false
-    ? new Array<number>(slotMap.modulus).fill(0)
+    ? new Array<number>(Math.max(slotMap.modulus, slotMap.owners.length)).fill(0)
     : await measureSlotBytes(nodes, tables, slotMap, passwords);
   return { nodes, tables, slotMap, slotBytes };
 }

@@ -11,6 +11,7 @@ import { connectNode } from '../plumbing/connectNode.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { createParentTable, validateParentTable } from '../node/parentTable.js';
 import { createSlotPartitions } from '../node/slotPartitions.js';
+import { slotModulus } from '../core/slotMap.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 import { sequenceBlocks } from '../catalog/sequenceBlocks.js';
 import { confineSequencesOnNode } from './sequenceRanges.js';
@@ -67,7 +68,7 @@ export async function createShardedTable(access: ClusterAccess, request: CreateT
         await installNodeHelpers(client);
         await createParentTable(client, spec);
         const owned = slotMap.owners.flatMap((owner, slot) => (owner === node.name ? [slot] : []));
-        await createSlotPartitions(client, spec, owned, slotMap.modulus);
+        await createSlotPartitions(client, spec, owned, slotMap.modulus, (slot) => slotModulus(slotMap, slot));
         // Each node's sequences draw from its own block (README "Keys from sequences").
         await confineSequencesOnNode(client, spec, blocks.get(node.name), node.name);
       }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { hasSlot, slotIds, slotModulus } from '../core/slotMap.js';
 import { migrationIsHeld, migrationsInFlight, type MigrationInFlight } from '../catalog/migrationRuns.js';
 import { databaseIdentityKey, describeDatabaseIdentity, recordNodeIdentity, sameDatabase } from '../catalog/nodeIdentity.js';
 import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
@@ -400,7 +401,8 @@ function leftoverLeafFindings(
     for (const staged of onNode.standalone) {
       const slot = slotOfLeafName(table.name, staged, slotMap.modulus);
       // Not a name reshard gives, a leaf of a move in flight, or the owner's own detached leaf (drift, below).
-      if (slot === undefined || protectedSlots.has(slot) || slotMap.owners[slot] === node.name) continue;
+      // (A leaf of an id no slot has is a split's staged child: verify reports it once no split runs.)
+      if (slot === undefined || protectedSlots.has(slot) || slotMap.owners[slot] === node.name || slotMap.owners[slot] === undefined) continue;
       const owner = slotMap.owners[slot]!;
       const copy = otherCopy(copies, inspection, owner, table, slot, staged);
       if (copy.safe) {
@@ -452,9 +454,10 @@ function driftFindings(
       if (!onNode.identity.parentExists) continue;
       const parent = quoteQualified(table.schema, table.name);
       const holders = (slot: number): string[] => inspections.filter((other) => other.tables.get(key)?.attached.has(slot)).map((other) => other.node.name);
-      for (let slot = 0; slot < modulus; slot++) {
+      for (const slot of slotIds(slotMap)) {
         if (protectedSlots.has(slot)) continue;
         const owner = slotMap.owners[slot]!;
+        const boundModulus = slotModulus(slotMap, slot);
         const leaf = leafName(table.name, slot, modulus);
         const qualifiedLeaf = quoteQualified(table.schema, leaf);
         const attachedHere = onNode.attached.has(slot);
@@ -471,11 +474,16 @@ function driftFindings(
           findings.push(finding(name, 'slot_map_drift', 'error',
             `${key} slot ${slot} is owned by this node but not attached here${elsewhere.length ? ` (it is attached on ${elsewhere.join(', ')})` : ''}`,
             onNode.standalone.includes(leaf)
-              ? `on ${name}: ALTER TABLE ${parent} ATTACH PARTITION ${qualifiedLeaf} FOR VALUES WITH (MODULUS ${modulus}, REMAINDER ${slot})`
+              ? `on ${name}: ALTER TABLE ${parent} ATTACH PARTITION ${qualifiedLeaf} FOR VALUES WITH (MODULUS ${boundModulus}, REMAINDER ${slot})`
               : elsewhere.length
                 ? `the rows are on ${elsewhere.join(', ')}: inspect \`reshard slot ${slot} --node ${elsewhere[0]}\`; doctor never changes ownership`
-                : `the leaf is missing: on ${name}: CREATE TABLE ${qualifiedLeaf} PARTITION OF ${parent} FOR VALUES WITH (MODULUS ${modulus}, REMAINDER ${slot}) (its rows are lost unless a backup has them)`));
+                : `the leaf is missing: on ${name}: CREATE TABLE ${qualifiedLeaf} PARTITION OF ${parent} FOR VALUES WITH (MODULUS ${boundModulus}, REMAINDER ${slot}) (its rows are lost unless a backup has them)`));
         }
+      }
+      for (const [slot, attachedLeaf] of onNode.attached) {
+        if (hasSlot(slotMap, slot) || protectedSlots.has(slot)) continue;
+        findings.push(finding(name, 'slot_map_drift', 'error', `${key}: ${attachedLeaf} (remainder ${slot}) is attached here, but the slot map has no slot ${slot}`,
+          'a split or a merge did not finish: run the same `reshard split`/`reshard merge` again to resume it, or `reshard rollback`'));
       }
     }
     if (findings.length === before) {

@@ -1,4 +1,5 @@
 import { getNode } from '../catalog/nodes.js';
+import { hasSlot } from '../core/slotMap.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
@@ -23,8 +24,9 @@ export async function inspectSlot(access: ClusterAccess, slot: number, nodeName?
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const slotMap = await readSlotMap(catalog);
-    if (!Number.isInteger(slot) || slot < 0 || slot >= slotMap.modulus) {
-      throw badInput(`slot ${slot} does not exist; the cluster has slots 0 to ${slotMap.modulus - 1}`, 'pass a slot number in that range');
+    if (!hasSlot(slotMap, slot)) {
+      const splits = slotMap.owners.length > slotMap.modulus ? ' and the split slots above them' : '';
+      throw badInput(`slot ${slot} does not exist; the cluster has slots 0 to ${slotMap.modulus - 1}${splits}`, 'pass a slot number of the slot map (`reshard status` or the dashboard shows them)');
     }
     const owner = slotMap.owners[slot]!;
     const node = await getNode(catalog, nodeName ?? owner);

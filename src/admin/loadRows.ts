@@ -1,4 +1,5 @@
 import { Transform, type Readable, type Writable } from 'node:stream';
+import { slotLookup, slotOfKeyByLookup } from '../core/slotMap.js';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { parse as parseCsv } from 'csv-parse';
@@ -66,6 +67,7 @@ export async function loadRows(access: ClusterAccess, request: LoadRequest): Pro
     return { table, slotMap: await readSlotMap(catalog), nodes: new Map((await listNodes(catalog)).map((node) => [node.name, node])) };
   });
   const { table, slotMap, nodes } = routing;
+  const lookup = slotLookup(slotMap);
   const sinks = new Map<string, NodeSink>();
   let rows = 0;
   let bytesRead = 0;
@@ -107,7 +109,7 @@ export async function loadRows(access: ClusterAccess, request: LoadRequest): Pro
       }
       rows++;
       const values = keyValues(table, keyIndexes, record.fields, rows);
-      const owner = slotMap.owners[slotOfKey(table.keyTypes, values, slotMap.modulus)]!;
+      const owner = slotMap.owners[slotOfKeyByLookup(lookup, table.keyTypes, values)]!;
       const sink = await sinkFor(owner);
       sink.rows++;
       if (!sink.copy.write(record.line)) await drained(sink);

@@ -1,4 +1,5 @@
 import { getNode } from '../catalog/nodes.js';
+import { slotOfKeyIn } from '../core/slotMap.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
 import { describeTable, getShardedTable } from '../catalog/tables.js';
@@ -44,7 +45,7 @@ export async function locateKey(access: ClusterAccess, tableText: string, key: r
       );
     }
     const slotMap = await readSlotMap(catalog);
-    const slot = slotOfKey(table.keyTypes, key, slotMap.modulus);
+    const slot = slotOfKeyIn(slotMap, table.keyTypes, key);
     const owner = slotMap.owners[slot]!;
     const node = await getNode(catalog, owner);
     return {

@@ -1,4 +1,5 @@
 import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrationRuns.js';
+import { slotExchangeOf } from '../catalog/slotExchanges.js';
 import { listNodes } from '../catalog/nodes.js';
 import { getCluster } from '../catalog/cluster.js';
 import { listShardedTables } from '../catalog/tables.js';
@@ -201,6 +202,11 @@ export async function resumeMigration(access: ClusterAccess, options: Pick<Rebal
     const resumable = await resumableMigration(catalog);
     if (!resumable) throw new ReshardError('not_found', 'no migration is waiting to be resumed', 'start one with `reshard rebalance`');
     if (await migrationIsHeld(catalog, resumable.id)) throw migrationAlreadyRunningError(resumable.id, true);
+    const exchange = await slotExchangeOf(catalog, resumable.id);
+    if (exchange) {
+      throw new ReshardError('precondition', `migration ${resumable.id} is the ${exchange.kind} of slot ${exchange.slot}, which resume does not run`,
+        `run \`reshard ${exchange.kind} --slot ${exchange.slot}\` again: it continues from its journal (or \`reshard rollback\` to undo it)`);
+    }
     // A cancel only undoes; moves that will start need room on their nodes and their target to reach their source.
     if (resumable.mode === 'online' && (await readControl(catalog, resumable.id)) !== 'cancel') {
       // The same preflight as rebalance, before the migration is reopened; its own replication objects are not "others'".

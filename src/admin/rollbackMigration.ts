@@ -15,6 +15,8 @@ import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
 import { dropMigrationReplication, finishSwitchedMove, undoUnswitchedMove } from '../mover/revertMove.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import { scheduleWaves } from '../planner/index.js';
+import { slotExchangeOf } from '../catalog/slotExchanges.js';
+import { rollbackSlotExchange } from './slotExchange.js';
 
 export interface RollbackOptions {
   /** The latest migration when absent (only the latest can be rolled back). */
@@ -54,6 +56,13 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
   try {
     await assertCatalogCurrent(lock);
     const migration = await chooseMigration(lock, options.migrationId);
+    // A split or a merge is taken back by its own machine (in place before its switch, by its inverse after).
+    const exchange = await slotExchangeOf(lock, migration.id);
+    if (exchange) {
+      await lock.end().catch(() => {});
+      const taken = await rollbackSlotExchange(access, migration.id, exchange);
+      return { migrationId: migration.id, undoneSlots: taken.switched ? [] : [exchange.slot], movedBackSlots: taken.switched ? [exchange.slot] : [], dropped: [], drainingNodes: [] };
+    }
     if (!(await holdMigration(lock, migration.id))) throw runningElsewhere(migration.id);
     const moves = (await listMoves(lock, migration.id)).filter((move) => options.slot === undefined || move.slot === options.slot);
     if (options.slot !== undefined && moves.length === 0) {

@@ -2,6 +2,8 @@ import { databaseIdentityKey, describeDatabaseIdentity, sameDatabase } from '../
 import { listNodes, type DatabaseIdentity, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
+import { hasSlot, slotIds, slotModulus } from '../core/slotMap.js';
+import { attachedSlotModuli, exchangeLeftovers } from '../node/splitLeaves.js';
 import { describeTable, listShardedTables } from '../catalog/tables.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
@@ -37,9 +39,10 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
     const problems: string[] = [];
     const rowsByTable: Record<string, number> = {};
     slotMap.states.forEach((state, slot) => {
-      if (state !== 'active') problems.push(`slot ${slot} is ${state} in the slot map`);
+      if (state !== undefined && state !== 'active') problems.push(`slot ${slot} is ${state} in the slot map`);
     });
     const attachedBy = new Map<string, Map<number, string[]>>();
+    const attachedModuli = new Map<string, Map<number, number>>();
     const identities = new Map<string, DatabaseIdentity>();
     await Promise.all(nodes.map(async (node: NodeRecord) => {
       const client = await connectNode(node, access.passwords);
@@ -52,6 +55,10 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
           attachedBy.set(key, perSlot);
           for (const slot of slots.keys()) perSlot.set(slot, [...(perSlot.get(slot) ?? []), node.name]);
           for (const stray of await standaloneLeaves(client, table)) problems.push(`node ${node.name}: ${stray} is a leftover staging table (not attached)`);
+          for (const stray of await exchangeLeftovers(client, table)) problems.push(`node ${node.name}: ${stray} is left over from a split or merge`);
+          const moduli = attachedModuli.get(key) ?? new Map<number, number>();
+          attachedModuli.set(key, moduli);
+          for (const [slot, modulus] of await attachedSlotModuli(client, table)) moduli.set(slot, modulus);
           // Counted before the sum is read: the nodes are counted concurrently.
           const rows = await tableRowCount(client, table.schema, table.name);
           rowsByTable[key] = (rowsByTable[key] ?? 0) + rows;
@@ -67,12 +74,19 @@ export async function verifyCluster(access: ClusterAccess): Promise<VerifyReport
     for (const table of tables) {
       const key = describeTable(table);
       const perSlot = attachedBy.get(key) ?? new Map<number, string[]>();
-      for (let slot = 0; slot < slotMap.modulus; slot++) {
+      for (const slot of slotIds(slotMap)) {
         const holders = perSlot.get(slot) ?? [];
         const owner = slotMap.owners[slot]!;
         if (holders.length !== 1 || holders[0] !== owner) {
           problems.push(`${key} slot ${slot}: owner is ${owner} but attached on ${holders.length ? holders.join(', ') : 'no node'}`);
         }
+        const attachedModulus = attachedModuli.get(key)?.get(slot);
+        if (holders.length > 0 && attachedModulus !== slotModulus(slotMap, slot)) {
+          problems.push(`${key} slot ${slot}: modulus ${slotModulus(slotMap, slot)} in the slot map but attached with modulus ${attachedModulus}`);
+        }
+      }
+      for (const [slot, holders] of perSlot) {
+        if (!hasSlot(slotMap, slot)) problems.push(`${key}: a leaf of remainder ${slot} is attached on ${holders.join(', ')}, but the slot map has no slot ${slot}`);
       }
     }
     const references = await checkReferenceCopies(access, nodes, await listReferenceTables(catalog), { compareRows: true });

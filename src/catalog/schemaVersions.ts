@@ -294,6 +294,37 @@ ALTER TABLE reshard.node ADD COLUMN sequence_block int UNIQUE;
 UPDATE reshard.node SET sequence_block = nextval('reshard.sequence_block_seq') WHERE state <> 'removed';
 `,
   },
+  {
+    version: 8,
+    description: 'split slots: each slot has its own modulus (r of M → r and r + M of 2M); moves of kind split and merge; slot_of under mixed moduli',
+    sql: `
+-- A slot is one hash partition (modulus, remainder). Its id stays its
+-- remainder: in a valid map no two slots share one (they would overlap), so
+-- ids, leaf names and journal rows stay valid, and a split adds id r + M.
+-- NULL: the cluster's modulus (every slot of a map never split).
+ALTER TABLE reshard.slot ADD COLUMN modulus int CHECK (modulus IS NULL OR modulus > slot);
+
+-- A split or a merge is journaled as a move of its slot on one node (source = target).
+ALTER TABLE reshard.move ADD COLUMN kind text NOT NULL DEFAULT 'move' CHECK (kind IN ('move', 'split', 'merge'));
+ALTER TABLE reshard.move DROP CONSTRAINT move_check;
+ALTER TABLE reshard.move ADD CONSTRAINT move_ends_differ CHECK (kind <> 'move' OR source <> target);
+
+-- The slot of a key under mixed moduli, as PostgreSQL routes the row: the row
+-- hash modulo the largest modulus, then the one slot (m, r) with r = that mod m
+-- (the moduli divide each other). The moduli are read once per query.
+CREATE OR REPLACE FUNCTION reshard.slot_of(table_name text, VARIADIC key_values text[])
+RETURNS TABLE (slot int, owner text, connection text, state text)
+LANGUAGE sql STABLE AS $fn$
+  SELECT s.slot, s.owner, format('%s@%s:%s/%s', n.username, n.host, n.port, n.database), s.state
+    FROM (SELECT array_agg(DISTINCT coalesce(x.modulus, c.modulus)) AS moduli FROM reshard.slot x, reshard.cluster c) m,
+         LATERAL (SELECT reshard.hash_partition_slot((SELECT reshard.shard_key_types(table_name)), key_values,
+                                                     (SELECT max(v) FROM unnest(m.moduli) v)) AS remainder) k,
+         reshard.slot s JOIN reshard.node n ON n.name = s.owner, reshard.cluster c
+   WHERE s.slot IN (SELECT k.remainder % v FROM unnest(m.moduli) v)
+     AND k.remainder % coalesce(s.modulus, c.modulus) = s.slot
+$fn$;
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -10,22 +10,31 @@ export const SLOT_MAP_CHANNEL = 'reshard_slot_map';
 export type SlotState = 'active' | 'frozen';
 
 export interface SlotMapWithStates extends SlotMap {
-  states: readonly SlotState[];
+  /** By slot id, like `owners` (undefined where no slot has the id). */
+  states: readonly (SlotState | undefined)[];
 }
 
 export async function readSlotMap(db: Queryable): Promise<SlotMapWithStates> {
   const cluster = await getCluster(db);
-  const result = await db.query<{ slot: number; owner: string; state: SlotState }>(
-    'SELECT slot, owner, state FROM reshard.slot ORDER BY slot',
+  const result = await db.query<{ slot: number; owner: string; state: SlotState; modulus: number | null }>(
+    'SELECT slot, owner, state, modulus FROM reshard.slot ORDER BY slot',
   );
-  const owners: string[] = [];
-  const states: SlotState[] = [];
+  const owners: (string | undefined)[] = [];
+  const states: (SlotState | undefined)[] = [];
+  const moduli: (number | undefined)[] = [];
+  let mixed = false;
   for (const row of result.rows) {
-    assert(row.slot === owners.length, `slot map has a gap at slot ${owners.length}`);
-    owners.push(row.owner);
-    states.push(row.state);
+    // Ids below the cluster's modulus are all slots; above it only split children (sparse, like owners).
+    assert(row.slot < cluster.modulus ? row.slot === owners.length : row.slot >= owners.length, `slot map has a gap at slot ${owners.length}`);
+    owners[row.slot] = row.owner;
+    states[row.slot] = row.state;
+    if (row.modulus !== null && row.modulus !== cluster.modulus) {
+      moduli[row.slot] = row.modulus;
+      mixed = true;
+    }
   }
-  return { modulus: cluster.modulus, epoch: cluster.epoch, owners, states };
+  if (owners.length > 0 && owners.length < cluster.modulus) assert(false, `slot map has a gap at slot ${owners.length}`);
+  return { modulus: cluster.modulus, epoch: cluster.epoch, owners, states, ...(mixed ? { slotModuli: moduli } : {}) };
 }
 
 export async function slotMapIsEmpty(db: Queryable): Promise<boolean> {
@@ -105,4 +114,68 @@ export async function respreadSlotMap(db: Queryable, owners: readonly string[]):
   );
   const bumped = await db.query<{ epoch: string }>('UPDATE reshard.cluster SET epoch = epoch + 1 RETURNING epoch::text');
   await db.query(`SELECT pg_notify('${SLOT_MAP_CHANNEL}', $1)`, [bumped.rows[0]!.epoch]);
+}
+
+/**
+ * The switch of a split: slot `slot` becomes (childModulus, slot) and slot
+ * `slot + childModulus / 2` is added with owner `highOwner`, both active,
+ * epoch + 1, notify — one statement. Idempotent: a split already recorded
+ * returns the current epoch.
+ */
+export async function recordSlotSplit(client: pg.ClientBase, slot: number, childModulus: number, highOwner: string): Promise<number> {
+  const high = slot + childModulus / 2;
+  assert(Number.isSafeInteger(high), `modulus ${childModulus} of a split child is even`);
+  const result = await client.query<{ epoch: string; present: boolean; done: boolean }>(
+    `WITH current AS (SELECT coalesce(s.modulus, c.modulus) AS modulus FROM reshard.slot s, reshard.cluster c WHERE s.slot = $1 FOR UPDATE OF s),
+          todo AS (SELECT 1 FROM current WHERE modulus * 2 = $2),
+          bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM todo) RETURNING epoch),
+          low AS (UPDATE reshard.slot SET modulus = $2, state = 'active', changed_epoch = (SELECT epoch FROM bumped)
+                   WHERE slot = $1 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
+          high AS (INSERT INTO reshard.slot (slot, owner, state, modulus, changed_epoch)
+                   SELECT $3, $4, 'active', $2, epoch FROM bumped RETURNING slot),
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+     SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
+            EXISTS (SELECT 1 FROM current) AS present, (SELECT modulus FROM current) = $2 AS done,
+            (SELECT count(*) FROM low) + (SELECT count(*) FROM high) + (SELECT count(*) FROM notified) AS changed`,
+    [slot, childModulus, high, highOwner],
+  );
+  const row = result.rows[0]!;
+  assert(row.present, `slot ${slot} exists in the slot map`);
+  return Number(row.epoch);
+}
+
+/**
+ * The switch of a merge: slot `sibling` is deleted and `parent` becomes
+ * (parentModulus, parent), active, epoch + 1, notify — one statement.
+ * Idempotent: a merge already recorded returns the current epoch.
+ */
+export async function recordSlotMerge(client: pg.ClientBase, parent: number, sibling: number, parentModulus: number): Promise<number> {
+  const result = await client.query<{ epoch: string }>(
+    `WITH gone AS (SELECT slot FROM reshard.slot WHERE slot = $2 FOR UPDATE),
+          bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM gone) RETURNING epoch, modulus),
+          deleted AS (DELETE FROM reshard.slot WHERE slot = $2 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
+          kept AS (UPDATE reshard.slot SET modulus = nullif($3, (SELECT modulus FROM bumped)), state = 'active', changed_epoch = (SELECT epoch FROM bumped)
+                    WHERE slot = $1 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+     SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
+            (SELECT count(*) FROM deleted) + (SELECT count(*) FROM kept) + (SELECT count(*) FROM notified) AS changed`,
+    [parent, sibling, parentModulus],
+  );
+  return Number(result.rows[0]!.epoch);
+}
+
+/** The modulus of each of `slots` (a split slot's is not the cluster's). */
+export async function slotModuliOf(db: Queryable, slots: readonly number[]): Promise<Map<number, number>> {
+  const result = await db.query<{ slot: number; modulus: number }>(
+    'SELECT s.slot, coalesce(s.modulus, c.modulus) AS modulus FROM reshard.slot s, reshard.cluster c WHERE s.slot = ANY($1::int[])',
+    [slots],
+  );
+  return new Map(result.rows.map((row) => [row.slot, row.modulus]));
+}
+
+/** The epoch of the slot's last change in the slot map (a split's or a merge's switch, for its low slot). */
+export async function slotChangedEpoch(db: Queryable, slot: number): Promise<number> {
+  const result = await db.query<{ epoch: string }>('SELECT changed_epoch::text AS epoch FROM reshard.slot WHERE slot = $1', [slot]);
+  assert(result.rows[0], `slot ${slot} exists in the slot map`);
+  return Number(result.rows[0].epoch);
 }

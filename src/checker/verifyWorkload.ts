@@ -1,7 +1,7 @@
+import { slotOfKeyIn } from '../core/slotMap.js';
 import type pg from 'pg';
 import { listNodes } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
-import { slotOf } from '../core/hash.js';
 import { verifyCluster } from '../admin/verifyCluster.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectNode } from '../plumbing/connectNode.js';
@@ -53,7 +53,7 @@ export async function verifyWorkload(access: ClusterAccess, log: WorkloadLog): P
       await client.end().catch(() => {});
     }
   }));
-  const ownerOf = (id: number): string => slotMap.owners[slotOf('bigint', id, slotMap.modulus)]!;
+  const ownerOf = (id: number): string => slotMap.owners[slotOfKeyIn(slotMap, ['bigint'], [id])]!;
 
   for (const id of log.insertedAcked) {
     const holders = itemHolders.get(id) ?? [];

@@ -11,6 +11,7 @@ import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand } from './commands/rebalanceCommands.js';
 import { statusCommand, waitCommand } from './commands/statusCommand.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
+import { mergeCommand, splitCommand } from './commands/splitCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
@@ -197,6 +198,19 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--slot <n>', 'only this slot\'s move')
     .option('--concurrency <n>', 'moves in flight at once while moving slots back', '4')
     .action(async (options) => rollbackCommand(output(), access(), options));
+
+  program.command('split')
+    .description('split one slot in two on its node, online: slot N of modulus m becomes N and N + m of modulus 2m (run again after a crash to resume it; `reshard rollback` merges it back)')
+    .requiredOption('--slot <n>', 'the slot to split')
+    .option('--to <node>', 'then move the new slot N + m to this node (an online move of half the rows)')
+    .option('--dry-run', 'print the steps, change nothing')
+    .action(async (options) => splitCommand(output(), access(), options));
+
+  program.command('merge')
+    .description('merge a split slot and its sibling (on one node) back into their parent, online')
+    .requiredOption('--slot <n>', 'either of the two sibling slots')
+    .option('--dry-run', 'print the steps, change nothing')
+    .action(async (options) => mergeCommand(output(), access(), options));
 
   program.command('status').description('show the current or last migration and its moves')
     .option('--migration <id>', 'show this migration instead of the latest')

@@ -11,8 +11,8 @@ export interface DashboardState {
   catalog: { reachable: boolean; error: string | null };
   cluster: { slots: number; epoch: number } | null;
   nodes: DashboardNode[];
-  /** owners[slot] = node name; frozen: slots whose writes are held right now. */
-  slot_map: { owners: string[]; frozen: number[] };
+  /** owners[slot] = node name (null: no slot has that id, after a split); frozen: slots whose writes are held right now. */
+  slot_map: { owners: (string | null)[]; frozen: number[] };
   migration: DashboardMigration | null;
   plan: DashboardPlan | null;
   history: DashboardHistoryEntry[];

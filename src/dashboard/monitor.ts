@@ -225,7 +225,7 @@ export class DashboardMonitor {
     const owners = [...read.slotMap.owners];
     if (running) for (const move of read.moves) if (move.state === 'done') owners[move.slot] = move.source;
     // A slot's size is measured where its data is now: on its current owner.
-    const slotBytes = read.slotMap.owners.map((owner, slot) => this.measurements.get(owner)?.bytesBySlot.get(slot) ?? 0);
+    const slotBytes = Array.from(read.slotMap.owners, (owner, slot) => (owner === undefined ? 0 : this.measurements.get(owner)?.bytesBySlot.get(slot) ?? 0));
     try {
       const input = plannerInput({ nodes: read.nodes, tables: read.tables, slotMap: { ...read.slotMap, owners }, slotBytes });
       const comparison = compareStrategies(input);
@@ -302,7 +302,7 @@ export class DashboardMonitor {
       cluster: read ? { slots: read.cluster.modulus, epoch: read.cluster.epoch } : null,
       nodes,
       slot_map: {
-        owners: read ? [...read.slotMap.owners] : [],
+        owners: read ? Array.from(read.slotMap.owners, (owner) => owner ?? null) : [],
         frozen: read ? read.slotMap.states.flatMap((slotState, slot) => (slotState === 'frozen' ? [slot] : [])) : [],
       },
       migration,

@@ -1,7 +1,7 @@
 import type pg from 'pg';
+import { slotLookup, slotOfKeyByLookup } from '../core/slotMap.js';
 import { listNodes } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
-import { slotOf } from '../core/hash.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectNode } from '../plumbing/connectNode.js';
 
@@ -18,9 +18,9 @@ const BATCH_ROWS = 20_000;
  * owns its slot (computed locally, as a router would). Returns rows inserted.
  */
 export async function loadDemoRows(access: ClusterAccess, count: number, onProgress?: (rowsLoaded: number) => void): Promise<number> {
-  const { owners, modulus, nodes } = await withCatalog(access, async (catalog) => {
+  const { owners, lookup, nodes } = await withCatalog(access, async (catalog) => {
     const slotMap = await readSlotMap(catalog);
-    return { owners: slotMap.owners, modulus: slotMap.modulus, nodes: await listNodes(catalog) };
+    return { owners: slotMap.owners, lookup: slotLookup(slotMap), nodes: await listNodes(catalog) };
   });
   const clients = new Map<string, pg.Client>();
   try {
@@ -30,7 +30,7 @@ export async function loadDemoRows(access: ClusterAccess, count: number, onProgr
       const last = Math.min(count, first + BATCH_ROWS - 1);
       const idsByNode = new Map<string, number[]>();
       for (let id = first; id <= last; id++) {
-        const owner = owners[slotOf('bigint', id, modulus)]!;
+        const owner = owners[slotOfKeyByLookup(lookup, ['bigint'], [id])]!;
         const ids = idsByNode.get(owner) ?? [];
         ids.push(id);
         idsByNode.set(owner, ids);

@@ -1,5 +1,5 @@
 import { getCluster } from '../catalog/cluster.js';
-import { setSlotState } from '../catalog/slotMap.js';
+import { setSlotState, slotModuliOf } from '../catalog/slotMap.js';
 import { unfenceSlot } from '../node/fence.js';
 import {
   detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
@@ -20,7 +20,8 @@ export const prepareStep: MoveStep<SlotMoveBase> = {
   describe: (view) => `on ${view.targetName}: create ${describeLeaves(view)} standalone, shaped like the parents, with CHECK satisfies_hash_partition(parent, ${view.modulus}, ${view.slot}, key)`,
   async do(context, slots) {
     // One transaction on the target for every slot of the run.
-    await stageSlotLeaves(context.target, context.tables, slots, context.modulus);
+    const moduli = await slotModuliOf(context.catalog, slots);
+    await stageSlotLeaves(context.target, context.tables, slots, context.modulus, (slot) => moduli.get(slot) ?? context.modulus);
   },
   async undo(context, slots) {
     for (const slot of slots) {

@@ -2,11 +2,13 @@ import { assert } from '../core/assert.js';
 import { assertIdentifierFits } from '../core/identifier.js';
 
 /**
- * The partition of `table` that holds `slot`: `users_s0017`. Zero-padded so
- * leaves sort by slot in `\d+`.
+ * The partition of `table` that holds `slot`: `users_s0017`. Zero-padded (to
+ * the digits of the cluster's `modulus`) so leaves sort by slot in `\d+`. A
+ * split adds slot ids at or above the cluster's modulus (r + M): their names
+ * may be longer, never ambiguous, and a slot keeps its name through splits.
  */
 export function leafName(table: string, slot: number, modulus: number): string {
-  assert(Number.isInteger(slot) && slot >= 0 && slot < modulus, `slot ${slot} is within modulus ${modulus}`);
+  assert(Number.isSafeInteger(slot) && slot >= 0 && Number.isSafeInteger(modulus) && modulus > 0, `slot ${slot} is a slot id of a cluster of modulus ${modulus}`);
   const digits = Math.max(4, String(modulus - 1).length);
   const name = `${table}_s${String(slot).padStart(digits, '0')}`;
   assertIdentifierFits(name, 'partition name');
@@ -35,6 +37,6 @@ export function slotOfLeafName(table: string, relname: string, modulus: number):
   const digits = relname.slice(prefix.length);
   if (!/^[0-9]+$/.test(digits)) return undefined;
   const slot = Number(digits);
-  if (!Number.isSafeInteger(slot) || slot >= modulus) return undefined;
+  if (!Number.isSafeInteger(slot)) return undefined;
   return leafName(table, slot, modulus) === relname ? slot : undefined;
 }

@@ -44,9 +44,19 @@ $fn$`);
   owner text CHECK ((state = 'moved') = (owner IS NOT NULL)),
   changed_at timestamptz NOT NULL DEFAULT now()
 )`);
+  // A split or a merge changes which keys a slot id holds: work routed at an epoch before that
+  // (a map that does not know the change) is refused, so its router routes the key again.
+  await db.query(`ALTER TABLE ${NODE_SCHEMA}.slot_state ADD COLUMN IF NOT EXISTS min_epoch bigint`);
   // The refusal of a route (always raises). DETAIL is JSON so that any client can parse the redirect.
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.refuse_route(slot integer, epoch bigint, here ${NODE_SCHEMA}.slot_state) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
+  IF here.state = 'owned' THEN
+    RAISE EXCEPTION USING
+      ERRCODE = '${FENCE_SQLSTATE}',
+      MESSAGE = format('reshard: slot %s was split or merged at epoch %s; this call was routed at epoch %s', refuse_route.slot, here.min_epoch, refuse_route.epoch),
+      DETAIL = json_build_object('slot', refuse_route.slot, 'state', 'changed', 'epoch', here.min_epoch, 'routed_epoch', refuse_route.epoch)::text,
+      HINT = 'refresh the slot map and route the key again';
+  END IF;
   IF here.state = 'frozen' THEN
     RAISE EXCEPTION USING
       ERRCODE = '${FENCE_SQLSTATE}',
@@ -69,7 +79,7 @@ DECLARE
 BEGIN
   PERFORM pg_advisory_xact_lock_shared(${ROUTE_LOCK_CLASS}, route.slot);
   SELECT * INTO here FROM ${NODE_SCHEMA}.slot_state s WHERE s.slot = route.slot;
-  IF NOT FOUND OR here.state = 'owned' THEN
+  IF NOT FOUND OR (here.state = 'owned' AND route.epoch >= coalesce(here.min_epoch, 0)) THEN
     RETURN;
   END IF;
   PERFORM ${NODE_SCHEMA}.refuse_route(route.slot, route.epoch, here);
@@ -87,7 +97,7 @@ BEGIN
     PERFORM pg_advisory_lock_shared(${ROUTE_LOCK_CLASS}, route_lease.slot);
   END IF;
   SELECT * INTO here FROM ${NODE_SCHEMA}.slot_state s WHERE s.slot = route_lease.slot;
-  IF NOT FOUND OR here.state = 'owned' THEN
+  IF NOT FOUND OR (here.state = 'owned' AND route_lease.epoch >= coalesce(here.min_epoch, 0)) THEN
     RETURN;
   END IF;
   PERFORM pg_advisory_unlock_shared(${ROUTE_LOCK_CLASS}, route_lease.slot);

@@ -38,11 +38,11 @@ export async function runInOneTransaction(db: pg.ClientBase, statements: readonl
 }
 
 /** Creates and attaches the partitions of `slots` (a node's initial share). */
-export async function createSlotPartitions(db: Queryable, table: SlotTable, slots: readonly number[], modulus: number): Promise<void> {
+export async function createSlotPartitions(db: Queryable, table: SlotTable, slots: readonly number[], modulus: number, boundModulusOf: (slot: number) => number = () => modulus): Promise<void> {
   if (slots.length === 0) return;
   const parent = quoteQualified(table.schema, table.name);
   const statements = slots.map(
-    (slot) => `CREATE TABLE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} PARTITION OF ${parent} ${boundClause(modulus, slot)};`,
+    (slot) => `CREATE TABLE ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} PARTITION OF ${parent} ${boundClause(boundModulusOf(slot), slot)};`,
   );
   await db.query(statements.join('\n'));
 }
@@ -71,17 +71,20 @@ export async function leafState(db: Queryable, table: SlotTable, slot: number, m
  * round trip, and whether the session is inside a transaction (where its own
  * uncommitted ATTACH would look attached to it and to nobody else).
  */
-export async function unattachedSlotLeaves<T extends SlotTable>(db: Queryable, tables: readonly T[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: T[] }> {
+export async function unattachedSlotLeaves<T extends SlotTable>(db: Queryable, tables: readonly T[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: T[]; boundModulus: number | undefined }> {
   const names = tables.map((table) => quoteLiteral(quoteQualified(table.schema, leafName(table.name, slot, modulus))));
   // No parameters: the simple protocol runs the statement in one message, so outside a transaction
   // now() (its start) equals statement_timestamp(); the extended protocol's messages would set them apart.
-  const result = await db.query<{ in_transaction: boolean; unattached: string[] }>(
+  const result = await db.query<{ in_transaction: boolean; unattached: string[]; bound_modulus: number | null }>(
     `SELECT now() <> statement_timestamp() AS in_transaction,
-            coalesce(array_agg(l.position::text ORDER BY l.position) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached
-       FROM unnest(ARRAY[${names.join(', ')}]::text[]) WITH ORDINALITY AS l(name, position)`,
+            coalesce(array_agg(l.position::text ORDER BY l.position) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached,
+            -- The modulus the staged leaves' CHECK proves (a split slot's is not the cluster's).
+            max(substring(pg_get_constraintdef(k.oid) from 'satisfies_hash_partition\\([^,]*, (\\d+),'))::int AS bound_modulus
+       FROM unnest(ARRAY[${names.join(', ')}]::text[]) WITH ORDINALITY AS l(name, position)
+       LEFT JOIN pg_constraint k ON k.conrelid = to_regclass(l.name) AND k.conname = '${SLOT_BOUND_CONSTRAINT}'`,
   );
   const row = result.rows[0]!;
-  return { inTransaction: row.in_transaction, unattached: row.unattached.map((position) => tables[Number(position) - 1]!) };
+  return { inTransaction: row.in_transaction, unattached: row.unattached.map((position) => tables[Number(position) - 1]!), boundModulus: row.bound_modulus ?? undefined };
 }
 
 /**
@@ -90,7 +93,7 @@ export async function unattachedSlotLeaves<T extends SlotTable>(db: Queryable, t
  * later ATTACH is proven by the constraint and does not scan. All slots in one
  * transaction; idempotent: leaves that exist are left as they are.
  */
-export async function stageSlotLeaves(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number): Promise<void> {
+export async function stageSlotLeaves(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number, boundModulusOf: (slot: number) => number = () => modulus): Promise<void> {
   const statements: string[] = [];
   for (const table of tables) {
     const oid = await parentOid(db, table);
@@ -101,7 +104,7 @@ export async function stageSlotLeaves(db: pg.ClientBase, tables: readonly SlotTa
       if (existing.rows[index]?.present) return;
       statements.push(
         `CREATE TABLE ${names[index]} (LIKE ${quoteQualified(table.schema, table.name)} INCLUDING ALL)`,
-        `ALTER TABLE ${names[index]} ADD CONSTRAINT ${SLOT_BOUND_CONSTRAINT} CHECK (satisfies_hash_partition(${oid}::oid, ${modulus}, ${slot}, ${keys}))`,
+        `ALTER TABLE ${names[index]} ADD CONSTRAINT ${SLOT_BOUND_CONSTRAINT} CHECK (satisfies_hash_partition(${oid}::oid, ${boundModulusOf(slot)}, ${slot}, ${keys}))`,
       );
     });
   }
@@ -151,12 +154,12 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
  * commits: queries wait for it, then see the partition.
  */
 export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<void> {
-  const { unattached } = await unattachedSlotLeaves(db, tables, slot, modulus);
+  const { unattached, boundModulus } = await unattachedSlotLeaves(db, tables, slot, modulus);
   if (unattached.length === 0) return;
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
   const parents = unattached.map((table) => quoteQualified(table.schema, table.name));
   const attaches = unattached.map((table) =>
-    `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(modulus, slot)}`);
+    `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(boundModulus ?? modulus, slot)}`);
   const deadline = performance.now() + lockTimeoutMs;
   const waitLog = startWaitLog(logger, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, lockTimeoutMs, { slot });
   for (let attempt = 1; ; attempt++) {

@@ -45,6 +45,7 @@ export function chooseMoves(
 ): ChosenMove[] {
   const slotsByOwner = new Map<string, number[]>();
   slotMap.owners.forEach((owner, slot) => {
+    if (owner === undefined) return;
     const slots = slotsByOwner.get(owner) ?? [];
     slots.push(slot);
     slotsByOwner.set(owner, slots);

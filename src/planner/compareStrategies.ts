@@ -2,6 +2,7 @@ import { movementMatrix, type MovementMatrix } from './movementMatrix.js';
 import { planRebalance } from './planRebalance.js';
 import type { PlanInput } from './types.js';
 import { compareNames } from './validatePlanInput.js';
+import { slotIds, slotOwners, slotWeight } from '../core/slotMap.js';
 
 export interface StrategyResult {
   /** Fraction of all data whose owner changes, 0..1. */
@@ -41,7 +42,7 @@ export interface Comparison {
 export function compareStrategies(input: PlanInput): Comparison {
   const plan = planRebalance(input);
   const { slotMap, slotBytes } = input;
-  const before = [...new Set(slotMap.owners)].sort(compareNames);
+  const before = slotOwners(slotMap).sort(compareNames);
   const targets = input.nodes.filter((node) => node.weight > 0);
   const targetNames = new Set(targets.map((node) => node.name));
   const after = [
@@ -50,14 +51,14 @@ export function compareStrategies(input: PlanInput): Comparison {
   ];
 
   const bytesKnown = slotBytes.some((bytes) => bytes > 0);
-  const unitsOfSlot = (slot: number): number => (bytesKnown ? slotBytes[slot]! : 1);
+  const unitsOfSlot = (slot: number): number => (bytesKnown ? slotBytes[slot]! : slotWeight(slotMap, slot));
   const unitsTotal = bytesKnown ? plan.bytesTotal : slotMap.modulus;
   const unitsMoved = plan.moves.reduce((total, move) => total + unitsOfSlot(move.slot), 0);
 
   const rangeFraction = rangeMovedFraction(before, after);
   const moduloFraction = moduloMovedFraction(before, after);
   const unitsHeld = new Map<string, number>();
-  slotMap.owners.forEach((owner, slot) => unitsHeld.set(owner, (unitsHeld.get(owner) ?? 0) + unitsOfSlot(slot)));
+  slotIds(slotMap).forEach((slot) => unitsHeld.set(slotMap.owners[slot]!, (unitsHeld.get(slotMap.owners[slot]!) ?? 0) + unitsOfSlot(slot)));
 
   return {
     nodes_before: before,

@@ -1,6 +1,7 @@
 import { formatBytes } from '../core/bytes.js';
 import type { Plan, PlanInput } from './types.js';
 import { compareNames } from './validatePlanInput.js';
+import { slotOwners } from '../core/slotMap.js';
 
 export interface MovementCell {
   slots: number;
@@ -19,7 +20,7 @@ export interface MovementMatrix {
 
 export function movementMatrix(input: PlanInput, plan: Plan): MovementMatrix {
   const { slotMap, slotBytes } = input;
-  const nodes = [...new Set([...slotMap.owners, ...Object.keys(plan.targetSlotCounts)])].sort(compareNames);
+  const nodes = [...new Set([...slotOwners(slotMap), ...Object.keys(plan.targetSlotCounts)])].sort(compareNames);
   const indexOf = new Map(nodes.map((name, i) => [name, i]));
   const cells = nodes.map(() => nodes.map(() => ({ slots: 0, bytes: 0 })));
   const add = (from: string, to: string, bytes: number): void => {
@@ -33,7 +34,7 @@ export function movementMatrix(input: PlanInput, plan: Plan): MovementMatrix {
     add(move.from, move.to, move.bytes);
   }
   slotMap.owners.forEach((owner, slot) => {
-    if (!movedSlots.has(slot)) add(owner, owner, slotBytes[slot]!);
+    if (owner !== undefined && !movedSlots.has(slot)) add(owner, owner, slotBytes[slot]!);
   });
   return { nodes, cells };
 }

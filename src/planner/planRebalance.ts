@@ -1,10 +1,12 @@
 import { assert } from '../core/assert.js';
-import { slotCountsByNode } from '../core/slotMap.js';
-import { chooseMoves } from './chooseMoves.js';
+import { isMixedSlotMap, slotCountsByNode } from '../core/slotMap.js';
+import { chooseMoves, type ChosenMove } from './chooseMoves.js';
+import { chooseWeightedMoves } from './chooseWeightedMoves.js';
 import { scheduleWaves } from './schedule.js';
 import { targetSlotCounts } from './targetCounts.js';
 import { DRAINED_NODE_CONCURRENCY_MAX, type Plan, type PlanInput, type PlannerNode } from './types.js';
-import { validatePlanInput } from './validatePlanInput.js';
+import { compareNames, validatePlanInput } from './validatePlanInput.js';
+import type { SlotMap } from '../core/slotMap.js';
 
 /**
  * The plan that balances the slot map over the target nodes by weight while
@@ -20,8 +22,16 @@ export function planRebalance(input: PlanInput): Plan {
   const nodeByName = new Map<string, PlannerNode>(nodes.map((node) => [node.name, node]));
 
   const currentCounts = slotCountsByNode(slotMap);
-  const targetByNode = targetSlotCounts(slotMap.modulus, nodes, currentCounts);
-  const chosen = chooseMoves(slotMap, slotBytes, targetByNode, nodeByName);
+  let targetByNode: Map<string, number>;
+  let chosen: ChosenMove[];
+  if (isMixedSlotMap(slotMap)) {
+    // Split slots weigh less than whole ones: balanced by hash-space share; the plan's targets are the counts that result.
+    chosen = chooseWeightedMoves(slotMap, slotBytes, nodes, nodeByName);
+    targetByNode = countsAfterMoves(slotMap, chosen, nodes);
+  } else {
+    targetByNode = targetSlotCounts(slotMap.modulus, nodes, currentCounts);
+    chosen = chooseMoves(slotMap, slotBytes, targetByNode, nodeByName);
+  }
   const concurrencyMaxOf = (name: string): number => nodeByName.get(name)?.concurrencyMax ?? DRAINED_NODE_CONCURRENCY_MAX;
   const { moves, waves } = scheduleWaves(chosen, concurrencyMaxOf);
 
@@ -32,7 +42,7 @@ export function planRebalance(input: PlanInput): Plan {
     targetSlotCounts: Object.fromEntries(targetByNode),
     slotsMoved: moves.length,
     bytesMoved: moves.reduce((total, move) => total + move.bytes, 0),
-    bytesTotal: slotBytes.reduce((total, bytes) => total + bytes, 0),
+    bytesTotal: slotBytes.reduce((total, bytes) => total + (bytes ?? 0), 0),
     waves,
   };
   assertPlanValid(input, plan);
@@ -71,10 +81,21 @@ export function assertPlanValid(input: PlanInput, plan: Plan): void {
     assert((countsAfter.get(name) ?? 0) === target, `node "${name}" ends with ${countsAfter.get(name) ?? 0} slots, target ${target}`);
   }
   const bytesAfter = new Map<string, number>();
-  owners.forEach((owner, slot) => bytesAfter.set(owner, (bytesAfter.get(owner) ?? 0) + slotBytes[slot]!));
+  owners.forEach((owner, slot) => {
+    if (owner !== undefined) bytesAfter.set(owner, (bytesAfter.get(owner) ?? 0) + slotBytes[slot]!);
+  });
   for (const node of input.nodes) {
     if (node.capacityBytes === undefined) continue;
     const bytes = bytesAfter.get(node.name) ?? 0;
     assert(bytes <= node.capacityBytes, `node "${node.name}" ends with ${bytes} bytes, capacity ${node.capacityBytes}`);
   }
+}
+
+/** Slot counts per node (every target node and every current owner) once `moves` are made. */
+function countsAfterMoves(slotMap: SlotMap, moves: readonly ChosenMove[], nodes: readonly PlannerNode[]): Map<string, number> {
+  const owners = [...slotMap.owners];
+  for (const move of moves) owners[move.slot] = move.to;
+  const counts = slotCountsByNode({ ...slotMap, owners });
+  const names = [...new Set([...nodes.map((node) => node.name), ...slotCountsByNode(slotMap).keys()])].sort(compareNames);
+  return new Map(names.map((name) => [name, counts.get(name) ?? 0]));
 }

@@ -16,10 +16,11 @@ export function validatePlanInput(input: PlanInput): PlannerNode[] {
   if (!Number.isSafeInteger(slotMap.epoch) || slotMap.epoch < 0) {
     throw badInput(`slot map epoch ${slotMap.epoch} is not a non-negative integer`, 'read the slot map from the catalog');
   }
-  if (slotMap.owners.length !== modulus) {
+  if (slotMap.slotModuli === undefined && slotMap.owners.length !== modulus) {
     throw badInput(`the slot map has ${slotMap.owners.length} owners for ${modulus} slots`, 'give exactly one owner per slot');
   }
-  slotMap.owners.forEach((owner, slot) => {
+  // Ids above the cluster's modulus exist only after splits; every id below it is a slot.
+  Array.from({ length: modulus }, (_, slot) => slotMap.owners[slot]).forEach((owner, slot) => {
     if (typeof owner !== 'string' || owner.length === 0) {
       throw badInput(`slot ${slot} has no owner in the slot map`, 'give every slot an owning node');
     }
@@ -48,10 +49,11 @@ export function validatePlanInput(input: PlanInput): PlannerNode[] {
     throw badInput('no target node has a positive weight', 'give at least one node a weight > 0');
   }
 
-  if (slotBytes.length !== modulus) {
-    throw badInput(`slotBytes has ${slotBytes.length} entries for ${modulus} slots`, 'give one byte count per slot');
+  if (slotBytes.length !== slotMap.owners.length) {
+    throw badInput(`slotBytes has ${slotBytes.length} entries for ${slotMap.owners.length} slots`, 'give one byte count per slot');
   }
   slotBytes.forEach((bytes, slot) => {
+    if (slotMap.owners[slot] === undefined) return;
     if (typeof bytes !== 'number' || !Number.isFinite(bytes) || bytes < 0) {
       throw badInput(`slot ${slot} has size ${bytes} bytes`, 'give every slot a byte count >= 0');
     }

@@ -8,7 +8,8 @@ import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { errorFields, log } from '../plumbing/log.js';
-import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
+import type { ShardKeyType, ShardKeyValue } from '../core/hash.js';
+import { slotLookup, slotOfKeyByLookup, type SlotLookup } from '../core/slotMap.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
@@ -61,7 +62,10 @@ interface RouterNode {
 
 interface MapSnapshot {
   epoch: number;
-  owners: string[];
+  /** By slot id; undefined where no slot has the id (after splits). */
+  owners: (string | undefined)[];
+  /** A key's slot under this map (split slots mix moduli). */
+  lookup: SlotLookup;
   frozen: number[];
   nodes: Map<string, RouterNode>;
 }
@@ -159,7 +163,7 @@ export class Router {
   slotOf(key: RoutingKey): number {
     const snapshot = this.requireSnapshot();
     const values = Array.isArray(key) ? key : [key as ShardKeyValue];
-    return slotOfKey(this.keyTypes, values, snapshot.owners.length);
+    return slotOfKeyByLookup(snapshot.lookup, this.keyTypes, values);
   }
 
   /**
@@ -222,7 +226,7 @@ export class Router {
   async eachNode<T>(work: (client: pg.PoolClient, node: string) => Promise<T>): Promise<Map<string, T>> {
     this.assertOpen(-1);
     const snapshot = this.requireSnapshot();
-    const owners = [...new Set(snapshot.owners)].sort();
+    const owners = [...new Set(snapshot.owners.filter((owner) => owner !== undefined))].sort();
     const results = await Promise.all(owners.map(async (name) => {
       const client = await (await this.pool(name)).connect();
       try {
@@ -247,7 +251,7 @@ export class Router {
     if (!this.referenceHolders.has(qualified) && this.listener) this.referenceHolders = await referenceHolders(this.listener);
     const holder = this.referenceHolders.get(qualified);
     if (holder === undefined) throw new ReshardError('not_found', `no reference table named "${table}"`, 'create it with `reshard table create NAME --reference`, or use query() for a sharded table');
-    const owners = [...new Set(this.requireSnapshot().owners)].sort();
+    const owners = [...new Set(this.requireSnapshot().owners.filter((owner) => owner !== undefined))].sort();
     const node = options.read && owners.length > 0 ? owners[this.referenceReads++ % owners.length]! : holder;
     try {
       return await this.onNode<R>(node, sql, params);
@@ -288,11 +292,13 @@ export class Router {
    * freeze yet). Bounded by holdTimeoutMs and REDIRECTS_MAX.
    */
   private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>): Promise<T> {
-    const slot = this.slotOf(key);
+    let slot = this.slotOf(key);
     const deadline = performance.now() + this.holdTimeoutMs;
     let redirects = 0;
     let lastRefusal: unknown;
     for (let attempt = 1; ; attempt++) {
+      // A retry is routed at the map it sees now: a split since the last attempt may have given the key a new slot.
+      if (attempt > 1) slot = this.slotOf(key);
       this.assertOpen(slot);
       const leftMs = deadline - performance.now();
       if (leftMs <= 0) {
@@ -301,7 +307,14 @@ export class Router {
       }
       try {
         // Synchronous when the slot is not frozen: no promise on the common path.
-        if (!this.gate.tryEnter(slot)) await this.gate.enter(slot, leftMs);
+        if (!this.gate.tryEnter(slot)) {
+          await this.gate.enter(slot, leftMs);
+          // Held through a split or a merge, the key may have another slot now: routed again at the new map.
+          if (this.slotOf(key) !== slot) {
+            this.gate.leave(slot);
+            continue;
+          }
+        }
       } catch (error) {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });
@@ -580,5 +593,6 @@ function wasNotApplied(error: unknown): boolean {
 
 async function readRouterSnapshot(catalog: pg.ClientBase): Promise<MapSnapshot> {
   const map = await readRouterMap(catalog);
-  return { ...map, nodes: new Map(map.nodes.map((node) => [node.name, node])) };
+  return { ...map, lookup: slotLookup({ modulus: map.modulus, epoch: map.epoch, owners: map.owners, ...(map.slotModuli ? { slotModuli: map.slotModuli } : {}) }),
+    nodes: new Map(map.nodes.map((node) => [node.name, node])) };
 }

@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashShardKeyValue, slotOf, slotOfKey, type ShardKeyType, type ShardKeyValue } from '../../src/core/hash.js';
+import { assertSlotMapValid, initialSlotMap, slotIds, slotModulus, slotOfKeyIn, splitSlotMap, type SlotMap } from '../../src/core/slotMap.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
 const SEED_SQL = '8816678312871386365'; // HASH_PARTITION_SEED 0x7A5B22367996DCFD as a signed int8
@@ -235,6 +236,45 @@ describe('slotOf matches PostgreSQL hash partition routing', () => {
           await db.query(`DROP TABLE ${table}`);
         });
       }
+    });
+  }
+
+  // Split slots: one table whose partitions mix moduli 8, 16 and 32 (a slot map
+  // after splits), and every key's partition compared with slotOfKeyIn.
+  const mixedMap = ((): SlotMap => {
+    let map: SlotMap = initialSlotMap(['a'], 8);
+    map = splitSlotMap(map, 0); // 0 and 8 of 16
+    map = splitSlotMap(map, 8); // 8 and 24 of 32
+    map = splitSlotMap(map, 3); // 3 and 11 of 16
+    map = splitSlotMap(map, 3); // 3 and 19 of 32
+    map = splitSlotMap(map, 6); // 6 and 14 of 16
+    assertSlotMapValid(map);
+    return map;
+  })();
+
+  for (const typeCase of TYPE_CASES) {
+    it(`${typeCase.type} rows land in the slot slotOfKeyIn gives under mixed moduli 8, 16 and 32`, async () => {
+      const table = `route_mixed_${typeCase.type}`;
+      await db.query(`CREATE TABLE ${table} (i int NOT NULL, k ${typeCase.sqlType}) PARTITION BY HASH (k)`);
+      for (const id of slotIds(mixedMap)) {
+        await db.query(`CREATE TABLE ${table}_${id} PARTITION OF ${table} FOR VALUES WITH (MODULUS ${slotModulus(mixedMap, id)}, REMAINDER ${id})`);
+      }
+      for (const [batchIndex, batch] of batches(typeCase.keys).entries()) {
+        await db.query(
+          `INSERT INTO ${table} (i, k) SELECT n - 1 + $2, k FROM unnest($1::${typeCase.sqlType}[]) WITH ORDINALITY AS u(k, n)`,
+          [batch.map((key) => key.sql), batchIndex * BATCH_KEYS],
+        );
+      }
+      const remainders = await remaindersByRow(db, table, typeCase.keys.length);
+      // Every partition, of each modulus, must receive rows: a bug that skipped a modulus would not pass.
+      expect(new Set(remainders)).toEqual(new Set(slotIds(mixedMap)));
+      const mismatches: Mismatch[] = [];
+      typeCase.keys.forEach((key, index) => {
+        const ours = slotOfKeyIn(mixedMap, [typeCase.type], [key.value]);
+        if (ours !== remainders[index]) mismatches.push({ key: key.sql.slice(0, 80), ours: String(ours), postgres: String(remainders[index]) });
+      });
+      report(`${typeCase.type} routing, mixed moduli 8/16/32`, typeCase.keys.length, mismatches);
+      await db.query(`DROP TABLE ${table}`);
     });
   }
 

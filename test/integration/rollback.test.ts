@@ -17,7 +17,7 @@ const SLOTS = 16;
 const USERS = 2_000;
 
 async function owners(access: ClusterAccess): Promise<string[]> {
-  return withCatalog(access, async (catalog) => [...(await readSlotMap(catalog)).owners]);
+  return withCatalog(access, async (catalog) => (await readSlotMap(catalog)).owners.map((owner) => owner!));
 }
 
 describe('rollback on real PostgreSQL', () => {

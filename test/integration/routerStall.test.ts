@@ -152,7 +152,7 @@ async function rebalanceOnline(access: ClusterAccess): Promise<number> {
   return result.summary?.slotsMoved ?? 0;
 }
 
-async function withCatalogMap(access: ClusterAccess): Promise<{ owners: readonly string[] }> {
+async function withCatalogMap(access: ClusterAccess): Promise<{ owners: readonly (string | undefined)[] }> {
   const catalog = await connectTo(access.catalog);
   try {
     return await readSlotMap(catalog);

@@ -91,7 +91,7 @@ function scenario(shape: Shape): PlanInput {
 }
 
 function ownersAfter(input: PlanInput, plan: Plan): string[] {
-  const owners = [...input.slotMap.owners];
+  const owners = input.slotMap.owners.map((owner) => owner!);
   for (const move of plan.moves) owners[move.slot] = move.to;
   return owners;
 }
@@ -323,7 +323,7 @@ function somePlacementFits(input: PlanInput, uncapped: Plan): boolean {
   const movedSlots = new Set(released.map((move) => move.slot));
   const bytesByNode = new Map<string, number>();
   input.slotMap.owners.forEach((owner, slot) => {
-    if (!movedSlots.has(slot)) bytesByNode.set(owner, (bytesByNode.get(owner) ?? 0) + input.slotBytes[slot]!);
+    if (owner !== undefined && !movedSlots.has(slot)) bytesByNode.set(owner, (bytesByNode.get(owner) ?? 0) + input.slotBytes[slot]!);
   });
   for (const [name, bytes] of bytesByNode) if (bytes > capacityOf(name)) return false;
   const need = new Map<string, number>();

@@ -70,6 +70,8 @@ function renderHeader(state) {
 
 function renderSlots(state, styles) {
   const owners = state.slot_map.owners;
+  // By slot id: null where no slot has the id (a split adds ids above the cluster's slot count).
+  const slotCount = owners.filter((owner) => owner !== null).length;
   const frozen = new Set(state.slot_map.frozen);
   const moving = new Map();
   const migration = state.migration;
@@ -77,9 +79,10 @@ function renderSlots(state, styles) {
     for (const move of migration.moves) if (move.state === 'running' || move.state === 'pending') moving.set(move.slot, move);
   }
   const grid = $('grid');
-  grid.style.setProperty('--cell', owners.length > 512 ? '12px' : owners.length > 128 ? '20px' : '26px');
-  const showLabels = owners.length <= 512;
+  grid.style.setProperty('--cell', slotCount > 512 ? '12px' : slotCount > 128 ? '20px' : '26px');
+  const showLabels = slotCount <= 512;
   grid.innerHTML = owners.map((owner, slot) => {
+    if (owner === null) return '';
     const style = styles.get(owner) ?? { label: '?', colour: '#fff', pattern: 'none' };
     const move = moving.get(slot);
     const classes = ['slot'];
@@ -94,8 +97,8 @@ function renderSlots(state, styles) {
     if (frozen.has(slot)) { classes.push('frozen'); title += ', frozen (writes held)'; }
     return `<div class="${classes.join(' ')}" data-slot="${slot}" data-owner="${esc(owner)}" title="${esc(title)}" style="${swatchStyle(style)}">${showLabels ? esc(style.label) : ''}${bar}</div>`;
   }).join('');
-  grid.setAttribute('aria-label', `slot map: ${owners.length} slots; ${[...styles.keys()].map((name) => `${name} owns ${owners.filter((o) => o === name).length}`).join(', ')}; ${moving.size} moving`);
-  $('slots-caption').textContent = `${owners.length} slots${moving.size ? `, ${moving.size} in the running migration` : ''}`;
+  grid.setAttribute('aria-label', `slot map: ${slotCount} slots; ${[...styles.keys()].map((name) => `${name} owns ${owners.filter((o) => o === name).length}`).join(', ')}; ${moving.size} moving`);
+  $('slots-caption').textContent = `${slotCount} slots${moving.size ? `, ${moving.size} in the running migration` : ''}`;
   $('legend').innerHTML = [...styles.entries()].map(([name, style]) =>
     `<span class="item"><span class="slot" style="${swatchStyle(style)}">${esc(style.label)}</span>${esc(name)} (${owners.filter((o) => o === name).length})</span>`).join('') +
     '<span class="item"><span class="slot moving" style="background:#eee"><i style="width:60%"></i></span>moving (bar = bytes copied)</span>' +
@@ -206,7 +209,7 @@ function renderEvents(state) {
 let latest = null;
 function render(state) {
   latest = state;
-  const names = new Set([...state.nodes.map((n) => n.name), ...state.slot_map.owners]);
+  const names = new Set([...state.nodes.map((n) => n.name), ...state.slot_map.owners.filter((owner) => owner !== null)]);
   const styles = nodeStyles(names);
   renderHeader(state);
   renderMigration(state);

@@ -1,0 +1,53 @@
+import type pg from 'pg';
+import type { Queryable } from '../plumbing/queryable.js';
+import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from './migrationRuns.js';
+
+/**
+ * A split or a merge of slots on one node, recorded as a migration (so that
+ * it claims the single running place, is journaled per step and shows in the
+ * history) with one move of kind 'split' or 'merge' (source = target = the
+ * node). Its plan says what it exchanges.
+ */
+export interface SlotExchangePlan {
+  kind: 'split' | 'merge';
+  /** The slot the journal and the move are keyed by: the parent of a split, the merged slot of a merge. */
+  slot: number;
+  node: string;
+  replaced: number[];
+  replacements: { slot: number; modulus: number }[];
+  replacedModulus: number;
+}
+
+/** Claims the running place and records the exchange's migration and move. */
+export async function createSlotExchangeMigration(client: pg.ClientBase, plan: SlotExchangePlan, baseEpoch: number, bytesTotal: number): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    const inserted = await client.query<{ id: string }>(
+      `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total) VALUES ('running', 'online', $1, $2, $3) RETURNING id::text`,
+      [baseEpoch, JSON.stringify(plan), bytesTotal],
+    );
+    const id = Number(inserted.rows[0]!.id);
+    await client.query(
+      `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total, kind) VALUES ($1, $2, $3, $3, 0, $4, $5)`,
+      [id, plan.slot, plan.node, bytesTotal, plan.kind],
+    );
+    await client.query('COMMIT');
+    return id;
+  } catch (error) {
+    await client.query('ROLLBACK');
+    if ((error as { code?: string }).code === '23505') {
+      const running = await runningMigration(client);
+      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
+    }
+    throw error;
+  }
+}
+
+/** The exchange a migration records, or undefined for a rebalance. */
+export async function slotExchangeOf(db: Queryable, migrationId: number): Promise<SlotExchangePlan | undefined> {
+  const result = await db.query<{ plan: SlotExchangePlan }>(
+    `SELECT plan FROM reshard.migration WHERE id = $1 AND plan->>'kind' IN ('split', 'merge')`,
+    [migrationId],
+  );
+  return result.rows[0]?.plan;
+}
