@@ -11,6 +11,7 @@ import { planCommand } from './commands/planCommand.js';
 import { cancelCommand, pauseCommand, rebalanceCommand, resumeCommand } from './commands/rebalanceCommands.js';
 import { statusCommand, waitCommand } from './commands/statusCommand.js';
 import { rollbackCommand } from './commands/rollbackCommand.js';
+import { adoptCommand, forgetSourceCommand } from './commands/adoptCommands.js';
 import { demoCommand } from './commands/demoCommand.js';
 import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
@@ -111,6 +112,17 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .description('move a reference table\'s holder (the node that takes its writes) to another node, no write lost')
     .option('--schema <schema>', 'schema of the table', 'public')
     .action(async (name: string, node: string, options) => tableSetHolderCommand(output(), access(), name, node, options));
+  table.command('adopt <name>')
+    .description('turn an existing plain table (on one server, or spread over several by any scheme) into a sharded table, online: copy, follow changes, fence, verify, switch')
+    .option('--from <urls>', 'the server(s) that hold the table, comma-separated (may be nodes of the cluster)')
+    .option('--key <column>', 'the shard key column (part of the primary key)')
+    .option('--colocate-with <table>', 'share the slot space of this table (same key type)')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .action(async (name: string, options) => adoptCommand(output(), access(), name, options));
+  table.command('forget-source <name>')
+    .description('drop the old table an adoption kept fenced (after this, `reshard rollback` cannot take the adoption back)')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .action(async (name: string, options) => forgetSourceCommand(output(), access(), name, options));
   table.command('list').description('list sharded and reference tables')
     .action(async () => tableListCommand(output(), access()));
 
