@@ -1,9 +1,10 @@
 import { ReshardError } from '../core/errors.js';
 import { slotOf, type ShardKeyValue } from '../core/hash.js';
 import { decodeChangeLine, decodedTablePrefix } from '../core/testDecoding.js';
-import { advanceChangeSlot, peekChanges, rowsByKey } from '../node/adoptSource.js';
+import { randomUUID } from 'node:crypto';
+import { ADOPT_MARKER_PREFIX, advanceChangeSlot, emitMarker, peekChanges, rowsByKey } from '../node/adoptSource.js';
+import { sleep } from '../plumbing/waitFor.js';
 import { replaceRowsByKey } from '../node/adoptTarget.js';
-import { currentWalLsn } from '../node/replication.js';
 import type { AdoptContext } from './adoptContext.js';
 
 /** A key's text form as the hash takes it. */
@@ -46,39 +47,62 @@ export async function refreshKeys(context: AdoptContext, keys: readonly string[]
   return keys.length;
 }
 
+/** Lines one peek reads at most (whole transactions: a bigger one is read whole). */
+const CHANGES_PER_PEEK = 50_000;
+/** Longest one source's stream may take to show a marker just written. */
+const MARKER_WAIT_MS = 120_000;
+
 /**
- * Applies what each source's change stream holds up to `uptoLsn` (per
- * source; its current WAL position when absent), then moves the stream on.
- * A crash before the move replays the same changes, which land the same.
+ * Applies every change each source's stream holds up to a marker written
+ * into the source's WAL now — so every transaction committed before this
+ * call (the fence's included) — moving each stream on as its changes land.
+ * A crash before a move replays the same changes, which land the same.
  * Returns the keys refreshed.
  */
-export async function applyChanges(context: AdoptContext, uptoLsn: ReadonlyMap<number, string> = new Map(), keysPerBatchMax = 20_000): Promise<number> {
+export async function applyChanges(context: AdoptContext, keysPerBatchMax = 20_000): Promise<number> {
   const { adoption } = context;
   const prefix = decodedTablePrefix(adoption.schema, adoption.name);
   let applied = 0;
   for (const [index] of adoption.sources.entries()) {
     const source = await context.source(index);
-    const upto = uptoLsn.get(index) ?? await currentWalLsn(source);
-    const lines = await peekChanges(source, context.names.slotName(index), upto);
-    const keys = new Set<string>();
-    for (const line of lines) {
-      let change;
-      try {
-        change = decodeChangeLine(line, prefix, adoption.keyColumn);
-      } catch (error) {
-        throw new ReshardError('unsupported', `a change of ${adoption.name} on ${context.sourceName(index)} could not be read: ${(error as Error).message}`,
-          'give the table a primary key that includes the key column (its replica identity)');
+    const slotName = context.names.slotName(index);
+    const marker = `m${adoption.migrationId}-${randomUUID()}`;
+    await emitMarker(source, marker);
+    const deadline = performance.now() + MARKER_WAIT_MS;
+    for (let seen = false; !seen;) {
+      const rows = await peekChanges(source, slotName, CHANGES_PER_PEEK);
+      const keys = new Set<string>();
+      let lastCommitLsn: string | undefined;
+      for (const row of rows) {
+        if (row.data.startsWith('COMMIT')) lastCommitLsn = row.lsn;
+        else if (row.data.startsWith('message:') && row.data.includes(ADOPT_MARKER_PREFIX) && row.data.endsWith(`content:${marker}`)) seen = true;
+        else for (const key of changedKeysOf(context, index, row.data, prefix)) keys.add(key);
       }
-      if (change?.kind === 'TRUNCATE') {
-        throw new ReshardError('unsupported', `${adoption.name} was truncated on ${context.sourceName(index)} during its adoption`, 'run `reshard rollback` and adopt it again');
+      const all = [...keys];
+      for (let at = 0; at < all.length; at += keysPerBatchMax) {
+        applied += await refreshKeys(context, all.slice(at, at + keysPerBatchMax), 'staged');
       }
-      for (const key of change?.keys ?? []) keys.add(key);
+      if (lastCommitLsn !== undefined) await advanceChangeSlot(source, slotName, lastCommitLsn);
+      if (seen) break;
+      if (performance.now() > deadline) {
+        throw new ReshardError('timeout', `the change stream of ${context.sourceName(index)} did not reach its marker within ${MARKER_WAIT_MS} ms`, 'check the source\'s logs; then `reshard resume`');
+      }
+      if (rows.length === 0) await sleep(10);
     }
-    const all = [...keys];
-    for (let at = 0; at < all.length; at += keysPerBatchMax) {
-      applied += await refreshKeys(context, all.slice(at, at + keysPerBatchMax), 'staged');
-    }
-    await advanceChangeSlot(source, context.names.slotName(index), upto);
   }
   return applied;
+}
+
+function changedKeysOf(context: AdoptContext, index: number, line: string, prefix: string): string[] {
+  let change;
+  try {
+    change = decodeChangeLine(line, prefix, context.adoption.keyColumn);
+  } catch (error) {
+    throw new ReshardError('unsupported', `a change of ${context.adoption.name} on ${context.sourceName(index)} could not be read: ${(error as Error).message}`,
+      'give the table a primary key that includes the key column (its replica identity)');
+  }
+  if (change?.kind === 'TRUNCATE') {
+    throw new ReshardError('unsupported', `${context.adoption.name} was truncated on ${context.sourceName(index)} during its adoption`, 'run `reshard rollback` and adopt it again');
+  }
+  return change?.keys ?? [];
 }

@@ -7,8 +7,8 @@ import type { StepEvent } from './stepRunner.js';
 
 /** Bounds of an adoption's waits. */
 export interface AdoptLimits {
-  /** Catch-up stops once every source's stream is this close to its WAL. */
-  catchupLagBytesMax: number;
+  /** Catch-up stops once a round over every source's stream finds at most this many changed keys. */
+  catchupKeysMax: number;
   catchupTimeoutMs: number;
   /** Longest the fence of a source waits for in-flight writers on the table. */
   fenceLockTimeoutMs: number;
@@ -17,7 +17,7 @@ export interface AdoptLimits {
 }
 
 export const ADOPT_LIMITS_DEFAULT: AdoptLimits = {
-  catchupLagBytesMax: 256 * 1024,
+  catchupKeysMax: 500,
   catchupTimeoutMs: 600_000,
   fenceLockTimeoutMs: 10_000,
   copyTimeoutMs: 3_600_000,

@@ -3,7 +3,7 @@ import { ReshardError } from '../core/errors.js';
 import { withTimeout, waitFor } from '../plumbing/waitFor.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 import {
-  changeSlotLagBytes, copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
+  copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
 } from '../node/adoptSource.js';
 import { createStagedParent, dropStagedParent, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
@@ -108,18 +108,12 @@ const stream: AdoptStep = {
   },
 };
 
-/** Applies the streams until every source is within the lag bound. */
+/** Applies the streams in rounds until a round finds few changed keys: the cutover's final round is then short. */
 async function catchUp(context: AdoptContext): Promise<void> {
   const { adoption, limits } = context;
-  await waitFor(`catch-up of ${adoption.name} to within ${limits.catchupLagBytesMax} bytes`, async () => {
-    await applyChanges(context);
-    for (const [index] of adoption.sources.entries()) {
-      const lag = await changeSlotLagBytes(await context.source(index), context.names.slotName(index));
-      if (lag === undefined) throw new ReshardError('precondition', `the replication slot of the adoption on ${context.sourceName(index)} is gone`, 'run `reshard rollback` and adopt again');
-      if (lag > limits.catchupLagBytesMax) return undefined;
-    }
-    return true;
-  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 20, fix: 'the sources write faster than reshard applies; retry with `reshard resume` when the load is lower' });
+  await waitFor(`catch-up of ${adoption.name} to within ${limits.catchupKeysMax} changed keys`, async () => {
+    return (await applyChanges(context)) <= limits.catchupKeysMax ? true : undefined;
+  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 1, fix: 'the sources write faster than reshard applies; retry with `reshard resume` when the load is lower' });
 }
 
 const freeze: AdoptStep = {
@@ -145,9 +139,9 @@ const freeze: AdoptStep = {
 
 const sync: AdoptStep = {
   name: 'sync',
-  describe: () => 'apply each source\'s changes up to the WAL position its fence read (after a resume: the current one, later, hence safe)',
+  describe: () => 'apply each source\'s changes up to a marker written after its fence (so past every write the old table accepted)',
   async do(context) {
-    const keys = await applyChanges(context, context.fencedLsn);
+    const keys = await applyChanges(context);
     return { keys };
   },
 };
@@ -161,6 +155,7 @@ const verify: AdoptStep = {
     const onSources = await Promise.all(adoption.sources.map(async (_, index) => statsBySlot(await context.source(index), table, context.modulus)));
     const onOwners = await Promise.all(context.nodes.map(async (node) => statsBySlot(await context.node(node.name), { ...table, name: adoption.stagedName }, context.modulus)));
     const differing: number[] = [];
+    let firstDifference = '';
     let rows = 0;
     for (let slot = 0; slot < context.modulus; slot++) {
       const sourceRows = onSources.reduce((sum, stats) => sum + (stats.get(slot)?.rows ?? 0), 0);
@@ -168,7 +163,10 @@ const verify: AdoptStep = {
       const ownerRows = onOwners.reduce((sum, stats) => sum + (stats.get(slot)?.rows ?? 0), 0);
       const ownerChecksum = onOwners.reduce((sum, stats) => sum + BigInt(stats.get(slot)?.checksum ?? '0'), 0n);
       // Rows of a slot on a node that does not own it cannot be: the node's parent has no partition for them.
-      if (sourceRows !== ownerRows || sourceChecksum !== ownerChecksum) differing.push(slot);
+      if (sourceRows !== ownerRows || sourceChecksum !== ownerChecksum) {
+        differing.push(slot);
+        if (differing.length === 1) firstDifference = `slot ${slot}: ${sourceRows} rows on the sources, ${ownerRows} on the owners, checksums ${sourceChecksum === ownerChecksum ? 'equal' : 'differ'}`;
+      }
       rows += ownerRows;
     }
     if (differing.length > 0) {
@@ -183,7 +181,7 @@ const verify: AdoptStep = {
           }
         }
       }
-      throw new ReshardError('verification_failed', `${differing.length} slot(s) of ${adoption.name} differ between the sources and the owners after the final sync (first: slot ${differing[0]})`,
+      throw new ReshardError('verification_failed', `${differing.length} slot(s) of ${adoption.name} differ between the sources and the owners after the final sync (first: ${firstDifference})`,
         'the adoption was undone; run it again and report this if it repeats');
     }
     return { rows };

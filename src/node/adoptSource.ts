@@ -127,16 +127,30 @@ export async function copySourceRowsAtSnapshot(
   }
 }
 
+/** reshard's marker messages in a source's WAL (pg_logical_emit_message), as test_decoding prints their start. */
+export const ADOPT_MARKER_PREFIX = 'reshard_adopt';
+
 /**
- * The lines the adoption's logical slot (test_decoding) holds up to
- * `uptoLsn`, without consuming them: the slot moves on only once they are
- * applied (`advanceChangeSlot`), so a crash in between replays them.
+ * Writes a marker into the source's WAL in a transaction of its own: once the
+ * change stream shows it, every transaction that committed before this call
+ * returned has been seen.
  */
-export async function peekChanges(db: Queryable, slotName: string, uptoLsn: string): Promise<string[]> {
-  const result = await db.query<{ data: string }>(
-    `SELECT data FROM pg_logical_slot_peek_changes($1, $2::pg_lsn, NULL, 'include-xids', '0', 'skip-empty-xacts', '1')`, [slotName, uptoLsn],
+export async function emitMarker(db: Queryable, marker: string): Promise<void> {
+  await db.query('SELECT pg_logical_emit_message(true, $1, $2)', [ADOPT_MARKER_PREFIX, marker]);
+}
+
+/**
+ * Up to `changesMax` lines of the adoption's logical slot (test_decoding),
+ * whole transactions, without consuming them: the slot moves on only once
+ * they are applied (`advanceChangeSlot` to the last COMMIT seen), so a crash
+ * in between replays them. Not bounded by a WAL position: measured, a peek up
+ * to `pg_current_wal_lsn()` followed by an advance to it skipped transactions.
+ */
+export async function peekChanges(db: Queryable, slotName: string, changesMax: number): Promise<{ lsn: string; data: string }[]> {
+  const result = await db.query<{ lsn: string; data: string }>(
+    `SELECT lsn::text, data FROM pg_logical_slot_peek_changes($1, NULL, $2, 'include-xids', '0', 'skip-empty-xacts', '1')`, [slotName, changesMax],
   );
-  return result.rows.map((row) => row.data);
+  return result.rows;
 }
 
 export async function advanceChangeSlot(db: Queryable, slotName: string, lsn: string): Promise<void> {

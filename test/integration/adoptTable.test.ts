@@ -1,0 +1,166 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addNode } from '../../src/admin/addNode.js';
+import { initCluster } from '../../src/admin/initCluster.js';
+import { readSlotMap } from '../../src/catalog/slotMap.js';
+import { slotOf } from '../../src/core/hash.js';
+import type { LocalServer } from '../../src/local/localServer.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
+import { noPasswords } from '../../src/plumbing/connectNode.js';
+import { waitFor } from '../../src/plumbing/waitFor.js';
+import { AdoptingTable, Router } from '../../src/router/index.js';
+import { catalogUrl, runCli } from '../support/cli.js';
+import { startTestServers, type TestServers } from '../support/servers.js';
+
+const SLOTS = 32;
+const ROWS = 20_000;
+
+async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const client = new pg.Client({ ...server.connection });
+  await client.connect();
+  try {
+    return await client.query(text, params);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A writer's acknowledged work: ids it inserted, and increments of its own counter row. */
+interface WriterTally { inserted: number[]; increments: number; fencedErrors: number; otherErrors: string[] }
+
+/**
+ * Writes until `stop()`: each round inserts a new row and increments the
+ * writer's counter row. `send` runs one statement; it returns false when the
+ * writer must stop (a direct writer fenced).
+ */
+function startWriter(counterId: number, firstId: number, send: (key: number, text: string, params: unknown[]) => Promise<'ok' | 'fenced'>): { tally: WriterTally; stop: () => Promise<void> } {
+  const tally: WriterTally = { inserted: [], increments: 0, fencedErrors: 0, otherErrors: [] };
+  let running = true;
+  const loop = (async () => {
+    let next = firstId;
+    while (running) {
+      try {
+        const id = next++;
+        const inserted = await send(id, 'INSERT INTO accounts (id, balance, note) VALUES ($1, 0, $2)', [id, `w${counterId}`]);
+        if (inserted === 'fenced') { tally.fencedErrors++; return; }
+        tally.inserted.push(id);
+        const incremented = await send(counterId, 'UPDATE accounts SET balance = balance + 1 WHERE id = $1', [counterId]);
+        if (incremented === 'fenced') { tally.fencedErrors++; return; }
+        tally.increments++;
+      } catch (error) {
+        tally.otherErrors.push((error as Error).message);
+        if (tally.otherErrors.length > 20) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  })();
+  return { tally, stop: async () => { running = false; await loop; } };
+}
+
+async function directSend(pool: pg.Pool, text: string, params: unknown[]): Promise<'ok' | 'fenced'> {
+  try {
+    await pool.query(text, params);
+    return 'ok';
+  } catch (error) {
+    if ((error as { code?: string }).code === 'RSM01') return 'fenced';
+    throw error;
+  }
+}
+
+/** Rows of `accounts` on every node (the sharded parent), by id. */
+async function shardedRows(nodes: readonly LocalServer[]): Promise<Map<number, { balance: number; node: number }[]>> {
+  const byId = new Map<number, { balance: number; node: number }[]>();
+  for (const [index, node] of nodes.entries()) {
+    const result = await sql(node, 'SELECT id::int AS id, balance::int AS balance FROM accounts');
+    for (const row of result.rows as { id: number; balance: number }[]) {
+      const list = byId.get(row.id) ?? [];
+      list.push({ balance: row.balance, node: index });
+      byId.set(row.id, list);
+    }
+  }
+  return byId;
+}
+
+describe('reshard table adopt: a plain table becomes sharded, online', () => {
+  let cluster: TestServers;
+  let access: ClusterAccess;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    cluster = await startTestServers(4, 'adopt');
+    access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
+    env = { RESHARD_CATALOG: catalogUrl(cluster.servers[0]!.connection) };
+    await initCluster(access, SLOTS);
+    for (let index = 0; index < 3; index++) await addNode(access, { name: `n${index + 1}`, connection: cluster.servers[index]!.connection });
+  }, 120_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('adopts a 20k-row table from a separate server under 4 writers (2 routed, 2 direct): every acknowledged write exactly once', async () => {
+    const source = cluster.servers[3]!;
+    const nodes = cluster.servers.slice(0, 3);
+    await sql(source, 'CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, note text)');
+    await sql(source, `INSERT INTO accounts SELECT g, 0, 'seed ' || g FROM generate_series(1, ${ROWS}) g`);
+    // One counter row per writer.
+    const counters = [1, 2, 3, 4];
+
+    const router = await Router.connect({ catalog: access.catalog, keyTypes: ['bigint'], name: 'adopt test', holdTimeoutMs: 30_000 });
+    const adopting = await AdoptingTable.connect(router, { catalog: access.catalog, table: 'accounts', holdTimeoutMs: 60_000 });
+    const directPool = new pg.Pool({ ...source.connection, max: 2 });
+    const routedSend = async (key: number, text: string, params: unknown[]): Promise<'ok' | 'fenced'> => {
+      await adopting.query(key, text, params);
+      return 'ok';
+    };
+    // Direct writers from the start; routed ones once the adoption is recorded (before, the router knows no such table).
+    const writers = [
+      startWriter(counters[2]!, 3_000_000, (_key, text, params) => directSend(directPool, text, params)),
+      startWriter(counters[3]!, 4_000_000, (_key, text, params) => directSend(directPool, text, params)),
+    ];
+    let adopted;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const adopting$ = runCli(['table', 'adopt', 'accounts', '--from', catalogUrl(source.connection), '--key', 'id', '--json'], env, 300_000);
+      await waitFor('the adoption recorded', async () => (adopting.state === 'none' ? undefined : true), { timeoutMs: 60_000, pollMs: 5, fix: 'the adoption did not start' });
+      writers.unshift(startWriter(counters[0]!, 1_000_000, routedSend), startWriter(counters[1]!, 2_000_000, routedSend));
+      adopted = await adopting$;
+      // Routed writers keep going after the switch.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      for (const writer of writers) await writer.stop();
+      await adopting.close();
+      await router.close();
+      await directPool.end();
+    }
+    expect(adopted.stderr).toBe('');
+    expect(adopted.code).toBe(0);
+    const result = JSON.parse(adopted.stdout.trim().split('\n').pop()!) as { rows: number; kept_as: string };
+
+    for (const writer of writers) expect(writer.tally.otherErrors.slice(0, 3)).toEqual([]);
+    // The direct writers met the fence (RSM01), not a success after the switch.
+    expect(writers[2]!.tally.fencedErrors).toBe(1);
+    expect(writers[3]!.tally.fencedErrors).toBe(1);
+    // The routed writers wrote on through the cutover, and after it.
+    expect(writers[0]!.tally.fencedErrors).toBe(0);
+    expect(writers[0]!.tally.inserted.length).toBeGreaterThan(0);
+
+    const byId = await shardedRows(nodes);
+    const { owners } = await withCatalog(access, async (catalog) => readSlotMap(catalog));
+    const acknowledged = writers.flatMap((writer) => writer.tally.inserted);
+    expect(byId.size).toBe(ROWS + acknowledged.length);
+    for (const [id, copies] of byId) {
+      expect(copies.length, `id ${id} once`).toBe(1);
+      expect(`n${copies[0]!.node + 1}`).toBe(owners[slotOf('bigint', id, SLOTS)]);
+    }
+    for (const id of acknowledged) expect(byId.has(id), `acknowledged insert ${id}`).toBe(true);
+    for (const [index, writer] of writers.entries()) expect(byId.get(counters[index]!)![0]!.balance, `counter ${counters[index]}`).toBe(writer.tally.increments);
+    expect(result.rows).toBeGreaterThanOrEqual(ROWS);
+
+    // The old table is kept under its name on the separate server, fenced.
+    const fenced = await sql(source, 'INSERT INTO accounts (id) VALUES (99999999)').catch((error: { code?: string }) => error);
+    expect((fenced as { code?: string }).code).toBe('RSM01');
+    // No replication slot left on the source.
+    expect((await sql(source, 'SELECT count(*)::int AS n FROM pg_replication_slots')).rows[0].n).toBe(0);
+    const verify = await runCli(['verify', '--json'], env);
+    expect(verify.code).toBe(0);
+  }, 400_000);
+});
