@@ -92,7 +92,8 @@ const stream: AdoptStep = {
         rows += copied.reduce((sum, count) => sum + count, 0);
       } catch (error) {
         if ((error as { code?: string }).code === '23505' || /duplicate key/.test((error as Error).message ?? '')) {
-          throw new ReshardError('conflict', `a key of ${adoption.name} on ${context.sourceName(index)} is also on another source (${(error as Error).message})`,
+          const key = /Key \(.*?\)=\((.*)\) already exists/.exec((error as { detail?: string }).detail ?? '')?.[1] ?? '(see the server log)';
+          throw new ReshardError('conflict', `key ${key} of ${adoption.name} is on ${context.sourceName(index)} and on another source before it`,
             'a sharded table holds each key once: remove or renumber the duplicates on the sources, then adopt again (nothing was switched; the adoption was undone)');
         }
         throw error;

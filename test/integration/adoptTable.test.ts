@@ -163,4 +163,87 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
     const verify = await runCli(['verify', '--json'], env);
     expect(verify.code).toBe(0);
   }, 400_000);
+
+  it('converts a table spread hash mod 3 by the application over the cluster\'s own 3 nodes, under writers that follow the fence to the router', async () => {
+    const nodes = cluster.servers.slice(0, 3);
+    const serverOf = (id: number): LocalServer => nodes[id % 3]!;
+    for (const [index, node] of nodes.entries()) {
+      await sql(node, 'CREATE TABLE events (id bigint PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, note text)');
+      await sql(node, `INSERT INTO events SELECT g, 0, 'seed' FROM generate_series(1, 9000) g WHERE g % 3 = ${index}`);
+    }
+    const router = await Router.connect({ catalog: access.catalog, keyTypes: ['bigint'], name: 'adopt test mod 3', holdTimeoutMs: 30_000 });
+    const adopting = await AdoptingTable.connect(router, { catalog: access.catalog, table: 'events' });
+    const pools = nodes.map((node) => new pg.Pool({ ...node.connection, max: 2 }));
+    // The application's own routing (id mod 3) until the fence says the adoption has the table; then the router.
+    const send = async (key: number, text: string, params: unknown[]): Promise<'ok' | 'fenced'> => {
+      if (adopting.state !== 'switched') {
+        const direct = await directSend(pools[key % 3]!, text.replaceAll('accounts', 'events'), params);
+        if (direct === 'ok') return 'ok';
+        await waitFor('the switch', async () => (adopting.state === 'switched' ? true : undefined), { timeoutMs: 60_000, pollMs: 5, fix: 'the adoption did not switch' });
+      }
+      await router.query(key, text.replaceAll('accounts', 'events'), params);
+      return 'ok';
+    };
+    // Counter rows 3, 4, 5: one on each source.
+    const counters = [3, 4, 5];
+    const writers = counters.map((counter, index) => startWriter(counter, 5_000_000 + index * 100_000, send));
+    let adopted;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      adopted = await runCli(['table', 'adopt', 'events', '--from', nodes.map((node) => catalogUrl(node.connection)).join(','), '--key', 'id', '--json'], env, 300_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      for (const writer of writers) await writer.stop();
+      await adopting.close();
+      await router.close();
+      for (const pool of pools) await pool.end();
+    }
+    expect(adopted.stderr).toBe('');
+    expect(adopted.code).toBe(0);
+    for (const writer of writers) expect(writer.tally.otherErrors.slice(0, 3)).toEqual([]);
+
+    const byId = new Map<number, { balance: number; node: number }[]>();
+    for (const [index, node] of nodes.entries()) {
+      for (const row of (await sql(node, 'SELECT id::int AS id, balance::int AS balance FROM events')).rows as { id: number; balance: number }[]) {
+        byId.set(row.id, [...(byId.get(row.id) ?? []), { balance: row.balance, node: index }]);
+      }
+    }
+    const { owners } = await withCatalog(access, async (catalog) => readSlotMap(catalog));
+    const acknowledged = writers.flatMap((writer) => writer.tally.inserted);
+    expect(byId.size).toBe(9000 + acknowledged.length);
+    for (const [id, copies] of byId) {
+      expect(copies.length, `id ${id} once`).toBe(1);
+      expect(`n${copies[0]!.node + 1}`).toBe(owners[slotOf('bigint', id, SLOTS)]);
+    }
+    for (const id of acknowledged) expect(byId.has(id)).toBe(true);
+    for (const [index, writer] of writers.entries()) expect(byId.get(counters[index]!)![0]!.balance).toBe(writer.tally.increments);
+    // Each node kept its old table, renamed and fenced; serverOf is the app's map, still holding the old rows.
+    const migration = (await sql(nodes[0]!, "SELECT max(migration_id)::int AS id FROM reshard.adoption WHERE table_name = 'events'")).rows[0].id as number;
+    for (const [index, node] of nodes.entries()) {
+      const kept = await sql(node, `SELECT count(*)::int AS n FROM "events__adopted_m${migration}"`);
+      expect(kept.rows[0].n).toBeGreaterThan(2900);
+      const write = await sql(node, `INSERT INTO "events__adopted_m${migration}" (id) VALUES (${90_000_000 + index})`).catch((error: { code?: string }) => error);
+      expect((write as { code?: string }).code).toBe('RSM01');
+    }
+    expect(serverOf(3)).toBe(nodes[0]);
+  }, 400_000);
+
+  it('refuses rows with the same key on two sources before anything is switched, and leaves nothing behind', async () => {
+    const [first, second] = cluster.servers.slice(0, 2);
+    await sql(first!, 'CREATE TABLE dups (id bigint PRIMARY KEY, note text)');
+    await sql(second!, 'CREATE TABLE dups (id bigint PRIMARY KEY, note text)');
+    await sql(first!, "INSERT INTO dups SELECT g, 'a' FROM generate_series(1, 100) g");
+    await sql(second!, "INSERT INTO dups SELECT g, 'b' FROM generate_series(100, 200) g");
+    const adopted = await runCli(['table', 'adopt', 'dups', '--from', `${catalogUrl(first!.connection)},${catalogUrl(second!.connection)}`, '--key', 'id'], env, 120_000);
+    expect(adopted.code).not.toBe(0);
+    expect(adopted.stderr).toMatch(/reshard: error: key 100 of dups is on node n2 and on another source/);
+    for (const node of cluster.servers.slice(0, 3)) {
+      expect((await sql(node, "SELECT to_regclass('dups__adopting') IS NULL AS gone")).rows[0].gone).toBe(true);
+      expect((await sql(node, "SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name LIKE 'reshard_%adopt%'")).rows[0].n).toBe(0);
+    }
+    expect((await sql(first!, "SELECT count(*)::int AS n FROM reshard.sharded_table WHERE table_name = 'dups'")).rows[0].n).toBe(0);
+    // The old tables are untouched and writable.
+    await sql(first!, "INSERT INTO dups VALUES (1000, 'still mine')");
+    expect((await sql(second!, 'SELECT count(*)::int AS n FROM dups')).rows[0].n).toBe(101);
+  }, 200_000);
 });
