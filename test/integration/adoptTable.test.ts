@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
@@ -9,7 +10,7 @@ import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAcces
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { waitFor } from '../../src/plumbing/waitFor.js';
 import { AdoptingTable, Router } from '../../src/router/index.js';
-import { catalogUrl, runCli } from '../support/cli.js';
+import { catalogUrl, RESHARD_BIN, runCli } from '../support/cli.js';
 import { startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 32;
@@ -246,4 +247,104 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
     await sql(first!, "INSERT INTO dups VALUES (1000, 'still mine')");
     expect((await sql(second!, 'SELECT count(*)::int AS n FROM dups')).rows[0].n).toBe(101);
   }, 200_000);
+
+  it('rolls an adoption back after its switch: writes made since go back to the old table, through the router with no error', async () => {
+    const source = cluster.servers[3]!;
+    await sql(source, 'CREATE TABLE ledger (id bigint PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, note text)');
+    await sql(source, "INSERT INTO ledger SELECT g, 0, 'seed' FROM generate_series(1, 5000) g");
+    const adopted = await runCli(['table', 'adopt', 'ledger', '--from', catalogUrl(source.connection), '--key', 'id', '--json'], env, 300_000);
+    expect(adopted.stderr).toBe('');
+    const router = await Router.connect({ catalog: access.catalog, keyTypes: ['bigint'], name: 'adopt rollback test', holdTimeoutMs: 30_000 });
+    const adopting = await AdoptingTable.connect(router, { catalog: access.catalog, table: 'ledger', holdTimeoutMs: 60_000 });
+    expect(adopting.state).toBe('switched');
+    const send = async (key: number, text: string, params: unknown[]): Promise<'ok' | 'fenced'> => {
+      await adopting.query(key, text.replaceAll('accounts', 'ledger'), params);
+      return 'ok';
+    };
+    // Written on the nodes after the switch: an update and a delete of old rows.
+    await adopting.query(10, 'UPDATE ledger SET note = $2 WHERE id = $1', [10, 'changed after the switch']);
+    await adopting.query(11, 'DELETE FROM ledger WHERE id = $1', [11]);
+    const writers = [startWriter(20, 7_000_000, send), startWriter(21, 7_100_000, send)];
+    let rolledBack;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      rolledBack = await runCli(['rollback', '--json'], env, 300_000);
+      await waitFor('the rollback seen by the router', async () => (adopting.state === 'rolled_back' ? true : undefined), { timeoutMs: 10_000, pollMs: 5, fix: 'no notification' });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      for (const writer of writers) await writer.stop();
+      await adopting.close();
+      await router.close();
+    }
+    expect(rolledBack.stderr).toBe('');
+    expect(rolledBack.code).toBe(0);
+    expect(JSON.parse(rolledBack.stdout.trim().split('\n').pop()!)).toMatchObject({ outcome: 'returned' });
+    for (const writer of writers) expect(writer.tally.otherErrors.slice(0, 3)).toEqual([]);
+    const acknowledged = writers.flatMap((writer) => writer.tally.inserted);
+    // Some of the writes were made before the rollback, on the nodes.
+    expect(acknowledged.length).toBeGreaterThan(10);
+    const rows = (await sql(source, 'SELECT id::int AS id, balance::int AS balance, note FROM ledger')).rows as { id: number; balance: number; note: string }[];
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    expect(rows.length).toBe(5000 - 1 + acknowledged.length);
+    for (const id of acknowledged) expect(byId.has(id)).toBe(true);
+    expect(byId.get(10)!.note).toBe('changed after the switch');
+    expect(byId.has(11)).toBe(false);
+    expect(byId.get(20)!.balance).toBe(writers[0]!.tally.increments);
+    expect(byId.get(21)!.balance).toBe(writers[1]!.tally.increments);
+    // The old table serves again, unfenced; the sharded one is gone everywhere.
+    await sql(source, 'INSERT INTO ledger (id) VALUES (99999999)');
+    for (const node of cluster.servers.slice(0, 3)) {
+      expect((await sql(node, "SELECT to_regclass('ledger') IS NULL AND to_regclass('ledger__adopting') IS NULL AS gone")).rows[0].gone).toBe(true);
+    }
+    expect((await sql(cluster.servers[0]!, "SELECT count(*)::int AS n FROM reshard.sharded_table WHERE table_name = 'ledger'")).rows[0].n).toBe(0);
+  }, 400_000);
+
+  for (const killAt of ['stream', 'sync'] as const) {
+    it(`resumes an adoption whose coordinator was killed (SIGKILL) at its ${killAt} step: nothing lost, nothing left`, async () => {
+      const source = cluster.servers[3]!;
+      const table = `resumed_${killAt}`;
+      await sql(source, `CREATE TABLE ${table} (id bigint PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, note text)`);
+      await sql(source, `INSERT INTO ${table} SELECT g, 0, 'seed' FROM generate_series(1, ${ROWS}) g`);
+      const pool = new pg.Pool({ ...source.connection, max: 2 });
+      const writers = [8, 9].map((counter, index) => startWriter(counter, 8_000_000 + index * 100_000,
+        (_key, text, params) => directSend(pool, text.replaceAll('accounts', table), params)));
+      const child = spawn(process.execPath, [RESHARD_BIN, 'table', 'adopt', table, '--from', catalogUrl(source.connection), '--key', 'id', '--catalog', env.RESHARD_CATALOG!], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      try {
+        await waitFor(`the ${killAt} step begun`, async () => {
+          const begun = await sql(cluster.servers[0]!, `SELECT 1 FROM reshard.journal j JOIN reshard.adoption a ON a.migration_id = j.migration_id
+             WHERE a.table_name = $1 AND j.step = $2 AND j.action = 'begin'`, [table, killAt]);
+          return begun.rows.length > 0 ? true : undefined;
+        }, { timeoutMs: 120_000, pollMs: 2, fix: 'the adoption did not get there' });
+      } finally {
+        child.kill('SIGKILL');
+      }
+      await exited;
+      const state = await sql(cluster.servers[0]!, "SELECT m.state FROM reshard.migration m JOIN reshard.adoption a ON a.migration_id = m.id WHERE a.table_name = $1", [table]);
+      expect(state.rows[0].state).toBe('running');
+      const resumed = await runCli(['resume', '--json'], env, 300_000);
+      for (const writer of writers) await writer.stop();
+      await pool.end();
+      expect(resumed.stderr).toBe('');
+      expect(resumed.code).toBe(0);
+      for (const writer of writers) expect(writer.tally.otherErrors.slice(0, 3)).toEqual([]);
+      for (const writer of writers) expect(writer.tally.fencedErrors).toBe(1);
+      const byId = new Map<number, number[]>();
+      for (const node of cluster.servers.slice(0, 3)) {
+        for (const row of (await sql(node, `SELECT id::int AS id, balance::int AS balance FROM ${table}`)).rows as { id: number; balance: number }[]) {
+          byId.set(row.id, [...(byId.get(row.id) ?? []), row.balance]);
+        }
+      }
+      const acknowledged = writers.flatMap((writer) => writer.tally.inserted);
+      expect(byId.size).toBe(ROWS + acknowledged.length);
+      for (const copies of byId.values()) expect(copies.length).toBe(1);
+      for (const id of acknowledged) expect(byId.has(id)).toBe(true);
+      expect(byId.get(8)![0]).toBe(writers[0]!.tally.increments);
+      expect(byId.get(9)![0]).toBe(writers[1]!.tally.increments);
+      expect((await sql(source, 'SELECT count(*)::int AS n FROM pg_replication_slots')).rows[0].n).toBe(0);
+      for (const node of cluster.servers.slice(0, 3)) {
+        expect((await sql(node, `SELECT to_regclass('${table}__adopting') IS NULL AS gone`)).rows[0].gone).toBe(true);
+      }
+    }, 400_000);
+  }
 });
