@@ -15,31 +15,35 @@ export interface DecodedChange {
   keys: string[];
 }
 
-/** `table <qualified>: ` as test_decoding writes it (quote_qualified_identifier). */
-export function decodedTablePrefix(schema: string, name: string): string {
-  return `table ${quoteIdentifierAsPostgres(schema)}.${quoteIdentifierAsPostgres(name)}: `;
-}
-
-/** quote_identifier: quoted unless a plain lower-case name (keywords are rare table names and still read back the same). */
-function quoteIdentifierAsPostgres(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
+/**
+ * Every way test_decoding may write `table <qualified>: ` for this table
+ * (quote_qualified_identifier): a plain lower-case name is written bare
+ * unless it is a keyword, so both spellings are accepted — a change missed
+ * for a table named `order` would be a write lost.
+ */
+export function decodedTablePrefix(schema: string, name: string): string[] {
+  const spellings = (part: string): string[] => {
+    const quoted = `"${part.replaceAll('"', '""')}"`;
+    return /^[a-z_][a-z0-9_$]*$/.test(part) ? [part, quoted] : [quoted];
+  };
+  return spellings(schema).flatMap((schemaSpelling) => spellings(name).map((nameSpelling) => `table ${schemaSpelling}.${nameSpelling}: `));
 }
 
 /**
- * The change a line describes, if it is a change of the table `prefix`
- * names (else undefined: BEGIN, COMMIT, other tables). Throws on a line of
+ * The change a line describes, if it is a change of the table `prefixes`
+ * name (else undefined: BEGIN, COMMIT, other tables). Throws on a line of
  * that table it cannot read (a change without the key: replica identity NOTHING).
  */
-export function decodeChangeLine(line: string, prefix: string, keyColumn: string): DecodedChange | undefined {
-  if (!line.startsWith(prefix)) return undefined;
+export function decodeChangeLine(line: string, prefixes: readonly string[], keyColumn: string): DecodedChange | undefined {
+  const prefix = prefixes.find((candidate) => line.startsWith(candidate));
+  if (prefix === undefined) return undefined;
   const rest = line.slice(prefix.length);
   const colon = rest.indexOf(': ');
   const kind = (colon < 0 ? rest.replace(/:$/, '') : rest.slice(0, colon)) as DecodedChangeKind;
   if (kind === 'TRUNCATE') return { kind, keys: [] };
   if (kind !== 'INSERT' && kind !== 'UPDATE' && kind !== 'DELETE') throw new Error(`unreadable change line: ${line.slice(0, 200)}`);
   const columns = readColumns(rest.slice(colon + 2));
-  const wanted = quoteIdentifierAsPostgres(keyColumn);
-  const keys = columns.filter((column) => column.name === wanted && column.value !== null).map((column) => column.value!);
+  const keys = columns.filter((column) => column.name === keyColumn && column.value !== null).map((column) => column.value!);
   if (keys.length === 0) throw new Error(`the change carries no value of the key column ${keyColumn}: ${line.slice(0, 200)}`);
   return { kind, keys: [...new Set(keys)] };
 }
@@ -68,7 +72,7 @@ function readColumns(text: string): DecodedColumn[] {
         end = quote + 1;
         break;
       }
-      name = text.slice(at, end);
+      name = text.slice(at + 1, end - 1).replaceAll('""', '"');
       at = end;
     } else {
       const bracket = text.indexOf('[', at);

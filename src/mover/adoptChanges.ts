@@ -61,7 +61,7 @@ const MARKER_WAIT_MS = 120_000;
  */
 export async function applyChanges(context: AdoptContext, keysPerBatchMax = 20_000): Promise<number> {
   const { adoption } = context;
-  const prefix = decodedTablePrefix(adoption.schema, adoption.name);
+  const prefixes = decodedTablePrefix(adoption.schema, adoption.name);
   let applied = 0;
   for (const [index] of adoption.sources.entries()) {
     const source = await context.source(index);
@@ -76,7 +76,7 @@ export async function applyChanges(context: AdoptContext, keysPerBatchMax = 20_0
       for (const row of rows) {
         if (row.data.startsWith('COMMIT')) lastCommitLsn = row.lsn;
         else if (row.data.startsWith('message:') && row.data.includes(ADOPT_MARKER_PREFIX) && row.data.endsWith(`content:${marker}`)) seen = true;
-        else for (const key of changedKeysOf(context, index, row.data, prefix)) keys.add(key);
+        else for (const key of changedKeysOf(context, index, row.data, prefixes)) keys.add(key);
       }
       const all = [...keys];
       for (let at = 0; at < all.length; at += keysPerBatchMax) {
@@ -93,10 +93,10 @@ export async function applyChanges(context: AdoptContext, keysPerBatchMax = 20_0
   return applied;
 }
 
-function changedKeysOf(context: AdoptContext, index: number, line: string, prefix: string): string[] {
+function changedKeysOf(context: AdoptContext, index: number, line: string, prefixes: readonly string[]): string[] {
   let change;
   try {
-    change = decodeChangeLine(line, prefix, context.adoption.keyColumn);
+    change = decodeChangeLine(line, prefixes, context.adoption.keyColumn);
   } catch (error) {
     throw new ReshardError('unsupported', `a change of ${context.adoption.name} on ${context.sourceName(index)} could not be read: ${(error as Error).message}`,
       'give the table a primary key that includes the key column (its replica identity)');

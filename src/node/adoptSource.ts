@@ -184,6 +184,8 @@ export async function rowsByKey(db: Queryable, table: { schema: string; name: st
 
 /** Per slot: rows and checksum of a plain (or partitioned: all its leaves) table. */
 export async function statsBySlot(db: Queryable, table: { schema: string; name: string; keyColumn: string; keyType: ShardKeyType }, modulus: number): Promise<Map<number, { rows: number; checksum: string }>> {
+  // The text form of a row depends on these session settings; servers' defaults may differ (time zone above all).
+  await db.query("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'");
   const result = await db.query<{ slot: number; rows: string; checksum: string }>(
     `SELECT ${slotOfKeySql(`t.${quoteIdent(table.keyColumn)}`, table.keyType, modulus)} AS slot, count(*)::text AS rows, ${ROW_CHECKSUM_SQL} AS checksum
        FROM ${quoteQualified(table.schema, table.name)} t GROUP BY 1`,
