@@ -347,4 +347,21 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
       }
     }, 400_000);
   }
+
+  it('forget-source drops the kept old table; rollback is then refused and changes nothing', async () => {
+    const source = cluster.servers[3]!;
+    expect((await sql(source, "SELECT to_regclass('resumed_sync') IS NOT NULL AS kept")).rows[0].kept).toBe(true);
+    const forgotten = await runCli(['table', 'forget-source', 'resumed_sync', '--json'], env);
+    expect(forgotten.stderr).toBe('');
+    expect(forgotten.code).toBe(0);
+    expect((await sql(source, "SELECT to_regclass('resumed_sync') IS NULL AS gone")).rows[0].gone).toBe(true);
+    const rollback = await runCli(['rollback'], env);
+    expect(rollback.code).not.toBe(0);
+    expect(rollback.stderr).toMatch(/reshard: error: the old table of resumed_sync was dropped by `table forget-source`/);
+    let rows = 0;
+    for (const node of cluster.servers.slice(0, 3)) rows += (await sql(node, 'SELECT count(*)::int AS n FROM resumed_sync')).rows[0].n as number;
+    expect(rows).toBeGreaterThanOrEqual(ROWS);
+    const listed = await runCli(['table', 'list', '--json'], env);
+    expect(listed.stdout).toMatch(/resumed_sync/);
+  }, 120_000);
 });
