@@ -102,9 +102,11 @@ async function main(): Promise<void> {
         if (event.action === 'begin') entry.begin = performance.now();
         if (event.action === 'done') entry.done = performance.now();
         stepMs.set(event.step, entry);
-        if (event.step === 'prepare' && event.action === 'done') startClients();
       },
     });
+    // The clients start once the router knows the table is being adopted (it routes it to the old table until the switch).
+    for (let waitedMs = 0; adopting.state !== 'streaming' && waitedMs < 60_000; waitedMs += 5) await new Promise((resolve) => setTimeout(resolve, 5));
+    startClients();
     const result = await adoption;
     const adoptSeconds = (performance.now() - adoptStartedMs) / 1000;
     await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { getAdoption, registeredDefinition, type AdoptionSource } from '../catalog/adoptions.js';
+import { getAdoption, registeredDefinition, storedAdoptionDefinition, type AdoptionSource } from '../catalog/adoptions.js';
 import { holdMigration } from '../catalog/migrationRuns.js';
 import { listNodes } from '../catalog/nodes.js';
 import { readSlotMap } from '../catalog/slotMap.js';
@@ -35,8 +35,7 @@ export async function withAdoptContext<T>(
     if (!adoption) throw new ReshardError('not_found', `migration ${migrationId} is not an adoption`, 'see `reshard status`');
     const nodes = (await listNodes(catalog)).filter((node) => node.state !== 'removed');
     const slotMap = await readSlotMap(catalog);
-    const plan = await catalog.query<{ definition: string | null; colocation_group: string | null }>(
-      "SELECT plan->>'definition' AS definition, plan->>'colocation_group' AS colocation_group FROM reshard.migration WHERE id = $1", [migrationId]);
+    const plan = await storedAdoptionDefinition(catalog, migrationId);
     const registered = await registeredDefinition(catalog, adoption);
     const nodeByName = new Map(nodes.map((node) => [node.name, node]));
     const nodeConnection = (name: string): ConnectionSettings => {
@@ -65,7 +64,7 @@ export async function withAdoptContext<T>(
     };
     const context: AdoptContext = {
       adoption, names: adoptNames(adoption.name, migrationId), modulus: slotMap.modulus, owners: slotMap.owners, nodes,
-      definition: registered?.definition ?? plan.rows[0]?.definition ?? '', colocationGroup: registered?.colocationGroup ?? plan.rows[0]?.colocation_group ?? adoption.name,
+      definition: registered?.definition ?? plan.definition ?? '', colocationGroup: registered?.colocationGroup ?? plan.colocationGroup ?? adoption.name,
       limits: { ...ADOPT_LIMITS_DEFAULT, ...options.limits }, catalog,
       source: (index) => open(`source:${index}`, sourceConnection(index), `source ${sourceName(index)}`),
       node: (name) => open(`node:${name}`, nodeConnection(name), `node "${name}"`),

@@ -1,9 +1,8 @@
-import type pg from 'pg';
 import {
-  createAdoption, finishAdoptionMigration, getAdoption, registeredDefinition, setAdoptionState, shardedTableNameTaken, type AdoptionRecord, type AdoptionSource,
+  adoptedRowCount, createAdoption, finishAdoptionMigration, resumableAdoptionId, setAdoptionState, shardedTableNameTaken, storeAdoptionDefinition,
 } from '../catalog/adoptions.js';
 import { getCluster } from '../catalog/cluster.js';
-import { holdMigration, reopenMigration } from '../catalog/migrationRuns.js';
+import { getMigration, reopenMigration } from '../catalog/migrationRuns.js';
 import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
@@ -96,18 +95,12 @@ export async function adoptTable(access: ClusterAccess, request: AdoptRequest): 
       sources: located.map((source) => ({ connection: source.connection, ...(source.node !== undefined ? { node: source.node } : {}) })),
     }, (id) => adoptNames(request.name, id), epoch);
     // Kept with the migration: a resume needs the definition even after a node source's table was renamed.
-    await storeDefinition(catalog, migrationId, first.definition, colocationGroup);
+    await storeAdoptionDefinition(catalog, migrationId, first.definition, colocationGroup);
   } finally {
     await catalog.end().catch(() => {});
   }
   const passwords = new Map(sources.map((source, index) => [index, source.password]));
   return runAdoption(access, migrationId, passwords, request);
-}
-
-/** The definition and group, kept in the migration's plan until the prepare step registers the table. */
-async function storeDefinition(catalog: pg.ClientBase, migrationId: number, definition: string, colocationGroup: string): Promise<void> {
-  await catalog.query(`UPDATE reshard.migration SET plan = plan || jsonb_build_object('definition', $2::text, 'colocation_group', $3::text) WHERE id = $1`,
-    [migrationId, definition, colocationGroup]);
 }
 
 interface LocatedSource { connection: ConnectionSettings; node?: string; name: string }
@@ -135,21 +128,11 @@ async function locateSources(sources: readonly ConnectionSettings[], nodes: read
 export async function resumeAdoption(access: ClusterAccess, migrationId: number, emit?: (event: StepEvent) => void): Promise<AdoptResult> {
   const catalog = await connectCatalog(access, 'reshard adopt');
   try {
-    const migration = await catalog.query<{ state: string }>('SELECT state FROM reshard.migration WHERE id = $1', [migrationId]);
-    if (migration.rows[0]?.state === 'failed') await reopenMigration(catalog, migrationId);
+    if ((await getMigration(catalog, migrationId)).state === 'failed') await reopenMigration(catalog, migrationId);
   } finally {
     await catalog.end().catch(() => {});
   }
   return runAdoption(access, migrationId, new Map(), { ...(emit ? { emit } : {}) });
-}
-
-/** The adoption waiting for `resume`, if the resumable migration is one. */
-export async function resumableAdoption(catalog: pg.ClientBase): Promise<AdoptionRecord | undefined> {
-  const result = await catalog.query<{ id: string }>(
-    `SELECT m.id::text FROM reshard.migration m WHERE m.mode = 'adopt'
-        AND (m.state = 'running' OR (m.state = 'failed' AND m.id = (SELECT max(id) FROM reshard.migration))) ORDER BY m.id DESC LIMIT 1`,
-  );
-  return result.rows[0] ? getAdoption(catalog, Number(result.rows[0].id)) : undefined;
 }
 
 /** Runs the recorded adoption's steps; a failure before the switch undoes it all. */
@@ -170,11 +153,9 @@ async function runAdoption(access: ClusterAccess, migrationId: number, sourcePas
       throw error;
     }
     await finishAdoptionMigration(catalog, migrationId, 'completed');
-    const rows = await catalog.query<{ rows: string | null }>(
-      `SELECT (detail->>'rows') AS rows FROM reshard.journal WHERE migration_id = $1 AND step = 'verify' AND action = 'done' ORDER BY id DESC LIMIT 1`, [migrationId]);
     return {
       migrationId, table: adoption.name, sources: adoption.sources.map((_, index) => context.sourceName(index)),
-      rows: Number(rows.rows[0]?.rows ?? 0), keptName: adoption.keptName,
+      rows: await adoptedRowCount(catalog, migrationId), keptName: adoption.keptName,
     };
   });
 }
@@ -184,7 +165,7 @@ export async function adoptionToResume(access: ClusterAccess): Promise<number | 
   const catalog = await connectCatalog(access, 'reshard resume');
   try {
     await assertCatalogCurrent(catalog);
-    return (await resumableAdoption(catalog))?.migrationId;
+    return await resumableAdoptionId(catalog);
   } finally {
     await catalog.end().catch(() => {});
   }

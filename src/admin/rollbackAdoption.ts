@@ -1,4 +1,4 @@
-import { finishAdoptionMigration, setAdoptionState, unregisterAdoptedTable } from '../catalog/adoptions.js';
+import { adoptionMigrationId, finishAdoptionMigration, setAdoptionState, unregisterAdoptedTable } from '../catalog/adoptions.js';
 import { ReshardError } from '../core/errors.js';
 import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { dropSourceFenceFunction, rowsByKey, tableExists, unfenceSourceTable, writeBackRows } from '../node/adoptSource.js';
@@ -28,12 +28,7 @@ export function oldTableOf(context: Pick<AdoptContext, 'adoption'>, index: numbe
 export async function adoptionToRollBack(access: ClusterAccess, migrationId?: number): Promise<number | undefined> {
   const catalog = await connectCatalog(access, 'reshard rollback');
   try {
-    const result = await catalog.query<{ id: string; mode: string }>(
-      migrationId === undefined ? 'SELECT id::text, mode FROM reshard.migration ORDER BY id DESC LIMIT 1' : 'SELECT id::text, mode FROM reshard.migration WHERE id = $1',
-      migrationId === undefined ? [] : [migrationId]);
-    const row = result.rows[0];
-    if (!row || row.mode !== 'adopt') return undefined;
-    return Number(row.id);
+    return await adoptionMigrationId(catalog, migrationId);
   } finally {
     await catalog.end().catch(() => {});
   }

@@ -70,6 +70,8 @@ export async function createAdoption(
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
       [id, adoption.schema, adoption.name, adoption.keyColumn, adoption.keyType, stagedName, keptName, JSON.stringify(adoption.sources.map(withoutPassword))],
     );
+    // Routers that route the table (AdoptingTable) learn at once that it is now adopting.
+    await client.query(`WITH bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch) SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped`);
     await client.query('COMMIT');
     return id;
   } catch (error) {
@@ -185,4 +187,41 @@ export async function registeredDefinition(db: Queryable, table: { schema: strin
 export async function shardedTableNameTaken(db: Queryable, table: { schema: string; name: string }): Promise<boolean> {
   const result = await db.query('SELECT 1 FROM reshard.sharded_table WHERE schema_name = $1 AND table_name = $2', [table.schema, table.name]);
   return result.rows.length > 0;
+}
+
+/** Keeps the table's definition and colocation group with the migration until the prepare step registers the table. */
+export async function storeAdoptionDefinition(db: Queryable, migrationId: number, definition: string, colocationGroup: string): Promise<void> {
+  await db.query(`UPDATE reshard.migration SET plan = plan || jsonb_build_object('definition', $2::text, 'colocation_group', $3::text) WHERE id = $1`,
+    [migrationId, definition, colocationGroup]);
+}
+
+export async function storedAdoptionDefinition(db: Queryable, migrationId: number): Promise<{ definition: string | undefined; colocationGroup: string | undefined }> {
+  const result = await db.query<{ definition: string | null; colocation_group: string | null }>(
+    "SELECT plan->>'definition' AS definition, plan->>'colocation_group' AS colocation_group FROM reshard.migration WHERE id = $1", [migrationId]);
+  const row = result.rows[0];
+  return { definition: row?.definition ?? undefined, colocationGroup: row?.colocation_group ?? undefined };
+}
+
+/** The adoption `resume` continues: the running adoption (interrupted), else the latest migration if it is a failed adoption. */
+export async function resumableAdoptionId(db: Queryable): Promise<number | undefined> {
+  const result = await db.query<{ id: string }>(
+    `SELECT m.id::text FROM reshard.migration m WHERE m.mode = 'adopt'
+        AND (m.state = 'running' OR (m.state = 'failed' AND m.id = (SELECT max(id) FROM reshard.migration))) ORDER BY m.id DESC LIMIT 1`,
+  );
+  return result.rows[0] ? Number(result.rows[0].id) : undefined;
+}
+
+/** `migrationId` (else the latest migration) if it is an adoption. */
+export async function adoptionMigrationId(db: Queryable, migrationId?: number): Promise<number | undefined> {
+  const result = await db.query<{ id: string }>(
+    "SELECT id::text FROM reshard.migration WHERE mode = 'adopt' AND id = coalesce($1::bigint, (SELECT max(id) FROM reshard.migration))", [migrationId ?? null],
+  );
+  return result.rows[0] ? Number(result.rows[0].id) : undefined;
+}
+
+/** The rows the adoption's verification counted. */
+export async function adoptedRowCount(db: Queryable, migrationId: number): Promise<number> {
+  const result = await db.query<{ rows: string | null }>(
+    `SELECT (detail->>'rows') AS rows FROM reshard.journal WHERE migration_id = $1 AND step = 'verify' AND action = 'done' ORDER BY id DESC LIMIT 1`, [migrationId]);
+  return Number(result.rows[0]?.rows ?? 0);
 }

@@ -67,9 +67,25 @@ export class AdoptingTable {
     return this.route.state;
   }
 
-  private async refresh(): Promise<void> {
-    if (!this.listener || this.closed) return;
-    this.route = await adoptionRoute(this.listener, this.table);
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
+
+  /** Reads the table's adoption state; one read at a time on the listening session (a notification and a held call may both ask). */
+  private refresh(): Promise<void> {
+    if (!this.listener || this.closed) return Promise.resolve();
+    if (this.refreshing) {
+      // A read already under way may have begun before this change: read once more after it.
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    const listener = this.listener;
+    this.refreshing = (async () => {
+      do {
+        this.refreshAgain = false;
+        this.route = await adoptionRoute(listener, this.table);
+      } while (this.refreshAgain && !this.closed);
+    })().finally(() => { this.refreshing = undefined; });
+    return this.refreshing;
   }
 
   private destination(): 'source' | 'held' | 'sharded' {

@@ -111,7 +111,7 @@ describe('reshard table adopt at scale: 1M rows under 8 writers', () => {
     const startedMs = performance.now();
     try {
       const adopting$ = runCli(['table', 'adopt', 'accounts', '--from', catalogUrl(source.connection), '--key', 'id', '--json'], env, 1_200_000);
-      await waitFor('the adoption recorded', async () => (adopting.state === 'none' ? undefined : true), { timeoutMs: 60_000, pollMs: 5, fix: 'the adoption did not start' });
+      await waitFor('the adoption recorded', async () => (adopting.state === 'streaming' ? true : undefined), { timeoutMs: 60_000, pollMs: 5, fix: 'the adoption did not start' });
       routed.push(...counters.slice(0, 4).map((counter) => startWriter(counter, counter * 1_000_000_000, routedSend)));
       adopted = await adopting$;
       await new Promise((resolve) => setTimeout(resolve, 500));

@@ -121,7 +121,7 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
       const adopting$ = runCli(['table', 'adopt', 'accounts', '--from', catalogUrl(source.connection), '--key', 'id', '--json'], env, 300_000);
-      await waitFor('the adoption recorded', async () => (adopting.state === 'none' ? undefined : true), { timeoutMs: 60_000, pollMs: 5, fix: 'the adoption did not start' });
+      await waitFor('the adoption recorded', async () => (adopting.state === 'streaming' ? true : undefined), { timeoutMs: 60_000, pollMs: 5, fix: 'the adoption did not start' });
       writers.unshift(startWriter(counters[0]!, 1_000_000, routedSend), startWriter(counters[1]!, 2_000_000, routedSend));
       adopted = await adopting$;
       // Routed writers keep going after the switch.
@@ -156,6 +156,10 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
     for (const [index, writer] of writers.entries()) expect(byId.get(counters[index]!)![0]!.balance, `counter ${counters[index]}`).toBe(writer.tally.increments);
     expect(result.rows).toBeGreaterThanOrEqual(ROWS);
 
+    // Routed writes reached the old table before the cutover (the router sent them there), and the nodes after it.
+    const routedOnSource = (await sql(source, 'SELECT count(*)::int AS n FROM accounts WHERE id BETWEEN 1000000 AND 2999999')).rows[0].n as number;
+    expect(routedOnSource).toBeGreaterThan(0);
+    expect(routedOnSource).toBeLessThan(writers[0]!.tally.inserted.length + writers[1]!.tally.inserted.length);
     // The old table is kept under its name on the separate server, fenced.
     const fenced = await sql(source, 'INSERT INTO accounts (id) VALUES (99999999)').catch((error: { code?: string }) => error);
     expect((fenced as { code?: string }).code).toBe('RSM01');
