@@ -153,8 +153,11 @@ const verify: AdoptStep = {
   async do(context) {
     const { adoption } = context;
     const table = { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
-    const onSources = await Promise.all(adoption.sources.map(async (_, index) => statsBySlot(await context.source(index), table, context.modulus)));
-    const onOwners = await Promise.all(context.nodes.map(async (node) => statsBySlot(await context.node(node.name), { ...table, name: adoption.stagedName }, context.modulus)));
+    // Sources and owners scanned at once (the sources are fenced, the owners take nothing else): the scan is write pause.
+    const [onSources, onOwners] = await Promise.all([
+      Promise.all(adoption.sources.map(async (_, index) => statsBySlot(await context.source(index), table, context.modulus))),
+      Promise.all(context.nodes.map(async (node) => statsBySlot(await context.node(node.name), { ...table, name: adoption.stagedName }, context.modulus))),
+    ]);
     const differing: number[] = [];
     let firstDifference = '';
     let rows = 0;

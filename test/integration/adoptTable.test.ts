@@ -5,6 +5,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { slotOf } from '../../src/core/hash.js';
+import { slotOfKeySql } from '../../src/node/adoptSource.js';
 import type { LocalServer } from '../../src/local/localServer.js';
 import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
@@ -95,6 +96,18 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
   }, 120_000);
   afterAll(async () => {
     await cluster?.stop();
+  });
+
+  it('computes on the source the slot PostgreSQL routes each key to (power-of-two and other slot counts, every key type)', async () => {
+    const server = cluster.servers[3]!;
+    const keys = { bigint: ['0', '1', '-1', '9223372036854775807', '-9223372036854775808', '42', '123456789012'], integer: ['0', '-7', '2147483647', '99'], text: ['', 'a', 'Ada Lovelace', 'é'], uuid: ['00000000-0000-0000-0000-000000000000', '6f1c2b1e-8d4a-4b8e-9c3a-2f6e1d0c9b7a'] } as const;
+    for (const modulus of [32, 64, 1000, 7]) {
+      for (const [type, values] of Object.entries(keys) as [keyof typeof keys, readonly string[]][]) {
+        const result = await sql(server, `SELECT ${slotOfKeySql('k', type, modulus)} AS slot FROM unnest($1::${type}[]) WITH ORDINALITY AS u(k, n) ORDER BY n`, [values]);
+        const expected = values.map((value) => slotOf(type, type === 'bigint' ? BigInt(value) : type === 'integer' ? Number(value) : value, modulus));
+        expect(result.rows.map((row: { slot: number }) => row.slot), `${type} mod ${modulus}`).toEqual(expected);
+      }
+    }
   });
 
   it('adopts a 20k-row table from a separate server under 4 writers (2 routed, 2 direct): every acknowledged write exactly once', async () => {
