@@ -27,6 +27,12 @@ async function sql(server: LocalServer, text: string, params: unknown[] = []): P
   }
 }
 
+async function withTimeoutPromise(work: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise<void>((_, reject) => { timer = setTimeout(() => reject(new Error(`not within ${timeoutMs} ms`)), timeoutMs); })]);
+  clearTimeout(timer);
+}
+
 /** A writer's acknowledged work: ids it inserted, and increments of its own counter row. */
 interface WriterTally { inserted: number[]; increments: number; fencedErrors: number; otherErrors: string[] }
 
@@ -316,7 +322,8 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
     expect((await sql(cluster.servers[0]!, "SELECT count(*)::int AS n FROM reshard.sharded_table WHERE table_name = 'ledger'")).rows[0].n).toBe(0);
   }, 400_000);
 
-  for (const killAt of ['stream', 'sync'] as const) {
+  // Every step of an adoption, the coordinator killed as it begins (its 'step' line on standard output).
+  for (const killAt of ['prepare', 'stream', 'freeze', 'sync', 'verify', 'attach', 'switch', 'cleanup'] as const) {
     it(`resumes an adoption whose coordinator was killed (SIGKILL) at its ${killAt} step: nothing lost, nothing left`, async () => {
       const source = cluster.servers[3]!;
       const table = `resumed_${killAt}`;
@@ -325,20 +332,28 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
       const pool = new pg.Pool({ ...source.connection, max: 2 });
       const writers = [8, 9].map((counter, index) => startWriter(counter, 8_000_000 + index * 100_000,
         (_key, text, params) => directSend(pool, text.replaceAll('accounts', table), params)));
-      const child = spawn(process.execPath, [RESHARD_BIN, 'table', 'adopt', table, '--from', catalogUrl(source.connection), '--key', 'id', '--catalog', env.RESHARD_CATALOG!], { stdio: 'ignore' });
+      const child = spawn(process.execPath, [RESHARD_BIN, 'table', 'adopt', table, '--from', catalogUrl(source.connection), '--key', 'id', '--catalog', env.RESHARD_CATALOG!], { stdio: ['ignore', 'pipe', 'ignore'] });
       const exited = new Promise((resolve) => child.once('exit', resolve));
+      let output = '';
+      const begun = new Promise<void>((resolve) => {
+        child.stdout!.on('data', (chunk: Buffer) => {
+          output += chunk.toString();
+          if (output.includes(`step ${killAt}\n`)) {
+            child.kill('SIGKILL');
+            resolve();
+          }
+        });
+        child.once('exit', () => resolve());
+      });
       try {
-        await waitFor(`the ${killAt} step begun`, async () => {
-          const begun = await sql(cluster.servers[0]!, `SELECT 1 FROM reshard.journal j JOIN reshard.adoption a ON a.migration_id = j.migration_id
-             WHERE a.table_name = $1 AND j.step = $2 AND j.action = 'begin'`, [table, killAt]);
-          return begun.rows.length > 0 ? true : undefined;
-        }, { timeoutMs: 120_000, pollMs: 2, fix: 'the adoption did not get there' });
+        await withTimeoutPromise(begun, 120_000);
       } finally {
         child.kill('SIGKILL');
       }
       await exited;
       const state = await sql(cluster.servers[0]!, "SELECT m.state FROM reshard.migration m JOIN reshard.adoption a ON a.migration_id = m.id WHERE a.table_name = $1", [table]);
       expect(state.rows[0].state).toBe('running');
+      expect(output).toContain(`step ${killAt}`);
       const resumed = await runCli(['resume', '--json'], env, 300_000);
       for (const writer of writers) await writer.stop();
       await pool.end();
@@ -367,19 +382,19 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
 
   it('forget-source drops the kept old table; rollback is then refused and changes nothing', async () => {
     const source = cluster.servers[3]!;
-    expect((await sql(source, "SELECT to_regclass('resumed_sync') IS NOT NULL AS kept")).rows[0].kept).toBe(true);
-    const forgotten = await runCli(['table', 'forget-source', 'resumed_sync', '--json'], env);
+    expect((await sql(source, "SELECT to_regclass('resumed_cleanup') IS NOT NULL AS kept")).rows[0].kept).toBe(true);
+    const forgotten = await runCli(['table', 'forget-source', 'resumed_cleanup', '--json'], env);
     expect(forgotten.stderr).toBe('');
     expect(forgotten.code).toBe(0);
-    expect((await sql(source, "SELECT to_regclass('resumed_sync') IS NULL AS gone")).rows[0].gone).toBe(true);
+    expect((await sql(source, "SELECT to_regclass('resumed_cleanup') IS NULL AS gone")).rows[0].gone).toBe(true);
     const rollback = await runCli(['rollback'], env);
     expect(rollback.code).not.toBe(0);
-    expect(rollback.stderr).toMatch(/reshard: error: the old table of resumed_sync was dropped by `table forget-source`/);
+    expect(rollback.stderr).toMatch(/reshard: error: the old table of resumed_cleanup was dropped by `table forget-source`/);
     let rows = 0;
-    for (const node of cluster.servers.slice(0, 3)) rows += (await sql(node, 'SELECT count(*)::int AS n FROM resumed_sync')).rows[0].n as number;
+    for (const node of cluster.servers.slice(0, 3)) rows += (await sql(node, 'SELECT count(*)::int AS n FROM resumed_cleanup')).rows[0].n as number;
     expect(rows).toBeGreaterThanOrEqual(ROWS);
     const listed = await runCli(['table', 'list', '--json'], env);
-    expect(listed.stdout).toMatch(/resumed_sync/);
+    expect(listed.stdout).toMatch(/resumed_cleanup/);
     // The rest of the tool reads a cluster with adoptions in its history.
     for (const args of [['status', '--json'], ['doctor', '--json'], ['verify', '--json']]) {
       const ran = await runCli(args, env);
