@@ -170,3 +170,8 @@ export async function adoptionToResume(access: ClusterAccess): Promise<number | 
     await catalog.end().catch(() => {});
   }
 }
+
+/** What `table adopt --dry-run` prints: each step of an adoption, in order, as the journal will name it. Nothing is read or changed. */
+export function describeAdoptSteps(table: string): { step: string; description: string }[] {
+  return ADOPT_STEPS.map((step) => ({ step: step.name, description: step.describe({ slot: 0, modulus: 1, sourceName: 'source', targetName: 'owners', tables: [{ schema: 'public', name: table, shardKey: [] }] }) }));
+}

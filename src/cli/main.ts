@@ -118,6 +118,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--key <column>', 'the shard key column (part of the primary key)')
     .option('--colocate-with <table>', 'share the slot space of this table (same key type)')
     .option('--schema <schema>', 'schema of the table', 'public')
+    .option('--dry-run', 'print the steps an adoption takes, without doing them')
     .action(async (name: string, options) => adoptCommand(output(), access(), name, options));
   table.command('forget-source <name>')
     .description('drop the old table an adoption kept fenced (after this, `reshard rollback` cannot take the adoption back)')

@@ -71,7 +71,7 @@ const prepare: AdoptStep = {
 
 const stream: AdoptStep = {
   name: 'stream',
-  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot with one binary COPY per owner (rows of the owner\'s slots only, routed to leaves by the parent); then the changes since, applied by key, until the lag is small',
+  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot with one binary COPY per owner (rows of the owner\'s slots only, routed to leaves by the parent); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
   async do(context) {
     // Idempotent as a whole: a copy interrupted anywhere starts again from empty leaves and new slots.
     for (const node of context.nodes) await truncateStagedParent(await context.node(node.name), tableNames(context));

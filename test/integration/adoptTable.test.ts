@@ -268,6 +268,13 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
     expect((await sql(first!, "SELECT count(*)::int AS n FROM reshard.sharded_table WHERE table_name = 'dups'")).rows[0].n).toBe(0);
     // The old tables are untouched and writable.
     await sql(first!, "INSERT INTO dups VALUES (1000, 'still mine')");
+    // --dry-run lists the steps as the journal names them, and changes nothing.
+    const migrations = (await sql(first!, 'SELECT count(*)::int AS n FROM reshard.migration')).rows[0].n as number;
+    const dryRun = await runCli(['table', 'adopt', 'dups', '--from', catalogUrl(first!.connection), '--key', 'id', '--dry-run', '--json'], env);
+    expect(dryRun.code).toBe(0);
+    const steps = (JSON.parse(dryRun.stdout.trim()) as { steps: { step: string }[] }).steps.map((entry) => entry.step);
+    expect(steps).toEqual(['prepare', 'stream', 'freeze', 'sync', 'verify', 'attach', 'switch', 'cleanup']);
+    expect((await sql(first!, 'SELECT count(*)::int AS n FROM reshard.migration')).rows[0].n).toBe(migrations);
     expect((await sql(second!, 'SELECT count(*)::int AS n FROM dups')).rows[0].n).toBe(101);
   }, 200_000);
 

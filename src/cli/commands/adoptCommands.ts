@@ -1,4 +1,4 @@
-import { adoptionToResume, adoptTable, resumeAdoption, type AdoptResult } from '../../admin/adoptTable.js';
+import { adoptionToResume, adoptTable, describeAdoptSteps, resumeAdoption, type AdoptResult } from '../../admin/adoptTable.js';
 import { forgetAdoptedSource } from '../../admin/forgetAdoptedSource.js';
 import { adoptionToRollBack, rollbackAdoption } from '../../admin/rollbackAdoption.js';
 import { badInput } from '../../core/errors.js';
@@ -6,7 +6,7 @@ import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';
 
-export interface AdoptOptions { from?: string; key?: string; colocateWith?: string; schema?: string }
+export interface AdoptOptions { from?: string; key?: string; colocateWith?: string; schema?: string; dryRun?: boolean }
 
 function report(output: Output, result: AdoptResult): void {
   output.result({ migration_id: result.migrationId, table: result.table, sources: result.sources, rows: result.rows, kept_as: result.keptName });
@@ -16,6 +16,13 @@ function report(output: Output, result: AdoptResult): void {
 
 /** `reshard table adopt TABLE --from URL[,URL…] --key COL [--colocate-with T]`. */
 export async function adoptCommand(output: Output, access: ClusterAccess, name: string, options: AdoptOptions): Promise<void> {
+  if (options.dryRun) {
+    const steps = describeAdoptSteps(name);
+    output.result({ table: name, steps });
+    output.text(`Adopting ${name} takes these steps (journaled; \`reshard resume\` continues them, a failure before the switch undoes them):`);
+    for (const { step, description } of steps) output.text(`  ${step}: ${description}`);
+    return;
+  }
   if (!options.from) throw badInput('table adopt needs the server(s) that hold the table', 'pass --from URL (several: --from URL1,URL2)');
   if (!options.key) throw badInput('table adopt needs the shard key', 'pass --key COLUMN');
   const result = await adoptTable(access, {
