@@ -325,6 +325,43 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 `,
   },
+  {
+    version: 9,
+    description: 'adoption: an existing plain table turned into a sharded table, online (reshard table adopt)',
+    sql: `
+-- A sharded table being adopted is registered (its parent and slot leaves exist
+-- on every node under a staged name) but not yet served: 'adopting' until the
+-- switch. Everything that lists sharded tables for moves, verify and routing
+-- reads 'active' ones only.
+ALTER TABLE reshard.sharded_table
+  ADD COLUMN state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'adopting'));
+
+-- An adoption runs as a migration of its own kind (one at a time with
+-- rebalances, journaled, resumable).
+ALTER TABLE reshard.migration DROP CONSTRAINT migration_mode_check;
+ALTER TABLE reshard.migration ADD CONSTRAINT migration_mode_check CHECK (mode IN ('offline', 'online', 'adopt'));
+
+-- One adoption: which table, from where (connection parts, never a password),
+-- and where it stands. streaming: copied and followed, the source serves;
+-- cutover: the sources are being fenced, routers hold calls; switched: the
+-- nodes serve, the old tables are kept fenced; returning: a rollback moves
+-- writes back; rolled_back; forgotten: the old tables are dropped.
+CREATE TABLE reshard.adoption (
+  migration_id bigint PRIMARY KEY REFERENCES reshard.migration (id),
+  schema_name  text NOT NULL,
+  table_name   text NOT NULL,
+  shard_key    text NOT NULL,
+  key_type     text NOT NULL,
+  staged_name  text NOT NULL,
+  kept_name    text NOT NULL,
+  sources      jsonb NOT NULL CHECK (jsonb_typeof(sources) = 'array' AND NOT sources::text LIKE '%"password"%'),
+  state        text NOT NULL DEFAULT 'streaming' CHECK (state IN ('streaming', 'cutover', 'switched', 'returning', 'rolled_back', 'forgotten')),
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  switched_at  timestamptz
+);
+CREATE INDEX adoption_by_table ON reshard.adoption (schema_name, table_name);
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -26,11 +26,11 @@ export function describeTable(table: Pick<ShardedTableRecord, 'schema' | 'name'>
   return table.schema === 'public' ? table.name : `${table.schema}.${table.name}`;
 }
 
-/** Sharded tables ordered so that a colocation group's first table comes first. */
+/** Sharded tables ordered so that a colocation group's first table comes first (served ones: not a table still being adopted). */
 export async function listShardedTables(db: Queryable): Promise<ShardedTableRecord[]> {
   const result = await db.query<TableRow>(
     `SELECT schema_name, table_name, shard_key, key_types, colocation_group, definition
-       FROM reshard.sharded_table ORDER BY colocation_group, created_at, schema_name, table_name`,
+       FROM reshard.sharded_table WHERE state = 'active' ORDER BY colocation_group, created_at, schema_name, table_name`,
   );
   return result.rows.map((row) => ({
     schema: row.schema_name,

@@ -17,7 +17,7 @@ import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
 import { loadCommand } from './commands/loadCommand.js';
-import { adoptCheckCommand, tableAdoptReferenceCommand } from './commands/adoptCommands.js';
+import { adoptCheckCommand, adoptCommand, forgetSourceCommand } from './commands/adoptCommands.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -125,17 +125,19 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
       if (!(await adoptCheckCommand(output(), access(), name, options))) throw new CommandFailed(`${name} cannot be adopted. Fix: follow the Fix of each problem line, then check again`);
     });
   table.command('adopt <name>')
-    .description('adopt an existing plain table; with --reference: the table stays on its node (--from), which becomes its holder, and every other node gets a copy')
-    .option('--from <urls>', 'the server(s) that hold the table: postgres://user@host:port/db')
-    .option('--reference', 'adopt it as a reference table')
-    .option('--key <columns>', 'shard key column(s), comma-separated')
-    .option('--colocate-with <table>', 'share the slot space of this sharded table')
+    .description('turn an existing plain table (on one server, or spread over several by any scheme) into a sharded table, online: copy, follow changes, fence, verify, switch')
+    .option('--from <urls>', 'the server(s) that hold the table, comma-separated (may be nodes of the cluster)')
+    .option('--key <column>', 'the shard key column (part of the primary key)')
+    .option('--colocate-with <table>', 'share the slot space of this table (same key type)')
     .option('--schema <schema>', 'schema of the table', 'public')
+    .option('--reference', 'adopt it as a reference table: it stays on its node (--from), which becomes its holder, and every other node gets a copy')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free (default 10%)')
-    .action(async (name: string, options: { reference?: boolean }) => {
-      if (!options.reference) throw badInput('this build adopts reference tables only', 'pass --reference, or create the sharded table with `table create` and `load` its rows');
-      return tableAdoptReferenceCommand(output(), access(), name, options);
-    });
+    .option('--dry-run', 'print the steps an adoption takes, without doing them')
+    .action(async (name: string, options) => adoptCommand(output(), access(), name, options));
+  table.command('forget-source <name>')
+    .description('drop the old table an adoption kept fenced (after this, `reshard rollback` cannot take the adoption back)')
+    .option('--schema <schema>', 'schema of the table', 'public')
+    .action(async (name: string, options) => forgetSourceCommand(output(), access(), name, options));
   table.command('list').description('list sharded and reference tables')
     .action(async () => tableListCommand(output(), access()));
 

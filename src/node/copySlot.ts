@@ -45,8 +45,22 @@ export async function copyRelation(
   gate?: CopyGate,
   idleMs = queryTimeoutMs(),
 ): Promise<CopyResult> {
-  const reader = source.query(copyTo(`COPY ${qualified} TO STDOUT (FORMAT binary)`));
-  const writer = target.query(copyFrom(`COPY ${qualified} FROM STDIN (FORMAT binary)`));
+  return copyStatements(source, target, `COPY ${qualified} TO STDOUT (FORMAT binary)`, `COPY ${qualified} FROM STDIN (FORMAT binary)`, qualified, onBytes, gate, idleMs);
+}
+
+/** The same as `copyRelation` for any pair of COPY statements (a query's rows into another relation). */
+export async function copyStatements(
+  source: pg.ClientBase,
+  target: pg.ClientBase,
+  copyOutSql: string,
+  copyInSql: string,
+  qualified: string,
+  onBytes: (bytesCopied: number) => void,
+  gate?: CopyGate,
+  idleMs = queryTimeoutMs(),
+): Promise<CopyResult> {
+  const reader = source.query(copyTo(copyOutSql));
+  const writer = target.query(copyFrom(copyInSql));
   let bytes = 0;
   const counter = meteredCopyStream((soFar) => {
     bytes = soFar;

@@ -38,7 +38,7 @@ const RECORD_HASHABLE_TYPES = [
 ];
 
 /** SQL: true when every column of `parent` (a quoted literal of its name) is of a RECORD_HASHABLE_TYPES type. */
-function byRecordSql(parent: string): string {
+export function byRecordSql(parent: string): string {
   return `(SELECT coalesce(bool_and(ty.typnamespace = 'pg_catalog'::regnamespace AND ty.typname = ANY (ARRAY[${RECORD_HASHABLE_TYPES.map(quoteLiteral).join(', ')}])
                                   AND (a.attcollation = 0 OR coalesce(co.collisdeterministic, false))), false)
              FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid LEFT JOIN pg_collation co ON co.oid = a.attcollation

@@ -18,11 +18,12 @@ export interface ExportedSlot {
   release(): Promise<void>;
 }
 
-export async function createSlotWithExportedSnapshot(source: ConnectionSettings, slotName: string): Promise<ExportedSlot> {
+/** `plugin`: pgoutput for a subscription; test_decoding for a stream reshard reads itself (an adoption). */
+export async function createSlotWithExportedSnapshot(source: ConnectionSettings, slotName: string, plugin: 'pgoutput' | 'test_decoding' = 'pgoutput'): Promise<ExportedSlot> {
   const client = await openClient(source, 'reshard snapshot', { replication: 'database' } as Partial<pg.ClientConfig>, 'the source (replication slot)');
   try {
     const result = await client.query<{ slot_name: string; consistent_point: string; snapshot_name: string }>(
-      `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput (SNAPSHOT 'export')`,
+      `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL ${plugin} (SNAPSHOT 'export')`,
     );
     const row = result.rows[0]!;
     return {

@@ -4,3 +4,4 @@ export { ReshardError } from '../core/errors.js';
 export { RoutedCallError, type RouterErrorCode } from './routedError.js';
 export { FENCE_SQLSTATE as FROZEN_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 export { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
+export { AdoptingTable, type AdoptingTableOptions } from './adoptingTable.js';

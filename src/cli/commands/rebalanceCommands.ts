@@ -1,4 +1,5 @@
 import { HEADROOM_FRACTION_DEFAULT, MOVE_CONCURRENCY_MAX_DEFAULT, prepareRebalance, resumeMigration, runPreparedRebalance, type DryRunMove, type MigrationSummary, type ThrottleOptions } from '../../admin/rebalance.js';
+import { resumeAdoptionIfAny } from './adoptCommands.js';
 import { cancelMigration, pauseMigration, resumePausedMigration, type ControlOutcome } from '../../admin/controlMigration.js';
 import { percentile } from '../../core/percentile.js';
 import { formatBytes } from '../../core/bytes.js';
@@ -145,6 +146,7 @@ function pauseText(summary: MigrationSummary): string {
 export async function resumeCommand(output: Output, access: ClusterAccess, options: { concurrency?: string } & ThrottleCommandOptions): Promise<void> {
   const moveConcurrencyMax = parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT);
   const throttle = throttleOptions(options);
+  if (await resumeAdoptionIfAny(output, access)) return;
   // A paused migration goes on in the process that runs it; only an interrupted one is run here.
   const unpaused = await resumePausedMigration(access);
   if (unpaused) {

@@ -1,5 +1,6 @@
 import { MOVE_CONCURRENCY_MAX_DEFAULT } from '../../admin/rebalance.js';
 import { rollbackMigration } from '../../admin/rollbackMigration.js';
+import { rollbackAdoptionIfAny } from './adoptCommands.js';
 import { stoppedError } from '../../core/errors.js';
 import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import { MigrationProgress } from '../migrationProgress.js';
@@ -11,6 +12,7 @@ export interface RollbackCommandOptions { migration?: string; slot?: string; con
 export async function rollbackCommand(output: Output, access: ClusterAccess, options: RollbackCommandOptions): Promise<void> {
   const migrationId = options.migration === undefined ? undefined : parseWholeNumber(options.migration, '--migration', 1);
   const slot = options.slot === undefined ? undefined : parseWholeNumber(options.slot, '--slot', 0);
+  if (slot === undefined && (await rollbackAdoptionIfAny(output, access, options))) return;
   const progress = new MigrationProgress(output);
   const result = await rollbackMigration(access, {
     ...(migrationId !== undefined ? { migrationId } : {}),

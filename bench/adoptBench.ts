@@ -1,0 +1,151 @@
+/**
+ * The adoption benchmark: a plain table of BENCH_ROWS rows (default 1M; a
+ * text column of ~120 bytes) on a separate server adopted into 3 nodes while
+ * 8 clients write through the router's AdoptingTable (20 ms think time).
+ * Reported in the same run, as the online benchmark does: the raw baseline
+ * (`COPY … TO STDOUT | COPY … FROM STDIN`, binary, the whole table into one
+ * plain table on a node) against the adoption's copy (its stream step), and
+ * the write pause clients saw: the latency of calls issued from the freeze
+ * to the switch (p50 / p99 / max), beside that of the other calls.
+ *
+ *   tsc -p tsconfig.bench.json && node dist-bench/bench/adoptBench.js   → bench/results/adopt.json
+ *   BENCH_ROWS=200000 BENCH_OUTPUT=/tmp/adopt.json                       a smaller run
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { addNode } from '../src/admin/addNode.js';
+import { adoptTable } from '../src/admin/adoptTable.js';
+import { initCluster } from '../src/admin/initCluster.js';
+import { percentile } from '../src/core/percentile.js';
+import { removeServerDirectory, startLocalServer, type LocalServer } from '../src/local/localServer.js';
+import { copyRelation } from '../src/node/copySlot.js';
+import { noPasswords } from '../src/plumbing/connectNode.js';
+import { AdoptingTable, Router } from '../src/router/index.js';
+
+const ROWS = Number(process.env['BENCH_ROWS'] ?? 1_000_000);
+const SLOTS = Number(process.env['BENCH_SLOTS'] ?? 256);
+const CLIENTS = 8;
+const THINK_MS = 20;
+const OUTPUT = process.env['BENCH_OUTPUT'] ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results', 'adopt.json');
+
+async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const client = new pg.Client({ ...server.connection });
+  await client.connect();
+  try {
+    return await client.query(text, params);
+  } finally {
+    await client.end();
+  }
+}
+
+interface Call { startedMs: number; ms: number }
+
+async function main(): Promise<void> {
+  const baseDir = mkdtempSync(join(tmpdir(), 'reshard-adopt-bench-'));
+  const servers: LocalServer[] = [];
+  try {
+    servers.push(...await Promise.all([1, 2, 3, 4].map((i) => startLocalServer({ name: `a${i}`, baseDir, durable: true, settings: { shared_buffers: '256MB', max_wal_size: '4GB' } }))));
+    const [n1, , , source] = servers as [LocalServer, LocalServer, LocalServer, LocalServer];
+    const table = 'accounts (id bigint PRIMARY KEY, balance bigint NOT NULL DEFAULT 0, note text NOT NULL)';
+    await sql(source, `CREATE TABLE ${table}`);
+    await sql(source, `INSERT INTO accounts SELECT g, 0, repeat(md5(g::text), 4) FROM generate_series(1, ${ROWS}) g`);
+    await sql(source, 'VACUUM ANALYZE accounts');
+
+    // The raw baseline: the whole table, one binary COPY stream, into a plain table of the same name on a node's server (another database).
+    await sql(n1, 'CREATE DATABASE rawcopy');
+    const rawTarget = new pg.Client({ ...n1.connection, database: 'rawcopy' });
+    const rawSource = new pg.Client(source.connection);
+    await Promise.all([rawTarget.connect(), rawSource.connect()]);
+    await rawTarget.query(`CREATE TABLE ${table}`);
+    const rawStartedMs = performance.now();
+    const raw = await copyRelation(rawSource, rawTarget, 'accounts', () => {});
+    const rawSeconds = (performance.now() - rawStartedMs) / 1000;
+    await Promise.all([rawTarget.end(), rawSource.end()]);
+    await sql(n1, 'DROP DATABASE rawcopy');
+
+    const access = { catalog: n1.connection, passwords: noPasswords };
+    await initCluster(access, SLOTS);
+    for (const [index, server] of servers.slice(0, 3).entries()) await addNode(access, { name: `n${index + 1}`, connection: server.connection });
+
+    const router = await Router.connect({ catalog: access.catalog, keyTypes: ['bigint'], name: 'adopt bench', holdTimeoutMs: 60_000 });
+    const adopting = await AdoptingTable.connect(router, { catalog: access.catalog, table: 'accounts', holdTimeoutMs: 120_000 });
+    const calls: Call[] = [];
+    let running = true;
+    const clients: Promise<void>[] = [];
+    const startClients = (): void => {
+      for (let client = 0; client < CLIENTS; client++) {
+        clients.push((async () => {
+          let next = 0;
+          while (running) {
+            const id = 10_000_000_000 + client * 100_000_000 + next++;
+            const startedMs = performance.now();
+            await adopting.query(id, 'INSERT INTO accounts (id, note) VALUES ($1, $2)', [id, 'bench']);
+            calls.push({ startedMs, ms: performance.now() - startedMs });
+            const key = 1 + Math.floor(Math.random() * ROWS);
+            const updateStartedMs = performance.now();
+            await adopting.query(key, 'UPDATE accounts SET balance = balance + 1 WHERE id = $1', [key]);
+            calls.push({ startedMs: updateStartedMs, ms: performance.now() - updateStartedMs });
+            await new Promise((resolve) => setTimeout(resolve, THINK_MS));
+          }
+        })());
+      }
+    };
+    const stepMs = new Map<string, { begin?: number; done?: number }>();
+    const adoptStartedMs = performance.now();
+    const adoption = adoptTable(access, {
+      name: 'accounts', from: [`postgres://${source.connection.user}@${source.connection.host}:${source.connection.port}/${source.connection.database}`], keyColumn: 'id',
+      emit: (event) => {
+        const entry = stepMs.get(event.step) ?? {};
+        if (event.action === 'begin') entry.begin = performance.now();
+        if (event.action === 'done') entry.done = performance.now();
+        stepMs.set(event.step, entry);
+      },
+    });
+    // The clients start once the router knows the table is being adopted (it routes it to the old table until the switch).
+    for (let waitedMs = 0; adopting.state !== 'streaming' && waitedMs < 60_000; waitedMs += 5) await new Promise((resolve) => setTimeout(resolve, 5));
+    startClients();
+    const result = await adoption;
+    const adoptSeconds = (performance.now() - adoptStartedMs) / 1000;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    running = false;
+    await Promise.all(clients);
+    await adopting.close();
+    await router.close();
+
+    const stream = stepMs.get('stream')!;
+    const copySeconds = (stream.done! - stream.begin!) / 1000;
+    const cutoverFrom = stepMs.get('freeze')!.begin!;
+    const cutoverTo = stepMs.get('switch')!.done!;
+    const inCutover = calls.filter((call) => call.startedMs + call.ms >= cutoverFrom && call.startedMs <= cutoverTo).map((call) => call.ms);
+    const outside = calls.filter((call) => call.startedMs + call.ms < cutoverFrom || call.startedMs > cutoverTo).map((call) => call.ms);
+    const stats = (values: number[]): { count: number; p50: number; p99: number; max: number } => ({
+      count: values.length, p50: Math.round(percentile(values, 0.5) * 10) / 10, p99: Math.round(percentile(values, 0.99) * 10) / 10, max: Math.round(Math.max(0, ...values) * 10) / 10,
+    });
+    const report = {
+      rows: ROWS, slots: SLOTS, clients: CLIENTS, think_ms: THINK_MS, adopted_rows: result.rows,
+      raw_copy: { seconds: Math.round(rawSeconds * 100) / 100, bytes: raw.bytes, rows: raw.rows },
+      adoption: {
+        seconds: Math.round(adoptSeconds * 100) / 100,
+        stream_step_seconds: Math.round(copySeconds * 100) / 100,
+        steps_ms: Object.fromEntries([...stepMs].map(([step, times]) => [step, Math.round((times.done ?? times.begin!) - times.begin!)])),
+      },
+      copy_throughput_vs_raw: Math.round((rawSeconds / copySeconds) * 100) / 100,
+      cutover_window_ms: Math.round(cutoverTo - cutoverFrom),
+      client_latency_ms: { during_cutover: stats(inCutover), otherwise: stats(outside) },
+    };
+    mkdirSync(dirname(OUTPUT), { recursive: true });
+    writeFileSync(OUTPUT, JSON.stringify(report, null, 2) + '\n');
+    console.log(JSON.stringify(report, null, 2));
+  } finally {
+    for (const server of servers) await server.stop().catch(() => {});
+    removeServerDirectory(baseDir);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});

@@ -1,0 +1,108 @@
+import { ReshardError } from '../core/errors.js';
+import { slotOf, type ShardKeyValue } from '../core/hash.js';
+import { decodeChangeLine, decodedTablePrefix } from '../core/testDecoding.js';
+import { randomUUID } from 'node:crypto';
+import { ADOPT_MARKER_PREFIX, advanceChangeSlot, emitMarker, peekChanges, rowsByKey } from '../node/adoptSource.js';
+import { sleep } from '../plumbing/waitFor.js';
+import { replaceRowsByKey } from '../node/adoptTarget.js';
+import type { AdoptContext } from './adoptContext.js';
+
+/** A key's text form as the hash takes it. */
+export function keyValueOf(context: Pick<AdoptContext, 'adoption'>, key: string): ShardKeyValue {
+  switch (context.adoption.keyType) {
+    case 'bigint': return BigInt(key);
+    case 'integer': return Number(key);
+    default: return key;
+  }
+}
+
+export function duplicateKeyError(key: string, sources: readonly string[]): ReshardError {
+  return new ReshardError('conflict', `key ${key} is on more than one source (${sources.join(', ')}): a sharded table holds each key once`,
+    'remove or renumber the duplicate rows on the sources, then run `reshard table adopt` again (nothing was switched; the adoption was undone)');
+}
+
+/**
+ * Makes every owner hold, for each key of `keys`, exactly the row the
+ * sources hold now (or none): the rows are read from every source at once,
+ * so a key that moved from one source to another (the application's own
+ * resharding) lands once, and a key held by two sources is an error.
+ */
+export async function refreshKeys(context: AdoptContext, keys: readonly string[], into: 'staged' | 'final'): Promise<number> {
+  if (keys.length === 0) return 0;
+  const { adoption } = context;
+  const table = { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
+  const found = await Promise.all(adoption.sources.map(async (_, index) => rowsByKey(await context.source(index), table, keys)));
+  const byOwner = new Map<string, { keys: string[]; rows: unknown[] }>();
+  for (const key of keys) {
+    const holders = found.flatMap((rows, index) => (rows.has(key) ? [index] : []));
+    if (holders.length > 1) throw duplicateKeyError(key, holders.map((index) => context.sourceName(index)));
+    const owner = context.owners[slotOf(adoption.keyType, keyValueOf(context, key), context.modulus)]!;
+    let batch = byOwner.get(owner);
+    if (!batch) byOwner.set(owner, batch = { keys: [], rows: [] });
+    batch.keys.push(key);
+    if (holders.length === 1) batch.rows.push(found[holders[0]!]!.get(key));
+  }
+  const parent = { schema: adoption.schema, name: into === 'staged' ? adoption.stagedName : adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
+  await Promise.all([...byOwner].map(async ([owner, batch]) => replaceRowsByKey(await context.node(owner), parent, batch.keys, batch.rows)));
+  return keys.length;
+}
+
+/** Lines one peek reads at most (whole transactions: a bigger one is read whole). */
+const CHANGES_PER_PEEK = 50_000;
+/** Longest one source's stream may take to show a marker just written. */
+const MARKER_WAIT_MS = 120_000;
+
+/**
+ * Applies every change each source's stream holds up to a marker written
+ * into the source's WAL now — so every transaction committed before this
+ * call (the fence's included) — moving each stream on as its changes land.
+ * A crash before a move replays the same changes, which land the same.
+ * Returns the keys refreshed.
+ */
+export async function applyChanges(context: AdoptContext, keysPerBatchMax = 20_000): Promise<number> {
+  const { adoption } = context;
+  const prefixes = decodedTablePrefix(adoption.schema, adoption.name);
+  let applied = 0;
+  for (const [index] of adoption.sources.entries()) {
+    const source = await context.source(index);
+    const slotName = context.names.slotName(index);
+    const marker = `m${adoption.migrationId}-${randomUUID()}`;
+    await emitMarker(source, marker);
+    const deadline = performance.now() + MARKER_WAIT_MS;
+    for (let seen = false; !seen;) {
+      const rows = await peekChanges(source, slotName, CHANGES_PER_PEEK);
+      const keys = new Set<string>();
+      let lastCommitLsn: string | undefined;
+      for (const row of rows) {
+        if (row.data.startsWith('COMMIT')) lastCommitLsn = row.lsn;
+        else if (row.data.startsWith('message:') && row.data.includes(ADOPT_MARKER_PREFIX) && row.data.endsWith(`content:${marker}`)) seen = true;
+        else for (const key of changedKeysOf(context, index, row.data, prefixes)) keys.add(key);
+      }
+      const all = [...keys];
+      for (let at = 0; at < all.length; at += keysPerBatchMax) {
+        applied += await refreshKeys(context, all.slice(at, at + keysPerBatchMax), 'staged');
+      }
+      if (lastCommitLsn !== undefined) await advanceChangeSlot(source, slotName, lastCommitLsn);
+      if (seen) break;
+      if (performance.now() > deadline) {
+        throw new ReshardError('timeout', `the change stream of ${context.sourceName(index)} did not reach its marker within ${MARKER_WAIT_MS} ms`, 'check the source\'s logs; then `reshard resume`');
+      }
+      if (rows.length === 0) await sleep(10);
+    }
+  }
+  return applied;
+}
+
+function changedKeysOf(context: AdoptContext, index: number, line: string, prefixes: readonly string[]): string[] {
+  let change;
+  try {
+    change = decodeChangeLine(line, prefixes, context.adoption.keyColumn);
+  } catch (error) {
+    throw new ReshardError('unsupported', `a change of ${context.adoption.name} on ${context.sourceName(index)} could not be read: ${(error as Error).message}`,
+      'give the table a primary key that includes the key column (its replica identity)');
+  }
+  if (change?.kind === 'TRUNCATE') {
+    throw new ReshardError('unsupported', `${context.adoption.name} was truncated on ${context.sourceName(index)} during its adoption`, 'run `reshard rollback` and adopt it again');
+  }
+  return change?.keys ?? [];
+}

@@ -1,0 +1,226 @@
+import { registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
+import { ReshardError } from '../core/errors.js';
+import { withTimeout, waitFor } from '../plumbing/waitFor.js';
+import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
+import {
+  copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
+} from '../node/adoptSource.js';
+import { createStagedParent, dropStagedParent, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
+import { installNodeHelpers } from '../node/nodeHelpers.js';
+import { dropReplicationSlot } from '../node/replication.js';
+import { createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
+import { applyChanges, duplicateKeyError } from './adoptChanges.js';
+import type { AdoptContext } from './adoptContext.js';
+import type { MoveStep } from './moveStep.js';
+
+/**
+ * An adoption as named steps on the one step runner (journaled per step,
+ * skipped when done on resume, undone in reverse before the switch). The
+ * whole adoption is one unit of the journal (slot 0 of its migration): every
+ * step works on all sources and all nodes at once.
+ */
+type AdoptStep = MoveStep<AdoptContext>;
+
+/** The journal's unit for an adoption's steps. */
+export const ADOPT_JOURNAL_UNIT = 0;
+
+function ownedSlots(context: AdoptContext, node: string): number[] {
+  return context.owners.flatMap((owner, slot) => (owner === node ? [slot] : []));
+}
+
+function tableNames(context: AdoptContext): { schema: string; name: string; stagedName: string; keyColumn: string; keyType: AdoptContext['adoption']['keyType'] } {
+  const { adoption } = context;
+  return { schema: adoption.schema, name: adoption.name, stagedName: adoption.stagedName, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
+}
+
+/** Every node's session in an open transaction; all commit only when all succeeded. */
+async function onEveryNode(context: AdoptContext, work: (node: string) => Promise<void>): Promise<void> {
+  const sessions = await Promise.all(context.nodes.map(async (node) => ({ name: node.name, session: await context.node(node.name) })));
+  try {
+    for (const { name, session } of sessions) {
+      await beginTransaction(session);
+      await work(name);
+    }
+    for (const { session } of sessions) await commitTransaction(session);
+  } catch (error) {
+    await Promise.all(sessions.map(({ session }) => rollbackQuietly(session)));
+    throw error;
+  }
+}
+
+const prepare: AdoptStep = {
+  name: 'prepare',
+  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name, with the leaves of the slots the node owns (named after the table)',
+  async do(context) {
+    await onEveryNode(context, async (name) => {
+      const session = await context.node(name);
+      await installNodeHelpers(session);
+      await createStagedParent(session, tableNames(context), context.definition, ownedSlots(context, name), context.modulus);
+    });
+    const { adoption } = context;
+    await registerAdoptingTable(context.catalog, {
+      schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType,
+      colocationGroup: context.colocationGroup, definition: context.definition,
+    });
+  },
+  async undo(context) {
+    for (const node of context.nodes) await dropStagedParent(await context.node(node.name), tableNames(context));
+    await unregisterAdoptedTable(context.catalog, context.adoption);
+  },
+};
+
+const stream: AdoptStep = {
+  name: 'stream',
+  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot with one binary COPY per owner (rows of the owner\'s slots only, routed to leaves by the parent); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
+  async do(context) {
+    // Idempotent as a whole: a copy interrupted anywhere starts again from empty leaves and new slots.
+    for (const node of context.nodes) await truncateStagedParent(await context.node(node.name), tableNames(context));
+    const { adoption } = context;
+    let rows = 0;
+    for (const [index] of adoption.sources.entries()) {
+      const slotName = context.names.slotName(index);
+      await dropReplicationSlot(await context.source(index), slotName);
+      const exported = await createSlotWithExportedSnapshot(context.sourceConnection(index), slotName, 'test_decoding');
+      try {
+        const copies = context.nodes.map((node) => copySourceRowsAtSnapshot(
+          context.sourceConnection(index), context.nodeConnection(node.name), exported.snapshotName,
+          { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType, modulus: context.modulus },
+          { schema: adoption.schema, name: adoption.stagedName }, ownedSlots(context, node.name), () => {},
+        ));
+        const copied = await withTimeout(`the copy of ${adoption.name} from ${context.sourceName(index)}`, Promise.all(copies), context.limits.copyTimeoutMs,
+          'check both servers\' logs, then `reshard resume` (the copy starts again)');
+        rows += copied.reduce((sum, count) => sum + count, 0);
+      } catch (error) {
+        if ((error as { code?: string }).code === '23505' || /duplicate key/.test((error as Error).message ?? '')) {
+          const key = /Key \(.*?\)=\((.*)\) already exists/.exec((error as { detail?: string }).detail ?? '')?.[1] ?? '(see the server log)';
+          throw new ReshardError('conflict', `key ${key} of ${adoption.name} is on ${context.sourceName(index)} and on another source before it`,
+            'a sharded table holds each key once: remove or renumber the duplicates on the sources, then adopt again (nothing was switched; the adoption was undone)');
+        }
+        throw error;
+      } finally {
+        await exported.release();
+      }
+    }
+    await catchUp(context);
+    return { rowsCopied: rows };
+  },
+  async undo(context) {
+    for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+  },
+};
+
+/** Applies the streams in rounds until a round finds few changed keys: the cutover's final round is then short. */
+async function catchUp(context: AdoptContext): Promise<void> {
+  const { adoption, limits } = context;
+  await waitFor(`catch-up of ${adoption.name} to within ${limits.catchupKeysMax} changed keys`, async () => {
+    return (await applyChanges(context)) <= limits.catchupKeysMax ? true : undefined;
+  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 1, fix: 'the sources write faster than reshard applies; retry with `reshard resume` when the load is lower' });
+}
+
+const freeze: AdoptStep = {
+  name: 'freeze',
+  describe: () => 'catch up once more; catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, read the WAL position',
+  async do(context) {
+    await catchUp(context);
+    await setAdoptionState(context.catalog, context.adoption.migrationId, 'cutover');
+    const fencedAt = performance.now();
+    const lsns: Record<string, string> = {};
+    for (const [index] of context.adoption.sources.entries()) {
+      const lsn = await fenceSourceTable(await context.source(index), context.adoption, context.limits.fenceLockTimeoutMs);
+      context.fencedLsn.set(index, lsn);
+      lsns[context.sourceName(index)] = lsn;
+    }
+    return { fencedLsn: lsns, fenceMs: Math.round(performance.now() - fencedAt) };
+  },
+  async undo(context) {
+    for (const [index] of context.adoption.sources.entries()) await unfenceSourceTable(await context.source(index), context.adoption);
+    await setAdoptionState(context.catalog, context.adoption.migrationId, 'streaming');
+  },
+};
+
+const sync: AdoptStep = {
+  name: 'sync',
+  describe: () => 'apply each source\'s changes up to a marker written after its fence (so past every write the old table accepted)',
+  async do(context) {
+    const keys = await applyChanges(context);
+    return { keys };
+  },
+};
+
+const verify: AdoptStep = {
+  name: 'verify',
+  describe: () => 'per slot: row count and order-independent checksum, summed over the sources, against the owners; a key on two sources is named',
+  async do(context) {
+    const { adoption } = context;
+    const table = { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
+    // Sources and owners scanned at once (the sources are fenced, the owners take nothing else): the scan is write pause.
+    const [onSources, onOwners] = await Promise.all([
+      Promise.all(adoption.sources.map(async (_, index) => statsBySlot(await context.source(index), table, context.modulus))),
+      Promise.all(context.nodes.map(async (node) => statsBySlot(await context.node(node.name), { ...table, name: adoption.stagedName }, context.modulus))),
+    ]);
+    const differing: number[] = [];
+    let firstDifference = '';
+    let rows = 0;
+    for (let slot = 0; slot < context.modulus; slot++) {
+      const sourceRows = onSources.reduce((sum, stats) => sum + (stats.get(slot)?.rows ?? 0), 0);
+      const sourceChecksum = onSources.reduce((sum, stats) => sum + BigInt(stats.get(slot)?.checksum ?? '0'), 0n);
+      const ownerRows = onOwners.reduce((sum, stats) => sum + (stats.get(slot)?.rows ?? 0), 0);
+      const ownerChecksum = onOwners.reduce((sum, stats) => sum + BigInt(stats.get(slot)?.checksum ?? '0'), 0n);
+      // Rows of a slot on a node that does not own it cannot be: the node's parent has no partition for them.
+      if (sourceRows !== ownerRows || sourceChecksum !== ownerChecksum) {
+        differing.push(slot);
+        if (differing.length === 1) firstDifference = `slot ${slot}: ${sourceRows} rows on the sources, ${ownerRows} on the owners, checksums ${sourceChecksum === ownerChecksum ? 'equal' : 'differ'}`;
+      }
+      rows += ownerRows;
+    }
+    if (differing.length > 0) {
+      if (adoption.sources.length > 1) {
+        const keysBySource = await Promise.all(adoption.sources.map(async (_, index) => keysInSlots(await context.source(index), table, context.modulus, differing)));
+        const seen = new Map<string, number>();
+        for (const [index, keys] of keysBySource.entries()) {
+          for (const key of keys) {
+            const first = seen.get(key);
+            if (first !== undefined) throw duplicateKeyError(key, [context.sourceName(first), context.sourceName(index)]);
+            seen.set(key, index);
+          }
+        }
+      }
+      throw new ReshardError('verification_failed', `${differing.length} slot(s) of ${adoption.name} differ between the sources and the owners after the final sync (first: ${firstDifference})`,
+        'the adoption was undone; run it again and report this if it repeats');
+    }
+    return { rows };
+  },
+};
+
+const attach: AdoptStep = {
+  name: 'attach',
+  describe: () => 'on every node, one transaction each: the old table (where a node holds it) renamed to its kept name, the staged parent renamed to the table\'s name, a log of keys written from now on (for a rollback)',
+  async do(context) {
+    for (const node of context.nodes) await switchNodeToAdoptedTable(await context.node(node.name), tableNames(context), context.adoption.keptName, context.adoption.migrationId);
+  },
+  async undo(context) {
+    for (const node of context.nodes) await unswitchNode(await context.node(node.name), tableNames(context), context.adoption.keptName);
+  },
+};
+
+const switchTable: AdoptStep = {
+  name: 'switch',
+  describe: () => 'catalog, one transaction: the table active, the adoption switched, epoch + 1, NOTIFY (the point of no return of the adoption; `reshard rollback` before `forget-source` still takes it back)',
+  pointOfNoReturn: true,
+  async do(context) {
+    return { epoch: await switchAdoptedTable(context.catalog, context.adoption.migrationId) };
+  },
+};
+
+const cleanup: AdoptStep = {
+  name: 'cleanup',
+  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); the old table stays, fenced, until `reshard table forget-source`',
+  async do(context) {
+    for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+  },
+};
+
+/** Every step of an adoption, in order. */
+export const ADOPT_STEPS: readonly AdoptStep[] = [prepare, stream, freeze, sync, verify, attach, switchTable, cleanup];
+/** What a failed adoption takes back: every step before the switch. */
+export const ADOPT_UNDOABLE_STEPS: readonly AdoptStep[] = ADOPT_STEPS.slice(0, ADOPT_STEPS.indexOf(switchTable));
