@@ -16,6 +16,7 @@ import { checkCommand } from './commands/checkCommand.js';
 import { doctorCommand } from './commands/doctorCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
 import { loadCommand } from './commands/loadCommand.js';
+import { loadReportCommand } from './commands/loadReportCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -120,6 +121,14 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--header', 'CSV: the first line names the columns')
     .option('--columns <list>', 'the columns each line holds, comma-separated (default: the CSV header, else the table\'s columns in order)')
     .action(async (tableName: string, file: string | undefined, options) => loadCommand(output(), access(), tableName, file, options));
+
+  program.command('load-report')
+    .description('load per node against its weighted share, and the busiest slots: from routers\' reports (calls/s, rows written, p50/p99), else sampled from the nodes\' counters')
+    .option('--window <duration>', 'routers\' reports over this long, ending now', '60s')
+    .option('--sample <duration>', 'without router reports: read the nodes\' counters twice, this far apart', '5s')
+    .option('--source <source>', 'auto (routers when any reported, else nodes), routers or nodes', 'auto')
+    .option('--top <n>', 'busiest slots to list', '20')
+    .action(async (options) => loadReportCommand(output(), access(), options));
 
   program.command('slot <N>')
     .description("a slot's owner and, per table, its rows, order-independent checksum and size")

@@ -1,0 +1,53 @@
+import type { Queryable } from '../plumbing/queryable.js';
+
+export type AutopilotDecisionKind = 'evaluate' | 'start' | 'resume' | 'finish' | 'wait';
+
+export interface AutopilotDecision {
+  id: number;
+  at: Date;
+  holder: string;
+  kind: AutopilotDecisionKind;
+  acted: boolean;
+  migrationId: number | undefined;
+  summary: string;
+  details: Record<string, unknown>;
+}
+
+export async function recordAutopilotDecision(
+  db: Queryable,
+  decision: { holder: string; kind: AutopilotDecisionKind; acted: boolean; migrationId?: number; summary: string; details: Record<string, unknown> },
+): Promise<void> {
+  await db.query(
+    'INSERT INTO reshard.autopilot_decision (holder, kind, acted, migration_id, summary, details) VALUES ($1, $2, $3, $4, $5, $6)',
+    [decision.holder, decision.kind, decision.acted, decision.migrationId ?? null, decision.summary, JSON.stringify(decision.details)],
+  );
+}
+
+export async function listAutopilotDecisions(db: Queryable, limit = 50): Promise<AutopilotDecision[]> {
+  const result = await db.query<{ id: string; at: Date; holder: string; kind: AutopilotDecisionKind; acted: boolean; migration_id: string | null; summary: string; details: Record<string, unknown> }>(
+    'SELECT id::text, at, holder, kind, acted, migration_id::text, summary, details FROM reshard.autopilot_decision ORDER BY id DESC LIMIT $1',
+    [limit],
+  );
+  return result.rows.map((row) => ({
+    id: Number(row.id), at: row.at, holder: row.holder, kind: row.kind, acted: row.acted,
+    migrationId: row.migration_id === null ? undefined : Number(row.migration_id), summary: row.summary, details: row.details,
+  }));
+}
+
+/** True when the autopilot started migration `id` (it resumes only its own). */
+export async function isAutopilotMigration(db: Queryable, id: number): Promise<boolean> {
+  const result = await db.query<{ own: boolean }>("SELECT EXISTS (SELECT 1 FROM reshard.autopilot_decision WHERE migration_id = $1 AND kind = 'start') AS own", [id]);
+  return result.rows[0]?.own ?? false;
+}
+
+/** Slots the autopilot moved (in migrations it started) since `sinceMs` ago: they are cooling down. */
+export async function slotsMovedByAutopilotWithin(db: Queryable, sinceMs: number): Promise<number[]> {
+  const result = await db.query<{ slot: number }>(
+    `SELECT DISTINCT mv.slot FROM reshard.move mv
+       JOIN reshard.autopilot_decision d ON d.migration_id = mv.migration_id AND d.kind = 'start'
+      WHERE d.at >= now() - $1 * interval '1 millisecond' OR mv.finished_at >= now() - $1 * interval '1 millisecond' OR mv.finished_at IS NULL
+      ORDER BY mv.slot`,
+    [sinceMs],
+  );
+  return result.rows.map((row) => row.slot);
+}
