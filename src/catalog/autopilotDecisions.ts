@@ -34,20 +34,23 @@ export async function listAutopilotDecisions(db: Queryable, limit = 50): Promise
   }));
 }
 
+/** What the autopilot writes into the plans it records, so that its migrations are known as its own from the moment they exist. */
+export const AUTOPILOT_PLAN_ORIGIN = 'autopilot';
+
 /** True when the autopilot started migration `id` (it resumes only its own). */
 export async function isAutopilotMigration(db: Queryable, id: number): Promise<boolean> {
-  const result = await db.query<{ own: boolean }>("SELECT EXISTS (SELECT 1 FROM reshard.autopilot_decision WHERE migration_id = $1 AND kind = 'start') AS own", [id]);
+  const result = await db.query<{ own: boolean }>('SELECT coalesce((SELECT plan->>\'origin\' = $2 FROM reshard.migration WHERE id = $1), false) AS own', [id, AUTOPILOT_PLAN_ORIGIN]);
   return result.rows[0]?.own ?? false;
 }
 
 /** Slots the autopilot moved (in migrations it started) since `sinceMs` ago: they are cooling down. */
 export async function slotsMovedByAutopilotWithin(db: Queryable, sinceMs: number): Promise<number[]> {
   const result = await db.query<{ slot: number }>(
-    `SELECT DISTINCT mv.slot FROM reshard.move mv
-       JOIN reshard.autopilot_decision d ON d.migration_id = mv.migration_id AND d.kind = 'start'
-      WHERE d.at >= now() - $1 * interval '1 millisecond' OR mv.finished_at >= now() - $1 * interval '1 millisecond' OR mv.finished_at IS NULL
+    `SELECT DISTINCT mv.slot FROM reshard.move mv JOIN reshard.migration m ON m.id = mv.migration_id
+      WHERE m.plan->>'origin' = $2
+        AND (m.created_at >= now() - $1 * interval '1 millisecond' OR mv.finished_at >= now() - $1 * interval '1 millisecond' OR mv.finished_at IS NULL)
       ORDER BY mv.slot`,
-    [sinceMs],
+    [sinceMs, AUTOPILOT_PLAN_ORIGIN],
   );
   return result.rows.map((row) => row.slot);
 }

@@ -17,6 +17,7 @@ import { doctorCommand } from './commands/doctorCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
 import { loadCommand } from './commands/loadCommand.js';
 import { loadReportCommand } from './commands/loadReportCommand.js';
+import { autopilotCommand } from './commands/autopilotCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -129,6 +130,24 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--source <source>', 'auto (routers when any reported, else nodes), routers or nodes', 'auto')
     .option('--top <n>', 'busiest slots to list', '20')
     .action(async (options) => loadReportCommand(output(), access(), options));
+
+  program.command('autopilot')
+    .description('watch load (routers\' reports, else the nodes\' counters) and move slots by load when a node stays over its weighted share; one active per catalog (a lease), every decision journaled')
+    .option('--once', 'evaluate once and act on it (then stop)')
+    .option('--dry-run', 'with --once: print what it would do now and why, change nothing; without: watch and journal, never act')
+    .option('--period <duration>', 'one measurement period', '60s')
+    .option('--sustain <n>', 'periods in a row a node must be over its share before it acts', '3')
+    .option('--tolerance <percent>', 'over its share means beyond this much above it', '10%')
+    .option('--floor <load>', 'and by more than this much load (calls/s) above it', '10')
+    .option('--min-benefit <load>', 'no move that removes less load than this per MiB moved', '0')
+    .option('--cooldown <duration>', 'a slot the autopilot moved stays where it is this long', '30m')
+    .option('--max-moves <n>', 'moves per migration it starts', '8')
+    .option('--window <HH:MM-HH:MM>', 'UTC window in which it may move slots (repeat for several; default: any time)', (value: string, previous: string[] = []) => [...previous, value])
+    .option('--mode <mode>', 'online or offline', 'online')
+    .option('--concurrency <n>', 'moves at once (each node also within its own limit)')
+    .option('--lease <duration>', 'how long its lease lives without renewal (a second autopilot waits that long after a crash)', '30s')
+    .option('--sample <duration>', 'without router reports, --once reads the nodes\' counters twice this far apart', '5s')
+    .action(async (options) => autopilotCommand(output(), access(), options));
 
   program.command('slot <N>')
     .description("a slot's owner and, per table, its rows, order-independent checksum and size")
