@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
+import { createMigration } from '../../src/catalog/migrationRuns.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
@@ -102,6 +103,27 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
     expect(text.stdout).toMatch(/Decision: start-load: move \d+ slot\(s\) by load: slot \d+ n1→n[23]/);
     expect(await migrationCount()).toBe(0);
 
+    // Outside its windows it only plans, and says what it would do.
+    const later = new Date(Date.now() + 2 * 3_600_000);
+    const hhmm = (date: Date): string => date.toISOString().slice(11, 16);
+    const window = `${hhmm(later)}-${hhmm(new Date(later.getTime() + 3_600_000))}`;
+    const outside = JSON.parse((await runCli(['--catalog', catalog, '--json', 'autopilot', '--once', '--dry-run', ...AUTOPILOT_ARGS, '--window', window])).stdout.trim().split('\n').pop()!) as { action: string; reason: string; inWindow: boolean };
+    expect(outside.inWindow).toBe(false);
+    expect(outside.action).toBe('plan-only');
+    expect(outside.reason).toMatch(new RegExp(`^outside the windows \\(${window} UTC\\): would move \\d+ slot\\(s\\) by load`));
+
+    // Never beside a migration started by hand: an interrupted one is left to the operator.
+    const manual = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const manualId = await createMigration(manual, { mode: 'online', baseEpoch: 0, plan: { moves: [] }, moves: [] });
+      const waiting = JSON.parse((await runCli(['--catalog', catalog, '--json', 'autopilot', '--once', '--dry-run', ...AUTOPILOT_ARGS])).stdout.trim().split('\n').pop()!) as { action: string; reason: string };
+      expect(waiting.action).toBe('wait');
+      expect(waiting.reason).toBe(`migration ${manualId} (started by hand) was interrupted (running): the autopilot leaves it to \`reshard resume\` or \`reshard rollback\``);
+      await manual.query('DELETE FROM reshard.migration WHERE id = $1', [manualId]);
+    } finally {
+      await manual.end();
+    }
+
     // The first autopilot starts a migration and is killed in the middle of it.
     const first = new AutopilotProcess(catalog);
     autopilots.push(first);
@@ -134,6 +156,7 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
     expect(await migrationRunning()).toBe(false);
     const steady = await loadNodes('15s');
     expect(maxOverMean(steady)).toBeLessThanOrEqual(1.15);
+    console.log(`autopilot: ${await migrationCount()} migration(s), ${movesBefore} move(s); node load/share before ${n1Trigger.ratios!.map((ratio) => ratio.toFixed(2)).join(', ')} (n1), steady ${steady.map((node) => `${node.node} ${node.ratio?.toFixed(2)}`).join(', ')}; busiest/mean ${maxOverMean(steady).toFixed(3)}`);
 
     // Every decision journaled: the start (by the first), the resume (by the second), each finish.
     const client = await connectTo(cluster.servers[0]!.connection);
