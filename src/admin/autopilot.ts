@@ -125,7 +125,7 @@ async function evaluateAndAct(
   if (evaluation.action === 'resume') {
     const migrationId = evaluation.migration!.id;
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
-    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax })));
+    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
   let prepared;
   try {
@@ -165,7 +165,7 @@ async function evaluateAndAct(
   const migrationId = prepared.migrationId;
   await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings }, migrationId);
   return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, migrationId,
-    () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax })));
+    () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
 }
 
 async function finish(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, migrationId: number, run: () => Promise<MigrationSummary>): Promise<AutopilotOutcome> {
@@ -241,6 +241,10 @@ export function decisionDetails(evaluation: AutopilotEvaluation): Record<string,
     nodes: evaluation.nodes.map((node) => ({ ...node, ratio: Number.isFinite(node.ratio) ? node.ratio : null })),
     ...(plan ? { plan: { moves: plan.moves, unresolved: plan.unresolved, after: plan.after.map((node) => ({ node: node.node, load: node.load, ratio: Number.isFinite(node.ratio) ? node.ratio : null })) } } : {}),
   };
+}
+
+function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpact: number } } {
+  return settings.maxLatencyImpact === undefined ? {} : { throttle: { maxLatencyImpact: settings.maxLatencyImpact } };
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -26,6 +26,8 @@ export interface AutopilotSettings {
   leaseMs: number;
   /** Without router reports, a one-off evaluation reads the nodes' counters twice this far apart. */
   sampleMs: number;
+  /** Copies slowed while the routers' p99 on the other slots is above this factor of the baseline. */
+  maxLatencyImpact?: number;
 }
 
 export const AUTOPILOT_DEFAULTS: AutopilotSettings = {
@@ -60,5 +62,6 @@ export function assertAutopilotSettings(settings: AutopilotSettings): void {
   check(Number.isSafeInteger(settings.movesMax) && settings.movesMax >= 1, `--max-moves must be a whole number ≥ 1, got ${settings.movesMax}`, 'pass e.g. --max-moves 8');
   check(Number.isSafeInteger(settings.moveConcurrencyMax) && settings.moveConcurrencyMax >= 1, `--concurrency must be a whole number ≥ 1, got ${settings.moveConcurrencyMax}`, 'pass e.g. --concurrency 4');
   check(settings.leaseMs >= 1_000, `--lease must be at least 1 s, got ${settings.leaseMs} ms`, 'pass e.g. --lease 30s');
+  check(settings.maxLatencyImpact === undefined || settings.maxLatencyImpact > 1, `--max-latency-impact must be a factor above 1, got ${settings.maxLatencyImpact}`, 'pass e.g. --max-latency-impact 1.2');
   check(settings.mode === 'online' || settings.mode === 'offline', `mode "${String(settings.mode)}" is not a mover`, 'pass --mode online or --mode offline');
 }

@@ -70,3 +70,21 @@ export async function readSlotLoad(db: Queryable, window: { bucketMs: number; bu
     routers: Number(result.rows[0]?.routers ?? 0),
   };
 }
+
+/**
+ * What the application feels on the slots that are not moving: the routers'
+ * p99 per slot (the highest any router saw), averaged over those slots
+ * weighted by their calls, over `windowMs` ending now. Undefined without calls.
+ */
+export async function readOtherSlotsP99(db: Queryable, window: { windowMs: number; excludedSlots: readonly number[] }): Promise<{ p99Ms: number; calls: number } | undefined> {
+  const result = await db.query<{ p99_ms: number | null; calls: string }>(
+    `WITH per_slot AS (
+       SELECT slot, max(p99_ms) AS p99_ms, sum(calls) AS calls FROM reshard.slot_load
+        WHERE period_start >= now() - $1 * interval '1 millisecond' AND slot <> ALL ($2::int[])
+        GROUP BY slot)
+     SELECT (sum(p99_ms * calls) / nullif(sum(calls), 0))::float8 AS p99_ms, coalesce(sum(calls), 0)::text AS calls FROM per_slot`,
+    [window.windowMs, window.excludedSlots],
+  );
+  const row = result.rows[0];
+  return row?.p99_ms == null ? undefined : { p99Ms: row.p99_ms, calls: Number(row.calls) };
+}

@@ -147,6 +147,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--concurrency <n>', 'moves at once (each node also within its own limit)')
     .option('--lease <duration>', 'how long its lease lives without renewal (a second autopilot waits that long after a crash)', '30s')
     .option('--sample <duration>', 'without router reports, --once reads the nodes\' counters twice this far apart', '5s')
+    .option('--max-latency-impact <factor>', 'slow its copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
     .action(async (options) => autopilotCommand(output(), access(), options));
 
   program.command('slot <N>')
@@ -176,6 +177,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
+    .option('--max-latency-impact <factor>', 'slow the copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
@@ -185,6 +187,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
+    .option('--max-latency-impact <factor>', 'slow the copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
     .action(async (options) => resumeCommand(output(), access(), options));
 
   program.command('pause')

@@ -14,7 +14,7 @@ import { connectTo, startTestServers, type TestServers } from '../support/server
 const SLOTS = 24;
 const KEYS = 400;
 /** Short periods for the test: 3 s, two in a row over the share before acting. */
-const AUTOPILOT_ARGS = ['--period', '3s', '--sustain', '2', '--tolerance', '10%', '--floor', '5', '--cooldown', '10m', '--max-moves', '8', '--concurrency', '2', '--lease', '8s'];
+const AUTOPILOT_ARGS = ['--period', '3s', '--sustain', '2', '--tolerance', '10%', '--floor', '5', '--cooldown', '10m', '--max-moves', '8', '--concurrency', '2', '--lease', '8s', '--max-latency-impact', '1.5'];
 
 interface NodeJson { node: string; load: number; ratio: number | null }
 
@@ -140,6 +140,9 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
     await second.until('resume', (line) => line.type === 'autopilot_evaluation' && line.action === 'resume' && (line.migration as { id: number }).id === migrationId, 60_000);
     await second.until('the resumed migration to finish', (line) => line.type === 'migration_finished' && line.migrationId === migrationId, 240_000);
 
+    // Its copies ran under the latency guard, measured against the routers' p99 before the migration.
+    expect(second.lines.some((line) => line.type === 'throttle' && /^latency guard: baseline p99 of the other slots \d+\.\d+ ms, limit \d+\.\d+ ms$/.test(String(line.reason)))).toBe(true);
+
     // Balanced: the busiest node within 15 % of the mean, as routers see it.
     const deadline = Date.now() + 300_000;
     let nodes: NodeJson[] = [];
@@ -156,7 +159,7 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
     expect(await migrationRunning()).toBe(false);
     const steady = await loadNodes('15s');
     expect(maxOverMean(steady)).toBeLessThanOrEqual(1.15);
-    console.log(`autopilot: ${await migrationCount()} migration(s), ${movesBefore} move(s); node load/share before ${n1Trigger.ratios!.map((ratio) => ratio.toFixed(2)).join(', ')} (n1), steady ${steady.map((node) => `${node.node} ${node.ratio?.toFixed(2)}`).join(', ')}; busiest/mean ${maxOverMean(steady).toFixed(3)}`);
+    console.log(`autopilot: ${await migrationCount()} migration(s), ${movesBefore} move(s); node load/share before ${n1Trigger.ratios!.map((ratio) => ratio.toFixed(2)).join(', ')} (n1), steady ${steady.map((node) => `${node.node} ${node.ratio?.toFixed(2)}`).join(', ')}; busiest/mean ${maxOverMean(steady).toFixed(3)}; latency guard: ${second.lines.filter((line) => line.type === 'throttle').map((line) => String(line.reason)).join(' | ')}`);
 
     // Every decision journaled: the start (by the first), the resume (by the second), each finish.
     const client = await connectTo(cluster.servers[0]!.connection);

@@ -2,6 +2,7 @@ import { autopilotDryRun, decisionDetails, runAutopilot, runAutopilotOnce } from
 import type { AutopilotEvaluation } from '../../admin/autopilotEvaluation.js';
 import { AUTOPILOT_DEFAULTS, type AutopilotSettings } from '../../admin/autopilotSettings.js';
 import { MOVE_CONCURRENCY_MAX_DEFAULT } from '../../admin/rebalance.js';
+import { parseLatencyImpact } from './rebalanceCommands.js';
 import { badInput } from '../../core/errors.js';
 import { parseTimeWindow } from '../../core/timeWindows.js';
 import { formatTable } from '../../planner/index.js';
@@ -26,6 +27,7 @@ export interface AutopilotCommandOptions {
   concurrency?: string;
   lease?: string;
   sample?: string;
+  maxLatencyImpact?: string;
 }
 
 export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSettings {
@@ -44,6 +46,7 @@ export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSe
     moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
     leaseMs: parseDurationMs(options.lease, '--lease', AUTOPILOT_DEFAULTS.leaseMs),
     sampleMs: parseDurationMs(options.sample, '--sample', AUTOPILOT_DEFAULTS.sampleMs),
+    ...(options.maxLatencyImpact !== undefined ? { maxLatencyImpact: parseLatencyImpact(options.maxLatencyImpact)! } : {}),
   };
 }
 
