@@ -13,13 +13,17 @@ export interface AutopilotDecision {
   details: Record<string, unknown>;
 }
 
+/** Decisions are kept this long; older ones are pruned as new ones are written. */
+export const AUTOPILOT_DECISION_RETENTION_DAYS = 30;
+
 export async function recordAutopilotDecision(
   db: Queryable,
   decision: { holder: string; kind: AutopilotDecisionKind; acted: boolean; migrationId?: number; summary: string; details: Record<string, unknown> },
 ): Promise<void> {
   await db.query(
-    'INSERT INTO reshard.autopilot_decision (holder, kind, acted, migration_id, summary, details) VALUES ($1, $2, $3, $4, $5, $6)',
-    [decision.holder, decision.kind, decision.acted, decision.migrationId ?? null, decision.summary, JSON.stringify(decision.details)],
+    `WITH pruned AS (DELETE FROM reshard.autopilot_decision WHERE at < now() - $7 * interval '1 day')
+     INSERT INTO reshard.autopilot_decision (holder, kind, acted, migration_id, summary, details) VALUES ($1, $2, $3, $4, $5, $6)`,
+    [decision.holder, decision.kind, decision.acted, decision.migrationId ?? null, decision.summary, JSON.stringify(decision.details), AUTOPILOT_DECISION_RETENTION_DAYS],
   );
 }
 

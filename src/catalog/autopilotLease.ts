@@ -24,3 +24,10 @@ export async function takeAutopilotLease(db: Queryable, holder: string, leaseMs:
 export async function releaseAutopilotLease(db: Queryable, holder: string): Promise<void> {
   await db.query('DELETE FROM reshard.autopilot_lease WHERE id = 1 AND holder = $1', [holder]);
 }
+
+/** Who holds the lease now, if anyone (a lapsed lease is reported as held by nobody). */
+export async function readAutopilotLease(db: Queryable): Promise<{ holder: string; leaseUntil: Date; acquiredAt: Date } | undefined> {
+  const result = await db.query<{ holder: string; lease_until: Date; acquired_at: Date }>('SELECT holder, lease_until, acquired_at FROM reshard.autopilot_lease WHERE id = 1 AND lease_until > now()');
+  const row = result.rows[0];
+  return row ? { holder: row.holder, leaseUntil: row.lease_until, acquiredAt: row.acquired_at } : undefined;
+}

@@ -60,7 +60,7 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
   const autopilots: AutopilotProcess[] = [];
 
   beforeAll(async () => {
-    cluster = await startTestServers(3, 'ap');
+    cluster = await startTestServers(4, 'ap');
     access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
     catalog = catalogUrl(cluster.servers[0]!.connection);
     await initCluster(access, SLOTS);
@@ -185,6 +185,13 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
       await lease.end();
     }
     expect(callErrors).toEqual([]);
+
+    // A node added later is a trigger that acts at once (in its next window): it owns no slot yet.
+    await addNode(access, { name: 'n4', connection: cluster.servers[3]!.connection });
+    const added = JSON.parse((await runCli(['--catalog', catalog, '--json', 'autopilot', '--once', '--dry-run', ...AUTOPILOT_ARGS])).stdout.trim().split('\n').pop()!) as { action: string; reason: string; triggers: { kind: string; node: string; fired: boolean }[] };
+    expect(added.action).toBe('start-nodes');
+    expect(added.triggers.filter((trigger) => trigger.kind === 'node-added' && trigger.fired).map((trigger) => trigger.node)).toEqual(['n4']);
+    expect(added.reason).toBe('rebalance slots at once: n4 has weight but owns no slot: fill it at once');
   });
 
   async function loadNodes(window: string): Promise<NodeJson[]> {

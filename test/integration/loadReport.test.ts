@@ -3,6 +3,7 @@ import pg from 'pg';
 import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
+import { startDashboard } from '../../src/dashboard/server.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/index.js';
@@ -70,6 +71,30 @@ describe('load per slot and per node (load-report)', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^Load \(calls\/s\) reported by 1 router\(s\) over the last 300 s/);
     expect(text.stdout).toMatch(/Busiest slots \(3 of \d+ with load\)/);
+
+    // The dashboard shows the same: a heat map over the slot map (calls/s per slot) and each node against its share.
+    const dashboard = await startDashboard({ access, host: '127.0.0.1', port: 0, controlToken: 'load-report-test-token' });
+    try {
+      type State = { load: { routers: number; calls_per_sec: number[]; p99_ms: number[]; nodes: { node: string; share: number }[] } | null; autopilot: { holder: string | null; decisions: unknown[] } | null };
+      // The page's state is composed at each catalog poll; the load is read with the slower node poll.
+      let state: State = { load: null, autopilot: null };
+      for (const deadline = Date.now() + 15_000; state.load === null && Date.now() < deadline;) {
+        state = await (await fetch(`${dashboard.url}api/state`)).json() as State;
+        if (state.load === null) await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      if (state.load === null) throw new Error('the dashboard showed no load within 15 s');
+      expect(state.load.routers).toBe(1);
+      expect(state.load.calls_per_sec).toHaveLength(SLOTS);
+      const busiest = state.load.calls_per_sec.indexOf(Math.max(...state.load.calls_per_sec));
+      expect(busiest).toBe(report.slots[0]!.slot);
+      expect(state.load.p99_ms[busiest]).toBeGreaterThan(0);
+      expect(state.load.nodes.find((node) => node.node === 'n1')!.share).toBeGreaterThan(0.6);
+      expect(state.autopilot).toEqual({ holder: null, lease_until: null, decisions: [] });
+      const page = await (await fetch(`${dashboard.url}app.js`)).text();
+      expect(page).toContain('function renderLoad(state, styles)');
+    } finally {
+      await dashboard.close();
+    }
   });
 
   it('without routers, samples the nodes\' own counters per leaf and sees the busy node', async () => {
