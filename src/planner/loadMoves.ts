@@ -81,6 +81,7 @@ export function planLoadMoves(input: LoadPlanInput): LoadPlan {
   const overloaded = before.filter((share) => isOverloaded(share, loadTotal, tolerance, loadFloor)).map((share) => share.node);
   const owners = new Map(input.slots.map((slot) => [slot.slot, slot.owner]));
   const moved = new Set<number>();
+  const senders = new Set<string>();
   const moves: LoadMove[] = [];
   const unresolved = new Map<string, string>();
   const fairOf = (share: NodeShare): number => loadTotal * share.weightedShare;
@@ -91,7 +92,8 @@ export function planLoadMoves(input: LoadPlanInput): LoadPlan {
       .sort((a, b) => (b.load - fairOf(b)) - (a.load - fairOf(a)) || a.node.localeCompare(b.node));
     const source = sources[0];
     if (!source) break;
-    const targets = [...shares.values()].filter((share) => share.node !== source.node && share.weight > 0);
+    // A node that gave slots in this plan does not take any: each node only sends or only receives (one wave schedule, no churn).
+    const targets = [...shares.values()].filter((share) => share.node !== source.node && share.weight > 0 && !senders.has(share.node));
     let best: LoadMove | undefined;
     let belowBenefit: { slot: number; perByte: number } | undefined;
     let hottestFits = false;
@@ -128,6 +130,7 @@ export function planLoadMoves(input: LoadPlanInput): LoadPlan {
     }
     moves.push(best);
     moved.add(best.slot);
+    senders.add(best.from);
     owners.set(best.slot, best.to);
     const from = shares.get(best.from)!;
     const to = shares.get(best.to)!;

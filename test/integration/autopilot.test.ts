@@ -124,18 +124,22 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
       await manual.end();
     }
 
-    // The first autopilot starts a migration and is killed in the middle of it.
+    // The first autopilot takes the lease and starts a migration; a second one waits for the lease (one active per catalog).
     const first = new AutopilotProcess(catalog);
     autopilots.push(first);
+    await first.until('a first evaluation', (line) => line.type === 'autopilot_evaluation', 60_000);
+    const second = new AutopilotProcess(catalog);
+    autopilots.push(second);
     const started = await first.until('migration start', (line) => line.type === 'migration_started', 120_000);
     const migrationId = started.migrationId as number;
+    // The first is killed in the middle of its migration.
     first.kill('SIGKILL');
     await first.exited;
     expect(await scalar(`SELECT state FROM reshard.migration WHERE id = ${migrationId}`)).toBe('running');
-    // A second autopilot waits while the dead one's lease lasts (one active per catalog)…
-    const second = new AutopilotProcess(catalog);
-    autopilots.push(second);
     await second.until('wait for the lease', (line) => line.type === 'autopilot_waiting', 30_000);
+    // It waited before it evaluated anything.
+    const firstEvaluation = second.lines.findIndex((line) => line.type === 'autopilot_evaluation');
+    expect(firstEvaluation === -1 || second.lines.findIndex((line) => line.type === 'autopilot_waiting') < firstEvaluation).toBe(true);
     // …then takes over and resumes the migration the first left.
     await second.until('resume', (line) => line.type === 'autopilot_evaluation' && line.action === 'resume' && (line.migration as { id: number }).id === migrationId, 60_000);
     await second.until('the resumed migration to finish', (line) => line.type === 'migration_finished' && line.migrationId === migrationId, 240_000);
@@ -188,7 +192,9 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
 
     // A node added later is a trigger that acts at once (in its next window): it owns no slot yet.
     await addNode(access, { name: 'n4', connection: cluster.servers[3]!.connection });
-    const added = JSON.parse((await runCli(['--catalog', catalog, '--json', 'autopilot', '--once', '--dry-run', ...AUTOPILOT_ARGS])).stdout.trim().split('\n').pop()!) as { action: string; reason: string; triggers: { kind: string; node: string; fired: boolean }[] };
+    const addedRun = await runCli(['--catalog', catalog, '--json', 'autopilot', '--once', '--dry-run', ...AUTOPILOT_ARGS]);
+    expect(addedRun.stderr).toBe('');
+    const added = JSON.parse(addedRun.stdout.trim().split('\n').pop()!) as { action: string; reason: string; triggers: { kind: string; node: string; fired: boolean }[] };
     expect(added.action).toBe('start-nodes');
     expect(added.triggers.filter((trigger) => trigger.kind === 'node-added' && trigger.fired).map((trigger) => trigger.node)).toEqual(['n4']);
     expect(added.reason).toBe('rebalance slots at once: n4 has weight but owns no slot: fill it at once');

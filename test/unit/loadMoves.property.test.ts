@@ -89,6 +89,21 @@ describe('planLoadMoves', () => {
     }), { numRuns: 400 });
   });
 
+  it('never has a node both send and receive (a node that gave its hot slot away takes none of another node\'s)', () => {
+    // a gives its 20 to d and drops to 10: b's slots would fit on a, but a sent already.
+    const nodes = ['a', 'b', 'c', 'd'].map((name) => ({ name, weight: 1, concurrencyMax: 2 }));
+    const loads: [string, number][] = [['a', 20], ['a', 5], ['a', 5], ['b', 10], ['b', 10], ['b', 10], ['c', 10], ['c', 10], ['c', 10]];
+    const slots = loads.map(([owner, load], slot) => ({ slot, owner, load, bytes: 1_000 }));
+    const plan = planLoadMoves({ nodes, slots, tolerance: 0.1, loadFloor: 1, benefitPerByteMin: 0, moveBytesFloor: 1, movesMax: 8 });
+    expect(plan.moves[0]).toMatchObject({ slot: 0, from: 'a', to: 'd' });
+    expect(plan.moves.every((move) => move.to === 'd')).toBe(true);
+    fc.assert(fc.property(inputs, (input) => {
+      const moves = planLoadMoves(input).moves;
+      const senders = new Set(moves.map((move) => move.from));
+      for (const move of moves) expect(senders.has(move.to)).toBe(false);
+    }), { numRuns: 400 });
+  });
+
   it('makes no move whose load removed per byte moved is below the minimum', () => {
     fc.assert(fc.property(inputs, (input) => {
       const plan = planLoadMoves(input);
