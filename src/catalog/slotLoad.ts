@@ -22,7 +22,10 @@ export async function recordSlotLoad(
 ): Promise<void> {
   const { samples } = report;
   await db.query(
-    `WITH pruned AS (DELETE FROM reshard.slot_load WHERE period_start < now() - $9 * interval '1 millisecond')
+    // Pruning skips rows another router is pruning at the same moment: a report never waits on a lock
+    // (it shares the router's catalog session with the acknowledgements a freeze waits for).
+    `WITH pruned AS (DELETE FROM reshard.slot_load WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM reshard.slot_load WHERE period_start < now() - $9 * interval '1 millisecond' LIMIT 10000 FOR UPDATE SKIP LOCKED)))
      INSERT INTO reshard.slot_load (router_id, slot, period_start, period_ms, calls, rows_written, p50_ms, p99_ms)
      SELECT $1, s.slot, $2, $3, s.calls, s.rows_written, s.p50_ms, s.p99_ms
        FROM unnest($4::int[], $5::bigint[], $6::bigint[], $7::real[], $8::real[]) AS s(slot, calls, rows_written, p50_ms, p99_ms)

@@ -3,6 +3,8 @@ import type { Queryable } from '../plumbing/queryable.js';
 import { SlotLoadMeter } from './slotLoadMeter.js';
 
 export const LOAD_REPORT_MS_DEFAULT = 10_000;
+/** Longest a closing router waits for its last report. */
+const LAST_REPORT_WAIT_MS = 1_000;
 
 /**
  * Sends a router's per-slot load to the catalog once per period (one
@@ -31,12 +33,14 @@ export class SlotLoadReporter {
     this.timer.unref();
   }
 
-  /** Stops reporting after sending the last, partial period. */
+  /** Stops reporting after sending the last, partial period (waiting at most LAST_REPORT_WAIT_MS: a stalled catalog does not hold a router's close). */
   async stop(): Promise<void> {
     if (!this.timer) return;
     clearInterval(this.timer);
     this.timer = undefined;
-    await this.flush();
+    let timeout: NodeJS.Timeout | undefined;
+    await Promise.race([this.flush(), new Promise<void>((resolve) => { timeout = setTimeout(resolve, LAST_REPORT_WAIT_MS); })]);
+    clearTimeout(timeout);
   }
 
   private flush(): Promise<void> {

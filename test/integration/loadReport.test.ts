@@ -4,6 +4,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { startDashboard } from '../../src/dashboard/server.js';
+import { recordSlotLoad } from '../../src/catalog/slotLoad.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/index.js';
@@ -128,6 +129,10 @@ describe('load per slot and per node (load-report)', () => {
       expect(Number(rows.rows[0]!.slots)).toBeLessThanOrEqual(SLOTS);
       expect(Number(rows.rows[0]!.periods)).toBeGreaterThan(0);
       expect(rows.rows[0]!.zero).toBe('0');
+      // Each report prunes samples older than the retention (here 1 ms: every earlier one), never its own.
+      await recordSlotLoad(client, { routerId: '00000000-0000-0000-0000-000000000001', periodStart: new Date(), periodMs: 1_000, samples: [{ slot: 3, calls: 7, rowsWritten: 0, p50Ms: 1, p99Ms: 2 }], retentionMs: 1 });
+      const left = await client.query<{ router_id: string; calls: string }>('SELECT router_id::text, calls::text FROM reshard.slot_load');
+      expect(left.rows).toEqual([{ router_id: '00000000-0000-0000-0000-000000000001', calls: '7' }]);
     } finally {
       await client.end();
     }
