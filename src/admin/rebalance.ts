@@ -19,7 +19,7 @@ import { ONLINE_MOVE_STEPS } from '../mover/onlineSteps.js';
 import { assertOnlineReady, type OnlinePreflight } from './onlinePreflight.js';
 import { assertPeersReachable, assertPendingMovesReachable, replicationPairsOf } from './peerReachability.js';
 import type { OnlineLimits } from '../mover/onlineBatch.js';
-import { applyHeadroom, capacityUnknown, capacityUnknownWarning, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan } from '../planner/index.js';
+import { applyHeadroom, capacityUnknown, capacityUnknownWarning, compareStrategies, planRebalance, type Comparison, type DeferredMove, type Plan, type PlanInput } from '../planner/index.js';
 import { HEADROOM_FRACTION_DEFAULT, measureSpaces } from '../coordinator/nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
 
@@ -89,7 +89,10 @@ export interface PreparedRebalance {
  * Measures the cluster, plans, and (unless dry-run or already balanced)
  * records the migration with its moves, claiming the single running place.
  */
-export async function prepareRebalance(access: ClusterAccess, options: Pick<RebalanceOptions, 'mode' | 'dryRun' | 'headroomFraction' | 'throttle'>): Promise<PreparedRebalance> {
+export async function prepareRebalance(
+  access: ClusterAccess,
+  options: Pick<RebalanceOptions, 'mode' | 'dryRun' | 'headroomFraction' | 'throttle'> & { choosePlan?: (snapshot: ClusterSnapshot, input: PlanInput) => Plan },
+): Promise<PreparedRebalance> {
   assertMoverMode(options.mode);
   const prepared = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
@@ -101,7 +104,8 @@ export async function prepareRebalance(access: ClusterAccess, options: Pick<Reba
     }
     const snapshot = await readClusterSnapshot(catalog, access.passwords);
     const input = plannerInput(snapshot);
-    const balanced = planRebalance(input);
+    // Another planner (the autopilot's, by load) may choose the moves; everything else (headroom, preflight, journal) is the same.
+    const balanced = options.choosePlan ? options.choosePlan(snapshot, input) : planRebalance(input);
     const comparison = compareStrategies(input);
     const involved = snapshot.nodes.filter((node) => balanced.moves.some((move) => move.from === node.name || move.to === node.name));
     const headroomFraction = options.headroomFraction ?? HEADROOM_FRACTION_DEFAULT;

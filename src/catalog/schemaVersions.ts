@@ -362,6 +362,49 @@ CREATE TABLE reshard.adoption (
 CREATE INDEX adoption_by_table ON reshard.adoption (schema_name, table_name);
 `,
   },
+  {
+    version: 10,
+    description: 'load per slot reported by routers; the autopilot\'s lease and decision journal',
+    sql: `
+-- One row per router, slot and reporting period: only slots that had calls.
+-- Latencies are each router's own percentiles over the period (a router keeps
+-- a histogram per slot in memory and sends these two numbers).
+CREATE TABLE reshard.slot_load (
+  router_id    uuid NOT NULL,
+  slot         int NOT NULL CHECK (slot >= 0),
+  period_start timestamptz NOT NULL,
+  period_ms    int NOT NULL CHECK (period_ms > 0),
+  calls        bigint NOT NULL CHECK (calls >= 0),
+  rows_written bigint NOT NULL CHECK (rows_written >= 0),
+  p50_ms       real NOT NULL,
+  p99_ms       real NOT NULL,
+  PRIMARY KEY (router_id, slot, period_start)
+);
+CREATE INDEX slot_load_by_period ON reshard.slot_load (period_start);
+
+-- One active autopilot per catalog: the holder renews lease_until; a second
+-- autopilot waits until it lapses.
+CREATE TABLE reshard.autopilot_lease (
+  id          int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+  holder      text NOT NULL,
+  lease_until timestamptz NOT NULL,
+  acquired_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every decision of the autopilot, acted on or not, with its numbers.
+CREATE TABLE reshard.autopilot_decision (
+  id           bigserial PRIMARY KEY,
+  at           timestamptz NOT NULL DEFAULT now(),
+  holder       text NOT NULL,
+  kind         text NOT NULL,
+  acted        boolean NOT NULL,
+  migration_id bigint REFERENCES reshard.migration (id),
+  summary      text NOT NULL,
+  details      jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX autopilot_decision_by_migration ON reshard.autopilot_decision (migration_id) WHERE migration_id IS NOT NULL;
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -18,6 +18,8 @@ import { doctorCommand } from './commands/doctorCommand.js';
 import { dashboardCommand } from './commands/dashboardCommand.js';
 import { loadCommand } from './commands/loadCommand.js';
 import { adoptCheckCommand, adoptCommand, forgetSourceCommand } from './commands/adoptCommands.js';
+import { loadReportCommand } from './commands/loadReportCommand.js';
+import { autopilotCommand } from './commands/autopilotCommand.js';
 
 /** Thrown by a command that ran but whose answer is "no" (verify found problems). */
 class CommandFailed extends Error {}
@@ -148,6 +150,33 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--columns <list>', 'the columns each line holds, comma-separated (default: the CSV header, else the table\'s columns in order)')
     .action(async (tableName: string, file: string | undefined, options) => loadCommand(output(), access(), tableName, file, options));
 
+  program.command('load-report')
+    .description('load per node against its weighted share, and the busiest slots: from routers\' reports (calls/s, rows written, p50/p99), else sampled from the nodes\' counters')
+    .option('--window <duration>', 'routers\' reports over this long, ending now', '60s')
+    .option('--sample <duration>', 'without router reports: read the nodes\' counters twice, this far apart', '5s')
+    .option('--source <source>', 'auto (routers when any reported, else nodes), routers or nodes', 'auto')
+    .option('--top <n>', 'busiest slots to list', '20')
+    .action(async (options) => loadReportCommand(output(), access(), options));
+
+  program.command('autopilot')
+    .description('watch load (routers\' reports, else the nodes\' counters) and move slots by load when a node stays over its weighted share; one active per catalog (a lease), every decision journaled')
+    .option('--once', 'evaluate once and act on it (then stop)')
+    .option('--dry-run', 'with --once: print what it would do now and why, change nothing; without: watch and journal, never act')
+    .option('--period <duration>', 'one measurement period', '60s')
+    .option('--sustain <n>', 'periods in a row a node must be over its share before it acts', '3')
+    .option('--tolerance <percent>', 'over its share means beyond this much above it', '10%')
+    .option('--floor <load>', 'and by more than this much load (calls/s) above it', '10')
+    .option('--min-benefit <load>', 'no move that removes less load than this per MiB moved', '0')
+    .option('--cooldown <duration>', 'a slot the autopilot moved stays where it is this long', '30m')
+    .option('--max-moves <n>', 'moves per migration it starts', '8')
+    .option('--window <HH:MM-HH:MM>', 'UTC window in which it may move slots (repeat for several; default: any time)', (value: string, previous: string[] = []) => [...previous, value])
+    .option('--mode <mode>', 'online or offline', 'online')
+    .option('--concurrency <n>', 'moves at once (each node also within its own limit)')
+    .option('--lease <duration>', 'how long its lease lives without renewal (a second autopilot waits that long after a crash)', '30s')
+    .option('--sample <duration>', 'without router reports, --once reads the nodes\' counters twice this far apart', '5s')
+    .option('--max-latency-impact <factor>', 'slow its copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
+    .action(async (options) => autopilotCommand(output(), access(), options));
+
   program.command('slot <N>')
     .description("a slot's owner and, per table, its rows, order-independent checksum and size")
     .option('--node <name>', 'read from this node instead of the owner')
@@ -175,6 +204,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
+    .option('--max-latency-impact <factor>', 'slow the copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
@@ -184,6 +214,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
+    .option('--max-latency-impact <factor>', 'slow the copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
     .action(async (options) => resumeCommand(output(), access(), options));
 
   program.command('pause')

@@ -42,7 +42,7 @@ export class CopyThrottle implements CopyGate {
   private streamedBytesTotal = 0;
   private holdLog: WaitLog | undefined;
 
-  constructor(private readonly limits: CopyThrottleLimits, private readonly clock: ThrottleClock = REAL_CLOCK) {
+  constructor(private limits: CopyThrottleLimits, private readonly clock: ThrottleClock = REAL_CLOCK) {
     assert(limits.bytesPerSecMax === undefined || limits.bytesPerSecMax > 0, 'a copy rate cap is positive');
     assert(limits.holdMsMax > 0, 'a copy hold has a positive limit');
   }
@@ -50,6 +50,13 @@ export class CopyThrottle implements CopyGate {
   /** Bytes every copy streamed through this gate so far (COPY format; the rest of the slots' size not counted). */
   get streamedBytes(): number {
     return this.streamedBytesTotal;
+  }
+
+  /** Changes the shared rate cap while copies run (the latency guard slows them down and lets them go faster again). */
+  setBytesPerSecMax(bytesPerSecMax: number | undefined): void {
+    assert(bytesPerSecMax === undefined || bytesPerSecMax > 0, 'a copy rate cap is positive');
+    const { bytesPerSecMax: _previous, ...rest } = this.limits;
+    this.limits = bytesPerSecMax === undefined ? rest : { ...rest, bytesPerSecMax };
   }
 
   /** Why copying is held now, if it is. */

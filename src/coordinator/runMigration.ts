@@ -26,6 +26,7 @@ import { catalogControlRecord, CONTROL_LIMITS_DEFAULT, isCancellation, Migration
 import { ByteProgressRecorder } from './recordProgress.js';
 import { serialQueries } from '../plumbing/serialQueries.js';
 import { CopyThrottle } from './copyThrottle.js';
+import { guardLatency, LATENCY_GUARD_DEFAULT } from './latencyGuard.js';
 import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from './nodeSpaces.js';
 import { REPLICATION_WATCH_DEFAULT, watchReplication } from './replicationWatch.js';
 import { capacityError, planOnlineCapacity } from './onlineCapacityPlan.js';
@@ -56,6 +57,8 @@ export interface ThrottleOptions {
   lagBytesMax?: number;
   walRetainedBytesMax?: number;
   holdMsMax?: number;
+  /** Keep the routers' p99 on the slots not moving within this factor of the baseline before the migration, by slowing the copies. */
+  maxLatencyImpact?: number;
 }
 
 /** How long copying may stay held for a lagging subscription before the migration gives up. */
@@ -285,6 +288,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
   const started = Date.now();
   const lock = await connectCatalog(options.access, 'reshard coordinator');
   let progress: ByteProgressRecorder | undefined;
+  let stopLatencyGuard: (() => void) | undefined;
   try {
     if (!(await holdMigration(lock, migrationId))) {
       throw new ReshardError('conflict', `migration ${migrationId} is being run by another reshard process`, 'wait for it (`reshard status`)');
@@ -317,6 +321,8 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
       }),
     };
     await installHelpersOnSources(pending, shared.nodes, options.access);
+    stopLatencyGuard = options.throttle?.maxLatencyImpact === undefined ? undefined : guardLatency({ migrationId, access: options.access, throttle: shared.throttle, movingSlots: moves.map((move) => move.slot),
+      operatorCapBytesPerSec: options.throttle.copyBytesPerSecMax, limits: { ...LATENCY_GUARD_DEFAULT, impactMax: options.throttle.maxLatencyImpact }, emit: shared.emit });
     options.emit({ type: 'migration_started', migrationId, mode: migration.mode, moves: moves.length, bytesTotal: migration.bytesTotal, resumed: options.resumed ?? false });
 
     let failure: unknown;
@@ -380,6 +386,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
     return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes };
   } finally {
+    stopLatencyGuard?.();
     await progress?.stop();
     await lock.end().catch(() => {});
   }

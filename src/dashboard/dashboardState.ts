@@ -19,6 +19,26 @@ export interface DashboardState {
   /** Newest first. */
   events: DashboardEvent[];
   actions: { token_required: true; rollback_available: boolean };
+  /** Load per slot and node as routers reported it (null until read, or on a catalog without load reports). */
+  load: DashboardLoad | null;
+  autopilot: DashboardAutopilot | null;
+}
+
+export interface DashboardLoad {
+  window_ms: number;
+  routers: number;
+  /** Index = slot: calls/s over the window; the highest p99 a router saw (0 without calls). */
+  calls_per_sec: number[];
+  p99_ms: number[];
+  nodes: { node: string; load: number; share: number; weighted_share: number; ratio: number | null }[];
+}
+
+export interface DashboardAutopilot {
+  /** The autopilot holding the lease now, or null when none runs. */
+  holder: string | null;
+  lease_until: string | null;
+  /** Newest first. */
+  decisions: { at: string; kind: string; acted: boolean; migration_id: number | null; summary: string }[];
 }
 
 export interface DashboardNode {

@@ -8,6 +8,7 @@ import { compareStrategies, planRebalance } from '../planner/index.js';
 import type { DashboardEvent, DashboardMigration, DashboardMove, DashboardNode, DashboardPlan, DashboardState } from './dashboardState.js';
 import { DashboardMetrics } from './metrics.js';
 import { NodeProbe, type NodeMeasurement } from '../admin/nodeProbe.js';
+import { readLoadOverview, type LoadOverview } from '../admin/loadOverview.js';
 import { makeRedactor } from './redact.js';
 
 export interface MonitorLimits {
@@ -32,6 +33,11 @@ export const MONITOR_LIMITS_DEFAULT: MonitorLimits = {
 };
 
 const logger = log('dashboard');
+
+/** The heat map shows routers' reports over this long. */
+const LOAD_WINDOW_MS = 60_000;
+/** Autopilot decisions shown. */
+const DECISIONS_SHOWN = 20;
 
 /** The rate and ETA look at this much of the recent past. */
 const RATE_WINDOW_MS = 10_000;
@@ -103,6 +109,7 @@ export class DashboardMonitor {
   private measurements = new Map<string, NodeMeasurement>();
   private lagBySlot = new Map<number, number>();
   private plan: DashboardPlan | null = null;
+  private loadOverview: LoadOverview | undefined;
   private throughput: { migrationId: number; samples: { atMs: number; bytes: number }[] } = { migrationId: 0, samples: [] };
 
   constructor(
@@ -193,6 +200,8 @@ export class DashboardMonitor {
     this.measurements = new Map(measured);
     for (const [, measurement] of measured) if (!measurement.reachable) this.metrics.countError('node_unreachable');
     this.plan = this.computePlan(read);
+    // Routers' load over the last minute and the autopilot's state; a catalog without them keeps the page as it was.
+    this.loadOverview = await readLoadOverview(this.access, read, LOAD_WINDOW_MS, DECISIONS_SHOWN).catch(() => undefined);
   }
 
   private async pollLag(): Promise<void> {
@@ -320,6 +329,16 @@ export class DashboardMonitor {
         step: entry.step, action: entry.action, ...describeEntry(entry, this.redact),
       })),
       actions: { token_required: true, rollback_available: true },
+      load: this.loadOverview ? {
+        window_ms: this.loadOverview.windowMs, routers: this.loadOverview.routers,
+        calls_per_sec: this.loadOverview.callsPerSecBySlot.map((value) => Math.round(value * 10) / 10),
+        p99_ms: this.loadOverview.p99MsBySlot.map((value) => Math.round(value * 100) / 100),
+        nodes: this.loadOverview.nodes.map((node) => ({ node: node.node, load: Math.round(node.load * 10) / 10, share: node.share, weighted_share: node.weightedShare, ratio: Number.isFinite(node.ratio) ? node.ratio : null })),
+      } : null,
+      autopilot: this.loadOverview ? {
+        holder: this.loadOverview.autopilot?.holder ?? null, lease_until: iso(this.loadOverview.autopilot?.leaseUntil),
+        decisions: this.loadOverview.decisions.map((decision) => ({ at: decision.at.toISOString(), kind: decision.kind, acted: decision.acted, migration_id: decision.migrationId ?? null, summary: this.redact(decision.summary) })),
+      } : null,
     };
     if (read) this.metrics.update(state, read.moves, read.failures, read.failuresReadUpToId);
     return state;

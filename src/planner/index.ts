@@ -21,3 +21,6 @@ export {
 } from './movementMatrix.js';
 export { formatComparison } from './formatComparison.js';
 export { applyHeadroom, capacityUnknown, capacityUnknownWarning, movesCrossHeadroom, type NodeSpace, type HeadroomRule, type DeferredMove } from './headroom.js';
+export { nodeShares, type LoadNode, type NodeShare, type SlotLoadOf } from './loadShares.js';
+export { planLoadMoves, isOverloaded, loadAboveShares, type LoadPlanInput, type LoadPlan, type LoadMove, type Unresolved } from './loadMoves.js';
+export { loadTriggers, type LoadTrigger, type TriggerSettings } from './loadTriggers.js';

@@ -19,6 +19,7 @@ import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
 import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
+import { SlotLoadReporter } from './slotLoadReporter.js';
 
 const routerLogger = log('router');
 
@@ -50,6 +51,8 @@ export interface RouterOptions {
    * entry of the node's lock table. 0: every call carries the route check.
    */
   routeLeasesPerConnection?: number;
+  /** How often the router sends its per-slot load (calls, rows written, p50/p99) to the catalog; 0: never. */
+  loadReportMs?: number;
 }
 
 /** A routed call's key: one value, or one per shard key column. */
@@ -99,6 +102,7 @@ export class Router {
   readonly id = randomUUID();
   private readonly gate = new SlotGate();
   private readonly leases: RouteLeases;
+  private readonly load: SlotLoadReporter;
   /** One pool per node, made on first use (its TLS setting may need a first connection to learn). */
   private readonly pools = new Map<string, Promise<pg.Pool>>();
   /** The pools of `pools` that are open, for use without awaiting. */
@@ -132,6 +136,7 @@ export class Router {
       throw new ReshardError('bad_input', `routeLeasesPerConnection must be a whole number ≥ 0, got ${String(leasesPerConnection)}`, `pass e.g. routeLeasesPerConnection: ${ROUTE_LEASES_PER_CONNECTION_DEFAULT}`);
     }
     this.leases = new RouteLeases(leasesPerConnection, (slot) => this.gate.isFrozen(slot));
+    this.load = new SlotLoadReporter(this.id, () => this.listener, options.loadReportMs);
   }
 
   /** Connects to the catalog, loads the slot map, registers and starts following changes. */
@@ -278,6 +283,7 @@ export class Router {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.renewTimer);
+    await this.load.stop();
     if (this.listener) {
       await unregisterRouter(this.listener, this.id).catch(() => {});
       await this.listener.end().catch(() => {});
@@ -293,7 +299,8 @@ export class Router {
    */
   private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>): Promise<T> {
     let slot = this.slotOf(key);
-    const deadline = performance.now() + this.holdTimeoutMs;
+    const startedMs = performance.now();
+    const deadline = startedMs + this.holdTimeoutMs;
     let redirects = 0;
     let lastRefusal: unknown;
     for (let attempt = 1; ; attempt++) {
@@ -335,6 +342,7 @@ export class Router {
           const result = await work(client, route);
           // Where the call went: a result that surprises can be explained.
           if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
+          this.load.meter.record(slot, performance.now() - startedMs, result);
           return result;
         } catch (error) {
           const code = (error as { code?: string }).code;
@@ -467,6 +475,7 @@ export class Router {
       // The first map must come from the catalog; later ones may wait for it.
       this.snapshot = await readRouterSnapshot(this.listener!);
     }
+    this.load.start();
   }
 
   private async connectListener(): Promise<void> {

@@ -11,7 +11,7 @@ import type { Output } from '../output.js';
 import { parseByteSize, parsePercent, parseWholeNumber } from '../parseNumbers.js';
 import { describePlan, planJson } from './planCommand.js';
 
-export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string }
+export interface ThrottleCommandOptions { maxCopyRate?: string; maxLag?: string; maxWalRetained?: string; maxLatencyImpact?: string }
 
 export interface RebalanceCommandOptions extends ThrottleCommandOptions { dryRun?: boolean; verbose?: boolean; concurrency?: string; mode?: string; headroom?: string }
 
@@ -20,11 +20,21 @@ export function throttleOptions(options: ThrottleCommandOptions): ThrottleOption
   const copyBytesPerSecMax = parseByteSize(options.maxCopyRate?.replace(/\/s$/i, ''), '--max-copy-rate');
   const lagBytesMax = parseByteSize(options.maxLag, '--max-lag');
   const walRetainedBytesMax = parseByteSize(options.maxWalRetained, '--max-wal-retained');
+  const maxLatencyImpact = parseLatencyImpact(options.maxLatencyImpact);
   return {
+    ...(maxLatencyImpact !== undefined ? { maxLatencyImpact } : {}),
     ...(copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax } : {}),
     ...(lagBytesMax !== undefined ? { lagBytesMax } : {}),
     ...(walRetainedBytesMax !== undefined ? { walRetainedBytesMax } : {}),
   };
+}
+
+/** --max-latency-impact 1.2: a factor above 1 (the other slots' p99 may grow by 20 %). */
+export function parseLatencyImpact(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const factor = Number(value);
+  if (value.trim() === '' || !(factor > 1) || !Number.isFinite(factor)) throw badInput(`--max-latency-impact must be a factor above 1, got "${value}"`, 'pass e.g. --max-latency-impact 1.2');
+  return factor;
 }
 
 function summaryJson(summary: MigrationSummary): Record<string, unknown> {

@@ -206,6 +206,41 @@ function renderEvents(state) {
     '<li class="muted">No events yet.</li>';
 }
 
+/** Heat map: each slot's share of the busiest slot's calls/s, white → dark red; the owner's number inside. */
+function renderLoad(state, styles) {
+  const load = state.load;
+  if (!load) {
+    $('load-caption').textContent = 'not reported';
+    $('heat').innerHTML = '';
+    $('load-nodes').innerHTML = '';
+    return;
+  }
+  const owners = state.slot_map.owners;
+  const max = Math.max(0, ...load.calls_per_sec);
+  const heat = $('heat');
+  heat.style.setProperty('--cell', owners.length > 512 ? '12px' : owners.length > 128 ? '20px' : '26px');
+  heat.innerHTML = owners.map((owner, slot) => {
+    const calls = load.calls_per_sec[slot] ?? 0;
+    const level = max > 0 ? calls / max : 0;
+    const colour = `hsl(0, ${Math.round(75 * level)}%, ${Math.round(97 - 55 * level)}%)`;
+    const label = owners.length <= 512 ? esc(styles.get(owner)?.label ?? '?') : '';
+    return `<div class="slot" data-slot="${slot}" data-calls="${calls}" title="${esc(`slot ${slot}: ${owner}, ${calls} calls/s, p99 ${ms(load.p99_ms[slot])}`)}" style="background:${colour};color:${level > 0.6 ? '#fff' : '#111'}">${label}</div>`;
+  }).join('');
+  heat.setAttribute('aria-label', `load per slot: busiest ${max} calls/s`);
+  $('load-caption').textContent = load.routers > 0 ? `calls/s over ${Math.round(load.window_ms / 1000)} s, ${load.routers} router(s)` : 'no router reported in the last minute';
+  $('load-nodes').innerHTML = '<thead><tr><th>node</th><th class="num">calls/s</th><th class="num">share</th><th class="num">weighted share</th><th class="num">load / share</th></tr></thead><tbody>' +
+    load.nodes.map((node) => `<tr data-node="${esc(node.node)}"><td>${esc(node.node)}</td><td class="num">${node.load}</td><td class="num">${(node.share * 100).toFixed(1)} %</td>` +
+      `<td class="num">${(node.weighted_share * 100).toFixed(1)} %</td><td class="num">${node.ratio === null ? '∞' : node.ratio.toFixed(2)}</td></tr>`).join('') + '</tbody>';
+}
+
+function renderAutopilot(state) {
+  const autopilot = state.autopilot;
+  $('autopilot-caption').textContent = !autopilot ? '' : autopilot.holder ? `running: ${autopilot.holder}` : 'not running';
+  $('decisions').innerHTML = (autopilot?.decisions ?? []).map((d) =>
+    `<li class="${d.acted ? '' : 'muted'}"><time datetime="${esc(d.at)}">${time(d.at)}</time><span>${esc(d.kind)}${d.migration_id !== null ? ` (migration ${d.migration_id})` : ''}: ${esc(d.summary)}</span></li>`).join('') ||
+    '<li class="muted">No decisions yet.</li>';
+}
+
 let latest = null;
 function render(state) {
   latest = state;
@@ -215,6 +250,8 @@ function render(state) {
   renderMigration(state);
   renderSlots(state, styles);
   renderNodes(state, styles);
+  renderLoad(state, styles);
+  renderAutopilot(state);
   renderMoves(state);
   renderPlan(state);
   renderHistory(state);
