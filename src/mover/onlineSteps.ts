@@ -15,6 +15,7 @@ import { describeLeaves, type DescribedStep, type MoveStep, type SlotMoveBase } 
 import type { OnlineBatch, OnlineBatchOptions } from './onlineBatchShape.js';
 import { cleanUpSwitchedSlots, prepareStep, undoAttach, undoFreeze } from './sharedSteps.js';
 import { streamBatch } from './streamBatch.js';
+import type { RoundTripMeter } from './roundTripMeter.js';
 import { verifySlotCopy } from './verifySlotCopy.js';
 
 /** What the online steps of one batch work on. */
@@ -25,6 +26,8 @@ export interface OnlineBatchContext extends SlotMoveBase {
   streaming(): MoveRecord[];
   /** Each slot's cutover, by slot. */
   cutovers: Map<number, CutoverState>;
+  /** Sequential round trips of the batch's sessions so far. */
+  roundTrips: RoundTripMeter;
 }
 
 /** One slot's cutover: what its steps pass forward, and the clock of the current attempt's freeze. */
@@ -34,18 +37,29 @@ export interface CutoverState {
   /** The freeze's epoch, recorded with the target's 'owned' (after a resume: the catalog's current one). */
   freezeEpoch?: number;
   frozenAt: number;
+  /** The batch's round trips when the freeze began. */
+  roundTripsAtFreeze: number;
   /** Time spent scanning for the verification (not waiting), left out of the freeze budget. */
   verifyMs: number;
   /** Where the write pause went, ms since the freeze began, for `status` and tuning. */
   phase: Record<string, number>;
+  /** Sequential round trips since the freeze began, at the end of each phase (same names as `phase`). */
+  phaseRoundTrips: Record<string, number>;
   rows: number;
 }
 
-export function newCutoverAttempt(state: CutoverState): void {
-  state.frozenAt = performance.now();
+export function newCutoverAttempt(state: CutoverState, roundTrips: RoundTripMeter): void {
+  startFreezeClock(state, roundTrips);
   state.verifyMs = 0;
-  state.phase = {};
   state.rows = 0;
+}
+
+/** The write pause starts: the slot is about to be frozen in the catalog. */
+function startFreezeClock(state: CutoverState, roundTrips: RoundTripMeter): void {
+  state.frozenAt = performance.now();
+  state.roundTripsAtFreeze = roundTrips.count;
+  state.phase = {};
+  state.phaseRoundTrips = {};
 }
 
 type OnlineStep = MoveStep<OnlineBatchContext>;
@@ -65,8 +79,9 @@ function waitedMs(cutover: CutoverState): number {
   return performance.now() - cutover.frozenAt - cutover.verifyMs;
 }
 
-function mark(cutover: CutoverState, name: string): void {
+function mark(context: OnlineBatchContext, cutover: CutoverState, name: string): void {
   cutover.phase[name] = Math.round(performance.now() - cutover.frozenAt);
+  cutover.phaseRoundTrips[name] = context.roundTrips.count - cutover.roundTripsAtFreeze;
 }
 
 const stream: OnlineStep = {
@@ -90,13 +105,15 @@ const freeze: OnlineStep = {
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
+    // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
+    startFreezeClock(cutover, context.roundTrips);
     const frozen = await freezeSlotForRouters(context.catalog, slot, limits.routerAckWaitMs);
     cutover.freezeEpoch = frozen.epoch;
     const routersAckedMs = performance.now() - cutover.frozenAt;
-    mark(cutover, 'acked');
+    mark(context, cutover, 'acked');
     const fence = await fenceSlot(context.source, context.tables, slot, context.modulus,
       { epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs });
-    mark(cutover, 'fenced');
+    mark(context, cutover, 'fenced');
     cutover.fencedLsn = fence.lsn;
     return {
       routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
@@ -120,11 +137,11 @@ const sync: OnlineStep = {
     const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs(cutover));
     await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
       { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
-    mark(cutover, 'replayed');
+    mark(context, cutover, 'replayed');
     const verifyFrom = performance.now();
     cutover.rows = (await verifySlotCopy(context, slot, 'the final sync')).rows;
     cutover.verifyMs = performance.now() - verifyFrom;
-    mark(cutover, 'verified');
+    mark(context, cutover, 'verified');
     // The budget bounds every wait of the freeze so far, not only the replay.
     if (waitedMs(cutover) > limits.freezeBudgetMs) {
       throw new ReshardError('timeout', `the freeze of slot ${slot} waited ${Math.round(waitedMs(cutover))} ms, over its ${limits.freezeBudgetMs} ms budget`,
@@ -142,7 +159,7 @@ const attach: OnlineStep = {
     // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
     const epoch = cutover.freezeEpoch ?? (await getCluster(context.catalog)).epoch;
     await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
-    mark(cutover, 'attached');
+    mark(context, cutover, 'attached');
   },
   undo: undoAttach,
 };
@@ -160,7 +177,7 @@ const switchOwner: OnlineStep = {
     assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${slot}`);
     assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
     const switchEpoch = await switchSlotOwner(context.catalog, slot, batch.source.name, batch.target.name);
-    mark(cutover, 'switched');
+    mark(context, cutover, 'switched');
     // The source's tombstone, after the catalog's switch (the point of no return), never before: a crash
     // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a
     // rollback could still drop. It must not fail this step (the catalog has switched: a failure here would
@@ -168,7 +185,8 @@ const switchOwner: OnlineStep = {
     const tombstone = await markSlotMoved(context.source, slot, batch.target.name, switchEpoch, context.options.limits.routeHoldersWaitMs)
       .catch((error: unknown) => ({ ended: [], roundTrips: 1, deferred: errorText(error) }));
     return {
-      pausePhasesMs: cutover.phase, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
+      // Where the write pause went: ms and sequential round trips (every session's, the journal's too) at the end of each phase.
+      pausePhasesMs: cutover.phase, pauseRoundTrips: cutover.phaseRoundTrips, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
       ...(tombstone.ended.length > 0 ? { endedSessions: tombstone.ended } : {}),
       ...('deferred' in tombstone ? { tombstoneDeferredToCleanup: tombstone.deferred } : {}),
     };
