@@ -16,7 +16,8 @@ import type { OnlineBatch, OnlineBatchOptions } from './onlineBatchShape.js';
 import { cleanUpSwitchedSlots, prepareStep, undoAttach, undoFreeze } from './sharedSteps.js';
 import { streamBatch } from './streamBatch.js';
 import type { RoundTripMeter } from './roundTripMeter.js';
-import { verifySlotCopy } from './verifySlotCopy.js';
+import { verifySlotCopyFromSums } from './verifySlotCopy.js';
+import { trackSlotRows } from '../node/slotRowSums.js';
 
 /** What the online steps of one batch work on. */
 export interface OnlineBatchContext extends SlotMoveBase {
@@ -105,6 +106,13 @@ const freeze: OnlineStep = {
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
+    // Before the pause: both sides start summing the slot's rows (trigger + one scan each, at once), so
+    // that the verification inside the freeze reads two sums instead of scanning the slot.
+    const sumsFrom = performance.now();
+    const [sourceTracked, targetTracked] = await Promise.all([context.source, context.target].map((side) =>
+      trackSlotRows(side, context.tables, slot, context.modulus, limits.routeHoldersWaitMs)));
+    const rowSumsBaseMs = Math.round(performance.now() - sumsFrom);
+    const tablesSummed = context.tables.filter((_, index) => sourceTracked![index] && targetTracked![index]).length;
     // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
     startFreezeClock(cutover, context.roundTrips);
     const frozen = await freezeSlotForRouters(context.catalog, slot, limits.routerAckWaitMs);
@@ -116,7 +124,7 @@ const freeze: OnlineStep = {
     mark(context, cutover, 'fenced');
     cutover.fencedLsn = fence.lsn;
     return {
-      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
+      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch, rowSumsBaseMs, tablesSummed,
       // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.
       round_trips: frozen.roundTrips + fence.roundTrips,
       ...(frozen.routersBehind.length > 0 ? { routersNotAcked: frozen.routersBehind } : {}),
@@ -139,7 +147,8 @@ const sync: OnlineStep = {
       { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
     mark(context, cutover, 'replayed');
     const verifyFrom = performance.now();
-    cutover.rows = (await verifySlotCopy(context, slot, 'the final sync')).rows;
+    const verified = await verifySlotCopyFromSums(context, slot, 'the final sync');
+    cutover.rows = verified.rows;
     cutover.verifyMs = performance.now() - verifyFrom;
     mark(context, cutover, 'verified');
     // The budget bounds every wait of the freeze so far, not only the replay.
@@ -147,7 +156,7 @@ const sync: OnlineStep = {
       throw new ReshardError('timeout', `the freeze of slot ${slot} waited ${Math.round(waitedMs(cutover))} ms, over its ${limits.freezeBudgetMs} ms budget`,
         'the cutover was abandoned and the slot unfrozen; it is retried');
     }
-    return { lsn, rows: cutover.rows, syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs) };
+    return { lsn, rows: cutover.rows, syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs), tablesBySums: verified.bySums, tablesByScan: verified.byScan };
   },
 };
 

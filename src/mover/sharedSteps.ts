@@ -4,6 +4,7 @@ import { unfenceSlot } from '../node/fence.js';
 import {
   detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
 } from '../node/slotPartitions.js';
+import { untrackSlotRows } from '../node/slotRowSums.js';
 import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
 import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 
@@ -24,6 +25,8 @@ export const prepareStep: MoveStep<SlotMoveBase> = {
   },
   async undo(context, slots) {
     for (const slot of slots) {
+      // The online mover's row sums of the staged leaves go with them.
+      await untrackSlotRows(context.target, context.tables, slot, context.modulus);
       for (const table of context.tables) await dropStagedSlotLeaf(context.target, table, slot, context.modulus);
     }
   },
@@ -49,10 +52,15 @@ export function takenBackOnly(name: MoveStep<SlotMoveBase>['name'], undo: NonNul
   };
 }
 
-/** Undo of a freeze: the source's leaves unfenced (its slot state thawed at `epoch`), the slot active again in the catalog. */
+/**
+ * Undo of a freeze: the source's leaves unfenced (its slot state thawed at
+ * `epoch`), the slot active again in the catalog; the online mover's row sums
+ * on the source end (a leaf that stays the source's must not keep summing).
+ */
 export async function undoFreeze(context: SlotMoveBase, slots: readonly number[], epochOf: (slot: number) => number | undefined = () => undefined): Promise<void> {
   for (const slot of slots) {
     await unfenceSlot(context.source, context.tables, slot, context.modulus, epochOf(slot));
+    await untrackSlotRows(context.source, context.tables, slot, context.modulus);
     await setSlotState(context.catalog, slot, 'active');
   }
 }
@@ -92,7 +100,10 @@ export async function cleanUpSwitchedSlots(
   const cleanTable = async (index: number, sessions: Pick<CleanupSessions, 'source' | 'target'>): Promise<void> => {
     const table = context.tables[index]!;
     for (const slot of slots) {
+      // The online mover's row sums end on both sides (the target's leaf serves writes now).
+      await untrackSlotRows(sessions.target, [table], slot, context.modulus);
       await dropSlotBoundConstraint(sessions.target, table, slot, context.modulus);
+      await untrackSlotRows(sessions.source, [table], slot, context.modulus);
       await detachAndDropSlotLeaf(sessions.source, table, slot, context.modulus);
     }
   };
