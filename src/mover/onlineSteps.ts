@@ -35,6 +35,10 @@ export interface OnlineBatchContext extends SlotMoveBase {
 export interface CutoverState {
   /** The fence's WAL position (lost after a resume: the current one is later, hence safe). */
   fencedLsn?: string;
+  /** The fence's position when the subscription had replayed past it as the fence returned. */
+  replayedPast?: string;
+  /** The attach of this attempt found every leaf attached and committed (the switch need not look again). */
+  attachedChecked?: boolean;
   /** The freeze's epoch, recorded with the target's 'owned' (after a resume: the catalog's current one). */
   freezeEpoch?: number;
   frozenAt: number;
@@ -53,6 +57,8 @@ export function newCutoverAttempt(state: CutoverState, roundTrips: RoundTripMete
   startFreezeClock(state, roundTrips);
   state.verifyMs = 0;
   state.rows = 0;
+  state.replayedPast = undefined;
+  state.attachedChecked = undefined;
 }
 
 /** The write pause starts: the slot is about to be frozen in the catalog. */
@@ -102,7 +108,7 @@ const stream: OnlineStep = {
 
 const freeze: OnlineStep = {
   name: 'freeze',
-  describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1), wait for every live router's acknowledgement; on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction`,
+  describe: (view) => `on both nodes: sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1), wait for every live router's acknowledgement; on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
@@ -119,10 +125,14 @@ const freeze: OnlineStep = {
     cutover.freezeEpoch = frozen.epoch;
     const routersAckedMs = performance.now() - cutover.frozenAt;
     mark(context, cutover, 'acked');
-    const fence = await fenceSlot(context.source, context.tables, slot, context.modulus,
-      { epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs });
+    // The final sync's wait for replay rides on the fence's round trip (a read, after its commit).
+    const fence = await fenceSlot(context.source, context.tables, slot, context.modulus, {
+      epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs,
+      replayWait: { subscription: context.batch.name, waitMs: Math.max(0, limits.freezeBudgetMs - waitedMs(cutover)) },
+    });
     mark(context, cutover, 'fenced');
     cutover.fencedLsn = fence.lsn;
+    cutover.replayedPast = fence.replayed ? fence.lsn : undefined;
     return {
       routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch, rowSumsBaseMs, tablesSummed,
       // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.
@@ -136,15 +146,18 @@ const freeze: OnlineStep = {
 
 const sync: OnlineStep = {
   name: 'sync',
-  describe: () => `take the WAL position the fence read inside its transaction; poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides (bounded by the freeze budget, else unfreeze and retry)`,
+  describe: () => `take the WAL position the fence read inside its transaction; unless the fence saw it replayed, poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides from the row sums (bounded by the freeze budget, else unfreeze and retry)`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
     // After a resume the fence's position is lost; the current one is later, hence safe.
     const lsn = cutover.fencedLsn ?? await currentWalLsn(context.source);
     const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs(cutover));
-    await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
-      { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
+    // Seen replayed already when the fence returned (same position): no poll.
+    if (cutover.replayedPast === undefined || cutover.replayedPast !== lsn) {
+      await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
+        { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
+    }
     mark(context, cutover, 'replayed');
     const verifyFrom = performance.now();
     const verified = await verifySlotCopyFromSums(context, slot, 'the final sync');
@@ -167,7 +180,9 @@ const attach: OnlineStep = {
     const { slot, cutover } = cutoverOf(context, slots);
     // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
     const epoch = cutover.freezeEpoch ?? (await getCluster(context.catalog)).epoch;
-    await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
+    const after = await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
+    // Looked at after its COMMIT, in the same round trip: the switch need not look again.
+    cutover.attachedChecked = !after.inTransaction && after.unattached.length === 0;
     mark(context, cutover, 'attached');
   },
   undo: undoAttach,
@@ -182,7 +197,8 @@ const switchOwner: OnlineStep = {
     const { batch } = context;
     // Invariant 2 at the point of no return: the target serves every table of the slot, committed
     // (a session inside an open transaction would see its own uncommitted ATTACH).
-    const onTarget = await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
+    // Looked at by this attempt's attach after its commit; else (a resume) here.
+    const onTarget = cutover.attachedChecked ? { inTransaction: false, unattached: [] } : await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
     assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${slot}`);
     assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
     const switchEpoch = await switchSlotOwner(context.catalog, slot, batch.source.name, batch.target.name);

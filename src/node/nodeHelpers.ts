@@ -30,6 +30,7 @@ export const ROUTE_LOCK_CLASS = 0x7273_7274;
 export async function installNodeHelpers(db: Queryable): Promise<void> {
   await db.query(`CREATE SCHEMA IF NOT EXISTS ${NODE_SCHEMA}`);
   await installRowSums(db);
+  await installReplayWait(db);
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.reject_write() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   RAISE EXCEPTION USING
@@ -154,6 +155,33 @@ $fn$`);
 BEGIN
   DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = TG_RELID;
   RETURN NULL;
+END
+$fn$`);
+}
+
+/** Waits on the source until a subscription has replayed past a WAL position: see `installReplayWait`. */
+export const REPLAY_WAIT_FUNCTION = `${NODE_SCHEMA}.wait_replayed`;
+
+/**
+ * `wait_replayed(subscription, lsn, wait_ms)`: true as soon as the
+ * subscription's walsender reports a replay position at or past `lsn`, false
+ * after `wait_ms` — the final sync's polling, on the server, in one round trip
+ * (the walsender's positions are read live at each look, every millisecond).
+ */
+async function installReplayWait(db: Queryable): Promise<void> {
+  await db.query(`CREATE OR REPLACE FUNCTION ${REPLAY_WAIT_FUNCTION}(subscription text, lsn pg_lsn, wait_ms integer) RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+  deadline timestamptz := clock_timestamp() + wait_ms * interval '1 millisecond';
+BEGIN
+  LOOP
+    IF EXISTS (SELECT 1 FROM pg_stat_replication r WHERE r.application_name = wait_replayed.subscription AND r.replay_lsn >= wait_replayed.lsn) THEN
+      RETURN true;
+    END IF;
+    IF clock_timestamp() >= deadline THEN
+      RETURN false;
+    END IF;
+    PERFORM pg_sleep(0.001);
+  END LOOP;
 END
 $fn$`);
 }

@@ -10,6 +10,7 @@ import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { prepareRebalance, rebalance, resumeMigration } from '../../src/admin/rebalance.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { readFreezeRoundTrips } from '../../src/catalog/freezePhases.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import { getMigration, listMigrations, listMoves, runningMigration } from '../../src/catalog/migrationRuns.js';
 import { readSlotMap, type SlotMapWithStates } from '../../src/catalog/slotMap.js';
@@ -314,6 +315,12 @@ describe('online rebalance edge cases on real PostgreSQL', () => {
     const synced = (await withCatalog(access, (catalog) => readJournal(catalog, migrationId))).filter((entry) => entry.step === 'sync' && entry.action === 'done');
     expect(synced.length).toBeGreaterThanOrEqual(MOVED);
     expect(synced.every((entry) => entry.detail?.['tablesBySums'] === 2 && entry.detail['tablesByScan'] === 0)).toBe(true);
+    // Each freeze's sequential round trips (no router here): catalog freeze, fence + replay wait, journal, both sums,
+    // journal, attach + its check, journal, switch.
+    const trips = [...(await withCatalog(access, (catalog) => readFreezeRoundTrips(catalog, migrationId))).values()];
+    expect(trips).toHaveLength(MOVED);
+    expect(trips.map((trip) => trip.total).sort((a, b) => a - b)[Math.floor(MOVED / 2)]).toBe(8);
+    expect(trips.map((trip) => trip.byPhase)).toContainEqual({ acked: 1, fenced: 1, replayed: 1, verified: 1, attached: 2, switched: 2 });
   });
 
   it('fails a catch-up that never converges, rolls back cleanly, and resume then finishes', async () => {
