@@ -27,12 +27,25 @@ export interface SlotFreeze {
 /**
  * Marks the slot frozen (epoch + 1, NOTIFY) and waits, at most `ackWaitMs`,
  * until every router with a live registration has acknowledged that epoch.
+ */
+export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<SlotFreeze> {
+  const begun = await beginSlotFreeze(catalog, slot, ackWaitMs);
+  const acked = await begun.acknowledged;
+  return { epoch: begun.epoch, routersBehind: acked.routersBehind, roundTrips: begun.roundTrips + acked.roundTrips };
+}
+
+/**
+ * The freeze in two halves, so that the caller can fence the source while
+ * the routers acknowledge: returns once the slot is frozen in the catalog
+ * (its epoch), with the wait for the acknowledgements still running.
  * One round trip when every router acknowledges: the freeze's statement also
  * names the live routers, and each acknowledgement's NOTIFY names its router
  * (listened for before the freeze, so none is missed). A NOTIFY that names
- * none (a router of an older reshard) makes the freeze ask the catalog again.
+ * none (a router of an older reshard) makes the wait ask the catalog again.
  */
-export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<SlotFreeze> {
+export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<{
+  epoch: number; roundTrips: number; acknowledged: Promise<{ routersBehind: string[]; roundTrips: number }>;
+}> {
   let roundTrips = 0;
   if (ackWaitMs > 0 && !listening.has(catalog)) {
     roundTrips++;
@@ -48,45 +61,59 @@ export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number,
     acked.set(ack.router, Math.max(acked.get(ack.router) ?? 0, ack.epoch));
     heard?.();
   };
-  if (ackWaitMs > 0) catalog.on('notification', onNotification);
+  if (ackWaitMs <= 0) {
+    roundTrips++;
+    const { epoch } = await freezeSlotInCatalog(catalog, slot);
+    return { epoch, roundTrips, acknowledged: Promise.resolve({ routersBehind: [], roundTrips: 0 }) };
+  }
+  catalog.on('notification', onNotification);
+  let frozen: Awaited<ReturnType<typeof freezeSlotInCatalog>>;
   try {
     roundTrips++;
-    const frozen = await freezeSlotInCatalog(catalog, slot);
-    const { epoch } = frozen;
-    if (ackWaitMs <= 0) return { epoch, routersBehind: [], roundTrips };
+    frozen = await freezeSlotInCatalog(catalog, slot);
+  } catch (error) {
+    catalog.removeListener('notification', onNotification);
+    throw error;
+  }
+  const { epoch } = frozen;
+  const waitForAcks = async (): Promise<{ routersBehind: string[]; roundTrips: number }> => {
+    let asked = 0;
     let behind = frozen.liveRouters.filter((router) => router.ackedEpoch < epoch);
     const deadline = performance.now() + ackWaitMs;
     const waitLog = startWaitLog(logger, `every live router to acknowledge epoch ${epoch} (slot ${slot} frozen)`, ackWaitMs, { slot, epoch });
-    for (;;) {
-      if (acked.has(undefined)) {
-        // An acknowledgement without its router's name: the catalog says who is behind.
-        acked.delete(undefined);
-        roundTrips++;
-        behind = await routersBehind(catalog, epoch).catch((error: unknown) => {
-          waitLog.end('failed');
-          throw error;
+    try {
+      for (;;) {
+        if (acked.has(undefined)) {
+          // An acknowledgement without its router's name: the catalog says who is behind.
+          acked.delete(undefined);
+          asked++;
+          behind = await routersBehind(catalog, epoch).catch((error: unknown) => {
+            waitLog.end('failed');
+            throw error;
+          });
+        }
+        behind = behind.filter((router) => (acked.get(router.id) ?? 0) < epoch);
+        const leftMs = deadline - performance.now();
+        if (behind.length === 0 || leftMs <= 0) {
+          // Not an error: the nodes refuse stale work anyway; a router that did not answer costs this freeze at most its bound.
+          waitLog.end(behind.length === 0 ? 'done' : 'went ahead without every router', behind.length === 0 ? {} : { routersBehind: behind.map((router) => router.name) });
+          return { routersBehind: behind.map((router) => router.name), roundTrips: asked };
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, leftMs);
+          function done(): void {
+            clearTimeout(timer);
+            heard = undefined;
+            resolve();
+          }
+          heard = done;
         });
       }
-      behind = behind.filter((router) => (acked.get(router.id) ?? 0) < epoch);
-      const leftMs = deadline - performance.now();
-      if (behind.length === 0 || leftMs <= 0) {
-        // Not an error: the nodes refuse stale work anyway; a router that did not answer costs this freeze at most its bound.
-        waitLog.end(behind.length === 0 ? 'done' : 'went ahead without every router', behind.length === 0 ? {} : { routersBehind: behind.map((router) => router.name) });
-        return { epoch, routersBehind: behind.map((router) => router.name), roundTrips };
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, leftMs);
-        function done(): void {
-          clearTimeout(timer);
-          heard = undefined;
-          resolve();
-        }
-        heard = done;
-      });
+    } finally {
+      catalog.removeListener('notification', onNotification);
     }
-  } finally {
-    catalog.removeListener('notification', onNotification);
-  }
+  };
+  return { epoch, roundTrips, acknowledged: waitForAcks() };
 }
 
 /** An acknowledgement's payload: `{"router": id, "epoch": n}`; anything else names no router. */

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { MoveRecord } from '../catalog/migrationRuns.js';
 import { getCluster } from '../catalog/cluster.js';
-import { freezeSlotForRouters } from './freezeSlot.js';
+import { beginSlotFreeze } from './freezeSlot.js';
 import { switchSlotOwner } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
 import { errorText, ReshardError } from '../core/errors.js';
@@ -108,7 +108,7 @@ const stream: OnlineStep = {
 
 const freeze: OnlineStep = {
   name: 'freeze',
-  describe: (view) => `on both nodes: sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1), wait for every live router's acknowledgement; on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
+  describe: (view) => `on both nodes: sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1); while every live router acknowledges, on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
@@ -121,15 +121,30 @@ const freeze: OnlineStep = {
     const tablesSummed = context.tables.filter((_, index) => sourceTracked![index] && targetTracked![index]).length;
     // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
     startFreezeClock(cutover, context.roundTrips);
-    const frozen = await freezeSlotForRouters(context.catalog, slot, limits.routerAckWaitMs);
-    cutover.freezeEpoch = frozen.epoch;
-    const routersAckedMs = performance.now() - cutover.frozenAt;
-    mark(context, cutover, 'acked');
-    // The final sync's wait for replay rides on the fence's round trip (a read, after its commit).
-    const fence = await fenceSlot(context.source, context.tables, slot, context.modulus, {
-      epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs,
-      replayWait: { subscription: context.batch.name, waitMs: Math.max(0, limits.freezeBudgetMs - waitedMs(cutover)) },
-    });
+    const freezing = await beginSlotFreeze(context.catalog, slot, limits.routerAckWaitMs);
+    cutover.freezeEpoch = freezing.epoch;
+    // The fence goes ahead while the routers acknowledge (their acknowledgements only spare them a refusal:
+    // a call that reaches the source first waits for the fence's route lock, then is refused with RSM01 and
+    // held by its router). The final sync's wait for replay rides on the fence's round trip (a read, after its commit).
+    let routersAckedMs = 0;
+    const [acked, fenced] = await Promise.allSettled([
+      freezing.acknowledged.then((result) => {
+        routersAckedMs = performance.now() - cutover.frozenAt;
+        return result;
+      }),
+      fenceSlot(context.source, context.tables, slot, context.modulus, {
+        epoch: freezing.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs,
+        replayWait: { subscription: context.batch.name, waitMs: Math.max(0, limits.freezeBudgetMs - waitedMs(cutover)) },
+      }),
+    ]);
+    if (fenced.status === 'rejected') throw fenced.reason;
+    if (acked.status === 'rejected') throw acked.reason;
+    const fence = fenced.value;
+    const frozen = { epoch: freezing.epoch, routersBehind: acked.value.routersBehind, roundTrips: freezing.roundTrips + acked.value.roundTrips };
+    // The phases stay in order: 'acked' when the acknowledgements were in, 'fenced' when both were.
+    cutover.phase['acked'] = Math.round(routersAckedMs);
+    // The acknowledgements' own round trips (the catalog's freeze, and a re-read for an older router's NOTIFY).
+    cutover.phaseRoundTrips['acked'] = frozen.roundTrips;
     mark(context, cutover, 'fenced');
     cutover.fencedLsn = fence.lsn;
     cutover.replayedPast = fence.replayed ? fence.lsn : undefined;
