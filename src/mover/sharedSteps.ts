@@ -4,7 +4,7 @@ import { unfenceSlot } from '../node/fence.js';
 import {
   detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
 } from '../node/slotPartitions.js';
-import { untrackSlotRows } from '../node/slotRowSums.js';
+import { forgetSlotRowSums, untrackLeafStatements, untrackSlotRows } from '../node/slotRowSums.js';
 import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
 import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 
@@ -100,10 +100,10 @@ export async function cleanUpSwitchedSlots(
   const cleanTable = async (index: number, sessions: Pick<CleanupSessions, 'source' | 'target'>): Promise<void> => {
     const table = context.tables[index]!;
     for (const slot of slots) {
-      // The online mover's row sums end on both sides (the target's leaf serves writes now).
-      await untrackSlotRows(sessions.target, [table], slot, context.modulus);
-      await dropSlotBoundConstraint(sessions.target, table, slot, context.modulus);
-      await untrackSlotRows(sessions.source, [table], slot, context.modulus);
+      // The online mover's row sums end on both sides: on the new owner with the CHECK (one lock on its leaf,
+      // which serves writes now), on the old one by their rows alone (its fenced leaf goes with its triggers).
+      await dropSlotBoundConstraint(sessions.target, table, slot, context.modulus, untrackLeafStatements(table, slot, context.modulus));
+      await forgetSlotRowSums(sessions.source, [table], slot, context.modulus);
       await detachAndDropSlotLeaf(sessions.source, table, slot, context.modulus);
     }
   };

@@ -202,10 +202,20 @@ export async function detachSlotLeafForUndo(db: Queryable, table: SlotTable, slo
   await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} DETACH PARTITION ${leaf}`);
 }
 
-/** After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner. */
-export async function dropSlotBoundConstraint(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+/**
+ * After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner.
+ * `alongside`: statements for the same transaction (and the same lock on the
+ * leaf); they run only when the leaf exists.
+ */
+export async function dropSlotBoundConstraint(db: pg.ClientBase, table: SlotTable, slot: number, modulus: number, alongside: readonly string[] = []): Promise<void> {
   const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  await db.query(`ALTER TABLE IF EXISTS ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
+  if (alongside.length === 0) {
+    await db.query(`ALTER TABLE IF EXISTS ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
+    return;
+  }
+  const exists = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [leaf]);
+  if (!exists.rows[0]?.present) return;
+  await runInOneTransaction(db, [`ALTER TABLE ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`, ...alongside]);
 }
 
 /**

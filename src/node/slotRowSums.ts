@@ -133,3 +133,26 @@ export async function untrackSlotRows(db: pg.ClientBase, tables: readonly SlotTa
     }
   }
 }
+
+/**
+ * Ends the sums of a switched slot's leaves without a lock on them: on the
+ * old owner, whose leaves are fenced (no write adds a row) and about to be
+ * dropped with their triggers, only the sums rows go.
+ */
+export async function forgetSlotRowSums(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
+  await db.query(`DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)`, [tables.map((table) => leafOf(table, slot, modulus))]);
+}
+
+/**
+ * The statements that end one leaf's sums (its triggers and rows), for a
+ * transaction that locks the leaf anyway (the new owner's drop of its
+ * slot-bound CHECK): one ACCESS EXCLUSIVE lock for both, as before the sums.
+ */
+export function untrackLeafStatements(table: SlotTable, slot: number, modulus: number): string[] {
+  const leaf = leafOf(table, slot, modulus);
+  return [
+    `DROP TRIGGER IF EXISTS ${ROW_SUMS_TRIGGER} ON ${leaf}`,
+    `DROP TRIGGER IF EXISTS ${ROW_SUMS_TRUNCATE_TRIGGER} ON ${leaf}`,
+    `DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = ${quoteLiteral(leaf)}::regclass`,
+  ];
+}
