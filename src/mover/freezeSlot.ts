@@ -45,7 +45,10 @@ export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number,
  */
 export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<{
   epoch: number; roundTrips: number; acknowledged: Promise<{ routersBehind: string[]; roundTrips: number }>;
+  /** Ends the wait for acknowledgements now (`acknowledged` then names the routers still behind). */
+  stopWaiting(): void;
 }> {
+  let stopped = false;
   let roundTrips = 0;
   if (ackWaitMs > 0 && !listening.has(catalog)) {
     roundTrips++;
@@ -64,7 +67,7 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackW
   if (ackWaitMs <= 0) {
     roundTrips++;
     const { epoch } = await freezeSlotInCatalog(catalog, slot);
-    return { epoch, roundTrips, acknowledged: Promise.resolve({ routersBehind: [], roundTrips: 0 }) };
+    return { epoch, roundTrips, acknowledged: Promise.resolve({ routersBehind: [], roundTrips: 0 }), stopWaiting: () => {} };
   }
   catalog.on('notification', onNotification);
   let frozen: Awaited<ReturnType<typeof freezeSlotInCatalog>>;
@@ -94,9 +97,10 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackW
         }
         behind = behind.filter((router) => (acked.get(router.id) ?? 0) < epoch);
         const leftMs = deadline - performance.now();
-        if (behind.length === 0 || leftMs <= 0) {
+        if (behind.length === 0 || leftMs <= 0 || stopped) {
           // Not an error: the nodes refuse stale work anyway; a router that did not answer costs this freeze at most its bound.
-          waitLog.end(behind.length === 0 ? 'done' : 'went ahead without every router', behind.length === 0 ? {} : { routersBehind: behind.map((router) => router.name) });
+          // Stopped by the caller (the source is fenced): routine, not a router that failed to answer.
+          waitLog.end(behind.length === 0 || stopped ? 'done' : 'went ahead without every router', behind.length === 0 ? {} : { routersBehind: behind.map((router) => router.name) });
           return { routersBehind: behind.map((router) => router.name), roundTrips: asked };
         }
         await new Promise<void>((resolve) => {
@@ -113,7 +117,13 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackW
       catalog.removeListener('notification', onNotification);
     }
   };
-  return { epoch, roundTrips, acknowledged: waitForAcks() };
+  return {
+    epoch, roundTrips, acknowledged: waitForAcks(),
+    stopWaiting: () => {
+      stopped = true;
+      heard?.();
+    },
+  };
 }
 
 /** An acknowledgement's payload: `{"router": id, "epoch": n}`; anything else names no router. */

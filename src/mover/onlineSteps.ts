@@ -123,9 +123,9 @@ const freeze: OnlineStep = {
     startFreezeClock(cutover, context.roundTrips);
     const freezing = await beginSlotFreeze(context.catalog, slot, limits.routerAckWaitMs);
     cutover.freezeEpoch = freezing.epoch;
-    // The fence goes ahead while the routers acknowledge (their acknowledgements only spare them a refusal:
-    // a call that reaches the source first waits for the fence's route lock, then is refused with RSM01 and
-    // held by its router). The final sync's wait for replay rides on the fence's round trip (a read, after its commit).
+    // The fence goes ahead while the routers acknowledge, and ends their wait (acknowledgements only spare a
+    // router a refusal: a call that reaches the source first waits for the fence's route lock, then is refused
+    // with RSM01 and held by its router). The final sync's wait for replay rides on the fence's round trip.
     let routersAckedMs = 0;
     const [acked, fenced] = await Promise.allSettled([
       freezing.acknowledged.then((result) => {
@@ -135,6 +135,9 @@ const freeze: OnlineStep = {
       fenceSlot(context.source, context.tables, slot, context.modulus, {
         epoch: freezing.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs,
         replayWait: { subscription: context.batch.name, waitMs: Math.max(0, limits.freezeBudgetMs - waitedMs(cutover)) },
+      }).finally(() => {
+        // Once the source is fenced (and replayed), acknowledgements spare no router anything: the wait ends.
+        freezing.stopWaiting();
       }),
     ]);
     if (fenced.status === 'rejected') throw fenced.reason;
