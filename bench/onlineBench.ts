@@ -31,7 +31,7 @@ import { cpuBetween, CpuSampler, postmasterPid, type CpuSample, type WatchedProc
 import { rebalancePhases } from './rebalancePhases.js';
 import { deserializeLog, type SerializedLog } from './workloadProcess.js';
 import { readSlotMap } from '../src/catalog/slotMap.js';
-import { readFreezePhases, summarizeFreezePhases } from '../src/catalog/freezePhases.js';
+import { readFreezePhases, readFreezeRoundTrips, summarizeFreezePhases, summarizeFreezeRoundTrips } from '../src/catalog/freezePhases.js';
 import type { ClusterAccess } from '../src/plumbing/clusterAccess.js';
 import { withCatalog } from '../src/plumbing/clusterAccess.js';
 import { BATCH_SLOTS_MAX_DEFAULT, runMigration } from '../src/coordinator/runMigration.js';
@@ -301,6 +301,8 @@ async function main(): Promise<void> {
         WHERE b.migration_id = $1 AND b.action = 'begin' GROUP BY b.step ORDER BY 2 DESC`, [prepared.migrationId])).rows.map((row) => [row.step, row.seconds])));
     // Where the coordinator's freeze went: each phase's p50 and max over the moves, from the journal.
     const pausePhases = summarizeFreezePhases((await withCatalog(access, (catalog) => readFreezePhases(catalog, prepared.migrationId!))).values());
+    // And its sequential round trips (what a distant node multiplies), in all and per phase.
+    const pauseRoundTrips = summarizeFreezeRoundTrips((await withCatalog(access, (catalog) => readFreezeRoundTrips(catalog, prepared.migrationId!))).values());
     const pauses = timeline.pausesMs(workloadLog.samples);
     // Per cutover with a call held across it: how long after the coordinator saw the switch commit the last such call ended
     // (the router's share of the client-seen pause: NOTIFY, re-read of the map, the call on the new owner).
@@ -366,6 +368,7 @@ async function main(): Promise<void> {
       ...(summary.error ? { migration_error: summary.error } : {}),
       step_seconds_summed_over_moves: stepSeconds,
       coordinator_pause_phases_ms: pausePhases,
+      coordinator_pause_round_trips: pauseRoundTrips,
       rebalance_phases: phases.phases,
       cutover_attempts_abandoned: phases.cutover_attempts_abandoned,
       seconds_with_no_step_running: phases.seconds_with_no_step_running,

@@ -1,4 +1,4 @@
-import { readFreezePhases, type FreezePhasesMs } from '../catalog/freezePhases.js';
+import { readFreezePhases, readFreezeRoundTrips, type FreezePhasesMs, type FreezeRoundTrips } from '../catalog/freezePhases.js';
 import { latestControlEntry } from '../catalog/journalTail.js';
 import { listMigrationFailures, type MigrationFailure } from '../catalog/migrationFailures.js';
 import { readControl, type MigrationControl } from '../catalog/migrationControl.js';
@@ -31,6 +31,8 @@ export interface MigrationStatus {
   switched: Set<number>;
   /** Per switched online move, how long each phase of its freeze took. */
   freezePhases: Map<number, FreezePhasesMs>;
+  /** Per switched online move, the sequential round trips of its freeze, in all and per phase. */
+  freezeRoundTrips: Map<number, FreezeRoundTrips>;
   nodes: NodeRecord[];
   /** Every time the migration stopped failed, oldest first: `resume` clears its error, these stay. */
   failures: MigrationFailure[];
@@ -49,6 +51,7 @@ export async function readMigrationStatus(access: ClusterAccess, migrationId?: n
       ...state,
       pausedSince: controlEntry?.step === 'pause' && controlEntry.action === 'begin' ? controlEntry.at : undefined,
       freezePhases: migration ? await readFreezePhases(catalog, migration.id) : new Map(),
+      freezeRoundTrips: migration ? await readFreezeRoundTrips(catalog, migration.id) : new Map(),
       nodes: await listNodes(catalog, { includeRemoved: true }),
       failures: migration ? await listMigrationFailures(catalog, migration.id) : [],
     };

@@ -36,6 +36,39 @@ export async function readFreezePhases(db: Queryable, migrationId: number): Prom
   return new Map(result.rows.map((row) => [row.slot, phaseDurationsMs(row.marks)]));
 }
 
+/** Sequential round trips of one freeze (every session's, the journal's too): in all, and per phase. */
+export interface FreezeRoundTrips {
+  total: number;
+  byPhase: Partial<Record<FreezePhase, number>>;
+}
+
+/** Per switched slot of the migration, its last freeze's round trips (journaled since the count was; older moves are absent). */
+export async function readFreezeRoundTrips(db: Queryable, migrationId: number): Promise<Map<number, FreezeRoundTrips>> {
+  const result = await db.query<{ slot: number; marks: Record<string, number> }>(
+    `SELECT DISTINCT ON (j.slot) j.slot, j.detail->'pauseRoundTrips' AS marks FROM reshard.journal j
+      WHERE j.migration_id = $1 AND j.step = 'switch' AND j.action = 'done' AND j.detail ? 'pauseRoundTrips'
+      ORDER BY j.slot, j.id DESC`,
+    [migrationId],
+  );
+  return new Map(result.rows.map((row) => [row.slot, freezeRoundTrips(row.marks)]));
+}
+
+/** Round trips per phase from the journaled counts at each phase's end (pure; the counts only grow, like the ms marks). */
+export function freezeRoundTrips(marks: Readonly<Record<string, number>>): FreezeRoundTrips {
+  const ends = FREEZE_PHASES.flatMap((phase) => (typeof marks[phase] === 'number' ? [marks[phase]!] : []));
+  return { total: ends.length ? Math.max(...ends) : 0, byPhase: phaseDurationsMs(marks) };
+}
+
+/** Round trips per freeze and per phase, p50 and max over the moves (pure). */
+export function summarizeFreezeRoundTrips(perMove: Iterable<FreezeRoundTrips>): { total?: { p50: number; max: number }; byPhase: Partial<Record<FreezePhase, { p50: number; max: number }>> } {
+  const moves = [...perMove];
+  const totals = moves.map((move) => move.total);
+  return {
+    ...(totals.length ? { total: { p50: percentile(totals, 0.5), max: Math.max(...totals) } } : {}),
+    byPhase: summarizeFreezePhases(moves.map((move) => move.byPhase)),
+  };
+}
+
 /** Each phase's p50 and max over the moves (pure): where a migration's write pauses went. */
 export function summarizeFreezePhases(perMove: Iterable<FreezePhasesMs>): Partial<Record<FreezePhase, { p50: number; max: number }>> {
   const moves = [...perMove];

@@ -1,6 +1,7 @@
 import type { Queryable } from '../plumbing/queryable.js';
 
 /** Routers notify here when they acknowledge an epoch. */
+/** A router's acknowledgement wakes a waiting freeze here; the payload is `{"router": id, "epoch": acked epoch}` (JSON). */
 export const ROUTER_ACK_CHANNEL = 'reshard_router_ack';
 
 /**
@@ -23,8 +24,8 @@ export async function renewRouterLease(db: Queryable, router: { id: string; epoc
   const result = await db.query<{ epoch: string }>(
     `WITH renewed AS (
        UPDATE reshard.router SET acked_epoch = greatest(acked_epoch, $2), lease_until = now() + $3 * interval '1 millisecond', seen_at = now()
-        WHERE id = $1 RETURNING acked_epoch)
-     SELECT epoch::text, (SELECT count(pg_notify('${ROUTER_ACK_CHANNEL}', acked_epoch::text)) FROM renewed) AS notified
+        WHERE id = $1 RETURNING id, acked_epoch)
+     SELECT epoch::text, (SELECT count(pg_notify('${ROUTER_ACK_CHANNEL}', json_build_object('router', id::text, 'epoch', acked_epoch)::text)) FROM renewed) AS notified
        FROM reshard.cluster WHERE id = 1`,
     [router.id, router.epoch, router.leaseMs],
   );

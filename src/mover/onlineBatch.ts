@@ -2,8 +2,9 @@ import type { MoveRecord } from '../catalog/migrationRuns.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import type { OnlineBatch, OnlineBatchConnections, OnlineBatchOptions, OnlineBatchResult } from './onlineBatchShape.js';
 import {
-  newCutoverAttempt, ONLINE_BATCH_STEPS, ONLINE_CLEANUP_STEPS, ONLINE_CUTOVER_STEPS, ONLINE_UNDOABLE_STEPS, type OnlineBatchContext,
+  newCutoverAttempt, ONLINE_BATCH_STEPS, ONLINE_CLEANUP_STEPS, ONLINE_CUTOVER_STEPS, ONLINE_UNDOABLE_STEPS, type CutoverState, type OnlineBatchContext,
 } from './onlineSteps.js';
+import { RoundTripMeter } from './roundTripMeter.js';
 import { catalogStepJournal, type StepJournal } from './stepJournal.js';
 import { StepRunner } from './stepRunner.js';
 import { catchUp } from './streamBatch.js';
@@ -31,10 +32,11 @@ export class OnlineBatchRun {
     options: OnlineBatchOptions,
     private readonly journal: StepJournal,
     private readonly runner: StepRunner,
+    roundTrips: RoundTripMeter,
   ) {
     this.context = {
       migrationId: batch.migrationId, modulus: batch.modulus, tables: batch.tables, sourceName: batch.source.name, targetName: batch.target.name,
-      ...connections, batch, options, streaming: () => this.unswitched(), cutovers: new Map(),
+      ...connections, batch, options, streaming: () => this.unswitched(), cutovers: new Map(), roundTrips,
     };
     for (const move of batch.moves) {
       if (!runner.isDone(move.slot, 'switch')) continue;
@@ -44,10 +46,13 @@ export class OnlineBatchRun {
     }
   }
 
-  static async open(batch: OnlineBatch, connections: OnlineBatchConnections, options: OnlineBatchOptions): Promise<OnlineBatchRun> {
+  static async open(batch: OnlineBatch, sessions: OnlineBatchConnections, options: OnlineBatchOptions): Promise<OnlineBatchRun> {
+    // Every query of the batch's sessions (the steps' and the journal's) is metered: a freeze journals its round trips.
+    const roundTrips = new RoundTripMeter();
+    const connections = { source: roundTrips.meter(sessions.source), target: roundTrips.meter(sessions.target), catalog: roundTrips.meter(sessions.catalog) };
     const journal = catalogStepJournal(connections.catalog, batch.migrationId);
     const runner = await StepRunner.open(journal, batch.moves.map((move) => move.slot), options.emit);
-    return new OnlineBatchRun(batch, connections, options, journal, runner);
+    return new OnlineBatchRun(batch, connections, options, journal, runner, roundTrips);
   }
 
   hasSwitched(slot: number): boolean {
@@ -79,14 +84,14 @@ export class OnlineBatchRun {
       await catchUp(batch, context, limits);
     }
     for (const move of this.unswitched()) {
-      const cutover = { frozenAt: performance.now(), verifyMs: 0, phase: {}, rows: 0 };
+      const cutover: CutoverState = { frozenAt: performance.now(), roundTripsAtFreeze: context.roundTrips.count, verifyMs: 0, phase: {}, phaseRoundTrips: {}, rows: 0 };
       context.cutovers.set(move.slot, cutover);
       await this.runner.run(ONLINE_CUTOVER_STEPS, context, [move.slot], {
         retry: {
           attemptsMax: limits.freezeAttemptsMax,
           retryable: (error) => (error instanceof ReshardError && error.code === 'timeout') || (error as { code?: string }).code === '55P03',
           pauseMs: (attempt) => 200 * attempt,
-          beforeAttempt: () => newCutoverAttempt(cutover),
+          beforeAttempt: () => newCutoverAttempt(cutover, context.roundTrips),
         },
       });
       const pauseMs = performance.now() - cutover.frozenAt;

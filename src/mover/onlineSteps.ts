@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { MoveRecord } from '../catalog/migrationRuns.js';
 import { getCluster } from '../catalog/cluster.js';
-import { freezeSlotForRouters } from './freezeSlot.js';
+import { beginSlotFreeze } from './freezeSlot.js';
 import { switchSlotOwner } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
 import { errorText, ReshardError } from '../core/errors.js';
@@ -15,7 +15,9 @@ import { describeLeaves, type DescribedStep, type MoveStep, type SlotMoveBase } 
 import type { OnlineBatch, OnlineBatchOptions } from './onlineBatchShape.js';
 import { cleanUpSwitchedSlots, prepareStep, undoAttach, undoFreeze } from './sharedSteps.js';
 import { streamBatch } from './streamBatch.js';
-import { verifySlotCopy } from './verifySlotCopy.js';
+import type { RoundTripMeter } from './roundTripMeter.js';
+import { verifySlotCopyFromSums } from './verifySlotCopy.js';
+import { trackSlotRows } from '../node/slotRowSums.js';
 
 /** What the online steps of one batch work on. */
 export interface OnlineBatchContext extends SlotMoveBase {
@@ -25,27 +27,46 @@ export interface OnlineBatchContext extends SlotMoveBase {
   streaming(): MoveRecord[];
   /** Each slot's cutover, by slot. */
   cutovers: Map<number, CutoverState>;
+  /** Sequential round trips of the batch's sessions so far. */
+  roundTrips: RoundTripMeter;
 }
 
 /** One slot's cutover: what its steps pass forward, and the clock of the current attempt's freeze. */
 export interface CutoverState {
   /** The fence's WAL position (lost after a resume: the current one is later, hence safe). */
   fencedLsn?: string;
+  /** The fence's position when the subscription had replayed past it as the fence returned. */
+  replayedPast?: string;
+  /** The attach of this attempt found every leaf attached and committed (the switch need not look again). */
+  attachedChecked?: boolean;
   /** The freeze's epoch, recorded with the target's 'owned' (after a resume: the catalog's current one). */
   freezeEpoch?: number;
   frozenAt: number;
+  /** The batch's round trips when the freeze began. */
+  roundTripsAtFreeze: number;
   /** Time spent scanning for the verification (not waiting), left out of the freeze budget. */
   verifyMs: number;
   /** Where the write pause went, ms since the freeze began, for `status` and tuning. */
   phase: Record<string, number>;
+  /** Sequential round trips since the freeze began, at the end of each phase (same names as `phase`). */
+  phaseRoundTrips: Record<string, number>;
   rows: number;
 }
 
-export function newCutoverAttempt(state: CutoverState): void {
-  state.frozenAt = performance.now();
+export function newCutoverAttempt(state: CutoverState, roundTrips: RoundTripMeter): void {
+  startFreezeClock(state, roundTrips);
   state.verifyMs = 0;
-  state.phase = {};
   state.rows = 0;
+  state.replayedPast = undefined;
+  state.attachedChecked = undefined;
+}
+
+/** The write pause starts: the slot is about to be frozen in the catalog. */
+function startFreezeClock(state: CutoverState, roundTrips: RoundTripMeter): void {
+  state.frozenAt = performance.now();
+  state.roundTripsAtFreeze = roundTrips.count;
+  state.phase = {};
+  state.phaseRoundTrips = {};
 }
 
 type OnlineStep = MoveStep<OnlineBatchContext>;
@@ -65,8 +86,9 @@ function waitedMs(cutover: CutoverState): number {
   return performance.now() - cutover.frozenAt - cutover.verifyMs;
 }
 
-function mark(cutover: CutoverState, name: string): void {
+function mark(context: OnlineBatchContext, cutover: CutoverState, name: string): void {
   cutover.phase[name] = Math.round(performance.now() - cutover.frozenAt);
+  cutover.phaseRoundTrips[name] = context.roundTrips.count - cutover.roundTripsAtFreeze;
 }
 
 const stream: OnlineStep = {
@@ -86,20 +108,51 @@ const stream: OnlineStep = {
 
 const freeze: OnlineStep = {
   name: 'freeze',
-  describe: (view) => `catalog: slot ${view.slot} frozen (epoch + 1), wait for every live router's acknowledgement; on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction`,
+  describe: (view) => `on both nodes: sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1); while every live router acknowledges, on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
-    const frozen = await freezeSlotForRouters(context.catalog, slot, limits.routerAckWaitMs);
-    cutover.freezeEpoch = frozen.epoch;
-    const routersAckedMs = performance.now() - cutover.frozenAt;
-    mark(cutover, 'acked');
-    const fence = await fenceSlot(context.source, context.tables, slot, context.modulus,
-      { epoch: frozen.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs });
-    mark(cutover, 'fenced');
+    // Before the pause: both sides start summing the slot's rows (trigger + one scan each, at once), so
+    // that the verification inside the freeze reads two sums instead of scanning the slot.
+    const sumsFrom = performance.now();
+    const [sourceTracked, targetTracked] = await Promise.all([context.source, context.target].map((side) =>
+      trackSlotRows(side, context.tables, slot, context.modulus, limits.routeHoldersWaitMs)));
+    const rowSumsBaseMs = Math.round(performance.now() - sumsFrom);
+    const tablesSummed = context.tables.filter((_, index) => sourceTracked![index] && targetTracked![index]).length;
+    // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
+    startFreezeClock(cutover, context.roundTrips);
+    const freezing = await beginSlotFreeze(context.catalog, slot, limits.routerAckWaitMs);
+    cutover.freezeEpoch = freezing.epoch;
+    // The fence goes ahead while the routers acknowledge, and ends their wait (acknowledgements only spare a
+    // router a refusal: a call that reaches the source first waits for the fence's route lock, then is refused
+    // with RSM01 and held by its router). The final sync's wait for replay rides on the fence's round trip.
+    let routersAckedMs = 0;
+    const [acked, fenced] = await Promise.allSettled([
+      freezing.acknowledged.then((result) => {
+        routersAckedMs = performance.now() - cutover.frozenAt;
+        return result;
+      }),
+      fenceSlot(context.source, context.tables, slot, context.modulus, {
+        epoch: freezing.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs,
+        replayWait: { subscription: context.batch.name, waitMs: Math.max(0, limits.freezeBudgetMs - waitedMs(cutover)) },
+      }).finally(() => {
+        // Once the source is fenced (and replayed), acknowledgements spare no router anything: the wait ends.
+        freezing.stopWaiting();
+      }),
+    ]);
+    if (fenced.status === 'rejected') throw fenced.reason;
+    if (acked.status === 'rejected') throw acked.reason;
+    const fence = fenced.value;
+    const frozen = { epoch: freezing.epoch, routersBehind: acked.value.routersBehind, roundTrips: freezing.roundTrips + acked.value.roundTrips };
+    // The phases stay in order: 'acked' when the acknowledgements were in, 'fenced' when both were.
+    cutover.phase['acked'] = Math.round(routersAckedMs);
+    // The acknowledgements' own round trips (the catalog's freeze, and a re-read for an older router's NOTIFY).
+    cutover.phaseRoundTrips['acked'] = frozen.roundTrips;
+    mark(context, cutover, 'fenced');
     cutover.fencedLsn = fence.lsn;
+    cutover.replayedPast = fence.replayed ? fence.lsn : undefined;
     return {
-      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
+      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch, rowSumsBaseMs, tablesSummed,
       // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.
       round_trips: frozen.roundTrips + fence.roundTrips,
       ...(frozen.routersBehind.length > 0 ? { routersNotAcked: frozen.routersBehind } : {}),
@@ -111,26 +164,30 @@ const freeze: OnlineStep = {
 
 const sync: OnlineStep = {
   name: 'sync',
-  describe: () => `take the WAL position the fence read inside its transaction; poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides (bounded by the freeze budget, else unfreeze and retry)`,
+  describe: () => `take the WAL position the fence read inside its transaction; unless the fence saw it replayed, poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides from the row sums (bounded by the freeze budget, else unfreeze and retry)`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
     // After a resume the fence's position is lost; the current one is later, hence safe.
     const lsn = cutover.fencedLsn ?? await currentWalLsn(context.source);
     const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs(cutover));
-    await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
-      { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
-    mark(cutover, 'replayed');
+    // Seen replayed already when the fence returned (same position): no poll.
+    if (cutover.replayedPast === undefined || cutover.replayedPast !== lsn) {
+      await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
+        { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
+    }
+    mark(context, cutover, 'replayed');
     const verifyFrom = performance.now();
-    cutover.rows = (await verifySlotCopy(context, slot, 'the final sync')).rows;
+    const verified = await verifySlotCopyFromSums(context, slot, 'the final sync');
+    cutover.rows = verified.rows;
     cutover.verifyMs = performance.now() - verifyFrom;
-    mark(cutover, 'verified');
+    mark(context, cutover, 'verified');
     // The budget bounds every wait of the freeze so far, not only the replay.
     if (waitedMs(cutover) > limits.freezeBudgetMs) {
       throw new ReshardError('timeout', `the freeze of slot ${slot} waited ${Math.round(waitedMs(cutover))} ms, over its ${limits.freezeBudgetMs} ms budget`,
         'the cutover was abandoned and the slot unfrozen; it is retried');
     }
-    return { lsn, rows: cutover.rows, syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs) };
+    return { lsn, rows: cutover.rows, syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs), tablesBySums: verified.bySums, tablesByScan: verified.byScan };
   },
 };
 
@@ -141,8 +198,10 @@ const attach: OnlineStep = {
     const { slot, cutover } = cutoverOf(context, slots);
     // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
     const epoch = cutover.freezeEpoch ?? (await getCluster(context.catalog)).epoch;
-    await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
-    mark(cutover, 'attached');
+    const after = await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
+    // Looked at after its COMMIT, in the same round trip: the switch need not look again.
+    cutover.attachedChecked = !after.inTransaction && after.unattached.length === 0;
+    mark(context, cutover, 'attached');
   },
   undo: undoAttach,
 };
@@ -156,11 +215,12 @@ const switchOwner: OnlineStep = {
     const { batch } = context;
     // Invariant 2 at the point of no return: the target serves every table of the slot, committed
     // (a session inside an open transaction would see its own uncommitted ATTACH).
-    const onTarget = await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
+    // Looked at by this attempt's attach after its commit; else (a resume) here.
+    const onTarget = cutover.attachedChecked ? { inTransaction: false, unattached: [] } : await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
     assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${slot}`);
     assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
     const switchEpoch = await switchSlotOwner(context.catalog, slot, batch.source.name, batch.target.name);
-    mark(cutover, 'switched');
+    mark(context, cutover, 'switched');
     // The source's tombstone, after the catalog's switch (the point of no return), never before: a crash
     // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a
     // rollback could still drop. It must not fail this step (the catalog has switched: a failure here would
@@ -168,7 +228,8 @@ const switchOwner: OnlineStep = {
     const tombstone = await markSlotMoved(context.source, slot, batch.target.name, switchEpoch, context.options.limits.routeHoldersWaitMs)
       .catch((error: unknown) => ({ ended: [], roundTrips: 1, deferred: errorText(error) }));
     return {
-      pausePhasesMs: cutover.phase, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
+      // Where the write pause went: ms and sequential round trips (every session's, the journal's too) at the end of each phase.
+      pausePhasesMs: cutover.phase, pauseRoundTrips: cutover.phaseRoundTrips, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
       ...(tombstone.ended.length > 0 ? { endedSessions: tombstone.ended } : {}),
       ...('deferred' in tombstone ? { tombstoneDeferredToCleanup: tombstone.deferred } : {}),
     };

@@ -4,6 +4,7 @@ import { unfenceSlot } from '../node/fence.js';
 import {
   detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
 } from '../node/slotPartitions.js';
+import { forgetSlotRowSums, untrackLeafStatements, untrackSlotRows } from '../node/slotRowSums.js';
 import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
 import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 
@@ -25,6 +26,8 @@ export const prepareStep: MoveStep<SlotMoveBase> = {
   },
   async undo(context, slots) {
     for (const slot of slots) {
+      // The online mover's row sums of the staged leaves go with them.
+      await untrackSlotRows(context.target, context.tables, slot, context.modulus);
       for (const table of context.tables) await dropStagedSlotLeaf(context.target, table, slot, context.modulus);
     }
   },
@@ -50,10 +53,15 @@ export function takenBackOnly(name: MoveStep<SlotMoveBase>['name'], undo: NonNul
   };
 }
 
-/** Undo of a freeze: the source's leaves unfenced (its slot state thawed at `epoch`), the slot active again in the catalog. */
+/**
+ * Undo of a freeze: the source's leaves unfenced (its slot state thawed at
+ * `epoch`), the slot active again in the catalog; the online mover's row sums
+ * on the source end (a leaf that stays the source's must not keep summing).
+ */
 export async function undoFreeze(context: SlotMoveBase, slots: readonly number[], epochOf: (slot: number) => number | undefined = () => undefined): Promise<void> {
   for (const slot of slots) {
     await unfenceSlot(context.source, context.tables, slot, context.modulus, epochOf(slot));
+    await untrackSlotRows(context.source, context.tables, slot, context.modulus);
     await setSlotState(context.catalog, slot, 'active');
   }
 }
@@ -93,7 +101,10 @@ export async function cleanUpSwitchedSlots(
   const cleanTable = async (index: number, sessions: Pick<CleanupSessions, 'source' | 'target'>): Promise<void> => {
     const table = context.tables[index]!;
     for (const slot of slots) {
-      await dropSlotBoundConstraint(sessions.target, table, slot, context.modulus);
+      // The online mover's row sums end on both sides: on the new owner with the CHECK (one lock on its leaf,
+      // which serves writes now), on the old one by their rows alone (its fenced leaf goes with its triggers).
+      await dropSlotBoundConstraint(sessions.target, table, slot, context.modulus, untrackLeafStatements(table, slot, context.modulus));
+      await forgetSlotRowSums(sessions.source, [table], slot, context.modulus);
       await detachAndDropSlotLeaf(sessions.source, table, slot, context.modulus);
     }
   };

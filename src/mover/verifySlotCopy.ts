@@ -1,5 +1,7 @@
 import { ReshardError } from '../core/errors.js';
-import { slotStatsOnBoth } from '../node/slotStats.js';
+import { slotRowSums } from '../node/slotRowSums.js';
+import { slotStatsOnBoth, type LeafStats } from '../node/slotStats.js';
+import type { SlotTable } from '../node/slotPartitions.js';
 import type { SlotMoveBase } from './moveStep.js';
 
 /**
@@ -10,8 +12,31 @@ import type { SlotMoveBase } from './moveStep.js';
  */
 export async function verifySlotCopy(context: SlotMoveBase, slot: number, after: string): Promise<{ rowsByTable: Map<string, number>; rows: number }> {
   const { onSource, onTarget } = await slotStatsOnBoth(context.source, context.target, context.tables, slot, context.modulus);
+  return compared(context, slot, after, context.tables, onSource, onTarget);
+}
+
+/**
+ * The same proof from the row sums the online mover keeps before its freeze
+ * (`node/slotRowSums.ts`): both sides' sums read at once, one tiny read each;
+ * a table whose sums are not complete on either side is scanned on both, as
+ * `verifySlotCopy` does. Exact either way: every row of the slot is counted
+ * and checksummed on both sides. Also returns how many tables were proven by
+ * their sums and how many by a scan.
+ */
+export async function verifySlotCopyFromSums(context: SlotMoveBase, slot: number, after: string): Promise<{ rowsByTable: Map<string, number>; rows: number; bySums: number; byScan: number }> {
+  const [sourceSums, targetSums] = await Promise.all([
+    slotRowSums(context.source, context.tables, slot, context.modulus), slotRowSums(context.target, context.tables, slot, context.modulus)]);
+  const scanned = context.tables.filter((_, index) => !sourceSums[index]!.tracked || !targetSums[index]!.tracked);
+  const scans = scanned.length > 0 ? await slotStatsOnBoth(context.source, context.target, scanned, slot, context.modulus) : { onSource: [], onTarget: [] };
+  const side = (sums: readonly LeafStats[], scan: readonly LeafStats[]): LeafStats[] =>
+    context.tables.map((table, index) => (scanned.includes(table) ? scan[scanned.indexOf(table)]! : sums[index]!));
+  const verified = compared(context, slot, after, context.tables, side(sourceSums, scans.onSource), side(targetSums, scans.onTarget));
+  return { ...verified, bySums: context.tables.length - scanned.length, byScan: scanned.length };
+}
+
+function compared(context: SlotMoveBase, slot: number, after: string, tables: readonly SlotTable[], onSource: readonly LeafStats[], onTarget: readonly LeafStats[]): { rowsByTable: Map<string, number>; rows: number } {
   const rowsByTable = new Map<string, number>();
-  for (const [index, table] of context.tables.entries()) {
+  for (const [index, table] of tables.entries()) {
     const source = onSource[index]!;
     const target = onTarget[index]!;
     if (source.rows !== target.rows || source.checksum !== target.checksum) {

@@ -1,12 +1,14 @@
 import type pg from 'pg';
-import { quoteQualified } from '../core/identifier.js';
+import { quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
-import { NODE_SCHEMA } from './nodeHelpers.js';
+import { NODE_SCHEMA, REPLAY_WAIT_FUNCTION } from './nodeHelpers.js';
 import { endedIdleLeaseHolders, endIdleLeaseHoldersStatement, endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
 import type { SlotTable } from './slotPartitions.js';
 
 const FENCE_ROW_TRIGGER = 'reshard_fence';
+/** The session setting that carries the fence's WAL position from its transaction to the replay wait after it. */
+const FENCE_LSN_SETTING = 'reshard.fence_lsn';
 const FENCE_TRUNCATE_TRIGGER = 'reshard_fence_truncate';
 
 /** How long a fence may wait for in-flight writers on the leaf before giving up. */
@@ -23,6 +25,12 @@ export interface FenceOptions {
    * before it ends them and fences again: a stalled client cannot hold a freeze.
    */
   holdersWaitMs?: number;
+  /**
+   * After the fence commits, in the same round trip: wait on the source, at
+   * most `waitMs`, until `subscription` has replayed past the fence's position
+   * (what the final sync waits for; only a read, so taking it early is safe).
+   */
+  replayWait?: { subscription: string; waitMs: number };
 }
 
 export interface FenceResult {
@@ -32,6 +40,8 @@ export interface FenceResult {
   ended: EndedBackend[];
   /** Sequential round trips to the source this fence took. */
   roundTrips: number;
+  /** With `replayWait`: the subscription had replayed past `lsn` when the fence returned. */
+  replayed?: boolean;
 }
 
 /**
@@ -55,9 +65,9 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
     const waitMs = attempt === 1 ? holdersWaitMs : Math.max(1, lockTimeoutMs - holdersWaitMs);
     try {
       roundTrips++;
-      const fenced = await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs);
+      const fenced = await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs, options.replayWait);
       ended.push(...fenced.endedIdle);
-      return { lsn: fenced.lsn, ended, roundTrips };
+      return { lsn: fenced.lsn, ended, roundTrips, ...(fenced.replayed === undefined ? {} : { replayed: fenced.replayed }) };
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
       if (!lockTimedOut || attempt >= 2) throw error;
@@ -67,7 +77,9 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
   }
 }
 
-async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number): Promise<{ lsn: string; endedIdle: EndedBackend[] }> {
+async function fenceOnce(
+  db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number, replayWait: FenceOptions['replayWait'],
+): Promise<{ lsn: string; endedIdle: EndedBackend[]; replayed?: boolean }> {
   // One round trip: the freeze's length is the write pause clients see.
   const statements = [
     'BEGIN',
@@ -81,20 +93,23 @@ async function fenceOnce(db: pg.ClientBase, leaves: readonly string[], slot: num
     routeLockStatement(slot),
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
-    // its WAL lies before this position.
-    'SELECT pg_current_wal_insert_lsn()::text AS lsn',
+    // its WAL lies before this position (kept in the session for the replay wait after COMMIT).
+    `SELECT position AS lsn, set_config('${FENCE_LSN_SETTING}', position, false) FROM (SELECT pg_current_wal_insert_lsn()::text AS position) AS now`,
     ...leaves.flatMap((leaf) => [
       `CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
       `CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
     ]),
     slotFrozenStatement(slot, epoch),
     'COMMIT',
+    // Its own implicit transaction: only a read of the walsender's position, taken after the commit is flushed.
+    ...(replayWait ? [`SELECT ${REPLAY_WAIT_FUNCTION}(${quoteLiteral(replayWait.subscription)}, current_setting('${FENCE_LSN_SETTING}')::pg_lsn, ${Math.max(0, Math.round(replayWait.waitMs))}) AS replayed`] : []),
   ];
   try {
-    const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn: string }>[];
+    const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn?: string; replayed?: boolean }>[];
     const lsn = results.find((result) => result.rows[0]?.lsn !== undefined)?.rows[0]?.lsn;
     if (lsn === undefined) throw new Error('the fence transaction returned no WAL position');
-    return { lsn, endedIdle: endedIdleLeaseHolders(results) };
+    const replayed = results.find((result) => typeof result.rows[0]?.replayed === 'boolean')?.rows[0]?.replayed;
+    return { lsn, endedIdle: endedIdleLeaseHolders(results), ...(replayed === undefined ? {} : { replayed }) };
   } catch (error) {
     await db.query('ROLLBACK').catch(() => {});
     throw error;

@@ -29,6 +29,8 @@ export const ROUTE_LOCK_CLASS = 0x7273_7274;
  */
 export async function installNodeHelpers(db: Queryable): Promise<void> {
   await db.query(`CREATE SCHEMA IF NOT EXISTS ${NODE_SCHEMA}`);
+  await installRowSums(db);
+  await installReplayWait(db);
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.reject_write() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   RAISE EXCEPTION USING
@@ -118,6 +120,77 @@ BEGIN
     WHILE ${NODE_SCHEMA}.holds_route_lease(leased) LOOP
       PERFORM pg_advisory_unlock_shared(${ROUTE_LOCK_CLASS}, leased);
     END LOOP;
+  END LOOP;
+END
+$fn$`);
+}
+
+/** The table the row-sum triggers write to: see `slotRowSums.ts`. */
+export const ROW_SUMS_TABLE = `${NODE_SCHEMA}.leaf_row_sums`;
+
+/** The row trigger function that keeps a leaf's row count and checksum as a sum of deltas: see `slotRowSums.ts`. */
+export const ROW_SUMS_FUNCTION = `${NODE_SCHEMA}.sum_row_change`;
+
+/**
+ * The per-leaf sums of rows and row hashes that a move keeps while its slot
+ * is about to be cut over (`slotRowSums.ts`): one row per change (inserts
+ * only, so writers never wait on each other), and a `base` row from a scan.
+ * The function is SECURITY DEFINER so that any role that writes to a leaf
+ * adds its delta without a grant on reshard's schema; it hashes rows exactly
+ * as the verification's scan does (hash_record_extended, only used for
+ * tables whose every column hashes by value).
+ */
+async function installRowSums(db: Queryable): Promise<void> {
+  await db.query(`CREATE TABLE IF NOT EXISTS ${ROW_SUMS_TABLE} (
+  leaf oid NOT NULL,
+  rows bigint NOT NULL,
+  hash_sum numeric NOT NULL,
+  base boolean NOT NULL DEFAULT false
+)`);
+  await db.query(`CREATE INDEX IF NOT EXISTS leaf_row_sums_leaf ON ${ROW_SUMS_TABLE} (leaf)`);
+  await db.query(`CREATE OR REPLACE FUNCTION ${ROW_SUMS_FUNCTION}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO ${ROW_SUMS_TABLE} (leaf, rows, hash_sum) VALUES (TG_RELID, 1, hash_record_extended(NEW, 0));
+  ELSIF TG_OP = 'UPDATE' THEN
+    INSERT INTO ${ROW_SUMS_TABLE} (leaf, rows, hash_sum) VALUES (TG_RELID, 0, hash_record_extended(NEW, 0)::numeric - hash_record_extended(OLD, 0));
+  ELSE
+    INSERT INTO ${ROW_SUMS_TABLE} (leaf, rows, hash_sum) VALUES (TG_RELID, -1, -hash_record_extended(OLD, 0)::numeric);
+  END IF;
+  RETURN NULL;
+END
+$fn$`);
+  // A TRUNCATE is not summed row by row: it ends the sums (the verification then scans the leaf).
+  await db.query(`CREATE OR REPLACE FUNCTION ${ROW_SUMS_FUNCTION}_truncate() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = TG_RELID;
+  RETURN NULL;
+END
+$fn$`);
+}
+
+/** Waits on the source until a subscription has replayed past a WAL position: see `installReplayWait`. */
+export const REPLAY_WAIT_FUNCTION = `${NODE_SCHEMA}.wait_replayed`;
+
+/**
+ * `wait_replayed(subscription, lsn, wait_ms)`: true as soon as the
+ * subscription's walsender reports a replay position at or past `lsn`, false
+ * after `wait_ms` — the final sync's polling, on the server, in one round trip
+ * (the walsender's positions are read live at each look, every millisecond).
+ */
+async function installReplayWait(db: Queryable): Promise<void> {
+  await db.query(`CREATE OR REPLACE FUNCTION ${REPLAY_WAIT_FUNCTION}(subscription text, lsn pg_lsn, wait_ms integer) RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+  deadline timestamptz := clock_timestamp() + wait_ms * interval '1 millisecond';
+BEGIN
+  LOOP
+    IF EXISTS (SELECT 1 FROM pg_stat_replication r WHERE r.application_name = wait_replayed.subscription AND r.replay_lsn >= wait_replayed.lsn) THEN
+      RETURN true;
+    END IF;
+    IF clock_timestamp() >= deadline THEN
+      RETURN false;
+    END IF;
+    PERFORM pg_sleep(0.001);
   END LOOP;
 END
 $fn$`);

@@ -71,20 +71,21 @@ export async function leafState(db: Queryable, table: SlotTable, slot: number, m
  * round trip, and whether the session is inside a transaction (where its own
  * uncommitted ATTACH would look attached to it and to nobody else).
  */
-export async function unattachedSlotLeaves<T extends SlotTable>(db: Queryable, tables: readonly T[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: T[]; boundModulus: number | undefined }> {
+export async function unattachedSlotLeaves<T extends SlotTable>(db: Queryable, tables: readonly T[], slot: number, modulus: number): Promise<{ inTransaction: boolean; unattached: T[] }> {
+  const result = await db.query<UnattachedRow>(unattachedSlotLeavesSql(tables, slot, modulus));
+  const row = result.rows[0]!;
+  return { inTransaction: row.in_transaction, unattached: row.unattached.map((position) => tables[Number(position) - 1]!) };
+}
+
+interface UnattachedRow { in_transaction: boolean; unattached: string[] }
+
+function unattachedSlotLeavesSql(tables: readonly SlotTable[], slot: number, modulus: number): string {
   const names = tables.map((table) => quoteLiteral(quoteQualified(table.schema, leafName(table.name, slot, modulus))));
   // No parameters: the simple protocol runs the statement in one message, so outside a transaction
   // now() (its start) equals statement_timestamp(); the extended protocol's messages would set them apart.
-  const result = await db.query<{ in_transaction: boolean; unattached: string[]; bound_modulus: number | null }>(
-    `SELECT now() <> statement_timestamp() AS in_transaction,
-            coalesce(array_agg(l.position::text ORDER BY l.position) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached,
-            -- The modulus the staged leaves' CHECK proves (a split slot's is not the cluster's).
-            max(substring(pg_get_constraintdef(k.oid) from 'satisfies_hash_partition\\([^,]*, (\\d+),'))::int AS bound_modulus
-       FROM unnest(ARRAY[${names.join(', ')}]::text[]) WITH ORDINALITY AS l(name, position)
-       LEFT JOIN pg_constraint k ON k.conrelid = to_regclass(l.name) AND k.conname = '${SLOT_BOUND_CONSTRAINT}'`,
-  );
-  const row = result.rows[0]!;
-  return { inTransaction: row.in_transaction, unattached: row.unattached.map((position) => tables[Number(position) - 1]!), boundModulus: row.bound_modulus ?? undefined };
+  return `SELECT now() <> statement_timestamp() AS in_transaction,
+            coalesce(array_agg(l.position::text ORDER BY l.position) FILTER (WHERE NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = to_regclass(l.name))), '{}') AS unattached
+       FROM unnest(ARRAY[${names.join(', ')}]::text[]) WITH ORDINALITY AS l(name, position)`;
 }
 
 /**
@@ -153,24 +154,41 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
  * lock). Locked, no session plans against the parents while the ATTACH
  * commits: queries wait for it, then see the partition.
  */
-export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<void> {
-  const { unattached, boundModulus } = await unattachedSlotLeaves(db, tables, slot, modulus);
-  if (unattached.length === 0) return;
+export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<{ inTransaction: boolean; unattached: SlotTable[] }> {
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
-  const parents = unattached.map((table) => quoteQualified(table.schema, table.name));
-  const attaches = unattached.map((table) =>
-    `ALTER TABLE ${quoteQualified(table.schema, table.name)} ATTACH PARTITION ${quoteQualified(table.schema, leafName(table.name, slot, modulus))} ${boundClause(boundModulus ?? modulus, slot)}`);
+  const parents = tables.map((table) => quoteQualified(table.schema, table.name));
+  const leaves = tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+  const unattachedSql = (leaf: string): string => `NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(${quoteLiteral(leaf)}))`;
+  // One round trip: the leaves still standalone are attached (the parents locked only if there is one), the node's
+  // slot state says 'owned' in that transaction (the route check reads it), and after the COMMIT the same
+  // message looks again (`unattachedSlotLeaves`): what the switch requires, proven committed.
+  const block = `DO $attach$
+DECLARE
+  bound int;
+BEGIN
+  IF ${leaves.map(unattachedSql).join(' OR ')} THEN
+    LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE;
+${tables.map((table, index) => `    IF ${unattachedSql(leaves[index]!)} THEN
+      -- The modulus the staged leaf's CHECK proves (a split slot's is not the cluster's).
+      SELECT substring(pg_get_constraintdef(k.oid) from 'satisfies_hash_partition\\([^,]*, (\\d+),')::int INTO bound
+        FROM pg_constraint k WHERE k.conrelid = to_regclass(${quoteLiteral(leaves[index]!)}) AND k.conname = '${SLOT_BOUND_CONSTRAINT}';
+      EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)', ${quoteLiteral(parents[index]!)}, ${quoteLiteral(leaves[index]!)}, coalesce(bound, ${modulus}), ${slot});
+    END IF;`).join('\n')}
+${ownedEpoch === undefined ? '' : `    ${slotOwnedStatement(slot, ownedEpoch)};`}
+  END IF;
+END
+$attach$`;
   const deadline = performance.now() + lockTimeoutMs;
   const waitLog = startWaitLog(logger, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, lockTimeoutMs, { slot });
   for (let attempt = 1; ; attempt++) {
     const attemptMs = Math.max(1, Math.round(Math.min(ATTACH_LOCK_ATTEMPT_MS_MAX, deadline - performance.now())));
     try {
-      // The node's slot state says 'owned' exactly when the leaves are attached (the route check reads it).
-      const owned = ownedEpoch === undefined ? [] : [slotOwnedStatement(slot, ownedEpoch)];
-      await runInOneTransaction(db, [`SET LOCAL lock_timeout = '${attemptMs}ms'`, `LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE`, ...attaches, ...owned]);
+      const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${attemptMs}ms'`, block, 'COMMIT', unattachedSlotLeavesSql(tables, slot, modulus)].join(';\n'));
       waitLog.end('done', { attempts: attempt });
-      return;
+      const check = (results as unknown as pg.QueryResult<UnattachedRow>[]).at(-1)!.rows[0]!;
+      return { inTransaction: check.in_transaction, unattached: check.unattached.map((position) => tables[Number(position) - 1]!) };
     } catch (error) {
+      await db.query('ROLLBACK').catch(() => {});
       const lockTimedOut = (error as { code?: string }).code === '55P03';
       if (!lockTimedOut || performance.now() + 20 >= deadline) {
         waitLog.end(lockTimedOut ? 'timeout' : 'failed', { attempts: attempt, ...errorFields(error) });
@@ -189,10 +207,20 @@ export async function detachSlotLeafForUndo(db: Queryable, table: SlotTable, slo
   await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} DETACH PARTITION ${leaf}`);
 }
 
-/** After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner. */
-export async function dropSlotBoundConstraint(db: Queryable, table: SlotTable, slot: number, modulus: number): Promise<void> {
+/**
+ * After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner.
+ * `alongside`: statements for the same transaction (and the same lock on the
+ * leaf); they run only when the leaf exists.
+ */
+export async function dropSlotBoundConstraint(db: pg.ClientBase, table: SlotTable, slot: number, modulus: number, alongside: readonly string[] = []): Promise<void> {
   const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  await db.query(`ALTER TABLE IF EXISTS ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
+  if (alongside.length === 0) {
+    await db.query(`ALTER TABLE IF EXISTS ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
+    return;
+  }
+  const exists = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [leaf]);
+  if (!exists.rows[0]?.present) return;
+  await runInOneTransaction(db, [`ALTER TABLE ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`, ...alongside]);
 }
 
 /**

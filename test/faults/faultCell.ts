@@ -277,6 +277,11 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       try {
         const objects = await reshardReplicationObjects(client);
         for (const name of [...objects.publications, ...objects.subscriptions, ...objects.slots]) problems.push(`orphan on ${server.name}: ${name}`);
+        // The online mover's row sums (trigger and rows) end with the move, switched or rolled back.
+        const sums = await client.query<{ what: string }>(
+          `SELECT 'row sums trigger ' || tgname || ' on ' || tgrelid::regclass::text AS what FROM pg_trigger WHERE tgname LIKE 'reshard_row_sums%'
+           UNION ALL SELECT count(*) || ' row sums rows' FROM reshard_node.leaf_row_sums HAVING count(*) > 0`);
+        for (const row of sums.rows) problems.push(`orphan on ${server.name}: ${row.what}`);
       } finally {
         await client.end();
       }

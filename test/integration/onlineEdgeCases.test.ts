@@ -10,6 +10,7 @@ import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { prepareRebalance, rebalance, resumeMigration } from '../../src/admin/rebalance.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { readFreezeRoundTrips } from '../../src/catalog/freezePhases.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import { getMigration, listMigrations, listMoves, runningMigration } from '../../src/catalog/migrationRuns.js';
 import { readSlotMap, type SlotMapWithStates } from '../../src/catalog/slotMap.js';
@@ -23,6 +24,7 @@ import { DEMO_TABLES, loadDemoRows } from '../../src/demo/demoData.js';
 import { removeServerDirectory, startLocalServer, type LocalServer } from '../../src/local/localServer.js';
 import { serverOsUser } from '../../src/local/osUser.js';
 import { ONLINE_LIMITS_DEFAULT, type OnlineLimits } from '../../src/mover/onlineBatch.js';
+import { leafName } from '../../src/node/leafName.js';
 import { reshardReplicationObjects } from '../../src/node/replication.js';
 import { accessFor, createDemoCluster } from '../support/cluster.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
@@ -60,6 +62,23 @@ async function leftoverReplicationObjects(all: readonly LocalServer[]): Promise<
         ...objects.subscriptions.map((name) => `${server.name}:subscription:${name}`),
         ...objects.slots.map((name) => `${server.name}:replication slot:${name}`),
       );
+    } finally {
+      await client.end();
+    }
+  }
+  return leftovers;
+}
+
+/** The row sums' triggers and rows left on any server (a move must end them, switched or rolled back). */
+async function rowSumsLeftovers(all: readonly LocalServer[]): Promise<string[]> {
+  const leftovers: string[] = [];
+  for (const server of all) {
+    const client = await connectTo(server.connection);
+    try {
+      const result = await client.query<{ what: string }>(
+        `SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text AS what FROM pg_trigger WHERE tgname LIKE 'reshard_row_sums%'
+         UNION ALL SELECT count(*) || ' sums rows' FROM reshard_node.leaf_row_sums HAVING count(*) > 0`);
+      leftovers.push(...result.rows.map((row) => `${server.name}: ${row.what}`));
     } finally {
       await client.end();
     }
@@ -253,6 +272,55 @@ describe('online rebalance edge cases on real PostgreSQL', () => {
     const after = await verifyCluster(access);
     expect(after.problems).toEqual([]);
     expect(after.rowsTotal).toBe(ROWS + bigKeys.length);
+  });
+
+  it('catches a corrupted target row before the switch although the freeze verifies from row sums, rolls back cleanly, and resume then finishes', async () => {
+    const { cluster, access, before } = await grownDemoCluster('bad');
+    const prepared = await prepareRebalance(access, { mode: 'online', dryRun: false });
+    const migrationId = prepared.migrationId!;
+    const moves = await withCatalog(access, (catalog) => listMoves(catalog, migrationId));
+    const victim = moves[0]!;
+    const target = await connectTo(cluster.servers[3]!.connection);
+    stops.push(() => target.end());
+    let corrupted: Promise<number> | undefined;
+    const summary = await runMigration(migrationId, {
+      access, moveConcurrencyMax: 4,
+      emit: (event) => {
+        // Once the victim's copy is in (and streaming), one of its copied rows changes on the target behind reshard's back:
+        // before the row sums begin or after, the freeze must see it.
+        if (event.type !== 'step' || event.slot !== victim.slot || event.step !== 'stream' || event.action !== 'done' || corrupted) return;
+        const leaf = leafName('users', victim.slot, SLOTS);
+        corrupted = target.query(`UPDATE ${leaf} SET name = name || ' (corrupted)' WHERE id = (SELECT min(id) FROM ${leaf})`).then((result) => result.rowCount ?? 0);
+      },
+    });
+    expect(await corrupted).toBe(1);
+    expect(summary.state).toBe('failed');
+    expect(summary.error).toMatch(new RegExp(`slot ${victim.slot} of users differs after the final sync`));
+    const journal = await withCatalog(access, (catalog) => readJournal(catalog, migrationId));
+    // Caught by the freeze's verification (the sync step), never switched.
+    expect(journal.some((entry) => entry.slot === victim.slot && entry.step === 'sync' && entry.action === 'failed')).toBe(true);
+    expect(journal.some((entry) => entry.slot === victim.slot && entry.step === 'switch' && entry.action === 'begin')).toBe(false);
+    // Other batches' slots may have switched before the failure; the victim stays its source's, and nothing is left over.
+    const slotMap = await withCatalog(access, readSlotMap);
+    expect(slotMap.owners[victim.slot]).toBe(before.owners[victim.slot]);
+    expect(slotMap.states.every((state) => state === 'active')).toBe(true);
+    const report = await verifyCluster(access);
+    expect(report.problems).toEqual([]);
+    expect(report.rowsTotal).toBe(ROWS);
+    expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
+    expect(await rowSumsLeftovers(cluster.servers)).toEqual([]);
+    await expectResumeCompletes(access, cluster.servers, migrationId);
+    expect(await rowSumsLeftovers(cluster.servers)).toEqual([]);
+    // Every switched slot was verified from the sums of both tables, inside its freeze.
+    const synced = (await withCatalog(access, (catalog) => readJournal(catalog, migrationId))).filter((entry) => entry.step === 'sync' && entry.action === 'done');
+    expect(synced.length).toBeGreaterThanOrEqual(MOVED);
+    expect(synced.every((entry) => entry.detail?.['tablesBySums'] === 2 && entry.detail['tablesByScan'] === 0)).toBe(true);
+    // Each freeze's sequential round trips (no router here): catalog freeze, fence + replay wait, journal, both sums,
+    // journal, attach + its check, journal, switch.
+    const trips = [...(await withCatalog(access, (catalog) => readFreezeRoundTrips(catalog, migrationId))).values()];
+    expect(trips).toHaveLength(MOVED);
+    expect(trips.map((trip) => trip.total).sort((a, b) => a - b)[Math.floor(MOVED / 2)]).toBe(8);
+    expect(trips.map((trip) => trip.byPhase)).toContainEqual({ acked: 1, fenced: 1, replayed: 1, verified: 1, attached: 2, switched: 2 });
   });
 
   it('fails a catch-up that never converges, rolls back cleanly, and resume then finishes', async () => {

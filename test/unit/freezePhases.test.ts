@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FREEZE_PHASES, phaseDurationsMs, summarizeFreezePhases } from '../../src/catalog/freezePhases.js';
+import { FREEZE_PHASES, freezeRoundTrips, phaseDurationsMs, summarizeFreezePhases, summarizeFreezeRoundTrips } from '../../src/catalog/freezePhases.js';
 
 describe('freeze phases', () => {
   it('turns the journaled marks (ms since the freeze began) into each phase\'s duration', () => {
@@ -26,5 +26,13 @@ describe('freeze phases', () => {
     const summary = summarizeFreezePhases([{ acked: 10, fenced: 2 }, { acked: 30, fenced: 4 }, { acked: 20 }]);
     expect(summary).toEqual({ acked: { p50: 20, max: 30 }, fenced: { p50: 2, max: 4 } });
     expect(summarizeFreezePhases([])).toEqual({});
+  });
+
+  it('turns the journaled round-trip counts at each phase\'s end into a total and a count per phase', () => {
+    const trips = freezeRoundTrips({ acked: 2, fenced: 3, replayed: 5, verified: 6, attached: 8, switched: 10 });
+    expect(trips).toEqual({ total: 10, byPhase: { acked: 2, fenced: 1, replayed: 2, verified: 1, attached: 2, switched: 2 } });
+    expect(freezeRoundTrips({})).toEqual({ total: 0, byPhase: {} });
+    expect(summarizeFreezeRoundTrips([trips, freezeRoundTrips({ acked: 4, fenced: 5, switched: 20 })]))
+      .toEqual({ total: { p50: 10, max: 20 }, byPhase: expect.objectContaining({ acked: { p50: 2, max: 4 }, fenced: { p50: 1, max: 1 } }) });
   });
 });

@@ -55,6 +55,7 @@ export function statusJson(status: MigrationStatus, lagBySlot: ReadonlyMap<numbe
       // The write pause the slot saw (freeze → switch) and where it went, phase by phase.
       pause_ms: round1(move.pauseMs),
       freeze_phases_ms: status.freezePhases.get(move.slot) ?? null,
+      freeze_round_trips: status.freezeRoundTrips.get(move.slot) ?? null,
       error: move.error ?? null,
     })),
     history: status.history.map((entry) => ({ id: entry.id, state: entry.state, mode: entry.mode, created_at: entry.createdAt, finished_at: entry.finishedAt ?? null })),
