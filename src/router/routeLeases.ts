@@ -117,10 +117,13 @@ export class RouteLeases {
 
   /**
    * Queues the release on the connection: pg runs a client's queries in
-   * order, so whoever takes the connection next runs after it. A release that
-   * fails on an idle connection ends it (its leases end with the session); on
-   * a busy one (its transaction failed, say) it is tried again when the
-   * connection returns to the pool.
+   * order, so whoever takes the connection next runs after it. On a busy
+   * connection (its transaction failed, say) a failed release is tried again
+   * when the connection returns to the pool. On an idle one it failed because
+   * the session ended (the fence ends idle lease holders): the pool drops such
+   * a connection when it reads the end. It is not ended here: a pooled
+   * connection ended behind the pool's back stays in the pool and fails the
+   * next call.
    */
   private async flush(client: pg.ClientBase, when: 'idle' | 'busy' = 'idle'): Promise<void> {
     const slots = this.toRelease.get(client);
@@ -134,7 +137,6 @@ export class RouteLeases {
         return;
       }
       this.forget(client);
-      await (client as pg.Client).end().catch(() => {});
     }
   }
 

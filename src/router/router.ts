@@ -13,7 +13,7 @@ import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
-import { checkedQuery, type RouteCheckKind } from './checkedQuery.js';
+import { routedStatement, watchAnswers, type RouteCheckKind } from './routedStatement.js';
 import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
 import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
@@ -117,11 +117,13 @@ export class Router {
   private readonly leaseMs: number;
   private readonly holdTimeoutMs: number;
   private readonly name: string;
+  private readonly poolSize: number;
 
   private constructor(private readonly options: RouterOptions) {
     this.leaseMs = positiveMs(options.leaseMs, 'leaseMs', ROUTER_LEASE_MS_DEFAULT);
     this.holdTimeoutMs = positiveMs(options.holdTimeoutMs, 'holdTimeoutMs', ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
     this.name = options.name ?? `${hostname()}:${process.pid}`;
+    this.poolSize = options.poolSizePerNode ?? 4;
     this.catalog = typeof options.catalog === 'string' ? parseConnectionHere(options.catalog, 'the router\'s catalog option') : options.catalog;
     const leasesPerConnection = options.routeLeasesPerConnection ?? ROUTE_LEASES_PER_CONNECTION_DEFAULT;
     if (!Number.isSafeInteger(leasesPerConnection) || leasesPerConnection < 0) {
@@ -171,8 +173,7 @@ export class Router {
     return this.routed(key, async (client, route) => {
       const kind = this.checkKind(client, route.slot);
       try {
-        if (kind === 'leased') return await client.query<R>(sql, params as unknown[]);
-        const result = await checkedQuery<R>(client, route, sql, params, kind);
+        const result = await routedStatement<R>(client, route, kind, sql, params);
         if (kind === 'lease') this.leases.granted(client, route.slot);
         return result;
       } catch (error) {
@@ -193,16 +194,15 @@ export class Router {
       let phase: CallPhase = 'before-commit';
       try {
         const kind = this.checkKind(client, route.slot);
-        if (kind === 'leased') await client.query('BEGIN');
-        else {
-          try {
-            await client.query(`BEGIN; ${kind === 'lease' ? routeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`);
-          } catch (error) {
-            if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, false);
-            throw error;
-          }
-          if (kind === 'lease') this.leases.granted(client, route.slot);
+        try {
+          await client.query(kind === 'leased' ? 'BEGIN' : `BEGIN; ${kind === 'lease' ? routeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`);
+        } catch (error) {
+          if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, false);
+          // `work` has not run and BEGIN commits nothing: a connection that ended here (the node ended
+          // an idle pooled session, say) changed nothing, and the call goes on another connection.
+          throw Object.assign(asError(error), { reshardNotApplied: connectionEnded(error) });
         }
+        if (kind === 'lease') this.leases.granted(client, route.slot);
         const result = await work(client);
         phase = 'commit';
         const committed = await client.query('COMMIT');
@@ -291,6 +291,7 @@ export class Router {
     const slot = this.slotOf(key);
     const deadline = performance.now() + this.holdTimeoutMs;
     let redirects = 0;
+    let notRead = 0;
     let lastRefusal: unknown;
     for (let attempt = 1; ; attempt++) {
       this.assertOpen(slot);
@@ -307,7 +308,7 @@ export class Router {
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });
       }
       const route = this.currentRoute(slot);
-      let refusal: 'frozen' | 'moved' | 'not-applied' | undefined;
+      let refusal: 'frozen' | 'moved' | 'not-applied' | 'not-read' | undefined;
       try {
         const pool = this.poolFor(route.owner, slot);
         let client: pg.PoolClient;
@@ -335,8 +336,14 @@ export class Router {
           } else if (wasNotApplied(error)) {
             refusal = 'not-applied';
             lastRefusal = error;
+          } else if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true && notRead < this.poolSize + 1) {
+            // The node never read the call (its connection had ended): the same call on another connection.
+            refusal = 'not-read';
+            notRead++;
+            lastRefusal = error;
+            broken = asError(error);
           } else {
-            if (!(error instanceof pg.DatabaseError)) broken = asError(error);
+            if (connectionEnded(error)) broken = asError(error);
             const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
             throw withRoute(routedError(error, route.owner, slot, phase), route);
           }
@@ -355,6 +362,7 @@ export class Router {
         }
         continue;
       }
+      if (refusal === 'not-read') continue;
       // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
       void this.resync().catch(() => {});
       await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
@@ -421,13 +429,16 @@ export class Router {
       const opening = negotiatedClientConfig(connection, `reshard router ${this.name}`, `node "${nodeName}"`)
         .catch((error: unknown) => { throw unreachableError({ role: `node "${nodeName}"`, connection }, error); })
         .then((config) => {
-          const opened = new pg.Pool({ ...config, max: this.options.poolSizePerNode ?? 4 });
+          const opened = new pg.Pool({ ...config, max: this.poolSize });
           opened.on('error', () => {});
           this.leases.follow(opened);
           this.openPools.set(nodeName, opened);
           // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
           // 'error' and crash the application. The call itself still fails with the error.
-          opened.on('connect', (client) => client.on('error', () => {}));
+          opened.on('connect', (client) => {
+            client.on('error', () => {});
+            watchAnswers(client);
+          });
           return opened;
         });
       // A node that could not be reached is tried again by the next call.
@@ -566,6 +577,16 @@ function positiveMs(value: number | undefined, name: string, fallback: number): 
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value <= 0) throw new ReshardError('bad_input', `${name} must be a positive number of milliseconds, got ${String(value)}`, `pass e.g. ${name}: ${fallback}`);
   return value;
+}
+
+/**
+ * The connection is gone (not an error of the SQL): the node ended the session
+ * (57P01 terminated, 57P02 crash, 57P03 starting up) or the socket broke. The
+ * connection must not go back to the pool.
+ */
+function connectionEnded(error: unknown): boolean {
+  if (!(error instanceof pg.DatabaseError)) return true;
+  return error.code === '57P01' || error.code === '57P02' || error.code === '57P03';
 }
 
 /**
