@@ -47,7 +47,7 @@ export class RouteLeases {
     pool.on('release', (error: Error | undefined, client: pg.PoolClient) => {
       this.inUse.delete(client);
       if (error) this.forget(client);
-      else void this.flush(client);
+      else if (this.toRelease.has(client)) void this.flush(client);
     });
     pool.on('remove', (client) => this.forget(client));
   }

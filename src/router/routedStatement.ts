@@ -48,7 +48,8 @@ export function watchAnswers(client: pg.ClientBase): void {
  * slot is frozen or moved here), the server skips the statement and the call
  * fails with the check's error. The check's own result is not shown.
  *
- * A failure carries `reshardNotApplied: true` when it proves the node never
+ * Its error carries `reshardCheckPassed` (the check passed, the statement
+ * failed) and `reshardNotApplied: true` when it proves the node never
  * read the statement: it was never sent (the connection was already broken,
  * or broke while the statement waited its turn on it), or the node's session
  * was terminated (57P01) before it answered the statement's first message —
@@ -58,18 +59,15 @@ export function watchAnswers(client: pg.ClientBase): void {
  * means no Parse or Bind was processed, let alone a commit (which comes after
  * them, at Sync).
  */
-export function routedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[]): Promise<RoutedStatementResult<R>> {
-  return new Promise((resolve, reject) => {
-    const query: RoutedQuery = new RoutedQuery(kind === 'leased' ? undefined : CHECK_STATEMENTS[kind], check, text, values,
-      (error: Error | null, result: pg.QueryResult<R>) => (error
-        ? reject(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }))
-        : resolve(result as RoutedStatementResult<R>)));
-    client.query(query as unknown as pg.Submittable);
-  });
+export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
+  done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+  const query: RoutedQuery = new RoutedQuery(kind === 'leased' ? undefined : CHECK_STATEMENTS[kind], check, text, values,
+    (error: Error | null, result: pg.QueryResult<R>) => {
+      if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }));
+      else done(undefined, result);
+    });
+  client.query(query as unknown as pg.Submittable);
 }
-
-/** A routed statement's result. Its error carries `reshardCheckPassed` (the check passed, the statement failed) and `reshardNotApplied`. */
-export type RoutedStatementResult<R extends pg.QueryResultRow> = pg.QueryResult<R>;
 
 type Connection = {
   parse(message: { text: string; name?: string; types?: unknown[] }): void;

@@ -13,7 +13,7 @@ import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
-import { routedStatement, watchAnswers, type RouteCheckKind } from './routedStatement.js';
+import { sendRoutedStatement, watchAnswers, type RouteCheckKind } from './routedStatement.js';
 import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
 import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
@@ -64,6 +64,16 @@ interface MapSnapshot {
   owners: string[];
   frozen: number[];
   nodes: Map<string, RouterNode>;
+}
+
+/** Why an attempt was refused without being applied: slot moved (RSM02), frozen (RSM01), no partition for the row, or the connection ended before the node read the call. */
+type Refusal = 'moved' | 'frozen' | 'not-applied' | 'not-read';
+
+/** A call's refusals so far, across attempts. */
+interface RefusalTally {
+  redirects: number;
+  notRead: number;
+  last: unknown;
 }
 
 /** Where a call was sent: a result or an error carries it as `reshardRoute`. */
@@ -169,17 +179,58 @@ export class Router {
    * check in the same round trip, or alone on a connection that holds the
    * slot's route lease.
    */
-  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
-    return this.routed(key, async (client, route) => {
-      const kind = this.checkKind(client, route.slot);
-      try {
-        const result = await routedStatement<R>(client, route, kind, sql, params);
-        if (kind === 'lease') this.leases.granted(client, route.slot);
-        return result;
-      } catch (error) {
-        if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true);
-        throw Object.assign(asError(error), { reshardPhase: 'statement' satisfies CallPhase });
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
+    let slot: number;
+    try {
+      slot = this.slotOf(key);
+      this.assertOpen(slot);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const work = (client: pg.PoolClient, route: CallRoute): Promise<pg.QueryResult<R>> => new Promise((resolve, reject) => {
+      this.statement<R>(client, route, sql, params, (error, result) => (error ? reject(error) : resolve(result!)));
+    });
+    const route = this.currentRoute(slot);
+    const pool = this.openPools.get(route.owner);
+    // The common case on callbacks, one promise: an open pool, the slot not frozen here.
+    if (pool === undefined || !this.gate.tryEnter(slot)) return this.routed(slot, work);
+    return new Promise((resolve, reject) => {
+      pool.connect((connectError: Error | undefined, client: pg.PoolClient | undefined, release: (broken?: Error) => void) => {
+        if (connectError || !client) {
+          this.gate.leave(slot);
+          reject(withRoute(routedError(connectError, route.owner, slot, 'connect'), route));
+          return;
+        }
+        this.leases.using(client, slot);
+        this.statement<R>(client, route, sql, params, (error, result) => {
+          if (!error) {
+            release();
+            this.gate.leave(slot);
+            (result as { reshardRoute?: CallRoute }).reshardRoute = route;
+            resolve(result!);
+            return;
+          }
+          const tally: RefusalTally = { redirects: 0, notRead: 0, last: undefined };
+          const failure = this.failureOf(error, route, tally);
+          release(failure.broken);
+          this.gate.leave(slot);
+          if (failure.thrown) reject(failure.thrown);
+          else resolve(this.routed(slot, work, { refusal: failure.refusal!, tally, route }));
+        });
+      });
+    });
+  }
+
+  /** query()'s statement on `client`: checked, leased or taking the lease (see checkKind), with the lease's bookkeeping. */
+  private statement<R extends pg.QueryResultRow>(client: pg.PoolClient, route: CallRoute, sql: string, params: readonly unknown[], done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+    const kind = this.checkKind(client, route.slot);
+    sendRoutedStatement<R>(client, route, kind, sql, params, (error, result) => {
+      if (kind === 'lease') {
+        if (!error) this.leases.granted(client, route.slot);
+        else this.leaseCheckFailed(client, route.slot, error, (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true);
       }
+      if (error) Object.assign(error, { reshardPhase: 'statement' satisfies CallPhase });
+      done(error, result);
     });
   }
 
@@ -190,7 +241,7 @@ export class Router {
    * when the node refused the route; nothing of a refused attempt is committed.
    */
   async transaction<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.routed(key, async (client, route) => {
+    return this.routed(this.slotOf(key), async (client, route) => {
       let phase: CallPhase = 'before-commit';
       try {
         const kind = this.checkKind(client, route.slot);
@@ -285,20 +336,22 @@ export class Router {
    * Sends `work` (which sends the route check first) to the slot's owner;
    * follows refusals: RSM02 → the owner the node names, RSM01 → held until
    * the switch (the gate, or a short backoff while the map has not shown the
-   * freeze yet). Bounded by holdTimeoutMs and REDIRECTS_MAX.
+   * freeze yet), a call the node never read → again on another connection.
+   * Bounded by holdTimeoutMs, REDIRECTS_MAX and the pool's size. `earlier`:
+   * the refusal of a first attempt made by query()'s fast path.
    */
-  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>): Promise<T> {
-    const slot = this.slotOf(key);
+  private async routed<T>(slot: number, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>, earlier?: { refusal: Refusal; tally: RefusalTally; route: CallRoute }): Promise<T> {
     const deadline = performance.now() + this.holdTimeoutMs;
-    let redirects = 0;
-    let notRead = 0;
-    let lastRefusal: unknown;
+    const tally = earlier?.tally ?? { redirects: 0, notRead: 0, last: undefined };
+    let refusal = earlier?.refusal;
+    let route = earlier?.route;
     for (let attempt = 1; ; attempt++) {
+      if (refusal !== undefined) await this.afterRefusal(refusal, tally, route!, attempt - 1, deadline);
       this.assertOpen(slot);
       const leftMs = deadline - performance.now();
       if (leftMs <= 0) {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
-          message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: lastRefusal });
+          message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: tally.last });
       }
       try {
         // Synchronous when the slot is not frozen: no promise on the common path.
@@ -307,8 +360,7 @@ export class Router {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });
       }
-      const route = this.currentRoute(slot);
-      let refusal: 'frozen' | 'moved' | 'not-applied' | 'not-read' | undefined;
+      route = this.currentRoute(slot);
       try {
         const pool = this.poolFor(route.owner, slot);
         let client: pg.PoolClient;
@@ -322,31 +374,13 @@ export class Router {
         try {
           const result = await work(client, route);
           // Where the call went: a result that surprises can be explained.
-          if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
+          if (result && typeof result === 'object') (result as { reshardRoute?: CallRoute }).reshardRoute = route;
           return result;
         } catch (error) {
-          const code = (error as { code?: string }).code;
-          if (code === MOVED_SQLSTATE) {
-            refusal = 'moved';
-            lastRefusal = error;
-            this.followRedirect(slot, error);
-          } else if (code === FENCE_SQLSTATE) {
-            refusal = 'frozen';
-            lastRefusal = error;
-          } else if (wasNotApplied(error)) {
-            refusal = 'not-applied';
-            lastRefusal = error;
-          } else if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true && notRead < this.poolSize + 1) {
-            // The node never read the call (its connection had ended): the same call on another connection.
-            refusal = 'not-read';
-            notRead++;
-            lastRefusal = error;
-            broken = asError(error);
-          } else {
-            if (connectionEnded(error)) broken = asError(error);
-            const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
-            throw withRoute(routedError(error, route.owner, slot, phase), route);
-          }
+          const failure = this.failureOf(error, route, tally);
+          broken = failure.broken;
+          if (failure.thrown) throw failure.thrown;
+          refusal = failure.refusal;
         } finally {
           // A connection that broke (terminated, reset) is not given back to the pool.
           client.release(broken);
@@ -354,19 +388,52 @@ export class Router {
       } finally {
         this.gate.leave(slot);
       }
-      if (refusal === 'moved') {
-        redirects++;
-        if (redirects > REDIRECTS_MAX) {
-          throw withRoute(new RoutedCallError({ code: 'RESHARD_ROUTE_UNRESOLVED', node: route.owner, slot, retryable: true,
-            message: `was redirected ${redirects} times; nothing was applied`, cause: lastRefusal }), route);
-        }
-        continue;
-      }
-      if (refusal === 'not-read') continue;
-      // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
-      void this.resync().catch(() => {});
-      await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
     }
+  }
+
+  /**
+   * What a failed attempt means: a refusal to follow (nothing was applied),
+   * or the error the call ends with; and whether its connection broke.
+   */
+  private failureOf(error: unknown, route: CallRoute, tally: RefusalTally): { refusal?: Refusal; thrown?: Error; broken?: Error } {
+    const code = (error as { code?: string }).code;
+    if (code === MOVED_SQLSTATE) {
+      tally.last = error;
+      this.followRedirect(route.slot, error);
+      return { refusal: 'moved' };
+    }
+    if (code === FENCE_SQLSTATE) {
+      tally.last = error;
+      return { refusal: 'frozen' };
+    }
+    if (wasNotApplied(error)) {
+      tally.last = error;
+      return { refusal: 'not-applied' };
+    }
+    if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true && tally.notRead < this.poolSize + 1) {
+      // The node never read the call (its connection had ended): the same call on another connection.
+      tally.notRead++;
+      tally.last = error;
+      return { refusal: 'not-read', broken: asError(error) };
+    }
+    const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
+    return { thrown: withRoute(routedError(error, route.owner, route.slot, phase), route), ...(connectionEnded(error) ? { broken: asError(error) } : {}) };
+  }
+
+  /** Before the next attempt after `refusal`: the redirect's bound, or a short backoff for a slot frozen on the node. */
+  private async afterRefusal(refusal: Refusal, tally: RefusalTally, route: CallRoute, attempt: number, deadline: number): Promise<void> {
+    if (refusal === 'moved') {
+      tally.redirects++;
+      if (tally.redirects > REDIRECTS_MAX) {
+        throw withRoute(new RoutedCallError({ code: 'RESHARD_ROUTE_UNRESOLVED', node: route.owner, slot: route.slot, retryable: true,
+          message: `was redirected ${tally.redirects} times; nothing was applied`, cause: tally.last }), route);
+      }
+      return;
+    }
+    if (refusal === 'not-read') return;
+    // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
+    void this.resync().catch(() => {});
+    await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
   }
 
   /** Which check a call on `client` for `slot` carries: none (the connection holds the lease), the lease check, or the per-statement check. */
