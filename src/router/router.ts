@@ -187,13 +187,10 @@ export class Router {
     } catch (error) {
       return Promise.reject(error);
     }
-    const work = (client: pg.PoolClient, route: CallRoute): Promise<pg.QueryResult<R>> => new Promise((resolve, reject) => {
-      this.statement<R>(client, route, sql, params, (error, result) => (error ? reject(error) : resolve(result!)));
-    });
     const route = this.currentRoute(slot);
     const pool = this.openPools.get(route.owner);
     // The common case on callbacks, one promise: an open pool, the slot not frozen here.
-    if (pool === undefined || !this.gate.tryEnter(slot)) return this.routed(slot, work);
+    if (pool === undefined || !this.gate.tryEnter(slot)) return this.routed(slot, this.statementWork<R>(sql, params));
     return new Promise((resolve, reject) => {
       pool.connect((connectError: Error | undefined, client: pg.PoolClient | undefined, release: (broken?: Error) => void) => {
         if (connectError || !client) {
@@ -215,9 +212,16 @@ export class Router {
           release(failure.broken);
           this.gate.leave(slot);
           if (failure.thrown) reject(failure.thrown);
-          else resolve(this.routed(slot, work, { refusal: failure.refusal!, tally, route }));
+          else resolve(this.routed(slot, this.statementWork<R>(sql, params), { refusal: failure.refusal!, tally, route }));
         });
       });
+    });
+  }
+
+  /** query()'s statement as the routed loop's work. */
+  private statementWork<R extends pg.QueryResultRow>(sql: string, params: readonly unknown[]): (client: pg.PoolClient, route: CallRoute) => Promise<pg.QueryResult<R>> {
+    return (client, route) => new Promise((resolve, reject) => {
+      this.statement<R>(client, route, sql, params, (error, result) => (error ? reject(error) : resolve(result!)));
     });
   }
 
