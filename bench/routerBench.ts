@@ -38,28 +38,41 @@ interface Round { callsPerSec: number; p50Ms: number; p99Ms: number; clientCpuUs
 /** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
 const TICKS_PER_SECOND = 100;
 
-/** CPU time (µs) used so far by the server: its postmaster's children (backends and helpers). */
-function serverCpuUs(postmasterPid: number): number {
-  let ticks = 0;
+/**
+ * CPU ticks used so far by each of the server's processes (its postmaster's
+ * children: backends and helpers), by pid.
+ */
+function serverCpuTicks(postmasterPid: number): Map<number, number> {
+  const ticks = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       // Fields after the command (which may hold spaces) start at the last ')': state ppid … utime stime.
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) !== postmasterPid) continue;
-      ticks += Number(fields[11]) + Number(fields[12]);
+      if (Number(fields[1]) === postmasterPid) ticks.set(Number(entry), Number(fields[11]) + Number(fields[12]));
     } catch {
       // The process ended meanwhile.
     }
   }
+  return ticks;
+}
+
+/**
+ * The server's CPU time (µs) between two readings, over the processes alive
+ * at the second: a pool closes connections idle for 10 s, and an ended
+ * backend's whole past must not count against the round it ended in.
+ */
+function serverCpuUsBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let ticks = 0;
+  for (const [pid, used] of after) ticks += used - (before.get(pid) ?? 0);
   return (ticks * 1_000_000) / TICKS_PER_SECOND;
 }
 
 async function runRound(call: (id: number) => Promise<unknown>, postmasterPid: number): Promise<Round> {
   const latencies: number[] = [];
   let next = 0;
-  const serverCpuBefore = serverCpuUs(postmasterPid);
+  const serverCpuBefore = serverCpuTicks(postmasterPid);
   const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
   await Promise.all(Array.from({ length: CLIENTS }, async () => {
@@ -73,7 +86,7 @@ async function runRound(call: (id: number) => Promise<unknown>, postmasterPid: n
   }));
   const seconds = (performance.now() - started) / 1000;
   const clientCpu = process.cpuUsage(clientCpuBefore);
-  const serverCpu = serverCpuUs(postmasterPid) - serverCpuBefore;
+  const serverCpu = serverCpuUsBetween(serverCpuBefore, serverCpuTicks(postmasterPid));
   latencies.sort((a, b) => a - b);
   return { callsPerSec: CALLS / seconds, p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99),
     clientCpuUsPerCall: (clientCpu.user + clientCpu.system) / CALLS, serverCpuUsPerCall: serverCpu / CALLS };

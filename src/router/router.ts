@@ -8,7 +8,7 @@ import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { errorFields, log } from '../plumbing/log.js';
-import { slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
+import { slotOf as slotOfOneColumn, slotOfKey, type ShardKeyType, type ShardKeyValue } from '../core/hash.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
@@ -170,6 +170,8 @@ export class Router {
 
   slotOf(key: RoutingKey): number {
     const snapshot = this.requireSnapshot();
+    // One column, one value: the same slot without an array per call.
+    if (!Array.isArray(key) && this.keyTypes.length === 1) return slotOfOneColumn(this.keyTypes[0]!, key as ShardKeyValue, snapshot.owners.length);
     const values = Array.isArray(key) ? key : [key as ShardKeyValue];
     return slotOfKey(this.keyTypes, values, snapshot.owners.length);
   }
