@@ -23,20 +23,19 @@ const CHECK_STATEMENTS: Record<Exclude<RouteCheckKind, 'leased'>, { name: string
   lease: { name: 'reshard_route_lease', text: ROUTE_LEASE_PREPARED_SQL },
 };
 
-/** Set on a watched connection when the node answers the first message of the statement in flight (Parse or Bind). */
+/** Set on a watched connection when the node answers a Bind of the statement in flight. */
 const ANSWERED = Symbol('reshard answered');
 
 /**
- * Makes `client`'s connection tell a routed statement whether the node read
- * it: ParseComplete or BindComplete, the answers to its first message, come
- * before anything is executed. Called once per pooled connection.
+ * Makes `client`'s connection tell a routed statement whether the node got
+ * to it: nothing executes before a Bind, and the node answers each Bind with
+ * BindComplete. Called once per pooled connection.
  */
 export function watchAnswers(client: pg.ClientBase): void {
   const connection = (client as unknown as { connection: Connection & NodeJS.EventEmitter }).connection;
   connection[ANSWERED] = true;
-  const answered = (): void => { connection[ANSWERED] = true; };
-  connection.on('parseComplete', answered);
-  connection.on('bindComplete', answered);
+  // BindComplete only: pg listens to ParseComplete already, and a second listener costs every emit a copy.
+  connection.on('bindComplete', () => { connection[ANSWERED] = true; });
 }
 
 /**
@@ -52,12 +51,12 @@ export function watchAnswers(client: pg.ClientBase): void {
  * failed) and `reshardNotApplied: true` when it proves the node never
  * read the statement: it was never sent (the connection was already broken,
  * or broke while the statement waited its turn on it), or the node's session
- * was terminated (57P01) before it answered the statement's first message —
- * the case of a pooled connection the node ended while it sat idle (the fence
- * ends idle holders of a route lease), handed out before its end was read.
- * The node flushes everything it has queued before that FATAL, so no answer
- * means no Parse or Bind was processed, let alone a commit (which comes after
- * them, at Sync).
+ * was terminated (57P01) before it answered any Bind of the call — the case
+ * of a pooled connection the node ended while it sat idle (the fence ends
+ * idle holders of a route lease), handed out before its end was read. The
+ * node flushes everything it has queued before that FATAL, so no
+ * BindComplete means no Bind was processed: nothing executed, let alone
+ * committed (which comes after, at Sync).
  */
 export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
   done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {

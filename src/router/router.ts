@@ -18,6 +18,7 @@ import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
 import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
+import { checkoutWithin, checksOutAtOnce, openNodePool } from './nodePool.js';
 
 const routerLogger = log('router');
 
@@ -109,6 +110,8 @@ export class Router {
   private readonly pools = new Map<string, Promise<pg.Pool>>();
   /** The pools of `pools` that are open, for use without awaiting. */
   private readonly openPools = new Map<string, pg.Pool>();
+  /** How long a call may wait for a connection of each open pool (its node's connect timeout). */
+  private readonly checkoutTimeoutMs = new Map<pg.Pool, number>();
   private readonly catalog: ConnectionSettings;
   private listener: pg.Client | undefined;
   private snapshot: MapSnapshot | undefined;
@@ -191,8 +194,8 @@ export class Router {
     }
     const route = this.currentRoute(slot);
     const pool = this.openPools.get(route.owner);
-    // The common case on callbacks, one promise: an open pool, the slot not frozen here.
-    if (pool === undefined || !this.gate.tryEnter(slot)) return this.routed(slot, this.statementWork<R>(sql, params));
+    // The common case on callbacks, one promise: an open pool with a connection at hand, the slot not frozen here.
+    if (pool === undefined || !checksOutAtOnce(pool, this.poolSize) || !this.gate.tryEnter(slot)) return this.routed(slot, this.statementWork<R>(sql, params));
     return new Promise((resolve, reject) => {
       pool.connect((connectError: Error | undefined, client: pg.PoolClient | undefined, release: (broken?: Error) => void) => {
         if (connectError || !client) {
@@ -371,7 +374,8 @@ export class Router {
         const pool = this.poolFor(route.owner, slot);
         let client: pg.PoolClient;
         try {
-          client = await (this.openPools.get(route.owner) ?? await pool).connect();
+          const opened = this.openPools.get(route.owner) ?? await pool;
+          client = await checkoutWithin(opened, this.checkoutTimeoutMs.get(opened) ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
         } catch (error) {
           throw withRoute(routedError(error, route.owner, slot, 'connect'), route);
         }
@@ -502,7 +506,8 @@ export class Router {
       const opening = negotiatedClientConfig(connection, `reshard router ${this.name}`, `node "${nodeName}"`)
         .catch((error: unknown) => { throw unreachableError({ role: `node "${nodeName}"`, connection }, error); })
         .then((config) => {
-          const opened = new pg.Pool({ ...config, max: this.poolSize });
+          const opened = openNodePool(config, this.poolSize);
+          this.checkoutTimeoutMs.set(opened, config.connectionTimeoutMillis ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
           opened.on('error', () => {});
           this.leases.follow(opened);
           this.openPools.set(nodeName, opened);
