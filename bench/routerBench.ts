@@ -7,10 +7,14 @@
  * pipelined with every statement), to show what the lease saves. Each round
  * runs the three one after the other (in a rotating order) so that the shared,
  * noisy machine weighs on all alike; the ratios are taken within each round
- * and their median reported, with the median round of each. Written to
- * bench/results/router.json.
+ * and their median reported, with the median round of each. Rounds are short
+ * (10,000 calls each) so that neighbours share the machine's load swings.
+ * Beside time, each round's CPU per call: the application process's own
+ * (process.cpuUsage) and the server's (every process under the postmaster,
+ * from /proc), a measure that a busy machine disturbs far less than
+ * throughput. Written to bench/results/router.json.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -23,17 +27,53 @@ import { noPasswords } from '../src/plumbing/connectNode.js';
 import { Router } from '../src/router/index.js';
 
 const CLIENTS = 8;
-const CALLS = 20_000;
+const CALLS = 10_000;
 const ROWS = 10_000;
-const ROUNDS = 7;
+const ROUNDS = 13;
 const SLOTS = 64;
 const SQL = 'SELECT v FROM kv WHERE id = $1';
 
-interface Round { callsPerSec: number; p50Ms: number; p99Ms: number }
+interface Round { callsPerSec: number; p50Ms: number; p99Ms: number; clientCpuUsPerCall: number; serverCpuUsPerCall: number }
 
-async function runRound(call: (id: number) => Promise<unknown>): Promise<Round> {
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU ticks used so far by each of the server's processes (its postmaster's
+ * children: backends and helpers), by pid.
+ */
+function serverCpuTicks(postmasterPid: number): Map<number, number> {
+  const ticks = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // Fields after the command (which may hold spaces) start at the last ')': state ppid … utime stime.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === postmasterPid) ticks.set(Number(entry), Number(fields[11]) + Number(fields[12]));
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return ticks;
+}
+
+/**
+ * The server's CPU time (µs) between two readings, over the processes alive
+ * at the second: a pool closes connections idle for 10 s, and an ended
+ * backend's whole past must not count against the round it ended in.
+ */
+function serverCpuUsBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let ticks = 0;
+  for (const [pid, used] of after) ticks += used - (before.get(pid) ?? 0);
+  return (ticks * 1_000_000) / TICKS_PER_SECOND;
+}
+
+async function runRound(call: (id: number) => Promise<unknown>, postmasterPid: number): Promise<Round> {
   const latencies: number[] = [];
   let next = 0;
+  const serverCpuBefore = serverCpuTicks(postmasterPid);
+  const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
   await Promise.all(Array.from({ length: CLIENTS }, async () => {
     while (next < CALLS) {
@@ -45,8 +85,11 @@ async function runRound(call: (id: number) => Promise<unknown>): Promise<Round> 
     }
   }));
   const seconds = (performance.now() - started) / 1000;
+  const clientCpu = process.cpuUsage(clientCpuBefore);
+  const serverCpu = serverCpuUsBetween(serverCpuBefore, serverCpuTicks(postmasterPid));
   latencies.sort((a, b) => a - b);
-  return { callsPerSec: CALLS / seconds, p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99) };
+  return { callsPerSec: CALLS / seconds, p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99),
+    clientCpuUsPerCall: (clientCpu.user + clientCpu.system) / CALLS, serverCpuUsPerCall: serverCpu / CALLS };
 }
 
 function median(rounds: Round[], field: keyof Round): number {
@@ -65,7 +108,7 @@ async function main(): Promise<void> {
     const pool = new pg.Pool({ ...server.connection, max: CLIENTS });
     await pool.query(`INSERT INTO kv SELECT g, 'value ' || g FROM generate_series(1, ${ROWS}) g`);
     await pool.query('ANALYZE kv');
-    const router = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS, routeLeasesPerConnection: 64 });
+    const router = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS });
     const checkedRouter = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS, routeLeasesPerConnection: 0 });
     const arms = {
       router: (id: number): Promise<unknown> => router.query(id, SQL, [id]),
@@ -74,19 +117,21 @@ async function main(): Promise<void> {
     };
     type Arm = keyof typeof arms;
     const names = Object.keys(arms) as Arm[];
+    const postmasterPid = Number(readFileSync(join(server.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
     // Warm all (connections, plans, caches, leases).
-    for (const name of names) await runRound(arms[name]);
+    for (const name of names) await runRound(arms[name], postmasterPid);
     const rounds: Record<Arm, Round[]> = { router: [], checkedRouter: [], direct: [] };
     for (let round = 0; round < ROUNDS; round++) {
       for (let index = 0; index < names.length; index++) {
         const name = names[(round + index) % names.length]!;
-        rounds[name].push(await runRound(arms[name]));
+        rounds[name].push(await runRound(arms[name], postmasterPid));
       }
     }
     await router.close();
     await checkedRouter.close();
     await pool.end();
-    const typical = (of: Round[]): Round => ({ callsPerSec: Math.round(median(of, 'callsPerSec')), p50Ms: +median(of, 'p50Ms').toFixed(3), p99Ms: +median(of, 'p99Ms').toFixed(3) });
+    const typical = (of: Round[]): Round => ({ callsPerSec: Math.round(median(of, 'callsPerSec')), p50Ms: +median(of, 'p50Ms').toFixed(3), p99Ms: +median(of, 'p99Ms').toFixed(3),
+      clientCpuUsPerCall: +median(of, 'clientCpuUsPerCall').toFixed(1), serverCpuUsPerCall: +median(of, 'serverCpuUsPerCall').toFixed(1) });
     /** Median over rounds of `field`'s ratio to direct within the same round. */
     const pairedRatio = (arm: Arm, field: keyof Round): number => {
       const ratios = rounds[arm].map((armRound, index) => armRound[field] / rounds.direct[index]![field]).sort((a, b) => a - b);
@@ -96,6 +141,8 @@ async function main(): Promise<void> {
       throughputRatio: +pairedRatio(arm, 'callsPerSec').toFixed(3),
       p50Increase: +(pairedRatio(arm, 'p50Ms') - 1).toFixed(3),
       p99Increase: +(pairedRatio(arm, 'p99Ms') - 1).toFixed(3),
+      clientCpuIncrease: +(pairedRatio(arm, 'clientCpuUsPerCall') - 1).toFixed(3),
+      serverCpuIncrease: +(pairedRatio(arm, 'serverCpuUsPerCall') - 1).toFixed(3),
     });
     const summary = {
       workload: `${CALLS} single-key primary-key reads, ${CLIENTS} concurrent clients, ${ROWS} rows, ${SLOTS} slots, one node; ${ROUNDS} rounds of router, router without leases and direct in rotating order`,
@@ -111,9 +158,9 @@ async function main(): Promise<void> {
     mkdirSync('bench/results', { recursive: true });
     writeFileSync('bench/results/router.json', `${JSON.stringify(summary, null, 2)}\n`);
     const line = (name: string, round: Round, ratios: ReturnType<typeof versusDirect>): string =>
-      `${name} ${round.callsPerSec}/s p50 ${round.p50Ms} ms p99 ${round.p99Ms} ms (ratio ${ratios.throughputRatio}, p50 ${(ratios.p50Increase * 100).toFixed(1)} %, p99 ${(ratios.p99Increase * 100).toFixed(1)} %)`;
+      `${name} ${round.callsPerSec}/s p50 ${round.p50Ms} ms p99 ${round.p99Ms} ms cpu/call ${round.clientCpuUsPerCall}+${round.serverCpuUsPerCall} µs (ratio ${ratios.throughputRatio}, p50 ${(ratios.p50Increase * 100).toFixed(1)} %, p99 ${(ratios.p99Increase * 100).toFixed(1)} %, client cpu ${(ratios.clientCpuIncrease * 100).toFixed(1)} %, server cpu ${(ratios.serverCpuIncrease * 100).toFixed(1)} %)`;
     console.log(`${line('router', summary.router, versusDirect('router'))}; ${line('router without leases', summary.withoutLeases, versusDirect('checkedRouter'))}; ` +
-      `direct ${summary.direct.callsPerSec}/s p50 ${summary.direct.p50Ms} ms p99 ${summary.direct.p99Ms} ms; load ${summary.machine.loadAverage1m}`);
+      `direct ${summary.direct.callsPerSec}/s p50 ${summary.direct.p50Ms} ms p99 ${summary.direct.p99Ms} ms cpu/call ${summary.direct.clientCpuUsPerCall}+${summary.direct.serverCpuUsPerCall} µs; load ${summary.machine.loadAverage1m}`);
   } finally {
     await server.stop('fast');
     removeServerDirectory(baseDir);

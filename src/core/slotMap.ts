@@ -1,6 +1,6 @@
 import { assert } from './assert.js';
 import { badInput } from './errors.js';
-import { slotOfKey, type ShardKeyType, type ShardKeyValue } from './hash.js';
+import { slotOf, slotOfKey, type ShardKeyType, type ShardKeyValue } from './hash.js';
 
 /**
  * Slot → owning node, at one epoch.
@@ -105,6 +105,12 @@ export function slotLookup(map: SlotMap): SlotLookup {
 /** A key's slot through a `slotLookup`. */
 export function slotOfKeyByLookup(lookup: SlotLookup, types: readonly ShardKeyType[], values: readonly ShardKeyValue[]): number {
   const remainder = slotOfKey(types, values, lookup.modulus);
+  return lookup.slotOfRemainder ? lookup.slotOfRemainder[remainder]! : remainder;
+}
+
+/** A one-column key's slot through a `slotLookup`, without an array per call (the router's hot path). */
+export function slotOfValueByLookup(lookup: SlotLookup, type: ShardKeyType, value: ShardKeyValue): number {
+  const remainder = slotOf(type, value, lookup.modulus);
   return lookup.slotOfRemainder ? lookup.slotOfRemainder[remainder]! : remainder;
 }
 

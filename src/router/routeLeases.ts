@@ -3,17 +3,13 @@ import { releaseRouteLeasesSql } from '../node/slotState.js';
 
 /**
  * Route leases one pooled connection keeps at most (each is one entry of the
- * node's lock table). Off by default for now: leases make routed reads
- * nearly as cheap as a plain pool (0.91–0.98× against 0.83× with the
- * per-statement check, bench/results/router.json), but after a stalled
- * router more calls end with an unknown outcome (11–19 against 0 in the
- * SIGSTOP test), and the cause is not found yet. `routeLeasesPerConnection: 64`
- * turns them on.
+ * node's lock table, whose size is max_locks_per_transaction ×
+ * (max_connections + max_prepared_transactions), 64 × 100 on stock settings).
+ * With them a routed read costs about what it costs through a plain pool
+ * (bench/results/router.json); `routeLeasesPerConnection: 0` sends the check
+ * with every statement instead.
  */
-export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 0;
-
-/** A lease budget for routers that turn leases on. */
-export const ROUTE_LEASES_PER_CONNECTION_SUGGESTED = 64;
+export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 64;
 
 /**
  * The route leases of a router's pooled connections: the slots whose route
@@ -47,7 +43,7 @@ export class RouteLeases {
     pool.on('release', (error: Error | undefined, client: pg.PoolClient) => {
       this.inUse.delete(client);
       if (error) this.forget(client);
-      else void this.flush(client);
+      else if (this.toRelease.has(client)) void this.flush(client);
     });
     pool.on('remove', (client) => this.forget(client));
   }
@@ -117,10 +113,13 @@ export class RouteLeases {
 
   /**
    * Queues the release on the connection: pg runs a client's queries in
-   * order, so whoever takes the connection next runs after it. A release that
-   * fails on an idle connection ends it (its leases end with the session); on
-   * a busy one (its transaction failed, say) it is tried again when the
-   * connection returns to the pool.
+   * order, so whoever takes the connection next runs after it. On a busy
+   * connection (its transaction failed, say) a failed release is tried again
+   * when the connection returns to the pool. On an idle one it failed because
+   * the session ended (the fence ends idle lease holders): the pool drops such
+   * a connection when it reads the end. It is not ended here: a pooled
+   * connection ended behind the pool's back stays in the pool and fails the
+   * next call.
    */
   private async flush(client: pg.ClientBase, when: 'idle' | 'busy' = 'idle'): Promise<void> {
     const slots = this.toRelease.get(client);
@@ -134,7 +133,6 @@ export class RouteLeases {
         return;
       }
       this.forget(client);
-      await (client as pg.Client).end().catch(() => {});
     }
   }
 

@@ -6,7 +6,7 @@
  * application's own SQL with an error — so `error.code` checks keep working.
  */
 export type RouterErrorCode =
-  /** The node could not be reached; nothing was sent. Retry (the node may be down: alert). */
+  /** The node could not be reached, or its connections ended before it read the call; nothing was applied. Retry (the node may be down: alert). */
   | 'RESHARD_NODE_UNREACHABLE'
   /** The connection was lost after the call was sent: it may or may not have been applied. */
   | 'RESHARD_OUTCOME_UNKNOWN'
@@ -60,6 +60,9 @@ export function routedError(error: unknown, node: string | undefined, slot: numb
   }
   if (phase === 'connect') {
     return new RoutedCallError({ code: 'RESHARD_NODE_UNREACHABLE', node, slot, retryable: true, message: `is unreachable: ${text}`, cause: error });
+  }
+  if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true) {
+    return new RoutedCallError({ code: 'RESHARD_NODE_UNREACHABLE', node, slot, retryable: true, message: `ended the connection before reading the call (every try), nothing was applied: ${text}`, cause: error });
   }
   // 57P01: terminated (by reshard ending a transaction that held a moving slot, or a shutdown); 57P02/57P03: crash, starting up.
   const ended = typeof sqlstate === 'string' && /^57P0[123]$/.test(sqlstate);

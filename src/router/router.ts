@@ -9,17 +9,18 @@ import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { errorFields, log } from '../plumbing/log.js';
 import type { ShardKeyType, ShardKeyValue } from '../core/hash.js';
-import { slotLookup, slotOfKeyByLookup, type SlotLookup } from '../core/slotMap.js';
+import { slotLookup, slotOfKeyByLookup, slotOfValueByLookup, type SlotLookup } from '../core/slotMap.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
-import { checkedQuery, type RouteCheckKind } from './checkedQuery.js';
+import { sendRoutedStatement, watchAnswers, type RouteCheckKind } from './routedStatement.js';
 import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
 import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
 import { SlotLoadReporter } from './slotLoadReporter.js';
+import { checkoutWithin, checksOutAtOnce, openNodePool } from './nodePool.js';
 
 const routerLogger = log('router');
 
@@ -73,6 +74,16 @@ interface MapSnapshot {
   nodes: Map<string, RouterNode>;
 }
 
+/** Why an attempt was refused without being applied: slot moved (RSM02), frozen (RSM01), no partition for the row, or the connection ended before the node read the call. */
+type Refusal = 'moved' | 'frozen' | 'not-applied' | 'not-read';
+
+/** A call's refusals so far, across attempts. */
+interface RefusalTally {
+  redirects: number;
+  notRead: number;
+  last: unknown;
+}
+
 /** Where a call was sent: a result or an error carries it as `reshardRoute`. */
 export interface CallRoute {
   slot: number;
@@ -107,6 +118,8 @@ export class Router {
   private readonly pools = new Map<string, Promise<pg.Pool>>();
   /** The pools of `pools` that are open, for use without awaiting. */
   private readonly openPools = new Map<string, pg.Pool>();
+  /** How long a call may wait for a connection of each open pool (its node's connect timeout). */
+  private readonly checkoutTimeoutMs = new Map<pg.Pool, number>();
   private readonly catalog: ConnectionSettings;
   private listener: pg.Client | undefined;
   private snapshot: MapSnapshot | undefined;
@@ -125,11 +138,13 @@ export class Router {
   private readonly leaseMs: number;
   private readonly holdTimeoutMs: number;
   private readonly name: string;
+  private readonly poolSize: number;
 
   private constructor(private readonly options: RouterOptions) {
     this.leaseMs = positiveMs(options.leaseMs, 'leaseMs', ROUTER_LEASE_MS_DEFAULT);
     this.holdTimeoutMs = positiveMs(options.holdTimeoutMs, 'holdTimeoutMs', ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
     this.name = options.name ?? `${hostname()}:${process.pid}`;
+    this.poolSize = options.poolSizePerNode ?? 4;
     this.catalog = typeof options.catalog === 'string' ? parseConnectionHere(options.catalog, 'the router\'s catalog option') : options.catalog;
     const leasesPerConnection = options.routeLeasesPerConnection ?? ROUTE_LEASES_PER_CONNECTION_DEFAULT;
     if (!Number.isSafeInteger(leasesPerConnection) || leasesPerConnection < 0) {
@@ -167,6 +182,8 @@ export class Router {
 
   slotOf(key: RoutingKey): number {
     const snapshot = this.requireSnapshot();
+    // One column, one value: the same slot without an array per call.
+    if (!Array.isArray(key) && this.keyTypes.length === 1) return slotOfValueByLookup(snapshot.lookup, this.keyTypes[0]!, key as ShardKeyValue);
     const values = Array.isArray(key) ? key : [key as ShardKeyValue];
     return slotOfKeyByLookup(snapshot.lookup, this.keyTypes, values);
   }
@@ -176,18 +193,64 @@ export class Router {
    * check in the same round trip, or alone on a connection that holds the
    * slot's route lease.
    */
-  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
-    return this.routed(key, async (client, route) => {
-      const kind = this.checkKind(client, route.slot);
-      try {
-        if (kind === 'leased') return await client.query<R>(sql, params as unknown[]);
-        const result = await checkedQuery<R>(client, route, sql, params, kind);
-        if (kind === 'lease') this.leases.granted(client, route.slot);
-        return result;
-      } catch (error) {
-        if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true);
-        throw Object.assign(asError(error), { reshardPhase: 'statement' satisfies CallPhase });
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
+    const startedMs = performance.now();
+    let slot: number;
+    try {
+      slot = this.slotOf(key);
+      this.assertOpen(slot);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const route = this.currentRoute(slot);
+    const pool = this.openPools.get(route.owner);
+    // The common case on callbacks, one promise: an open pool with a connection at hand, the slot not frozen here.
+    if (pool === undefined || !checksOutAtOnce(pool, this.poolSize) || !this.gate.tryEnter(slot)) return this.routed(key, slot, this.statementWork<R>(sql, params), undefined, startedMs);
+    return new Promise((resolve, reject) => {
+      pool.connect((connectError: Error | undefined, client: pg.PoolClient | undefined, release: (broken?: Error) => void) => {
+        if (connectError || !client) {
+          this.gate.leave(slot);
+          reject(withRoute(routedError(connectError, route.owner, slot, 'connect'), route));
+          return;
+        }
+        this.leases.using(client, slot);
+        this.statement<R>(client, route, sql, params, (error, result) => {
+          if (!error) {
+            release();
+            this.gate.leave(slot);
+            (result as { reshardRoute?: CallRoute }).reshardRoute = route;
+            this.load.meter.record(slot, performance.now() - startedMs, result);
+            resolve(result!);
+            return;
+          }
+          const tally: RefusalTally = { redirects: 0, notRead: 0, last: undefined };
+          const failure = this.failureOf(error, route, tally);
+          release(failure.broken);
+          this.gate.leave(slot);
+          if (failure.thrown) reject(failure.thrown);
+          else resolve(this.routed(key, slot, this.statementWork<R>(sql, params), { refusal: failure.refusal!, tally, route }, startedMs));
+        });
+      });
+    });
+  }
+
+  /** query()'s statement as the routed loop's work. */
+  private statementWork<R extends pg.QueryResultRow>(sql: string, params: readonly unknown[]): (client: pg.PoolClient, route: CallRoute) => Promise<pg.QueryResult<R>> {
+    return (client, route) => new Promise((resolve, reject) => {
+      this.statement<R>(client, route, sql, params, (error, result) => (error ? reject(error) : resolve(result!)));
+    });
+  }
+
+  /** query()'s statement on `client`: checked, leased or taking the lease (see checkKind), with the lease's bookkeeping. */
+  private statement<R extends pg.QueryResultRow>(client: pg.PoolClient, route: CallRoute, sql: string, params: readonly unknown[], done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+    const kind = this.checkKind(client, route.slot);
+    sendRoutedStatement<R>(client, route, kind, sql, params, (error, result) => {
+      if (kind === 'lease') {
+        if (!error) this.leases.granted(client, route.slot);
+        else this.leaseCheckFailed(client, route.slot, error, (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true);
       }
+      if (error) Object.assign(error, { reshardPhase: 'statement' satisfies CallPhase });
+      done(error, result);
     });
   }
 
@@ -198,20 +261,19 @@ export class Router {
    * when the node refused the route; nothing of a refused attempt is committed.
    */
   async transaction<T>(key: RoutingKey, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.routed(key, async (client, route) => {
+    return this.routed(key, this.slotOf(key), async (client, route) => {
       let phase: CallPhase = 'before-commit';
       try {
         const kind = this.checkKind(client, route.slot);
-        if (kind === 'leased') await client.query('BEGIN');
-        else {
-          try {
-            await client.query(`BEGIN; ${kind === 'lease' ? routeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`);
-          } catch (error) {
-            if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, false);
-            throw error;
-          }
-          if (kind === 'lease') this.leases.granted(client, route.slot);
+        try {
+          await client.query(kind === 'leased' ? 'BEGIN' : `BEGIN; ${kind === 'lease' ? routeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`);
+        } catch (error) {
+          if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, false);
+          // `work` has not run and BEGIN commits nothing: a connection that ended here (the node ended
+          // an idle pooled session, say) changed nothing, and the call goes on another connection.
+          throw Object.assign(asError(error), { reshardNotApplied: connectionEnded(error) });
         }
+        if (kind === 'lease') this.leases.granted(client, route.slot);
         const result = await work(client);
         phase = 'commit';
         const committed = await client.query('COMMIT');
@@ -295,22 +357,27 @@ export class Router {
    * Sends `work` (which sends the route check first) to the slot's owner;
    * follows refusals: RSM02 → the owner the node names, RSM01 → held until
    * the switch (the gate, or a short backoff while the map has not shown the
-   * freeze yet). Bounded by holdTimeoutMs and REDIRECTS_MAX.
+   * freeze yet), a call the node never read → again on another connection.
+   * Bounded by holdTimeoutMs, REDIRECTS_MAX and the pool's size. `earlier`:
+   * the refusal of a first attempt made by query()'s fast path.
    */
-  private async routed<T>(key: RoutingKey, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>): Promise<T> {
-    let slot = this.slotOf(key);
-    const startedMs = performance.now();
+  private async routed<T>(key: RoutingKey, slot: number, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>,
+    earlier?: { refusal: Refusal; tally: RefusalTally; route: CallRoute }, startedMs = performance.now()): Promise<T> {
     const deadline = startedMs + this.holdTimeoutMs;
-    let redirects = 0;
-    let lastRefusal: unknown;
+    const tally = earlier?.tally ?? { redirects: 0, notRead: 0, last: undefined };
+    let refusal = earlier?.refusal;
+    let route = earlier?.route;
     for (let attempt = 1; ; attempt++) {
-      // A retry is routed at the map it sees now: a split since the last attempt may have given the key a new slot.
-      if (attempt > 1) slot = this.slotOf(key);
+      if (refusal !== undefined) {
+        await this.afterRefusal(refusal, tally, route!, attempt - 1, deadline);
+        // A retry is routed at the map it sees now: a split since the last attempt may have given the key a new slot.
+        slot = this.slotOf(key);
+      }
       this.assertOpen(slot);
       const leftMs = deadline - performance.now();
       if (leftMs <= 0) {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
-          message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: lastRefusal });
+          message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: tally.last });
       }
       try {
         // Synchronous when the slot is not frozen: no promise on the common path.
@@ -319,6 +386,8 @@ export class Router {
           // Held through a split or a merge, the key may have another slot now: routed again at the new map.
           if (this.slotOf(key) !== slot) {
             this.gate.leave(slot);
+            slot = this.slotOf(key);
+            refusal = undefined;
             continue;
           }
         }
@@ -326,13 +395,13 @@ export class Router {
         throw new RoutedCallError({ code: 'RESHARD_SLOT_FROZEN', node: this.currentRoute(slot).owner, slot, retryable: true,
           message: `stayed frozen (moving) for more than ${this.holdTimeoutMs} ms; nothing was applied`, cause: error });
       }
-      const route = this.currentRoute(slot);
-      let refusal: 'frozen' | 'moved' | 'not-applied' | undefined;
+      route = this.currentRoute(slot);
       try {
         const pool = this.poolFor(route.owner, slot);
         let client: pg.PoolClient;
         try {
-          client = await (this.openPools.get(route.owner) ?? await pool).connect();
+          const opened = this.openPools.get(route.owner) ?? await pool;
+          client = await checkoutWithin(opened, this.checkoutTimeoutMs.get(opened) ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
         } catch (error) {
           throw withRoute(routedError(error, route.owner, slot, 'connect'), route);
         }
@@ -341,26 +410,14 @@ export class Router {
         try {
           const result = await work(client, route);
           // Where the call went: a result that surprises can be explained.
-          if (result && typeof result === 'object') Object.assign(result, { reshardRoute: route });
+          if (result && typeof result === 'object') (result as { reshardRoute?: CallRoute }).reshardRoute = route;
           this.load.meter.record(slot, performance.now() - startedMs, result);
           return result;
         } catch (error) {
-          const code = (error as { code?: string }).code;
-          if (code === MOVED_SQLSTATE) {
-            refusal = 'moved';
-            lastRefusal = error;
-            this.followRedirect(slot, error);
-          } else if (code === FENCE_SQLSTATE) {
-            refusal = 'frozen';
-            lastRefusal = error;
-          } else if (wasNotApplied(error)) {
-            refusal = 'not-applied';
-            lastRefusal = error;
-          } else {
-            if (!(error instanceof pg.DatabaseError)) broken = asError(error);
-            const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
-            throw withRoute(routedError(error, route.owner, slot, phase), route);
-          }
+          const failure = this.failureOf(error, route, tally);
+          broken = failure.broken;
+          if (failure.thrown) throw failure.thrown;
+          refusal = failure.refusal;
         } finally {
           // A connection that broke (terminated, reset) is not given back to the pool.
           client.release(broken);
@@ -368,18 +425,52 @@ export class Router {
       } finally {
         this.gate.leave(slot);
       }
-      if (refusal === 'moved') {
-        redirects++;
-        if (redirects > REDIRECTS_MAX) {
-          throw withRoute(new RoutedCallError({ code: 'RESHARD_ROUTE_UNRESOLVED', node: route.owner, slot, retryable: true,
-            message: `was redirected ${redirects} times; nothing was applied`, cause: lastRefusal }), route);
-        }
-        continue;
-      }
-      // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
-      void this.resync().catch(() => {});
-      await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
     }
+  }
+
+  /**
+   * What a failed attempt means: a refusal to follow (nothing was applied),
+   * or the error the call ends with; and whether its connection broke.
+   */
+  private failureOf(error: unknown, route: CallRoute, tally: RefusalTally): { refusal?: Refusal; thrown?: Error; broken?: Error } {
+    const code = (error as { code?: string }).code;
+    if (code === MOVED_SQLSTATE) {
+      tally.last = error;
+      this.followRedirect(route.slot, error);
+      return { refusal: 'moved' };
+    }
+    if (code === FENCE_SQLSTATE) {
+      tally.last = error;
+      return { refusal: 'frozen' };
+    }
+    if (wasNotApplied(error)) {
+      tally.last = error;
+      return { refusal: 'not-applied' };
+    }
+    if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true && tally.notRead < this.poolSize + 1) {
+      // The node never read the call (its connection had ended): the same call on another connection.
+      tally.notRead++;
+      tally.last = error;
+      return { refusal: 'not-read', broken: asError(error) };
+    }
+    const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
+    return { thrown: withRoute(routedError(error, route.owner, route.slot, phase), route), ...(connectionEnded(error) ? { broken: asError(error) } : {}) };
+  }
+
+  /** Before the next attempt after `refusal`: the redirect's bound, or a short backoff for a slot frozen on the node. */
+  private async afterRefusal(refusal: Refusal, tally: RefusalTally, route: CallRoute, attempt: number, deadline: number): Promise<void> {
+    if (refusal === 'moved') {
+      tally.redirects++;
+      if (tally.redirects > REDIRECTS_MAX) {
+        throw withRoute(new RoutedCallError({ code: 'RESHARD_ROUTE_UNRESOLVED', node: route.owner, slot: route.slot, retryable: true,
+          message: `was redirected ${tally.redirects} times; nothing was applied`, cause: tally.last }), route);
+      }
+      return;
+    }
+    if (refusal === 'not-read') return;
+    // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
+    void this.resync().catch(() => {});
+    await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
   }
 
   /** Which check a call on `client` for `slot` carries: none (the connection holds the lease), the lease check, or the per-statement check. */
@@ -442,13 +533,17 @@ export class Router {
       const opening = negotiatedClientConfig(connection, `reshard router ${this.name}`, `node "${nodeName}"`)
         .catch((error: unknown) => { throw unreachableError({ role: `node "${nodeName}"`, connection }, error); })
         .then((config) => {
-          const opened = new pg.Pool({ ...config, max: this.options.poolSizePerNode ?? 4 });
+          const opened = openNodePool(config, this.poolSize);
+          this.checkoutTimeoutMs.set(opened, config.connectionTimeoutMillis ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT);
           opened.on('error', () => {});
           this.leases.follow(opened);
           this.openPools.set(nodeName, opened);
           // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
           // 'error' and crash the application. The call itself still fails with the error.
-          opened.on('connect', (client) => client.on('error', () => {}));
+          opened.on('connect', (client) => {
+            client.on('error', () => {});
+            watchAnswers(client);
+          });
           return opened;
         });
       // A node that could not be reached is tried again by the next call.
@@ -588,6 +683,16 @@ function positiveMs(value: number | undefined, name: string, fallback: number): 
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value <= 0) throw new ReshardError('bad_input', `${name} must be a positive number of milliseconds, got ${String(value)}`, `pass e.g. ${name}: ${fallback}`);
   return value;
+}
+
+/**
+ * The connection is gone (not an error of the SQL): the node ended the session
+ * (57P01 terminated, 57P02 crash, 57P03 starting up) or the socket broke. The
+ * connection must not go back to the pool.
+ */
+function connectionEnded(error: unknown): boolean {
+  if (!(error instanceof pg.DatabaseError)) return true;
+  return error.code === '57P01' || error.code === '57P02' || error.code === '57P03';
 }
 
 /**

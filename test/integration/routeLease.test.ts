@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
@@ -13,6 +14,16 @@ import { connectTo, startTestServers, type TestServers } from '../support/server
 
 const SLOTS = 8;
 const TABLES = [{ schema: 'public', name: 'kv', shardKey: ['id'] }];
+
+/** The router's pooled connections to `node` (its pool's own list). */
+function pooledClients(router: Router, node: string): pg.Client[] {
+  const pool = (router as unknown as { openPools: Map<string, pg.Pool> }).openPools.get(node);
+  return [...((pool as unknown as { _clients?: pg.Client[] } | undefined)?._clients ?? [])];
+}
+
+function socketOf(client: pg.Client): NodeJS.ReadableStream {
+  return (client as unknown as { connection: { stream: NodeJS.ReadableStream } }).connection.stream;
+}
 
 /** A key of each slot. */
 function keyOfSlot(slot: number): number {
@@ -172,6 +183,46 @@ describe('route leases', () => {
       await setSlotState(catalog, frozenSlot, 'active');
     } finally {
       await catalog.end();
+      await router.close();
+    }
+  });
+
+  it('sends a call again, once, when the node ended its pooled connection before the router read the end', async () => {
+    // A stalled application process: the fence ends its idle lease holders, and when the process
+    // wakes its next calls may go out on those connections before it reads their end. Here the
+    // router's sockets stop reading while the node ends their sessions, as a stopped process's do.
+    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2, routeLeasesPerConnection: 64 });
+    const admin = await connectTo(cluster.servers[0]!.connection);
+    const waitForRead = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    try {
+      const key = keyOfSlot(0);
+      await router.query(key, 'INSERT INTO kv (id, v) VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = 0', [key]);
+      for (const call of ['statement', 'transaction'] as const) {
+        const clients = pooledClients(router, 'n1');
+        expect(clients.length).toBeGreaterThan(0);
+        for (const client of clients) socketOf(client).pause();
+        const ended = await admin.query<{ ended: boolean }>('SELECT pg_terminate_backend(pid) AS ended FROM unnest($1::int[]) AS pid',
+          [clients.map((client) => (client as unknown as { processID: number }).processID)]);
+        expect(ended.rows.every((row) => row.ended)).toBe(true);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        let runs = 0;
+        const updating = call === 'statement'
+          ? router.query(key, 'UPDATE kv SET v = v + 1 WHERE id = $1', [key])
+          : router.transaction(key, async (client) => {
+            runs++;
+            return client.query('UPDATE kv SET v = v + 1 WHERE id = $1', [key]);
+          });
+        // The call is on the wire of an ended session; only now the router reads that session's end.
+        await waitForRead();
+        for (const client of clients) socketOf(client).resume();
+        const result = await updating;
+        expect(result.rowCount).toBe(1);
+        if (call === 'transaction') expect(runs).toBe(1);
+      }
+      const value = await admin.query<{ v: string }>('SELECT v::text FROM kv WHERE id = $1', [key]);
+      expect(value.rows[0]!.v).toBe('2');
+    } finally {
+      await admin.end();
       await router.close();
     }
   });

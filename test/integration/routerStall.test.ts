@@ -30,6 +30,8 @@ interface ChildLog {
   insertedUnknown: number[];
   anomalies: string[];
   errors: string[];
+  /** The calls that ended with an unknown outcome, with their error (the first 100). */
+  unknownErrors: string[];
   notApplied: number;
   transactionsAcrossStall: number;
   operations: number;
@@ -111,6 +113,7 @@ describe('a router whose process stalls at random instants across many switches'
       const violations = await verifyOnNodes(access, log);
       console.log(`stalls ${stalls}, switches ${switches}, cycles ${cycles}, operations ${log.operations}, transactions across a stall ${log.transactionsAcrossStall}, ` +
         `refused as not applied ${log.notApplied}, unknown ${Object.values(log.incrementsUnknown).reduce((a, b) => a + b, 0) + log.insertedUnknown.length}; errors seen: ${log.errors.slice(0, 5).join(' | ')}`);
+      if (log.unknownErrors.length > 0) console.log(`unknown outcomes:\n${log.unknownErrors.join('\n')}`);
       expect(stalls).toBeGreaterThanOrEqual(STALLS_MIN);
       expect(switches).toBeGreaterThanOrEqual(SWITCHES_MIN);
       expect(log.transactionsAcrossStall).toBeGreaterThan(0);
@@ -140,9 +143,15 @@ describe('a router whose process stalls at random instants across many switches'
 function startClient(access: ClusterAccess): ChildProcess {
   const routerModule = process.env['RESHARD_STALL_ROUTER_MODULE'] ?? pathToFileURL(resolve('dist/router/index.js')).href;
   return fork(resolve('test/support/stallingRouterClient.mjs'), {
-    env: { ...process.env, RESHARD_ROUTER_MODULE: routerModule, RESHARD_STALL_CLIENT: JSON.stringify({ catalog: access.catalog, clients: 6, counters: COUNTERS, leaseMs: 1_000 }) },
+    env: { ...process.env, RESHARD_ROUTER_MODULE: routerModule, RESHARD_STALL_CLIENT: JSON.stringify({ catalog: access.catalog, clients: 6, counters: COUNTERS, leaseMs: 1_000, ...routeLeases() }) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+}
+
+/** RESHARD_STALL_ROUTE_LEASES=N runs the client with N route leases per connection (else the router's default). */
+function routeLeases(): { routeLeasesPerConnection?: number } {
+  const value = process.env['RESHARD_STALL_ROUTE_LEASES'];
+  return value === undefined ? {} : { routeLeasesPerConnection: Number(value) };
 }
 
 async function rebalanceOnline(access: ClusterAccess): Promise<number> {

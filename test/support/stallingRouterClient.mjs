@@ -13,12 +13,13 @@ const NOT_APPLIED = new Set(['RESHARD_NODE_UNREACHABLE', 'RESHARD_TRANSACTION_EN
 
 const log = {
   incrementsAcked: {}, incrementsUnknown: {}, insertedAcked: [], insertedUnknown: [],
-  anomalies: [], errors: [], notApplied: 0, transactionsAcrossStall: 0, operations: 0,
+  anomalies: [], errors: [], unknownErrors: [], notApplied: 0, transactionsAcrossStall: 0, operations: 0,
 };
 const count = (map, key) => { map[key] = (map[key] ?? 0) + 1; };
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-const router = await Router.connect({ catalog: config.catalog, name: 'stalling client', leaseMs: config.leaseMs, poolSizePerNode: config.clients });
+const router = await Router.connect({ catalog: config.catalog, name: 'stalling client', leaseMs: config.leaseMs, poolSizePerNode: config.clients,
+  ...(config.routeLeasesPerConnection === undefined ? {} : { routeLeasesPerConnection: config.routeLeasesPerConnection }) });
 let running = true;
 
 async function call(kind, key, work, acked, unknown) {
@@ -32,7 +33,10 @@ async function call(kind, key, work, acked, unknown) {
     acked();
   } catch (error) {
     if (error?.retryable === true && NOT_APPLIED.has(error.code)) log.notApplied++;
-    else unknown();
+    else {
+      unknown();
+      if (log.unknownErrors.length < 100) log.unknownErrors.push(`${kind} of ${key}: ${error?.code ?? ''} cause ${error?.cause?.code ?? ''} ${error?.message ?? String(error)}`);
+    }
     if (log.errors.length < 200) log.errors.push(`${kind} of ${key}: ${error?.code ?? ''} ${error?.message ?? String(error)}`);
   }
 }

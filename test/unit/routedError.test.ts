@@ -30,6 +30,15 @@ describe('routedError', () => {
       .toMatchObject({ code: 'RESHARD_TRANSACTION_ENDED', retryable: true });
   });
 
+  it('a call the node proved it never read (its connections kept ending) is not applied and retryable, whatever the phase', () => {
+    const ended = Object.assign(serverError('57P01', 'terminating connection due to administrator command'), { reshardNotApplied: true });
+    expect(routedError(ended, 'n1', 3, 'statement')).toMatchObject({ code: 'RESHARD_NODE_UNREACHABLE', retryable: true, node: 'n1', slot: 3 });
+    expect(routedError(ended, 'n1', 3, 'statement').message).toMatch(/before reading the call.*nothing was applied/);
+    // Without that proof the same FATAL after a statement was sent leaves the outcome unknown.
+    expect(routedError(serverError('57P01', 'terminating connection due to administrator command'), 'n1', 3, 'statement'))
+      .toMatchObject({ code: 'RESHARD_OUTCOME_UNKNOWN', retryable: false });
+  });
+
   it('keeps the SQLSTATE and the node\'s fields of the application\'s own errors; only serialization failures and deadlocks are retryable', () => {
     const duplicate = routedError(serverError('23505', 'duplicate key value violates unique constraint "items_pkey"', { constraint: 'items_pkey' }), 'n1', 5, 'statement');
     expect(duplicate).toMatchObject({ code: '23505', retryable: false, node: 'n1', slot: 5 });

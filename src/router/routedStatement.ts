@@ -1,0 +1,156 @@
+import pg from 'pg';
+import { ROUTE_CHECK_PREPARED_SQL, ROUTE_LEASE_PREPARED_SQL } from '../node/slotState.js';
+
+/** What the route check needs: the slot and the epoch the call was routed at. */
+export interface RouteCheck {
+  slot: number;
+  epoch: number;
+}
+
+/**
+ * Which check goes first: `route` (held for the statement's transaction only),
+ * `lease` (kept by the session after it passes: see RouteLeases), or `leased`
+ * (none: the connection holds the slot's lease already).
+ */
+export type RouteCheckKind = 'route' | 'lease' | 'leased';
+
+/**
+ * The route checks as prepared statements of each connection: parsed and
+ * planned once per connection, then only bound and executed with each call.
+ */
+const CHECK_STATEMENTS: Record<Exclude<RouteCheckKind, 'leased'>, { name: string; text: string }> = {
+  route: { name: 'reshard_route', text: ROUTE_CHECK_PREPARED_SQL },
+  lease: { name: 'reshard_route_lease', text: ROUTE_LEASE_PREPARED_SQL },
+};
+
+/** Set on a watched connection when the node answers a Bind of the statement in flight. */
+const ANSWERED = Symbol('reshard answered');
+
+/**
+ * Makes `client`'s connection tell a routed statement whether the node got
+ * to it: nothing executes before a Bind, and the node answers each Bind with
+ * BindComplete. Called once per pooled connection.
+ */
+export function watchAnswers(client: pg.ClientBase): void {
+  const connection = (client as unknown as { connection: Connection & NodeJS.EventEmitter }).connection;
+  connection[ANSWERED] = true;
+  // BindComplete only: pg listens to ParseComplete already, and a second listener costs every emit a copy.
+  connection.on('bindComplete', () => { connection[ANSWERED] = true; });
+}
+
+/**
+ * One statement on a routed connection, always in the extended protocol
+ * (Parse/Bind/Describe/Execute/Sync), preceded by the route check unless the
+ * connection holds the slot's lease: Bind/Execute of the check (Parse too,
+ * the first time on a connection), then the statement, then one Sync. Both
+ * run in one implicit transaction in one round trip; if the check raises (the
+ * slot is frozen or moved here), the server skips the statement and the call
+ * fails with the check's error. The check's own result is not shown.
+ *
+ * Its error carries `reshardCheckPassed` (the check passed, the statement
+ * failed) and `reshardNotApplied: true` when it proves the node never
+ * read the statement: it was never sent (the connection was already broken,
+ * or broke while the statement waited its turn on it), or the node's session
+ * was terminated (57P01) before it answered any Bind of the call — the case
+ * of a pooled connection the node ended while it sat idle (the fence ends
+ * idle holders of a route lease), handed out before its end was read. The
+ * node flushes everything it has queued before that FATAL, so no
+ * BindComplete means no Bind was processed: nothing executed, let alone
+ * committed (which comes after, at Sync).
+ */
+export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
+  done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+  const query: RoutedQuery = new RoutedQuery(kind === 'leased' ? undefined : CHECK_STATEMENTS[kind], check, text, values,
+    (error: Error | null, result: pg.QueryResult<R>) => {
+      if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }));
+      else done(undefined, result);
+    });
+  client.query(query as unknown as pg.Submittable);
+}
+
+type Connection = {
+  parse(message: { text: string; name?: string; types?: unknown[] }): void;
+  bind(message: { portal?: string; statement?: string; values?: unknown[] }): void;
+  execute(message: { portal?: string; rows?: number }): void;
+  close(message: { type: 'S' | 'P'; name?: string }): void;
+  parsedStatements: Record<string, string>;
+  stream: { cork?(): void; uncork?(): void };
+  [ANSWERED]?: boolean;
+};
+
+// pg's Query is the reference implementation of the message handling; this
+// subclass only sends the check first, hides its DataRow/CommandComplete and
+// notes whether the node read the statement.
+const QueryBase = (pg as unknown as { Query: new (text: string, values: unknown[], callback: unknown) => object }).Query;
+
+class RoutedQuery extends (QueryBase as new (text: string, values: unknown[], callback: unknown) => {
+  prepare(connection: Connection): void;
+  handleDataRow(message: unknown): void;
+  handleCommandComplete(message: unknown, connection: Connection): void;
+  handleError(error: unknown, connection: Connection): void;
+}) {
+  private checkAnswered: boolean;
+  private parsedCheck = false;
+  /** The connection it was sent on; undefined while it waits its turn (or never got one). */
+  private sentOn: Connection | undefined;
+
+  /** The check ran to completion (its CommandComplete came): a lease check that passed holds the lease. */
+  get checkPassed(): boolean {
+    return this.checkAnswered;
+  }
+
+  constructor(private readonly checkStatement: { name: string; text: string } | undefined, private readonly check: RouteCheck, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
+    // pg maps the values into the Bind message; it does not keep or change the array.
+    super(text, values as unknown[], callback);
+    this.checkAnswered = checkStatement === undefined;
+  }
+
+  /** Whether `error` proves the node never read this statement (see routedStatement). */
+  provedNotRead(error: unknown): boolean {
+    if (this.sentOn === undefined) return true;
+    return (error as { code?: string }).code === '57P01' && this.sentOn[ANSWERED] === false;
+  }
+
+  submit(connection: Connection): null {
+    this.sentOn = connection;
+    if (ANSWERED in connection) connection[ANSWERED] = false;
+    connection.stream.cork?.();
+    try {
+      if (this.checkStatement) {
+        const { name, text } = this.checkStatement;
+        if (connection.parsedStatements[name] !== text) {
+          // Closing a statement that does not exist is no error: a Parse that failed before leaves none.
+          connection.close({ type: 'S', name });
+          connection.parse({ name, text });
+          connection.parsedStatements[name] = text;
+          this.parsedCheck = true;
+        }
+        connection.bind({ statement: name, values: [String(this.check.slot), String(this.check.epoch)] });
+        connection.execute({});
+      }
+      // Always the extended protocol (also without parameters): it ends with the one Sync.
+      this.prepare(connection);
+    } finally {
+      connection.stream.uncork?.();
+    }
+    return null;
+  }
+
+  override handleDataRow(message: unknown): void {
+    if (this.checkAnswered) super.handleDataRow(message);
+  }
+
+  override handleCommandComplete(message: unknown, connection: Connection): void {
+    if (!this.checkAnswered) {
+      this.checkAnswered = true;
+      return;
+    }
+    super.handleCommandComplete(message, connection);
+  }
+
+  override handleError(error: unknown, connection: Connection): void {
+    // The check failed where it was parsed: whether the Parse took is unknown, so parse again next time.
+    if (!this.checkAnswered && this.parsedCheck) delete connection.parsedStatements[this.checkStatement!.name];
+    super.handleError(error, connection);
+  }
+}
