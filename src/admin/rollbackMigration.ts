@@ -15,7 +15,7 @@ import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
 import { dropMigrationReplication, finishSwitchedMove, undoUnswitchedMove } from '../mover/revertMove.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import { scheduleWaves } from '../planner/index.js';
-import { slotExchangeOf } from '../catalog/slotExchanges.js';
+import { slotExchangeOf, splitAllOf } from '../catalog/slotExchanges.js';
 import { rollbackSlotExchange } from './slotExchange.js';
 
 export interface RollbackOptions {
@@ -56,6 +56,10 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
   try {
     await assertCatalogCurrent(lock);
     const migration = await chooseMigration(lock, options.migrationId);
+    if (await splitAllOf(lock, migration.id)) {
+      throw new ReshardError('precondition', `migration ${migration.id} is a split --all, which rollback does not take back`,
+        'stop it with `reshard cancel` (the slots split so far stay split), or merge slots back one at a time with `reshard merge --slot N`');
+    }
     // A split or a merge is taken back by its own machine (in place before its switch, by its inverse after).
     const exchange = await slotExchangeOf(lock, migration.id);
     if (exchange) {
