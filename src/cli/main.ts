@@ -264,6 +264,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--concurrency <n>', 'moves in flight at once')
     .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
     .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
+    .option('--split', 'the gradual expansion: split every slot (`split --all`, under the live writes) before the rebalance onto the added node')
     .option('--keep', 'leave the servers running afterwards (it prints the catalog URL and how to stop them)')
     .option('--stop <dir>', 'stop the servers a `demo --keep` left in this directory and remove it')
     .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')

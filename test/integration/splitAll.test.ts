@@ -15,10 +15,11 @@ import { cancelMigration, pauseMigration, resumePausedMigration } from '../../sr
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { readMigrationStatus } from '../../src/admin/migrationStatus.js';
-import { rebalance } from '../../src/admin/rebalance.js';
+import { rebalance, resumeMigration } from '../../src/admin/rebalance.js';
 import { splitAllSlots } from '../../src/admin/splitAllSlots.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
+import { startDashboard } from '../../src/dashboard/server.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
 import { Workload } from '../../src/checker/workload.js';
@@ -86,13 +87,13 @@ describe('split --all 64 → 128 under 8 writing clients, then a rebalance that 
     expect(status.moves).toHaveLength(SLOTS);
     expect(status.moves.filter((move) => move.state === 'done').length).toBeGreaterThanOrEqual(3);
 
-    // 2. `reshard resume` (here: its admin call through the CLI's path) continues it; paused after one more split, then resumed, then cancelled.
+    // 2. `reshard resume` continues it (the split in flight from its journal); paused after two more splits, then resumed, then cancelled.
     const events: MigrationEvent[] = [];
     let doneInRun = 0;
     let paused: () => void = () => {};
     const pausedNow = new Promise<void>((resolve) => { paused = resolve; });
-    const resumed = splitAllSlots(access, {
-      controlLimits: { pollMs: 50, pauseMaxMs: 60_000 },
+    const resumed = resumeMigration(access, {
+      moveConcurrencyMax: 1,
       emit: (event) => {
         events.push(event);
         if (event.type === 'move_done' && ++doneInRun === 2) void pauseMigration(access);
@@ -105,21 +106,33 @@ describe('split --all 64 → 128 under 8 writing clients, then a rebalance that 
     expect(status.held).toBe(true);
     expect(status.control).toBe('pause');
     const doneWhilePaused = status.moves.filter((move) => move.state === 'done').length;
-    const cliStatus = await runCli(['--json', '--catalog', catalog, 'status']);
-    expect(cliStatus.code).toBe(0);
-    await sleep(600);
+    const cliStatus = await runCli(['--catalog', catalog, 'status']);
+    expect(cliStatus.stdout).toMatch(new RegExp(`Migration ${migrationId} \\(split\\): running \\(paused since`));
+    // The dashboard's migration view shows the split-all and its grid the split slots.
+    const dashboard = await startDashboard({ access, port: 0, controlToken: 'split-all-test' });
+    try {
+      await sleep(1500);
+      const state = await (await fetch(new URL('api/state', dashboard.url))).json() as {
+        migration: { id: number; moves: { source: string; target: string }[] }; slot_map: { moduli: (number | null)[] };
+      };
+      expect(state.migration.id).toBe(migrationId);
+      expect(state.migration.moves.filter((move) => move.source === move.target)).toHaveLength(SLOTS);
+      expect(state.slot_map.moduli.filter((modulus) => modulus === 2 * SLOTS).length).toBe(2 * doneWhilePaused);
+    } finally {
+      await dashboard.close();
+    }
     expect((await readMigrationStatus(access)).moves.filter((move) => move.state === 'done').length).toBe(doneWhilePaused);
     expect((await resumePausedMigration(access))?.changed).toBe(true);
     while (doneInRun < 6) await sleep(50);
     await cancelMigration(access);
     const cancelled = await resumed;
-    expect(cancelled.resumed).toBe(true);
+    expect(cancelled.migrationId).toBe(migrationId);
     expect(cancelled.state).toBe('cancelled');
     expect(events.some((event) => event.type === 'control' && event.control === 'resumed')).toBe(true);
     let map = await withCatalog(access, (db) => readSlotMap(db));
     assertSlotMapValid(map);
     const splitSoFar = slotIds(map).filter((slot) => slot < SLOTS && slotModulus(map, slot) === 2 * SLOTS).length;
-    expect(splitSoFar).toBe(cancelled.splitsDone);
+    expect(splitSoFar).toBe(cancelled.slotsMoved);
     expect(splitSoFar).toBeGreaterThanOrEqual(3 + 6);
     expect(splitSoFar).toBeLessThan(SLOTS);
     console.log(`cancelled after ${splitSoFar} of ${SLOTS} splits; pauses of this run ${JSON.stringify(cancelled.pausesMs)}`);
