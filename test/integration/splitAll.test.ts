@@ -28,6 +28,7 @@ import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAcces
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import type { MigrationEvent } from '../../src/plumbing/migrationEvents.js';
 import { Router } from '../../src/router/router.js';
+import { launchBrowser } from '../support/browser.js';
 import { catalogUrl, RESHARD_BIN, runCli } from '../support/cli.js';
 import { startTestServers, type TestServers } from '../support/servers.js';
 
@@ -118,6 +119,22 @@ describe('split --all 64 → 128 under 8 writing clients, then a rebalance that 
       expect(state.migration.id).toBe(migrationId);
       expect(state.migration.moves.filter((move) => move.source === move.target)).toHaveLength(SLOTS);
       expect(state.slot_map.moduli.filter((modulus) => modulus === 2 * SLOTS).length).toBe(2 * doneWhilePaused);
+      // In a real browser: a split slot is visibly two — both halves marked, side by side; the moves read "split on".
+      const { browser } = await launchBrowser();
+      try {
+        const page = await browser.newPage({ viewport: { width: 1400, height: 1300 } });
+        await page.goto(dashboard.url);
+        await page.locator('#live.on').waitFor({ timeout: 15_000 });
+        await expect.poll(() => page.locator('#grid .slot').count()).toBe(SLOTS + doneWhilePaused);
+        expect(await page.locator('#grid .slot.split').count()).toBe(2 * doneWhilePaused);
+        const order = await page.locator('#grid .slot').evaluateAll((cells) => cells.map((cell) => Number(cell.getAttribute('data-slot'))));
+        const firstSplit = order.find((slot) => slot >= SLOTS)! - SLOTS;
+        expect(order[order.indexOf(firstSplit) + 1]).toBe(firstSplit + SLOTS);
+        expect(await page.locator('#moves tr[data-slot]', { hasText: 'split on' }).count()).toBe(SLOTS);
+        expect(await page.locator('#slots-caption').textContent()).toContain(`(${2 * doneWhilePaused} split)`);
+      } finally {
+        await browser.close();
+      }
     } finally {
       await dashboard.close();
     }
