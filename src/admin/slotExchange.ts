@@ -214,6 +214,32 @@ export async function runExchangeSteps(run: {
   return { ...(rows !== undefined ? { rows } : {}), ...(pauseMs !== undefined ? { pauseMs } : {}) };
 }
 
+/** Whether the catalog shows the exchange switched (its point of no return passed). */
+export function exchangeSwitched(map: SlotMap, plan: SlotExchangePlan): boolean {
+  return plan.kind === 'split'
+    ? hasSlot(map, plan.replacements[1]!.slot) && slotModulus(map, plan.slot) === plan.replacements[0]!.modulus
+    : !hasSlot(map, plan.replaced[1]!);
+}
+
+/**
+ * An exchange that has not switched, undone in place by the step runner's one
+ * undo path (exchange, fence, staged leaves), its move recorded rolled back.
+ * The sessions and the migration's end are the caller's.
+ */
+export async function undoExchangeInPlace(run: {
+  catalog: pg.ClientBase; node: pg.ClientBase; migrationId: number; plan: SlotExchangePlan; tables: readonly SlotTable[]; clusterModulus: number; emit: MigrationEventSink;
+}): Promise<void> {
+  const { catalog, node, migrationId, plan, tables } = run;
+  const exchange = { clusterModulus: run.clusterModulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind };
+  const context: SlotExchangeContext = {
+    migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, exchange, replacedModulus: plan.replacedModulus, highOwner: plan.node,
+  };
+  const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [plan.slot], run.emit);
+  const beforeSwitch = SLOT_EXCHANGE_STEPS.filter((exchangeStep) => !exchangeStep.pointOfNoReturn && exchangeStep.name !== 'cleanup');
+  const outcome = await runner.rollBack(beforeSwitch, context, [plan.slot], new Error(`the ${plan.kind} of slot ${plan.slot} was rolled back on request`));
+  if (!(outcome instanceof MoveRolledBack)) throw outcome;
+}
+
 export interface SlotExchangeRollback {
   /** Whether the exchange had switched (then its inverse ran), else it was undone in place. */
   switched: boolean;
@@ -231,10 +257,7 @@ export async function rollbackSlotExchange(access: ClusterAccess, migrationId: n
   const catalog = await connectCatalog(access, `reshard rollback (${plan.kind})`);
   let switched: boolean;
   try {
-    const map = await readSlotMap(catalog);
-    switched = plan.kind === 'split'
-      ? hasSlot(map, plan.replacements[1]!.slot) && slotModulus(map, plan.slot) === plan.replacements[0]!.modulus
-      : !hasSlot(map, plan.replaced[1]!);
+    switched = exchangeSwitched(await readSlotMap(catalog), plan);
     const migration = await resumableMigration(catalog);
     const unfinished = migration?.id === migrationId;
     if (!switched) {
@@ -243,16 +266,9 @@ export async function rollbackSlotExchange(access: ClusterAccess, migrationId: n
       }
       const cluster = await getCluster(catalog);
       const tables = (await listShardedTables(catalog)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
-      const exchange = { clusterModulus: cluster.modulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind };
       const node = await connectNode(await getNode(catalog, plan.node), access.passwords, `reshard rollback (${plan.kind})`);
       try {
-        const context: SlotExchangeContext = {
-          migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, exchange, replacedModulus: plan.replacedModulus, highOwner: plan.node,
-        };
-        const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [plan.slot], emit ?? (() => {}));
-        const beforeSwitch = SLOT_EXCHANGE_STEPS.filter((exchangeStep) => !exchangeStep.pointOfNoReturn && exchangeStep.name !== 'cleanup');
-        const outcome = await runner.rollBack(beforeSwitch, context, [plan.slot], new Error(`the ${plan.kind} of slot ${plan.slot} was rolled back on request`));
-        if (!(outcome instanceof MoveRolledBack)) throw outcome;
+        await undoExchangeInPlace({ catalog, node, migrationId, plan, tables, clusterModulus: cluster.modulus, emit: emit ?? (() => {}) });
         await finishMigration(catalog, migrationId, 'rolled_back', 'rolled back on request before its switch');
       } finally {
         await node.end().catch(() => {});

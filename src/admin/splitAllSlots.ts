@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
 import { appendJournal } from '../catalog/journal.js';
-import { finishMigration, holdMigration, listMoves, migrationIsHeld, reopenMigration, resumableMigration, updateMove, type MoveRecord } from '../catalog/migrationRuns.js';
+import { finishMigration, getMigration, holdMigration, listMoves, migrationIsHeld, reopenMigration, resumableMigration, updateMove, type MoveRecord } from '../catalog/migrationRuns.js';
 import { getNode } from '../catalog/nodes.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { readSlotMap } from '../catalog/slotMap.js';
@@ -16,7 +16,8 @@ import { describeSlotExchange } from '../mover/slotExchangeSteps.js';
 import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
-import { runExchangeSteps } from './slotExchange.js';
+import type { SlotTable } from '../node/slotPartitions.js';
+import { exchangeSwitched, runExchangeSteps, undoExchangeInPlace } from './slotExchange.js';
 
 export interface SplitAllOptions {
   /** Print what would split, change nothing. */
@@ -120,61 +121,78 @@ export async function splitAllSlots(access: ClusterAccess, options: SplitAllOpti
     if (!(await holdMigration(catalog, migrationId))) {
       throw new ReshardError('conflict', `split --all (migration ${migrationId}) is running in another process`, 'follow it with `reshard status`');
     }
-    // The checkpoint reads control on its own session: the split's session may be inside a step.
-    const control = await connectCatalog(access, 'reshard split --all (control)');
-    const checkpoint = new MigrationCheckpoint(catalogControlRecord(control, migrationId), emit, options.controlLimits ?? CONTROL_LIMITS_DEFAULT);
-    const moves = new Map((await listMoves(catalog, migrationId)).map((move: MoveRecord) => [move.slot, move]));
-    let splitsDone = [...moves.values()].filter((move) => move.state === 'done').length;
-    let rows = [...moves.values()].reduce((total, move) => total + (move.state === 'done' ? move.rowsCopied : 0), 0);
-    const pausesMs: number[] = [];
-    emit({ type: 'migration_started', migrationId, mode: 'online', moves: plan.splits.length, bytesTotal: 0, resumed: base.resumed });
-    let failure: unknown;
-    try {
-      for (const split of plan.splits) {
-        const move = moves.get(split.slot);
-        if (move?.state === 'done') continue;
-        // A split begun by an interrupted run is finished forward (its own steps know how far it got); a new one may be cancelled.
-        await checkpoint.pass({ cancellable: move?.state === 'pending' || move?.state === 'rolled_back' });
-        const splitStarted = performance.now();
-        const node = await nodeSession(nodes, split.node, async () => connectNode(await getNode(catalog, split.node), access.passwords, 'reshard split --all'));
-        const outcome = await runExchangeSteps({ catalog, node, migrationId, plan: split, tables, clusterModulus: cluster.modulus, emit });
-        splitsDone += 1;
-        rows += outcome.rows ?? 0;
-        if (outcome.pauseMs !== undefined) pausesMs.push(outcome.pauseMs);
-        emit({
-          type: 'move_done', migrationId, slot: split.slot, source: split.node, target: split.node, bytes: 0, rows: outcome.rows ?? 0,
-          seconds: (performance.now() - splitStarted) / 1000, ...(outcome.pauseMs !== undefined ? { pauseMs: outcome.pauseMs } : {}),
-        });
-      }
-    } catch (error) {
-      failure = error;
-    } finally {
-      await control.end().catch(() => {});
-    }
-    const seconds = (Date.now() - started) / 1000;
-    const after = await readSlotMap(catalog);
-    const now = { slotsAfter: slotIds(after).length, moduliAfter: moduliOf(after), splitsDone, rows, pausesMs, seconds };
-    if (failure !== undefined) {
-      const error = errorText(failure);
-      const state = isCancellation(failure) ? 'cancelled' : 'failed';
-      if (state === 'cancelled') {
-        // Nothing of the splits not started was changed: they are recorded as not done, and the slots split so far stay split.
-        for (const move of await listMoves(catalog, migrationId)) {
-          if (move.state === 'pending') await updateMove(catalog, migrationId, move.slot, { state: 'rolled_back', error: 'not started: split --all was cancelled' });
-        }
-        await appendJournal(catalog, { migrationId, step: 'cancel', action: 'done', detail: { splitsDone } });
-      }
-      await finishMigration(catalog, migrationId, state, error);
-      emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved: splitsDone, bytesMoved: 0, error });
-      return { ...base, migrationId, state, ...now, error };
-    }
-    await finishMigration(catalog, migrationId, 'completed');
-    emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved: splitsDone, bytesMoved: 0 });
-    return { ...base, migrationId, state: 'completed', ...now };
+    return { ...base, ...(await runExchangeMigration({ access, catalog, nodes, migrationId, plan, tables, clusterModulus: cluster.modulus, resumed: base.resumed, emit, started, ...(options.controlLimits ? { controlLimits: options.controlLimits } : {}) })) };
   } finally {
     for (const node of nodes.values()) await node.end().catch(() => {});
     await catalog.end().catch(() => {});
   }
+}
+
+type ExchangeRunResult = Pick<SplitAllResult, 'migrationId' | 'state' | 'slotsAfter' | 'moduliAfter' | 'splitsDone' | 'rows' | 'pausesMs' | 'seconds' | 'error'>;
+
+/**
+ * The one loop of a split-all (and of the merge-all that rolls one back):
+ * each exchange not done yet, in order, on its node, with pause and cancel
+ * honoured between two (the one in flight, begun by an interrupted run, is
+ * finished forward). A cancel keeps what was done and starts nothing more.
+ */
+async function runExchangeMigration(run: {
+  access: ClusterAccess; catalog: pg.Client; nodes: Map<string, pg.Client>; migrationId: number; plan: SplitAllPlan; tables: readonly SlotTable[];
+  clusterModulus: number; resumed: boolean; emit: MigrationEventSink; started: number; controlLimits?: ControlLimits;
+}): Promise<ExchangeRunResult> {
+  const { access, catalog, nodes, migrationId, plan, tables, emit, started } = run;
+  const verb = plan.kind === 'merge-all' ? 'merge' : 'split';
+  // The checkpoint reads control on its own session: the exchange's session may be inside a step.
+  const control = await connectCatalog(access, `reshard ${verb} --all (control)`);
+  const checkpoint = new MigrationCheckpoint(catalogControlRecord(control, migrationId), emit, run.controlLimits ?? CONTROL_LIMITS_DEFAULT);
+  const moves = new Map((await listMoves(catalog, migrationId)).map((move: MoveRecord) => [move.slot, move]));
+  let splitsDone = [...moves.values()].filter((move) => move.state === 'done').length;
+  let rows = [...moves.values()].reduce((total, move) => total + (move.state === 'done' ? move.rowsCopied : 0), 0);
+  const pausesMs: number[] = [];
+  emit({ type: 'migration_started', migrationId, mode: 'online', moves: plan.splits.length, bytesTotal: 0, resumed: run.resumed });
+  let failure: unknown;
+  try {
+    for (const split of plan.splits) {
+      const move = moves.get(split.slot);
+      if (move?.state === 'done') continue;
+      // A split begun by an interrupted run is finished forward (its own steps know how far it got); a new one may be cancelled.
+      await checkpoint.pass({ cancellable: move?.state === 'pending' || move?.state === 'rolled_back' });
+      const splitStarted = performance.now();
+      const node = await nodeSession(nodes, split.node, async () => connectNode(await getNode(catalog, split.node), access.passwords, `reshard ${verb} --all`));
+      const outcome = await runExchangeSteps({ catalog, node, migrationId, plan: split, tables, clusterModulus: run.clusterModulus, emit });
+      splitsDone += 1;
+      rows += outcome.rows ?? 0;
+      if (outcome.pauseMs !== undefined) pausesMs.push(outcome.pauseMs);
+      emit({
+        type: 'move_done', migrationId, slot: split.slot, source: split.node, target: split.node, bytes: 0, rows: outcome.rows ?? 0,
+        seconds: (performance.now() - splitStarted) / 1000, ...(outcome.pauseMs !== undefined ? { pauseMs: outcome.pauseMs } : {}),
+      });
+    }
+  } catch (error) {
+    failure = error;
+  } finally {
+    await control.end().catch(() => {});
+  }
+  const seconds = (Date.now() - started) / 1000;
+  const after = await readSlotMap(catalog);
+  const now = { slotsAfter: slotIds(after).length, moduliAfter: moduliOf(after), splitsDone, rows, pausesMs, seconds };
+  if (failure !== undefined) {
+    const error = errorText(failure);
+    const state = isCancellation(failure) ? 'cancelled' : 'failed';
+    if (state === 'cancelled') {
+      // Nothing of the splits not started was changed: they are recorded as not done, and the slots split so far stay split.
+      for (const move of await listMoves(catalog, migrationId)) {
+        if (move.state === 'pending') await updateMove(catalog, migrationId, move.slot, { state: 'rolled_back', error: `not started: ${verb} --all was cancelled` });
+      }
+      await appendJournal(catalog, { migrationId, step: 'cancel', action: 'done', detail: { splitsDone } });
+    }
+    await finishMigration(catalog, migrationId, state, error);
+    emit({ type: 'migration_finished', migrationId, state, seconds, slotsMoved: splitsDone, bytesMoved: 0, error });
+    return { migrationId, state, ...now, error };
+  }
+  await finishMigration(catalog, migrationId, 'completed');
+  emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved: splitsDone, bytesMoved: 0 });
+  return { migrationId, state: 'completed', ...now };
 }
 
 async function nodeSession(sessions: Map<string, pg.Client>, name: string, connect: () => Promise<pg.Client>): Promise<pg.Client> {
@@ -203,4 +221,82 @@ export function splitAllSummary(result: SplitAllResult): MigrationSummary {
     migrationId: result.migrationId ?? 0, state, slotsMoved: result.splitsDone, bytesMoved: 0, rowsMoved: result.rows,
     seconds: result.seconds, pausesMs: result.pausesMs, bytesStreamed: 0, ...(result.error ? { error: result.error } : {}),
   };
+}
+
+export interface SplitAllRollback {
+  /** Slots whose split was in flight and had not switched: undone in place. */
+  undoneSlots: number[];
+  /** Slots merged back (by a merge-all migration, when there were any). */
+  mergedSlots: number[];
+  merge?: SplitAllResult;
+}
+
+/**
+ * `reshard rollback` of a split-all: an unfinished one is stopped first (its
+ * split in flight undone in place before its switch, finished after it; the
+ * rest not started), then every slot it split is merged back by one merge-all
+ * migration — the same machine, one slot at a time, with pause, cancel and
+ * resume. A merge-all itself is taken back by `split --all`.
+ */
+export async function rollbackSplitAll(access: ClusterAccess, migrationId: number, plan: SplitAllPlan, emit: MigrationEventSink = () => {}): Promise<SplitAllRollback> {
+  if (plan.kind === 'merge-all') {
+    throw new ReshardError('precondition', `migration ${migrationId} merged split slots back (the rollback of a split --all); rollback does not redo the splits`, 'run `reshard split --all` to split them again');
+  }
+  const started = Date.now();
+  const catalog = await connectCatalog(access, 'reshard rollback (split --all)');
+  const nodes = new Map<string, pg.Client>();
+  try {
+    const migration = await getMigration(catalog, migrationId);
+    const undoneSlots: number[] = [];
+    const cluster = await getCluster(catalog);
+    const tables = (await listShardedTables(catalog)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
+    const node = (name: string): Promise<pg.Client> => nodeSession(nodes, name, async () => connectNode(await getNode(catalog, name), access.passwords, 'reshard rollback (split --all)'));
+    if (migration.state === 'running' || migration.state === 'failed') {
+      if (!(await holdMigration(catalog, migrationId))) {
+        throw new ReshardError('conflict', `split --all (migration ${migrationId}) is running in another process`, 'cancel it with `reshard cancel`, wait for it to end, then roll back');
+      }
+      const map = await readSlotMap(catalog);
+      for (const move of await listMoves(catalog, migrationId)) {
+        const split = plan.splits.find((candidate) => candidate.slot === move.slot);
+        if (!split || move.state === 'done') continue;
+        if (move.state === 'pending' || move.state === 'rolled_back') {
+          await updateMove(catalog, migrationId, move.slot, { state: 'rolled_back', error: 'not started: split --all was rolled back' });
+          continue;
+        }
+        const run = { catalog, node: await node(split.node), migrationId, plan: split, tables, clusterModulus: cluster.modulus, emit };
+        // Past its switch a split is finished (then merged back with the rest); before it, undone in place.
+        if (exchangeSwitched(map, split)) {
+          await runExchangeSteps(run);
+        } else {
+          await undoExchangeInPlace(run);
+          undoneSlots.push(split.slot);
+        }
+      }
+      await finishMigration(catalog, migrationId, 'rolled_back', 'rolled back on request');
+    }
+    const map = await readSlotMap(catalog);
+    const done = new Set((await listMoves(catalog, migrationId)).filter((move) => move.state === 'done').map((move) => move.slot));
+    const merges: SlotExchangePlan[] = plan.splits.filter((split) => done.has(split.slot) && exchangeSwitched(map, split)).map((split) => {
+      const [low, high] = split.replacements.map((child) => child.slot) as [number, number];
+      const lowOwner = slotOwner(map, low);
+      const highOwner = slotOwner(map, high);
+      if (lowOwner !== highOwner || slotModulus(map, low) !== 2 * split.replacedModulus || slotModulus(map, high) !== 2 * split.replacedModulus) {
+        throw new ReshardError('precondition', `slots ${low} and ${high} (split by migration ${migrationId}) are no longer two siblings on one node`,
+          'roll back the later migrations first, or merge them by hand with `reshard merge`');
+      }
+      return { kind: 'merge', slot: split.slot, node: lowOwner, replaced: [low, high], replacements: [{ slot: split.slot, modulus: split.replacedModulus }], replacedModulus: 2 * split.replacedModulus };
+    });
+    if (merges.length === 0) return { undoneSlots, mergedSlots: [] };
+    const mergeAll: SplitAllPlan = { kind: 'merge-all', splits: merges };
+    const mergeId = await createSplitAllMigration(catalog, mergeAll, (await getCluster(catalog)).epoch);
+    if (!(await holdMigration(catalog, mergeId))) throw new ReshardError('conflict', `merge-all (migration ${mergeId}) is running in another process`, 'follow it with `reshard status`');
+    const ran = await runExchangeMigration({ access, catalog, nodes, migrationId: mergeId, plan: mergeAll, tables, clusterModulus: cluster.modulus, resumed: false, emit, started });
+    const moduliBefore = [...new Set(merges.map((merge) => merge.replacedModulus))].sort((a, b) => a - b);
+    const merge: SplitAllResult = { dryRun: false, resumed: false, slotsBefore: slotIds(map).length, moduliBefore, splits: merges.length, steps: [], ...ran };
+    const merged = new Set((await listMoves(catalog, mergeId)).filter((move) => move.state === 'done').map((move) => move.slot));
+    return { undoneSlots, mergedSlots: merges.map((item) => item.slot).filter((slot) => merged.has(slot)), merge };
+  } finally {
+    for (const session of nodes.values()) await session.end().catch(() => {});
+    await catalog.end().catch(() => {});
+  }
 }

@@ -58,7 +58,9 @@ export async function slotExchangeOf(db: Queryable, migrationId: number): Promis
  * rebalance) with one move of kind 'split' per slot, in slot order.
  */
 export interface SplitAllPlan {
-  kind: 'split-all';
+  /** 'merge-all': the rollback of a split-all, the same machine with merges. */
+  kind: 'split-all' | 'merge-all';
+  /** The exchanges in order (splits, or for 'merge-all' merges). */
   splits: SlotExchangePlan[];
 }
 
@@ -73,9 +75,9 @@ export async function createSplitAllMigration(client: pg.ClientBase, plan: Split
     const id = Number(inserted.rows[0]!.id);
     await client.query(
       `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total, kind)
-       SELECT $1, split.slot, split.node, split.node, 0, 0, 'split'
+       SELECT $1, split.slot, split.node, split.node, 0, 0, $4
          FROM unnest($2::int[], $3::text[]) AS split (slot, node)`,
-      [id, plan.splits.map((split) => split.slot), plan.splits.map((split) => split.node)],
+      [id, plan.splits.map((split) => split.slot), plan.splits.map((split) => split.node), plan.kind === 'merge-all' ? 'merge' : 'split'],
     );
     await client.query('COMMIT');
     return id;
@@ -89,10 +91,10 @@ export async function createSplitAllMigration(client: pg.ClientBase, plan: Split
   }
 }
 
-/** The split-all a migration records, or undefined for any other migration. */
+/** The split-all (or merge-all) a migration records, or undefined for any other migration. */
 export async function splitAllOf(db: Queryable, migrationId: number): Promise<SplitAllPlan | undefined> {
   const result = await db.query<{ plan: SplitAllPlan }>(
-    `SELECT plan FROM reshard.migration WHERE id = $1 AND plan->>'kind' = 'split-all'`,
+    `SELECT plan FROM reshard.migration WHERE id = $1 AND plan->>'kind' IN ('split-all', 'merge-all')`,
     [migrationId],
   );
   return result.rows[0]?.plan;

@@ -154,7 +154,29 @@ describe('split --all 64 → 128 under 8 writing clients, then a rebalance that 
     expect(splitSoFar).toBeLessThan(SLOTS);
     console.log(`cancelled after ${splitSoFar} of ${SLOTS} splits; pauses of this run ${JSON.stringify(cancelled.pausesMs)}`);
 
-    // 3. split --all again splits the slots not split yet: 128 slots of modulus 128.
+    // 3. split --all again, killed after two splits; `reshard rollback` stops it (its split in flight undone in
+    //    place or finished) and merges back what it split, as one merge-all migration: the map is as the cancel left it.
+    const again = spawn(process.execPath, [RESHARD_BIN, '--json', '--catalog', catalog, 'split', '--all'], {
+      env: { ...process.env, RESHARD_CATALOG: '', PGHOST: '', PGPORT: '', PGDATABASE: '' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let againSplits = 0;
+    createInterface({ input: again.stdout! }).on('line', (line) => {
+      const event = JSON.parse(line) as { event?: string };
+      if (event.event === 'move_done' && ++againSplits === 2) again.kill('SIGKILL');
+    });
+    await new Promise((resolve) => again.on('exit', resolve));
+    const rollback = await runCli(['--json', '--catalog', catalog, 'rollback']);
+    expect(rollback.stderr).toBe('');
+    const rolledBack = JSON.parse(rollback.stdout.trim().split('\n').pop()!) as { moved_back_slots: number[]; undone_slots: number[]; move_back: { state: string } };
+    console.log(`rollback of an interrupted split --all: undone in place ${JSON.stringify(rolledBack.undone_slots)}, merged back ${JSON.stringify(rolledBack.moved_back_slots)}`);
+    expect(rolledBack.moved_back_slots.length).toBeGreaterThanOrEqual(2);
+    expect(rolledBack.move_back.state).toBe('completed');
+    map = await withCatalog(access, (db) => readSlotMap(db));
+    assertSlotMapValid(map);
+    expect(slotIds(map)).toHaveLength(SLOTS + splitSoFar);
+    expect((await verifyCluster(access)).problems).toEqual([]);
+
+    // 4. split --all again splits the slots not split yet: 128 slots of modulus 128.
     const finished = await splitAllSlots(access);
     expect(finished.state).toBe('completed');
     expect(finished.splits).toBe(SLOTS - splitSoFar);
@@ -168,7 +190,7 @@ describe('split --all 64 → 128 under 8 writing clients, then a rebalance that 
     for (const slot of slotIds(map)) expect(slotModulus(map, slot)).toBe(2 * SLOTS);
     await sleep(500);
 
-    // 4. A rebalance that adds a node, on the split map.
+    // 5. A rebalance that adds a node, on the split map.
     await addNode(access, { name: cluster.servers[3]!.name, connection: cluster.servers[3]!.connection });
     const grow = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
     expect(grow.summary?.state).toBe('completed');
