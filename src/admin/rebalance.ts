@@ -1,5 +1,6 @@
 import { createMigration, runningMigration, migrationIsHeld, migrationAlreadyRunningError, reopenMigration, resumableMigration, unfinishedMoves, listMoves } from '../catalog/migrationRuns.js';
 import { slotExchangeOf } from '../catalog/slotExchanges.js';
+import { resumableSplitAll, splitAllSlots, splitAllSummary } from './splitAllSlots.js';
 import { listNodes } from '../catalog/nodes.js';
 import { getCluster } from '../catalog/cluster.js';
 import { listShardedTables } from '../catalog/tables.js';
@@ -201,6 +202,8 @@ export async function runPreparedRebalance(access: ClusterAccess, migrationId: n
 /** Continues an interrupted migration from its journal. */
 export async function resumeMigration(access: ClusterAccess, options: Pick<RebalanceOptions, 'emit' | 'moveConcurrencyMax' | 'throttle'>): Promise<MigrationSummary> {
   assertMoveConcurrency(options.moveConcurrencyMax);
+  // A split --all goes on with its own machine, one slot at a time.
+  if (await resumableSplitAll(access)) return splitAllSummary(await splitAllSlots(access, { emit: options.emit }));
   const migrationId = await withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const resumable = await resumableMigration(catalog);

@@ -15,8 +15,9 @@ import { assertDistinctDatabases } from '../mover/assertDistinctDatabases.js';
 import { dropMigrationReplication, finishSwitchedMove, undoUnswitchedMove } from '../mover/revertMove.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import { scheduleWaves } from '../planner/index.js';
-import { slotExchangeOf } from '../catalog/slotExchanges.js';
+import { slotExchangeOf, splitAllOf } from '../catalog/slotExchanges.js';
 import { rollbackSlotExchange } from './slotExchange.js';
+import { rollbackSplitAll, splitAllSummary } from './splitAllSlots.js';
 
 export interface RollbackOptions {
   /** The latest migration when absent (only the latest can be rolled back). */
@@ -56,6 +57,16 @@ export async function rollbackMigration(access: ClusterAccess, options: Rollback
   try {
     await assertCatalogCurrent(lock);
     const migration = await chooseMigration(lock, options.migrationId);
+    // A split --all is taken back by merging what it split, one slot at a time, as one migration.
+    const splitAll = await splitAllOf(lock, migration.id);
+    if (splitAll) {
+      await lock.end().catch(() => {});
+      const taken = await rollbackSplitAll(access, migration.id, splitAll, options.emit);
+      return {
+        migrationId: migration.id, undoneSlots: taken.undoneSlots, movedBackSlots: taken.mergedSlots, dropped: [], drainingNodes: [],
+        ...(taken.merge ? { moveBack: splitAllSummary(taken.merge) } : {}),
+      };
+    }
     // A split or a merge is taken back by its own machine (in place before its switch, by its inverse after).
     const exchange = await slotExchangeOf(lock, migration.id);
     if (exchange) {

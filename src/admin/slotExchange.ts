@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
 import { createMigration, finishMigration, holdMigration, migrationIsHeld, reopenMigration, resumableMigration, updateMove } from '../catalog/migrationRuns.js';
 import { getNode, listNodes } from '../catalog/nodes.js';
@@ -14,6 +15,7 @@ import { catalogStepJournal } from '../mover/stepJournal.js';
 import { StepRunner } from '../mover/stepRunner.js';
 import { connectCatalog, withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
+import type { SlotTable } from '../node/slotPartitions.js';
 import { runMigration } from '../coordinator/runMigration.js';
 import { connectNode } from '../plumbing/connectNode.js';
 
@@ -156,38 +158,86 @@ async function runSlotExchange(access: ClusterAccess, options: SlotExchangeOptio
     }
     const node = await connectNode(await getNode(catalog, plan.node), access.passwords, `reshard ${plan.kind}`);
     try {
-      const context: SlotExchangeContext = {
-        migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, exchange, replacedModulus: plan.replacedModulus, highOwner: plan.node,
-      };
-      const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [plan.slot], options.emit ?? (() => {}));
-      const facts: Record<string, Record<string, unknown>> = {};
-      const steps = SLOT_EXCHANGE_STEPS.map((exchangeStep) => ({
-        ...exchangeStep,
-        async do(stepContext: SlotExchangeContext, slots: readonly number[]) {
-          const returned = await exchangeStep.do(stepContext, slots);
-          if (returned) facts[exchangeStep.name] = returned;
-          return returned;
-        },
-      }));
-      await updateMove(catalog, migrationId, plan.slot, { state: 'running' });
+      let ran: ExchangeOutcome;
       try {
-        await runner.run(steps, context, [plan.slot], { rollBackOnFailure: true });
+        ran = await runExchangeSteps({ catalog, node, migrationId, plan, tables, clusterModulus: cluster.modulus, emit: options.emit ?? (() => {}) });
       } catch (error) {
         const rolledBack = error instanceof MoveRolledBack;
         await finishMigration(catalog, migrationId, rolledBack ? 'rolled_back' : 'failed', errorText(error));
         throw error;
       }
-      const pauseMs = facts.switch?.pauseMs as number | undefined;
-      const rows = (facts.verify?.rows ?? facts.copy?.rows) as number | undefined;
-      await updateMove(catalog, migrationId, plan.slot, { state: 'done', ...(pauseMs !== undefined ? { pauseMs } : {}), ...(rows !== undefined ? { rowsCopied: rows } : {}) });
       await finishMigration(catalog, migrationId, 'completed');
-      return { ...result, migrationId, resumed, ...(rows !== undefined ? { rows } : {}), ...(pauseMs !== undefined ? { pauseMs } : {}) };
+      return { ...result, migrationId, resumed, ...ran };
     } finally {
       await node.end().catch(() => {});
     }
   } finally {
     await catalog.end().catch(() => {});
   }
+}
+
+/** What one exchange's steps report: rows copied, and the write pause from its freeze to its switch (this process's part when resumed). */
+export interface ExchangeOutcome {
+  rows?: number;
+  pauseMs?: number;
+}
+
+/**
+ * One split or merge of a migration, on the step runner keyed by its slot:
+ * resumes from the journal, rolls back on failure before its switch (then
+ * throws `MoveRolledBack`), and records its move running, then done. The
+ * sessions are the caller's; the migration's end is the caller's too.
+ */
+export async function runExchangeSteps(run: {
+  catalog: pg.ClientBase; node: pg.ClientBase; migrationId: number; plan: SlotExchangePlan; tables: readonly SlotTable[]; clusterModulus: number; emit: MigrationEventSink;
+}): Promise<ExchangeOutcome> {
+  const { catalog, node, migrationId, plan, tables } = run;
+  const exchange = { clusterModulus: run.clusterModulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind };
+  const context: SlotExchangeContext = {
+    migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, exchange, replacedModulus: plan.replacedModulus, highOwner: plan.node,
+  };
+  const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [plan.slot], run.emit);
+  const facts: Record<string, Record<string, unknown>> = {};
+  const steps = SLOT_EXCHANGE_STEPS.map((exchangeStep) => ({
+    ...exchangeStep,
+    async do(stepContext: SlotExchangeContext, slots: readonly number[]) {
+      const returned = await exchangeStep.do(stepContext, slots);
+      if (returned) facts[exchangeStep.name] = returned;
+      return returned;
+    },
+  }));
+  await updateMove(catalog, migrationId, plan.slot, { state: 'running' });
+  await runner.run(steps, context, [plan.slot], { rollBackOnFailure: true });
+  const pauseMs = facts.switch?.pauseMs as number | undefined;
+  const rows = (facts.verify?.rows ?? facts.copy?.rows) as number | undefined;
+  await updateMove(catalog, migrationId, plan.slot, { state: 'done', ...(pauseMs !== undefined ? { pauseMs } : {}), ...(rows !== undefined ? { rowsCopied: rows } : {}) });
+  return { ...(rows !== undefined ? { rows } : {}), ...(pauseMs !== undefined ? { pauseMs } : {}) };
+}
+
+/** Whether the catalog shows the exchange switched (its point of no return passed). */
+export function exchangeSwitched(map: SlotMap, plan: SlotExchangePlan): boolean {
+  return plan.kind === 'split'
+    ? hasSlot(map, plan.replacements[1]!.slot) && slotModulus(map, plan.slot) === plan.replacements[0]!.modulus
+    : !hasSlot(map, plan.replaced[1]!);
+}
+
+/**
+ * An exchange that has not switched, undone in place by the step runner's one
+ * undo path (exchange, fence, staged leaves), its move recorded rolled back.
+ * The sessions and the migration's end are the caller's.
+ */
+export async function undoExchangeInPlace(run: {
+  catalog: pg.ClientBase; node: pg.ClientBase; migrationId: number; plan: SlotExchangePlan; tables: readonly SlotTable[]; clusterModulus: number; emit: MigrationEventSink;
+}): Promise<void> {
+  const { catalog, node, migrationId, plan, tables } = run;
+  const exchange = { clusterModulus: run.clusterModulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind };
+  const context: SlotExchangeContext = {
+    migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, exchange, replacedModulus: plan.replacedModulus, highOwner: plan.node,
+  };
+  const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [plan.slot], run.emit);
+  const beforeSwitch = SLOT_EXCHANGE_STEPS.filter((exchangeStep) => !exchangeStep.pointOfNoReturn && exchangeStep.name !== 'cleanup');
+  const outcome = await runner.rollBack(beforeSwitch, context, [plan.slot], new Error(`the ${plan.kind} of slot ${plan.slot} was rolled back on request`));
+  if (!(outcome instanceof MoveRolledBack)) throw outcome;
 }
 
 export interface SlotExchangeRollback {
@@ -207,10 +257,7 @@ export async function rollbackSlotExchange(access: ClusterAccess, migrationId: n
   const catalog = await connectCatalog(access, `reshard rollback (${plan.kind})`);
   let switched: boolean;
   try {
-    const map = await readSlotMap(catalog);
-    switched = plan.kind === 'split'
-      ? hasSlot(map, plan.replacements[1]!.slot) && slotModulus(map, plan.slot) === plan.replacements[0]!.modulus
-      : !hasSlot(map, plan.replaced[1]!);
+    switched = exchangeSwitched(await readSlotMap(catalog), plan);
     const migration = await resumableMigration(catalog);
     const unfinished = migration?.id === migrationId;
     if (!switched) {
@@ -219,16 +266,9 @@ export async function rollbackSlotExchange(access: ClusterAccess, migrationId: n
       }
       const cluster = await getCluster(catalog);
       const tables = (await listShardedTables(catalog)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
-      const exchange = { clusterModulus: cluster.modulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind };
       const node = await connectNode(await getNode(catalog, plan.node), access.passwords, `reshard rollback (${plan.kind})`);
       try {
-        const context: SlotExchangeContext = {
-          migrationId, kind: plan.kind, tables, nodeName: plan.node, node, catalog, exchange, replacedModulus: plan.replacedModulus, highOwner: plan.node,
-        };
-        const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [plan.slot], emit ?? (() => {}));
-        const beforeSwitch = SLOT_EXCHANGE_STEPS.filter((exchangeStep) => !exchangeStep.pointOfNoReturn && exchangeStep.name !== 'cleanup');
-        const outcome = await runner.rollBack(beforeSwitch, context, [plan.slot], new Error(`the ${plan.kind} of slot ${plan.slot} was rolled back on request`));
-        if (!(outcome instanceof MoveRolledBack)) throw outcome;
+        await undoExchangeInPlace({ catalog, node, migrationId, plan, tables, clusterModulus: cluster.modulus, emit: emit ?? (() => {}) });
         await finishMigration(catalog, migrationId, 'rolled_back', 'rolled back on request before its switch');
       } finally {
         await node.end().catch(() => {});

@@ -51,3 +51,51 @@ export async function slotExchangeOf(db: Queryable, migrationId: number): Promis
   );
   return result.rows[0]?.plan;
 }
+
+/**
+ * `reshard split --all`: every slot split once, one at a time, as one
+ * migration (progress, pause, cancel, status and the dashboard like a
+ * rebalance) with one move of kind 'split' per slot, in slot order.
+ */
+export interface SplitAllPlan {
+  /** 'merge-all': the rollback of a split-all, the same machine with merges. */
+  kind: 'split-all' | 'merge-all';
+  /** The exchanges in order (splits, or for 'merge-all' merges). */
+  splits: SlotExchangePlan[];
+}
+
+/** Claims the running place and records the split-all migration and one move per split. */
+export async function createSplitAllMigration(client: pg.ClientBase, plan: SplitAllPlan, baseEpoch: number): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    const inserted = await client.query<{ id: string }>(
+      `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total) VALUES ('running', 'online', $1, $2, 0) RETURNING id::text`,
+      [baseEpoch, JSON.stringify(plan)],
+    );
+    const id = Number(inserted.rows[0]!.id);
+    await client.query(
+      `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total, kind)
+       SELECT $1, split.slot, split.node, split.node, 0, 0, $4
+         FROM unnest($2::int[], $3::text[]) AS split (slot, node)`,
+      [id, plan.splits.map((split) => split.slot), plan.splits.map((split) => split.node), plan.kind === 'merge-all' ? 'merge' : 'split'],
+    );
+    await client.query('COMMIT');
+    return id;
+  } catch (error) {
+    await client.query('ROLLBACK');
+    if ((error as { code?: string }).code === '23505') {
+      const running = await runningMigration(client);
+      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
+    }
+    throw error;
+  }
+}
+
+/** The split-all (or merge-all) a migration records, or undefined for any other migration. */
+export async function splitAllOf(db: Queryable, migrationId: number): Promise<SplitAllPlan | undefined> {
+  const result = await db.query<{ plan: SplitAllPlan }>(
+    `SELECT plan FROM reshard.migration WHERE id = $1 AND plan->>'kind' IN ('split-all', 'merge-all')`,
+    [migrationId],
+  );
+  return result.rows[0]?.plan;
+}

@@ -233,8 +233,9 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .action(async (options) => rollbackCommand(output(), access(), options));
 
   program.command('split')
-    .description('split one slot in two on its node, online: slot N of modulus m becomes N and N + m of modulus 2m (run again after a crash to resume it; `reshard rollback` merges it back)')
-    .requiredOption('--slot <n>', 'the slot to split')
+    .description('split one slot in two on its node, online: slot N of modulus m becomes N and N + m of modulus 2m (run again after a crash to resume it; `reshard rollback` merges it back); --all splits every slot, one at a time, as one migration')
+    .option('--slot <n>', 'the slot to split')
+    .option('--all', 'split every slot (doubles each modulus) as one migration with progress, pause/resume/cancel and status; run again or `reshard resume` after a crash')
     .option('--to <node>', 'then move the new slot N + m to this node (an online move of half the rows)')
     .option('--dry-run', 'print the steps, change nothing')
     .action(async (options) => splitCommand(output(), access(), options));
@@ -296,6 +297,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--concurrency <n>', 'moves in flight at once')
     .addOption(new Option('--mode <mode>', 'mover').choices(['online', 'offline']).default('online'))
     .option('--clients <n>', 'clients writing through a router during the rebalance', '8')
+    .option('--split', 'the gradual expansion: split every slot (`split --all`, under the live writes) before the rebalance onto the added node')
     .option('--keep', 'leave the servers running afterwards (it prints the catalog URL and how to stop them)')
     .option('--stop <dir>', 'stop the servers a `demo --keep` left in this directory and remove it')
     .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')

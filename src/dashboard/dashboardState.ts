@@ -12,7 +12,8 @@ export interface DashboardState {
   cluster: { slots: number; epoch: number } | null;
   nodes: DashboardNode[];
   /** owners[slot] = node name (null: no slot has that id, after a split); frozen: slots whose writes are held right now. */
-  slot_map: { owners: (string | null)[]; frozen: number[] };
+  /** moduli[slot]: that slot's modulus (null where no slot has the id); above the cluster's slot count for a split slot. */
+  slot_map: { owners: (string | null)[]; frozen: number[]; moduli: (number | null)[] };
   migration: DashboardMigration | null;
   plan: DashboardPlan | null;
   history: DashboardHistoryEntry[];

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { assertCatalogCurrent, readClusterActivity, type ClusterActivity, type JournalEntry, type MigrationRecord, type MoveRecord } from '../admin/clusterActivity.js';
 import { errorText, ReshardError } from '../core/errors.js';
+import { slotModulus } from '../core/slotMap.js';
 import { log } from '../plumbing/log.js';
 import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { plannerInput } from '../admin/clusterSnapshot.js';
@@ -313,6 +314,7 @@ export class DashboardMonitor {
       slot_map: {
         owners: read ? Array.from(read.slotMap.owners, (owner) => owner ?? null) : [],
         frozen: read ? read.slotMap.states.flatMap((slotState, slot) => (slotState === 'frozen' ? [slot] : [])) : [],
+        moduli: read ? Array.from(read.slotMap.owners, (owner, slot) => (owner === undefined ? null : slotModulus(read.slotMap, slot))) : [],
       },
       migration,
       plan: this.plan,

@@ -25,6 +25,7 @@ import { percentile } from '../core/percentile.js';
 import { Router } from '../router/router.js';
 import { startDashboard, type RunningDashboard } from '../dashboard/server.js';
 import { sleep } from '../plumbing/waitFor.js';
+import { splitAllSlots, type SplitAllResult } from '../admin/splitAllSlots.js';
 
 export interface DemoOptions {
   nodes: number;
@@ -38,6 +39,8 @@ export interface DemoOptions {
   concurrency?: number;
   /** Serve the dashboard during the demo. */
   dashboard?: DemoDashboardOptions;
+  /** The gradual expansion: split every slot (`split --all`, under the live writes) before the rebalance onto the added nodes. */
+  split?: boolean;
 }
 
 export interface DemoDashboardOptions {
@@ -77,6 +80,8 @@ export interface DemoSummary {
   pause_ms_p99: number;
   pause_ms_max: number;
   rebalance_seconds: number;
+  /** With --split: the split --all before the rebalance (slots after it, its write pause per slot). */
+  split?: { slots_after: number; splits: number; rows: number; seconds: number; pause_ms_p50: number; pause_ms_max: number; state: string };
   seconds: number;
   postgres: string;
   kept: boolean;
@@ -167,6 +172,14 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
       reporter.say(`${options.clients} clients write through the router (inserts, counter increments, deletes) during the rebalance.`);
     }
 
+    let split: SplitAllResult | undefined;
+    if (options.split) {
+      reporter.say(`Splitting every slot (${options.slots} → ${2 * options.slots}), one at a time on its own node, while the clients write …`);
+      split = await splitAllSlots(access, { emit: reporter.migrationEvents });
+      reporter.say(`Split --all ${split.state}: ${split.splitsDone} slots split, ${split.slotsAfter} slots now, ${split.rows} rows in ${split.seconds.toFixed(1)} s; per-slot write pause p50 ${percentile(split.pausesMs, 0.5).toFixed(0)} ms, max ${split.pausesMs.length ? Math.max(...split.pausesMs).toFixed(0) : 0} ms.`);
+    }
+    const slotCount = split?.state === 'completed' ? split.slotsAfter : options.slots;
+
     const prepared = await prepareRebalance(access, { mode: options.mode, dryRun: false });
     for (const warning of prepared.warnings) reporter.say(`warning: ${warning}`);
     reporter.say();
@@ -193,7 +206,8 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     const users = await verifyKeysExactlyOnce(access, 'users', 'id', options.rows);
     const orders = await verifyKeysExactlyOnce(access, 'orders', 'user_id', options.rows);
     const exactlyOnce = [users, orders].every((report) => report.missing === 0 && report.duplicated === 0 && report.unexpected === 0);
-    const completed = summary === undefined || summary.state === 'completed';
+    const completed = (summary === undefined || summary.state === 'completed') && (split === undefined || split.state === 'completed');
+    if (split && split.state !== 'completed') reporter.say(`The split --all did not complete: ${split.error ?? split.state}`);
     if (!completed) reporter.say(`The migration did not complete: ${summary?.error ?? 'unknown error'}`);
     // The demo's own tables; the live workload's tables grow on purpose.
     const demoRows = (report: { rowsByTable: Record<string, number> }): number => DEMO_TABLES.reduce((sum, table) => sum + (report.rowsByTable[table.name] ?? 0), 0);
@@ -212,9 +226,9 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
     return {
       nodes_before: options.nodes,
       nodes_after: total,
-      slots: options.slots,
+      slots: slotCount,
       slots_moved: slotsMoved,
-      moved_fraction: slotsMoved / options.slots,
+      moved_fraction: slotsMoved / slotCount,
       ideal_fraction: options.add / total,
       bytes_moved: summary?.bytesMoved ?? 0,
       bytes_total: result.plan.bytesTotal,
@@ -231,6 +245,12 @@ export async function runDemo(options: DemoOptions, reporter: DemoReporter): Pro
       pause_ms_p99: percentile(pauses, 0.99),
       pause_ms_max: pauses.length ? Math.max(...pauses) : 0,
       rebalance_seconds: summary?.seconds ?? 0,
+      ...(split ? {
+        split: {
+          slots_after: split.slotsAfter, splits: split.splitsDone, rows: split.rows, seconds: split.seconds, state: split.state,
+          pause_ms_p50: percentile(split.pausesMs, 0.5), pause_ms_max: split.pausesMs.length ? Math.max(...split.pausesMs) : 0,
+        },
+      } : {}),
       seconds: (Date.now() - started) / 1000,
       postgres: binaries.source,
       kept: options.keep,

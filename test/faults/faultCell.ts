@@ -3,10 +3,12 @@ import { createInterface } from 'node:readline';
 import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
-import { listMoves, listMigrations } from '../../src/catalog/migrationRuns.js';
+import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { listMoves, listMigrations, type MigrationRecord } from '../../src/catalog/migrationRuns.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import type { MoveStepName } from '../../src/core/moveStepNames.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
+import { hasSlot, slotModulus, type SlotMap } from '../../src/core/slotMap.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
 import { Workload } from '../../src/checker/workload.js';
@@ -20,15 +22,19 @@ import { catalogUrl, RESHARD_BIN } from '../support/cli.js';
 import { connectTo } from '../support/servers.js';
 import { TcpProxy } from '../support/tcpProxy.js';
 
-export type Mover = 'online' | 'offline';
+/** `split`: `reshard split --slot N` of a slot on n2 (the split's node is its source and its target). */
+export type Mover = 'online' | 'offline' | 'split';
 /** `rollback`: the coordinator is killed as in `coordinator`, then `reshard rollback` takes the migration back instead of `resume`. */
 export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall' | 'rollback';
 
 export const STEPS: Record<Mover, readonly MoveStepName[]> = {
   online: ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
   offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
+  split: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
 };
 export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall', 'rollback'];
+/** A split has one node: stopping it is `source` (a `target` cell would be the same cell). */
+export const SPLIT_VICTIMS: readonly Victim[] = ['coordinator', 'source', 'net-cut', 'rollback'];
 
 export interface FaultCell {
   mover: Mover;
@@ -152,7 +158,14 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     await workload.prepare();
     workload.start();
     await sleep(300);
-    await addNode(access, { name: 'n4', connection: connectionOf('n4') });
+    const splitting = cell.mover === 'split';
+    if (splitting) {
+      // A slot of n2 (reached through its proxy), so stopping its node leaves the catalog up; its writers are hot.
+      const owners = (await withCatalog(access, (db) => readSlotMap(db))).owners;
+      chosen = { source: 'n2', target: 'n2', slots: new Set([owners.indexOf('n2')]) };
+    } else {
+      await addNode(access, { name: 'n4', connection: connectionOf('n4') });
+    }
     phase('cluster');
 
     let injected: Promise<void> | undefined;
@@ -183,8 +196,11 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     };
     const catalog = catalogUrl(access.catalog);
     /** `reshard resume` or `rollback` after the fault: its last JSON line, or undefined (and a problem) if it failed or hung. */
+    const splitSlotId = splitting ? [...chosen!.slots][0]! : undefined;
+    // A split is resumed by running it again (it continues from its journal).
+    const commandArgs = (command: 'resume' | 'rollback'): string[] => (splitting && command === 'resume' ? ['split', '--slot', String(splitSlotId)] : [command]);
     const runToEnd = async (command: 'resume' | 'rollback'): Promise<Record<string, unknown> | undefined> => {
-      const followUp = startCli(['--json', '--catalog', catalog, command], () => {});
+      const followUp = startCli(['--json', '--catalog', catalog, ...commandArgs(command)], () => {});
       const ended = await boundedExit(followUp, RESUME_TIMEOUT_MS);
       if (!ended) {
         followUp.child.kill('SIGKILL');
@@ -196,7 +212,8 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       }
       return undefined;
     };
-    run = startCli(['--json', '--catalog', catalog, 'rebalance', '--mode', cell.mover, '--concurrency', '4'], async (event) => {
+    const firstRun = splitting ? ['split', '--slot', String(splitSlotId)] : ['rebalance', '--mode', cell.mover, '--concurrency', '4'];
+    run = startCli(['--json', '--catalog', catalog, ...firstRun], async (event) => {
       const child = run!.child;
       if (event['event'] === 'migration_started' && !chosen) {
         child.kill('SIGSTOP');
@@ -221,7 +238,7 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       run.child.kill('SIGKILL');
       await run.exited;
     }
-    if (!chosen) problems.push('no move from n2/n3 to pick');
+    if (!chosen || (splitting && splitSlotId! < 0)) problems.push('no move from n2/n3 (or slot of n2) to pick');
     if (!injected) problems.push(`step ${cell.step} never began for the chosen move`);
     await injected?.catch((error: unknown) => problems.push(`fault injection failed: ${String(error)}`));
     phase('run');
@@ -243,7 +260,7 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
         if (result) notes.push(`rollback: undone ${JSON.stringify(result['undone_slots'] ?? result['undoneSlots'] ?? '?')}, moved back ${JSON.stringify(result['moved_back_slots'] ?? result['movedBackSlots'] ?? '?')}`);
       } else if (journal.state !== 'completed') {
         const result = await runToEnd('resume');
-        if (result) notes.push(`resume: ${String(result['state'])}`);
+        if (result) notes.push(`resume: ${String(result['state'] ?? (result['resumed'] === true ? 'split resumed' : result['kind']))}`);
       }
     }
 
@@ -256,15 +273,20 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     notes.push(`writes: ${report.insertsAcked} inserts, ${report.incrementsAcked} increments, ${report.deletesAcked} deletes acknowledged; ${report.unknownOutcomes} unknown`);
     const final = await withCatalog(access, async (db) => {
       const migrations = await listMigrations(db, 2);
-      return { migrations, moves: await listMoves(db, migrations[0]!.id), owners: (await readSlotMap(db)).owners };
+      return { migrations, moves: await listMoves(db, migrations[0]!.id), map: await readSlotMap(db) };
     });
     const [latest, previous] = final.migrations;
-    if (cell.victim === 'rollback') {
+    if (splitting) {
+      problems.push(...splitOutcomeProblems(cell, splitSlotId!, final.map, latest!, previous));
+      // Leaves attached on their owner only, with their modulus; no staged, retired or fenced leaf left.
+      const verified = await verifyCluster(access);
+      problems.push(...verified.problems.map((problem) => `verify: ${problem}`));
+    } else if (cell.victim === 'rollback') {
       // Taken back: the grow is rolled back, and a move-back of switched slots (if any) completed; n4 owns nothing.
       const grow = latest!.state === 'rolled_back' ? latest! : previous;
       if (grow?.state !== 'rolled_back') problems.push(`the grow migration is ${grow?.state ?? 'missing'}, not rolled back`);
       if (latest!.state !== 'rolled_back' && latest!.state !== 'completed') problems.push(`migration ${latest!.id} (move back) is ${latest!.state}: ${latest!.error ?? ''}`);
-      const onN4 = final.owners.filter((owner) => owner === 'n4').length;
+      const onN4 = final.map.owners.filter((owner) => owner === 'n4').length;
       if (onN4 > 0) problems.push(`n4 still owns ${onN4} slot(s) after the rollback`);
     } else {
       if (latest!.state !== 'completed') problems.push(`migration ${latest!.id} is ${latest!.state}: ${latest!.error ?? ''}`);
@@ -300,6 +322,27 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     notes.push(`seconds: ${phases.join(', ')}`);
   }
   return { cell, ok: problems.length === 0, problems: [...new Set(problems)], notes, seconds: (Date.now() - started) / 1000 };
+}
+
+/**
+ * A split cell ends split (resumed) or not split (rolled back: in place
+ * before the switch, or merged back after it), whatever step the fault hit.
+ */
+function splitOutcomeProblems(cell: FaultCell, slot: number, map: SlotMap, latest: MigrationRecord, previous: MigrationRecord | undefined): string[] {
+  const problems: string[] = [];
+  const high = slot + SLOTS;
+  const split = hasSlot(map, high) && slotModulus(map, slot) === 2 * SLOTS && slotModulus(map, high) === 2 * SLOTS && map.owners[high] === map.owners[slot];
+  const whole = !hasSlot(map, high) && slotModulus(map, slot) === SLOTS;
+  if (cell.victim === 'rollback') {
+    if (!whole) problems.push(`slot ${slot} is not whole after the rollback (modulus ${slotModulus(map, slot)}, slot ${high} ${hasSlot(map, high) ? 'exists' : 'absent'})`);
+    // Before the switch the split is rolled back in place; after it, the merge that took it back completed.
+    const takenBack = latest.state === 'rolled_back' || (latest.state === 'completed' && previous?.state === 'completed');
+    if (!takenBack) problems.push(`after the rollback: migration ${latest.id} ${latest.state}, previous ${previous?.state ?? 'none'}`);
+  } else {
+    if (!split) problems.push(`slot ${slot} is not split after the resume (modulus ${slotModulus(map, slot)}, slot ${high} ${hasSlot(map, high) ? 'exists' : 'absent'})`);
+    if (latest.state !== 'completed') problems.push(`migration ${latest.id} is ${latest.state}: ${latest.error ?? ''}`);
+  }
+  return problems;
 }
 
 async function createDatabase(server: LocalServer, database: string): Promise<void> {
@@ -341,7 +384,7 @@ async function dropDatabase(server: LocalServer, database: string): Promise<void
 
 /** Rows = mover:step, columns = victims; then `N passed, M failed`. */
 export function formatMatrix(results: readonly CellResult[]): string {
-  const rows = (['online', 'offline'] as const).flatMap((mover) => STEPS[mover].map((step) => ({ mover, step })))
+  const rows = (['online', 'offline', 'split'] as const).flatMap((mover) => STEPS[mover].map((step) => ({ mover, step })))
     .filter((row) => results.some((result) => result.cell.mover === row.mover && result.cell.step === row.step));
   const columns = VICTIMS.filter((victim) => results.some((result) => result.cell.victim === victim));
   const label = (row: { mover: string; step: string }): string => `${row.mover}:${row.step}`;

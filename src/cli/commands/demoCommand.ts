@@ -9,7 +9,7 @@ import { assertSlotCount } from '../../admin/initCluster.js';
 import { stopKeptServers } from '../../demo/stopKeptDemo.js';
 
 export interface DemoCommandOptions {
-  nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; stop?: string; concurrency?: string; mode?: string; clients?: string;
+  nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; split?: boolean; stop?: string; concurrency?: string; mode?: string; clients?: string;
   dashboard?: boolean; dashboardHost?: string; dashboardPort?: string; dashboardLinger?: string;
 }
 
@@ -61,7 +61,7 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
     say(`  stop:     ${reshard} demo --stop ${keptDemo.baseDir}`);
     say(`            (or each server: ${keptDemo.stopCommands[0] ?? 'pg_ctl stop -D …'}${keptDemo.stopCommands.length > 1 ? ', …' : ''})`);
   };
-  const summary = await runDemo({ nodes, add, rows, slots, mode, clients, keep: options.keep ?? false, ...(concurrency ? { concurrency } : {}), ...(dashboard ? { dashboard } : {}) }, {
+  const summary = await runDemo({ nodes, add, rows, slots, mode, clients, keep: options.keep ?? false, ...(options.split ? { split: true } : {}), ...(concurrency ? { concurrency } : {}), ...(dashboard ? { dashboard } : {}) }, {
     say,
     kept: (kept) => { keptDemo = kept; },
     migrationEvents: progress.handle,
@@ -80,6 +80,7 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
   });
   output.result(summary);
   output.text();
+  if (summary.split) output.text(`Split: every slot in two (${summary.split.slots_after} slots), ${summary.split.rows} rows in ${summary.split.seconds.toFixed(1)} s, per-slot write pause p50 ${summary.split.pause_ms_p50.toFixed(0)} ms, max ${summary.split.pause_ms_max.toFixed(0)} ms.`);
   output.text(`Summary: ${summary.nodes_before} → ${summary.nodes_after} nodes, moved ${summary.slots_moved} of ${summary.slots} slots ` +
     `(${(summary.moved_fraction * 100).toFixed(1)} %, ideal ${(summary.ideal_fraction * 100).toFixed(1)} %), ` +
     `${summary.rows_after} rows after / ${summary.rows_before} before, verified: ${summary.verified}, ` +

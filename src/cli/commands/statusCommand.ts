@@ -71,7 +71,9 @@ function statusLines(status: MigrationStatus, lagBySlot: ReadonlyMap<number, num
   const switched = moves.filter((move) => status.switched.has(move.slot) && move.state !== 'rolled_back').length;
   const interrupted = migration.state === 'running' && !status.held ? ' (interrupted: run `reshard resume`)' : '';
   const paused = status.pausedSince ? ` (paused since ${status.pausedSince.toISOString()}: \`reshard resume\` continues it)` : migration.state === 'running' && status.control === 'pause' ? ' (pausing: work in flight finishes first)' : '';
-  lines.push(`Migration ${migration.id} (${migration.mode}): ${migration.state}${interrupted}${paused}, ${switched}/${moves.length} switched, ${done}/${moves.length} moves done, ` +
+  // Splits (and merges) have one node for source and target: a split --all reads as one.
+  const kind = moves.length > 0 && moves.every((move) => move.source === move.target) ? 'split' : migration.mode;
+  lines.push(`Migration ${migration.id} (${kind}): ${migration.state}${interrupted}${paused}, ${switched}/${moves.length} switched, ${done}/${moves.length} moves done, ` +
     `${formatBytes(moves.reduce((sum, move) => sum + move.bytesCopied, 0))} of ${formatBytes(migration.bytesTotal)}`);
   if (migration.error) lines.push(`  error: ${migration.error}`);
   // `resume` clears a failed migration's error; the failures it had before stay visible.

@@ -81,8 +81,13 @@ function renderSlots(state, styles) {
   const grid = $('grid');
   grid.style.setProperty('--cell', slotCount > 512 ? '12px' : slotCount > 128 ? '20px' : '26px');
   const showLabels = slotCount <= 512;
-  grid.innerHTML = owners.map((owner, slot) => {
-    if (owner === null) return '';
+  // A split slot is marked, and siblings sit side by side: slots in the order of their cluster-modulus parent, then id.
+  const moduli = state.slot_map.moduli ?? [];
+  const base = state.cluster?.slots ?? owners.length;
+  const order = owners.flatMap((owner, slot) => (owner === null ? [] : [slot])).sort((a, b) => (a % base) - (b % base) || a - b);
+  let splitCount = 0;
+  grid.innerHTML = order.map((slot) => {
+    const owner = owners[slot];
     const style = styles.get(owner) ?? { label: '?', colour: '#fff', pattern: 'none' };
     const move = moving.get(slot);
     const classes = ['slot'];
@@ -95,15 +100,22 @@ function renderSlots(state, styles) {
       if (move.state === 'running') bar = `<i style="width:${done}%"></i>`;
     }
     if (frozen.has(slot)) { classes.push('frozen'); title += ', frozen (writes held)'; }
-    return `<div class="${classes.join(' ')}" data-slot="${slot}" data-owner="${esc(owner)}" title="${esc(title)}" style="${swatchStyle(style)}">${showLabels ? esc(style.label) : ''}${bar}</div>`;
+    const modulus = moduli[slot] ?? base;
+    if (modulus > base) {
+      classes.push('split');
+      splitCount += 1;
+      title += ` — split: modulus ${modulus}, 1/${modulus / base} of slot ${slot % base}'s hash space`;
+    }
+    return `<div class="${classes.join(' ')}" data-slot="${slot}" data-owner="${esc(owner)}" data-modulus="${modulus}" title="${esc(title)}" style="${swatchStyle(style)}">${showLabels ? esc(style.label) : ''}${bar}</div>`;
   }).join('');
   grid.setAttribute('aria-label', `slot map: ${slotCount} slots; ${[...styles.keys()].map((name) => `${name} owns ${owners.filter((o) => o === name).length}`).join(', ')}; ${moving.size} moving`);
-  $('slots-caption').textContent = `${slotCount} slots${moving.size ? `, ${moving.size} in the running migration` : ''}`;
+  $('slots-caption').textContent = `${slotCount} slots${splitCount ? ` (${splitCount} split)` : ''}${moving.size ? `, ${moving.size} in the running migration` : ''}`;
   $('legend').innerHTML = [...styles.entries()].map(([name, style]) =>
     `<span class="item"><span class="slot" style="${swatchStyle(style)}">${esc(style.label)}</span>${esc(name)} (${owners.filter((o) => o === name).length})</span>`).join('') +
     '<span class="item"><span class="slot moving" style="background:#eee"><i style="width:60%"></i></span>moving (bar = bytes copied)</span>' +
     '<span class="item"><span class="slot waiting" style="background:#eee"></span>waiting to move</span>' +
-    '<span class="item"><span class="slot frozen" style="background:#eee"></span>frozen: writes held</span>';
+    '<span class="item"><span class="slot frozen" style="background:#eee"></span>frozen: writes held</span>' +
+    '<span class="item"><span class="slot split" style="background:#eee"></span>split (siblings side by side)</span>';
 }
 
 function renderNodes(state, styles) {
@@ -169,7 +181,7 @@ function renderMoves(state) {
     moves.map((move) => {
       const p = percent(move.bytes_copied, move.bytes_total);
       const outcomeClass = move.outcome === 'switched' ? 'ok' : move.outcome === 'failed' ? 'error' : move.outcome === 'rolled back' ? 'warn' : '';
-      return `<tr data-slot="${move.slot}"><td class="num">${move.slot}</td><td>${esc(move.source)} → ${esc(move.target)}</td><td>${esc(move.step ?? '–')}</td>` +
+      return `<tr data-slot="${move.slot}"><td class="num">${move.slot}</td><td>${move.source === move.target ? `split on ${esc(move.source)}` : `${esc(move.source)} → ${esc(move.target)}`}</td><td>${esc(move.step ?? '–')}</td>` +
         `<td><div style="display:flex;gap:.5rem;align-items:center"><div class="bar" style="flex:1" aria-hidden="true"><span style="width:${p}%"></span></div><span>${bytes(move.bytes_copied)} / ${bytes(move.bytes_total)}</span></div></td>` +
         `<td class="num lag">${move.lag_bytes === null ? '–' : bytes(move.lag_bytes)}</td><td class="num">${ms(move.freeze_ms)}</td>` +
         `<td class="${outcomeClass}" title="${esc(move.error ?? '')}">${esc(move.outcome)}${move.error ? ` — ${esc(move.error)}` : ''}</td></tr>`;
