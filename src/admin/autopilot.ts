@@ -257,8 +257,12 @@ function clockOf(options: AutopilotRunOptions): () => Date {
   return options.clock ?? (() => new Date());
 }
 
-function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpact: number } } {
-  return settings.maxLatencyImpact === undefined ? {} : { throttle: { maxLatencyImpact: settings.maxLatencyImpact } };
+function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpact?: number; copyBytesPerSecMax?: number } } {
+  if (settings.maxLatencyImpact === undefined && settings.copyBytesPerSecMax === undefined) return {};
+  return { throttle: {
+    ...(settings.maxLatencyImpact !== undefined ? { maxLatencyImpact: settings.maxLatencyImpact } : {}),
+    ...(settings.copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax: settings.copyBytesPerSecMax } : {}),
+  } };
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

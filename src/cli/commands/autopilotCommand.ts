@@ -10,7 +10,7 @@ import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import type { MigrationEvent } from '../../plumbing/migrationEvents.js';
 import type { Output } from '../output.js';
 import { parseDurationMs } from '../parseDuration.js';
-import { parsePercent, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';
+import { parseByteSize, parsePercent, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';
 import { AutopilotMetrics } from '../../dashboard/autopilotMetrics.js';
 import { startMetricsServer, type RunningMetricsServer } from '../../dashboard/metricsServer.js';
 import { parsePort } from './dashboardCommand.js';
@@ -31,6 +31,7 @@ export interface AutopilotCommandOptions {
   lease?: string;
   sample?: string;
   maxLatencyImpact?: string;
+  maxCopyRate?: string;
   metricsPort?: string;
   metricsHost?: string;
 }
@@ -40,6 +41,7 @@ export const AUTOPILOT_METRICS_HOST_DEFAULT = '127.0.0.1';
 
 export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSettings {
   const mode = options.mode ?? 'online';
+  const copyBytesPerSecMax = parseByteSize(options.maxCopyRate?.replace(/\/s$/i, ''), '--max-copy-rate');
   if (mode !== 'online' && mode !== 'offline') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   return {
     periodMs: parseDurationMs(options.period, '--period', AUTOPILOT_DEFAULTS.periodMs),
@@ -55,6 +57,7 @@ export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSe
     leaseMs: parseDurationMs(options.lease, '--lease', AUTOPILOT_DEFAULTS.leaseMs),
     sampleMs: parseDurationMs(options.sample, '--sample', AUTOPILOT_DEFAULTS.sampleMs),
     ...(options.maxLatencyImpact !== undefined ? { maxLatencyImpact: parseLatencyImpact(options.maxLatencyImpact)! } : {}),
+    ...(copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax } : {}),
   };
 }
 
