@@ -30,6 +30,10 @@ export interface AutopilotRunOptions {
   signal?: AbortSignal;
   /** Plan and journal, never act. */
   dryRun?: boolean;
+  /** Called whenever this process learns whether it holds the lease (taken, renewed, lost, given back). */
+  onLease?: (held: boolean) => void;
+  /** The time the windows are read at (default: the system clock); tests move it to cross a window's edge in seconds. */
+  clock?: () => Date;
 }
 
 export interface AutopilotOutcome {
@@ -59,16 +63,18 @@ export async function autopilotDryRun(access: ClusterAccess, settings: Autopilot
 export async function runAutopilotOnce(access: ClusterAccess, settings: AutopilotSettings, options: AutopilotRunOptions, holder = autopilotHolderName()): Promise<AutopilotOutcome> {
   assertAutopilotSettings(settings);
   const lease = await withCatalog(access, (catalog) => takeAutopilotLease(catalog, holder, settings.leaseMs));
+  options.onLease?.(lease.held);
   if (!lease.held) {
-    const evaluation = await evaluateAutopilot(access, settings, undefined);
+    const evaluation = await evaluateAutopilot(access, settings, undefined, clockOf(options)());
     return { evaluation: { ...evaluation, action: 'wait', intent: 'wait', reason: `another autopilot (${lease.holder}) holds the lease until ${lease.leaseUntil.toISOString()}` } };
   }
-  const renewal = renewLease(access, holder, settings.leaseMs);
+  const renewal = renewLease(access, holder, settings.leaseMs, options.onLease);
   try {
     return await evaluateAndAct(access, settings, options, undefined, holder);
   } finally {
     renewal.stop();
     await withCatalog(access, (catalog) => releaseAutopilotLease(catalog, holder)).catch(() => {});
+    options.onLease?.(false);
   }
 }
 
@@ -88,13 +94,14 @@ export async function runAutopilot(access: ClusterAccess, settings: AutopilotSet
         logger.warn({ ...errorFields(error) }, 'the catalog cannot be reached to take the lease; trying again next period');
         return undefined;
       });
+      if (lease) options.onLease?.(lease.held);
       if (lease && !lease.held) {
         options.onWaitingForLease?.(lease.holder, lease.leaseUntil);
         await sleep(Math.min(settings.periodMs, Math.max(250, lease.leaseUntil.getTime() - Date.now() + 50)), options.signal);
         continue;
       }
       if (lease) {
-        const renewal = renewLease(access, holder, settings.leaseMs);
+        const renewal = renewLease(access, holder, settings.leaseMs, options.onLease);
         try {
           const outcome = await evaluateAndAct(access, settings, options, memory, holder, lastReason);
           lastReason = outcome.evaluation.reason;
@@ -108,13 +115,14 @@ export async function runAutopilot(access: ClusterAccess, settings: AutopilotSet
     }
   } finally {
     await withCatalog(access, (catalog) => releaseAutopilotLease(catalog, holder)).catch(() => {});
+    options.onLease?.(false);
   }
 }
 
 async function evaluateAndAct(
   access: ClusterAccess, settings: AutopilotSettings, options: AutopilotRunOptions, memory: AutopilotMemory | undefined, holder: string, lastReason?: string,
 ): Promise<AutopilotOutcome> {
-  const evaluation = await evaluateAutopilot(access, settings, memory);
+  const evaluation = await evaluateAutopilot(access, settings, memory, clockOf(options)());
   options.onEvaluation?.(evaluation);
   logger.info({ action: evaluation.action, reason: evaluation.reason, nodes: evaluation.nodes.map((node) => ({ node: node.node, ratio: node.ratio })) }, `autopilot: ${evaluation.action}`);
   const acts = !options.dryRun && (evaluation.action === 'start-load' || evaluation.action === 'start-nodes' || evaluation.action === 'resume');
@@ -126,7 +134,7 @@ async function evaluateAndAct(
   if (evaluation.action === 'resume') {
     const migrationId = evaluation.migration!.id;
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
-    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
+    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
   let prepared;
   try {
@@ -165,7 +173,7 @@ async function evaluateAndAct(
   }
   const migrationId = prepared.migrationId;
   await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings }, migrationId);
-  return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, migrationId,
+  return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId,
     () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
 }
 
@@ -186,14 +194,14 @@ async function finish(access: ClusterAccess, holder: string, evaluation: Autopil
  * the migration to pause (work in flight finishes first), in the next window
  * it lets it go on. A pause it did not ask for is left alone.
  */
-async function withWindowWatch(access: ClusterAccess, settings: AutopilotSettings, migrationId: number, run: () => Promise<MigrationSummary>): Promise<MigrationSummary> {
+async function withWindowWatch(access: ClusterAccess, settings: AutopilotSettings, clock: () => Date, migrationId: number, run: () => Promise<MigrationSummary>): Promise<MigrationSummary> {
   let pausedByUs = false;
   let checking = false;
   const check = async (): Promise<void> => {
     if (checking) return;
     checking = true;
     try {
-      const inside = insideWindows(settings.windows, new Date());
+      const inside = insideWindows(settings.windows, clock());
       await withCatalog(access, async (catalog) => {
         const control = await readControl(catalog, migrationId);
         if (!inside && control === 'run') {
@@ -220,9 +228,10 @@ async function withWindowWatch(access: ClusterAccess, settings: AutopilotSetting
   }
 }
 
-function renewLease(access: ClusterAccess, holder: string, leaseMs: number): { stop(): void } {
+function renewLease(access: ClusterAccess, holder: string, leaseMs: number, onLease: ((held: boolean) => void) | undefined): { stop(): void } {
   const timer = setInterval(() => {
     void withCatalog(access, (catalog) => takeAutopilotLease(catalog, holder, leaseMs)).then((lease) => {
+      onLease?.(lease.held);
       if (!lease.held) logger.error({ holder: lease.holder }, 'autopilot: the lease was taken by another autopilot');
     }).catch((error: unknown) => logger.warn({ ...errorFields(error) }, 'autopilot: the lease could not be renewed'));
   }, Math.max(250, leaseMs / 3));
@@ -244,8 +253,16 @@ export function decisionDetails(evaluation: AutopilotEvaluation): Record<string,
   };
 }
 
-function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpact: number } } {
-  return settings.maxLatencyImpact === undefined ? {} : { throttle: { maxLatencyImpact: settings.maxLatencyImpact } };
+function clockOf(options: AutopilotRunOptions): () => Date {
+  return options.clock ?? (() => new Date());
+}
+
+function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpact?: number; copyBytesPerSecMax?: number } } {
+  if (settings.maxLatencyImpact === undefined && settings.copyBytesPerSecMax === undefined) return {};
+  return { throttle: {
+    ...(settings.maxLatencyImpact !== undefined ? { maxLatencyImpact: settings.maxLatencyImpact } : {}),
+    ...(settings.copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax: settings.copyBytesPerSecMax } : {}),
+  } };
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

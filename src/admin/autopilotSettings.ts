@@ -28,6 +28,8 @@ export interface AutopilotSettings {
   sampleMs: number;
   /** Copies slowed while the routers' p99 on the other slots is above this factor of the baseline. */
   maxLatencyImpact?: number;
+  /** Cap on the bytes per second all copies of its migrations move together (as `--max-copy-rate` of rebalance). */
+  copyBytesPerSecMax?: number;
 }
 
 export const AUTOPILOT_DEFAULTS: AutopilotSettings = {
@@ -63,5 +65,6 @@ export function assertAutopilotSettings(settings: AutopilotSettings): void {
   check(Number.isSafeInteger(settings.moveConcurrencyMax) && settings.moveConcurrencyMax >= 1, `--concurrency must be a whole number ≥ 1, got ${settings.moveConcurrencyMax}`, 'pass e.g. --concurrency 4');
   check(settings.leaseMs >= 1_000, `--lease must be at least 1 s, got ${settings.leaseMs} ms`, 'pass e.g. --lease 30s');
   check(settings.maxLatencyImpact === undefined || settings.maxLatencyImpact > 1, `--max-latency-impact must be a factor above 1, got ${settings.maxLatencyImpact}`, 'pass e.g. --max-latency-impact 1.2');
+  check(settings.copyBytesPerSecMax === undefined || (Number.isFinite(settings.copyBytesPerSecMax) && settings.copyBytesPerSecMax > 0), `--max-copy-rate must be a size per second above 0, got ${settings.copyBytesPerSecMax}`, 'pass e.g. --max-copy-rate 50MB');
   check(settings.mode === 'online' || settings.mode === 'offline', `mode "${String(settings.mode)}" is not a mover`, 'pass --mode online or --mode offline');
 }

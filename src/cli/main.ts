@@ -175,6 +175,9 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--lease <duration>', 'how long its lease lives without renewal (a second autopilot waits that long after a crash)', '30s')
     .option('--sample <duration>', 'without router reports, --once reads the nodes\' counters twice this far apart', '5s')
     .option('--max-latency-impact <factor>', 'slow its copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
+    .option('--max-copy-rate <size>', 'cap on the bytes per second all copies of its migrations move together, e.g. 50MB')
+    .option('--metrics-port <port>', 'serve Prometheus GET /metrics on this port (0 picks a free one; the address is printed)')
+    .option('--metrics-host <host>', 'address /metrics listens on (default 127.0.0.1)')
     .action(async (options) => autopilotCommand(output(), access(), options));
 
   program.command('slot <N>')

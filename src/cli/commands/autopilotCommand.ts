@@ -10,7 +10,10 @@ import type { ClusterAccess } from '../../plumbing/clusterAccess.js';
 import type { MigrationEvent } from '../../plumbing/migrationEvents.js';
 import type { Output } from '../output.js';
 import { parseDurationMs } from '../parseDuration.js';
-import { parsePercent, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';
+import { parseByteSize, parsePercent, parsePositiveNumber, parseWholeNumber } from '../parseNumbers.js';
+import { AutopilotMetrics } from '../../dashboard/autopilotMetrics.js';
+import { startMetricsServer, type RunningMetricsServer } from '../../dashboard/metricsServer.js';
+import { parsePort } from './dashboardCommand.js';
 
 export interface AutopilotCommandOptions {
   once?: boolean;
@@ -28,10 +31,17 @@ export interface AutopilotCommandOptions {
   lease?: string;
   sample?: string;
   maxLatencyImpact?: string;
+  maxCopyRate?: string;
+  metricsPort?: string;
+  metricsHost?: string;
 }
+
+/** `--metrics-host` when only `--metrics-port` is given: loopback. */
+export const AUTOPILOT_METRICS_HOST_DEFAULT = '127.0.0.1';
 
 export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSettings {
   const mode = options.mode ?? 'online';
+  const copyBytesPerSecMax = parseByteSize(options.maxCopyRate?.replace(/\/s$/i, ''), '--max-copy-rate');
   if (mode !== 'online' && mode !== 'offline') throw badInput(`--mode ${mode} is not a mover`, 'use --mode online or --mode offline');
   return {
     periodMs: parseDurationMs(options.period, '--period', AUTOPILOT_DEFAULTS.periodMs),
@@ -47,6 +57,7 @@ export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSe
     leaseMs: parseDurationMs(options.lease, '--lease', AUTOPILOT_DEFAULTS.leaseMs),
     sampleMs: parseDurationMs(options.sample, '--sample', AUTOPILOT_DEFAULTS.sampleMs),
     ...(options.maxLatencyImpact !== undefined ? { maxLatencyImpact: parseLatencyImpact(options.maxLatencyImpact)! } : {}),
+    ...(copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax } : {}),
   };
 }
 
@@ -57,6 +68,12 @@ export async function autopilotCommand(output: Output, access: ClusterAccess, op
     if (event.type === 'move_done') output.text(`  slot ${event.slot} ${event.source} → ${event.target} moved in ${event.seconds.toFixed(1)} s`);
     if (event.type === 'migration_finished') output.text(`  migration ${event.migrationId} ${event.state}: ${event.slotsMoved} slot(s) in ${event.seconds.toFixed(1)} s`);
   };
+  if (options.once && options.metricsPort !== undefined) {
+    throw badInput('--metrics-port serves a long-running autopilot, and --once ends after one evaluation', 'drop --once, or drop --metrics-port');
+  }
+  if (options.metricsHost !== undefined && options.metricsPort === undefined) {
+    throw badInput('--metrics-host needs --metrics-port', 'pass e.g. --metrics-port 9464');
+  }
   if (options.once && options.dryRun) {
     const evaluation = await autopilotDryRun(access, settings);
     output.result({ dry_run: true, ...evaluationJson(evaluation) });
@@ -73,6 +90,15 @@ export async function autopilotCommand(output: Output, access: ClusterAccess, op
   }
   // Long-running: the first SIGINT/SIGTERM ends the loop after the migration in flight; a second one exits now
   // (a restarted autopilot resumes what it left).
+  // Its /metrics, when asked for: started before the loop, so a bad port fails at once.
+  const metrics = options.metricsPort === undefined ? undefined : new AutopilotMetrics();
+  let metricsServer: RunningMetricsServer | undefined;
+  if (metrics) {
+    const host = options.metricsHost ?? AUTOPILOT_METRICS_HOST_DEFAULT;
+    metricsServer = await startMetricsServer(metrics, { host, port: parsePort(options.metricsPort, '--metrics-port', 0), portOption: '--metrics-port', hostOption: '--metrics-host' });
+    output.event({ type: 'autopilot_metrics', url: metricsServer.url });
+    output.text(`Metrics: ${metricsServer.url}`);
+  }
   const controller = new AbortController();
   let signals = 0;
   const onSignal = (): void => {
@@ -89,8 +115,14 @@ export async function autopilotCommand(output: Output, access: ClusterAccess, op
   output.text(`Autopilot: every ${(settings.periodMs / 1000).toFixed(1)} s, ${settings.windows.length > 0 ? `acting within ${settings.windows.map((window) => window.text).join(', ')} UTC` : 'acting at any time'}${options.dryRun ? ' (dry run: plans only)' : ''}.`);
   try {
     await runAutopilot(access, settings, {
-      emit, signal: controller.signal, dryRun: options.dryRun ?? false,
+      emit: (event) => {
+        metrics?.recordEvent(event);
+        emit(event);
+      },
+      signal: controller.signal, dryRun: options.dryRun ?? false,
+      onLease: (held) => metrics?.setLeaseHeld(held),
       onEvaluation: (evaluation) => {
+        metrics?.recordEvaluation(evaluation);
         output.event({ type: 'autopilot_evaluation', ...evaluationJson(evaluation) });
         output.text(`${evaluation.at} ${evaluation.action}: ${evaluation.reason}`);
       },
@@ -102,6 +134,7 @@ export async function autopilotCommand(output: Output, access: ClusterAccess, op
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await metricsServer?.close();
   }
   output.result({ stopped: true });
 }
