@@ -4,6 +4,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { checkAdoption } from '../../src/admin/adoptPreflight.js';
 import { adoptTable } from '../../src/admin/adoptTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
+import { rollbackAdoption } from '../../src/admin/rollbackAdoption.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { slotOf } from '../../src/core/hash.js';
 import { sequenceBlockRange, SEQUENCE_BLOCK_VALUES } from '../../src/core/sequenceBlock.js';
@@ -216,6 +217,55 @@ describe('adopting a table whose keys come from a sequence or identity', () => {
     expect(ids).toHaveLength(beforeIds.length + drawn.length);
     expect(new Set(ids).size).toBe(ids.length);
     expect(new Set(ids)).toEqual(new Set([...beforeIds, ...drawn.map((entry) => entry.id)]));
+  }, 300_000);
+
+  it('adopts a GENERATED ALWAYS identity key under writers; a row inserted on a node after the switch goes back to the old table on rollback', async () => {
+    await sql(source, 'CREATE TABLE audit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text NOT NULL)');
+    await sql(source, `INSERT INTO audit (note) SELECT 'seed ' || g FROM generate_series(1, ${SEED_ROWS}) g`);
+    const pool = new pg.Pool({ ...source.connection, max: 2 });
+    // Updates too: the change stream then re-inserts existing rows by key, with their own ids, into an ALWAYS identity column.
+    let updates = 0;
+    const insert = async (db: pg.Pool): Promise<bigint> => {
+      // The update first: a fenced insert then leaves no acknowledged row untallied.
+      await db.query("UPDATE audit SET note = 'updated' WHERE id = $1", [(updates++ % SEED_ROWS) + 1]);
+      return BigInt((await db.query<{ id: string }>("INSERT INTO audit (note) VALUES ('direct') RETURNING id::text AS id")).rows[0]!.id);
+    };
+    const writers = [startDefaultWriter(pool, insert), startDefaultWriter(pool, insert)];
+    let adopted;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      adopted = await adoptTable(access, { name: 'audit', from: [`postgres://${source.connection.user}@${source.connection.host}:${source.connection.port}/${source.connection.database}`], keyColumn: 'id' });
+    } finally {
+      for (const writer of writers) await writer.stop();
+      await pool.end();
+    }
+    for (const writer of writers) expect(writer.errors.slice(0, 3)).toEqual([]);
+    const beforeIds = [...Array.from({ length: SEED_ROWS }, (_, index) => BigInt(index + 1)), ...writers.flatMap((writer) => writer.ids)];
+    expect(adopted.rows).toBe(beforeIds.length);
+    const updatedOnNodes = (await Promise.all(nodes.map(async (node) => (await sql(node, "SELECT count(*)::int AS n FROM audit WHERE note = 'updated'")).rows[0].n as number))).reduce((a, b) => a + b, 0);
+    expect(updatedOnNodes).toBeGreaterThan(0);
+    expect(updatedOnNodes).toBe((await sql(source, "SELECT count(*)::int AS n FROM audit WHERE note = 'updated'")).rows[0].n);
+
+    // A plain INSERT without an id on the node that owns the drawn key: retried until one lands (the key decides the node).
+    const slotOwners = await owners();
+    let landed: { node: string; id: bigint } | undefined;
+    for (let attempt = 0; attempt < 100 && !landed; attempt++) {
+      const index = attempt % nodes.length;
+      const inserted = await sql(nodes[index]!, "INSERT INTO audit (note) VALUES ('after the switch') RETURNING id::text AS id").catch((error: { code?: string }) => error);
+      if ('rows' in inserted) landed = { node: NODE_NAMES[index]!, id: BigInt(inserted.rows[0].id as string) };
+      else expect(inserted.code).toBe('23514');
+    }
+    expect(landed).toBeDefined();
+    expect(inBlockOf(landed!.node, landed!.id)).toBe(true);
+    expect(slotOwners[slotOf('bigint', landed!.id, SLOTS)]).toBe(landed!.node);
+
+    await rollbackAdoption(access, adopted.migrationId);
+    // Back on the old table, with its own identity column (ALWAYS): the row written on the node after the switch, with the node's id.
+    const back = await sql(source, 'SELECT id::text AS id FROM audit');
+    const backIds = new Set(back.rows.map((row: { id: string }) => BigInt(row.id)));
+    expect(backIds).toEqual(new Set([...beforeIds, landed!.id]));
+    expect((await sql(source, "SELECT attidentity::text AS identity FROM pg_attribute WHERE attrelid = 'audit'::regclass AND attname = 'id'")).rows[0].identity).toBe('a');
+    for (const node of nodes) expect((await sql(node, "SELECT to_regclass('audit') AS t")).rows[0].t).toBeNull();
   }, 300_000);
 
   it('refuses up front a table whose sequence-fed column already holds a key at or above 2^48, whatever its sequence says', async () => {
