@@ -21,7 +21,6 @@ import type { AdoptLimits } from '../mover/adoptContext.js';
 import { unsplitOwners, withAdoptContext } from './adoptSession.js';
 import { AdoptionRefused } from './adoptionRefused.js';
 import { checkAdoption } from './adoptPreflight.js';
-import { assignSequenceRanges } from './sequenceRanges.js';
 import { ADOPT_JOURNAL_UNIT, ADOPT_STEPS } from '../mover/adoptSteps.js';
 import { MoveRolledBack } from '../mover/moveRolledBack.js';
 import { catalogStepJournal } from '../mover/stepJournal.js';
@@ -164,8 +163,6 @@ async function runAdoption(access: ClusterAccess, migrationId: number, sourcePas
       throw error;
     }
     await finishAdoptionMigration(catalog, migrationId, 'completed');
-    // Each node's sequences were confined to its block at prepare; confirmed on the switched table (idempotent: positions kept).
-    await assignSequenceRanges(access, { schema: adoption.schema, name: adoption.name });
     return {
       migrationId, table: adoption.name, sources: adoption.sources.map((_, index) => context.sourceName(index)),
       rows: await adoptedRowCount(catalog, migrationId), keptName: adoption.keptName,

@@ -222,11 +222,35 @@ const switchTable: AdoptStep = {
 
 const cleanup: AdoptStep = {
   name: 'cleanup',
-  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); the old table stays, fenced, until `reshard table forget-source`',
+  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); on every node, the switched table\'s sequences confined to the node\'s block once more (as `assignSequenceRanges` does; positions kept); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+    await confineSequencesEverywhere(context, context.adoption.name);
   },
 };
+
+/**
+ * Every node's copy of the table's sequences confined to the node's block,
+ * each node in its own transaction (node/sequenceRange.ts; idempotent: a
+ * sequence already in its block keeps its position). In a journaled step,
+ * so a node down here fails the step and `reshard resume` finishes it.
+ */
+async function confineSequencesEverywhere(context: AdoptContext, tableName: string): Promise<void> {
+  const blocks = await sequenceBlocks(context.catalog);
+  for (const node of context.nodes) {
+    const block = blocks.get(node.name);
+    if (block === undefined) throw new ReshardError('precondition', `node ${node.name} has no sequence block in the catalog`, 'run `reshard init` to upgrade the catalog schema');
+    const session = await context.node(node.name);
+    await beginTransaction(session);
+    try {
+      await confineTableSequences(session, { schema: context.adoption.schema, name: tableName }, sequenceBlockRange(block));
+      await commitTransaction(session);
+    } catch (error) {
+      await rollbackQuietly(session);
+      throw error;
+    }
+  }
+}
 
 /** Every step of an adoption, in order. */
 export const ADOPT_STEPS: readonly AdoptStep[] = [prepare, stream, freeze, sync, verify, attach, switchTable, cleanup];

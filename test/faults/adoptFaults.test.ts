@@ -178,6 +178,8 @@ describe('adopt fault cells: a server stopped or a link cut as an adopt step beg
       const stateOf = async (): Promise<{ migration: string; adoption: string }> => (await sql(nodes[0]!.connection,
         'SELECT m.state AS migration, a.state AS adoption FROM reshard.migration m JOIN reshard.adoption a ON a.migration_id = m.id WHERE a.table_name = $1', [table])).rows[0] as { migration: string; adoption: string };
       const first = await stateOf();
+      // A run that completed the adoption says so: exit 0, not a failure after the fact.
+      if (first.migration === 'completed') expect(code, `completed, yet exit ${code}: ${stderr.trim().split('\n').slice(-1)[0] ?? ''}`).toBe(0);
       let resumed = '';
       if (first.migration !== 'completed' && first.migration !== 'rolled_back') {
         const ran = await runCli(['resume', '--json'], env, 180_000);
