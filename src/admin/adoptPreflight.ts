@@ -13,7 +13,7 @@ import { quoteIdent, quoteQualified } from '../core/identifier.js';
 import { capacityOf, HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
 import { readDatabaseIdentity, sameDatabase } from '../node/databaseIdentity.js';
 import { measureNodeSpace } from '../node/diskSpace.js';
-import { describeTable, readWalLevel, relationExists, type TableDescription } from '../node/tableDescription.js';
+import { columnMaxima, describeTable, readWalLevel, relationExists, type TableDescription } from '../node/tableDescription.js';
 import { movesCrossHeadroom, type NodeSpace } from '../planner/headroom.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectNode } from '../plumbing/connectNode.js';
@@ -67,11 +67,13 @@ export interface AdoptCheckInput {
  * can. Reads only: nothing is changed on any source or node.
  */
 export async function adoptProblems(input: AdoptCheckInput): Promise<ReshardError[]> {
-  const facts = await Promise.all(input.sources.map(async (source) => ({
-    source,
-    table: await describeTable(source.db, input.schema, input.name),
-    walLevel: await readWalLevel(source.db),
-  })));
+  const facts = await Promise.all(input.sources.map(async (source) => {
+    const table = await describeTable(source.db, input.schema, input.name);
+    // Keys already in the nodes' blocks (≥ 2^48) could meet a node's new ones: read the largest of each bigint column a sequence feeds.
+    const fed = input.reference || table?.kind !== 'r' ? [] : table.sequences
+      .filter((feed) => table.columns.find((column) => column.name === feed.column)?.type === 'bigint').map((feed) => feed.column);
+    return { source, table, walLevel: await readWalLevel(source.db), sequenceColumnMaxima: await columnMaxima(source.db, input.schema, input.name, [...new Set(fed)]) };
+  }));
   return problemsOf(input, facts);
 }
 
@@ -79,6 +81,8 @@ interface SourceFacts {
   source: AdoptSource;
   table: TableDescription | undefined;
   walLevel: string;
+  /** The largest value of each bigint column a sequence feeds (read only for a plain table adopted as sharded). */
+  sequenceColumnMaxima?: ReadonlyMap<string, bigint | undefined>;
 }
 
 /** The problems of the facts read (pure). */
@@ -93,7 +97,7 @@ export function problemsOf(input: AdoptCheckInput, facts: readonly SourceFacts[]
   if (!reference && input.key.length === 0) problems.push(badInput('no shard key was given', 'pass --key <column>'));
   if (reference && several) problems.push(badInput(`a reference table is adopted from one server, not ${facts.length}`, 'pass one URL to --from'));
 
-  for (const { source, table: described, walLevel } of facts) {
+  for (const { source, table: described, walLevel, sequenceColumnMaxima } of facts) {
     if (walLevel !== 'logical') {
       problems.push(new ReshardError('precondition', `wal_level is ${walLevel} on ${source.label}: adoption streams the table's changes by logical replication`,
         `run ALTER SYSTEM SET wal_level = logical; on ${source.label} and restart that server`));
@@ -116,7 +120,7 @@ export function problemsOf(input: AdoptCheckInput, facts: readonly SourceFacts[]
     problems.push(...foreignKeyProblems(input, described, 'out', on(source)));
     // An adopted reference table stays whole where it is, on its holder, so a key into it still holds there; its copies elsewhere are read-only.
     if (!reference) problems.push(...foreignKeyProblems(input, described, 'in', on(source)));
-    if (!reference) problems.push(...sequenceProblems(described, tableSql, on(source)));
+    if (!reference) problems.push(...sequenceProblems(described, tableSql, on(source), sequenceColumnMaxima ?? new Map()));
   }
 
   if (several) problems.push(...shapeProblems(facts, table));
@@ -206,7 +210,7 @@ function sameColumns(left: readonly string[], right: readonly string[]): boolean
 }
 
 /** Sequence-fed columns get per-node blocks of bigint (README "Keys from sequences"): smaller types cannot be split. */
-function sequenceProblems(described: TableDescription, tableSql: string, on: string): ReshardError[] {
+function sequenceProblems(described: TableDescription, tableSql: string, on: string, maxima: ReadonlyMap<string, bigint | undefined>): ReshardError[] {
   const table = describedName(described);
   const problems: ReshardError[] = [];
   for (const feed of described.sequences) {
@@ -221,6 +225,12 @@ function sequenceProblems(described: TableDescription, tableSql: string, on: str
     if (feed.lastValue !== undefined && feed.lastValue >= SEQUENCE_BLOCK_VALUES) {
       problems.push(new ReshardError('unsupported', `sequence ${feed.sequence} of ${table}${on} is at ${feed.lastValue}, inside the blocks reshard gives the nodes (from 2^48 = ${SEQUENCE_BLOCK_VALUES} up)`,
         `keep the column's values below 2^48, or give it values some other way (a uuid key)`));
+    }
+  }
+  for (const [column, max] of maxima) {
+    if (max !== undefined && max >= SEQUENCE_BLOCK_VALUES) {
+      problems.push(new ReshardError('unsupported', `column "${column}" of ${table}${on} holds ${max}, inside the blocks reshard gives the nodes' sequences (from 2^48 = ${SEQUENCE_BLOCK_VALUES} up): a node could draw it again`,
+        `keep the column's values below 2^48 (renumber those rows), or give it values some other way (a uuid key)`));
     }
   }
   return problems;

@@ -68,11 +68,11 @@ export async function rollbackAdoption(access: ClusterAccess, migrationId: numbe
       for (const key of await changedKeys(session, migrationId)) keys.add(key);
     }
     const all = [...keys];
-    const rows = new Map<string, unknown>();
+    const rows = new Map<string, unknown[]>();
     for (const node of context.nodes) {
       const session = await context.node(node.name);
       if (!(await isAdoptedParent(session, adoption.schema, adoption.name))) continue;
-      for (const [key, row] of await rowsByKey(session, table, all)) rows.set(key, row);
+      for (const [key, keyRows] of await rowsByKey(session, table, all)) rows.set(key, [...(rows.get(key) ?? []), ...keyRows]);
     }
     // Each key back to the source whose old table holds it; a key new since the switch to the first source.
     const holderOf = new Map<string, number>();
@@ -87,7 +87,7 @@ export async function rollbackAdoption(access: ClusterAccess, migrationId: numbe
       const session = await context.source(index);
       if (!(await tableExists(session, old))) continue;
       const mine = all.filter((key) => (holderOf.get(key) ?? 0) === index);
-      await writeBackRows(session, { ...table, name: old.name }, mine, mine.flatMap((key) => (rows.has(key) ? [rows.get(key)] : [])));
+      await writeBackRows(session, { ...table, name: old.name }, mine, mine.flatMap((key) => rows.get(key) ?? []));
     }
     for (const [index, source] of adoption.sources.entries()) {
       const session = await context.source(index);

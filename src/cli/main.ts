@@ -303,6 +303,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--split', 'the gradual expansion: split every slot (`split --all`, under the live writes) before the rebalance onto the added node')
     .option('--keep', 'leave the servers running afterwards (it prints the catalog URL and how to stop them)')
     .option('--stop <dir>', 'stop the servers a `demo --keep` left in this directory and remove it')
+    .option('--adopt', 'start instead from one plain database holding users and adopt it into --nodes + --add nodes, online, under --clients writers')
     .option('--dashboard', 'serve the live dashboard during the demo (the address and control token are printed)')
     .option('--dashboard-host <address>', 'dashboard address (loopback by default)')
     .option('--dashboard-port <n>', 'dashboard port (0: any free port)', '7463')

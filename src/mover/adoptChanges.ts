@@ -40,7 +40,7 @@ export async function refreshKeys(context: AdoptContext, keys: readonly string[]
     let batch = byOwner.get(owner);
     if (!batch) byOwner.set(owner, batch = { keys: [], rows: [] });
     batch.keys.push(key);
-    if (holders.length === 1) batch.rows.push(found[holders[0]!]!.get(key));
+    if (holders.length === 1) batch.rows.push(...found[holders[0]!]!.get(key)!);
   }
   const parent = { schema: adoption.schema, name: into === 'staged' ? adoption.stagedName : adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
   await Promise.all([...byOwner].map(async ([owner, batch]) => replaceRowsByKey(await context.node(owner), parent, batch.keys, batch.rows)));

@@ -1,5 +1,7 @@
 import { registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
+import { sequenceBlocks } from '../catalog/sequenceBlocks.js';
 import { ReshardError } from '../core/errors.js';
+import { sequenceBlockRange } from '../core/sequenceBlock.js';
 import { withTimeout, waitFor } from '../plumbing/waitFor.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 import {
@@ -7,6 +9,7 @@ import {
 } from '../node/adoptSource.js';
 import { createStagedParent, dropStagedParent, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
+import { confineTableSequences } from '../node/sequenceRange.js';
 import { dropReplicationSlot } from '../node/replication.js';
 import { createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import { applyChanges, duplicateKeyError } from './adoptChanges.js';
@@ -50,12 +53,17 @@ async function onEveryNode(context: AdoptContext, work: (node: string) => Promis
 
 const prepare: AdoptStep = {
   name: 'prepare',
-  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name, with the leaves of the slots the node owns (named after the table)',
+  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name, with the leaves of the slots the node owns (named after the table), its sequences (bigserial, identity) confined to the node\'s block',
   async do(context) {
+    const blocks = await sequenceBlocks(context.catalog);
     await onEveryNode(context, async (name) => {
       const session = await context.node(name);
       await installNodeHelpers(session);
       await createStagedParent(session, tableNames(context), context.definition, ownedSlots(context, name), context.modulus);
+      // Each node's own sequence (bigserial, identity) draws from the node's block from the start: above every adopted key (< 2^48).
+      const block = blocks.get(name);
+      if (block === undefined) throw new ReshardError('precondition', `node ${name} has no sequence block in the catalog`, 'run `reshard init` to upgrade the catalog schema');
+      await confineTableSequences(session, { schema: context.adoption.schema, name: context.adoption.stagedName }, sequenceBlockRange(block));
     });
     const { adoption } = context;
     await registerAdoptingTable(context.catalog, {
@@ -214,11 +222,35 @@ const switchTable: AdoptStep = {
 
 const cleanup: AdoptStep = {
   name: 'cleanup',
-  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); the old table stays, fenced, until `reshard table forget-source`',
+  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); on every node, the switched table\'s sequences confined to the node\'s block once more (as `assignSequenceRanges` does; positions kept); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+    await confineSequencesEverywhere(context, context.adoption.name);
   },
 };
+
+/**
+ * Every node's copy of the table's sequences confined to the node's block,
+ * each node in its own transaction (node/sequenceRange.ts; idempotent: a
+ * sequence already in its block keeps its position). In a journaled step,
+ * so a node down here fails the step and `reshard resume` finishes it.
+ */
+async function confineSequencesEverywhere(context: AdoptContext, tableName: string): Promise<void> {
+  const blocks = await sequenceBlocks(context.catalog);
+  for (const node of context.nodes) {
+    const block = blocks.get(node.name);
+    if (block === undefined) throw new ReshardError('precondition', `node ${node.name} has no sequence block in the catalog`, 'run `reshard init` to upgrade the catalog schema');
+    const session = await context.node(node.name);
+    await beginTransaction(session);
+    try {
+      await confineTableSequences(session, { schema: context.adoption.schema, name: tableName }, sequenceBlockRange(block));
+      await commitTransaction(session);
+    } catch (error) {
+      await rollbackQuietly(session);
+      throw error;
+    }
+  }
+}
 
 /** Every step of an adoption, in order. */
 export const ADOPT_STEPS: readonly AdoptStep[] = [prepare, stream, freeze, sync, verify, attach, switchTable, cleanup];

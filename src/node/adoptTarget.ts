@@ -69,7 +69,8 @@ export async function replaceRowsByKey(db: pg.ClientBase, parent: { schema: stri
   await db.query('BEGIN');
   try {
     await db.query(`DELETE FROM ${qualified} WHERE ${quoteIdent(parent.keyColumn)} = ANY ($1::${parent.keyType}[])`, [keys]);
-    if (rows.length > 0) await db.query(`INSERT INTO ${qualified} SELECT * FROM jsonb_populate_recordset(NULL::${qualified}, $1::jsonb)`, [JSON.stringify(rows)]);
+    // OVERRIDING SYSTEM VALUE: the source's key, even into a GENERATED ALWAYS identity column.
+    if (rows.length > 0) await db.query(`INSERT INTO ${qualified} OVERRIDING SYSTEM VALUE SELECT * FROM jsonb_populate_recordset(NULL::${qualified}, $1::jsonb)`, [JSON.stringify(rows)]);
     await db.query('COMMIT');
   } catch (error) {
     await db.query('ROLLBACK').catch(() => {});

@@ -1,4 +1,4 @@
-import { quoteQualified } from '../core/identifier.js';
+import { quoteIdent, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 
 /** One column as the catalogs describe it. */
@@ -202,4 +202,20 @@ export async function readWalLevel(db: Queryable): Promise<string> {
 export async function relationExists(db: Queryable, schema: string, name: string): Promise<boolean> {
   const result = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [quoteQualified(schema, name)]);
   return result.rows[0]?.present === true;
+}
+
+/**
+ * The largest value of each named column (undefined when the table is
+ * empty): what adoption checks of sequence-fed columns against the nodes'
+ * sequence blocks. One aggregate per column, so an indexed column reads one
+ * index end.
+ */
+export async function columnMaxima(db: Queryable, schema: string, name: string, columns: readonly string[]): Promise<Map<string, bigint | undefined>> {
+  const maxima = new Map<string, bigint | undefined>();
+  for (const column of columns) {
+    const result = await db.query<{ max: string | null }>(`SELECT max(${quoteIdent(column)})::text AS max FROM ONLY ${quoteQualified(schema, name)}`);
+    const max = result.rows[0]?.max;
+    maxima.set(column, max === null || max === undefined ? undefined : BigInt(max));
+  }
+  return maxima;
 }

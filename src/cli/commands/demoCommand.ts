@@ -7,10 +7,11 @@ import type { Output } from '../output.js';
 import { parseWholeNumber } from '../parseNumbers.js';
 import { assertSlotCount } from '../../admin/initCluster.js';
 import { stopKeptServers } from '../../demo/stopKeptDemo.js';
+import { runAdoptDemo, type AdoptDemoSummary } from '../../demo/runAdoptDemo.js';
 
 export interface DemoCommandOptions {
   nodes?: string; add?: string; rows?: string; slots?: string; keep?: boolean; split?: boolean; stop?: string; concurrency?: string; mode?: string; clients?: string;
-  dashboard?: boolean; dashboardHost?: string; dashboardPort?: string; dashboardLinger?: string;
+  dashboard?: boolean; dashboardHost?: string; dashboardPort?: string; dashboardLinger?: string; adopt?: boolean;
 }
 
 /** Bounds that keep the demo a demo on a laptop: each node is a real server. */
@@ -45,6 +46,12 @@ export async function demoCommand(output: Output, options: DemoCommandOptions): 
     if (output.json) output.errorStream.write(`${line}\n`);
     else output.text(line);
   };
+  if (options.adopt) {
+    if (options.split) throw badInput('--adopt and --split are two demos', 'pass one of them');
+    if (options.dashboard) throw badInput('--adopt has no dashboard yet', 'drop --dashboard, or run the demo without --adopt');
+    if (options.mode !== undefined && options.mode !== 'online') throw badInput('--adopt is online only', 'drop --mode');
+    return adoptDemo(output, { nodes: nodes + add, rows, slots, clients, keep: options.keep ?? false }, say);
+  }
   const dashboard = options.dashboard ? demoDashboard(options, say) : undefined;
   // Said last, after the summary (or the error): what to do with the servers the demo left running.
   let keptDemo: KeptDemo | undefined;
@@ -107,3 +114,41 @@ function demoDashboard(options: DemoCommandOptions, say: (line: string) => void)
 
 const DEMO_DASHBOARD_HEAD_START_SECONDS = 5;
 const DEMO_DASHBOARD_LINGER_SECONDS = 60;
+
+/** `reshard demo --adopt`: one plain database adopted into the demo's nodes under live writers. */
+async function adoptDemo(output: Output, options: Parameters<typeof runAdoptDemo>[0], say: (line?: string) => void): Promise<boolean> {
+  let loadBar: cliProgress.SingleBar | undefined;
+  let keptDemo: KeptDemo | undefined;
+  const sayKept = (): void => {
+    if (!keptDemo) return;
+    const reshard = reshardCommand();
+    say();
+    say(`Servers kept running in ${keptDemo.baseDir}.`);
+    if (keptDemo.catalogUrl) say(`  catalog:  ${keptDemo.catalogUrl}`);
+    say(`  stop:     ${reshard} demo --stop ${keptDemo.baseDir}`);
+  };
+  const summary: AdoptDemoSummary = await runAdoptDemo(options, {
+    say,
+    kept: (kept) => { keptDemo = kept; },
+    migrationEvents: () => {},
+    loadProgress: (loaded, total) => {
+      if (!output.interactive) return;
+      if (!loadBar) {
+        loadBar = new cliProgress.SingleBar({ format: '  loading {bar} {value}/{total} users', hideCursor: true, stream: output.errorStream as NodeJS.WriteStream }, cliProgress.Presets.shades_classic);
+        loadBar.start(total, 0);
+      }
+      loadBar.update(loaded);
+      if (loaded >= total) loadBar.stop();
+    },
+  }).catch((error: unknown) => {
+    sayKept();
+    throw error;
+  });
+  output.result(summary);
+  output.text();
+  output.text(`Summary: adopted users from one plain database into ${summary.nodes} nodes (${summary.slots} slots) in ${summary.adopt_seconds.toFixed(1)} s: ` +
+    `${summary.rows_loaded} rows loaded, ${summary.writes_during} live inserts during the adoption, ${summary.rows_after} rows after, verified: ${summary.verified}; ` +
+    `${summary.client_errors} client errors, ${summary.missing} missing, ${summary.duplicated} duplicated; longest insert ${summary.write_ms_max.toFixed(0)} ms; total ${summary.seconds.toFixed(1)} s.`);
+  sayKept();
+  return summary.verified;
+}
