@@ -51,9 +51,12 @@ function leafOf(table: SlotTable, slot: number, modulus: number): string {
  * leaf; a leaf whose lock does not come stays untracked), then the base from
  * one scan. Tables hashed by their text form are left out. Returns, per
  * table, whether it is tracked. Outside any freeze: the scan is its cost.
+ * `parents` names the tables whose columns decide how rows hash, where the
+ * leaves' parent is not (yet) under the table's name (an adoption's staged parent).
  */
-export async function trackSlotRows(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs: number): Promise<boolean[]> {
-  const byRecord = (await rowHashesOf(db, tables)).map((hash) => hash === 'record');
+export async function trackSlotRows(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs: number,
+  parents: readonly Pick<SlotTable, 'schema' | 'name'>[] = tables): Promise<boolean[]> {
+  const byRecord = (await rowHashesOf(db, parents)).map((hash) => hash === 'record');
   const leaves = tables.map((table) => leafOf(table, slot, modulus));
   const present = await triggersInPlace(db, leaves);
   const tracked = [...byRecord];
