@@ -4,7 +4,7 @@ import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName } from './leafName.js';
 import { ROW_SUMS_TABLE } from './nodeHelpers.js';
-import { slotRowSumsSql, trackSlotRows, untrackLeafStatements, type TrackedLeafStats } from './slotRowSums.js';
+import { ROW_SUMS_TRIGGERS, trackSlotRows, untrackLeafStatements, type TrackedLeafStats } from './slotRowSums.js';
 
 /**
  * An adoption's owner side of the row sums: the leaves an owner holds of the
@@ -39,12 +39,22 @@ export async function trackOwnerLeaves(db: pg.ClientBase, table: AdoptedLeaves, 
   return all;
 }
 
-/** Every leaf of `slots` on this owner, its sums read in one round trip (exact where `tracked`). */
+/**
+ * Every leaf of `slots` on this owner, its sums read in one statement (exact
+ * where `tracked`: a `base` row, and both triggers there and firing always —
+ * as `slotRowSumsSql` decides, for all leaves at once).
+ */
 export async function ownerLeavesRowSums(db: Queryable, table: AdoptedLeaves, slots: readonly number[], modulus: number): Promise<TrackedLeafStats[]> {
   if (slots.length === 0) return [];
-  const parts = slots.map((slot) => `SELECT ${slotRowSumsSql(quoteQualified(table.schema, leafName(table.name, slot, modulus)))} AS sums`);
-  const result = await db.query<{ sums: [boolean | null, string, string] }>(parts.join('\nUNION ALL\n'));
-  return result.rows.map(({ sums: [tracked, rows, checksum] }) => ({ tracked: tracked === true, rows: Number(rows), checksum }));
+  const leaves = slots.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+  const result = await db.query<{ tracked: boolean | null; rows: string; checksum: string }>(
+    `SELECT bool_or(s.base) AND (SELECT count(*) = 2 FROM pg_trigger g WHERE g.tgrelid = l.oid AND g.tgname = ANY ($2::name[]) AND g.tgenabled = 'A') AS tracked,
+            coalesce(sum(s.rows), 0)::text AS rows, coalesce(sum(s.hash_sum), 0)::text AS checksum
+       FROM (SELECT to_regclass(name)::oid AS oid, i FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)) l
+       LEFT JOIN ${ROW_SUMS_TABLE} s ON s.leaf = l.oid
+      GROUP BY l.oid, l.i ORDER BY l.i`,
+    [leaves, ROW_SUMS_TRIGGERS]);
+  return result.rows.map((row) => ({ tracked: row.tracked === true, rows: Number(row.rows), checksum: row.checksum }));
 }
 
 /**

@@ -34,6 +34,8 @@ import { rowHashesOf, type LeafStats } from './slotStats.js';
 
 const ROW_SUMS_TRIGGER = 'reshard_row_sums';
 const ROW_SUMS_TRUNCATE_TRIGGER = 'reshard_row_sums_truncate';
+/** Both triggers a tracked leaf carries (firing always). */
+export const ROW_SUMS_TRIGGERS: readonly string[] = [ROW_SUMS_TRIGGER, ROW_SUMS_TRUNCATE_TRIGGER];
 
 /** A slot's leaf of one table, as the sums see it. */
 export interface TrackedLeafStats extends LeafStats {
