@@ -120,7 +120,7 @@ async function catchUp(context: AdoptContext): Promise<void> {
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'row sums started on every source and owner (one scan each); catch up once more; catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, read the WAL position',
+  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); catch up once more; catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, read the WAL position',
   async do(context) {
     await trackAdoptedRows(context);
     await catchUp(context);
@@ -223,10 +223,10 @@ const switchTable: AdoptStep = {
 
 const cleanup: AdoptStep = {
   name: 'cleanup',
-  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); end the row sums (triggers and sums rows) on every source and owner; the old table stays, fenced, until `reshard table forget-source`',
+  describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
-    for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
     await untrackAdoptedRows(context);
+    for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
   },
 };
 
