@@ -107,7 +107,14 @@ async function main(): Promise<void> {
     // The clients start once the router knows the table is being adopted (it routes it to the old table until the switch).
     for (let waitedMs = 0; adopting.state !== 'streaming' && waitedMs < 60_000; waitedMs += 5) await new Promise((resolve) => setTimeout(resolve, 5));
     startClients();
-    const result = await adoption;
+    // The write pause as the router sees it: from its first look at the cutover state (it holds calls from then on) to the switch.
+    let pausedFrom: number | undefined;
+    let pausedTo: number | undefined;
+    const pauseWatch = setInterval(() => {
+      if (pausedFrom === undefined && adopting.state === 'cutover') pausedFrom = performance.now();
+      if (pausedFrom !== undefined && pausedTo === undefined && adopting.state !== 'cutover') pausedTo = performance.now();
+    }, 1);
+    const result = await adoption.finally(() => clearInterval(pauseWatch));
     const adoptSeconds = (performance.now() - adoptStartedMs) / 1000;
     await new Promise((resolve) => setTimeout(resolve, 1000));
     running = false;
@@ -121,6 +128,9 @@ async function main(): Promise<void> {
     const cutoverTo = stepMs.get('switch')!.done!;
     const inCutover = calls.filter((call) => call.startedMs + call.ms >= cutoverFrom && call.startedMs <= cutoverTo).map((call) => call.ms);
     const outside = calls.filter((call) => call.startedMs + call.ms < cutoverFrom || call.startedMs > cutoverTo).map((call) => call.ms);
+    const pauseFrom = pausedFrom ?? cutoverFrom;
+    const pauseTo = pausedTo ?? cutoverTo;
+    const inPause = calls.filter((call) => call.startedMs + call.ms >= pauseFrom && call.startedMs <= pauseTo).map((call) => call.ms);
     const stats = (values: number[]): { count: number; p50: number; p99: number; max: number } => ({
       count: values.length, p50: Math.round(percentile(values, 0.5) * 10) / 10, p99: Math.round(percentile(values, 0.99) * 10) / 10, max: Math.round(Math.max(0, ...values) * 10) / 10,
     });
@@ -134,7 +144,9 @@ async function main(): Promise<void> {
       },
       copy_throughput_vs_raw: Math.round((rawSeconds / copySeconds) * 100) / 100,
       cutover_window_ms: Math.round(cutoverTo - cutoverFrom),
-      client_latency_ms: { during_cutover: stats(inCutover), otherwise: stats(outside) },
+      // The freeze step starts the row sums (scans, writes go on) before the pause: the pause is the router's hold.
+      pause_window_ms: Math.round(pauseTo - pauseFrom),
+      client_latency_ms: { during_cutover: stats(inCutover), during_pause: stats(inPause), otherwise: stats(outside) },
     };
     mkdirSync(dirname(OUTPUT), { recursive: true });
     writeFileSync(OUTPUT, JSON.stringify(report, null, 2) + '\n');

@@ -5,6 +5,7 @@ import { dropSourceFenceFunction, dropSourceTable, tableExists } from '../node/a
 import { dropKeyLog } from '../node/adoptTarget.js';
 import { withAdoptContext } from './adoptSession.js';
 import { oldTableOf } from './rollbackAdoption.js';
+import { dropSourceRowSums } from '../node/adoptSourceRowSums.js';
 
 export interface ForgetSourceResult {
   migrationId: number;
@@ -42,6 +43,7 @@ export async function forgetAdoptedSource(access: ClusterAccess, request: { sche
         dropped.push(`${context.sourceName(index)}: ${old.schema}.${old.name}`);
       }
       await dropSourceFenceFunction(session);
+      await dropSourceRowSums(session);
     }
     for (const node of context.nodes) await dropKeyLog(await context.node(node.name), context.adoption, migrationId);
     await setAdoptionState(held, migrationId, 'forgotten');

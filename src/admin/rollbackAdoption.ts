@@ -8,6 +8,7 @@ import { ADOPT_JOURNAL_UNIT, ADOPT_UNDOABLE_STEPS } from '../mover/adoptSteps.js
 import { catalogStepJournal } from '../mover/stepJournal.js';
 import { StepRunner } from '../mover/stepRunner.js';
 import { withAdoptContext } from './adoptSession.js';
+import { dropSourceRowSums } from '../node/adoptSourceRowSums.js';
 
 export interface AdoptionRollbackResult {
   migrationId: number;
@@ -97,6 +98,7 @@ export async function rollbackAdoption(access: ClusterAccess, migrationId: numbe
       }
       await unfenceSourceTable(session, { schema: adoption.schema, name: adoption.name });
       await dropSourceFenceFunction(session);
+      await dropSourceRowSums(session);
     }
     for (const node of context.nodes) await dropAdoptedTable(await context.node(node.name), adoption, migrationId);
     await unregisterAdoptedTable(catalog, adoption);

@@ -13,6 +13,7 @@ import { confineTableSequences } from '../node/sequenceRange.js';
 import { dropReplicationSlot } from '../node/replication.js';
 import { createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import { applyChanges, duplicateKeyError } from './adoptChanges.js';
+import { compareAdoptedRowSums, trackAdoptedRows, untrackAdoptedRows } from './adoptRowSums.js';
 import type { AdoptContext } from './adoptContext.js';
 import type { MoveStep } from './moveStep.js';
 
@@ -127,8 +128,9 @@ async function catchUp(context: AdoptContext): Promise<void> {
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'catch up once more; catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, read the WAL position',
+  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); catch up once more; catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, read the WAL position',
   async do(context) {
+    await trackAdoptedRows(context);
     await catchUp(context);
     await setAdoptionState(context.catalog, context.adoption.migrationId, 'cutover');
     const fencedAt = performance.now();
@@ -141,6 +143,7 @@ const freeze: AdoptStep = {
     return { fencedLsn: lsns, fenceMs: Math.round(performance.now() - fencedAt) };
   },
   async undo(context) {
+    await untrackAdoptedRows(context);
     for (const [index] of context.adoption.sources.entries()) await unfenceSourceTable(await context.source(index), context.adoption);
     await setAdoptionState(context.catalog, context.adoption.migrationId, 'streaming');
   },
@@ -157,9 +160,11 @@ const sync: AdoptStep = {
 
 const verify: AdoptStep = {
   name: 'verify',
-  describe: () => 'per slot: row count and order-independent checksum, summed over the sources, against the owners; a key on two sources is named',
+  describe: () => 'the row sums (count and checksum) of the sources against the owners\' leaves, read at once; where a side has none, or they differ: per slot, a scan of the sources against the owners, and a key on two sources is named',
   async do(context) {
     const { adoption } = context;
+    const sums = await compareAdoptedRowSums(context);
+    if (sums.outcome === 'equal') return { rows: sums.rows, verifiedBy: 'row sums' };
     const table = { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
     // Sources and owners scanned at once (the sources are fenced, the owners take nothing else): the scan is write pause.
     const [onSources, onOwners] = await Promise.all([
@@ -193,10 +198,14 @@ const verify: AdoptStep = {
           }
         }
       }
-      throw new ReshardError('verification_failed', `${differing.length} slot(s) of ${adoption.name} differ between the sources and the owners after the final sync (first: ${firstDifference})`,
+      throw new ReshardError('verification_failed', `${differing.length} slot(s) of ${adoption.name} differ between the sources and the owners after the final sync (first: ${firstDifference}${sums.outcome === 'differ' ? `; row sums: ${sums.detail}` : ''})`,
         'the adoption was undone; run it again and report this if it repeats');
     }
-    return { rows };
+    if (sums.outcome === 'differ') {
+      throw new ReshardError('verification_failed', `the row sums of ${adoption.name} differ between the sources and the owners (${sums.detail}), although a scan finds every slot equal`,
+        'the adoption was undone; run it again and report this if it repeats');
+    }
+    return { rows, verifiedBy: 'scan', scanBecause: sums.detail };
   },
 };
 
@@ -224,6 +233,7 @@ const cleanup: AdoptStep = {
   name: 'cleanup',
   describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); on every node, the switched table\'s sequences confined to the node\'s block once more (as `assignSequenceRanges` does; positions kept); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
+    await untrackAdoptedRows(context);
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
     await confineSequencesEverywhere(context, context.adoption.name);
   },

@@ -34,6 +34,8 @@ import { rowHashesOf, type LeafStats } from './slotStats.js';
 
 const ROW_SUMS_TRIGGER = 'reshard_row_sums';
 const ROW_SUMS_TRUNCATE_TRIGGER = 'reshard_row_sums_truncate';
+/** Both triggers a tracked leaf carries (firing always). */
+export const ROW_SUMS_TRIGGERS: readonly string[] = [ROW_SUMS_TRIGGER, ROW_SUMS_TRUNCATE_TRIGGER];
 
 /** A slot's leaf of one table, as the sums see it. */
 export interface TrackedLeafStats extends LeafStats {
@@ -51,9 +53,12 @@ function leafOf(table: SlotTable, slot: number, modulus: number): string {
  * leaf; a leaf whose lock does not come stays untracked), then the base from
  * one scan. Tables hashed by their text form are left out. Returns, per
  * table, whether it is tracked. Outside any freeze: the scan is its cost.
+ * `parents` names the tables whose columns decide how rows hash, where the
+ * leaves' parent is not (yet) under the table's name (an adoption's staged parent).
  */
-export async function trackSlotRows(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs: number): Promise<boolean[]> {
-  const byRecord = (await rowHashesOf(db, tables)).map((hash) => hash === 'record');
+export async function trackSlotRows(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs: number,
+  parents: readonly Pick<SlotTable, 'schema' | 'name'>[] = tables): Promise<boolean[]> {
+  const byRecord = (await rowHashesOf(db, parents)).map((hash) => hash === 'record');
   const leaves = tables.map((table) => leafOf(table, slot, modulus));
   const present = await triggersInPlace(db, leaves);
   const tracked = [...byRecord];

@@ -383,7 +383,10 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
       expect((await sql(source, 'SELECT count(*)::int AS n FROM pg_replication_slots')).rows[0].n).toBe(0);
       for (const node of cluster.servers.slice(0, 3)) {
         expect((await sql(node, `SELECT to_regclass('${table}__adopting') IS NULL AS gone`)).rows[0].gone).toBe(true);
+        // The verification's row sums ended with cleanup: no trigger, no sums row.
+        expect((await sql(node, "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'reshard_row_sums%') + (SELECT count(*) FROM reshard_node.leaf_row_sums) AS n")).rows[0].n).toBe('0');
       }
+      expect((await sql(source, "SELECT to_regclass('reshard_adopt.table_row_sums') IS NULL AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname LIKE 'reshard_adopt_row_sums%') AS gone")).rows[0].gone).toBe(true);
     }, 400_000);
   }
 
