@@ -3,7 +3,7 @@ import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import type { ShardKeyType } from '../core/hash.js';
 import type { Queryable } from '../plumbing/queryable.js';
-import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from './migrationRuns.js';
+import { claimRunningPlace } from './migrationRuns.js';
 import { SLOT_MAP_CHANNEL } from './slotMap.js';
 
 export type AdoptionState = 'streaming' | 'cutover' | 'switched' | 'returning' | 'rolled_back' | 'forgotten';
@@ -57,8 +57,7 @@ export async function createAdoption(
   names: (migrationId: number) => { stagedName: string; keptName: string },
   baseEpoch: number,
 ): Promise<number> {
-  await client.query('BEGIN');
-  try {
+  return claimRunningPlace(client, async () => {
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO reshard.migration (state, mode, base_epoch, plan) VALUES ('running', 'adopt', $1, $2) RETURNING id::text`,
       [baseEpoch, JSON.stringify({ adopt: `${adoption.schema}.${adoption.name}`, key: adoption.keyColumn, sources: adoption.sources.length })],
@@ -72,16 +71,8 @@ export async function createAdoption(
     );
     // Routers that route the table (AdoptingTable) learn at once that it is now adopting.
     await client.query(`WITH bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch) SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped`);
-    await client.query('COMMIT');
     return id;
-  } catch (error) {
-    await client.query('ROLLBACK');
-    if ((error as { code?: string }).code === '23505') {
-      const running = await runningMigration(client);
-      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
-    }
-    throw error;
-  }
+  });
 }
 
 export async function getAdoption(db: Queryable, migrationId: number): Promise<AdoptionRecord | undefined> {

@@ -50,13 +50,33 @@ export interface NewMove {
  */
 export const COORDINATOR_LOCK_CLASS = 0x7273_6d67; // "rsmg"
 
+/**
+ * Runs `record` (a new migration's rows) in one transaction that claims the
+ * single running-migration place: a second running migration breaks the
+ * unique index and is refused with the one that runs named.
+ */
+export async function claimRunningPlace<T>(client: pg.ClientBase, record: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const recorded = await record();
+    await client.query('COMMIT');
+    return recorded;
+  } catch (error) {
+    await client.query('ROLLBACK');
+    if ((error as { code?: string }).code === '23505') {
+      const running = await runningMigration(client);
+      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
+    }
+    throw error;
+  }
+}
+
 /** Claims the single running-migration place and records its moves. */
 export async function createMigration(
   client: pg.ClientBase,
   migration: { mode: MoverMode; baseEpoch: number; plan: unknown; moves: readonly NewMove[] },
 ): Promise<number> {
-  await client.query('BEGIN');
-  try {
+  return claimRunningPlace(client, async () => {
     const bytesTotal = migration.moves.reduce((sum, move) => sum + move.bytesTotal, 0);
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total)
@@ -71,16 +91,8 @@ export async function createMigration(
       [id, migration.moves.map((m) => m.slot), migration.moves.map((m) => m.source), migration.moves.map((m) => m.target),
         migration.moves.map((m) => m.wave), migration.moves.map((m) => m.bytesTotal)],
     );
-    await client.query('COMMIT');
     return id;
-  } catch (error) {
-    await client.query('ROLLBACK');
-    if ((error as { code?: string }).code === '23505') {
-      const running = await runningMigration(client);
-      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
-    }
-    throw error;
-  }
+  });
 }
 
 export function migrationAlreadyRunningError(id: number | undefined, held: boolean): ReshardError {

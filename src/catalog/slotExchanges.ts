@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Queryable } from '../plumbing/queryable.js';
-import { migrationAlreadyRunningError, migrationIsHeld, runningMigration } from './migrationRuns.js';
+import { claimRunningPlace } from './migrationRuns.js';
 
 /**
  * A split or a merge of slots on one node, recorded as a migration (so that
@@ -20,8 +20,7 @@ export interface SlotExchangePlan {
 
 /** Claims the running place and records the exchange's migration and move. */
 export async function createSlotExchangeMigration(client: pg.ClientBase, plan: SlotExchangePlan, baseEpoch: number, bytesTotal: number): Promise<number> {
-  await client.query('BEGIN');
-  try {
+  return claimRunningPlace(client, async () => {
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total) VALUES ('running', 'online', $1, $2, $3) RETURNING id::text`,
       [baseEpoch, JSON.stringify(plan), bytesTotal],
@@ -31,16 +30,8 @@ export async function createSlotExchangeMigration(client: pg.ClientBase, plan: S
       `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total, kind) VALUES ($1, $2, $3, $3, 0, $4, $5)`,
       [id, plan.slot, plan.node, bytesTotal, plan.kind],
     );
-    await client.query('COMMIT');
     return id;
-  } catch (error) {
-    await client.query('ROLLBACK');
-    if ((error as { code?: string }).code === '23505') {
-      const running = await runningMigration(client);
-      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
-    }
-    throw error;
-  }
+  });
 }
 
 /** The exchange a migration records, or undefined for a rebalance. */
@@ -66,8 +57,7 @@ export interface SplitAllPlan {
 
 /** Claims the running place and records the split-all migration and one move per split. */
 export async function createSplitAllMigration(client: pg.ClientBase, plan: SplitAllPlan, baseEpoch: number): Promise<number> {
-  await client.query('BEGIN');
-  try {
+  return claimRunningPlace(client, async () => {
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total) VALUES ('running', 'online', $1, $2, 0) RETURNING id::text`,
       [baseEpoch, JSON.stringify(plan)],
@@ -79,16 +69,8 @@ export async function createSplitAllMigration(client: pg.ClientBase, plan: Split
          FROM unnest($2::int[], $3::text[]) AS split (slot, node)`,
       [id, plan.splits.map((split) => split.slot), plan.splits.map((split) => split.node), plan.kind === 'merge-all' ? 'merge' : 'split'],
     );
-    await client.query('COMMIT');
     return id;
-  } catch (error) {
-    await client.query('ROLLBACK');
-    if ((error as { code?: string }).code === '23505') {
-      const running = await runningMigration(client);
-      throw migrationAlreadyRunningError(running?.id, await migrationIsHeld(client, running?.id));
-    }
-    throw error;
-  }
+  });
 }
 
 /** The split-all (or merge-all) a migration records, or undefined for any other migration. */
