@@ -112,6 +112,8 @@ export interface DashboardPlan {
   /** 'current' before a migration; 'migration N' while one runs (its starting slot map). */
   basis: string;
   modulus: number;
+  /** How many slots the map has (more than the modulus once slots are split). */
+  slot_count: number;
   slots_moved: number;
   bytes_moved: number;
   bytes_total: number;

@@ -243,6 +243,7 @@ export class DashboardMonitor {
       return {
         basis: running ? `migration ${running.id}` : 'current',
         modulus: plan.modulus,
+        slot_count: comparison.slot_count,
         slots_moved: plan.slotsMoved,
         bytes_moved: plan.bytesMoved,
         bytes_total: plan.bytesTotal,

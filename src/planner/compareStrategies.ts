@@ -15,6 +15,8 @@ export interface Comparison {
   nodes_before: string[];
   nodes_after: string[];
   modulus: number;
+  /** How many slots the map has: the modulus until a slot is split, more after. */
+  slot_count: number;
   strategies: {
     range: StrategyResult;
     modulo: StrategyResult;
@@ -64,6 +66,7 @@ export function compareStrategies(input: PlanInput): Comparison {
     nodes_before: before,
     nodes_after: after,
     modulus: slotMap.modulus,
+    slot_count: slotIds(slotMap).length,
     strategies: {
       range: {
         moved_fraction: rangeFraction,
@@ -80,7 +83,7 @@ export function compareStrategies(input: PlanInput): Comparison {
         moved_bytes: plan.bytesMoved,
         slots_moved: plan.slotsMoved,
         ideal_fraction: idealMovedFraction(unitsHeld, unitsTotal, targets),
-        description: `${slotMap.modulus} fixed slots: only whole slots move, as few as balance needs`,
+        description: `${slotIds(slotMap).length} slots: only whole slots move, as few as balance needs`,
       },
     },
     matrix: movementMatrix(input, plan),

@@ -11,11 +11,11 @@ export function formatComparison(c: Comparison): string {
     ['strategy', 'moves', 'data', 'how'],
     ['range', percent(range.moved_fraction), data(range.moved_bytes), range.description],
     ['modulo', percent(modulo.moved_fraction), data(modulo.moved_bytes), modulo.description],
-    ['slots', percent(slots.moved_fraction), data(slots.moved_bytes), `${slots.description} (${slots.slots_moved} of ${c.modulus} slots move)`],
+    ['slots', percent(slots.moved_fraction), data(slots.moved_bytes), `${slots.description} (${slots.slots_moved} of ${c.slot_count} slots move)`],
     ['ideal', percent(slots.ideal_fraction), '', 'the least any scheme must move to give every node exactly its weighted share of the data'],
   ]);
   return [
-    `${c.nodes_before.length} → ${c.nodes_after.length} nodes, ${c.modulus} slots`,
+    `${c.nodes_before.length} → ${c.nodes_after.length} nodes, ${c.slot_count} slots`,
     `  before: ${c.nodes_before.join(', ')}`,
     `  after:  ${c.nodes_after.join(', ')}`,
     '',

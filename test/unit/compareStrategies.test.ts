@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { initialSlotMap, slotCountsByNode } from '../../src/core/slotMap.js';
+import { initialSlotMap, slotCountsByNode, splitSlotMap } from '../../src/core/slotMap.js';
 import {
   compareStrategies,
   formatComparison,
@@ -31,6 +31,17 @@ describe('compareStrategies', () => {
     expect(c.strategies.slots.moved_fraction).toBe(0.25);
     expect(c.strategies.slots.slots_moved).toBe(64);
     expect(c.strategies.slots.ideal_fraction).toBeCloseTo(0.25, 12);
+  });
+
+  it('counts the slots of a split map, not the modulus, in what it prints', () => {
+    let slotMap = initialSlotMap(['a', 'b', 'c'], 8);
+    for (const slot of [0, 1, 2]) slotMap = splitSlotMap(slotMap, slot);
+    const c = compareStrategies({ slotMap, nodes: equalNodes(['a', 'b', 'c', 'd']), slotBytes: zeros(slotMap.owners.length) });
+    expect(c.modulus).toBe(8);
+    expect(c.slot_count).toBe(11);
+    const printed = formatComparison(c);
+    expect(printed).toMatch(/3 → 4 nodes, 11 slots/);
+    expect(printed).toMatch(new RegExp(`\\(${c.strategies.slots.slots_moved} of 11 slots move\\)`));
   });
 
   it('counts bytes when slot sizes are known', () => {

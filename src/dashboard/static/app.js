@@ -202,7 +202,7 @@ function renderPlan(state) {
   const compare = s ? '<table style="margin-top:.8rem"><thead><tr><th>partitioning</th><th class="num">data moved</th><th class="num">bytes</th><th></th></tr></thead><tbody>' +
     row('contiguous hash ranges', s.range) + row('hash mod N', s.modulo) +
     row('reshard slots', s.slots, `${s.slots.slots_moved} slots; minimum ${(100 * s.slots.ideal_fraction).toFixed(1)} %`) + '</tbody></table>' : '';
-  $('plan').innerHTML = `<p>${plan.slots_moved} of ${plan.modulus} slots move (${bytes(plan.bytes_moved)} of ${bytes(plan.bytes_total)}) in ${plan.waves} wave(s): ${esc(plan.nodes_before.join(', '))} → ${esc(plan.nodes_after.join(', '))}.</p>` + matrix + compare;
+  $('plan').innerHTML = `<p>${plan.slots_moved} of ${plan.slot_count} slots move (${bytes(plan.bytes_moved)} of ${bytes(plan.bytes_total)}) in ${plan.waves} wave(s): ${esc(plan.nodes_before.join(', '))} → ${esc(plan.nodes_after.join(', '))}.</p>` + matrix + compare;
 }
 
 function renderHistory(state) {
