@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { initialSlotMap, slotCountsByNode, splitSlotMap } from '../../src/core/slotMap.js';
+import { initialSlotMap, slotCountsByNode, splitSlotMap, type SlotMap } from '../../src/core/slotMap.js';
 import {
   compareStrategies,
   formatComparison,
@@ -34,7 +34,7 @@ describe('compareStrategies', () => {
   });
 
   it('counts the slots of a split map, not the modulus, in what it prints', () => {
-    let slotMap = initialSlotMap(['a', 'b', 'c'], 8);
+    let slotMap: SlotMap = initialSlotMap(['a', 'b', 'c'], 8);
     for (const slot of [0, 1, 2]) slotMap = splitSlotMap(slotMap, slot);
     const c = compareStrategies({ slotMap, nodes: equalNodes(['a', 'b', 'c', 'd']), slotBytes: zeros(slotMap.owners.length) });
     expect(c.modulus).toBe(8);
