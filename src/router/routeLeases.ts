@@ -9,7 +9,10 @@ import { releaseRouteLeasesSql } from '../node/slotState.js';
  * (bench/results/router.json); `routeLeasesPerConnection: 0` sends the check
  * with every statement instead.
  */
-export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 64;
+// Off by default: the freeze no longer waits for the routers' acknowledgements once the source is fenced, so
+// the fence can end an idle lease holder just as its router sends a call on it (an unknown outcome; 3 tests of
+// one full run). On again once the fence and the lease release are ordered (README "Route leases").
+export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 0;
 
 /**
  * The route leases of a router's pooled connections: the slots whose route
