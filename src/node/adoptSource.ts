@@ -3,10 +3,10 @@ import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import { shardKeyTypeFromPostgres, type ShardKeyType } from '../core/hash.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
-import { DURABLE_COMMIT_OPTIONS, openClient } from '../plumbing/connectTo.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import type { CopyGate } from './copyMeter.js';
 import { copyStatements } from './copySlot.js';
+import { openSnapshotCopyPair } from './snapshotCopy.js';
 import { FENCE_SQLSTATE } from './nodeHelpers.js';
 import { byRecordSql } from './slotStats.js';
 
@@ -129,19 +129,9 @@ export async function copySourceRowsAtSnapshot(
   gate?: CopyGate,
 ): Promise<number> {
   if (slots.length === 0) return 0;
-  const [readerOpened, writerOpened] = await Promise.allSettled([
-    openClient(sourceConnection, 'reshard adopt copy', {}, 'the adopted table\'s source (copy)'),
-    openClient(ownerConnection, 'reshard adopt copy', { options: DURABLE_COMMIT_OPTIONS }, 'an owner node (copy)'),
-  ]);
-  if (readerOpened.status === 'rejected' || writerOpened.status === 'rejected') {
-    for (const opened of [readerOpened, writerOpened]) if (opened.status === 'fulfilled') await opened.value.end().catch(() => {});
-    throw readerOpened.status === 'rejected' ? readerOpened.reason : (writerOpened as PromiseRejectedResult).reason;
-  }
-  const reader = readerOpened.value;
-  const writer = writerOpened.value;
+  const { reader, writer } = await openSnapshotCopyPair(sourceConnection, ownerConnection, snapshotName, 'reshard adopt copy',
+    { reader: 'the adopted table\'s source (copy)', writer: 'an owner node (copy)' });
   try {
-    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
     const source = quoteQualified(table.schema, table.name);
     const target = quoteQualified(into.schema, into.name);
     const slotSql = slotOfKeySql(`t.${quoteIdent(table.keyColumn)}`, table.keyType, table.modulus);

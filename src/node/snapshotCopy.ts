@@ -61,20 +61,8 @@ export async function copyLeavesAtSnapshot(
   let bytesTotal = 0;
   let rowsTotal = 0;
   const lane = async (): Promise<void> => {
-    // Both connect at once; if one side fails, the other is still closed (an open one keeps the process alive).
-    const [readerOpened, writerOpened] = await Promise.allSettled([
-      openClient(source, 'reshard copy', {}, 'the source (copy)'),
-      openClient(target, 'reshard copy', { options: DURABLE_COMMIT_OPTIONS }, 'the target (copy)'),
-    ]);
-    if (readerOpened.status === 'rejected' || writerOpened.status === 'rejected') {
-      for (const opened of [readerOpened, writerOpened]) if (opened.status === 'fulfilled') await opened.value.end().catch(() => {});
-      throw readerOpened.status === 'rejected' ? readerOpened.reason : (writerOpened as PromiseRejectedResult).reason;
-    }
-    const reader = readerOpened.value;
-    const writer = writerOpened.value;
+    const { reader, writer } = await openSnapshotCopyPair(source, target, snapshotName, 'reshard copy', { reader: 'the source (copy)', writer: 'the target (copy)' });
     try {
-      await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
       while (next < leaves.length) {
         const leaf = leaves[next++]!;
         const qualified = quoteQualified(leaf.schema, leaf.name);
@@ -90,4 +78,33 @@ export async function copyLeavesAtSnapshot(
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, leaves.length)) }, lane));
   return { bytes: bytesTotal, rows: rowsTotal };
+}
+
+/**
+ * One copy lane's two sessions: a reader inside a repeatable-read
+ * transaction at the exported snapshot, and a writer that commits durably.
+ * Both connect at once; if either side fails (to connect, or to take the
+ * snapshot), both are closed (an open one keeps the process alive).
+ */
+export async function openSnapshotCopyPair(
+  source: ConnectionSettings, target: ConnectionSettings, snapshotName: string, application: string, roles: { reader: string; writer: string },
+): Promise<{ reader: pg.Client; writer: pg.Client }> {
+  const [readerOpened, writerOpened] = await Promise.allSettled([
+    openClient(source, application, {}, roles.reader),
+    openClient(target, application, { options: DURABLE_COMMIT_OPTIONS }, roles.writer),
+  ]);
+  if (readerOpened.status === 'rejected' || writerOpened.status === 'rejected') {
+    for (const opened of [readerOpened, writerOpened]) if (opened.status === 'fulfilled') await opened.value.end().catch(() => {});
+    throw readerOpened.status === 'rejected' ? readerOpened.reason : (writerOpened as PromiseRejectedResult).reason;
+  }
+  const reader = readerOpened.value;
+  const writer = writerOpened.value;
+  try {
+    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
+  } catch (error) {
+    await Promise.all([reader.end().catch(() => {}), writer.end().catch(() => {})]);
+    throw error;
+  }
+  return { reader, writer };
 }
