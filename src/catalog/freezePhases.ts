@@ -2,9 +2,10 @@ import { percentile } from '../core/percentile.js';
 import type { Queryable } from '../plumbing/queryable.js';
 
 /**
- * The phases of an online move's freeze, in the order they happen: routers
- * acknowledged, source fenced, target replayed past the fence, checksums
- * verified, leaves attached, owner switched. The switch step journals when
+ * The phases of a freeze, in the order they happen: routers acknowledged,
+ * source fenced, target replayed past the fence, checksums verified, leaves
+ * attached (an adoption's and a split's; an online move attaches before its
+ * freeze), owner switched. The switch step journals when
  * each one ended (ms since the freeze began, `pausePhasesMs`).
  */
 export const FREEZE_PHASES = ['acked', 'fenced', 'replayed', 'verified', 'attached', 'switched'] as const;
@@ -16,12 +17,14 @@ export type FreezePhasesMs = Partial<Record<FreezePhase, number>>;
 /** Phase durations from the journaled marks (ms since the freeze began) (pure). */
 export function phaseDurationsMs(marks: Readonly<Record<string, number>>): FreezePhasesMs {
   const durations: FreezePhasesMs = {};
-  FREEZE_PHASES.forEach((phase, index) => {
+  // From the end of the last phase this freeze had: an online move attaches before its freeze (no 'attached').
+  let previous = 0;
+  for (const phase of FREEZE_PHASES) {
     const end = marks[phase];
-    if (typeof end !== 'number') return;
-    const previous = index === 0 ? 0 : marks[FREEZE_PHASES[index - 1]!] ?? 0;
+    if (typeof end !== 'number') continue;
     durations[phase] = end - previous;
-  });
+    previous = end;
+  }
   return durations;
 }
 

@@ -2,7 +2,7 @@ import type { MoveRecord } from '../catalog/migrationRuns.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import type { OnlineBatch, OnlineBatchConnections, OnlineBatchOptions, OnlineBatchResult } from './onlineBatchShape.js';
 import {
-  newCutoverAttempt, ONLINE_BATCH_STEPS, ONLINE_CLEANUP_STEPS, ONLINE_CUTOVER_STEPS, ONLINE_UNDOABLE_STEPS, type CutoverState, type OnlineBatchContext,
+  newCutoverAttempt, ONLINE_ATTACH_STEPS, ONLINE_BATCH_STEPS, ONLINE_CLEANUP_STEPS, ONLINE_CUTOVER_STEPS, ONLINE_UNDOABLE_STEPS, type CutoverState, type OnlineBatchContext,
 } from './onlineSteps.js';
 import { RoundTripMeter } from './roundTripMeter.js';
 import { catalogStepJournal, type StepJournal } from './stepJournal.js';
@@ -13,8 +13,8 @@ import { catchUp } from './streamBatch.js';
  * The online mover for one batch, in three phases the coordinator can
  * interleave across batches: `stream` (prepare every slot's leaves on the
  * target; one publication + replication slot copies at a snapshot and
- * streams them all), `cutOver` (slot by slot a short freeze, final sync,
- * verification, attach and switch) and `cleanUp`. Running every batch's
+ * streams them all), `cutOver` (slot by slot the attach on the target, then a
+ * short freeze, final sync, verification and switch) and `cleanUp`. Running every batch's
  * stream before any cutover keeps the cutovers — the write pauses — away from
  * the CPU the copies use. Each phase is a list of steps (`onlineSteps.ts`)
  * run by the step runner; `rollBack` undoes every slot not yet switched and
@@ -75,7 +75,7 @@ export class OnlineBatchRun {
     await this.runner.run(ONLINE_BATCH_STEPS, this.context, streaming);
   }
 
-  /** Phase 2: each slot's freeze → final sync → verify → attach → switch, an attempt that outlasts the freeze budget undone and retried. */
+  /** Phase 2: each slot's attach on the target, then freeze → final sync → verify → switch, an attempt that outlasts the freeze budget undone and retried. */
   async cutOver(): Promise<void> {
     const { batch, context } = this;
     const { limits } = context.options;
@@ -86,6 +86,7 @@ export class OnlineBatchRun {
     for (const move of this.unswitched()) {
       const cutover: CutoverState = { frozenAt: performance.now(), roundTripsAtFreeze: context.roundTrips.count, verifyMs: 0, phase: {}, phaseRoundTrips: {}, rows: 0 };
       context.cutovers.set(move.slot, cutover);
+      await this.runner.run(ONLINE_ATTACH_STEPS, context, [move.slot]);
       await this.runner.run(ONLINE_CUTOVER_STEPS, context, [move.slot], {
         retry: {
           attemptsMax: limits.freezeAttemptsMax,

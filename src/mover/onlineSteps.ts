@@ -58,7 +58,6 @@ export function newCutoverAttempt(state: CutoverState, roundTrips: RoundTripMete
   state.verifyMs = 0;
   state.rows = 0;
   state.replayedPast = undefined;
-  state.attachedChecked = undefined;
 }
 
 /** The write pause starts: the slot is about to be frozen in the catalog. */
@@ -193,15 +192,16 @@ const sync: OnlineStep = {
 
 const attach: OnlineStep = {
   name: 'attach',
-  describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan)`,
+  describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan) and record the slot 'owned' there, refusing routes older than now; before the freeze, while the subscription still applies the source's writes to them (no router routes the slot here before the switch)`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
-    // Bounded by what is left of the freeze budget; a lock timeout abandons this cutover attempt (retried).
-    const epoch = cutover.freezeEpoch ?? (await getCluster(context.catalog)).epoch;
-    const after = await attachSlot(context.target, context.tables, slot, context.modulus, Math.max(1, context.options.limits.freezeBudgetMs - waitedMs(cutover)), epoch);
-    // Looked at after its COMMIT, in the same round trip: the switch need not look again.
+    // Before the freeze: the parents' ACCESS EXCLUSIVE lock waits for in-flight work on the target's
+    // other slots, which no longer lengthens this slot's write pause. A leaf attached here is only
+    // served after the switch: routers route the slot to the source until then, and the 'owned' record
+    // refuses a route older than this epoch (a router that missed an earlier move of this slot).
+    const epoch = (await getCluster(context.catalog)).epoch;
+    const after = await attachSlot(context.target, context.tables, slot, context.modulus, undefined, epoch);
     cutover.attachedChecked = !after.inTransaction && after.unattached.length === 0;
-    mark(context, cutover, 'attached');
   },
   undo: undoAttach,
 };
@@ -260,11 +260,13 @@ const cleanup: OnlineStep = {
 
 /** A batch's steps for all its slots at once: leaves staged on the target, one stream for them all. */
 export const ONLINE_BATCH_STEPS: readonly OnlineStep[] = [prepareStep, stream];
-/** One slot's cutover, slot by slot: a short freeze, final sync and verification, attach, switch (the point of no return). */
-export const ONLINE_CUTOVER_STEPS: readonly OnlineStep[] = [freeze, sync, attach, switchOwner];
+/** One slot's attach on the target, just before its cutover (outside the write pause; not retried with it). */
+export const ONLINE_ATTACH_STEPS: readonly OnlineStep[] = [attach];
+/** One slot's cutover, slot by slot: a short freeze, final sync and verification, switch (the point of no return). */
+export const ONLINE_CUTOVER_STEPS: readonly OnlineStep[] = [freeze, sync, switchOwner];
 /** After the switches: replication objects, CHECKs and the source's old leaves. */
 export const ONLINE_CLEANUP_STEPS: readonly OnlineStep[] = [cleanup];
 /** Every step of an online move, in the order one slot takes them (for --dry-run). */
-export const ONLINE_MOVE_STEPS: readonly DescribedStep[] = [...ONLINE_BATCH_STEPS, ...ONLINE_CUTOVER_STEPS, ...ONLINE_CLEANUP_STEPS];
+export const ONLINE_MOVE_STEPS: readonly DescribedStep[] = [...ONLINE_BATCH_STEPS, ...ONLINE_ATTACH_STEPS, ...ONLINE_CUTOVER_STEPS, ...ONLINE_CLEANUP_STEPS];
 /** What an unswitched online move takes back when its batch fails: every step before the point of no return. */
-export const ONLINE_UNDOABLE_STEPS: readonly OnlineStep[] = [...ONLINE_BATCH_STEPS, ...ONLINE_CUTOVER_STEPS.filter((step) => !step.pointOfNoReturn)];
+export const ONLINE_UNDOABLE_STEPS: readonly OnlineStep[] = [...ONLINE_BATCH_STEPS, ...ONLINE_ATTACH_STEPS, ...ONLINE_CUTOVER_STEPS.filter((step) => !step.pointOfNoReturn)];

@@ -46,8 +46,9 @@ $fn$`);
   owner text CHECK ((state = 'moved') = (owner IS NOT NULL)),
   changed_at timestamptz NOT NULL DEFAULT now()
 )`);
-  // A split or a merge changes which keys a slot id holds: work routed at an epoch before that
-  // (a map that does not know the change) is refused, so its router routes the key again.
+  // A split or a merge changes which keys a slot id holds, and a move's attach makes this node serve a
+  // slot it may have served before: work routed at an epoch before that (a map that does not know the
+  // change) is refused, so its router routes the key again.
   await db.query(`ALTER TABLE ${NODE_SCHEMA}.slot_state ADD COLUMN IF NOT EXISTS min_epoch bigint`);
   // The refusal of a route (always raises). DETAIL is JSON so that any client can parse the redirect.
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.refuse_route(slot integer, epoch bigint, here ${NODE_SCHEMA}.slot_state) RETURNS void LANGUAGE plpgsql AS $fn$
@@ -55,7 +56,7 @@ BEGIN
   IF here.state = 'owned' THEN
     RAISE EXCEPTION USING
       ERRCODE = '${FENCE_SQLSTATE}',
-      MESSAGE = format('reshard: slot %s was split or merged at epoch %s; this call was routed at epoch %s', refuse_route.slot, here.min_epoch, refuse_route.epoch),
+      MESSAGE = format('reshard: slot %s changed on this node at epoch %s (a split, a merge or a move here); this call was routed at epoch %s', refuse_route.slot, here.min_epoch, refuse_route.epoch),
       DETAIL = json_build_object('slot', refuse_route.slot, 'state', 'changed', 'epoch', here.min_epoch, 'routed_epoch', refuse_route.epoch)::text,
       HINT = 'refresh the slot map and route the key again';
   END IF;

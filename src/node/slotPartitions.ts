@@ -7,7 +7,7 @@ import { errorFields, log } from '../plumbing/log.js';
 import { startWaitLog } from '../plumbing/waitLog.js';
 
 const logger = log('node');
-import { slotOwnedStatement } from './slotState.js';
+import { slotOwnedSinceStatement } from './slotState.js';
 
 /** The parts of a sharded table that partition DDL needs. */
 export interface SlotTable {
@@ -174,7 +174,7 @@ ${tables.map((table, index) => `    IF ${unattachedSql(leaves[index]!)} THEN
         FROM pg_constraint k WHERE k.conrelid = to_regclass(${quoteLiteral(leaves[index]!)}) AND k.conname = '${SLOT_BOUND_CONSTRAINT}';
       EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)', ${quoteLiteral(parents[index]!)}, ${quoteLiteral(leaves[index]!)}, coalesce(bound, ${modulus}), ${slot});
     END IF;`).join('\n')}
-${ownedEpoch === undefined ? '' : `    ${slotOwnedStatement(slot, ownedEpoch)};`}
+${ownedEpoch === undefined ? '' : `    ${slotOwnedSinceStatement(slot, ownedEpoch)};`}
   END IF;
 END
 $attach$`;

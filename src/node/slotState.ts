@@ -55,9 +55,18 @@ export function slotFrozenStatement(slot: number, epoch: number): string {
   return upsert(slot, 'frozen', epoch, null);
 }
 
-/** Statement for the ATTACH transaction on the target: the slot is served here. */
+/** Statement for a split's exchange: the slot (a child or a parent again) is served here. */
 export function slotOwnedStatement(slot: number, epoch: number): string {
   return upsert(slot, 'owned', epoch, null);
+}
+
+/**
+ * Statement for a move's attach on the target: the slot is served here from
+ * `epoch` on, and a route older than that is refused (a router that missed an
+ * earlier move of this slot away from this node must not reach the new leaf).
+ */
+export function slotOwnedSinceStatement(slot: number, epoch: number): string {
+  return `${upsert(slot, 'owned', epoch, null)}, min_epoch = greatest(coalesce(${NODE_SCHEMA}.slot_state.min_epoch, 0), excluded.epoch)`;
 }
 
 /**

@@ -28,7 +28,7 @@ export type Mover = 'online' | 'offline' | 'split';
 export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall' | 'rollback';
 
 export const STEPS: Record<Mover, readonly MoveStepName[]> = {
-  online: ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
+  online: ['prepare', 'stream', 'attach', 'freeze', 'sync', 'switch', 'cleanup'],
   offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
   split: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
 };

@@ -22,6 +22,22 @@ describe('freeze phases', () => {
     }));
   });
 
+  it('a phase the freeze did not have (an online move attaches before it) adds nothing: the next one counts from the last mark before it', () => {
+    expect(phaseDurationsMs({ acked: 13, fenced: 17, replayed: 21, verified: 53, switched: 60 }))
+      .toEqual({ acked: 13, fenced: 4, replayed: 4, verified: 32, switched: 7 });
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(1_000), fc.boolean()), { minLength: FREEZE_PHASES.length, maxLength: FREEZE_PHASES.length }), (steps) => {
+      let at = 0;
+      const marks: Record<string, number> = {};
+      FREEZE_PHASES.forEach((phase, index) => {
+        at += steps[index]![0];
+        if (steps[index]![1]) marks[phase] = at;
+      });
+      const durations = phaseDurationsMs(marks);
+      expect(Object.values(durations).reduce((sum, ms) => sum + ms, 0)).toBe(Math.max(0, ...Object.values(marks)));
+      expect(Object.keys(durations)).toEqual(FREEZE_PHASES.filter((phase) => phase in marks));
+    }));
+  });
+
   it('summarizes p50 and max per phase over the moves', () => {
     const summary = summarizeFreezePhases([{ acked: 10, fenced: 2 }, { acked: 30, fenced: 4 }, { acked: 20 }]);
     expect(summary).toEqual({ acked: { p50: 20, max: 30 }, fenced: { p50: 2, max: 4 } });
