@@ -30,6 +30,12 @@ export interface MoveStep<Context> extends DescribedStep {
   do(context: Context, slots: readonly number[]): Promise<StepFacts>;
   undo?(context: Context, slots: readonly number[]): Promise<void>;
   pointOfNoReturn?: boolean;
+  /**
+   * The step writes nothing anywhere (it waits and reads): its begin is
+   * journaled while it runs rather than before, one round trip less inside a
+   * freeze. A resume takes it again either way.
+   */
+  readOnly?: boolean;
 }
 
 /** A step as --dry-run shows it: its name and what it does, no I/O. */

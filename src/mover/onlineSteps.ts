@@ -163,6 +163,7 @@ const freeze: OnlineStep = {
 
 const sync: OnlineStep = {
   name: 'sync',
+  readOnly: true,
   describe: () => `take the WAL position the fence read inside its transaction; unless the fence saw it replayed, poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides from the row sums (bounded by the freeze budget, else unfreeze and retry)`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);

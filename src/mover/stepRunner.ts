@@ -141,6 +141,10 @@ export class StepRunner {
     }
   }
 
+  private emitBegin(slots: readonly number[], step: MoveStepName): void {
+    for (const slot of slots) this.emit({ type: 'step', migrationId: this.journal.migrationId, slot, step, action: 'begin' });
+  }
+
   /** Takes the steps in order; `taken` collects every step passed or begun (the failed one included). */
   private async forward<Context>(
     steps: readonly MoveStep<Context>[], context: Context, slots: readonly number[], taken: MoveStep<Context>[], facts?: () => Record<string, unknown>,
@@ -165,18 +169,30 @@ export class StepRunner {
       const pending = slots.filter((slot) => !this.isDone(slot, step.name));
       if (pending.length === 0) continue;
       const single = pending.length === 1 && unrecorded?.slots.length === 1 && unrecorded.slots[0] === pending[0];
-      if (single) {
-        await journal.finishAndBegin(pending[0]!, unrecorded!.step, unrecorded!.detail, step.name);
-        recorded();
+      const begin = async (): Promise<void> => {
+        if (single) {
+          await journal.finishAndBegin(pending[0]!, unrecorded!.step, unrecorded!.detail, step.name);
+          recorded();
+        } else {
+          await flush();
+          for (const slot of pending) await journal.begin(slot, step.name);
+        }
+      };
+      let returned: StepFacts;
+      if (step.readOnly) {
+        // Nothing to undo if the coordinator dies before its begin is on record: both at once.
+        for (const slot of pending) this.atStep.set(slot, step.name);
+        const [begun, done] = await Promise.allSettled([begin(), step.do(context, pending)]);
+        if (begun.status === 'rejected') throw begun.reason;
+        this.emitBegin(pending, step.name);
+        if (done.status === 'rejected') throw done.reason;
+        returned = done.value;
       } else {
-        await flush();
-        for (const slot of pending) await journal.begin(slot, step.name);
+        await begin();
+        for (const slot of pending) this.atStep.set(slot, step.name);
+        this.emitBegin(pending, step.name);
+        returned = await step.do(context, pending);
       }
-      for (const slot of pending) {
-        this.atStep.set(slot, step.name);
-        this.emit({ type: 'step', migrationId: journal.migrationId, slot, step: step.name, action: 'begin' });
-      }
-      const returned: StepFacts = await step.do(context, pending);
       unrecorded = { slots: pending, step: step.name, detail: returned ?? facts?.() };
     }
     await flush();

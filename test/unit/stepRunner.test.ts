@@ -75,6 +75,33 @@ describe('StepRunner: the one runner of every kind of move', () => {
     expect(journal.writes).toEqual(['7 prepare begin', '7 prepare done + 7 freeze begin', '7 freeze done + 7 copy begin', '7 copy done']);
   });
 
+  it('journals a read-only step\'s begin while it runs, and a failed journal write still fails the step', async () => {
+    const journal = new RecordingJournal();
+    let releaseJournal!: () => void;
+    const slowWrite = new Promise<void>((resolve) => { releaseJournal = resolve; });
+    const order: string[] = [];
+    const chained = journal.finishAndBegin.bind(journal);
+    journal.finishAndBegin = async (...args: Parameters<RecordingJournal['finishAndBegin']>) => {
+      order.push('journal sent');
+      await slowWrite;
+      await chained(...args);
+      order.push('journal written');
+    };
+    const readOnly: MoveStep<unknown> = { name: 'sync', describe: () => 'sync', readOnly: true, async do() { order.push('sync runs'); releaseJournal(); } };
+    const { steps } = recordingSteps(['freeze']);
+    const runner = await StepRunner.open(journal, [3], () => {});
+    await runner.run([...steps, readOnly], undefined, [3]);
+    expect(order).toEqual(['journal sent', 'sync runs', 'journal written']);
+    expect(journal.writes).toEqual(['3 freeze begin', '3 freeze done + 3 sync begin', '3 sync done']);
+
+    const failing = new RecordingJournal();
+    failing.begin = () => Promise.reject(new Error('catalog gone'));
+    const ran: string[] = [];
+    const other = await StepRunner.open(failing, [4], () => {});
+    await expect(other.run([{ ...readOnly, async do() { ran.push('sync'); } }], undefined, [4])).rejects.toThrow('catalog gone');
+    expect(ran).toEqual(['sync']);
+  });
+
   it('journals a step for several slots per slot, and its work once for all of them', async () => {
     const journal = new RecordingJournal([[2, 'prepare', 'begin'], [2, 'prepare', 'done']]);
     const { steps, calls } = recordingSteps(['prepare', 'stream']);
