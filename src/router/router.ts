@@ -614,13 +614,16 @@ export class Router {
       if (!this.listener) await this.connectListener();
       const catalog = this.listener!;
       const snapshot = await readRouterSnapshot(catalog);
-      // A catalog not yet upgraded to reference tables has none: routing by slot goes on.
-      this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
       const previous = this.snapshot;
       // Order matters: the new owners are in place before held calls are released.
       this.snapshot = snapshot;
       for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
       this.gate.setFrozen(snapshot.frozen);
+      // After the gate, not before: a held call waits for no more than the map's own read (a switch's client-seen
+      // pause); a reference-table call in between uses the holders read with the previous map (a node is
+      // given a reference table before any slot). A catalog not yet upgraded to reference tables has none:
+      // routing by slot goes on.
+      this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
       // Before the acknowledgement: the fence then finds no lease of this router on the slot to wait for.
       // Bounded: a node that does not answer ends such sessions itself (the fence ends idle lease holders).
       await Promise.race([this.leases.revoke(snapshot.frozen), sleep(LEASE_RELEASE_WAIT_MS)]);
