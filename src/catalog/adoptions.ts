@@ -265,3 +265,13 @@ export async function adoptedRowCount(db: Queryable, migrationId: number): Promi
     `SELECT (detail->>'rows') AS rows FROM reshard.journal WHERE migration_id = $1 AND step = 'verify' AND action = 'done' ORDER BY id DESC LIMIT 1`, [migrationId]);
   return Number(result.rows[0]?.rows ?? 0);
 }
+
+/** Keeps a multi-source adoption's source rule (`--source-of`, SQL over the key) with its migration, for `reshard rollback`. */
+export async function storeAdoptionSourceRule(db: Queryable, migrationId: number, ruleSql: string): Promise<void> {
+  await db.query(`UPDATE reshard.migration SET plan = plan || jsonb_build_object('source_of', $2::text) WHERE id = $1`, [migrationId, ruleSql]);
+}
+
+export async function adoptionSourceRule(db: Queryable, migrationId: number): Promise<string | undefined> {
+  const result = await db.query<{ rule: string | null }>("SELECT plan->>'source_of' AS rule FROM reshard.migration WHERE id = $1", [migrationId]);
+  return result.rows[0]?.rule ?? undefined;
+}

@@ -337,3 +337,37 @@ export async function writeBackRows(db: pg.ClientBase, table: { schema: string; 
 export async function dropSourceTable(db: Queryable, table: { schema: string; name: string }): Promise<void> {
   await db.query(`DROP TABLE IF EXISTS ${quoteQualified(table.schema, table.name)}`);
 }
+
+/**
+ * A multi-source adoption's rule for where a key belongs (`--source-of`): a
+ * SQL expression over the key column alone giving the source's position in
+ * `--from` (0-based). `reshard rollback` sends a key first written after
+ * the switch to the source it names.
+ */
+function sourceRuleSql(ruleSql: string): string {
+  // Evaluated over a row source whose one column is the key, by its name: anything else in the rule is an error at adopt time.
+  return `(${ruleSql})::int`;
+}
+
+/**
+ * Checks the rule against up to `sampleMax` rows this source holds (position
+ * `position`): the first key the rule places elsewhere, if any. A rule that
+ * is not valid SQL over the key column fails with PostgreSQL's error.
+ */
+export async function firstKeyAgainstSourceRule(db: Queryable, table: { schema: string; name: string; keyColumn: string }, ruleSql: string, position: number, sampleMax: number): Promise<{ key: string; position: number | null } | undefined> {
+  const key = quoteIdent(table.keyColumn);
+  const result = await db.query<{ key: string; position: number | null }>(
+    `SELECT s.${key}::text AS key, ${sourceRuleSql(ruleSql)} AS position
+       FROM (SELECT t.${key} FROM ONLY ${quoteQualified(table.schema, table.name)} t LIMIT ${Math.max(1, Math.floor(sampleMax))}) AS s(${key})
+      WHERE ${sourceRuleSql(ruleSql)} IS DISTINCT FROM $1 LIMIT 1`, [position]);
+  return result.rows[0];
+}
+
+/** The rule's source position of each key (text form), by key; evaluated on any server (it reads no table). */
+export async function sourcePositionsByRule(db: Queryable, keyColumn: string, keyType: ShardKeyType, ruleSql: string, keys: readonly string[]): Promise<Map<string, number | null>> {
+  if (keys.length === 0) return new Map();
+  const key = quoteIdent(keyColumn);
+  const result = await db.query<{ key: string; position: number | null }>(
+    `SELECT s.${key}::text AS key, ${sourceRuleSql(ruleSql)} AS position FROM unnest($1::${keyType}[]) AS s(${key})`, [keys]);
+  return new Map(result.rows.map((row) => [row.key, row.position]));
+}
