@@ -8,7 +8,7 @@ import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbin
 import {
   copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
 } from '../node/adoptSource.js';
-import { createStagedParent, dropStagedParent, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
+import { createStagedParent, dropStagedParent, installKeyLog, removeKeyLog, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { confineTableSequences } from '../node/sequenceRange.js';
 import { dropReplicationSlot } from '../node/replication.js';
@@ -130,9 +130,11 @@ async function catchUp(context: AdoptContext): Promise<void> {
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); catch up once more; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
+  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
   async do(context) {
     const sumsKept = await trackAdoptedRows(context);
+    // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
+    await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
     await catchUp(context);
     // The hold starts here: everything after this is write pause, so the state and the fences go out together
     // (a routed call that meets a fence before its router sees the state is held and sent again all the same).
@@ -154,6 +156,7 @@ const freeze: AdoptStep = {
   },
   async undo(context) {
     await untrackAdoptedRows(context);
+    for (const node of context.nodes) await removeKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId);
     for (const [index] of context.adoption.sources.entries()) await unfenceSourceTable(await context.source(index), context.adoption);
     await setAdoptionState(context.catalog, context.adoption.migrationId, 'streaming');
   },
@@ -221,10 +224,10 @@ const verify: AdoptStep = {
 
 const attach: AdoptStep = {
   name: 'attach',
-  describe: () => 'on every node at once, one statement each: the old table (where a node holds it) renamed to its kept name, the staged parent renamed to the table\'s name, a log of keys written from now on (for a rollback)',
+  describe: () => 'on every node at once, one statement each: the old table (where a node holds it) renamed to its kept name, the staged parent (with its key log) renamed to the table\'s name',
   async do(context) {
     // Write pause: every node at once, one round trip each.
-    await Promise.all(context.nodes.map(async (node) => switchNodeToAdoptedTable(await context.node(node.name), tableNames(context), context.adoption.keptName, context.adoption.migrationId)));
+    await Promise.all(context.nodes.map(async (node) => switchNodeToAdoptedTable(await context.node(node.name), tableNames(context), context.adoption.keptName)));
   },
   async undo(context) {
     for (const node of context.nodes) await unswitchNode(await context.node(node.name), tableNames(context), context.adoption.keptName);

@@ -74,12 +74,39 @@ INSERT INTO ${qualified} OVERRIDING SYSTEM VALUE SELECT * FROM jsonb_populate_re
 }
 
 /**
+ * The key log on the staged parent, installed before the cutover (the
+ * rename carries it to the table's name): a row trigger on a partitioned
+ * table is created on every leaf too, tens of ms that would otherwise be
+ * write pause. It logs from then on, so also the keys of the last catch-up
+ * and the final sync, whose rows equal the old table's: a rollback that
+ * carries them back changes nothing of them. One statement; idempotent; a
+ * node already switched (no staged parent) is left as it is.
+ */
+export async function installKeyLog(db: Queryable, table: AdoptedTableNames, migrationId: number): Promise<void> {
+  const staged = quoteQualified(table.schema, table.stagedName);
+  await db.query(`DO $keylog$
+BEGIN
+  IF to_regclass(${quoteLiteral(staged)}) IS NULL THEN RETURN; END IF;
+  ${keyLogStatements(table, table.stagedName, migrationId).join(';\n  ')};
+END
+$keylog$`);
+}
+
+/** Undoes `installKeyLog` (the adoption undone before its switch): the trigger off the staged parent, the adoption's logged keys gone. */
+export async function removeKeyLog(db: Queryable, table: AdoptedTableNames, migrationId: number): Promise<void> {
+  if (await relationExists(db, table.schema, table.stagedName)) await db.query(`DROP TRIGGER IF EXISTS ${LOG_TRIGGER} ON ${quoteQualified(table.schema, table.stagedName)}`);
+  if (await relationExists(db, ADOPT_NODE_SCHEMA, CHANGED_KEYS_TABLE)) {
+    await db.query(`DELETE FROM ${quoteQualified(ADOPT_NODE_SCHEMA, CHANGED_KEYS_TABLE)} WHERE migration_id = $1`, [migrationId]);
+  }
+}
+
+/**
  * The cutover on one node, one statement (one round trip, one transaction):
  * the old table (if this node holds it under the final name) renamed to
- * `keptName`, the staged parent renamed to the table's name, and the key
- * log installed on it. Idempotent: a node already switched is left as it is.
+ * `keptName`, the staged parent (with its key log, `installKeyLog`) renamed
+ * to the table's name. Idempotent: a node already switched is left as it is.
  */
-export async function switchNodeToAdoptedTable(db: Queryable, table: AdoptedTableNames, keptName: string, migrationId: number): Promise<void> {
+export async function switchNodeToAdoptedTable(db: Queryable, table: AdoptedTableNames, keptName: string): Promise<void> {
   const staged = quoteQualified(table.schema, table.stagedName);
   const final = quoteQualified(table.schema, table.name);
   await db.query(`DO $switch$
@@ -89,7 +116,6 @@ BEGIN
     ALTER TABLE ${final} RENAME TO ${quoteIdent(keptName)};
   END IF;
   ALTER TABLE ${staged} RENAME TO ${quoteIdent(table.name)};
-  ${keyLogStatements(table, migrationId).join(';\n  ')};
 END
 $switch$`);
 }
@@ -110,7 +136,7 @@ export async function unswitchNode(client: pg.ClientBase, table: AdoptedTableNam
   }
 }
 
-function keyLogStatements(table: AdoptedTableNames, migrationId: number): string[] {
+function keyLogStatements(table: AdoptedTableNames, relation: string, migrationId: number): string[] {
   const schema = quoteIdent(ADOPT_NODE_SCHEMA);
   const log = quoteQualified(ADOPT_NODE_SCHEMA, CHANGED_KEYS_TABLE);
   const fn = quoteQualified(ADOPT_NODE_SCHEMA, LOG_FUNCTION);
@@ -133,8 +159,8 @@ BEGIN
   RETURN NULL;
 END
 $fn$`,
-    `DROP TRIGGER IF EXISTS ${LOG_TRIGGER} ON ${quoteQualified(table.schema, table.name)}`,
-    `CREATE TRIGGER ${LOG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${quoteQualified(table.schema, table.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}('${migrationId}', '${key.slice(1, -1).replaceAll("'", "''")}')`,
+    `DROP TRIGGER IF EXISTS ${LOG_TRIGGER} ON ${quoteQualified(table.schema, relation)}`,
+    `CREATE TRIGGER ${LOG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${quoteQualified(table.schema, relation)} FOR EACH ROW EXECUTE FUNCTION ${fn}('${migrationId}', '${key.slice(1, -1).replaceAll("'", "''")}')`,
   ];
 }
 
