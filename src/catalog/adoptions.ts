@@ -275,3 +275,17 @@ export async function adoptionSourceRule(db: Queryable, migrationId: number): Pr
   const result = await db.query<{ rule: string | null }>("SELECT plan->>'source_of' AS rule FROM reshard.migration WHERE id = $1", [migrationId]);
   return result.rows[0]?.rule ?? undefined;
 }
+
+/**
+ * An adoption not yet finished — copying, in its cutover, interrupted or
+ * failed and waiting for `resume`, or being returned by a rollback — if any:
+ * its nodes and slot owners are fixed at its start, so the node set must not
+ * change under it.
+ */
+export async function unfinishedAdoption(db: Queryable): Promise<{ migrationId: number; schema: string; name: string } | undefined> {
+  const result = await db.query<{ migration_id: string; schema_name: string; table_name: string }>(
+    `SELECT a.migration_id::text, a.schema_name, a.table_name FROM reshard.adoption a JOIN reshard.migration m ON m.id = a.migration_id
+      WHERE a.state IN ('streaming', 'cutover', 'returning') AND m.state IN ('running', 'failed') ORDER BY a.migration_id DESC LIMIT 1`);
+  const row = result.rows[0];
+  return row ? { migrationId: Number(row.migration_id), schema: row.schema_name, name: row.table_name } : undefined;
+}

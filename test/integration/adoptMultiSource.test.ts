@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
@@ -9,7 +10,7 @@ import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAcces
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { waitFor } from '../../src/plumbing/waitFor.js';
 import { AdoptingTable, Router } from '../../src/router/index.js';
-import { catalogUrl, runCli } from '../support/cli.js';
+import { catalogUrl, RESHARD_BIN, runCli } from '../support/cli.js';
 import { startTestServers, type TestServers } from '../support/servers.js';
 
 /**
@@ -80,7 +81,8 @@ describe('multi-source adoption through the router (AdoptingTable with sourceFor
   let access: ClusterAccess;
   let env: Record<string, string>;
   beforeAll(async () => {
-    cluster = await startTestServers(3, 'adoptmulti');
+    // Three nodes; the fourth server is added as a node only in the last test.
+    cluster = await startTestServers(4, 'adoptmulti');
     nodes = cluster.servers.slice(0, 3);
     access = { catalog: nodes[0]!.connection, passwords: noPasswords };
     env = { RESHARD_CATALOG: catalogUrl(nodes[0]!.connection) };
@@ -221,5 +223,37 @@ describe('multi-source adoption through the router (AdoptingTable with sourceFor
       expect((await sql(node, "SELECT count(*)::int AS n FROM pg_class WHERE relname LIKE 'ledger\\_\\_%'")).rows[0].n).toBe(0);
     }
     expect((await sql(nodes[0]!, "SELECT count(*)::int AS n FROM reshard.sharded_table WHERE table_name = 'ledger'")).rows[0].n).toBe(0);
+  }, 400_000);
+
+  it('refuses node add and node remove while an adoption is unfinished (interrupted mid-copy), one line each, and allows them once it is resumed', async () => {
+    await seed('paused');
+    const child = spawn(process.execPath, [RESHARD_BIN, 'table', 'adopt', 'paused', '--from', from(), '--key', 'id', '--catalog', env.RESHARD_CATALOG!], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('step stream\n')) child.kill('SIGKILL');
+    });
+    await exited;
+    expect(output).toContain('step stream');
+    const fourth = cluster.servers[3]!;
+    const added = await runCli(['node', 'add', 'n4', '--url', catalogUrl(fourth.connection)], env, 120_000);
+    expect(added.code).not.toBe(0);
+    expect(added.stderr.trim().split('\n')).toHaveLength(1);
+    expect(added.stderr).toMatch(/cannot add node "n4" while adoption \d+ of paused is unfinished.*Fix: let it finish/);
+    const removed = await runCli(['node', 'remove', 'n3'], env, 120_000);
+    expect(removed.code).not.toBe(0);
+    expect(removed.stderr).toMatch(/cannot remove node "n3" while adoption \d+ of paused is unfinished/);
+    expect((await sql(nodes[0]!, "SELECT count(*)::int AS n FROM reshard.node WHERE name = 'n4'")).rows[0].n).toBe(0);
+    expect((await sql(nodes[0]!, "SELECT state FROM reshard.node WHERE name = 'n3'")).rows[0].state).toBe('active');
+
+    const resumed = await runCli(['resume', '--json'], env, 300_000);
+    expect(resumed.stderr).toBe('');
+    expect(resumed.code).toBe(0);
+    const addedAfter = await runCli(['node', 'add', 'n4', '--url', catalogUrl(fourth.connection)], env, 120_000);
+    expect(addedAfter.stderr).toBe('');
+    expect(addedAfter.code).toBe(0);
+    // The node added after the switch has the adopted table's parent (no slots yet).
+    expect((await sql(fourth, "SELECT relkind::text AS kind FROM pg_class WHERE oid = 'paused'::regclass")).rows[0].kind).toBe('p');
   }, 400_000);
 });
