@@ -79,7 +79,10 @@ export async function trackSourceRows(db: pg.ClientBase, table: { schema: string
     `SELECT coalesce((SELECT relkind = 'r' FROM pg_class WHERE oid = to_regclass($1)), false) AS plain, ${byRecordSql('$1')} AS by_record`, [qualified]);
   if (!shape.rows[0]?.plain || !shape.rows[0].by_record) return false;
   try {
-    await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`, ...installStatements(),
+    // The table's lock first: a writer in flight whose (earlier) sums trigger adds a row must find the sums table
+    // unlocked, or it waits for this transaction while this waits for it — a deadlock (seen on a resume after an undo
+    // that could not end the sums).
+    await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`, `LOCK TABLE ${qualified} IN SHARE ROW EXCLUSIVE MODE`, ...installStatements(),
       `DELETE FROM ${SUMS_TABLE} WHERE tbl = ${quoteLiteral(qualified)}::regclass`,
       `CREATE OR REPLACE TRIGGER ${SUMS_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${qualified} FOR EACH ROW EXECUTE FUNCTION ${SUMS_FUNCTION}()`,
       `CREATE OR REPLACE TRIGGER ${SUMS_TRUNCATE_TRIGGER} AFTER TRUNCATE ON ${qualified} FOR EACH STATEMENT EXECUTE FUNCTION ${SUMS_TRUNCATE_FUNCTION}()`,
