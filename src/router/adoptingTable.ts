@@ -216,10 +216,23 @@ export class AdoptingTable {
         'pass sourceFor: (key) => the source\'s position in --from (the application\'s own scheme) to AdoptingTable.connect');
     }
     const chosen = this.options.sourceFor(key);
-    const index = typeof chosen === 'number' ? chosen : sources.findIndex((source) => sameServerDatabase(source.connection, parseConnectionHere(chosen, 'sourceFor\'s answer')));
+    const index = typeof chosen === 'number' ? chosen : this.sourceIndexByConnection(chosen);
     if (!Number.isInteger(index) || index < 0 || index >= sources.length) {
       throw new ReshardError('bad_input', `sourceFor gave ${typeof chosen === 'number' ? chosen : 'a connection string that is none of the sources'} for a key of ${this.table.name}, which has ${sources.length} sources`,
         `return a position from 0 to ${sources.length - 1} (the order of --from), or one of the --from connection strings`);
+    }
+    return index;
+  }
+
+  /** Connection strings sourceFor answered, by the position of the source they name (parsed once each). */
+  private readonly positionsByConnection = new Map<string, number>();
+
+  private sourceIndexByConnection(connection: string): number {
+    let index = this.positionsByConnection.get(connection);
+    if (index === undefined) {
+      const parsed = parseConnectionHere(connection, 'sourceFor\'s answer');
+      index = this.route.sources.findIndex((source) => sameServerDatabase(source.connection, parsed));
+      if (index >= 0) this.positionsByConnection.set(connection, index);
     }
     return index;
   }
@@ -228,6 +241,7 @@ export class AdoptingTable {
     if (this.poolsOfMigration !== this.route.migrationId) {
       // Another adoption of the table: its sources may be other servers.
       await this.endSourcePools();
+      this.positionsByConnection.clear();
       this.poolsOfMigration = this.route.migrationId;
     }
     const index = this.sourceIndexOf(key);
