@@ -23,6 +23,7 @@ import { assertPeersReachable, pairsWith, withoutPasswords } from './peerReachab
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 import { assignSequenceBlock } from '../catalog/sequenceBlocks.js';
 import { confineSequencesOnNode } from './sequenceRanges.js';
+import { assertNoAdoptionUnderway } from './adoptionBlocksTopology.js';
 
 export interface AddNodeRequest {
   name: string;
@@ -76,6 +77,7 @@ export async function addNode(access: ClusterAccess, request: AddNodeRequest): P
     let nodeClient: pg.Client | undefined;
     try {
       await lockNodeAdds(catalog);
+      await assertNoAdoptionUnderway(catalog, `add node "${request.name}"`);
       const existing = await listNodes(catalog, { includeRemoved: true });
       if (existing.some((node) => node.name === request.name && node.state !== 'removed')) throw duplicateNodeError(request.name);
       nodeClient = await connectTo({ role: `node "${request.name}"`, connection: { ...request.connection, ...(password !== undefined ? { password } : {}) } });

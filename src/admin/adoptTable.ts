@@ -1,5 +1,5 @@
 import {
-  adoptedRowCount, createAdoption, finishAdoptionMigration, resumableAdoptionId, setAdoptionState, shardedTableNameTaken, storeAdoptionDefinition,
+  adoptedRowCount, createAdoption, finishAdoptionMigration, resumableAdoptionId, setAdoptionState, shardedTableNameTaken, storeAdoptionDefinition, storeAdoptionSourceRule,
 } from '../catalog/adoptions.js';
 import { getCluster } from '../catalog/cluster.js';
 import { getMigration, reopenMigration } from '../catalog/migrationRuns.js';
@@ -15,7 +15,8 @@ import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js
 import { connectTo } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { sameDatabase, readDatabaseIdentity } from '../node/databaseIdentity.js';
-import { describeSourceTable } from '../node/adoptSource.js';
+import { describeSourceTable, firstKeyAgainstSourceRule } from '../node/adoptSource.js';
+import type { Queryable } from '../plumbing/queryable.js';
 import { leafName } from '../node/leafName.js';
 import type { AdoptLimits } from '../mover/adoptContext.js';
 import { unsplitOwners, withAdoptContext } from './adoptSession.js';
@@ -33,6 +34,14 @@ export interface AdoptRequest {
   from: readonly string[];
   keyColumn: string;
   colocateWith?: string;
+  /**
+   * Several sources: where a key belongs, as a SQL expression over the key
+   * column giving the source's position in `from` (0-based), e.g. `id % 3`
+   * — the application's own scheme. Checked against rows of every source
+   * before anything changes; `reshard rollback` sends a key first written
+   * after the switch to the source it names (without it: the first source).
+   */
+  sourceOf?: string;
   /** Share of each node's capacity that must stay free after the adoption (the headroom rule). */
   headroomFraction?: number;
   limits?: Partial<AdoptLimits>;
@@ -80,11 +89,14 @@ export async function adoptTable(access: ClusterAccess, request: AdoptRequest): 
       throw new ReshardError('conflict', `a sharded table named "${request.name}" already exists (or is being adopted)`, 'adopt into another name, or `reshard rollback` the earlier adoption');
     }
     const located = await locateSources(sources, nodes);
+    const sourceOf = request.sourceOf?.trim();
+    if (sourceOf !== undefined && sources.length < 2) throw badInput('--source-of tells which of several sources a key belongs to, and there is one', 'drop --source-of');
     const shapes = [];
     for (const [index, source] of sources.entries()) {
       const client = await connectTo({ role: `source ${located[index]!.name}`, connection: source }, 'reshard adopt');
       try {
         shapes.push(await describeSourceTable(client, schema, request.name, request.keyColumn));
+        if (sourceOf !== undefined) await checkSourceRule(client, { schema, name: request.name, keyColumn: request.keyColumn }, sourceOf, index, located[index]!.name);
       } finally {
         await client.end().catch(() => {});
       }
@@ -106,11 +118,30 @@ export async function adoptTable(access: ClusterAccess, request: AdoptRequest): 
     }, (id) => adoptNames(request.name, id), epoch);
     // Kept with the migration: a resume needs the definition even after a node source's table was renamed.
     await storeAdoptionDefinition(catalog, migrationId, first.definition, colocationGroup);
+    if (sourceOf !== undefined) await storeAdoptionSourceRule(catalog, migrationId, sourceOf);
   } finally {
     await catalog.end().catch(() => {});
   }
   const passwords = new Map(sources.map((source, index) => [index, source.password]));
   return runAdoption(access, migrationId, passwords, request);
+}
+
+/** How many of a source's rows the source rule is checked against. */
+const SOURCE_RULE_SAMPLE_ROWS = 10_000;
+
+/** Refuses a source rule that is not SQL over the key, or that places a row of this source elsewhere. */
+async function checkSourceRule(db: Queryable, table: { schema: string; name: string; keyColumn: string }, ruleSql: string, position: number, sourceName: string): Promise<void> {
+  let misplaced;
+  try {
+    misplaced = await firstKeyAgainstSourceRule(db, table, ruleSql, position, SOURCE_RULE_SAMPLE_ROWS);
+  } catch (error) {
+    throw badInput(`--source-of "${ruleSql}" is not a SQL expression over ${table.keyColumn} alone giving a whole number: ${(error as Error).message}`,
+      `write the application's scheme over the key, e.g. --source-of "${table.keyColumn} % 3"`);
+  }
+  if (misplaced) {
+    throw badInput(`--source-of "${ruleSql}" gives ${misplaced.position ?? 'NULL'} for key ${misplaced.key}, which source ${position} (${sourceName}) holds`,
+      'give the rule the position of each key\'s source in --from, counted from 0 (the order of --from matters)');
+  }
 }
 
 interface LocatedSource { connection: ConnectionSettings; node?: string; name: string }

@@ -6,6 +6,7 @@ import { listReferenceTables } from '../catalog/referenceTables.js';
 import { describeTable } from '../catalog/tables.js';
 import { dropReferenceSubscriptionsOf } from '../coordinator/dropReferenceSubscriptionsOf.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import { assertNoAdoptionUnderway } from './adoptionBlocksTopology.js';
 
 export interface RemoveNodeResult {
   name: string;
@@ -23,6 +24,7 @@ export async function removeNode(access: ClusterAccess, name: string): Promise<R
   return withCatalog(access, async (catalog) => {
     await assertCatalogCurrent(catalog);
     const node = await getNode(catalog, name);
+    await assertNoAdoptionUnderway(catalog, `remove node "${name}"`);
     const references = await listReferenceTables(catalog);
     const held = references.filter((table) => table.holder === name);
     if (held.length > 0) {

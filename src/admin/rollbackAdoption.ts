@@ -1,7 +1,7 @@
-import { adoptionMigrationId, finishAdoptionMigration, setAdoptionState, unregisterAdoptedTable } from '../catalog/adoptions.js';
+import { adoptionMigrationId, adoptionSourceRule, finishAdoptionMigration, setAdoptionState, unregisterAdoptedTable } from '../catalog/adoptions.js';
 import { ReshardError } from '../core/errors.js';
 import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
-import { dropSourceFenceFunction, rowsByKey, tableExists, unfenceSourceTable, writeBackRows } from '../node/adoptSource.js';
+import { dropSourceFenceFunction, rowsByKey, sourcePositionsByRule, tableExists, unfenceSourceTable, writeBackRows } from '../node/adoptSource.js';
 import { changedKeys, dropAdoptedTable, fenceAdoptedTable, isPartitionedTable as isAdoptedParent, relationExists, renameTable } from '../node/adoptTarget.js';
 import type { AdoptContext } from '../mover/adoptContext.js';
 import { ADOPT_JOURNAL_UNIT, ADOPT_UNDOABLE_STEPS } from '../mover/adoptSteps.js';
@@ -17,6 +17,9 @@ export interface AdoptionRollbackResult {
   outcome: 'undone' | 'returned';
   /** Keys written after the switch that were carried back. */
   keysReturned: number;
+  /** Of those, keys no old table held (first written after the switch), and where they went. */
+  newKeys: number;
+  newKeysTo: 'the first source' | 'the source rule';
 }
 
 /** Where source `index` keeps the old table: a node source renamed it at the cutover, any other kept its name. */
@@ -50,13 +53,13 @@ export async function rollbackAdoption(access: ClusterAccess, migrationId: numbe
     if (adoption.state === 'forgotten') {
       throw new ReshardError('precondition', `the old table of ${adoption.name} was dropped by \`table forget-source\``, 'an adoption can be rolled back only before forget-source');
     }
-    if (adoption.state === 'rolled_back') return { migrationId, table: adoption.name, outcome: 'undone', keysReturned: 0 };
+    if (adoption.state === 'rolled_back') return { migrationId, table: adoption.name, outcome: 'undone', keysReturned: 0, newKeys: 0, newKeysTo: 'the first source' };
     if (adoption.state === 'streaming' || adoption.state === 'cutover') {
       const runner = await StepRunner.open(catalogStepJournal(catalog, migrationId), [ADOPT_JOURNAL_UNIT], context.emit);
       await runner.undo(ADOPT_UNDOABLE_STEPS, context, [ADOPT_JOURNAL_UNIT], { reason: 'reshard rollback' });
       await setAdoptionState(catalog, migrationId, 'rolled_back');
       await finishAdoptionMigration(catalog, migrationId, 'rolled_back', 'rolled back by reshard rollback');
-      return { migrationId, table: adoption.name, outcome: 'undone', keysReturned: 0 };
+      return { migrationId, table: adoption.name, outcome: 'undone', keysReturned: 0, newKeys: 0, newKeysTo: 'the first source' };
     }
     // Switched (or a return under way): routers hold the table's calls while it goes back.
     await setAdoptionState(catalog, migrationId, 'returning');
@@ -75,13 +78,23 @@ export async function rollbackAdoption(access: ClusterAccess, migrationId: numbe
       if (!(await isAdoptedParent(session, adoption.schema, adoption.name))) continue;
       for (const [key, keyRows] of await rowsByKey(session, table, all)) rows.set(key, [...(rows.get(key) ?? []), ...keyRows]);
     }
-    // Each key back to the source whose old table holds it; a key new since the switch to the first source.
+    // Each key back to the source whose old table holds it; a key new since the switch to the source the
+    // adoption's rule (--source-of) names, else (no rule, or a position it does not give) to the first source.
     const holderOf = new Map<string, number>();
     for (const [index] of adoption.sources.entries()) {
       const old = oldTableOf(context, index);
       const session = await context.source(index);
       if (!(await tableExists(session, old))) continue;
       for (const key of (await rowsByKey(session, { ...table, name: old.name }, all)).keys()) if (!holderOf.has(key)) holderOf.set(key, index);
+    }
+    const newKeys = all.filter((key) => !holderOf.has(key));
+    const rule = adoption.sources.length > 1 ? await adoptionSourceRule(catalog, migrationId) : undefined;
+    if (rule !== undefined && newKeys.length > 0) {
+      const positions = await sourcePositionsByRule(await context.source(0), adoption.keyColumn, adoption.keyType, rule, newKeys);
+      for (const key of newKeys) {
+        const position = positions.get(key);
+        if (position !== null && position !== undefined && position >= 0 && position < adoption.sources.length) holderOf.set(key, position);
+      }
     }
     for (const [index] of adoption.sources.entries()) {
       const old = oldTableOf(context, index);
@@ -104,7 +117,7 @@ export async function rollbackAdoption(access: ClusterAccess, migrationId: numbe
     await unregisterAdoptedTable(catalog, adoption);
     await setAdoptionState(catalog, migrationId, 'rolled_back');
     await finishAdoptionMigration(catalog, migrationId, 'rolled_back', 'rolled back by reshard rollback');
-    return { migrationId, table: adoption.name, outcome: 'returned', keysReturned: all.length };
+    return { migrationId, table: adoption.name, outcome: 'returned', keysReturned: all.length, newKeys: newKeys.length, newKeysTo: rule !== undefined ? 'the source rule' : 'the first source' };
   });
 }
 

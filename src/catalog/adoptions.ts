@@ -93,14 +93,54 @@ export async function latestAdoption(db: Queryable, table?: { schema: string; na
 }
 
 /**
+ * The channel on which an adoption's state changes are announced with the
+ * new state in the payload (`AdoptionStateChange` as JSON), besides the slot
+ * map's channel: a router that routes the table (AdoptingTable) follows the
+ * cutover and the switch from the notification alone, without a catalog
+ * read in the write pause.
+ */
+export const ADOPTION_STATE_CHANNEL = 'reshard_adoption_state';
+
+export interface AdoptionStateChange {
+  migrationId: number;
+  schema: string;
+  name: string;
+  state: AdoptionState;
+  /** The cluster's epoch the change took: a reader keeps the newest of what it read and was told. */
+  epoch: number;
+}
+
+/** SQL (in a statement that updated reshard.adoption, its row as `row`, and bumped the epoch to `epoch`): the notification of the new state. */
+function notifyStateSql(row: string, epoch: string): string {
+  return `pg_notify('${ADOPTION_STATE_CHANNEL}', json_build_object('migrationId', ${row}.migration_id, 'schema', ${row}.schema_name, 'name', ${row}.table_name, 'state', ${row}.state, 'epoch', ${epoch})::text)`;
+}
+
+export async function listenForAdoptionStates(client: pg.ClientBase): Promise<void> {
+  await client.query(`LISTEN ${ADOPTION_STATE_CHANNEL}`);
+}
+
+/** A notification's payload on ADOPTION_STATE_CHANNEL, or undefined if it is not one. */
+export function parseAdoptionStateChange(payload: string | undefined): AdoptionStateChange | undefined {
+  try {
+    const parsed = JSON.parse(payload ?? '') as Partial<AdoptionStateChange>;
+    if (typeof parsed.migrationId !== 'number' || typeof parsed.schema !== 'string' || typeof parsed.name !== 'string' || typeof parsed.state !== 'string'
+      || typeof parsed.epoch !== 'number') return undefined;
+    return { migrationId: parsed.migrationId, schema: parsed.schema, name: parsed.name, state: parsed.state as AdoptionState, epoch: parsed.epoch };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Sets the adoption's state, bumps the epoch and notifies routers (which
- * route an adopting table by it), one statement.
+ * route an adopting table by it; the new state in the payload on
+ * ADOPTION_STATE_CHANNEL), one statement.
  */
 export async function setAdoptionState(db: Queryable, migrationId: number, state: AdoptionState): Promise<void> {
   await db.query(
-    `WITH changed AS (UPDATE reshard.adoption SET state = $2 WHERE migration_id = $1 AND state <> $2 RETURNING 1),
+    `WITH changed AS (UPDATE reshard.adoption SET state = $2 WHERE migration_id = $1 AND state <> $2 RETURNING migration_id, schema_name, table_name, state),
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM changed) RETURNING epoch)
-     SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped`,
+     SELECT pg_notify('${SLOT_MAP_CHANNEL}', b.epoch::text), (SELECT ${notifyStateSql('c', 'b.epoch')} FROM changed c) FROM bumped b`,
     [migrationId, state],
   );
 }
@@ -133,10 +173,10 @@ export async function unregisterAdoptedTable(db: Queryable, table: { schema: str
 export async function switchAdoptedTable(db: Queryable, migrationId: number): Promise<number> {
   const result = await db.query<{ epoch: string }>(
     `WITH adoption AS (UPDATE reshard.adoption SET state = 'switched', switched_at = now() WHERE migration_id = $1 AND state IN ('streaming', 'cutover')
-                        RETURNING schema_name, table_name),
+                        RETURNING migration_id, schema_name, table_name, state),
           activated AS (UPDATE reshard.sharded_table t SET state = 'active' FROM adoption a WHERE t.schema_name = a.schema_name AND t.table_name = a.table_name RETURNING 1),
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM adoption) RETURNING epoch),
-          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', b.epoch::text), (SELECT ${notifyStateSql('a', 'b.epoch')} FROM adoption a) FROM bumped b)
      SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
             (SELECT count(*) FROM activated) AS activated, (SELECT count(*) FROM notified) AS notified`,
     [migrationId],
@@ -153,12 +193,21 @@ export interface AdoptionRoute {
   state: AdoptionState | 'none';
   migrationId?: number;
   sources: AdoptionSource[];
+  /** The cluster's epoch when this was read (same snapshot). */
+  epoch: number;
 }
 
 export async function adoptionRoute(db: Queryable, table: { schema: string; name: string }): Promise<AdoptionRoute> {
-  const adoption = await latestAdoption(db, table);
-  if (!adoption) return { state: 'none', sources: [] };
-  return { state: adoption.state, migrationId: adoption.migrationId, sources: adoption.sources };
+  const result = await db.query<{ epoch: string } & Partial<AdoptionRow>>(
+    `SELECT c.epoch::text AS epoch, x.* FROM reshard.cluster c LEFT JOIN LATERAL (
+       SELECT ${ADOPTION_COLUMNS} FROM reshard.adoption a JOIN reshard.migration m ON m.id = a.migration_id
+        WHERE a.schema_name = $1 AND a.table_name = $2 ORDER BY a.migration_id DESC LIMIT 1) x ON true
+      WHERE c.id = 1`, [table.schema, table.name]);
+  const row = result.rows[0];
+  const epoch = Number(row?.epoch ?? 0);
+  if (!row || row.migration_id === null || row.migration_id === undefined) return { state: 'none', sources: [], epoch };
+  const adoption = adoptionFromRow(row as AdoptionRow);
+  return { state: adoption.state, migrationId: adoption.migrationId, sources: adoption.sources, epoch };
 }
 
 export function adoptionNotFound(table: string): ReshardError {
@@ -215,4 +264,28 @@ export async function adoptedRowCount(db: Queryable, migrationId: number): Promi
   const result = await db.query<{ rows: string | null }>(
     `SELECT (detail->>'rows') AS rows FROM reshard.journal WHERE migration_id = $1 AND step = 'verify' AND action = 'done' ORDER BY id DESC LIMIT 1`, [migrationId]);
   return Number(result.rows[0]?.rows ?? 0);
+}
+
+/** Keeps a multi-source adoption's source rule (`--source-of`, SQL over the key) with its migration, for `reshard rollback`. */
+export async function storeAdoptionSourceRule(db: Queryable, migrationId: number, ruleSql: string): Promise<void> {
+  await db.query(`UPDATE reshard.migration SET plan = plan || jsonb_build_object('source_of', $2::text) WHERE id = $1`, [migrationId, ruleSql]);
+}
+
+export async function adoptionSourceRule(db: Queryable, migrationId: number): Promise<string | undefined> {
+  const result = await db.query<{ rule: string | null }>("SELECT plan->>'source_of' AS rule FROM reshard.migration WHERE id = $1", [migrationId]);
+  return result.rows[0]?.rule ?? undefined;
+}
+
+/**
+ * An adoption not yet finished — copying, in its cutover, interrupted or
+ * failed and waiting for `resume`, or being returned by a rollback — if any:
+ * its nodes and slot owners are fixed at its start, so the node set must not
+ * change under it.
+ */
+export async function unfinishedAdoption(db: Queryable): Promise<{ migrationId: number; schema: string; name: string } | undefined> {
+  const result = await db.query<{ migration_id: string; schema_name: string; table_name: string }>(
+    `SELECT a.migration_id::text, a.schema_name, a.table_name FROM reshard.adoption a JOIN reshard.migration m ON m.id = a.migration_id
+      WHERE a.state IN ('streaming', 'cutover', 'returning') AND m.state IN ('running', 'failed') ORDER BY a.migration_id DESC LIMIT 1`);
+  const row = result.rows[0];
+  return row ? { migrationId: Number(row.migration_id), schema: row.schema_name, name: row.table_name } : undefined;
 }

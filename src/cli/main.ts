@@ -133,6 +133,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--colocate-with <table>', 'share the slot space of this table (same key type)')
     .option('--schema <schema>', 'schema of the table', 'public')
     .option('--reference', 'adopt it as a reference table: it stays on its node (--from), which becomes its holder, and every other node gets a copy')
+    .option('--source-of <sql>', 'several sources: the source of a key as SQL over the key column, its position in --from from 0 (e.g. "id % 3"); a rollback sends keys new since the switch there (default: the first source)')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free (default 10%)')
     .option('--dry-run', 'print the steps an adoption takes, without doing them')
     .action(async (name: string, options) => adoptCommand(output(), access(), name, options));

@@ -51,46 +51,90 @@ export async function refreshKeys(context: AdoptContext, keys: readonly string[]
 const CHANGES_PER_PEEK = 50_000;
 /** Longest one source's stream may take to show a marker just written. */
 const MARKER_WAIT_MS = 120_000;
+/** Keys refreshed per batch at most (one read of every source, one statement per owner). */
+const KEYS_PER_BATCH_MAX = 20_000;
+
+async function refreshInBatches(context: AdoptContext, keys: readonly string[]): Promise<number> {
+  let applied = 0;
+  for (let at = 0; at < keys.length; at += KEYS_PER_BATCH_MAX) applied += await refreshKeys(context, keys.slice(at, at + KEYS_PER_BATCH_MAX), 'staged');
+  return applied;
+}
+
+/**
+ * Reads source `index`'s stream up to `marker`, one peek at a time: the keys
+ * of each peek are refreshed and the stream moved on past its last COMMIT
+ * (a crash in between replays them, and they land the same) — except, where
+ * `keepLastPeek`, those of the peek that shows the marker: they are handed
+ * back unrefreshed and the stream stays where it is (the final sync refreshes
+ * every source's last keys at once; its stream is dropped at cleanup).
+ */
+async function readStreamToMarker(context: AdoptContext, index: number, marker: string, keepLastPeek: boolean): Promise<{ applied: number; lastKeys: string[] }> {
+  const { adoption } = context;
+  const prefixes = decodedTablePrefix(adoption.schema, adoption.name);
+  const source = await context.source(index);
+  const slotName = context.names.slotName(index);
+  const deadline = performance.now() + MARKER_WAIT_MS;
+  let applied = 0;
+  for (;;) {
+    const rows = await peekChanges(source, slotName, CHANGES_PER_PEEK);
+    const keys = new Set<string>();
+    let lastCommitLsn: string | undefined;
+    let seen = false;
+    for (const row of rows) {
+      if (row.data.startsWith('COMMIT')) lastCommitLsn = row.lsn;
+      else if (row.data.startsWith('message:') && row.data.includes(ADOPT_MARKER_PREFIX) && row.data.endsWith(`content:${marker}`)) seen = true;
+      else for (const key of changedKeysOf(context, index, row.data, prefixes)) keys.add(key);
+    }
+    if (seen && keepLastPeek) return { applied, lastKeys: [...keys] };
+    applied += await refreshInBatches(context, [...keys]);
+    if (lastCommitLsn !== undefined) await advanceChangeSlot(source, slotName, lastCommitLsn);
+    if (seen) return { applied, lastKeys: [] };
+    if (performance.now() > deadline) {
+      throw new ReshardError('timeout', `the change stream of ${context.sourceName(index)} did not reach its marker within ${MARKER_WAIT_MS} ms`, 'check the source\'s logs; then `reshard resume`');
+    }
+    if (rows.length === 0) await sleep(10);
+  }
+}
+
+function newMarker(context: AdoptContext): string {
+  return `m${context.adoption.migrationId}-${randomUUID()}`;
+}
 
 /**
  * Applies every change each source's stream holds up to a marker written
  * into the source's WAL now — so every transaction committed before this
- * call (the fence's included) — moving each stream on as its changes land.
- * A crash before a move replays the same changes, which land the same.
- * Returns the keys refreshed.
+ * call — moving each stream on as its changes land. For the catch-up, while
+ * the sources take writes. Returns the keys refreshed.
  */
-export async function applyChanges(context: AdoptContext, keysPerBatchMax = 20_000): Promise<number> {
-  const { adoption } = context;
-  const prefixes = decodedTablePrefix(adoption.schema, adoption.name);
+export async function applyChanges(context: AdoptContext): Promise<number> {
   let applied = 0;
-  for (const [index] of adoption.sources.entries()) {
-    const source = await context.source(index);
-    const slotName = context.names.slotName(index);
-    const marker = `m${adoption.migrationId}-${randomUUID()}`;
-    await emitMarker(source, marker);
-    const deadline = performance.now() + MARKER_WAIT_MS;
-    for (let seen = false; !seen;) {
-      const rows = await peekChanges(source, slotName, CHANGES_PER_PEEK);
-      const keys = new Set<string>();
-      let lastCommitLsn: string | undefined;
-      for (const row of rows) {
-        if (row.data.startsWith('COMMIT')) lastCommitLsn = row.lsn;
-        else if (row.data.startsWith('message:') && row.data.includes(ADOPT_MARKER_PREFIX) && row.data.endsWith(`content:${marker}`)) seen = true;
-        else for (const key of changedKeysOf(context, index, row.data, prefixes)) keys.add(key);
-      }
-      const all = [...keys];
-      for (let at = 0; at < all.length; at += keysPerBatchMax) {
-        applied += await refreshKeys(context, all.slice(at, at + keysPerBatchMax), 'staged');
-      }
-      if (lastCommitLsn !== undefined) await advanceChangeSlot(source, slotName, lastCommitLsn);
-      if (seen) break;
-      if (performance.now() > deadline) {
-        throw new ReshardError('timeout', `the change stream of ${context.sourceName(index)} did not reach its marker within ${MARKER_WAIT_MS} ms`, 'check the source\'s logs; then `reshard resume`');
-      }
-      if (rows.length === 0) await sleep(10);
-    }
+  for (const [index] of context.adoption.sources.entries()) {
+    const marker = newMarker(context);
+    await emitMarker(await context.source(index), marker);
+    applied += (await readStreamToMarker(context, index, marker, false)).applied;
   }
   return applied;
+}
+
+/**
+ * The final sync, every source fenced: each source's stream read at once up
+ * to the marker its fence wrote (a fresh marker where this run did not fence
+ * it: after a resume), then the last keys of all of them refreshed together
+ * (one read of every source, one statement per owner). The sources take no
+ * writes any more, so reading them in any order gives the same rows.
+ * Returns the keys refreshed.
+ */
+export async function applyFinalChanges(context: AdoptContext): Promise<number> {
+  const read = await Promise.all(context.adoption.sources.map(async (_, index) => {
+    let marker = context.fences.get(index)?.marker;
+    if (marker === undefined) {
+      marker = newMarker(context);
+      await emitMarker(await context.source(index), marker);
+    }
+    return readStreamToMarker(context, index, marker, true);
+  }));
+  const lastKeys = [...new Set(read.flatMap((source) => source.lastKeys))];
+  return read.reduce((sum, source) => sum + source.applied, 0) + await refreshInBatches(context, lastKeys);
 }
 
 function changedKeysOf(context: AdoptContext, index: number, line: string, prefixes: readonly string[]): string[] {

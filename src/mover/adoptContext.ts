@@ -3,6 +3,7 @@ import type { AdoptionRecord } from '../catalog/adoptions.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import type { AdoptNames } from '../core/adoptNames.js';
 import type { ConnectionSettings } from '../core/connection.js';
+import type { SourceFence } from '../node/adoptSource.js';
 import type { StepEvent } from './stepRunner.js';
 
 /** Bounds of an adoption's waits. */
@@ -45,7 +46,12 @@ export interface AdoptContext {
   nodeConnection(name: string): ConnectionSettings;
   /** A source as messages name it: the node's name, else user@host:port/db. */
   sourceName(index: number): string;
-  /** Each source's fence position, from the freeze (lost after a resume: the current one is later, hence safe). */
-  fencedLsn: Map<number, string>;
+  /**
+   * What each source's fence read (WAL position, its marker, its row sums),
+   * from the freeze; lost after a resume, when the sync writes a marker of
+   * its own and the verification reads the sums again (both later than the
+   * fence, hence as safe).
+   */
+  fences: Map<number, SourceFence>;
   emit(event: StepEvent): void;
 }

@@ -43,13 +43,18 @@ function adoptedLeaves(context: AdoptContext): AdoptedLeaves {
   return { schema: adoption.schema, name: adoption.name, stagedName: adoption.stagedName, keyColumn: adoption.keyColumn };
 }
 
-/** Starts the sums on every source and every owner (scans, outside the cutover). Idempotent. */
-export async function trackAdoptedRows(context: AdoptContext): Promise<void> {
+/**
+ * Starts the sums on every source and every owner (scans, outside the
+ * cutover). Idempotent. Returns, per source, whether its sums are kept (its
+ * fence then reads them under its lock).
+ */
+export async function trackAdoptedRows(context: AdoptContext): Promise<boolean[]> {
   const { adoption, limits } = context;
-  await Promise.all([
-    ...adoption.sources.map(async (_, index) => trackSourceRows(await context.source(index), adoption, limits.fenceLockTimeoutMs)),
-    ...context.nodes.map(async (node) => trackOwnerLeaves(await context.node(node.name), adoptedLeaves(context), ownedSlots(context, node.name), context.modulus, limits.fenceLockTimeoutMs)),
+  const [sources] = await Promise.all([
+    Promise.all(adoption.sources.map(async (_, index) => trackSourceRows(await context.source(index), adoption, limits.fenceLockTimeoutMs))),
+    Promise.all(context.nodes.map(async (node) => trackOwnerLeaves(await context.node(node.name), adoptedLeaves(context), ownedSlots(context, node.name), context.modulus, limits.fenceLockTimeoutMs))),
   ]);
+  return sources;
 }
 
 /** What the sums say: equal (with the rows), differing, or not usable (the scan decides). */
@@ -58,11 +63,16 @@ export type AdoptedRowSumsOutcome =
   | { outcome: 'differ'; detail: string }
   | { outcome: 'untracked'; detail: string };
 
-/** Reads every side's sums at once (the sources fenced, the owners synced) and compares the totals. */
+/**
+ * Reads every side's sums at once (the sources fenced, the owners synced)
+ * and compares the totals. A source's sums read by its fence, under its lock,
+ * are final (nothing writes the table after the fence): those are used
+ * without asking the source again, so only the owners are read here.
+ */
 export async function compareAdoptedRowSums(context: AdoptContext): Promise<AdoptedRowSumsOutcome> {
   const { adoption } = context;
   const [onSources, onOwners] = await Promise.all([
-    Promise.all(adoption.sources.map(async (_, index) => sourceRowSums(await context.source(index), adoption))),
+    Promise.all(adoption.sources.map(async (_, index) => context.fences.get(index)?.sums ?? sourceRowSums(await context.source(index), adoption))),
     Promise.all(context.nodes.map(async (node) => ownerLeavesRowSums(await context.node(node.name), adoptedLeaves(context), ownedSlots(context, node.name), context.modulus))),
   ]);
   const untrackedSource = onSources.findIndex((sums) => !sums.tracked);

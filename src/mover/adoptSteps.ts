@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
 import { sequenceBlocks } from '../catalog/sequenceBlocks.js';
 import { ReshardError } from '../core/errors.js';
@@ -7,12 +8,13 @@ import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbin
 import {
   copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
 } from '../node/adoptSource.js';
-import { createStagedParent, dropStagedParent, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
+import { createStagedParent, dropStagedParent, installKeyLog, removeKeyLog, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { confineTableSequences } from '../node/sequenceRange.js';
 import { dropReplicationSlot } from '../node/replication.js';
 import { createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
-import { applyChanges, duplicateKeyError } from './adoptChanges.js';
+import { applyChanges, applyFinalChanges, duplicateKeyError } from './adoptChanges.js';
+import { sourceRowSumsSql } from '../node/adoptSourceRowSums.js';
 import { compareAdoptedRowSums, trackAdoptedRows, untrackAdoptedRows } from './adoptRowSums.js';
 import type { AdoptContext } from './adoptContext.js';
 import type { MoveStep } from './moveStep.js';
@@ -128,22 +130,33 @@ async function catchUp(context: AdoptContext): Promise<void> {
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); catch up once more; catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, read the WAL position',
+  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
   async do(context) {
-    await trackAdoptedRows(context);
+    const sumsKept = await trackAdoptedRows(context);
+    // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
+    await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
     await catchUp(context);
-    await setAdoptionState(context.catalog, context.adoption.migrationId, 'cutover');
+    // The hold starts here: everything after this is write pause, so the state and the fences go out together
+    // (a routed call that meets a fence before its router sees the state is held and sent again all the same).
     const fencedAt = performance.now();
+    const { adoption } = context;
+    const [, fences] = await Promise.all([
+      setAdoptionState(context.catalog, adoption.migrationId, 'cutover'),
+      Promise.all(adoption.sources.map(async (_, index) => fenceSourceTable(await context.source(index), adoption, context.limits.fenceLockTimeoutMs, {
+        marker: `m${adoption.migrationId}-fence-${randomUUID()}`,
+        ...(sumsKept[index] ? { sumsSql: sourceRowSumsSql(adoption) } : {}),
+      }))),
+    ]);
     const lsns: Record<string, string> = {};
-    for (const [index] of context.adoption.sources.entries()) {
-      const lsn = await fenceSourceTable(await context.source(index), context.adoption, context.limits.fenceLockTimeoutMs);
-      context.fencedLsn.set(index, lsn);
-      lsns[context.sourceName(index)] = lsn;
+    for (const [index, fence] of fences.entries()) {
+      context.fences.set(index, fence);
+      lsns[context.sourceName(index)] = fence.lsn;
     }
     return { fencedLsn: lsns, fenceMs: Math.round(performance.now() - fencedAt) };
   },
   async undo(context) {
     await untrackAdoptedRows(context);
+    for (const node of context.nodes) await removeKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId);
     for (const [index] of context.adoption.sources.entries()) await unfenceSourceTable(await context.source(index), context.adoption);
     await setAdoptionState(context.catalog, context.adoption.migrationId, 'streaming');
   },
@@ -151,9 +164,9 @@ const freeze: AdoptStep = {
 
 const sync: AdoptStep = {
   name: 'sync',
-  describe: () => 'apply each source\'s changes up to a marker written after its fence (so past every write the old table accepted)',
+  describe: () => 'every source\'s changes up to the marker its fence wrote (so past every write the old table accepted), the sources read at once and their last changed keys applied together',
   async do(context) {
-    const keys = await applyChanges(context);
+    const keys = await applyFinalChanges(context);
     return { keys };
   },
 };
@@ -211,9 +224,10 @@ const verify: AdoptStep = {
 
 const attach: AdoptStep = {
   name: 'attach',
-  describe: () => 'on every node, one transaction each: the old table (where a node holds it) renamed to its kept name, the staged parent renamed to the table\'s name, a log of keys written from now on (for a rollback)',
+  describe: () => 'on every node at once, one statement each: the old table (where a node holds it) renamed to its kept name, the staged parent (with its key log) renamed to the table\'s name',
   async do(context) {
-    for (const node of context.nodes) await switchNodeToAdoptedTable(await context.node(node.name), tableNames(context), context.adoption.keptName, context.adoption.migrationId);
+    // Write pause: every node at once, one round trip each.
+    await Promise.all(context.nodes.map(async (node) => switchNodeToAdoptedTable(await context.node(node.name), tableNames(context), context.adoption.keptName)));
   },
   async undo(context) {
     for (const node of context.nodes) await unswitchNode(await context.node(node.name), tableNames(context), context.adoption.keptName);

@@ -230,14 +230,30 @@ export async function keysInSlots(db: Queryable, table: { schema: string; name: 
   return result.rows.map((row) => row.key);
 }
 
+/** What the fence's transaction read, besides fencing: all of it as of the fence (nothing writes the table after it). */
+export interface SourceFence {
+  /** The WAL position read inside the fence: past every write the table ever accepted. */
+  lsn: string;
+  /** The marker written into the WAL by the fence's own transaction (see `emitMarker`), if one was asked for. */
+  marker?: string;
+  /** The table's row sums read under the fence's lock, if `sumsSql` was given: final, since no write follows the fence. */
+  sums?: { tracked: boolean; rows: number; checksum: string };
+}
+
 /**
  * Fences the old table against every write (row writes and TRUNCATE raise
- * reshard's SQLSTATE RSM01), in one transaction that first takes the table
- * IN EXCLUSIVE MODE (in-flight writers finish, new ones wait, then fail) and
- * reads the WAL position: past every write the table ever accepted.
- * Idempotent.
+ * reshard's SQLSTATE RSM01), in one transaction sent as one round trip that
+ * first takes the table IN EXCLUSIVE MODE (in-flight writers finish, new
+ * ones wait, then fail) and reads the WAL position: past every write the
+ * table ever accepted. With `marker`, the same transaction writes it into
+ * the WAL (transactional): the change stream shows it after every
+ * transaction that wrote the table, so the final sync needs no marker of its
+ * own. With `sumsSql` (one SELECT of the row sums, `sourceRowSumsSql`), the
+ * sums are read under the lock, so the verification need not ask the source
+ * again. Idempotent.
  */
-export async function fenceSourceTable(db: pg.ClientBase, table: { schema: string; name: string }, lockTimeoutMs: number): Promise<string> {
+export async function fenceSourceTable(db: pg.ClientBase, table: { schema: string; name: string }, lockTimeoutMs: number,
+  options: { marker?: string; sumsSql?: string } = {}): Promise<SourceFence> {
   const qualified = quoteQualified(table.schema, table.name);
   const fence = quoteQualified(ADOPT_SOURCE_SCHEMA, FENCE_FUNCTION);
   try {
@@ -255,10 +271,16 @@ DROP TRIGGER IF EXISTS ${FENCE_TRIGGER} ON ${qualified};
 DROP TRIGGER IF EXISTS ${FENCE_TRUNCATE_TRIGGER} ON ${qualified};
 CREATE TRIGGER ${FENCE_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${qualified} FOR EACH ROW EXECUTE FUNCTION ${fence}();
 CREATE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${qualified} FOR EACH STATEMENT EXECUTE FUNCTION ${fence}();
-SELECT pg_current_wal_lsn()::text AS lsn;
+${options.sumsSql !== undefined ? `${options.sumsSql};\n` : ''}${options.marker !== undefined ? `SELECT pg_logical_emit_message(true, ${quoteLiteral(ADOPT_MARKER_PREFIX)}, ${quoteLiteral(options.marker)}) AS marker;\n` : ''}SELECT pg_current_wal_lsn()::text AS lsn;
 COMMIT`) as unknown as pg.QueryResult[];
-    const lsnResult = results.find((result) => result.command === 'SELECT');
-    return (lsnResult!.rows[0] as { lsn: string }).lsn;
+    const selected = results.filter((result) => result.command === 'SELECT');
+    const lsn = (selected.find((result) => result.fields.some((field) => field.name === 'lsn'))!.rows[0] as { lsn: string }).lsn;
+    const sumsRow = selected.find((result) => result.fields.some((field) => field.name === 'checksum'))?.rows[0] as { tracked: boolean | null; rows: string; checksum: string } | undefined;
+    return {
+      lsn,
+      ...(options.marker !== undefined ? { marker: options.marker } : {}),
+      ...(sumsRow ? { sums: { tracked: sumsRow.tracked === true, rows: Number(sumsRow.rows), checksum: sumsRow.checksum } } : {}),
+    };
   } catch (error) {
     await db.query('ROLLBACK').catch(() => {});
     throw error;
@@ -314,4 +336,38 @@ export async function writeBackRows(db: pg.ClientBase, table: { schema: string; 
 /** Drops the old table (forget-source). */
 export async function dropSourceTable(db: Queryable, table: { schema: string; name: string }): Promise<void> {
   await db.query(`DROP TABLE IF EXISTS ${quoteQualified(table.schema, table.name)}`);
+}
+
+/**
+ * A multi-source adoption's rule for where a key belongs (`--source-of`): a
+ * SQL expression over the key column alone giving the source's position in
+ * `--from` (0-based). `reshard rollback` sends a key first written after
+ * the switch to the source it names.
+ */
+function sourceRuleSql(ruleSql: string): string {
+  // Evaluated over a row source whose one column is the key, by its name: anything else in the rule is an error at adopt time.
+  return `(${ruleSql})::int`;
+}
+
+/**
+ * Checks the rule against up to `sampleMax` rows this source holds (position
+ * `position`): the first key the rule places elsewhere, if any. A rule that
+ * is not valid SQL over the key column fails with PostgreSQL's error.
+ */
+export async function firstKeyAgainstSourceRule(db: Queryable, table: { schema: string; name: string; keyColumn: string }, ruleSql: string, position: number, sampleMax: number): Promise<{ key: string; position: number | null } | undefined> {
+  const key = quoteIdent(table.keyColumn);
+  const result = await db.query<{ key: string; position: number | null }>(
+    `SELECT s.${key}::text AS key, ${sourceRuleSql(ruleSql)} AS position
+       FROM (SELECT t.${key} FROM ONLY ${quoteQualified(table.schema, table.name)} t LIMIT ${Math.max(1, Math.floor(sampleMax))}) AS s(${key})
+      WHERE ${sourceRuleSql(ruleSql)} IS DISTINCT FROM $1 LIMIT 1`, [position]);
+  return result.rows[0];
+}
+
+/** The rule's source position of each key (text form), by key; evaluated on any server (it reads no table). */
+export async function sourcePositionsByRule(db: Queryable, keyColumn: string, keyType: ShardKeyType, ruleSql: string, keys: readonly string[]): Promise<Map<string, number | null>> {
+  if (keys.length === 0) return new Map();
+  const key = quoteIdent(keyColumn);
+  const result = await db.query<{ key: string; position: number | null }>(
+    `SELECT s.${key}::text AS key, ${sourceRuleSql(ruleSql)} AS position FROM unnest($1::${keyType}[]) AS s(${key})`, [keys]);
+  return new Map(result.rows.map((row) => [row.key, row.position]));
 }

@@ -79,7 +79,10 @@ export async function trackSourceRows(db: pg.ClientBase, table: { schema: string
     `SELECT coalesce((SELECT relkind = 'r' FROM pg_class WHERE oid = to_regclass($1)), false) AS plain, ${byRecordSql('$1')} AS by_record`, [qualified]);
   if (!shape.rows[0]?.plain || !shape.rows[0].by_record) return false;
   try {
-    await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`, ...installStatements(),
+    // The table's lock first: a writer in flight whose (earlier) sums trigger adds a row must find the sums table
+    // unlocked, or it waits for this transaction while this waits for it — a deadlock (seen on a resume after an undo
+    // that could not end the sums).
+    await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(lockTimeoutMs))}ms'`, `LOCK TABLE ${qualified} IN SHARE ROW EXCLUSIVE MODE`, ...installStatements(),
       `DELETE FROM ${SUMS_TABLE} WHERE tbl = ${quoteLiteral(qualified)}::regclass`,
       `CREATE OR REPLACE TRIGGER ${SUMS_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${qualified} FOR EACH ROW EXECUTE FUNCTION ${SUMS_FUNCTION}()`,
       `CREATE OR REPLACE TRIGGER ${SUMS_TRUNCATE_TRIGGER} AFTER TRUNCATE ON ${qualified} FOR EACH STATEMENT EXECUTE FUNCTION ${SUMS_TRUNCATE_FUNCTION}()`,
@@ -99,16 +102,25 @@ SELECT ${quoteLiteral(qualified)}::regclass, count(*), coalesce(sum(hash_record_
   return true;
 }
 
-/** The source table's sums, in one round trip: exact where `tracked`. */
+/**
+ * One SELECT of the source table's sums (columns tracked, rows, checksum),
+ * for a table whose sums' table exists: also sent inside the fence's
+ * transaction (`fenceSourceTable`), so the cutover reads them without a
+ * round trip of its own.
+ */
+export function sourceRowSumsSql(table: { schema: string; name: string }): string {
+  const qualified = quoteLiteral(quoteQualified(table.schema, table.name));
+  return `SELECT bool_or(s.base) AND (SELECT count(*) = 2 FROM pg_trigger g WHERE g.tgrelid = to_regclass(${qualified}) AND g.tgname IN (${quoteLiteral(SUMS_TRIGGER)}, ${quoteLiteral(SUMS_TRUNCATE_TRIGGER)}) AND g.tgenabled = 'A') AS tracked,
+            coalesce(sum(s.rows), 0)::text AS rows, coalesce(sum(s.hash_sum), 0)::text AS checksum
+       FROM ${SUMS_TABLE} s WHERE s.tbl = to_regclass(${qualified})`;
+}
+
+/** The source table's sums: exact only where `tracked`. */
 export async function sourceRowSums(db: Queryable, table: { schema: string; name: string }): Promise<SourceRowSums> {
   const qualified = quoteQualified(table.schema, table.name);
   const present = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS present', [qualified, SUMS_TABLE]);
   if (!present.rows[0]?.present) return { tracked: false, rows: 0, checksum: '0' };
-  const result = await db.query<{ tracked: boolean | null; rows: string; checksum: string }>(
-    `SELECT bool_or(s.base) AND (SELECT count(*) = 2 FROM pg_trigger g WHERE g.tgrelid = to_regclass($1) AND g.tgname IN ($2, $3) AND g.tgenabled = 'A') AS tracked,
-            coalesce(sum(s.rows), 0)::text AS rows, coalesce(sum(s.hash_sum), 0)::text AS checksum
-       FROM ${SUMS_TABLE} s WHERE s.tbl = to_regclass($1)`,
-    [qualified, SUMS_TRIGGER, SUMS_TRUNCATE_TRIGGER]);
+  const result = await db.query<{ tracked: boolean | null; rows: string; checksum: string }>(sourceRowSumsSql(table));
   const row = result.rows[0]!;
   return { tracked: row.tracked === true, rows: Number(row.rows), checksum: row.checksum };
 }

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { ShardKeyType } from '../core/hash.js';
-import { quoteIdent, quoteQualified } from '../core/identifier.js';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName } from './leafName.js';
 import { FENCE_SQLSTATE } from './nodeHelpers.js';
@@ -60,46 +60,64 @@ export async function truncateStagedParent(db: Queryable, table: Pick<AdoptedTab
 
 /**
  * Makes the owner hold exactly `rows` for `keys` (each key's row, or none):
- * delete by key, then insert, one transaction. Idempotent, so a batch
- * applied twice after a crash leaves the same rows.
+ * delete by key, then insert, one statement (one round trip, atomic; the
+ * insert waits for the delete through the one-time filter on it).
+ * Idempotent, so a batch applied twice after a crash leaves the same rows.
  */
-export async function replaceRowsByKey(db: pg.ClientBase, parent: { schema: string; name: string; keyColumn: string; keyType: ShardKeyType }, keys: readonly string[], rows: readonly unknown[]): Promise<void> {
+export async function replaceRowsByKey(db: Queryable, parent: { schema: string; name: string; keyColumn: string; keyType: ShardKeyType }, keys: readonly string[], rows: readonly unknown[]): Promise<void> {
   if (keys.length === 0) return;
   const qualified = quoteQualified(parent.schema, parent.name);
-  await db.query('BEGIN');
-  try {
-    await db.query(`DELETE FROM ${qualified} WHERE ${quoteIdent(parent.keyColumn)} = ANY ($1::${parent.keyType}[])`, [keys]);
-    // OVERRIDING SYSTEM VALUE: the source's key, even into a GENERATED ALWAYS identity column.
-    if (rows.length > 0) await db.query(`INSERT INTO ${qualified} OVERRIDING SYSTEM VALUE SELECT * FROM jsonb_populate_recordset(NULL::${qualified}, $1::jsonb)`, [JSON.stringify(rows)]);
-    await db.query('COMMIT');
-  } catch (error) {
-    await db.query('ROLLBACK').catch(() => {});
-    throw error;
+  // OVERRIDING SYSTEM VALUE: the source's key, even into a GENERATED ALWAYS identity column.
+  await db.query(`WITH gone AS (DELETE FROM ${qualified} WHERE ${quoteIdent(parent.keyColumn)} = ANY ($1::${parent.keyType}[]) RETURNING 1)
+INSERT INTO ${qualified} OVERRIDING SYSTEM VALUE SELECT * FROM jsonb_populate_recordset(NULL::${qualified}, $2::jsonb) WHERE (SELECT count(*) FROM gone) >= 0`,
+  [keys, JSON.stringify(rows)]);
+}
+
+/**
+ * The key log on the staged parent, installed before the cutover (the
+ * rename carries it to the table's name): a row trigger on a partitioned
+ * table is created on every leaf too, tens of ms that would otherwise be
+ * write pause. It logs from then on, so also the keys of the last catch-up
+ * and the final sync, whose rows equal the old table's: a rollback that
+ * carries them back changes nothing of them. One statement; idempotent; a
+ * node already switched (no staged parent) is left as it is.
+ */
+export async function installKeyLog(db: Queryable, table: AdoptedTableNames, migrationId: number): Promise<void> {
+  const staged = quoteQualified(table.schema, table.stagedName);
+  await db.query(`DO $keylog$
+BEGIN
+  IF to_regclass(${quoteLiteral(staged)}) IS NULL THEN RETURN; END IF;
+  ${keyLogStatements(table, table.stagedName, migrationId).join(';\n  ')};
+END
+$keylog$`);
+}
+
+/** Undoes `installKeyLog` (the adoption undone before its switch): the trigger off the staged parent, the adoption's logged keys gone. */
+export async function removeKeyLog(db: Queryable, table: AdoptedTableNames, migrationId: number): Promise<void> {
+  if (await relationExists(db, table.schema, table.stagedName)) await db.query(`DROP TRIGGER IF EXISTS ${LOG_TRIGGER} ON ${quoteQualified(table.schema, table.stagedName)}`);
+  if (await relationExists(db, ADOPT_NODE_SCHEMA, CHANGED_KEYS_TABLE)) {
+    await db.query(`DELETE FROM ${quoteQualified(ADOPT_NODE_SCHEMA, CHANGED_KEYS_TABLE)} WHERE migration_id = $1`, [migrationId]);
   }
 }
 
 /**
- * The cutover on one node, one transaction: the old table (if this node
- * holds it under the final name) renamed to `keptName`, the staged parent
- * renamed to the table's name, and the key log installed on it. Idempotent:
- * a node already switched is left as it is.
+ * The cutover on one node, one statement (one round trip, one transaction):
+ * the old table (if this node holds it under the final name) renamed to
+ * `keptName`, the staged parent (with its key log, `installKeyLog`) renamed
+ * to the table's name. Idempotent: a node already switched is left as it is.
  */
-export async function switchNodeToAdoptedTable(client: pg.ClientBase, table: AdoptedTableNames, keptName: string, migrationId: number): Promise<void> {
-  if (!(await relationExists(client, table.schema, table.stagedName))) return;
+export async function switchNodeToAdoptedTable(db: Queryable, table: AdoptedTableNames, keptName: string): Promise<void> {
   const staged = quoteQualified(table.schema, table.stagedName);
-  const statements: string[] = ['BEGIN'];
-  if (await isPlainTable(client, table.schema, table.name)) {
-    statements.push(`ALTER TABLE ${quoteQualified(table.schema, table.name)} RENAME TO ${quoteIdent(keptName)}`);
-  }
-  statements.push(`ALTER TABLE ${staged} RENAME TO ${quoteIdent(table.name)}`);
-  statements.push(...keyLogStatements(table, migrationId));
-  statements.push('COMMIT');
-  try {
-    await client.query(statements.join(';\n'));
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
+  const final = quoteQualified(table.schema, table.name);
+  await db.query(`DO $switch$
+BEGIN
+  IF to_regclass(${quoteLiteral(staged)}) IS NULL THEN RETURN; END IF;
+  IF (SELECT relkind FROM pg_class WHERE oid = to_regclass(${quoteLiteral(final)})) = 'r' THEN
+    ALTER TABLE ${final} RENAME TO ${quoteIdent(keptName)};
+  END IF;
+  ALTER TABLE ${staged} RENAME TO ${quoteIdent(table.name)};
+END
+$switch$`);
 }
 
 /** The reverse of `switchNodeToAdoptedTable` (undo before the catalog's switch). */
@@ -118,7 +136,7 @@ export async function unswitchNode(client: pg.ClientBase, table: AdoptedTableNam
   }
 }
 
-function keyLogStatements(table: AdoptedTableNames, migrationId: number): string[] {
+function keyLogStatements(table: AdoptedTableNames, relation: string, migrationId: number): string[] {
   const schema = quoteIdent(ADOPT_NODE_SCHEMA);
   const log = quoteQualified(ADOPT_NODE_SCHEMA, CHANGED_KEYS_TABLE);
   const fn = quoteQualified(ADOPT_NODE_SCHEMA, LOG_FUNCTION);
@@ -141,14 +159,9 @@ BEGIN
   RETURN NULL;
 END
 $fn$`,
-    `DROP TRIGGER IF EXISTS ${LOG_TRIGGER} ON ${quoteQualified(table.schema, table.name)}`,
-    `CREATE TRIGGER ${LOG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${quoteQualified(table.schema, table.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}('${migrationId}', '${key.slice(1, -1).replaceAll("'", "''")}')`,
+    `DROP TRIGGER IF EXISTS ${LOG_TRIGGER} ON ${quoteQualified(table.schema, relation)}`,
+    `CREATE TRIGGER ${LOG_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${quoteQualified(table.schema, relation)} FOR EACH ROW EXECUTE FUNCTION ${fn}('${migrationId}', '${key.slice(1, -1).replaceAll("'", "''")}')`,
   ];
-}
-
-async function isPlainTable(db: Queryable, schema: string, name: string): Promise<boolean> {
-  const result = await db.query<{ kind: string | null }>('SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS kind', [quoteQualified(schema, name)]);
-  return result.rows[0]?.kind === 'r';
 }
 
 export async function isPartitionedTable(db: Queryable, schema: string, name: string): Promise<boolean> {

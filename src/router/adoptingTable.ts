@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { adoptionRoute, type AdoptionRoute } from '../catalog/adoptions.js';
+import { ADOPTION_STATE_CHANNEL, adoptionRoute, listenForAdoptionStates, parseAdoptionStateChange, type AdoptionRoute } from '../catalog/adoptions.js';
 import { listenForSlotMapChanges } from '../catalog/routerMapReads.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
@@ -13,15 +13,32 @@ export interface AdoptingTableOptions {
   catalog: ConnectionSettings | string;
   table: string;
   schema?: string;
-  /** The old table's server's password, if libpq's conventions do not give it. */
+  /** The old table's servers' password, if libpq's conventions do not give it (the same for every source). */
   sourcePassword?: string;
+  /**
+   * For a table adopted from several sources (`--from URL1,URL2,…`): which
+   * source holds a key's row until the switch (and again after a rollback) —
+   * the application's own scheme, e.g. `(id) => Number(BigInt(id) % 3n)`.
+   * It returns the source's position in `--from` (0-based) or its connection
+   * string as given there (host, port and database are compared). Not needed
+   * with one source.
+   */
+  sourceFor?: (key: RoutingKey) => number | string;
   /** Longest a call waits through the cutover (or a rollback) before it fails with a retryable error. */
   holdTimeoutMs?: number;
+  /** Connections to each source at most. */
   poolSize?: number;
 }
 
-/** How often a held call asks the catalog whether the cutover is over, besides the notifications. */
+/** How often a held call asks the catalog whether the cutover is over, should no notification come (a held call wakes at once on one). */
 const HOLD_POLL_MS = 25;
+/**
+ * How often, while the table is being adopted, the router's node pools are
+ * kept open (`Router.warmPools`): the calls held through the cutover are
+ * released to the nodes all at once, and opening their connections then
+ * would add tens of ms to the write pause. Below pg's 10 s idle timeout.
+ */
+const WARM_POOLS_EVERY_MS = 3_000;
 
 /**
  * Routes one table through its adoption (`reshard table adopt`): to the old
@@ -29,13 +46,18 @@ const HOLD_POLL_MS = 25;
  * calls are), then by slot through the router — and back to the old table
  * after a rollback. The old table's fence (RSM01) means "the cutover has
  * begun": the call is held and sent again once the table is switched, so an
- * application on this path sees no error. One source only: the router cannot
- * know how an application spread rows over several (it keeps its own routing
- * until the switch, then uses the router).
+ * application on this path sees no error. With several sources, the
+ * application says where a key lives until the switch (`sourceFor`).
+ *
+ * It follows the adoption's state from the catalog's notifications, whose
+ * payload carries the new state: a held call is released the moment the
+ * switch's notification arrives, with no catalog read in the write pause.
  */
 export class AdoptingTable {
-  private route: AdoptionRoute = { state: 'none', sources: [] };
-  private sourcePool: pg.Pool | undefined;
+  private route: AdoptionRoute = { state: 'none', sources: [], epoch: 0 };
+  /** One pool per source (by position), opened on first use; dropped when another adoption of the table begins. */
+  private sourcePools = new Map<number, pg.Pool>();
+  private poolsOfMigration: number | undefined;
   private listener: pg.Client | undefined;
   private closed = false;
   private readonly holdTimeoutMs: number;
@@ -53,7 +75,8 @@ export class AdoptingTable {
     try {
       table.listener = await connectTo({ role: 'the catalog', connection: table.catalog }, 'reshard adopting table');
       await listenForSlotMapChanges(table.listener);
-      table.listener.on('notification', () => { void table.refresh().catch(() => {}); });
+      await listenForAdoptionStates(table.listener);
+      table.listener.on('notification', (message) => table.notified(message.channel, message.payload));
       await table.refresh();
     } catch (error) {
       await table.close();
@@ -69,6 +92,34 @@ export class AdoptingTable {
 
   private refreshing: Promise<void> | undefined;
   private refreshAgain = false;
+  /** Resolved (and replaced) whenever the route's state changes: held calls wait on it. */
+  private routeChange = AdoptingTable.signal();
+  private warmTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A state change of this table's adoption carries the new state: taken at
+   * once (no catalog read). Anything else (a new adoption, a slot map change)
+   * is read from the catalog.
+   */
+  private notified(channel: string, payload: string | undefined): void {
+    if (channel === ADOPTION_STATE_CHANNEL) {
+      const change = parseAdoptionStateChange(payload);
+      if (!change || change.schema !== this.table.schema || change.name !== this.table.name) return;
+      if (change.migrationId === this.route.migrationId) {
+        this.follow({ ...this.route, state: change.state, epoch: change.epoch });
+        return;
+      }
+    }
+    void this.refresh().catch(() => {});
+  }
+
+  /** Takes `route` unless what is known is newer (a read begun before a notification may end after it). */
+  private follow(route: AdoptionRoute): void {
+    if (route.epoch < this.route.epoch) return;
+    const previous = this.route.state;
+    this.route = route;
+    if (route.state !== previous) this.routeChanged();
+  }
 
   /** Reads the table's adoption state; one read at a time on the listening session (a notification and a held call may both ask). */
   private refresh(): Promise<void> {
@@ -82,10 +133,34 @@ export class AdoptingTable {
     this.refreshing = (async () => {
       do {
         this.refreshAgain = false;
-        this.route = await adoptionRoute(listener, this.table);
+        this.follow(await adoptionRoute(listener, this.table));
       } while (this.refreshAgain && !this.closed);
     })().finally(() => { this.refreshing = undefined; });
     return this.refreshing;
+  }
+
+  private static signal(): { promise: Promise<void>; resolve: () => void } {
+    let resolve!: () => void;
+    const promise = new Promise<void>((done) => { resolve = done; });
+    return { promise, resolve };
+  }
+
+  private routeChanged(): void {
+    const adopting = this.route.state === 'streaming' || this.route.state === 'cutover';
+    if (adopting) {
+      this.warmPools();
+      this.warmTimer ??= setInterval(() => this.warmPools(), WARM_POOLS_EVERY_MS).unref();
+    } else if (this.warmTimer) {
+      clearInterval(this.warmTimer);
+      this.warmTimer = undefined;
+    }
+    const { resolve } = this.routeChange;
+    this.routeChange = AdoptingTable.signal();
+    resolve();
+  }
+
+  private warmPools(): void {
+    if (!this.closed) void this.router.warmPools().catch(() => {});
   }
 
   private destination(): 'source' | 'held' | 'sharded' {
@@ -105,11 +180,13 @@ export class AdoptingTable {
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
     const deadline = performance.now() + this.holdTimeoutMs;
     for (;;) {
+      // Taken before the state is read: a change while the call is under way wakes the wait below at once.
+      const change = this.routeChange.promise;
       const destination = this.destination();
       if (destination === 'sharded') return this.router.query<R>(key, sql, params);
       if (destination === 'source') {
         try {
-          return await (await this.source()).query<R>(sql, params as unknown[]);
+          return await (await this.source(key)).query<R>(sql, params as unknown[]);
         } catch (error) {
           // Fenced: the cutover began after this call was routed. Nothing was written; hold it and send it again.
           if ((error as { code?: string }).code !== FENCE_SQLSTATE) throw error;
@@ -118,27 +195,83 @@ export class AdoptingTable {
       if (performance.now() >= deadline) {
         throw new ReshardError('timeout', `a call for ${this.table.name} was held ${this.holdTimeoutMs} ms through its adoption's cutover`, 'retry it; the cutover may have stalled (`reshard status`)');
       }
-      await new Promise((resolve) => setTimeout(resolve, HOLD_POLL_MS));
-      await this.refresh();
+      // Woken at once when the state changes; else, should a notification not come, the catalog is asked.
+      let timer: NodeJS.Timeout | undefined;
+      const changed = await Promise.race([
+        change.then(() => true),
+        new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), HOLD_POLL_MS); }),
+      ]);
+      clearTimeout(timer);
+      // Not awaited: a read under way may loop once more for a later notification, and the call is released by the change itself.
+      if (!changed) void this.refresh().catch(() => {});
     }
   }
 
-  private async source(): Promise<pg.Pool> {
-    if (this.sourcePool) return this.sourcePool;
-    if (this.route.sources.length !== 1) {
-      throw new ReshardError('unsupported', `${this.table.name} is adopted from ${this.route.sources.length} sources: the router cannot tell which holds a key before the switch`,
-        'keep the application\'s own routing until the adoption switches, then use the router');
+  /** The position of the source that holds `key` until the switch. */
+  private sourceIndexOf(key: RoutingKey): number {
+    const { sources } = this.route;
+    if (sources.length === 1) return 0;
+    if (!this.options.sourceFor) {
+      throw new ReshardError('bad_input', `${this.table.name} is adopted from ${sources.length} sources: the router cannot tell which holds a key before the switch`,
+        'pass sourceFor: (key) => the source\'s position in --from (the application\'s own scheme) to AdoptingTable.connect');
     }
-    const connection = { ...this.route.sources[0]!.connection, ...(this.options.sourcePassword !== undefined ? { password: this.options.sourcePassword } : {}) };
-    const config = await negotiatedClientConfig(connection, 'reshard adopting table', 'the adopted table\'s source');
-    this.sourcePool = new pg.Pool({ ...config, max: this.options.poolSize ?? 4 });
-    this.sourcePool.on('error', () => {});
-    return this.sourcePool;
+    const chosen = this.options.sourceFor(key);
+    const index = typeof chosen === 'number' ? chosen : this.sourceIndexByConnection(chosen);
+    if (!Number.isInteger(index) || index < 0 || index >= sources.length) {
+      throw new ReshardError('bad_input', `sourceFor gave ${typeof chosen === 'number' ? chosen : 'a connection string that is none of the sources'} for a key of ${this.table.name}, which has ${sources.length} sources`,
+        `return a position from 0 to ${sources.length - 1} (the order of --from), or one of the --from connection strings`);
+    }
+    return index;
+  }
+
+  /** Connection strings sourceFor answered, by the position of the source they name (parsed once each). */
+  private readonly positionsByConnection = new Map<string, number>();
+
+  private sourceIndexByConnection(connection: string): number {
+    let index = this.positionsByConnection.get(connection);
+    if (index === undefined) {
+      const parsed = parseConnectionHere(connection, 'sourceFor\'s answer');
+      index = this.route.sources.findIndex((source) => sameServerDatabase(source.connection, parsed));
+      if (index >= 0) this.positionsByConnection.set(connection, index);
+    }
+    return index;
+  }
+
+  private async source(key: RoutingKey): Promise<pg.Pool> {
+    if (this.poolsOfMigration !== this.route.migrationId) {
+      // Another adoption of the table: its sources may be other servers.
+      await this.endSourcePools();
+      this.positionsByConnection.clear();
+      this.poolsOfMigration = this.route.migrationId;
+    }
+    const index = this.sourceIndexOf(key);
+    const open = this.sourcePools.get(index);
+    if (open) return open;
+    const connection = { ...this.route.sources[index]!.connection, ...(this.options.sourcePassword !== undefined ? { password: this.options.sourcePassword } : {}) };
+    const config = await negotiatedClientConfig(connection, 'reshard adopting table', `the adopted table's source ${index + 1}`);
+    const raced = this.sourcePools.get(index);
+    if (raced) return raced;
+    const pool = new pg.Pool({ ...config, max: this.options.poolSize ?? 4 });
+    pool.on('error', () => {});
+    this.sourcePools.set(index, pool);
+    return pool;
+  }
+
+  private async endSourcePools(): Promise<void> {
+    const pools = [...this.sourcePools.values()];
+    this.sourcePools = new Map();
+    await Promise.all(pools.map((pool) => pool.end().catch(() => {})));
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.warmTimer);
     await this.listener?.end().catch(() => {});
-    await this.sourcePool?.end().catch(() => {});
+    await this.endSourcePools();
   }
+}
+
+/** Whether two connections reach the same database of the same server, as written (host, port, database). */
+function sameServerDatabase(a: ConnectionSettings, b: ConnectionSettings): boolean {
+  return a.host === b.host && a.port === b.port && a.database === b.database;
 }

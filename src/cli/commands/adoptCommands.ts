@@ -12,7 +12,7 @@ import { adoptionToResume, adoptTable, describeAdoptSteps, resumeAdoption, type 
 import { forgetAdoptedSource } from '../../admin/forgetAdoptedSource.js';
 import { adoptionToRollBack, rollbackAdoption } from '../../admin/rollbackAdoption.js';
 
-export interface AdoptOptions { from?: string; key?: string; colocateWith?: string; schema?: string; reference?: boolean; headroom?: string; dryRun?: boolean }
+export interface AdoptOptions { from?: string; key?: string; colocateWith?: string; schema?: string; reference?: boolean; headroom?: string; dryRun?: boolean; sourceOf?: string }
 
 /** `--from URL[,URL…]`: a password in a URL serves this command only and is never printed. */
 function parseSources(from: string | undefined): ConnectionSettings[] {
@@ -104,6 +104,7 @@ export async function adoptCommand(output: Output, access: ClusterAccess, name: 
       keyColumn: options.key.trim(),
       ...(options.schema ? { schema: options.schema } : {}),
       ...(options.colocateWith ? { colocateWith: options.colocateWith } : {}),
+      ...(options.sourceOf !== undefined ? { sourceOf: options.sourceOf } : {}),
       headroomFraction: parsePercent(options.headroom, '--headroom', HEADROOM_FRACTION_DEFAULT),
       emit: (event) => { if (event.action === 'begin' || event.action === 'undo') output.text(`  ${event.action === 'begin' ? 'step' : 'undo'} ${event.step}`); },
     });
@@ -135,9 +136,10 @@ export async function rollbackAdoptionIfAny(output: Output, access: ClusterAcces
   const migrationId = await adoptionToRollBack(access, options.migration === undefined ? undefined : parseWholeNumber(options.migration, '--migration', 1));
   if (migrationId === undefined) return false;
   const result = await rollbackAdoption(access, migrationId);
-  output.result({ migration_id: result.migrationId, table: result.table, outcome: result.outcome, keys_returned: result.keysReturned });
+  output.result({ migration_id: result.migrationId, table: result.table, outcome: result.outcome, keys_returned: result.keysReturned, new_keys: result.newKeys, new_keys_to: result.newKeysTo });
   output.text(result.outcome === 'undone'
     ? `Adoption ${result.migrationId} of ${result.table} undone: the old table serves as before.`
-    : `Adoption ${result.migrationId} of ${result.table} taken back: ${result.keysReturned} key(s) written since the switch returned to the old table, which serves again.`);
+    : `Adoption ${result.migrationId} of ${result.table} taken back: ${result.keysReturned} key(s) written since the switch returned to the old table, which serves again`
+      + (result.newKeys > 0 ? ` (${result.newKeys} of them new since the switch, sent to ${result.newKeysTo}).` : '.'));
   return true;
 }
