@@ -30,7 +30,7 @@ export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stal
 export const STEPS: Record<Mover, readonly MoveStepName[]> = {
   online: ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
   offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
-  split: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
+  split: ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
 };
 export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall', 'rollback'];
 /** A split has one node: stopping it is `source` (a `target` cell would be the same cell). */
