@@ -104,6 +104,9 @@ export async function captureChangedKeys(db: pg.ClientBase, tables: readonly Slo
  * (see `forgetChangedKeys`). Idempotent.
  */
 export async function endChangedKeys(db: pg.ClientBase, tables: readonly SlotTable[], exchange: LeafExchange, lockTimeoutMs: number): Promise<void> {
+  // A prepare that stopped before it installed the table left no trigger and no key either.
+  const installed = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [CHANGED_KEYS_TABLE]);
+  if (!installed.rows[0]?.present) return;
   for (const table of tables) {
     for (const leaf of replacedLeaves(table, exchange)) {
       const state = await db.query<{ present: boolean; triggered: boolean }>(
@@ -118,14 +121,6 @@ export async function endChangedKeys(db: pg.ClientBase, tables: readonly SlotTab
 /** The recorded keys of leaves given by name (a retired leaf, before cleanup drops it with its trigger): deleted. Idempotent. */
 export async function forgetChangedKeys(db: Queryable, leaves: readonly string[]): Promise<void> {
   await db.query(`DELETE FROM ${CHANGED_KEYS_TABLE} WHERE leaf = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)`, [leaves]);
-}
-
-/** Keys recorded for the replaced leaves (all tables), a cheap look between rounds. */
-export async function changedKeysWaiting(db: Queryable, tables: readonly SlotTable[], exchange: LeafExchange): Promise<number> {
-  const leaves = tables.flatMap((table) => replacedLeaves(table, exchange));
-  const result = await db.query<{ waiting: string }>(
-    `SELECT count(*)::text AS waiting FROM ${CHANGED_KEYS_TABLE} WHERE leaf = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)`, [leaves]);
-  return Number(result.rows[0]!.waiting);
 }
 
 /**
