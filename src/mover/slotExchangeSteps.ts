@@ -13,7 +13,7 @@ import {
   barOlderRoutes, copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves,
   retiredLeafName, stageReplacementLeaves, undoLeafExchange, type LeafExchange,
 } from '../node/splitLeaves.js';
-import { freezeSlotForRouters } from './freezeSlot.js';
+import { beginSlotFreeze } from './freezeSlot.js';
 import type { DescribedStep, MoveStep } from './moveStep.js';
 
 /**
@@ -124,10 +124,17 @@ const freeze = step({
     let epoch = 0;
     const routersBehind: string[] = [];
     for (const slot of context.exchange.replaced) {
-      const frozen = await freezeSlotForRouters(context.catalog, slot);
-      epoch = frozen.epoch;
-      routersBehind.push(...frozen.routersBehind);
-      await fenceSlot(context.node, context.tables, slot, context.exchange.clusterModulus, { epoch });
+      // As a move's freeze: the fence goes ahead while the routers acknowledge, and ends their wait (a call that
+      // reaches the node first waits for the fence's route lock, is refused with RSM01 and held by its router).
+      const freezing = await beginSlotFreeze(context.catalog, slot);
+      epoch = freezing.epoch;
+      const [acked, fenced] = await Promise.allSettled([
+        freezing.acknowledged,
+        fenceSlot(context.node, context.tables, slot, context.exchange.clusterModulus, { epoch }).finally(() => freezing.stopWaiting()),
+      ]);
+      if (fenced.status === 'rejected') throw fenced.reason;
+      if (acked.status === 'rejected') throw acked.reason;
+      routersBehind.push(...acked.value.routersBehind);
     }
     context.freezeEpoch = epoch;
     return { epoch, routersBehind };
