@@ -370,7 +370,7 @@ function exchangeOutcomeProblems(cell: FaultCell, slot: number, map: SlotMap, la
   // Split at the end: a split or split-all resumed, a merge rolled back, a split-to either way.
   const wantSplit = cell.mover === 'split-to' || (cell.mover === 'merge' ? rolledBack : !rolledBack);
   for (const at of slots) {
-    if (wantSplit && !(isSplit(at) && map.owners[at] === 'n2')) problems.push(`not split as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
+    if (wantSplit && !(isSplit(at) && (cell.mover === 'split-all' || map.owners[at] === 'n2'))) problems.push(`not split as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
     if (!wantSplit && !isWhole(at)) problems.push(`not whole as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
   }
   if (cell.mover === 'split-to') {
