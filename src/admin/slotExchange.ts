@@ -47,6 +47,8 @@ export interface SlotExchangeResult {
   rows?: number;
   /** Writes to the slot paused from the freeze to the catalog switch (this process's part when resumed). */
   pauseMs?: number;
+  /** Recorded changes the last catch-up took inside the freeze. */
+  caughtUpInFreeze?: number;
   /** With `to`: the move of the high child that followed the split. */
   moved?: { slot: number; to: string; migrationId: number; state: string; error?: string };
 }
@@ -180,6 +182,8 @@ async function runSlotExchange(access: ClusterAccess, options: SlotExchangeOptio
 export interface ExchangeOutcome {
   rows?: number;
   pauseMs?: number;
+  /** Recorded changes the last catch-up took inside the freeze (the rest was caught up while writes went on). */
+  caughtUpInFreeze?: number;
 }
 
 /**
@@ -209,9 +213,10 @@ export async function runExchangeSteps(run: {
   await updateMove(catalog, migrationId, plan.slot, { state: 'running' });
   await runner.run(steps, context, [plan.slot], { rollBackOnFailure: true });
   const pauseMs = facts.switch?.pauseMs as number | undefined;
-  const rows = (facts.verify?.rows ?? facts.copy?.rows) as number | undefined;
+  const rows = (facts.sync?.rows ?? facts.copy?.rows) as number | undefined;
+  const caughtUpInFreeze = facts.sync?.caughtUpInFreeze as number | undefined;
   await updateMove(catalog, migrationId, plan.slot, { state: 'done', ...(pauseMs !== undefined ? { pauseMs } : {}), ...(rows !== undefined ? { rowsCopied: rows } : {}) });
-  return { ...(rows !== undefined ? { rows } : {}), ...(pauseMs !== undefined ? { pauseMs } : {}) };
+  return { ...(rows !== undefined ? { rows } : {}), ...(pauseMs !== undefined ? { pauseMs } : {}), ...(caughtUpInFreeze !== undefined ? { caughtUpInFreeze } : {}) };
 }
 
 /** Whether the catalog shows the exchange switched (its point of no return passed). */

@@ -5,23 +5,30 @@ import { fenceSlot, unfenceSlot } from '../node/fence.js';
 import { leafName } from '../node/leafName.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import type { SlotTable } from '../node/slotPartitions.js';
+import { quoteQualified } from '../core/identifier.js';
+import { captureChangedKeys, catchUpChangedKeys, catchUpStatements, endChangedKeys, forgetChangedKeys } from '../node/exchangeChangedKeys.js';
+import { compareExchange, exchangeSumsSql, forgetRetiredRowSums, trackExchangeRows, untrackExchangeRows, untrackNewLeafStatements } from '../node/exchangeRowSums.js';
+import { ATTACH_LOCK_TIMEOUT_MS } from '../node/slotPartitions.js';
 import {
-  barOlderRoutes, copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves, exchangeRowCounts,
-  stageReplacementLeaves, undoLeafExchange, type LeafExchange,
+  barOlderRoutes, copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves,
+  retiredLeafName, stageReplacementLeaves, undoLeafExchange, type LeafExchange,
 } from '../node/splitLeaves.js';
-import { freezeSlotForRouters } from './freezeSlot.js';
+import { beginSlotFreeze } from './freezeSlot.js';
 import type { DescribedStep, MoveStep } from './moveStep.js';
 
 /**
  * A split (slot r of m → r and r + m of 2m) or a merge (the reverse) on the
  * slot's own node, as named steps on the one step runner. Everything runs on
- * that node: the rows are copied by INSERT … SELECT from the fenced leaf into
- * staged leaves (no network, no subscription — a node cannot subscribe to
- * its own tables), then one node transaction exchanges the leaves (DETACH,
- * renames, ATTACH proven by CHECK) under the parents' ACCESS EXCLUSIVE lock
- * for milliseconds, then the catalog switches. Writes to the slot pause from
- * the freeze to the switch, so for the copy of the slot's rows: the slot is
- * fenced while it is copied (the copy-then-catch-up version is issue 14's next step).
+ * that node (no network, no subscription — a node cannot subscribe to its
+ * own tables): a row trigger records the keys written to the replaced leaves,
+ * their rows are copied by INSERT … SELECT into staged leaves while writes go
+ * on, the recorded keys are caught up in rounds, and only then is the slot
+ * frozen; inside the freeze, one round trip takes the last keys and compares
+ * row sums (count and checksum), then one node transaction exchanges the
+ * leaves (DETACH, renames, ATTACH proven by CHECK) under the parents' ACCESS
+ * EXCLUSIVE lock for milliseconds, then the catalog switches. Writes to the
+ * slot pause from the freeze to the switch: for the keys written since the
+ * last round, not for the slot's rows.
  */
 export interface SlotExchangeContext {
   migrationId: number;
@@ -66,15 +73,46 @@ function step(definition: Omit<ExchangeStep, 'describe'>): ExchangeStep {
   return { ...definition, describe: () => definition.name };
 }
 
+/** A catch-up round while writes go on that takes no more recorded changes than this ends the copy step (the freeze takes the rest). */
+export const CATCH_UP_SMALL_CHANGES = 500;
+/** Catch-up rounds of the copy step at most (writes faster than a round leave more to the freeze, never an endless copy). */
+export const CATCH_UP_ROUNDS_MAX = 20;
+
 const prepare = step({
   name: 'prepare',
-  describeExchange: (view) => `on ${view.nodeName}: create the leaves of ${bounds(view)} standalone, shaped like the parents, each with CHECK satisfies_hash_partition(parent, modulus, remainder, key)`,
+  describeExchange: (view) => `on ${view.nodeName}: create the leaves of ${bounds(view)} standalone, shaped like the parents, each with CHECK satisfies_hash_partition(parent, modulus, remainder, key); a row trigger on ${leaves(view, view.exchange.replaced)} records the primary key of every row written from now on (reshard_node.changed_keys)`,
   async do(context) {
     await installNodeHelpers(context.node);
     await stageReplacementLeaves(context.node, context.tables, context.exchange);
+    await captureChangedKeys(context.node, context.tables, context.exchange, ATTACH_LOCK_TIMEOUT_MS);
   },
   async undo(context) {
+    await endChangedKeys(context.node, context.tables, context.exchange, ATTACH_LOCK_TIMEOUT_MS);
     await dropReplacementLeaves(context.node, context.tables, context.exchange);
+  },
+});
+
+const copy = step({
+  name: 'copy',
+  describeExchange: (view) => `on ${view.nodeName}, writes going on: INSERT … SELECT the rows of ${leaves(view, view.exchange.replaced)} into the staged leaves of ${bounds(view)} by satisfies_hash_partition (local, one transaction); catch up the recorded keys in rounds (each one REPEATABLE READ transaction: the keys' rows deleted from the staged leaves and copied again); start the row sums of both sides (trigger + one scan); one more round`,
+  async do(context) {
+    const copied = await copyIntoReplacementLeaves(context.node, context.tables, context.exchange);
+    const statements = await catchUpStatements(context.node, context.tables, context.exchange);
+    let caughtUp = 0;
+    let rounds = 0;
+    for (; rounds < CATCH_UP_ROUNDS_MAX; ) {
+      rounds++;
+      const round = await catchUpChangedKeys(context.node, statements);
+      caughtUp += round.changes;
+      if (round.changes <= CATCH_UP_SMALL_CHANGES) break;
+    }
+    // The sums make the verification inside the freeze read sums instead of scanning the slot.
+    const summed = await trackExchangeRows(context.node, context.tables, context.exchange, ATTACH_LOCK_TIMEOUT_MS);
+    caughtUp += (await catchUpChangedKeys(context.node, statements)).changes;
+    return { rows: copied.rows, caughtUp, rounds: rounds + 1, tablesSummed: summed.filter(Boolean).length };
+  },
+  async undo(context) {
+    await untrackExchangeRows(context.node, context.tables, context.exchange);
   },
 });
 
@@ -86,10 +124,17 @@ const freeze = step({
     let epoch = 0;
     const routersBehind: string[] = [];
     for (const slot of context.exchange.replaced) {
-      const frozen = await freezeSlotForRouters(context.catalog, slot);
-      epoch = frozen.epoch;
-      routersBehind.push(...frozen.routersBehind);
-      await fenceSlot(context.node, context.tables, slot, context.exchange.clusterModulus, { epoch });
+      // As a move's freeze: the fence goes ahead while the routers acknowledge, and ends their wait (a call that
+      // reaches the node first waits for the fence's route lock, is refused with RSM01 and held by its router).
+      const freezing = await beginSlotFreeze(context.catalog, slot);
+      epoch = freezing.epoch;
+      const [acked, fenced] = await Promise.allSettled([
+        freezing.acknowledged,
+        fenceSlot(context.node, context.tables, slot, context.exchange.clusterModulus, { epoch }).finally(() => freezing.stopWaiting()),
+      ]);
+      if (fenced.status === 'rejected') throw fenced.reason;
+      if (acked.status === 'rejected') throw acked.reason;
+      routersBehind.push(...acked.value.routersBehind);
     }
     context.freezeEpoch = epoch;
     return { epoch, routersBehind };
@@ -103,24 +148,24 @@ const freeze = step({
   },
 });
 
-const copy = step({
-  name: 'copy',
-  describeExchange: (view) => `on ${view.nodeName}: INSERT … SELECT the rows of ${leaves(view, view.exchange.replaced)} into the staged leaves of ${bounds(view)}, by satisfies_hash_partition (local, one transaction)`,
+const sync = step({
+  name: 'sync',
+  describeExchange: (view) => `on ${view.nodeName}, one round trip: the last catch-up round (the keys written before the fence), then the row sums of ${leaves(view, view.exchange.replaced)} against the staged leaves' (count and checksum, per table; each child's bound proven by its validated CHECK), scanned where rows hash by their text form`,
   async do(context) {
-    return copyIntoReplacementLeaves(context.node, context.tables, context.exchange);
-  },
-});
-
-const verify = step({
-  name: 'verify',
-  describeExchange: (view) => `on ${view.nodeName}: the staged leaves hold as many rows as ${leaves(view, view.exchange.replaced)}, per table`,
-  async do(context) {
-    const counts = await exchangeRowCounts(context.node, context.tables, context.exchange);
-    const differing = counts.filter((count) => count.replaced !== count.staged);
+    const statements = await catchUpStatements(context.node, context.tables, context.exchange);
+    const caughtUp = await catchUpChangedKeys(context.node, statements, [exchangeSumsSql(context.tables, context.exchange)]);
+    const comparisons = await compareExchange(context.node, context.tables, context.exchange, caughtUp.after[0]!);
+    const differing = comparisons.filter((comparison) => !comparison.equal);
     if (differing.length > 0) {
-      throw new Error(`the ${context.kind} copy differs from the slot: ${differing.map((count) => `${count.table} ${count.staged} rows staged, ${count.replaced} in the slot`).join('; ')}`);
+      throw new Error(`the ${context.kind} copy differs from the slot: ${differing.map((comparison) => `${comparison.table} ${comparison.stagedRows.join(' + ')} rows staged, ${comparison.replacedRows} in the slot (by ${comparison.by})`).join('; ')}`);
     }
-    return { rows: counts.reduce((total, count) => total + count.staged, 0) };
+    return {
+      rows: comparisons.reduce((total, comparison) => total + comparison.replacedRows, 0),
+      caughtUpInFreeze: caughtUp.changes,
+      childRows: context.exchange.replacements.map((_, index) => comparisons.reduce((total, comparison) => total + comparison.stagedRows[index]!, 0)),
+      tablesBySums: comparisons.filter((comparison) => comparison.by === 'sums').length,
+      tablesByScan: comparisons.filter((comparison) => comparison.by === 'scan').length,
+    };
   },
 });
 
@@ -155,15 +200,21 @@ const switchStep = step({
 
 const cleanup = step({
   name: 'cleanup',
-  describeExchange: (view) => `on ${view.nodeName}: calls routed at a map before the switch are refused on these slots (RSM01: route the key again); DROP the retired leaves (standalone since the exchange) and the bound CHECK of the new leaves`,
+  describeExchange: (view) => `on ${view.nodeName}: calls routed at a map before the switch are refused on these slots (RSM01: route the key again); forget the recorded keys and row sums of the retired leaves and DROP them (standalone since the exchange); drop the new leaves' bound CHECK with their row sums' triggers`,
   async do(context) {
     await barOlderRoutes(context.node, context.exchange, await slotChangedEpoch(context.catalog, context.exchange.replacements[0]!.slot));
-    await dropRetiredLeaves(context.node, context.tables, context.exchange);
+    await forgetChangedKeys(context.node, retiredLeaves(context));
+    await forgetRetiredRowSums(context.node, context.tables, context.exchange);
+    await dropRetiredLeaves(context.node, context.tables, context.exchange, (table, slot) => untrackNewLeafStatements(table, context.exchange, slot));
   },
 });
 
+function retiredLeaves(context: SlotExchangeContext): string[] {
+  return context.tables.flatMap((table) => context.exchange.replaced.map((slot) => quoteQualified(table.schema, retiredLeafName(table, context.exchange, slot))));
+}
+
 /** The steps of a split or a merge on one node, in order. */
-export const SLOT_EXCHANGE_STEPS: readonly ExchangeStep[] = [prepare, freeze, copy, verify, attach, switchStep, cleanup];
+export const SLOT_EXCHANGE_STEPS: readonly ExchangeStep[] = [prepare, copy, freeze, sync, attach, switchStep, cleanup];
 
 /** The steps as --dry-run prints them. */
 export function describeSlotExchange(view: SlotExchangeView): { step: DescribedStep['name']; action: string }[] {

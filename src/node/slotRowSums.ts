@@ -58,8 +58,15 @@ function leafOf(table: SlotTable, slot: number, modulus: number): string {
  */
 export async function trackSlotRows(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs: number,
   parents: readonly Pick<SlotTable, 'schema' | 'name'>[] = tables): Promise<boolean[]> {
+  return trackLeafRows(db, tables.map((table) => leafOf(table, slot, modulus)), parents, lockTimeoutMs);
+}
+
+/**
+ * `trackSlotRows` for leaves given by name (quoted, qualified), each with
+ * the table whose columns decide how its rows hash: a split's staged leaves.
+ */
+export async function trackLeafRows(db: pg.ClientBase, leaves: readonly string[], parents: readonly Pick<SlotTable, 'schema' | 'name'>[], lockTimeoutMs: number): Promise<boolean[]> {
   const byRecord = (await rowHashesOf(db, parents)).map((hash) => hash === 'record');
-  const leaves = tables.map((table) => leafOf(table, slot, modulus));
   const present = await triggersInPlace(db, leaves);
   const tracked = [...byRecord];
   for (const [index, leaf] of leaves.entries()) {
@@ -121,8 +128,12 @@ export async function slotRowSums(db: Queryable, tables: readonly SlotTable[], s
  * Idempotent; waits for writers on the leaf (DROP TRIGGER locks it).
  */
 export async function untrackSlotRows(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
-  for (const table of tables) {
-    const leaf = leafOf(table, slot, modulus);
+  await untrackLeafRows(db, tables.map((table) => leafOf(table, slot, modulus)));
+}
+
+/** `untrackSlotRows` for leaves given by name (quoted, qualified). */
+export async function untrackLeafRows(db: pg.ClientBase, leaves: readonly string[]): Promise<void> {
+  for (const leaf of leaves) {
     const exists = await db.query<{ present: boolean; tracked: boolean }>(
       `SELECT to_regclass($1) IS NOT NULL AS present,
               EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ($2, $3))
@@ -145,7 +156,12 @@ export async function untrackSlotRows(db: pg.ClientBase, tables: readonly SlotTa
  * dropped with their triggers, only the sums rows go.
  */
 export async function forgetSlotRowSums(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
-  await db.query(`DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)`, [tables.map((table) => leafOf(table, slot, modulus))]);
+  await forgetLeafRowSums(db, tables.map((table) => leafOf(table, slot, modulus)));
+}
+
+/** `forgetSlotRowSums` for leaves given by name (quoted, qualified): a split's retired leaves before cleanup drops them. */
+export async function forgetLeafRowSums(db: Queryable, leaves: readonly string[]): Promise<void> {
+  await db.query(`DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)`, [leaves]);
 }
 
 /**
@@ -154,7 +170,11 @@ export async function forgetSlotRowSums(db: Queryable, tables: readonly SlotTabl
  * slot-bound CHECK): one ACCESS EXCLUSIVE lock for both, as before the sums.
  */
 export function untrackLeafStatements(table: SlotTable, slot: number, modulus: number): string[] {
-  const leaf = leafOf(table, slot, modulus);
+  return untrackNamedLeafStatements(leafOf(table, slot, modulus));
+}
+
+/** `untrackLeafStatements` for a leaf given by name (quoted, qualified). */
+export function untrackNamedLeafStatements(leaf: string): string[] {
   return [
     `DROP TRIGGER IF EXISTS ${ROW_SUMS_TRIGGER} ON ${leaf}`,
     `DROP TRIGGER IF EXISTS ${ROW_SUMS_TRUNCATE_TRIGGER} ON ${leaf}`,

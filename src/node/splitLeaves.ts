@@ -83,15 +83,16 @@ export async function dropReplacementLeaves(db: Queryable, tables: readonly Slot
 /**
  * Copies the replaced leaves' rows into the staged leaves, each row to the
  * one whose bound it satisfies — on the node, no network. One transaction
- * (the staged leaves are emptied first, so a repeat starts over). The caller
- * has fenced the replaced leaves: nothing writes them meanwhile.
+ * (the staged leaves are emptied first, so a repeat starts over). Writes to
+ * the replaced leaves go on meanwhile: the keys they change are recorded
+ * (`exchangeChangedKeys.ts`, started before) and caught up after.
  */
 export async function copyIntoReplacementLeaves(db: pg.ClientBase, tables: readonly SlotTable[], exchange: LeafExchange): Promise<{ rows: number }> {
   const statements: string[] = [];
   for (const table of tables) {
     const oid = await parentOid(db, table);
     const keys = table.shardKey.map(quoteIdent).join(', ');
-    const columns = await copiedColumns(db, oid);
+    const columns = (await storedColumns(db, oid)).join(', ');
     const sources = exchange.replaced.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, exchange.clusterModulus)));
     for (const { slot, modulus } of exchange.replacements) {
       const target = quoteQualified(table.schema, stagedLeafName(table, exchange, slot));
@@ -114,30 +115,12 @@ export async function copyIntoReplacementLeaves(db: pg.ClientBase, tables: reado
 }
 
 /** The parent's stored columns (not generated), quoted, in order: what a copy between leaves names. */
-async function copiedColumns(db: Queryable, oid: number): Promise<string> {
+export async function storedColumns(db: Queryable, oid: number): Promise<string[]> {
   const result = await db.query<{ name: string }>(
     "SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
     [oid],
   );
-  return result.rows.map((row) => quoteIdent(row.name)).join(', ');
-}
-
-/** Rows in the replaced leaves and in the staged ones, per table, for the verify step. */
-export async function exchangeRowCounts(db: Queryable, tables: readonly SlotTable[], exchange: LeafExchange): Promise<{ table: string; replaced: number; staged: number }[]> {
-  const counts: { table: string; replaced: number; staged: number }[] = [];
-  for (const table of tables) {
-    const count = async (names: readonly string[]): Promise<number> => {
-      const parts = names.map((name) => `(SELECT count(*) FROM ONLY ${quoteQualified(table.schema, name)})`);
-      const result = await db.query<{ rows: string }>(`SELECT (${parts.join(' + ')})::text AS rows`);
-      return Number(result.rows[0]!.rows);
-    };
-    counts.push({
-      table: `${table.schema}.${table.name}`,
-      replaced: await count(exchange.replaced.map((slot) => leafName(table.name, slot, exchange.clusterModulus))),
-      staged: await count(exchange.replacements.map(({ slot }) => stagedLeafName(table, exchange, slot))),
-    });
-  }
-  return counts;
+  return result.rows.map((row) => quoteIdent(row.name));
 }
 
 /** Whether the exchange is done on this node (the first table's first replaced leaf is retired). */
@@ -236,15 +219,24 @@ export async function barOlderRoutes(db: Queryable, exchange: LeafExchange, swit
   );
 }
 
-/** Cleanup after the switch: the retired leaves dropped (standalone since the exchange). Idempotent. */
-export async function dropRetiredLeaves(db: Queryable, tables: readonly SlotTable[], exchange: LeafExchange): Promise<void> {
+/**
+ * Cleanup after the switch: the retired leaves dropped (standalone since the
+ * exchange), the new leaves' bound CHECK dropped, each in one transaction
+ * with `alongside` statements for that leaf (it locks the leaf anyway).
+ * Idempotent.
+ */
+export async function dropRetiredLeaves(db: pg.ClientBase, tables: readonly SlotTable[], exchange: LeafExchange,
+  alongside: (table: SlotTable, slot: number) => readonly string[] = () => []): Promise<void> {
   for (const table of tables) {
     for (const slot of exchange.replaced) {
       await db.query(`DROP TABLE IF EXISTS ${quoteQualified(table.schema, retiredLeafName(table, exchange, slot))}`);
     }
     for (const { slot } of exchange.replacements) {
+      const leaf = quoteQualified(table.schema, leafName(table.name, slot, exchange.clusterModulus));
+      const present = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [leaf]);
+      if (!present.rows[0]?.present) continue;
       // The bound CHECK only costs per row once the leaf is attached.
-      await db.query(`ALTER TABLE IF EXISTS ${quoteQualified(table.schema, leafName(table.name, slot, exchange.clusterModulus))} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
+      await runInOneTransaction(db, [...alongside(table, slot), `ALTER TABLE ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`]);
     }
   }
 }

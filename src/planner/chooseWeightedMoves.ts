@@ -22,8 +22,13 @@ const IMPROVEMENTS_MAX = 100_000;
  * deviations differ by more than the slot's units), the best such move is
  * made (ties: fewer bytes, then slot, then name), each slot at most once
  * and no node both sending and receiving (the wave scheduler's rule).
- * Capacity is respected; how close to its target each node ends is what the
- * property test checks; minimal movement is not claimed for unequal slots (issue 14).
+ * Capacity is respected. What holds for unequal slots, in units of hash
+ * space (proved by test/unit/unequalSlotsPlanner.property.test.ts): each node
+ * with weight ends within the map's largest slot of its target; no node both
+ * gives and takes, so no plan reaching the same shares moves less; and the
+ * units moved exceed Σ max(0, now − target) (the equal-slot minimum) by less
+ * than one slot per giving node with weight (only a donor's last slot can
+ * overshoot its target).
  */
 export function chooseWeightedMoves(
   slotMap: SlotMap,

@@ -4,6 +4,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { splitSlot } from '../../src/admin/slotExchange.js';
 import { listMoves, listMigrations, type MigrationRecord } from '../../src/catalog/migrationRuns.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import type { MoveStepName } from '../../src/core/moveStepNames.js';
@@ -22,15 +23,25 @@ import { catalogUrl, RESHARD_BIN } from '../support/cli.js';
 import { connectTo } from '../support/servers.js';
 import { TcpProxy } from '../support/tcpProxy.js';
 
-/** `split`: `reshard split --slot N` of a slot on n2 (the split's node is its source and its target). */
-export type Mover = 'online' | 'offline' | 'split';
+/**
+ * `split`: `reshard split --slot N` of a slot on n2 (the split's node is its source and its target);
+ * `split-all`: `reshard split --all`, the fault at a step of a slot of n2; `merge`: `reshard merge --slot N`
+ * of a slot of n2 split before; `split-to`: `reshard split --slot N --to n3`, the fault at a step of the
+ * move of the new half (N + 8) from n2 to n3 (its split's steps are the `split` cells').
+ */
+export type Mover = 'online' | 'offline' | 'split' | 'split-all' | 'merge' | 'split-to';
+/** The movers that split or merge slots: their cells take SPLIT_VICTIMS. */
+export const EXCHANGE_MOVERS: readonly Mover[] = ['split', 'split-all', 'merge', 'split-to'];
 /** `rollback`: the coordinator is killed as in `coordinator`, then `reshard rollback` takes the migration back instead of `resume`. */
 export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall' | 'rollback';
 
 export const STEPS: Record<Mover, readonly MoveStepName[]> = {
   online: ['prepare', 'stream', 'attach', 'freeze', 'sync', 'switch', 'cleanup'],
   offline: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
-  split: ['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup'],
+  split: ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
+  'split-all': ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
+  merge: ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
+  'split-to': ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
 };
 export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall', 'rollback'];
 /** A split has one node: stopping it is `source` (a `target` cell would be the same cell). */
@@ -158,11 +169,13 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     await workload.prepare();
     workload.start();
     await sleep(300);
-    const splitting = cell.mover === 'split';
+    const splitting = EXCHANGE_MOVERS.includes(cell.mover);
     if (splitting) {
       // A slot of n2 (reached through its proxy), so stopping its node leaves the catalog up; its writers are hot.
       const owners = (await withCatalog(access, (db) => readSlotMap(db))).owners;
-      chosen = { source: 'n2', target: 'n2', slots: new Set([owners.indexOf('n2')]) };
+      const slot = owners.indexOf('n2');
+      if (cell.mover === 'merge' && slot >= 0) await splitSlot(access, { slot });
+      chosen = cell.mover === 'split-to' ? { source: 'n2', target: 'n3', slots: new Set([slot + SLOTS]) } : { source: 'n2', target: 'n2', slots: new Set([slot]) };
     } else {
       await addNode(access, { name: 'n4', connection: connectionOf('n4') });
     }
@@ -196,9 +209,14 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     };
     const catalog = catalogUrl(access.catalog);
     /** `reshard resume` or `rollback` after the fault: its last JSON line, or undefined (and a problem) if it failed or hung. */
-    const splitSlotId = splitting ? [...chosen!.slots][0]! : undefined;
-    // A split is resumed by running it again (it continues from its journal).
-    const commandArgs = (command: 'resume' | 'rollback'): string[] => (splitting && command === 'resume' ? ['split', '--slot', String(splitSlotId)] : [command]);
+    const splitSlotId = splitting ? [...chosen!.slots][0]! - (cell.mover === 'split-to' ? SLOTS : 0) : undefined;
+    // A split or a merge is resumed by running it again (it continues from its journal); a split-all and the
+    // move of a split --to by `reshard resume` (running `split --slot N --to` again would split the split slot).
+    const commandArgs = (command: 'resume' | 'rollback'): string[] => {
+      if (command === 'resume' && cell.mover === 'split') return ['split', '--slot', String(splitSlotId)];
+      if (command === 'resume' && cell.mover === 'merge') return ['merge', '--slot', String(splitSlotId)];
+      return [command];
+    };
     const runToEnd = async (command: 'resume' | 'rollback'): Promise<Record<string, unknown> | undefined> => {
       const followUp = startCli(['--json', '--catalog', catalog, ...commandArgs(command)], () => {});
       const ended = await boundedExit(followUp, RESUME_TIMEOUT_MS);
@@ -212,7 +230,13 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       }
       return undefined;
     };
-    const firstRun = splitting ? ['split', '--slot', String(splitSlotId)] : ['rebalance', '--mode', cell.mover, '--concurrency', '4'];
+    const firstRuns: Partial<Record<Mover, string[]>> = {
+      split: ['split', '--slot', String(splitSlotId)],
+      'split-all': ['split', '--all'],
+      merge: ['merge', '--slot', String(splitSlotId)],
+      'split-to': ['split', '--slot', String(splitSlotId), '--to', 'n3'],
+    };
+    const firstRun = firstRuns[cell.mover] ?? ['rebalance', '--mode', cell.mover, '--concurrency', '4'];
     run = startCli(['--json', '--catalog', catalog, ...firstRun], async (event) => {
       const child = run!.child;
       if (event['event'] === 'migration_started' && !chosen) {
@@ -277,7 +301,7 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     });
     const [latest, previous] = final.migrations;
     if (splitting) {
-      problems.push(...splitOutcomeProblems(cell, splitSlotId!, final.map, latest!, previous));
+      problems.push(...exchangeOutcomeProblems(cell, splitSlotId!, final.map, latest!, previous));
       // Leaves attached on their owner only, with their modulus; no staged, retired or fenced leaf left.
       const verified = await verifyCluster(access);
       problems.push(...verified.problems.map((problem) => `verify: ${problem}`));
@@ -299,15 +323,16 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       try {
         const objects = await reshardReplicationObjects(client);
         for (const name of [...objects.publications, ...objects.subscriptions, ...objects.slots]) problems.push(`orphan on ${server.name}: ${name}`);
-        // The online mover's row sums (trigger and rows) end with the move, switched or rolled back. A node no
-        // move touched (n4 of a split cell) has no reshard_node schema at all: its rows are only read where it exists.
-        const sums = await client.query<{ what: string }>(
-          `SELECT 'row sums trigger ' || tgname || ' on ' || tgrelid::regclass::text AS what FROM pg_trigger WHERE tgname LIKE 'reshard_row_sums%'`);
-        const rowSumsTable = await client.query<{ present: boolean }>(`SELECT to_regclass('reshard_node.leaf_row_sums') IS NOT NULL AS present`);
-        if (rowSumsTable.rows[0]!.present) {
-          sums.rows.push(...(await client.query<{ what: string }>(`SELECT count(*) || ' row sums rows' AS what FROM reshard_node.leaf_row_sums HAVING count(*) > 0`)).rows);
+        // The online mover's row sums and a split's recorded keys (triggers and rows) end with the move or split, switched or
+        // rolled back. A server that never took part has neither table.
+        const triggers = await client.query<{ what: string }>(
+          `SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text AS what FROM pg_trigger WHERE tgname LIKE 'reshard_row_sums%' OR tgname = 'reshard_changed_keys'`);
+        for (const row of triggers.rows) problems.push(`orphan on ${server.name}: ${row.what}`);
+        for (const table of ['reshard_node.leaf_row_sums', 'reshard_node.changed_keys']) {
+          if (!(await client.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [table])).rows[0]!.present) continue;
+          const rows = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`);
+          if (rows.rows[0]!.n !== '0') problems.push(`orphan on ${server.name}: ${rows.rows[0]!.n} rows in ${table}`);
         }
-        for (const row of sums.rows) problems.push(`orphan on ${server.name}: ${row.what}`);
       } finally {
         await client.end();
       }
@@ -330,21 +355,36 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
 
 /**
  * A split cell ends split (resumed) or not split (rolled back: in place
- * before the switch, or merged back after it), whatever step the fault hit.
+ * before the switch, or merged back after it), whatever step the fault hit;
+ * a merge cell the other way round; a split-all cell with every slot split,
+ * or none; a split-to cell split with the new half on n3 (resumed) or back
+ * on n2 (its move rolled back; the split stays).
  */
-function splitOutcomeProblems(cell: FaultCell, slot: number, map: SlotMap, latest: MigrationRecord, previous: MigrationRecord | undefined): string[] {
+function exchangeOutcomeProblems(cell: FaultCell, slot: number, map: SlotMap, latest: MigrationRecord, previous: MigrationRecord | undefined): string[] {
   const problems: string[] = [];
-  const high = slot + SLOTS;
-  const split = hasSlot(map, high) && slotModulus(map, slot) === 2 * SLOTS && slotModulus(map, high) === 2 * SLOTS && map.owners[high] === map.owners[slot];
-  const whole = !hasSlot(map, high) && slotModulus(map, slot) === SLOTS;
-  if (cell.victim === 'rollback') {
-    if (!whole) problems.push(`slot ${slot} is not whole after the rollback (modulus ${slotModulus(map, slot)}, slot ${high} ${hasSlot(map, high) ? 'exists' : 'absent'})`);
-    // Before the switch the split is rolled back in place; after it, the merge that took it back completed.
-    const takenBack = latest.state === 'rolled_back' || (latest.state === 'completed' && previous?.state === 'completed');
+  const isSplit = (at: number): boolean => hasSlot(map, at + SLOTS) && slotModulus(map, at) === 2 * SLOTS && slotModulus(map, at + SLOTS) === 2 * SLOTS;
+  const isWhole = (at: number): boolean => !hasSlot(map, at + SLOTS) && slotModulus(map, at) === SLOTS;
+  const shape = (at: number): string => `slot ${at}: modulus ${slotModulus(map, at)}, slot ${at + SLOTS} ${hasSlot(map, at + SLOTS) ? `on ${map.owners[at + SLOTS]}` : 'absent'}`;
+  const slots = cell.mover === 'split-all' ? Array.from({ length: SLOTS }, (_, at) => at) : [slot];
+  const rolledBack = cell.victim === 'rollback';
+  // Split at the end: a split or split-all resumed, a merge rolled back, a split-to either way.
+  const wantSplit = cell.mover === 'split-to' || (cell.mover === 'merge' ? rolledBack : !rolledBack);
+  for (const at of slots) {
+    if (wantSplit && !(isSplit(at) && (cell.mover === 'split-all' || map.owners[at] === 'n2'))) problems.push(`not split as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
+    if (!wantSplit && !isWhole(at)) problems.push(`not whole as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
+  }
+  if (cell.mover === 'split-to') {
+    const where = rolledBack ? 'n2' : 'n3';
+    if (map.owners[slot + SLOTS] !== where) problems.push(`slot ${slot + SLOTS} is on ${map.owners[slot + SLOTS] ?? 'no node'}, not ${where}`);
+  } else if (cell.mover === 'split-all' && !rolledBack) {
+    for (let at = 0; at < SLOTS; at++) if (map.owners[at + SLOTS] !== map.owners[at]) problems.push(`slot ${at + SLOTS} is on ${map.owners[at + SLOTS]}, its sibling ${at} on ${map.owners[at]}`);
+  }
+  if (rolledBack) {
+    // Before the switch rolled back in place; after it, the inverse (or the move back) completed.
+    const takenBack = latest.state === 'rolled_back' || (latest.state === 'completed' && previous?.state !== undefined && ['completed', 'rolled_back'].includes(previous.state));
     if (!takenBack) problems.push(`after the rollback: migration ${latest.id} ${latest.state}, previous ${previous?.state ?? 'none'}`);
-  } else {
-    if (!split) problems.push(`slot ${slot} is not split after the resume (modulus ${slotModulus(map, slot)}, slot ${high} ${hasSlot(map, high) ? 'exists' : 'absent'})`);
-    if (latest.state !== 'completed') problems.push(`migration ${latest.id} is ${latest.state}: ${latest.error ?? ''}`);
+  } else if (latest.state !== 'completed') {
+    problems.push(`migration ${latest.id} is ${latest.state}: ${latest.error ?? ''}`);
   }
   return problems;
 }
@@ -388,7 +428,7 @@ async function dropDatabase(server: LocalServer, database: string): Promise<void
 
 /** Rows = mover:step, columns = victims; then `N passed, M failed`. */
 export function formatMatrix(results: readonly CellResult[]): string {
-  const rows = (['online', 'offline', 'split'] as const).flatMap((mover) => STEPS[mover].map((step) => ({ mover, step })))
+  const rows = (['online', 'offline', ...EXCHANGE_MOVERS] as const).flatMap((mover) => STEPS[mover].map((step) => ({ mover, step })))
     .filter((row) => results.some((result) => result.cell.mover === row.mover && result.cell.step === row.step));
   const columns = VICTIMS.filter((victim) => results.some((result) => result.cell.victim === victim));
   const label = (row: { mover: string; step: string }): string => `${row.mover}:${row.step}`;

@@ -1,16 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServers, type TestServers } from '../support/servers.js';
-import { formatMatrix, runFaultCell, SPLIT_VICTIMS, STEPS, VICTIMS, type CellResult, type FaultCell, type Mover } from './faultCell.js';
+import { EXCHANGE_MOVERS, formatMatrix, runFaultCell, SPLIT_VICTIMS, STEPS, VICTIMS, type CellResult, type FaultCell, type Mover } from './faultCell.js';
 
 /**
  * The fault matrix (issue 4, item 2): every journal step of both movers ×
  * every victim. `npm run test:faults` runs all of it (RESHARD_FAULTS=all);
  * `npm test` runs one cell per victim, spread over both movers and the
  * riskiest steps. RESHARD_FAULTS=online:freeze:source,… picks cells by hand;
- * RESHARD_FAULTS=split runs the cells of `reshard split` (issue 14).
+ * RESHARD_FAULTS=split runs the cells of `reshard split` (issue 14); split-all,
+ * merge and split-to those of `split --all`, `merge` and `split --to` (the
+ * move of its new half); exchange all four.
  */
-const ALL: FaultCell[] = (['online', 'offline', 'split'] as Mover[]).flatMap((mover) =>
-  STEPS[mover].flatMap((step) => (mover === 'split' ? SPLIT_VICTIMS : VICTIMS).map((victim) => ({ mover, step, victim }))));
+const ALL: FaultCell[] = (['online', 'offline', ...EXCHANGE_MOVERS] as Mover[]).flatMap((mover) =>
+  STEPS[mover].flatMap((step) => (EXCHANGE_MOVERS.includes(mover) ? SPLIT_VICTIMS : VICTIMS).map((victim) => ({ mover, step, victim }))));
 
 const REPRESENTATIVE: FaultCell[] = [
   { mover: 'online', step: 'freeze', victim: 'coordinator' },
@@ -25,7 +27,8 @@ function selectedCells(): FaultCell[] {
   const wanted = process.env['RESHARD_FAULTS'];
   if (!wanted) return REPRESENTATIVE;
   if (wanted === 'all') return ALL;
-  if (wanted === 'split') return ALL.filter((cell) => cell.mover === 'split');
+  if ((EXCHANGE_MOVERS as readonly string[]).includes(wanted)) return ALL.filter((cell) => cell.mover === wanted);
+  if (wanted === 'exchange') return ALL.filter((cell) => EXCHANGE_MOVERS.includes(cell.mover));
   return wanted.split(',').map((spec) => {
     const [mover, step, victim] = spec.trim().split(':');
     const cell = ALL.find((candidate) => candidate.mover === mover && candidate.step === step && candidate.victim === victim);

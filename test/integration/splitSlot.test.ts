@@ -32,6 +32,7 @@ import { StepRunner } from '../../src/mover/stepRunner.js';
 import { connectNode } from '../../src/plumbing/connectNode.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/router.js';
+import { leafName } from '../../src/node/leafName.js';
 import { catalogUrl, runCli } from '../support/cli.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
@@ -81,7 +82,7 @@ describe('split and merge a slot online under 8 writing clients', () => {
   it('dry-run prints the steps and changes nothing; a slot that does not exist is refused in one line', async () => {
     const before = await slotMapOf(access);
     const dry = await splitSlot(access, { slot: HOT_SLOT, dryRun: true });
-    expect(dry.steps.map((step) => step.step)).toEqual(['prepare', 'freeze', 'copy', 'verify', 'attach', 'switch', 'cleanup']);
+    expect(dry.steps.map((step) => step.step)).toEqual(['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup']);
     expect(dry.replacements).toEqual([{ slot: HOT_SLOT, modulus: 2 * SLOTS }, { slot: HOT_SLOT + SLOTS, modulus: 2 * SLOTS }]);
     expect((await slotMapOf(access)).epoch).toBe(before.epoch);
     await expect(splitSlot(access, { slot: 99 })).rejects.toThrow(ReshardError);
@@ -182,14 +183,14 @@ describe('split and merge a slot online under 8 writing clients', () => {
   }
 
   // A crash after each step: running the split again finishes it; `reshard rollback` before the switch undoes it in place.
-  const RESUMED_AFTER = [['prepare', 0], ['freeze', 1], ['copy', 3], ['verify', 4], ['attach', 7], ['switch', 6]] as const;
-  const ROLLED_BACK_AFTER = [['prepare', 8], ['freeze', 10], ['copy', 12], ['verify', 13], ['attach', 9]] as const;
+  const RESUMED_AFTER = [['prepare', 0], ['copy', 1], ['freeze', 3], ['sync', 4], ['attach', 7], ['switch', 6]] as const;
+  const ROLLED_BACK_AFTER = [['prepare', 8], ['copy', 10], ['freeze', 12], ['sync', 13], ['attach', 9]] as const;
 
   it('resumes a split interrupted after any step (split again), and undoes one interrupted before its switch (rollback)', async () => {
     const rowsBefore = (await verifyCluster(access)).rowsTotal;
     for (const [step, slot] of RESUMED_AFTER) {
       const interruptedId = await splitInterruptedAfter(slot, step);
-      if (step !== 'prepare' && step !== 'switch') expect((await slotMapOf(access)).states[slot]).toBe('frozen');
+      if (step === 'freeze' || step === 'sync' || step === 'attach') expect((await slotMapOf(access)).states[slot]).toBe('frozen');
       await expect(runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'resume'])).resolves.toMatchObject({ stderr: expect.stringMatching(new RegExp(`reshard split --slot ${slot}`)) });
       const resumed = await splitSlot(access, { slot });
       expect(resumed.resumed).toBe(true);
@@ -213,6 +214,57 @@ describe('split and merge a slot online under 8 writing clients', () => {
       expect({ step, problems: verified.problems }).toEqual({ step, problems: [] });
       expect(verified.rowsTotal).toBe(rowsBefore);
     }
+  });
+
+  /** What a split leaves on the nodes between its steps: triggers recording keys or row sums, recorded keys, sums rows. */
+  async function splitLeftovers(): Promise<string[]> {
+    const found: string[] = [];
+    for (const server of cluster.servers) {
+      const db = await connectTo(server.connection);
+      try {
+        const triggers = await db.query<{ what: string }>("SELECT tgname || ' on ' || tgrelid::regclass AS what FROM pg_trigger WHERE tgname IN ('reshard_changed_keys', 'reshard_row_sums', 'reshard_row_sums_truncate')");
+        found.push(...triggers.rows.map((row) => `${server.name}: trigger ${row.what}`));
+        for (const table of ['reshard_node.changed_keys', 'reshard_node.leaf_row_sums']) {
+          const present = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [table]);
+          if (!present.rows[0]!.present) continue;
+          const rows = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`);
+          if (Number(rows.rows[0]!.n) > 0) found.push(`${server.name}: ${rows.rows[0]!.n} rows in ${table}`);
+        }
+      } finally {
+        await db.end();
+      }
+    }
+    return found;
+  }
+
+  it('leaves no recorded keys, row sums or their triggers after the splits resumed or undone above', async () => {
+    expect(await splitLeftovers()).toEqual([]);
+  });
+
+  it('fails a split whose staged copy was changed behind its back before the freeze, and undoes it', async () => {
+    const slot = 15;
+    const rowsBefore = (await verifyCluster(access)).rowsTotal;
+    await splitInterruptedAfter(slot, 'copy');
+    const ownerName = (await slotMapOf(access)).owners[slot];
+    const owner = cluster.servers.find((server) => server.name === ownerName)!;
+    const node = await connectTo(owner.connection);
+    try {
+      // A row of the low child gone (its row sums see it; the parent leaf's recorded keys do not name it).
+      const staged = `${leafName('reshard_check_items', slot, SLOTS)}_split`;
+      const gone = await node.query(`DELETE FROM ${staged} WHERE id = (SELECT min(id) FROM ${staged})`);
+      expect(gone.rowCount).toBe(1);
+    } finally {
+      await node.end();
+    }
+    await expect(splitSlot(access, { slot })).rejects.toThrow(/copy differs from the slot: public.reshard_check_items/);
+    const map = await slotMapOf(access);
+    expect(hasSlot(map, slot + SLOTS)).toBe(false);
+    expect(slotModulus(map, slot)).toBe(SLOTS);
+    expect(map.states[slot]).toBe('active');
+    const verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+    expect(verified.rowsTotal).toBe(rowsBefore);
+    expect(await splitLeftovers()).toEqual([]);
   });
 
   it('split --to moves the new half to another node (the CLI, end to end)', async () => {
