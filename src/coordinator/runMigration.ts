@@ -150,7 +150,10 @@ async function runOnlineBatches(
   shared: OnlineShared,
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
-  const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  const chosenLimits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  // Under a latency bound, one copy stream per batch: the guard's rate cap is shared anyway, and every
+  // lane is a burst of CPU on both nodes at each resume.
+  const limits = options.throttle?.maxLatencyImpact === undefined ? chosenLimits : { ...chosenLimits, copyLanes: 1 };
   const migrationId = batches[0]?.migrationId;
   const runs: OnlineBatchRun[] = [];
   const clients: pg.Client[] = [];
