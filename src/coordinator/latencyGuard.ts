@@ -19,8 +19,9 @@ export interface LatencyGuardLimits {
   /** The baseline: routers' reports over this long before the migration. */
   baselineWindowMs: number;
   /**
-   * The p99 now: the routers' reports since the guard's last change, at least two reporting
-   * periods (a router reports every 10 s by default; 1 s gives the guard a fast loop), at most this long.
+   * The p99 now: the routers' reports of the shortest recent window that holds `callsMin` calls,
+   * at least two reporting periods (a router reports every 10 s by default; 1 s gives the guard a
+   * fast loop), at most this long (or two periods, if longer).
    */
   currentWindowMsMax: number;
   /** Fewer calls than this in a window make no decision yet (a p99 of 50 calls is their maximum), unless the window is at its longest. */
@@ -44,6 +45,9 @@ export const LATENCY_GUARD_DEFAULT: Omit<LatencyGuardLimits, 'impactMax'> = {
   bytesPerSecFloor: 256 * 1024,
   pauseMsMax: 30_000,
 };
+
+/** 1 call/s: the slowest traffic the guard sizes its window for (the window never exceeds currentWindowMsMax). */
+const CALLS_PER_MS_MIN = 0.001;
 
 /** The reporting period the guard assumes until it has seen one (the bench and the autopilot's routers use 1 s). */
 const REPORT_PERIOD_MS_ASSUMED = 1_000;
@@ -78,6 +82,7 @@ export function guardLatency(options: {
   let changedAtMs = performance.now();
   let admittedAtChange = throttle.admittedBytes;
   let reportPeriodMs = REPORT_PERIOD_MS_ASSUMED;
+  let callsPerMs = CALLS_PER_MS_MIN;
   const read = (windowMs: number): Promise<LatencyInWindow | undefined> =>
     withCatalog(options.access, (catalog) => readOtherSlotsLatency(catalog, { windowMs, excludedSlots: options.movingSlots }));
   // Copies start at the start rate, not at full speed: the first reading comes a reporting period later.
@@ -95,16 +100,24 @@ export function guardLatency(options: {
       }
       baselineMs = p99Ms;
       reportPeriodMs = baseline.reportPeriodMsMax;
+      // Traffic may have begun within the baseline window: a first guess, corrected by the first reading.
+      callsPerMs = Math.max(baseline.calls / limits.baselineWindowMs, CALLS_PER_MS_MIN);
       impactMax = Math.max(limits.impactMax, 1 + limits.impactSlackMs / baselineMs);
       emit({ type: 'throttle', migrationId, state: 'released', reason: `latency guard: baseline p99 of the other slots ${baselineMs.toFixed(2)} ms over ${baseline.calls} calls, limit ${(baselineMs * impactMax).toFixed(2)} ms; copies start at ${kBps(state.capBytesPerSec)}` });
       return;
     }
     const nowMs = performance.now();
+    // The shortest recent window that holds enough calls for a p99 (at least two reporting periods):
+    // the guard sees a change within a second or two, not after a long average has caught up.
     const windowMaxMs = Math.max(limits.currentWindowMsMax, 2 * reportPeriodMs);
-    const windowMs = Math.min(windowMaxMs, Math.max(2 * reportPeriodMs, nowMs - changedAtMs));
+    const windowMs = Math.min(windowMaxMs, Math.max(2 * reportPeriodMs, (limits.callsMin / callsPerMs) * 1.25));
+    // A decision needs a window that began after the last one: what the copies did before it is no news.
+    if (nowMs - changedAtMs < windowMs) return;
     const now = await read(windowMs);
-    if (!now || (now.calls < limits.callsMin && windowMs < windowMaxMs)) return;
+    if (!now) return;
+    callsPerMs = Math.max(now.calls / windowMs, CALLS_PER_MS_MIN);
     reportPeriodMs = Math.max(1, now.reportPeriodMsMax);
+    if (now.calls < limits.callsMin && windowMs < windowMaxMs) return;
     const p99Ms = interpolatedPercentileMs(now.counts, 0.99)!;
     const ratio = p99Ms / baselineMs;
     const observedBytesPerSec = ((throttle.admittedBytes - admittedAtChange) / Math.max(1, nowMs - changedAtMs)) * 1000;
