@@ -9,9 +9,9 @@ import { insideWindows } from '../core/timeWindows.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { errorFields, log } from '../plumbing/log.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
-import { planLoadMoves, planRebalance, type Plan } from '../planner/index.js';
+import { planHeadroomMoves, planLoadMoves, planRebalance, type Plan } from '../planner/index.js';
 import { balancingNodes } from './loadReport.js';
-import { evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
+import { ACTING_AUTOPILOT_ACTIONS, evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
 import { assertAutopilotSettings, MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js';
 import { prepareRebalance, resumeMigration, runPreparedRebalance, type MigrationSummary } from './rebalance.js';
 
@@ -125,7 +125,7 @@ async function evaluateAndAct(
   const evaluation = await evaluateAutopilot(access, settings, memory, clockOf(options)());
   options.onEvaluation?.(evaluation);
   logger.info({ action: evaluation.action, reason: evaluation.reason, nodes: evaluation.nodes.map((node) => ({ node: node.node, ratio: node.ratio })) }, `autopilot: ${evaluation.action}`);
-  const acts = !options.dryRun && (evaluation.action === 'start-load' || evaluation.action === 'start-nodes' || evaluation.action === 'resume');
+  const acts = !options.dryRun && ACTING_AUTOPILOT_ACTIONS.includes(evaluation.action);
   if (!acts) {
     // Journaled when something changes: a watch that sees the same thing every period writes it once.
     if (evaluation.reason !== lastReason) await journal(access, holder, 'evaluate', false, evaluation.reason, decisionDetails(evaluation));
@@ -142,12 +142,23 @@ async function evaluateAndAct(
       mode: settings.mode, dryRun: false,
       choosePlan: (snapshot, input) => {
         if (evaluation.action === 'start-nodes') return { ...planRebalance(input), origin: AUTOPILOT_PLAN_ORIGIN, trigger: 'nodes' } as Plan;
-        // Planned again on the map as it is now (it may have changed since the evaluation), with the loads measured.
         const slots = slotIds(snapshot.slotMap).map((slot) => ({ slot, owner: slotOwner(snapshot.slotMap, slot), load: evaluation.slotLoads.get(slot) ?? 0, bytes: snapshot.slotBytes[slot] ?? 0 }));
-        const loadPlan = planLoadMoves({
-          nodes: balancingNodes(snapshot.nodes), slots, tolerance: settings.tolerance, loadFloor: settings.loadFloor,
-          benefitPerByteMin: settings.benefitPerMiBMin / 1_048_576, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots: new Set(evaluation.coolingSlots), movesMax: settings.movesMax,
-        });
+        const excludedSlots = new Set(evaluation.coolingSlots);
+        // Planned again on the map as it is now (it may have changed since the evaluation), with the loads and spaces measured.
+        const loadPlan = evaluation.action === 'start-headroom'
+          ? planHeadroomMoves({
+            nodes: balancingNodes(snapshot.nodes), slots, spaces: evaluation.spaces, headroomFraction: settings.headroomFraction,
+            short: evaluation.triggers.filter((trigger) => trigger.kind === 'headroom' && trigger.fired).map((trigger) => trigger.node), excludedSlots, movesMax: settings.movesMax,
+          })
+          : evaluation.action === 'start-bytes'
+            ? planLoadMoves({
+              nodes: balancingNodes(snapshot.nodes), slots: slots.map((slot) => ({ ...slot, load: slot.bytes })), tolerance: settings.bytesTolerance, loadFloor: settings.bytesFloor,
+              benefitPerByteMin: 0, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots, movesMax: settings.movesMax,
+            })
+            : planLoadMoves({
+              nodes: balancingNodes(snapshot.nodes), slots, tolerance: settings.tolerance, loadFloor: settings.loadFloor,
+              benefitPerByteMin: settings.benefitPerMiBMin / 1_048_576, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots, movesMax: settings.movesMax,
+            });
         const owners = [...snapshot.slotMap.owners];
         for (const move of loadPlan.moves) owners[move.slot] = move.to;
         const counts: Record<string, number> = {};
@@ -158,7 +169,8 @@ async function evaluateAndAct(
           moves: loadPlan.moves.map(({ slot, from, to, bytes, wave }) => ({ slot, from, to, bytes, wave })),
           targetSlotCounts: counts, slotsMoved: loadPlan.moves.length, bytesMoved: loadPlan.moves.reduce((sum, move) => sum + move.bytes, 0),
           bytesTotal: snapshot.slotBytes.reduce((sum, bytes) => sum + bytes, 0), waves: loadPlan.waves,
-          origin: AUTOPILOT_PLAN_ORIGIN, trigger: 'load', loadMoves: loadPlan.moves, unresolved: loadPlan.unresolved,
+          origin: AUTOPILOT_PLAN_ORIGIN, trigger: evaluation.action === 'start-headroom' ? 'headroom' : evaluation.action === 'start-bytes' ? 'bytes' : 'load',
+          loadMoves: loadPlan.moves, unresolved: loadPlan.unresolved,
         };
         return plan;
       },
@@ -245,7 +257,7 @@ async function journal(access: ClusterAccess, holder: string, kind: AutopilotDec
 
 /** The evaluation as journaled: triggers with their numbers, the plan, the nodes (not every slot). */
 export function decisionDetails(evaluation: AutopilotEvaluation): Record<string, unknown> {
-  const { slotLoads: _slotLoads, plan, ...rest } = evaluation;
+  const { slotLoads: _slotLoads, spaces: _spaces, plan, ...rest } = evaluation;
   return {
     ...rest,
     nodes: evaluation.nodes.map((node) => ({ ...node, ratio: Number.isFinite(node.ratio) ? node.ratio : null })),

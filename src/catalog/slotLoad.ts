@@ -80,6 +80,9 @@ export async function readSlotLoad(db: Queryable, window: { bucketMs: number; bu
   };
 }
 
+/** No upper end to a window: a day ahead of now. */
+const NO_END_MS = -86_400_000;
+
 /** The calls of a set of slots over a window, as one histogram (src/core/latencyHistogram.ts). */
 export interface LatencyInWindow {
   /** Calls per bucket, summed over slots, routers and periods. */
@@ -91,17 +94,18 @@ export interface LatencyInWindow {
 
 /**
  * What the application feels on the slots that are not moving: every router
- * sample of the other slots whose period started within `windowMs`, their
- * latency histograms added up (the p99 of that is the p99 of all those calls,
+ * sample of the other slots whose period started within `windowMs` (and, with
+ * `endsAgoMs`, at least that long ago: a guard that adds up periods as they
+ * settle reads each once), their latency histograms added up (the p99 of that is the p99 of all those calls,
  * as the clients saw them). Samples without a histogram (routers older than
  * schema version 11) count their calls at their own p99, a pessimistic stand-in.
  * Undefined without calls.
  */
-export async function readOtherSlotsLatency(db: Queryable, window: { windowMs: number; excludedSlots: readonly number[] }): Promise<LatencyInWindow | undefined> {
+export async function readOtherSlotsLatency(db: Queryable, window: { windowMs: number; excludedSlots: readonly number[]; endsAgoMs?: number }): Promise<LatencyInWindow | undefined> {
   const result = await db.query<{ bucket: number | null; calls: string; period_ms_max: number }>(
     `WITH recent AS (
        SELECT * FROM reshard.slot_load
-        WHERE period_start >= now() - $1 * interval '1 millisecond' AND slot <> ALL ($2::int[]))
+        WHERE period_start >= now() - $1 * interval '1 millisecond' AND period_start < now() - $3 * interval '1 millisecond' AND slot <> ALL ($2::int[]))
      SELECT h.bucket, sum(h.calls)::text AS calls, (SELECT max(period_ms) FROM recent) AS period_ms_max
        FROM recent r
        CROSS JOIN LATERAL (
@@ -110,7 +114,7 @@ export async function readOtherSlotsLatency(db: Queryable, window: { windowMs: n
          UNION ALL
          SELECT NULL, r.calls WHERE r.latency_buckets IS NULL) h
       GROUP BY h.bucket`,
-    [window.windowMs, window.excludedSlots],
+    [window.windowMs, window.excludedSlots, window.endsAgoMs ?? NO_END_MS],
   );
   if (result.rows.length === 0) return undefined;
   const counts = new Array<number>(LATENCY_BUCKETS).fill(0);
@@ -125,8 +129,9 @@ export async function readOtherSlotsLatency(db: Queryable, window: { windowMs: n
     // Rare (a mix of router versions): their calls at the highest p99 they reported over the window.
     const p99 = await db.query<{ p99_ms: number }>(
       `SELECT max(p99_ms)::float8 AS p99_ms FROM reshard.slot_load
-        WHERE period_start >= now() - $1 * interval '1 millisecond' AND slot <> ALL ($2::int[]) AND latency_buckets IS NULL`,
-      [window.windowMs, window.excludedSlots],
+        WHERE period_start >= now() - $1 * interval '1 millisecond' AND period_start < now() - $3 * interval '1 millisecond'
+          AND slot <> ALL ($2::int[]) AND latency_buckets IS NULL`,
+      [window.windowMs, window.excludedSlots, window.endsAgoMs ?? NO_END_MS],
     );
     counts[latencyBucket(p99.rows[0]?.p99_ms ?? 0)]! += Number(legacy.calls);
     calls += Number(legacy.calls);

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
@@ -111,6 +112,8 @@ describe('latency guard against routers\' reports', () => {
       const baselineMs = percentile(calls.map((call) => call.ms), 0.99);
       stopGuard = guardLatency({
         migrationId: 0, access, throttle, movingSlots: [], operatorCapBytesPerSec: undefined,
+        // n1 is reported on by the router: not probed.
+        probeNodes: [{ name: 'n1', connection: cluster.servers[0]!.connection }],
         limits: { ...LATENCY_GUARD_DEFAULT, impactMax: 1.2, baselineWindowMs: 3_000, bytesPerSecFloor: 32 * 1024, pauseMsMax: 5_000 },
         emit: (event) => events.push(event),
       });
@@ -123,7 +126,8 @@ describe('latency guard against routers\' reports', () => {
       const settled = calls.filter((call) => call.atMs >= settledFromMs);
       const reasons = events.map((event) => (event.type === 'throttle' ? event.reason : '')).join('\n');
       // It started at 2 MB/s (+8 ms, over the bound): it paused.
-      expect(events[0]?.type === 'throttle' && events[0].reason).toMatch(/baseline p99 of the other slots/);
+      expect(events[0]?.type === 'throttle' && events[0].reason).toMatch(/baseline other slots' p99/);
+      expect(reasons).not.toMatch(/probe/);
       expect(events.some((event) => event.type === 'throttle' && event.state === 'held'), reasons).toBe(true);
       // Copies go on (a pause lasts 5 s at most here), …
       expect(throttle.admittedBytes, reasons).toBeGreaterThan(bytesAtSettled);
@@ -134,10 +138,105 @@ describe('latency guard against routers\' reports', () => {
       // Without the guard (uncapped), the copier here moves hundreds of MB/s: seconds per call.
       expect(calls.filter((call) => call.atMs >= guardedFromMs).length).toBeGreaterThan(1_000);
     } finally {
-      stopGuard?.();
+      await stopGuard?.();
       running = false;
       await Promise.all([...clients, copier]);
       await router.close();
     }
   });
+
+  it('probes a node no router reports on, against a baseline taken while copies wait, and holds the probe latency within the bound', async () => {
+    const catalog = await connectTo(cluster.servers[0]!.connection);
+    await catalog.query('DELETE FROM reshard.slot_load');
+    await catalog.end();
+    const throttle = new CopyThrottle({ holdMsMax: 60_000 });
+    const admitted: { atMs: number; bytes: number }[] = [];
+    const copyMBps = (): number => {
+      const nowMs = performance.now();
+      while (admitted.length > 0 && admitted[0]!.atMs < nowMs - 500) admitted.shift();
+      return admitted.reduce((sum, entry) => sum + entry.bytes, 0) / 0.5 / 1e6;
+    };
+    // What copies cost on this node, as a probe sees it: its replies come 4 ms later per MB/s copied.
+    const extraMs: { atMs: number; ms: number }[] = [];
+    const proxy = await startDelayingProxy(cluster.servers[0]!.connection.port, () => {
+      const ms = 4 * copyMBps();
+      extraMs.push({ atMs: performance.now(), ms });
+      return ms;
+    });
+    const events: MigrationEvent[] = [];
+    const stopGuard = guardLatency({
+      migrationId: 0, access, throttle, movingSlots: [], operatorCapBytesPerSec: undefined,
+      probeNodes: [{ name: 'n1', connection: { ...cluster.servers[0]!.connection, port: proxy.port } }],
+      limits: { ...LATENCY_GUARD_DEFAULT, impactMax: 1.2, bytesPerSecFloor: 32 * 1024, pauseMsMax: 3_000 },
+      emit: (event) => events.push(event),
+    });
+    // Copies begin with the migration, once the guard is on.
+    let running = true;
+    const copier = (async () => {
+      while (running) {
+        await throttle.admit(32 * 1024);
+        admitted.push({ atMs: performance.now(), bytes: 32 * 1024 });
+      }
+    })();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      // The baseline is being measured: copies wait for it.
+      expect(throttle.pausedFor).toMatch(/probing n1 for a baseline/);
+      expect(throttle.admittedBytes).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 11_000));
+      const settledFromMs = performance.now();
+      const bytesAtSettled = throttle.admittedBytes;
+      await new Promise((resolve) => setTimeout(resolve, 8_000));
+      const reasons = events.map((event) => (event.type === 'throttle' ? event.reason : '')).join('\n');
+      expect(reasons).toMatch(/baseline node n1's probe p90 [0-9.]+ ms over [0-9]+ probes/);
+      expect(reasons).toMatch(/node n1's probe p90 [0-9.]+ ms = [0-9.]+× baseline .*: copies and cutovers paused/);
+      expect(throttle.admittedBytes, reasons).toBeGreaterThan(bytesAtSettled);
+      // The bound here is the baseline + 1 ms (1.2× of a sub-millisecond probe is less): the delay the copies added
+      // to the probes' replies stays within it on average.
+      const settled = extraMs.filter((entry) => entry.atMs >= settledFromMs);
+      const meanMs = settled.reduce((sum, entry) => sum + entry.ms, 0) / settled.length;
+      expect(meanMs, reasons).toBeLessThanOrEqual(1);
+    } finally {
+      await stopGuard();
+      running = false;
+      await copier;
+      await proxy.close();
+    }
+  });
 });
+
+/**
+ * A TCP proxy in front of a server that delays every reply chunk by `delayMs()` (in order):
+ * a node made slower by copies, as its clients see it.
+ */
+async function startDelayingProxy(targetPort: number, delayMs: () => number): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    let nextAtMs = 0;
+    client.on('data', (chunk: Buffer) => upstream.write(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      const nowMs = performance.now();
+      nextAtMs = Math.max(nextAtMs, nowMs + delayMs());
+      setTimeout(() => client.write(chunk), nextAtMs - nowMs);
+    });
+    const close = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', close);
+    upstream.on('close', close);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
