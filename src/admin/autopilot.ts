@@ -13,6 +13,7 @@ import { planHeadroomMoves, planLoadMoves, planRebalance, type Plan } from '../p
 import { balancingNodes } from './loadReport.js';
 import { ACTING_AUTOPILOT_ACTIONS, evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
 import { assertAutopilotSettings, MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js';
+import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
 import { prepareRebalance, resumeMigration, runPreparedRebalance, type MigrationSummary } from './rebalance.js';
 
 const logger = log('autopilot');
@@ -136,10 +137,12 @@ async function evaluateAndAct(
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
     return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
+  // Moving off a node short of space: the WAL its moves may retain must fit in what it has left (half of it).
+  const throttle = evaluation.action === 'start-headroom' ? headroomThrottle(settings, evaluation) : throttleOf(settings);
   let prepared;
   try {
     prepared = await prepareRebalance(access, {
-      mode: settings.mode, dryRun: false,
+      mode: settings.mode, dryRun: false, ...throttle,
       choosePlan: (snapshot, input) => {
         if (evaluation.action === 'start-nodes') return { ...planRebalance(input), origin: AUTOPILOT_PLAN_ORIGIN, trigger: 'nodes' } as Plan;
         const slots = slotIds(snapshot.slotMap).map((slot) => ({ slot, owner: slotOwner(snapshot.slotMap, slot), load: evaluation.slotLoads.get(slot) ?? 0, bytes: snapshot.slotBytes[slot] ?? 0 }));
@@ -184,9 +187,9 @@ async function evaluateAndAct(
     return { evaluation };
   }
   const migrationId = prepared.migrationId;
-  await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings }, migrationId);
+  await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings, throttle: throttle.throttle ?? null }, migrationId);
   return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId,
-    () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
+    () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttle })));
 }
 
 async function finish(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, migrationId: number, run: () => Promise<MigrationSummary>): Promise<AutopilotOutcome> {
@@ -275,6 +278,14 @@ function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpac
     ...(settings.maxLatencyImpact !== undefined ? { maxLatencyImpact: settings.maxLatencyImpact } : {}),
     ...(settings.copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax: settings.copyBytesPerSecMax } : {}),
   } };
+}
+
+/** throttleOf, with the WAL a move may retain bounded by half the free space of the nodes short of it. */
+function headroomThrottle(settings: AutopilotSettings, evaluation: AutopilotEvaluation): { throttle: { maxLatencyImpact?: number; copyBytesPerSecMax?: number; walRetainedBytesMax: number } } {
+  const short = evaluation.triggers.filter((trigger) => trigger.kind === 'headroom' && trigger.fired);
+  const freeBytes = Math.min(...short.map((trigger) => (trigger.kind === 'headroom' && trigger.capacityBytes !== undefined ? trigger.capacityBytes - trigger.usedBytes : Infinity)));
+  const walRetainedBytesMax = Math.max(1, Math.floor(Math.min(REPLICATION_WATCH_DEFAULT.walRetainedBytesMax, Math.max(0, freeBytes) / 2)));
+  return { throttle: { ...throttleOf(settings).throttle, walRetainedBytesMax } };
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -190,13 +190,13 @@ function decide(
   const acted = byPlan('headroom', 'start-headroom', 'below their disk headroom') ?? byPlan('load', 'start-load', 'over-loaded') ?? byPlan('bytes', 'start-bytes', 'over their share of bytes');
   if (acted) return acted;
   if (notHelping.length > 0) return { intent: 'none', reason: notHelping.join('; '), plan: plans.headroom ?? plans.load ?? plans.bytes };
-  const pendingBytes = triggers.filter((trigger) => trigger.kind === 'bytes' && trigger.periodsOver > 0);
-  if (periodsMeasured === 0) {
-    return { intent: 'none', reason: `no load measured yet (no router reported and no node reading to compare)${pendingBytes.length > 0 ? `; ${pendingBytes.map((trigger) => trigger.node).join(', ')} over its share of bytes but not for ${settings.sustainPeriods} evaluations in a row yet` : ''}`, plan: undefined };
-  }
   const pending = triggers.filter((trigger) => (trigger.kind === 'load' || trigger.kind === 'bytes') && trigger.periodsOver > 0);
+  const pendingText = `${pending.map((trigger) => `${trigger.node} (${trigger.kind})`).join(', ')} over its share but not for ${settings.sustainPeriods} periods in a row yet`;
+  if (periodsMeasured === 0) {
+    return { intent: 'none', reason: `no load measured yet (no router reported and no node reading to compare)${pending.length > 0 ? `; ${pendingText}` : ''}`, plan: undefined };
+  }
   return pending.length > 0
-    ? { intent: 'none', reason: `${pending.map((trigger) => `${trigger.node} (${trigger.kind})`).join(', ')} over its share but not for ${settings.sustainPeriods} periods in a row yet`, plan: undefined }
+    ? { intent: 'none', reason: pendingText, plan: undefined }
     : { intent: 'none', reason: `every node within ${(settings.tolerance * 100).toFixed(0)} % (or ${settings.loadFloor} load) of its weighted share of load, within ${(settings.bytesTolerance * 100).toFixed(0)} % (or ${settings.bytesFloor} bytes) of its share of bytes, and above its disk headroom`, plan: undefined };
 }
 

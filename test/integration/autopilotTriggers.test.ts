@@ -102,7 +102,7 @@ describe('autopilot: triggers by bytes beyond the weighted share and by disk hea
       expect(dry.plan!.moves.every((move) => move.from === 'n2' && move.to === 'n1')).toBe(true);
 
       const outcome = await runAutopilotOnce(access, { ...SETTINGS, sustainPeriods: 3 }, { emit: () => {} });
-      expect(outcome.summary?.state).toBe('completed');
+      expect(outcome.summary?.state, JSON.stringify({ error: outcome.error, reason: outcome.evaluation.reason })).toBe('completed');
       const [, start] = await listAutopilotDecisions(catalog, 2);
       expect(start?.summary).toMatch(/by headroom: .* — n2: .* free of .*, below its 10 % headroom/);
       const journaled = (start!.details['triggers'] as { kind: string; node: string; usedBytes: number; limitBytes: number }[]).find((entry) => entry.kind === 'headroom' && entry.node === 'n2')!;
