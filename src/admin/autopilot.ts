@@ -14,6 +14,7 @@ import { balancingNodes } from './loadReport.js';
 import { ACTING_AUTOPILOT_ACTIONS, evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
 import { assertAutopilotSettings, MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
+import { splitSlot } from './slotExchange.js';
 import { prepareRebalance, resumeMigration, runPreparedRebalance, type MigrationSummary } from './rebalance.js';
 
 const logger = log('autopilot');
@@ -137,6 +138,7 @@ async function evaluateAndAct(
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
     return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
+  if (evaluation.action === 'start-split') return startSplit(access, holder, evaluation, options);
   // Moving off a node short of space: the WAL its moves may retain must fit in what it has left (half of it).
   const throttle = evaluation.action === 'start-headroom' ? headroomThrottle(settings, evaluation) : throttleOf(settings);
   let prepared;
@@ -190,6 +192,29 @@ async function evaluateAndAct(
   await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings, throttle: throttle.throttle ?? null }, migrationId);
   return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId,
     () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttle })));
+}
+
+/**
+ * A slot too hot for any node: `reshard split --slot N --to NODE`'s own entry
+ * point (split in place, then the high child moved as one online move),
+ * journaled as the autopilot's start and finish.
+ */
+async function startSplit(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, options: AutopilotRunOptions): Promise<AutopilotOutcome> {
+  const split = evaluation.split!;
+  const details = { ...decisionDetails(evaluation), split };
+  await journal(access, holder, 'start', true, evaluation.reason, details);
+  try {
+    const result = await splitSlot(access, { slot: split.slot, to: split.to, emit: options.emit });
+    const moved = result.moved;
+    const summary = `split slot ${split.slot} on ${split.from} into ${result.replacements.map((child) => `slot ${child.slot} (modulus ${child.modulus})`).join(' and ')}: ${result.rows ?? '?'} rows, writes paused ${result.pauseMs?.toFixed(0) ?? '?'} ms (migration ${result.migrationId})`
+      + (moved ? `; slot ${moved.slot} moved to ${moved.to}: migration ${moved.migrationId} ${moved.state}${moved.error ? ` (${moved.error})` : ''}` : '');
+    const acted = moved === undefined || moved.state === 'completed';
+    await journal(access, holder, 'finish', acted, summary, { split, replacements: result.replacements, rows: result.rows ?? null, pauseMs: result.pauseMs ?? null, moved: moved ?? null }, moved?.migrationId ?? result.migrationId);
+    return { evaluation, ...(moved ? { migrationId: moved.migrationId } : result.migrationId !== undefined ? { migrationId: result.migrationId } : {}), ...(acted ? {} : { error: moved?.error ?? 'the move of the high child did not complete' }) };
+  } catch (error) {
+    await journal(access, holder, 'finish', false, `split of slot ${split.slot} stopped: ${errorText(error)}`, { split }).catch(() => {});
+    return { evaluation, error: errorText(error) };
+  }
 }
 
 async function finish(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, migrationId: number, run: () => Promise<MigrationSummary>): Promise<AutopilotOutcome> {

@@ -1,4 +1,5 @@
-import { slotCountsByNode, slotIds, slotOwner } from '../core/slotMap.js';
+import { SLOT_MODULUS_MAX } from '../core/hash.js';
+import { slotCountsByNode, slotIds, slotModulus, slotOwner } from '../core/slotMap.js';
 import type pg from 'pg';
 import { isAutopilotMigration, slotsMovedByAutopilotWithin } from '../catalog/autopilotDecisions.js';
 import { migrationIsHeld, resumableMigration, unfinishedMoves } from '../catalog/migrationRuns.js';
@@ -9,7 +10,7 @@ import { assertCatalogCurrent } from '../catalog/schema.js';
 import { insideWindows } from '../core/timeWindows.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import {
-  headroomTriggers, loadTriggers, nodeShares, planHeadroomMoves, planLoadMoves, type HeadroomTrigger, type LoadPlan, type NodeSpace, type LoadTrigger, type NodeShare, type SlotLoadOf,
+  headroomTriggers, loadTriggers, nodeShares, planHeadroomMoves, planLoadMoves, type HeadroomTrigger, type LoadPlan, type NodeSpace, type SplitCandidate, hotSlotSplit, type LoadTrigger, type NodeShare, type SlotLoadOf,
 } from '../planner/index.js';
 import { measureSpaces } from '../coordinator/nodeSpaces.js';
 import { measureSlotBytes } from './clusterSnapshot.js';
@@ -24,10 +25,10 @@ export type AutopilotTrigger =
   | ({ kind: 'headroom' } & HeadroomTrigger)
   | { kind: 'node-added' | 'node-draining'; node: string; fired: boolean; slots: number; reason: string };
 
-export type AutopilotAction = 'none' | 'start-load' | 'start-nodes' | 'start-headroom' | 'start-bytes' | 'resume' | 'wait' | 'plan-only';
+export type AutopilotAction = 'none' | 'start-load' | 'start-nodes' | 'start-headroom' | 'start-split' | 'start-bytes' | 'resume' | 'wait' | 'plan-only';
 
 /** The actions that start or continue a migration. */
-export const ACTING_AUTOPILOT_ACTIONS: readonly AutopilotAction[] = ['start-load', 'start-nodes', 'start-headroom', 'start-bytes', 'resume'];
+export const ACTING_AUTOPILOT_ACTIONS: readonly AutopilotAction[] = ['start-load', 'start-nodes', 'start-headroom', 'start-split', 'start-bytes', 'resume'];
 
 /** What the autopilot sees now and what it would do, and why. */
 export interface AutopilotEvaluation {
@@ -48,6 +49,8 @@ export interface AutopilotEvaluation {
   coolingSlots: number[];
   /** The moves it would make now: by load, by headroom or by bytes, as `intent` says (present when such a trigger fired). */
   plan: LoadPlan | undefined;
+  /** The split it would make now (present when a node is over-loaded by one slot that no move can place). */
+  split: SplitCandidate | undefined;
   action: AutopilotAction;
   /** What it would do when in a window (the same as `action` inside one). */
   intent: Exclude<AutopilotAction, 'plan-only'>;
@@ -131,14 +134,21 @@ export async function evaluateAutopilot(access: ClusterAccess, settings: Autopil
         })
         : undefined,
     };
+    const overloaded = load.filter((trigger) => trigger.fired)
+      .sort((a, b) => (b.loads[0]! - b.fairLoads[0]!) - (a.loads[0]! - a.fairLoads[0]!) || a.node.localeCompare(b.node)).map((trigger) => trigger.node);
+    const split = overloaded.length === 0 ? undefined : hotSlotSplit({
+      nodes: balancing, slots: meanSlots, overloaded, excludedSlots: new Set(coolingSlots),
+      targets: nodes.filter((node) => node.state === 'active' && node.weight > 0).map((node) => node.name),
+      splittable: (slot) => slotModulus(slotMap, slot) * 2 <= SLOT_MODULUS_MAX,
+    });
     const inWindow = insideWindows(settings.windows, now);
-    const { intent, reason, plan } = decide(triggers, plans, migration, withLoad.length, settings);
+    const { intent, reason, plan } = decide(triggers, plans, split, migration, withLoad.length, settings);
     const acting = ACTING_AUTOPILOT_ACTIONS.includes(intent);
     return {
       at: now.toISOString(), inWindow, windows: settings.windows.map((window) => window.text),
       source: measured.source, unit: measured.source === 'routers' ? 'calls/s' : measured.source === 'nodes' ? 'scans+writes/s' : '',
       routers: measured.routers, periodMs: settings.periodMs, sustainPeriods: settings.sustainPeriods, periodsMeasured: withLoad.length,
-      nodes: nodeShares(balancing, meanSlots), triggers, migration, coolingSlots, plan,
+      nodes: nodeShares(balancing, meanSlots), triggers, migration, coolingSlots, plan, split: intent === 'start-split' ? split : undefined,
       action: acting && !inWindow ? 'plan-only' : intent, intent,
       reason: acting && !inWindow ? `outside the windows (${settings.windows.map((window) => window.text).join(', ')} UTC): would ${reason}` : reason,
       slotLoads,
@@ -161,7 +171,7 @@ interface TriggerPlans {
  * lets the next one speak.
  */
 function decide(
-  triggers: readonly AutopilotTrigger[], plans: TriggerPlans, migration: AutopilotEvaluation['migration'], periodsMeasured: number, settings: AutopilotSettings,
+  triggers: readonly AutopilotTrigger[], plans: TriggerPlans, split: SplitCandidate | undefined, migration: AutopilotEvaluation['migration'], periodsMeasured: number, settings: AutopilotSettings,
 ): { intent: AutopilotEvaluation['intent']; reason: string; plan: LoadPlan | undefined } {
   if (migration) {
     const by = migration.byAutopilot ? 'started by the autopilot' : 'started by hand';
@@ -187,8 +197,12 @@ function decide(
     const numbers = fired.map((trigger) => `${trigger.node}: ${trigger.reason}`).join('; ');
     return { intent, reason: `move ${plan.moves.length} slot(s) by ${kind}: ${moves} — ${numbers}`, plan };
   };
-  const acted = byPlan('headroom', 'start-headroom', 'below their disk headroom') ?? byPlan('load', 'start-load', 'over-loaded') ?? byPlan('bytes', 'start-bytes', 'over their share of bytes');
-  if (acted) return acted;
+  const byHeadroomOrLoad = byPlan('headroom', 'start-headroom', 'below their disk headroom') ?? byPlan('load', 'start-load', 'over-loaded');
+  if (byHeadroomOrLoad) return byHeadroomOrLoad;
+  // Over-loaded and no move helps: one slot carries more than a node's share.
+  if (split) return { intent: 'start-split', reason: `split slot ${split.slot} on ${split.from}: ${split.reason}`, plan: undefined };
+  const byBytes = byPlan('bytes', 'start-bytes', 'over their share of bytes');
+  if (byBytes) return byBytes;
   if (notHelping.length > 0) return { intent: 'none', reason: notHelping.join('; '), plan: plans.headroom ?? plans.load ?? plans.bytes };
   const pending = triggers.filter((trigger) => (trigger.kind === 'load' || trigger.kind === 'bytes') && trigger.periodsOver > 0);
   const pendingText = `${pending.map((trigger) => `${trigger.node} (${trigger.kind})`).join(', ')} over its share but not for ${settings.sustainPeriods} periods in a row yet`;
