@@ -136,7 +136,7 @@ async function evaluateAndAct(
   if (evaluation.action === 'resume') {
     const migrationId = evaluation.migration!.id;
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
-    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
+    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), holder, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
   if (evaluation.action === 'start-split') return startSplit(access, holder, evaluation, options);
   // Moving off a node short of space: the WAL its moves may retain must fit in what it has left (half of it).
@@ -190,7 +190,7 @@ async function evaluateAndAct(
   }
   const migrationId = prepared.migrationId;
   await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings, throttle: throttle.throttle ?? null }, migrationId);
-  return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId,
+  return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), holder, migrationId,
     () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttle })));
 }
 
@@ -234,24 +234,31 @@ async function finish(access: ClusterAccess, holder: string, evaluation: Autopil
  * the migration to pause (work in flight finishes first), in the next window
  * it lets it go on. A pause it did not ask for is left alone.
  */
-async function withWindowWatch(access: ClusterAccess, settings: AutopilotSettings, clock: () => Date, migrationId: number, run: () => Promise<MigrationSummary>): Promise<MigrationSummary> {
+async function withWindowWatch(access: ClusterAccess, settings: AutopilotSettings, clock: () => Date, holder: string, migrationId: number, run: () => Promise<MigrationSummary>): Promise<MigrationSummary> {
   let pausedByUs = false;
   let checking = false;
   const check = async (): Promise<void> => {
     if (checking) return;
     checking = true;
     try {
-      const inside = insideWindows(settings.windows, clock());
+      const now = clock();
+      const inside = insideWindows(settings.windows, now);
+      const windows = settings.windows.map((window) => window.text);
+      const at = `${now.toISOString().slice(11, 19)} UTC`;
       await withCatalog(access, async (catalog) => {
         const control = await readControl(catalog, migrationId);
         if (!inside && control === 'run') {
           await requestPause(catalog, migrationId);
           pausedByUs = true;
-          logger.info({ migrationId }, 'autopilot: outside the windows, migration paused');
+          const summary = `outside the windows (${windows.join(', ')} UTC) at ${at}: migration ${migrationId} paused at its next checkpoint (steps in flight finish), to go on in the next window`;
+          logger.info({ migrationId }, `autopilot: ${summary}`);
+          await recordAutopilotDecision(catalog, { holder, kind: 'pause', acted: true, migrationId, summary, details: { edge: 'window-end', at: now.toISOString(), windows, control } });
         } else if (inside && pausedByUs && control === 'pause') {
           await requestResume(catalog, migrationId);
           pausedByUs = false;
-          logger.info({ migrationId }, 'autopilot: inside a window again, migration resumed');
+          const summary = `inside a window (${windows.join(', ')} UTC) again at ${at}: migration ${migrationId} resumed`;
+          logger.info({ migrationId }, `autopilot: ${summary}`);
+          await recordAutopilotDecision(catalog, { holder, kind: 'resume', acted: true, migrationId, summary, details: { edge: 'window-start', at: now.toISOString(), windows, control } });
         }
       });
     } catch (error) {
