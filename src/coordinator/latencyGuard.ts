@@ -1,7 +1,8 @@
 import { readReportedOwners } from '../catalog/reportedOwners.js';
 import { readOtherSlotsLatency, type LatencyInWindow } from '../catalog/slotLoad.js';
 import { interpolatedPercentileMs, LATENCY_BUCKETS } from '../core/latencyHistogram.js';
-import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
+import type pg from 'pg';
+import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { errorFields, log } from '../plumbing/log.js';
 import type { NodeAddress } from '../plumbing/connectNode.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
@@ -123,8 +124,30 @@ export function guardLatency(options: {
   let startedAtMs = 0;
   /** The other slots' calls since the start, as their reporting periods settle (each period read once). */
   const sinceStart = { counts: new Array<number>(LATENCY_BUCKETS).fill(0), calls: 0, settledToMs: 0 };
+  // One catalog session for the guard's life (it reads every poll; a connection each time would be a new backend on the
+  // catalog's node, often a node serving the very calls it watches); dropped on an error, opened again at the next poll.
+  let catalogSession: pg.Client | undefined;
+  const withSession = async <T>(work: (catalog: pg.Client) => Promise<T>): Promise<T> => {
+    if (catalogSession === undefined) {
+      const opened = await connectCatalog(options.access, 'reshard latency guard');
+      // Stopped while connecting: nobody would end it.
+      if (stopped) {
+        await opened.end().catch(() => {});
+        throw new Error('the latency guard stopped');
+      }
+      catalogSession = opened;
+    }
+    const session = catalogSession;
+    try {
+      return await work(session);
+    } catch (error) {
+      catalogSession = undefined;
+      await session.end().catch(() => {});
+      throw error;
+    }
+  };
   const read = (windowMs: number): Promise<LatencyInWindow | undefined> =>
-    withCatalog(options.access, (catalog) => readOtherSlotsLatency(catalog, { windowMs, excludedSlots: options.movingSlots }));
+    withSession((catalog) => readOtherSlotsLatency(catalog, { windowMs, excludedSlots: options.movingSlots }));
   /** The highest latency the bound allows over a baseline. */
   const limitMsOf = (baselineMs: number): number => Math.max(baselineMs * limits.impactMax, baselineMs + limits.impactSlackMs);
   // Copies start at the start rate, not at full speed: the first reading comes a reporting period later.
@@ -143,7 +166,7 @@ export function guardLatency(options: {
       parts.push(`other slots' p99 ${routerBaselineMs.toFixed(2)} ms over ${routers.calls} calls (limit ${limitMsOf(routerBaselineMs).toFixed(2)} ms)`);
     }
     const reported = routers === undefined ? new Set<string>()
-      : await withCatalog(options.access, (catalog) => readReportedOwners(catalog, { windowMs: limits.baselineWindowMs, excludedSlots: options.movingSlots }));
+      : await withSession((catalog) => readReportedOwners(catalog, { windowMs: limits.baselineWindowMs, excludedSlots: options.movingSlots }));
     const unreported = (options.probeNodes ?? []).filter((node) => !reported.has(node.name));
     if (unreported.length > 0) {
       throttle.pause(`latency guard: probing ${unreported.map((node) => node.name).join(', ')} for a baseline before copies start`);
@@ -180,7 +203,7 @@ export function guardLatency(options: {
   const settleSinceStart = async (nowMs: number): Promise<void> => {
     const settleMs = reportPeriodMs + REPORT_SETTLE_MS;
     if (nowMs - settleMs <= sinceStart.settledToMs) return;
-    const settled = await withCatalog(options.access, (catalog) => readOtherSlotsLatency(catalog, {
+    const settled = await withSession((catalog) => readOtherSlotsLatency(catalog, {
       windowMs: nowMs - sinceStart.settledToMs, endsAgoMs: settleMs, excludedSlots: options.movingSlots,
     }));
     sinceStart.settledToMs = nowMs - settleMs;
@@ -263,6 +286,7 @@ export function guardLatency(options: {
   const loop = (): void => {
     if (stopped) return;
     void pollOnce().catch((error: unknown) => {
+      if (stopped) return;
       logger.warn({ ...errorFields(error), migrationId }, 'latency guard: the catalog could not be read');
       if (!started) {
         // No baseline, no guard: copies go on as the operator set them.
@@ -292,6 +316,7 @@ export function guardLatency(options: {
     clearTimeout(timer);
     throttle.resume();
     await probes?.close();
+    await catalogSession?.end().catch(() => {});
   };
 }
 

@@ -156,13 +156,8 @@ describe('latency guard against routers\' reports', () => {
       while (admitted.length > 0 && admitted[0]!.atMs < nowMs - 500) admitted.shift();
       return admitted.reduce((sum, entry) => sum + entry.bytes, 0) / 0.5 / 1e6;
     };
-    // What copies cost on this node, as a probe sees it: its replies come 4 ms later per MB/s copied.
-    const extraMs: { atMs: number; ms: number }[] = [];
-    const proxy = await startDelayingProxy(cluster.servers[0]!.connection.port, () => {
-      const ms = 4 * copyMBps();
-      extraMs.push({ atMs: performance.now(), ms });
-      return ms;
-    });
+    // What copies cost on this node, as its clients see it: its replies come 4 ms later per MB/s copied.
+    const proxy = await startDelayingProxy(cluster.servers[0]!.connection.port, () => 4 * copyMBps());
     const events: MigrationEvent[] = [];
     const stopGuard = guardLatency({
       migrationId: 0, access, throttle, movingSlots: [], operatorCapBytesPerSec: undefined,
@@ -184,18 +179,31 @@ describe('latency guard against routers\' reports', () => {
       expect(throttle.pausedFor).toMatch(/probing n1 for a baseline/);
       expect(throttle.admittedBytes).toBe(0);
       await new Promise((resolve) => setTimeout(resolve, 11_000));
-      const settledFromMs = performance.now();
       const bytesAtSettled = throttle.admittedBytes;
-      await new Promise((resolve) => setTimeout(resolve, 8_000));
+      // A client of the node's own, through the same proxy: what the application would feel now.
+      const client = await connectTo({ ...cluster.servers[0]!.connection, port: proxy.port });
+      const felt: number[] = [];
+      try {
+        const untilMs = performance.now() + 8_000;
+        while (performance.now() < untilMs) {
+          const startedMs = performance.now();
+          await client.query('SELECT 1');
+          felt.push(performance.now() - startedMs);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      } finally {
+        await client.end();
+      }
       const reasons = events.map((event) => (event.type === 'throttle' ? event.reason : '')).join('\n');
       expect(reasons).toMatch(/baseline node n1's probe p90 [0-9.]+ ms over [0-9]+ probes/);
       expect(reasons).toMatch(/node n1's probe p90 [0-9.]+ ms = [0-9.]+× baseline .*: copies and cutovers paused/);
       expect(throttle.admittedBytes, reasons).toBeGreaterThan(bytesAtSettled);
-      // The bound here is the baseline + 1 ms (1.2× of a sub-millisecond probe is less): the delay the copies added
-      // to the probes' replies stays within it on average.
-      const settled = extraMs.filter((entry) => entry.atMs >= settledFromMs);
-      const meanMs = settled.reduce((sum, entry) => sum + entry.ms, 0) / settled.length;
-      expect(meanMs, reasons).toBeLessThanOrEqual(1);
+      // The bound: the baseline p90 × 1.2, at least the baseline + 1 ms (1.2× of a sub-millisecond probe is less). What
+      // the client felt stays within it, with half again for this machine's noise and the guard's 2-s reaction time;
+      // without the guard, copies here go hundreds of MB/s: a second per reply.
+      const baselineMs = Number(/baseline node n1's probe p90 ([0-9.]+) ms/.exec(reasons)![1]);
+      const limitMs = Math.max(1.2 * baselineMs, baselineMs + 1);
+      expect(percentile(felt, 0.9), `${reasons}\nlimit ${limitMs} ms`).toBeLessThanOrEqual(1.5 * limitMs);
     } finally {
       await stopGuard();
       running = false;
