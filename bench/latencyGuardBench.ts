@@ -41,6 +41,8 @@ const OUTPUT = process.env['BENCH_OUTPUT'] ?? join(dirname(fileURLToPath(import.
 
 interface Call { startedMs: number; ms: number; slot: number }
 
+interface PhaseStats { seconds: number; calls: number; p99_ms: number; p99_ratio: number }
+
 interface RunResult {
   max_latency_impact: number | null;
   slots_moved: number;
@@ -53,7 +55,11 @@ interface RunResult {
     during: { calls: number; p50_ms: number; p99_ms: number };
     /** during p99 / before p99: what the guard bounds. */
     p99_ratio: number;
+    /** The same during each phase: streaming (copy + catch-up, until the first switch), the cutovers, the cleanup. */
+    phases: { stream: PhaseStats; cutovers: PhaseStats; cleanup: PhaseStats };
   };
+  /** Guard's pauses (copies and cutovers stopped while the p99 was over the bound). */
+  pauses: number;
   /** What the guard said (baseline, each slow-down and speed-up). */
   throttle: string[];
 }
@@ -149,11 +155,15 @@ async function main(): Promise<void> {
       if (prepared.migrationId === undefined) throw new Error('nothing to move: the cluster is balanced already');
       const moving = new Set(prepared.plan.moves.map((move) => move.slot));
       const throttle: string[] = [];
+      let pauses = 0;
+      const switchesAtMs: number[] = [];
       const emit = (event: MigrationEvent): void => {
         if (event.type === 'throttle') {
           throttle.push(event.reason);
+          if (event.state === 'held') pauses += 1;
           log(event.reason);
         }
+        if (event.type === 'move_done') switchesAtMs.push(performance.now());
       };
       log(`rebalance ${prepared.migrationId}: ${moving.size} slot(s), max latency impact ${impact ?? 'none'}`);
       const startedMs = performance.now();
@@ -165,10 +175,22 @@ async function main(): Promise<void> {
       const others = (from: number, to: number): number[] => calls.filter((call) => !moving.has(call.slot) && call.startedMs >= from && call.startedMs + call.ms <= to).map((call) => call.ms);
       const before = stats(others(baselineFromMs, startedMs));
       const during = stats(others(startedMs, endedMs));
+      const firstSwitchMs = switchesAtMs[0] ?? endedMs;
+      const lastSwitchMs = switchesAtMs[switchesAtMs.length - 1] ?? endedMs;
+      const phase = (from: number, to: number): PhaseStats => {
+        const p99 = stats(others(from, to)).p99_ms;
+        return { seconds: round((to - from) / 1000, 2), calls: others(from, to).length, p99_ms: p99, p99_ratio: round(p99 / before.p99_ms, 2) };
+      };
       const result: RunResult = {
         max_latency_impact: impact ?? null, slots_moved: summary.slotsMoved, bytes_moved: summary.bytesMoved,
         seconds: round(summary.seconds, 2), bytes_per_sec: Math.round(summary.bytesMoved / summary.seconds),
-        other_slots: { before, during, p99_ratio: round(during.p99_ms / before.p99_ms, 2) }, throttle,
+        other_slots: {
+          before, during, p99_ratio: round(during.p99_ms / before.p99_ms, 2),
+          phases: { stream: phase(startedMs, firstSwitchMs), cutovers: phase(firstSwitchMs, lastSwitchMs), cleanup: phase(lastSwitchMs, endedMs) },
+        },
+        pauses,
+        // The first 40 of the guard's messages: with a fast loop there can be hundreds.
+        throttle: throttle.length > 40 ? [...throttle.slice(0, 40), `… ${throttle.length - 40} more`] : throttle,
       };
       log(JSON.stringify(result));
       return result;

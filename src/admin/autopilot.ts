@@ -9,10 +9,12 @@ import { insideWindows } from '../core/timeWindows.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { errorFields, log } from '../plumbing/log.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
-import { planLoadMoves, planRebalance, type Plan } from '../planner/index.js';
+import { planHeadroomMoves, planLoadMoves, planRebalance, type Plan } from '../planner/index.js';
 import { balancingNodes } from './loadReport.js';
-import { evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
+import { ACTING_AUTOPILOT_ACTIONS, evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
 import { assertAutopilotSettings, MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js';
+import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
+import { splitSlot } from './slotExchange.js';
 import { prepareRebalance, resumeMigration, runPreparedRebalance, type MigrationSummary } from './rebalance.js';
 
 const logger = log('autopilot');
@@ -125,7 +127,7 @@ async function evaluateAndAct(
   const evaluation = await evaluateAutopilot(access, settings, memory, clockOf(options)());
   options.onEvaluation?.(evaluation);
   logger.info({ action: evaluation.action, reason: evaluation.reason, nodes: evaluation.nodes.map((node) => ({ node: node.node, ratio: node.ratio })) }, `autopilot: ${evaluation.action}`);
-  const acts = !options.dryRun && (evaluation.action === 'start-load' || evaluation.action === 'start-nodes' || evaluation.action === 'resume');
+  const acts = !options.dryRun && ACTING_AUTOPILOT_ACTIONS.includes(evaluation.action);
   if (!acts) {
     // Journaled when something changes: a watch that sees the same thing every period writes it once.
     if (evaluation.reason !== lastReason) await journal(access, holder, 'evaluate', false, evaluation.reason, decisionDetails(evaluation));
@@ -134,20 +136,34 @@ async function evaluateAndAct(
   if (evaluation.action === 'resume') {
     const migrationId = evaluation.migration!.id;
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
-    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
+    return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), holder, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
+  if (evaluation.action === 'start-split') return startSplit(access, holder, evaluation, options);
+  // Moving off a node short of space: the WAL its moves may retain must fit in what it has left (half of it).
+  const throttle = evaluation.action === 'start-headroom' ? headroomThrottle(settings, evaluation) : throttleOf(settings);
   let prepared;
   try {
     prepared = await prepareRebalance(access, {
-      mode: settings.mode, dryRun: false,
+      mode: settings.mode, dryRun: false, ...throttle,
       choosePlan: (snapshot, input) => {
         if (evaluation.action === 'start-nodes') return { ...planRebalance(input), origin: AUTOPILOT_PLAN_ORIGIN, trigger: 'nodes' } as Plan;
-        // Planned again on the map as it is now (it may have changed since the evaluation), with the loads measured.
         const slots = slotIds(snapshot.slotMap).map((slot) => ({ slot, owner: slotOwner(snapshot.slotMap, slot), load: evaluation.slotLoads.get(slot) ?? 0, bytes: snapshot.slotBytes[slot] ?? 0 }));
-        const loadPlan = planLoadMoves({
-          nodes: balancingNodes(snapshot.nodes), slots, tolerance: settings.tolerance, loadFloor: settings.loadFloor,
-          benefitPerByteMin: settings.benefitPerMiBMin / 1_048_576, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots: new Set(evaluation.coolingSlots), movesMax: settings.movesMax,
-        });
+        const excludedSlots = new Set(evaluation.coolingSlots);
+        // Planned again on the map as it is now (it may have changed since the evaluation), with the loads and spaces measured.
+        const loadPlan = evaluation.action === 'start-headroom'
+          ? planHeadroomMoves({
+            nodes: balancingNodes(snapshot.nodes), slots, spaces: evaluation.spaces, headroomFraction: settings.headroomFraction,
+            short: evaluation.triggers.filter((trigger) => trigger.kind === 'headroom' && trigger.fired).map((trigger) => trigger.node), excludedSlots, movesMax: settings.movesMax,
+          })
+          : evaluation.action === 'start-bytes'
+            ? planLoadMoves({
+              nodes: balancingNodes(snapshot.nodes), slots: slots.map((slot) => ({ ...slot, load: slot.bytes })), tolerance: settings.bytesTolerance, loadFloor: settings.bytesFloor,
+              benefitPerByteMin: 0, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots, movesMax: settings.movesMax,
+            })
+            : planLoadMoves({
+              nodes: balancingNodes(snapshot.nodes), slots, tolerance: settings.tolerance, loadFloor: settings.loadFloor,
+              benefitPerByteMin: settings.benefitPerMiBMin / 1_048_576, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots, movesMax: settings.movesMax,
+            });
         const owners = [...snapshot.slotMap.owners];
         for (const move of loadPlan.moves) owners[move.slot] = move.to;
         const counts: Record<string, number> = {};
@@ -158,7 +174,8 @@ async function evaluateAndAct(
           moves: loadPlan.moves.map(({ slot, from, to, bytes, wave }) => ({ slot, from, to, bytes, wave })),
           targetSlotCounts: counts, slotsMoved: loadPlan.moves.length, bytesMoved: loadPlan.moves.reduce((sum, move) => sum + move.bytes, 0),
           bytesTotal: snapshot.slotBytes.reduce((sum, bytes) => sum + bytes, 0), waves: loadPlan.waves,
-          origin: AUTOPILOT_PLAN_ORIGIN, trigger: 'load', loadMoves: loadPlan.moves, unresolved: loadPlan.unresolved,
+          origin: AUTOPILOT_PLAN_ORIGIN, trigger: evaluation.action === 'start-headroom' ? 'headroom' : evaluation.action === 'start-bytes' ? 'bytes' : 'load',
+          loadMoves: loadPlan.moves, unresolved: loadPlan.unresolved,
         };
         return plan;
       },
@@ -172,9 +189,32 @@ async function evaluateAndAct(
     return { evaluation };
   }
   const migrationId = prepared.migrationId;
-  await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings }, migrationId);
-  return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), migrationId,
-    () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
+  await journal(access, holder, 'start', true, evaluation.reason, { ...decisionDetails(evaluation), warnings: prepared.warnings, throttle: throttle.throttle ?? null }, migrationId);
+  return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), holder, migrationId,
+    () => runPreparedRebalance(access, migrationId, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttle })));
+}
+
+/**
+ * A slot too hot for any node: `reshard split --slot N --to NODE`'s own entry
+ * point (split in place, then the high child moved as one online move),
+ * journaled as the autopilot's start and finish.
+ */
+async function startSplit(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, options: AutopilotRunOptions): Promise<AutopilotOutcome> {
+  const split = evaluation.split!;
+  const details = { ...decisionDetails(evaluation), split };
+  await journal(access, holder, 'start', true, evaluation.reason, details);
+  try {
+    const result = await splitSlot(access, { slot: split.slot, to: split.to, emit: options.emit });
+    const moved = result.moved;
+    const summary = `split slot ${split.slot} on ${split.from} into ${result.replacements.map((child) => `slot ${child.slot} (modulus ${child.modulus})`).join(' and ')}: ${result.rows ?? '?'} rows, writes paused ${result.pauseMs?.toFixed(0) ?? '?'} ms (migration ${result.migrationId})`
+      + (moved ? `; slot ${moved.slot} moved to ${moved.to}: migration ${moved.migrationId} ${moved.state}${moved.error ? ` (${moved.error})` : ''}` : '');
+    const acted = moved === undefined || moved.state === 'completed';
+    await journal(access, holder, 'finish', acted, summary, { split, replacements: result.replacements, rows: result.rows ?? null, pauseMs: result.pauseMs ?? null, moved: moved ?? null }, moved?.migrationId ?? result.migrationId);
+    return { evaluation, ...(moved ? { migrationId: moved.migrationId } : result.migrationId !== undefined ? { migrationId: result.migrationId } : {}), ...(acted ? {} : { error: moved?.error ?? 'the move of the high child did not complete' }) };
+  } catch (error) {
+    await journal(access, holder, 'finish', false, `split of slot ${split.slot} stopped: ${errorText(error)}`, { split }).catch(() => {});
+    return { evaluation, error: errorText(error) };
+  }
 }
 
 async function finish(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, migrationId: number, run: () => Promise<MigrationSummary>): Promise<AutopilotOutcome> {
@@ -194,24 +234,31 @@ async function finish(access: ClusterAccess, holder: string, evaluation: Autopil
  * the migration to pause (work in flight finishes first), in the next window
  * it lets it go on. A pause it did not ask for is left alone.
  */
-async function withWindowWatch(access: ClusterAccess, settings: AutopilotSettings, clock: () => Date, migrationId: number, run: () => Promise<MigrationSummary>): Promise<MigrationSummary> {
+async function withWindowWatch(access: ClusterAccess, settings: AutopilotSettings, clock: () => Date, holder: string, migrationId: number, run: () => Promise<MigrationSummary>): Promise<MigrationSummary> {
   let pausedByUs = false;
   let checking = false;
   const check = async (): Promise<void> => {
     if (checking) return;
     checking = true;
     try {
-      const inside = insideWindows(settings.windows, clock());
+      const now = clock();
+      const inside = insideWindows(settings.windows, now);
+      const windows = settings.windows.map((window) => window.text);
+      const at = `${now.toISOString().slice(11, 19)} UTC`;
       await withCatalog(access, async (catalog) => {
         const control = await readControl(catalog, migrationId);
         if (!inside && control === 'run') {
           await requestPause(catalog, migrationId);
           pausedByUs = true;
-          logger.info({ migrationId }, 'autopilot: outside the windows, migration paused');
+          const summary = `outside the windows (${windows.join(', ')} UTC) at ${at}: migration ${migrationId} paused at its next checkpoint (steps in flight finish), to go on in the next window`;
+          logger.info({ migrationId }, `autopilot: ${summary}`);
+          await recordAutopilotDecision(catalog, { holder, kind: 'pause', acted: true, migrationId, summary, details: { edge: 'window-end', at: now.toISOString(), windows, control } });
         } else if (inside && pausedByUs && control === 'pause') {
           await requestResume(catalog, migrationId);
           pausedByUs = false;
-          logger.info({ migrationId }, 'autopilot: inside a window again, migration resumed');
+          const summary = `inside a window (${windows.join(', ')} UTC) again at ${at}: migration ${migrationId} resumed`;
+          logger.info({ migrationId }, `autopilot: ${summary}`);
+          await recordAutopilotDecision(catalog, { holder, kind: 'resume', acted: true, migrationId, summary, details: { edge: 'window-start', at: now.toISOString(), windows, control } });
         }
       });
     } catch (error) {
@@ -245,7 +292,7 @@ async function journal(access: ClusterAccess, holder: string, kind: AutopilotDec
 
 /** The evaluation as journaled: triggers with their numbers, the plan, the nodes (not every slot). */
 export function decisionDetails(evaluation: AutopilotEvaluation): Record<string, unknown> {
-  const { slotLoads: _slotLoads, plan, ...rest } = evaluation;
+  const { slotLoads: _slotLoads, spaces: _spaces, plan, ...rest } = evaluation;
   return {
     ...rest,
     nodes: evaluation.nodes.map((node) => ({ ...node, ratio: Number.isFinite(node.ratio) ? node.ratio : null })),
@@ -263,6 +310,14 @@ function throttleOf(settings: AutopilotSettings): { throttle?: { maxLatencyImpac
     ...(settings.maxLatencyImpact !== undefined ? { maxLatencyImpact: settings.maxLatencyImpact } : {}),
     ...(settings.copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax: settings.copyBytesPerSecMax } : {}),
   } };
+}
+
+/** throttleOf, with the WAL a move may retain bounded by half the free space of the nodes short of it. */
+function headroomThrottle(settings: AutopilotSettings, evaluation: AutopilotEvaluation): { throttle: { maxLatencyImpact?: number; copyBytesPerSecMax?: number; walRetainedBytesMax: number } } {
+  const short = evaluation.triggers.filter((trigger) => trigger.kind === 'headroom' && trigger.fired);
+  const freeBytes = Math.min(...short.map((trigger) => (trigger.kind === 'headroom' && trigger.capacityBytes !== undefined ? trigger.capacityBytes - trigger.usedBytes : Infinity)));
+  const walRetainedBytesMax = Math.max(1, Math.floor(Math.min(REPLICATION_WATCH_DEFAULT.walRetainedBytesMax, Math.max(0, freeBytes) / 2)));
+  return { throttle: { ...throttleOf(settings).throttle, walRetainedBytesMax } };
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -1,4 +1,5 @@
-import { slotCountsByNode, slotIds, slotOwner } from '../core/slotMap.js';
+import { SLOT_MODULUS_MAX } from '../core/hash.js';
+import { slotCountsByNode, slotIds, slotModulus, slotOwner } from '../core/slotMap.js';
 import type pg from 'pg';
 import { isAutopilotMigration, slotsMovedByAutopilotWithin } from '../catalog/autopilotDecisions.js';
 import { migrationIsHeld, resumableMigration, unfinishedMoves } from '../catalog/migrationRuns.js';
@@ -8,7 +9,10 @@ import { listShardedTables } from '../catalog/tables.js';
 import { assertCatalogCurrent } from '../catalog/schema.js';
 import { insideWindows } from '../core/timeWindows.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
-import { loadTriggers, nodeShares, planLoadMoves, type LoadPlan, type LoadTrigger, type NodeShare, type SlotLoadOf } from '../planner/index.js';
+import {
+  headroomTriggers, loadTriggers, nodeShares, planHeadroomMoves, planLoadMoves, type HeadroomTrigger, type LoadPlan, type NodeSpace, type SplitCandidate, hotSlotSplit, type LoadTrigger, type NodeShare, type SlotLoadOf,
+} from '../planner/index.js';
+import { measureSpaces } from '../coordinator/nodeSpaces.js';
 import { measureSlotBytes } from './clusterSnapshot.js';
 import { balancingNodes, NodeLoadSampler, routerLoadPeriods, type LoadSource, type SlotLoadFigures } from './loadReport.js';
 import { MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js';
@@ -16,9 +20,15 @@ import { MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js
 /** A trigger the autopilot considered, with its numbers; `fired` ones call for action. */
 export type AutopilotTrigger =
   | ({ kind: 'load' } & LoadTrigger)
+  /** Bytes against the weighted share, like load (loads/fairLoads are bytes here). */
+  | ({ kind: 'bytes' } & LoadTrigger)
+  | ({ kind: 'headroom' } & HeadroomTrigger)
   | { kind: 'node-added' | 'node-draining'; node: string; fired: boolean; slots: number; reason: string };
 
-export type AutopilotAction = 'none' | 'start-load' | 'start-nodes' | 'resume' | 'wait' | 'plan-only';
+export type AutopilotAction = 'none' | 'start-load' | 'start-nodes' | 'start-headroom' | 'start-split' | 'start-bytes' | 'resume' | 'wait' | 'plan-only';
+
+/** The actions that start or continue a migration. */
+export const ACTING_AUTOPILOT_ACTIONS: readonly AutopilotAction[] = ['start-load', 'start-nodes', 'start-headroom', 'start-split', 'start-bytes', 'resume'];
 
 /** What the autopilot sees now and what it would do, and why. */
 export interface AutopilotEvaluation {
@@ -37,20 +47,26 @@ export interface AutopilotEvaluation {
   triggers: AutopilotTrigger[];
   migration: { id: number; state: string; held: boolean; byAutopilot: boolean } | undefined;
   coolingSlots: number[];
-  /** The moves by load it would make now (present when a load trigger fired). */
+  /** The moves it would make now: by load, by headroom or by bytes, as `intent` says (present when such a trigger fired). */
   plan: LoadPlan | undefined;
+  /** The split it would make now (present when a node is over-loaded by one slot that no move can place). */
+  split: SplitCandidate | undefined;
   action: AutopilotAction;
   /** What it would do when in a window (the same as `action` inside one). */
   intent: Exclude<AutopilotAction, 'plan-only'>;
   reason: string;
   /** Mean load per slot over the measured periods (slot id → load), for the planner at the moment it acts. */
   slotLoads: Map<number, number>;
+  /** Each node's space as measured, for a headroom plan at the moment it acts. */
+  spaces: Map<string, NodeSpace>;
 }
 
 /** What a long-running autopilot keeps between periods: node readings when no router reports. */
 export interface AutopilotMemory {
   sampler?: NodeLoadSampler;
   nodePeriods: SlotLoadFigures[][];
+  /** Each node's bytes against its share at each of the last evaluations (latest first): bytes triggers are sustained over them too. */
+  bytesPeriods?: NodeShare[][];
 }
 
 /** Reads the cluster's load, bytes and migrations and decides; changes nothing. */
@@ -84,59 +100,118 @@ export async function evaluateAutopilot(access: ClusterAccess, settings: Autopil
     }
     const load = loadTriggers(periodShares, settings);
     triggers.push(...load.map((trigger) => ({ kind: 'load' as const, ...trigger })));
+    // Bytes: each slot's size as its "load"; sustained over the evaluations a long-running autopilot remembers (one, for a one-off).
+    const bytesSlots = meanSlots.map((slot) => ({ ...slot, load: slot.bytes }));
+    const bytesNow = nodeShares(balancing, bytesSlots);
+    const bytesPeriods = [bytesNow, ...(memory?.bytesPeriods ?? [])].slice(0, settings.sustainPeriods);
+    if (memory) memory.bytesPeriods = bytesPeriods;
+    const bytes = loadTriggers(bytesPeriods, { tolerance: settings.bytesTolerance, loadFloor: settings.bytesFloor, sustainPeriods: settings.sustainPeriods }, 'bytes');
+    triggers.push(...bytes.map((trigger) => ({ kind: 'bytes' as const, ...trigger })));
+    const spaces = await measureSpaces(nodes.filter((node) => node.state !== 'removed'), access.passwords);
+    const headroom = headroomTriggers([...spaces.values()], settings.headroomFraction);
+    triggers.push(...headroom.map((trigger) => ({ kind: 'headroom' as const, ...trigger })));
 
     const migration = await migrationState(catalog);
     const coolingSlots = await slotsMovedByAutopilotWithin(catalog, settings.cooldownMs);
-    const loadFired = load.some((trigger) => trigger.fired);
-    const plan = loadFired
-      ? planLoadMoves({
-        nodes: balancing, slots: meanSlots, tolerance: settings.tolerance, loadFloor: settings.loadFloor,
-        benefitPerByteMin: settings.benefitPerMiBMin / 1_048_576, moveBytesFloor: MOVE_BYTES_FLOOR,
-        excludedSlots: new Set(coolingSlots), movesMax: settings.movesMax,
-      })
-      : undefined;
+    const plans: TriggerPlans = {
+      headroom: headroom.some((trigger) => trigger.fired)
+        ? planHeadroomMoves({
+          nodes: balancing, slots: meanSlots, spaces, headroomFraction: settings.headroomFraction,
+          short: headroom.filter((trigger) => trigger.fired).map((trigger) => trigger.node), excludedSlots: new Set(coolingSlots), movesMax: settings.movesMax,
+        })
+        : undefined,
+      load: load.some((trigger) => trigger.fired)
+        ? planLoadMoves({
+          nodes: balancing, slots: meanSlots, tolerance: settings.tolerance, loadFloor: settings.loadFloor,
+          benefitPerByteMin: settings.benefitPerMiBMin / 1_048_576, moveBytesFloor: MOVE_BYTES_FLOOR,
+          excludedSlots: new Set(coolingSlots), movesMax: settings.movesMax,
+        })
+        : undefined,
+      bytes: bytes.some((trigger) => trigger.fired)
+        ? planLoadMoves({
+          nodes: balancing, slots: bytesSlots, tolerance: settings.bytesTolerance, loadFloor: settings.bytesFloor,
+          benefitPerByteMin: 0, moveBytesFloor: MOVE_BYTES_FLOOR, excludedSlots: new Set(coolingSlots), movesMax: settings.movesMax,
+        })
+        : undefined,
+    };
+    const overloaded = load.filter((trigger) => trigger.fired)
+      .sort((a, b) => (b.loads[0]! - b.fairLoads[0]!) - (a.loads[0]! - a.fairLoads[0]!) || a.node.localeCompare(b.node)).map((trigger) => trigger.node);
+    const split = overloaded.length === 0 ? undefined : hotSlotSplit({
+      nodes: balancing, slots: meanSlots, overloaded, excludedSlots: new Set(coolingSlots),
+      targets: nodes.filter((node) => node.state === 'active' && node.weight > 0).map((node) => node.name),
+      splittable: (slot) => slotModulus(slotMap, slot) * 2 <= SLOT_MODULUS_MAX,
+    });
     const inWindow = insideWindows(settings.windows, now);
-    const { intent, reason } = decide(triggers, plan, migration, withLoad.length, settings);
-    const acting = intent === 'start-load' || intent === 'start-nodes' || intent === 'resume';
+    const { intent, reason, plan } = decide(triggers, plans, split, migration, withLoad.length, settings);
+    const acting = ACTING_AUTOPILOT_ACTIONS.includes(intent);
     return {
       at: now.toISOString(), inWindow, windows: settings.windows.map((window) => window.text),
       source: measured.source, unit: measured.source === 'routers' ? 'calls/s' : measured.source === 'nodes' ? 'scans+writes/s' : '',
       routers: measured.routers, periodMs: settings.periodMs, sustainPeriods: settings.sustainPeriods, periodsMeasured: withLoad.length,
-      nodes: nodeShares(balancing, meanSlots), triggers, migration, coolingSlots, plan,
+      nodes: nodeShares(balancing, meanSlots), triggers, migration, coolingSlots, plan, split: intent === 'start-split' ? split : undefined,
       action: acting && !inWindow ? 'plan-only' : intent, intent,
       reason: acting && !inWindow ? `outside the windows (${settings.windows.map((window) => window.text).join(', ')} UTC): would ${reason}` : reason,
       slotLoads,
+      spaces,
     };
   });
 }
 
+/** The plans for the triggers that fired (computed whether or not they are acted on: the journal shows them). */
+interface TriggerPlans {
+  headroom: LoadPlan | undefined;
+  load: LoadPlan | undefined;
+  bytes: LoadPlan | undefined;
+}
+
+/**
+ * One intent, in order of urgency: a migration in the way; nodes added or
+ * draining; a node below its disk headroom (a full disk stops it); load over
+ * shares; bytes over shares. A trigger whose plan moves nothing says why and
+ * lets the next one speak.
+ */
 function decide(
-  triggers: readonly AutopilotTrigger[], plan: LoadPlan | undefined, migration: AutopilotEvaluation['migration'], periodsMeasured: number, settings: AutopilotSettings,
-): { intent: AutopilotEvaluation['intent']; reason: string } {
+  triggers: readonly AutopilotTrigger[], plans: TriggerPlans, split: SplitCandidate | undefined, migration: AutopilotEvaluation['migration'], periodsMeasured: number, settings: AutopilotSettings,
+): { intent: AutopilotEvaluation['intent']; reason: string; plan: LoadPlan | undefined } {
   if (migration) {
     const by = migration.byAutopilot ? 'started by the autopilot' : 'started by hand';
-    if (migration.held) return { intent: 'wait', reason: `migration ${migration.id} (${by}) is running: nothing else starts beside it` };
-    if (migration.byAutopilot) return { intent: 'resume', reason: `resume migration ${migration.id}, which the autopilot started and was interrupted (${migration.state})` };
-    return { intent: 'wait', reason: `migration ${migration.id} (${by}) was interrupted (${migration.state}): the autopilot leaves it to \`reshard resume\` or \`reshard rollback\`` };
+    if (migration.held) return { intent: 'wait', reason: `migration ${migration.id} (${by}) is running: nothing else starts beside it`, plan: undefined };
+    if (migration.byAutopilot) return { intent: 'resume', reason: `resume migration ${migration.id}, which the autopilot started and was interrupted (${migration.state})`, plan: undefined };
+    return { intent: 'wait', reason: `migration ${migration.id} (${by}) was interrupted (${migration.state}): the autopilot leaves it to \`reshard resume\` or \`reshard rollback\``, plan: undefined };
   }
-  const nodeTriggers = triggers.filter((trigger) => trigger.kind !== 'load' && trigger.fired);
+  const nodeTriggers = triggers.filter((trigger) => (trigger.kind === 'node-added' || trigger.kind === 'node-draining') && trigger.fired);
   if (nodeTriggers.length > 0) {
-    return { intent: 'start-nodes', reason: `rebalance slots at once: ${nodeTriggers.map((trigger) => `${trigger.node} ${trigger.reason}`).join('; ')}` };
+    return { intent: 'start-nodes', reason: `rebalance slots at once: ${nodeTriggers.map((trigger) => `${trigger.node} ${trigger.reason}`).join('; ')}`, plan: undefined };
   }
-  const fired = triggers.filter((trigger) => trigger.kind === 'load' && trigger.fired);
-  if (fired.length === 0) {
-    if (periodsMeasured === 0) return { intent: 'none', reason: 'no load measured yet (no router reported and no node reading to compare)' };
-    const pending = triggers.filter((trigger) => trigger.kind === 'load' && trigger.periodsOver > 0);
-    return pending.length > 0
-      ? { intent: 'none', reason: `${pending.map((trigger) => trigger.node).join(', ')} over its share but not for ${settings.sustainPeriods} periods in a row yet` }
-      : { intent: 'none', reason: `every node within ${(settings.tolerance * 100).toFixed(0)} % (or ${settings.loadFloor} load) of its weighted share` };
+  const notHelping: string[] = [];
+  const byPlan = (kind: 'headroom' | 'load' | 'bytes', intent: 'start-headroom' | 'start-load' | 'start-bytes', what: string): { intent: typeof intent; reason: string; plan: LoadPlan } | undefined => {
+    const fired = triggers.filter((trigger) => trigger.kind === kind && trigger.fired);
+    const plan = plans[kind];
+    if (fired.length === 0 || !plan) return undefined;
+    if (plan.moves.length === 0) {
+      const why = plan.unresolved.map((entry) => `${entry.node}: ${entry.reason}`).join('; ') || 'no plan';
+      notHelping.push(`${fired.map((trigger) => trigger.node).join(', ')} ${what}, but no move helps: ${why}`);
+      return undefined;
+    }
+    const moves = plan.moves.map((move) => `slot ${move.slot} ${move.from}→${move.to} (${kind === 'load' ? `${move.load.toFixed(1)} load, ` : ''}${move.bytes} bytes)`).join(', ');
+    const numbers = fired.map((trigger) => `${trigger.node}: ${trigger.reason}`).join('; ');
+    return { intent, reason: `move ${plan.moves.length} slot(s) by ${kind}: ${moves} — ${numbers}`, plan };
+  };
+  const byHeadroomOrLoad = byPlan('headroom', 'start-headroom', 'below their disk headroom') ?? byPlan('load', 'start-load', 'over-loaded');
+  if (byHeadroomOrLoad) return byHeadroomOrLoad;
+  // Over-loaded and no move helps: one slot carries more than a node's share.
+  if (split) return { intent: 'start-split', reason: `split slot ${split.slot} on ${split.from}: ${split.reason}`, plan: undefined };
+  const byBytes = byPlan('bytes', 'start-bytes', 'over their share of bytes');
+  if (byBytes) return byBytes;
+  if (notHelping.length > 0) return { intent: 'none', reason: notHelping.join('; '), plan: plans.headroom ?? plans.load ?? plans.bytes };
+  const pending = triggers.filter((trigger) => (trigger.kind === 'load' || trigger.kind === 'bytes') && trigger.periodsOver > 0);
+  const pendingText = `${pending.map((trigger) => `${trigger.node} (${trigger.kind})`).join(', ')} over its share but not for ${settings.sustainPeriods} periods in a row yet`;
+  if (periodsMeasured === 0) {
+    return { intent: 'none', reason: `no load measured yet (no router reported and no node reading to compare)${pending.length > 0 ? `; ${pendingText}` : ''}`, plan: undefined };
   }
-  if (!plan || plan.moves.length === 0) {
-    const why = plan?.unresolved.map((entry) => `${entry.node}: ${entry.reason}`).join('; ') ?? 'no plan';
-    return { intent: 'none', reason: `${fired.map((trigger) => trigger.node).join(', ')} over-loaded, but no move helps: ${why}` };
-  }
-  const moves = plan.moves.map((move) => `slot ${move.slot} ${move.from}→${move.to} (${move.load.toFixed(1)} load, ${move.bytes} bytes)`).join(', ');
-  return { intent: 'start-load', reason: `move ${plan.moves.length} slot(s) by load: ${moves}` };
+  return pending.length > 0
+    ? { intent: 'none', reason: pendingText, plan: undefined }
+    : { intent: 'none', reason: `every node within ${(settings.tolerance * 100).toFixed(0)} % (or ${settings.loadFloor} load) of its weighted share of load, within ${(settings.bytesTolerance * 100).toFixed(0)} % (or ${settings.bytesFloor} bytes) of its share of bytes, and above its disk headroom`, plan: undefined };
 }
 
 async function migrationState(catalog: pg.ClientBase): Promise<AutopilotEvaluation['migration']> {

@@ -1,5 +1,6 @@
 import { badInput } from '../core/errors.js';
 import type { TimeWindow } from '../core/timeWindows.js';
+import { HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
 import type { MoverModeOption } from './rebalance.js';
 
 /** How the autopilot watches and when it acts. */
@@ -26,6 +27,12 @@ export interface AutopilotSettings {
   leaseMs: number;
   /** Without router reports, a one-off evaluation reads the nodes' counters twice this far apart. */
   sampleMs: number;
+  /** Bytes trigger: a node holds beyond (1 + bytesTolerance) × its weighted share of the bytes… */
+  bytesTolerance: number;
+  /** …and more than this many bytes above it, for sustainPeriods evaluations in a row. */
+  bytesFloor: number;
+  /** Headroom trigger: a node with less than this share of its capacity free acts at once. */
+  headroomFraction: number;
   /** Copies slowed while the routers' p99 on the other slots is above this factor of the baseline. */
   maxLatencyImpact?: number;
   /** Cap on the bytes per second all copies of its migrations move together (as `--max-copy-rate` of rebalance). */
@@ -45,6 +52,9 @@ export const AUTOPILOT_DEFAULTS: AutopilotSettings = {
   moveConcurrencyMax: 4,
   leaseMs: 30_000,
   sampleMs: 5_000,
+  bytesTolerance: 0.2,
+  bytesFloor: 256 * 1_048_576,
+  headroomFraction: HEADROOM_FRACTION_DEFAULT,
 };
 
 /** A move counts as at least this many bytes (its fixed cost), for benefit per byte. */
@@ -66,5 +76,8 @@ export function assertAutopilotSettings(settings: AutopilotSettings): void {
   check(settings.leaseMs >= 1_000, `--lease must be at least 1 s, got ${settings.leaseMs} ms`, 'pass e.g. --lease 30s');
   check(settings.maxLatencyImpact === undefined || settings.maxLatencyImpact > 1, `--max-latency-impact must be a factor above 1, got ${settings.maxLatencyImpact}`, 'pass e.g. --max-latency-impact 1.2');
   check(settings.copyBytesPerSecMax === undefined || (Number.isFinite(settings.copyBytesPerSecMax) && settings.copyBytesPerSecMax > 0), `--max-copy-rate must be a size per second above 0, got ${settings.copyBytesPerSecMax}`, 'pass e.g. --max-copy-rate 50MB');
+  check(settings.bytesTolerance >= 0 && settings.bytesTolerance <= 10, `--bytes-tolerance must be between 0 and 10 (a fraction: 0.2 = 20 %), got ${settings.bytesTolerance}`, 'pass e.g. --bytes-tolerance 0.2');
+  check(settings.bytesFloor >= 0 && Number.isFinite(settings.bytesFloor), `--bytes-floor must be a size ≥ 0, got ${settings.bytesFloor}`, 'pass e.g. --bytes-floor 256MB');
+  check(settings.headroomFraction >= 0 && settings.headroomFraction < 1, `--headroom must be a fraction in [0, 1), got ${settings.headroomFraction}`, 'pass e.g. --headroom 0.1');
   check(settings.mode === 'online' || settings.mode === 'offline', `mode "${String(settings.mode)}" is not a mover`, 'pass --mode online or --mode offline');
 }

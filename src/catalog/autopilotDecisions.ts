@@ -1,6 +1,7 @@
 import type { Queryable } from '../plumbing/queryable.js';
 
-export type AutopilotDecisionKind = 'evaluate' | 'start' | 'resume' | 'finish' | 'wait';
+/** `pause` and `resume` also mark a window's edges: its migration paused at a window's end, resumed in the next. */
+export type AutopilotDecisionKind = 'evaluate' | 'start' | 'resume' | 'pause' | 'finish' | 'wait';
 
 export interface AutopilotDecision {
   id: number;

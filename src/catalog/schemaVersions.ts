@@ -405,6 +405,16 @@ CREATE TABLE reshard.autopilot_decision (
 CREATE INDEX autopilot_decision_by_migration ON reshard.autopilot_decision (migration_id) WHERE migration_id IS NOT NULL;
 `,
   },
+  {
+    version: 11,
+    description: 'load per slot: each period\'s latency histogram (non-empty buckets), so that p99 over many slots and periods is the p99 of their calls',
+    sql: `
+-- Bucket b holds calls up to 0.05 ms × 2^(b/4) (src/core/latencyHistogram.ts);
+-- the two arrays list the non-empty buckets and their calls. NULL from routers
+-- older than this version: readers then fall back to p99_ms.
+ALTER TABLE reshard.slot_load ADD COLUMN latency_buckets smallint[], ADD COLUMN latency_counts int[];
+`,
+  },
 ];
 
 export const CATALOG_SCHEMA_VERSION_LATEST = CATALOG_SCHEMA_VERSIONS[CATALOG_SCHEMA_VERSIONS.length - 1]!.version;

@@ -1,3 +1,4 @@
+import { LATENCY_BUCKETS, latencyBucket } from '../core/latencyHistogram.js';
 import type { Queryable } from '../plumbing/queryable.js';
 
 /** One router's traffic on one slot over one reporting period. */
@@ -7,6 +8,8 @@ export interface SlotLoadSample {
   rowsWritten: number;
   p50Ms: number;
   p99Ms: number;
+  /** The period's latency histogram: its non-empty buckets (src/core/latencyHistogram.ts) and their calls. */
+  latency?: { buckets: number[]; counts: number[] };
 }
 
 /** How long reported samples are kept; older ones are pruned by the routers' own reports. */
@@ -26,14 +29,17 @@ export async function recordSlotLoad(
     // (it shares the router's catalog session with the acknowledgements a freeze waits for).
     `WITH pruned AS (DELETE FROM reshard.slot_load WHERE ctid = ANY (ARRAY(
         SELECT ctid FROM reshard.slot_load WHERE period_start < now() - $9 * interval '1 millisecond' LIMIT 10000 FOR UPDATE SKIP LOCKED)))
-     INSERT INTO reshard.slot_load (router_id, slot, period_start, period_ms, calls, rows_written, p50_ms, p99_ms)
-     SELECT $1, s.slot, $2, $3, s.calls, s.rows_written, s.p50_ms, s.p99_ms
-       FROM unnest($4::int[], $5::bigint[], $6::bigint[], $7::real[], $8::real[]) AS s(slot, calls, rows_written, p50_ms, p99_ms)
+     INSERT INTO reshard.slot_load (router_id, slot, period_start, period_ms, calls, rows_written, p50_ms, p99_ms, latency_buckets, latency_counts)
+     SELECT $1, s.slot, $2, $3, s.calls, s.rows_written, s.p50_ms, s.p99_ms, s.buckets::smallint[], s.counts::int[]
+       FROM unnest($4::int[], $5::bigint[], $6::bigint[], $7::real[], $8::real[], $10::text[], $11::text[]) AS s(slot, calls, rows_written, p50_ms, p99_ms, buckets, counts)
      ON CONFLICT (router_id, slot, period_start) DO UPDATE
-        SET calls = excluded.calls, rows_written = excluded.rows_written, p50_ms = excluded.p50_ms, p99_ms = excluded.p99_ms`,
+        SET calls = excluded.calls, rows_written = excluded.rows_written, p50_ms = excluded.p50_ms, p99_ms = excluded.p99_ms,
+            latency_buckets = excluded.latency_buckets, latency_counts = excluded.latency_counts`,
     [report.routerId, report.periodStart, Math.max(1, Math.round(report.periodMs)),
       samples.map((s) => s.slot), samples.map((s) => s.calls), samples.map((s) => s.rowsWritten),
-      samples.map((s) => s.p50Ms), samples.map((s) => s.p99Ms), report.retentionMs],
+      samples.map((s) => s.p50Ms), samples.map((s) => s.p99Ms), report.retentionMs,
+      // One array literal per sample ('{3,4,9}'): unnest cannot take an array of arrays of different lengths.
+      samples.map((s) => (s.latency ? `{${s.latency.buckets.join(',')}}` : null)), samples.map((s) => (s.latency ? `{${s.latency.counts.join(',')}}` : null))],
   );
 }
 
@@ -74,20 +80,62 @@ export async function readSlotLoad(db: Queryable, window: { bucketMs: number; bu
   };
 }
 
+/** No upper end to a window: a day ahead of now. */
+const NO_END_MS = -86_400_000;
+
+/** The calls of a set of slots over a window, as one histogram (src/core/latencyHistogram.ts). */
+export interface LatencyInWindow {
+  /** Calls per bucket, summed over slots, routers and periods. */
+  counts: number[];
+  calls: number;
+  /** The longest reporting period among the samples: how stale the newest number can be. */
+  reportPeriodMsMax: number;
+}
+
 /**
- * What the application feels on the slots that are not moving: the routers'
- * p99 per slot (the highest any router saw), averaged over those slots
- * weighted by their calls, over `windowMs` ending now. Undefined without calls.
+ * What the application feels on the slots that are not moving: every router
+ * sample of the other slots whose period started within `windowMs` (and, with
+ * `endsAgoMs`, at least that long ago: a guard that adds up periods as they
+ * settle reads each once), their latency histograms added up (the p99 of that is the p99 of all those calls,
+ * as the clients saw them). Samples without a histogram (routers older than
+ * schema version 11) count their calls at their own p99, a pessimistic stand-in.
+ * Undefined without calls.
  */
-export async function readOtherSlotsP99(db: Queryable, window: { windowMs: number; excludedSlots: readonly number[] }): Promise<{ p99Ms: number; calls: number } | undefined> {
-  const result = await db.query<{ p99_ms: number | null; calls: string }>(
-    `WITH per_slot AS (
-       SELECT slot, max(p99_ms) AS p99_ms, sum(calls) AS calls FROM reshard.slot_load
-        WHERE period_start >= now() - $1 * interval '1 millisecond' AND slot <> ALL ($2::int[])
-        GROUP BY slot)
-     SELECT (sum(p99_ms * calls) / nullif(sum(calls), 0))::float8 AS p99_ms, coalesce(sum(calls), 0)::text AS calls FROM per_slot`,
-    [window.windowMs, window.excludedSlots],
+export async function readOtherSlotsLatency(db: Queryable, window: { windowMs: number; excludedSlots: readonly number[]; endsAgoMs?: number }): Promise<LatencyInWindow | undefined> {
+  const result = await db.query<{ bucket: number | null; calls: string; period_ms_max: number }>(
+    `WITH recent AS (
+       SELECT * FROM reshard.slot_load
+        WHERE period_start >= now() - $1 * interval '1 millisecond' AND period_start < now() - $3 * interval '1 millisecond' AND slot <> ALL ($2::int[]))
+     SELECT h.bucket, sum(h.calls)::text AS calls, (SELECT max(period_ms) FROM recent) AS period_ms_max
+       FROM recent r
+       CROSS JOIN LATERAL (
+         SELECT b::int AS bucket, c::bigint AS calls FROM unnest(r.latency_buckets, r.latency_counts) AS u(b, c)
+          WHERE r.latency_buckets IS NOT NULL
+         UNION ALL
+         SELECT NULL, r.calls WHERE r.latency_buckets IS NULL) h
+      GROUP BY h.bucket`,
+    [window.windowMs, window.excludedSlots, window.endsAgoMs ?? NO_END_MS],
   );
-  const row = result.rows[0];
-  return row?.p99_ms == null ? undefined : { p99Ms: row.p99_ms, calls: Number(row.calls) };
+  if (result.rows.length === 0) return undefined;
+  const counts = new Array<number>(LATENCY_BUCKETS).fill(0);
+  let calls = 0;
+  const legacy = result.rows.find((row) => row.bucket === null);
+  for (const row of result.rows) {
+    if (row.bucket === null) continue;
+    counts[Math.min(LATENCY_BUCKETS - 1, Math.max(0, row.bucket))]! += Number(row.calls);
+    calls += Number(row.calls);
+  }
+  if (legacy) {
+    // Rare (a mix of router versions): their calls at the highest p99 they reported over the window.
+    const p99 = await db.query<{ p99_ms: number }>(
+      `SELECT max(p99_ms)::float8 AS p99_ms FROM reshard.slot_load
+        WHERE period_start >= now() - $1 * interval '1 millisecond' AND period_start < now() - $3 * interval '1 millisecond'
+          AND slot <> ALL ($2::int[]) AND latency_buckets IS NULL`,
+      [window.windowMs, window.excludedSlots, window.endsAgoMs ?? NO_END_MS],
+    );
+    counts[latencyBucket(p99.rows[0]?.p99_ms ?? 0)]! += Number(legacy.calls);
+    calls += Number(legacy.calls);
+  }
+  if (calls === 0) return undefined;
+  return { counts, calls, reportPeriodMsMax: result.rows[0]!.period_ms_max };
 }

@@ -168,6 +168,9 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--tolerance <percent>', 'over its share means beyond this much above it', '10%')
     .option('--floor <load>', 'and by more than this much load (calls/s) above it', '10')
     .option('--min-benefit <load>', 'no move that removes less load than this per MiB moved', '0')
+    .option('--bytes-tolerance <percent>', 'a node holding beyond this much above its weighted share of the bytes…', '20%')
+    .option('--bytes-floor <size>', '…and more than this many bytes above it, for --sustain periods, moves slots by bytes', '256MB')
+    .option('--headroom <percent>', 'a node with less than this share of its capacity free moves slots off at once', '10%')
     .option('--cooldown <duration>', 'a slot the autopilot moved stays where it is this long', '30m')
     .option('--max-moves <n>', 'moves per migration it starts', '8')
     .option('--window <HH:MM-HH:MM>', 'UTC window in which it may move slots (repeat for several; default: any time)', (value: string, previous: string[] = []) => [...previous, value])
@@ -175,7 +178,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--concurrency <n>', 'moves at once (each node also within its own limit)')
     .option('--lease <duration>', 'how long its lease lives without renewal (a second autopilot waits that long after a crash)', '30s')
     .option('--sample <duration>', 'without router reports, --once reads the nodes\' counters twice this far apart', '5s')
-    .option('--max-latency-impact <factor>', 'slow its copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
+    .option('--max-latency-impact <factor>', 'keep the other slots\' p99 (routers\' reports; a probe query where no router reports) within this factor of its level before the migration, by slowing and pausing copies, e.g. 1.2')
     .option('--max-copy-rate <size>', 'cap on the bytes per second all copies of its migrations move together, e.g. 50MB')
     .option('--metrics-port <port>', 'serve Prometheus GET /metrics on this port (0 picks a free one; the address is printed)')
     .option('--metrics-host <host>', 'address /metrics listens on (default 127.0.0.1)')
@@ -208,7 +211,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
-    .option('--max-latency-impact <factor>', 'slow the copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
+    .option('--max-latency-impact <factor>', 'keep the other slots\' p99 (routers\' reports; a probe query where no router reports) within this factor of its level before the migration, by slowing and pausing copies, e.g. 1.2')
     .option('--headroom <percent>', 'share of each node\'s capacity that must stay free while moving (default 10%)')
     .action(async (options) => rebalanceCommand(output(), access(), options));
 
@@ -218,7 +221,7 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .option('--max-copy-rate <size>', 'cap on the bytes of slots (their size on disk, as progress counts) all copies move per second together, e.g. 50MB')
     .option('--max-lag <size>', 'hold copying while a subscription lags more than this (default 256MiB)')
     .option('--max-wal-retained <size>', 'stop the migration if a source retains more WAL than this for it (default 8GiB)')
-    .option('--max-latency-impact <factor>', 'slow the copies while the routers\' p99 on the other slots is above this factor of its level before the migration, e.g. 1.2')
+    .option('--max-latency-impact <factor>', 'keep the other slots\' p99 (routers\' reports; a probe query where no router reports) within this factor of its level before the migration, by slowing and pausing copies, e.g. 1.2')
     .action(async (options) => resumeCommand(output(), access(), options));
 
   program.command('pause')

@@ -40,7 +40,9 @@ export class CopyThrottle implements CopyGate {
   private failure: Error | undefined;
   private readonly releaseWaiters = new Set<() => void>();
   private streamedBytesTotal = 0;
+  private admittedBytesTotal = 0;
   private holdLog: WaitLog | undefined;
+  private pauseReason: string | undefined;
 
   constructor(private limits: CopyThrottleLimits, private readonly clock: ThrottleClock = REAL_CLOCK) {
     assert(limits.bytesPerSecMax === undefined || limits.bytesPerSecMax > 0, 'a copy rate cap is positive');
@@ -50,6 +52,34 @@ export class CopyThrottle implements CopyGate {
   /** Bytes every copy streamed through this gate so far (COPY format; the rest of the slots' size not counted). */
   get streamedBytes(): number {
     return this.streamedBytesTotal;
+  }
+
+  /** Bytes admitted so far, streamed and unstreamed: the unit of the rate cap (a slot's size on disk). */
+  get admittedBytes(): number {
+    return this.admittedBytesTotal;
+  }
+
+  /**
+   * Stops every copy at its next chunk (and a cutover before it starts) until
+   * `resume`: the latency guard's brake. Unlike a hold it has no time limit
+   * here — the guard bounds its own pauses — and the replication watch's
+   * release does not end it.
+   */
+  pause(reason: string): void {
+    if (this.pauseReason === undefined) logger.info({ reason }, `copying paused: ${reason}`);
+    this.pauseReason = reason;
+  }
+
+  resume(): void {
+    if (this.pauseReason === undefined) return;
+    logger.info('copying resumed');
+    this.pauseReason = undefined;
+    for (const wake of [...this.releaseWaiters]) wake();
+  }
+
+  /** Why copying is paused now (by the latency guard), if it is. */
+  get pausedFor(): string | undefined {
+    return this.pauseReason;
   }
 
   /** Changes the shared rate cap while copies run (the latency guard slows them down and lets them go faster again). */
@@ -65,17 +95,25 @@ export class CopyThrottle implements CopyGate {
   }
 
   async admit(bytes: number, kind: 'streamed' | 'unstreamed' = 'streamed'): Promise<void> {
-    while (this.holdReason !== undefined && !this.failure) {
-      const heldMs = this.clock.nowMs() - this.heldSinceMs;
-      if (heldMs >= this.limits.holdMsMax) {
-        this.fail(new ReshardError('timeout', `copying was held for ${Math.round(heldMs)} ms (${this.holdReason}), over its ${this.limits.holdMsMax} ms limit`,
-          'lower the write load on the source, or raise the lag limit (--max-lag) or the hold limit'));
+    while (!this.failure) {
+      if (this.holdReason !== undefined) {
+        const heldMs = this.clock.nowMs() - this.heldSinceMs;
+        if (heldMs >= this.limits.holdMsMax) {
+          this.fail(new ReshardError('timeout', `copying was held for ${Math.round(heldMs)} ms (${this.holdReason}), over its ${this.limits.holdMsMax} ms limit`,
+            'lower the write load on the source, or raise the lag limit (--max-lag) or the hold limit'));
+          break;
+        }
+        await this.waitForRelease(Math.min(250, this.limits.holdMsMax - heldMs));
+      } else if (this.pauseReason !== undefined) {
+        // A pause has no limit of its own: the guard that set it ends it (its pauses are bounded there).
+        await this.waitForRelease(250);
+      } else {
         break;
       }
-      await this.waitForRelease(Math.min(250, this.limits.holdMsMax - heldMs));
     }
     if (this.failure) throw this.failure;
     if (kind === 'streamed') this.streamedBytesTotal += bytes;
+    this.admittedBytesTotal += bytes;
     const rate = this.limits.bytesPerSecMax;
     if (rate === undefined) return;
     const now = this.clock.nowMs();

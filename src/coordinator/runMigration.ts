@@ -150,7 +150,10 @@ async function runOnlineBatches(
   shared: OnlineShared,
   options: MigrationRunOptions,
 ): Promise<{ failure: unknown; switched: OnlineBatchResult['switched'] }> {
-  const limits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  const chosenLimits = options.onlineLimits ?? ONLINE_LIMITS_DEFAULT;
+  // Under a latency bound, one copy stream per batch: the guard's rate cap is shared anyway, and every
+  // lane is a burst of CPU on both nodes at each resume.
+  const limits = options.throttle?.maxLatencyImpact === undefined ? chosenLimits : { ...chosenLimits, copyLanes: 1 };
   const migrationId = batches[0]?.migrationId;
   const runs: OnlineBatchRun[] = [];
   const clients: pg.Client[] = [];
@@ -288,7 +291,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
   const started = Date.now();
   const lock = await connectCatalog(options.access, 'reshard coordinator');
   let progress: ByteProgressRecorder | undefined;
-  let stopLatencyGuard: (() => void) | undefined;
+  let stopLatencyGuard: (() => Promise<void>) | undefined;
   try {
     if (!(await holdMigration(lock, migrationId))) {
       throw new ReshardError('conflict', `migration ${migrationId} is being run by another reshard process`, 'wait for it (`reshard status`)');
@@ -321,8 +324,14 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
       }),
     };
     await installHelpersOnSources(pending, shared.nodes, options.access);
-    stopLatencyGuard = options.throttle?.maxLatencyImpact === undefined ? undefined : guardLatency({ migrationId, access: options.access, throttle: shared.throttle, movingSlots: moves.map((move) => move.slot),
-      operatorCapBytesPerSec: options.throttle.copyBytesPerSecMax, limits: { ...LATENCY_GUARD_DEFAULT, impactMax: options.throttle.maxLatencyImpact }, emit: shared.emit });
+    if (options.throttle?.maxLatencyImpact !== undefined) {
+      const movingSlots = new Set(moves.map((move) => move.slot));
+      // The nodes that serve the slots staying put: where no router reports on one, the guard probes it.
+      const servingOwners = new Set((await readSlotMap(lock)).owners.filter((owner, slot): owner is string => owner !== undefined && !movingSlots.has(slot)));
+      stopLatencyGuard = guardLatency({ migrationId, access: options.access, throttle: shared.throttle, movingSlots: [...movingSlots],
+        probeNodes: [...servingOwners].map((name) => shared.nodes.get(name)).filter((node): node is NodeRecord => node !== undefined),
+        operatorCapBytesPerSec: options.throttle.copyBytesPerSecMax, limits: { ...LATENCY_GUARD_DEFAULT, impactMax: options.throttle.maxLatencyImpact }, emit: shared.emit });
+    }
     options.emit({ type: 'migration_started', migrationId, mode: migration.mode, moves: moves.length, bytesTotal: migration.bytesTotal, resumed: options.resumed ?? false });
 
     let failure: unknown;
@@ -386,7 +395,7 @@ export async function runMigration(migrationId: number, runOptions: MigrationRun
     options.emit({ type: 'migration_finished', migrationId, state: 'completed', seconds, slotsMoved, bytesMoved });
     return { migrationId, state: 'completed', slotsMoved, bytesMoved, rowsMoved, seconds, pausesMs: pauses, bytesStreamed: shared.throttle.streamedBytes };
   } finally {
-    stopLatencyGuard?.();
+    await stopLatencyGuard?.();
     await progress?.stop();
     await lock.end().catch(() => {});
   }

@@ -3,7 +3,7 @@ import type { AutopilotAction, AutopilotEvaluation } from '../admin/autopilotEva
 import type { MigrationEvent } from '../plumbing/migrationEvents.js';
 
 /** Every decision an evaluation can end in: the `reshard_autopilot_decision` gauge shows 1 for the latest. */
-const AUTOPILOT_ACTIONS: readonly AutopilotAction[] = ['none', 'start-load', 'start-nodes', 'resume', 'wait', 'plan-only'];
+const AUTOPILOT_ACTIONS: readonly AutopilotAction[] = ['none', 'start-load', 'start-nodes', 'start-headroom', 'start-split', 'start-bytes', 'resume', 'wait', 'plan-only'];
 
 /**
  * The Prometheus metrics of a running `reshard autopilot` (its `/metrics`),

@@ -84,6 +84,8 @@ export class OnlineBatchRun {
       await catchUp(batch, context, limits);
     }
     for (const move of this.unswitched()) {
+      // A cutover's checksum scans load both nodes like a copy does: it waits while the latency guard pauses copies.
+      await context.options.copyGate?.admit(0, 'unstreamed');
       const cutover: CutoverState = { frozenAt: performance.now(), roundTripsAtFreeze: context.roundTrips.count, verifyMs: 0, phase: {}, phaseRoundTrips: {}, rows: 0 };
       context.cutovers.set(move.slot, cutover);
       const retryable = (error: unknown): boolean => (error instanceof ReshardError && error.code === 'timeout') || (error as { code?: string }).code === '55P03';

@@ -24,3 +24,5 @@ export { applyHeadroom, capacityUnknown, capacityUnknownWarning, movesCrossHeadr
 export { nodeShares, type LoadNode, type NodeShare, type SlotLoadOf } from './loadShares.js';
 export { planLoadMoves, isOverloaded, loadAboveShares, type LoadPlanInput, type LoadPlan, type LoadMove, type Unresolved } from './loadMoves.js';
 export { loadTriggers, type LoadTrigger, type TriggerSettings } from './loadTriggers.js';
+export { headroomTriggers, planHeadroomMoves, type HeadroomTrigger, type HeadroomPlanInput } from './headroomMoves.js';
+export { hotSlotSplit, type SplitCandidate } from './hotSlotSplit.js';

@@ -27,7 +27,7 @@ export interface TriggerSettings {
  * each of the last `sustainPeriods` periods. `periods[0]` is the latest; a
  * period without load does not count as measured.
  */
-export function loadTriggers(periods: readonly (readonly NodeShare[])[], settings: TriggerSettings): LoadTrigger[] {
+export function loadTriggers(periods: readonly (readonly NodeShare[])[], settings: TriggerSettings, what = 'load'): LoadTrigger[] {
   const names = [...new Set(periods.flatMap((shares) => shares.map((share) => share.node)))].sort();
   return names.map((node) => {
     const ratios: number[] = [];
@@ -53,11 +53,11 @@ export function loadTriggers(periods: readonly (readonly NodeShare[])[], setting
     const fired = consecutive && periodsOver >= settings.sustainPeriods;
     const latest = ratios[0];
     const reason = periodsMeasured === 0
-      ? 'no load measured'
+      ? `no ${what} measured`
       : fired
-        ? `over its share in all ${settings.sustainPeriods} periods (load/share ${ratios.map((ratio) => fmt(ratio)).join(', ')} > ${fmt(1 + settings.tolerance)}, excess ${fmt(loads[0]! - fairLoads[0]!)} > floor ${fmt(settings.loadFloor)})`
+        ? `over its share in all ${settings.sustainPeriods} periods (${what}/share ${ratios.map((ratio) => fmt(ratio)).join(', ')} > ${fmt(1 + settings.tolerance)}, excess ${fmt(loads[0]! - fairLoads[0]!)} > floor ${fmt(settings.loadFloor)})`
         : periodsOver === 0
-          ? `within its share (load/share ${fmt(latest!)} ≤ ${fmt(1 + settings.tolerance)} or excess ${fmt(loads[0]! - fairLoads[0]!)} ≤ floor ${fmt(settings.loadFloor)})`
+          ? `within its share (${what}/share ${fmt(latest!)} ≤ ${fmt(1 + settings.tolerance)} or excess ${fmt(loads[0]! - fairLoads[0]!)} ≤ floor ${fmt(settings.loadFloor)})`
           : `over its share in ${periodsOver} of the last ${settings.sustainPeriods} periods (${periodsMeasured} measured): not sustained yet`;
     return { node, fired, periodsOver, periodsMeasured, ratios, loads, fairLoads, reason };
   });

@@ -1,3 +1,8 @@
+import type { SlotLoadSample } from '../catalog/slotLoad.js';
+import { bucketPercentile, LATENCY_BUCKETS, latencyBucket, sparseHistogram } from '../core/latencyHistogram.js';
+
+export { bucketUpperMs, LATENCY_BUCKETS, latencyBucket } from '../core/latencyHistogram.js';
+
 /**
  * Per-slot traffic counters of one router, kept in typed arrays so that
  * counting a call allocates nothing: calls, rows written and a latency
@@ -25,14 +30,16 @@ export class SlotLoadMeter {
     this.histogram[slot * LATENCY_BUCKETS + latencyBucket(latencyMs)]!++;
   }
 
-  /** The period's numbers for every slot with calls, then all counters back to 0. */
-  take(): { slot: number; calls: number; rowsWritten: number; p50Ms: number; p99Ms: number }[] {
+  /** The period's numbers for every slot with calls (with its latency histogram, non-empty buckets only), then all counters back to 0. */
+  take(): SlotLoadSample[] {
     const samples = [];
     for (let slot = 0; slot < this.capacity; slot++) {
       const calls = this.calls[slot]!;
       if (calls === 0) continue;
       const row = this.histogram.subarray(slot * LATENCY_BUCKETS, (slot + 1) * LATENCY_BUCKETS);
-      samples.push({ slot, calls, rowsWritten: this.rowsWritten[slot]!, p50Ms: bucketPercentile(row, calls, 0.5), p99Ms: bucketPercentile(row, calls, 0.99) });
+      samples.push({
+        slot, calls, rowsWritten: this.rowsWritten[slot]!, p50Ms: bucketPercentile(row, calls, 0.5), p99Ms: bucketPercentile(row, calls, 0.99), latency: sparseHistogram(row),
+      });
     }
     this.calls.fill(0);
     this.rowsWritten.fill(0);
@@ -50,30 +57,4 @@ export class SlotLoadMeter {
     histogram.set(this.histogram);
     Object.assign(this, { capacity, calls, rowsWritten, histogram });
   }
-}
-
-/** Buckets of 2^(1/4) (about 19 %) from LATENCY_FLOOR_MS: 80 of them reach about 45 s, the last one holds everything above. */
-export const LATENCY_BUCKETS = 80;
-const LATENCY_FLOOR_MS = 0.05;
-const BUCKETS_PER_DOUBLING = 4;
-
-export function latencyBucket(latencyMs: number): number {
-  if (!(latencyMs > LATENCY_FLOOR_MS)) return 0;
-  const bucket = Math.ceil(Math.log2(latencyMs / LATENCY_FLOOR_MS) * BUCKETS_PER_DOUBLING);
-  return bucket < LATENCY_BUCKETS ? bucket : LATENCY_BUCKETS - 1;
-}
-
-/** The upper edge of a bucket: a percentile is reported as the edge of the bucket it falls in (≤ 19 % high). */
-export function bucketUpperMs(bucket: number): number {
-  return LATENCY_FLOOR_MS * 2 ** (bucket / BUCKETS_PER_DOUBLING);
-}
-
-function bucketPercentile(row: Uint32Array, total: number, fraction: number): number {
-  const rank = Math.max(1, Math.ceil(total * fraction));
-  let seen = 0;
-  for (let bucket = 0; bucket < row.length; bucket++) {
-    seen += row[bucket]!;
-    if (seen >= rank) return bucketUpperMs(bucket);
-  }
-  return bucketUpperMs(row.length - 1);
 }

@@ -145,7 +145,7 @@ describe('autopilot: load-aware rebalancing with Zipf-skewed traffic through the
     await second.until('the resumed migration to finish', (line) => line.type === 'migration_finished' && line.migrationId === migrationId, 240_000);
 
     // Its copies ran under the latency guard, measured against the routers' p99 before the migration.
-    expect(second.lines.some((line) => line.type === 'throttle' && /^latency guard: baseline p99 of the other slots \d+\.\d+ ms, limit \d+\.\d+ ms$/.test(String(line.reason)))).toBe(true);
+    expect(second.lines.some((line) => line.type === 'throttle' && /^latency guard: baseline other slots' p99 \d+\.\d+ ms over \d+ calls \(limit \d+\.\d+ ms\); copies start at \d+ kB\/s$/.test(String(line.reason)))).toBe(true);
 
     // Balanced: the busiest node within 15 % of the mean, as routers see it.
     const deadline = Date.now() + 300_000;

@@ -5,6 +5,7 @@ import type { AutopilotEvaluation } from '../../src/admin/autopilotEvaluation.js
 import { AUTOPILOT_DEFAULTS, type AutopilotSettings } from '../../src/admin/autopilotSettings.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
+import { listAutopilotDecisions } from '../../src/catalog/autopilotDecisions.js';
 import { parseTimeWindow } from '../../src/core/timeWindows.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
@@ -112,6 +113,19 @@ describe('autopilot windows: a migration it started is paused at its window\'s e
       console.log(`autopilot windows: ${windows.join(', ')}; paused ${((paused.at.getTime() - end.getTime()) / 1000).toFixed(1)} s after the end edge with ${doneWhilePaused}/${total} moves done, resumed ${((resumed.at.getTime() - nextStart.getTime()) / 1000).toFixed(1)} s after the next start, completed in ${(finished.event as { seconds: number }).seconds.toFixed(1)} s`);
       // One pause, one resume: the autopilot's own, at the two edges.
       expect(events.filter(({ event }) => event.type === 'control').map(({ event }) => (event as { control: string }).control)).toEqual(['paused', 'resumed']);
+      // Both edges journaled as the autopilot's decisions, with the time and the windows.
+      const catalog = await connectTo(cluster.servers[0]!.connection);
+      try {
+        const edges = (await listAutopilotDecisions(catalog, 50)).filter((decision) => decision.migrationId === migrationId && (decision.kind === 'pause' || decision.kind === 'resume')).reverse();
+        expect(edges.map((decision) => decision.kind)).toEqual(['pause', 'resume']);
+        expect(edges[0]!.summary).toMatch(new RegExp(`^outside the windows \\(${windows.join(', ')} UTC\\) at \\d\\d:\\d\\d:\\d\\d UTC: migration ${migrationId} paused at its next checkpoint`));
+        expect(edges[0]!.details).toMatchObject({ edge: 'window-end', windows, control: 'run' });
+        expect(new Date(edges[0]!.details['at'] as string).getTime()).toBeGreaterThanOrEqual(end.getTime());
+        expect(edges[1]!.summary).toMatch(new RegExp(`^inside a window \\(${windows.join(', ')} UTC\\) again at \\d\\d:\\d\\d:\\d\\d UTC: migration ${migrationId} resumed$`));
+        expect(new Date(edges[1]!.details['at'] as string).getTime()).toBeGreaterThanOrEqual(nextStart.getTime());
+      } finally {
+        await catalog.end();
+      }
     } finally {
       controller.abort();
       await run;

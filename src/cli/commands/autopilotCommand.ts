@@ -23,6 +23,9 @@ export interface AutopilotCommandOptions {
   tolerance?: string;
   floor?: string;
   minBenefit?: string;
+  bytesTolerance?: string;
+  bytesFloor?: string;
+  headroom?: string;
   cooldown?: string;
   maxMoves?: string;
   window?: string[];
@@ -56,6 +59,9 @@ export function autopilotSettings(options: AutopilotCommandOptions): AutopilotSe
     moveConcurrencyMax: parseWholeNumber(options.concurrency, '--concurrency', 1, MOVE_CONCURRENCY_MAX_DEFAULT),
     leaseMs: parseDurationMs(options.lease, '--lease', AUTOPILOT_DEFAULTS.leaseMs),
     sampleMs: parseDurationMs(options.sample, '--sample', AUTOPILOT_DEFAULTS.sampleMs),
+    bytesTolerance: parsePercent(options.bytesTolerance, '--bytes-tolerance', AUTOPILOT_DEFAULTS.bytesTolerance),
+    bytesFloor: parseByteSize(options.bytesFloor, '--bytes-floor') ?? AUTOPILOT_DEFAULTS.bytesFloor,
+    headroomFraction: parsePercent(options.headroom, '--headroom', AUTOPILOT_DEFAULTS.headroomFraction),
     ...(options.maxLatencyImpact !== undefined ? { maxLatencyImpact: parseLatencyImpact(options.maxLatencyImpact)! } : {}),
     ...(copyBytesPerSecMax !== undefined ? { copyBytesPerSecMax } : {}),
   };
