@@ -14,7 +14,8 @@ import { balancingNodes } from './loadReport.js';
 import { ACTING_AUTOPILOT_ACTIONS, evaluateAutopilot, type AutopilotEvaluation, type AutopilotMemory } from './autopilotEvaluation.js';
 import { assertAutopilotSettings, MOVE_BYTES_FLOOR, type AutopilotSettings } from './autopilotSettings.js';
 import { REPLICATION_WATCH_DEFAULT } from '../coordinator/replicationWatch.js';
-import { splitSlot } from './slotExchange.js';
+import { mergeSlot, splitSlot } from './slotExchange.js';
+import { slotExchangeOf, type SlotExchangePlan } from '../catalog/slotExchanges.js';
 import { prepareRebalance, resumeMigration, runPreparedRebalance, type MigrationSummary } from './rebalance.js';
 
 const logger = log('autopilot');
@@ -136,6 +137,10 @@ async function evaluateAndAct(
   if (evaluation.action === 'resume') {
     const migrationId = evaluation.migration!.id;
     await journal(access, holder, 'resume', true, evaluation.reason, decisionDetails(evaluation), migrationId);
+    // A split of its own is finished by running it again (it continues from its journal); the move of its high
+    // child, a migration of its own, is resumed as any move. A hot slot still too hot is split or moved next period.
+    const exchange = await withCatalog(access, (catalog) => slotExchangeOf(catalog, migrationId));
+    if (exchange) return finishExchange(access, holder, evaluation, migrationId, exchange, options);
     return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), holder, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
   if (evaluation.action === 'start-split') return startSplit(access, holder, evaluation, options);
@@ -204,7 +209,7 @@ async function startSplit(access: ClusterAccess, holder: string, evaluation: Aut
   const details = { ...decisionDetails(evaluation), split };
   await journal(access, holder, 'start', true, evaluation.reason, details);
   try {
-    const result = await splitSlot(access, { slot: split.slot, to: split.to, emit: options.emit });
+    const result = await splitSlot(access, { slot: split.slot, to: split.to, emit: options.emit, origin: AUTOPILOT_PLAN_ORIGIN });
     const moved = result.moved;
     const summary = `split slot ${split.slot} on ${split.from} into ${result.replacements.map((child) => `slot ${child.slot} (modulus ${child.modulus})`).join(' and ')}: ${result.rows ?? '?'} rows, writes paused ${result.pauseMs?.toFixed(0) ?? '?'} ms (migration ${result.migrationId})`
       + (moved ? `; slot ${moved.slot} moved to ${moved.to}: migration ${moved.migrationId} ${moved.state}${moved.error ? ` (${moved.error})` : ''}` : '');
@@ -214,6 +219,22 @@ async function startSplit(access: ClusterAccess, holder: string, evaluation: Aut
   } catch (error) {
     await journal(access, holder, 'finish', false, `split of slot ${split.slot} stopped: ${errorText(error)}`, { split }).catch(() => {});
     return { evaluation, error: errorText(error) };
+  }
+}
+
+/** An exchange (split or merge) the autopilot started and left unfinished: run again to its end, journaled. */
+async function finishExchange(
+  access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, migrationId: number, exchange: SlotExchangePlan, options: AutopilotRunOptions,
+): Promise<AutopilotOutcome> {
+  try {
+    const exchangeOptions = { slot: exchange.slot, emit: options.emit, origin: AUTOPILOT_PLAN_ORIGIN };
+    const result = exchange.kind === 'split' ? await splitSlot(access, exchangeOptions) : await mergeSlot(access, exchangeOptions);
+    await journal(access, holder, 'finish', true, `${exchange.kind} of slot ${exchange.slot} finished (migration ${migrationId}): ${result.rows ?? '?'} rows, writes paused ${result.pauseMs?.toFixed(0) ?? '?'} ms`,
+      { exchange: { kind: exchange.kind, slot: exchange.slot }, rows: result.rows ?? null, pauseMs: result.pauseMs ?? null }, migrationId);
+    return { evaluation, migrationId };
+  } catch (error) {
+    await journal(access, holder, 'finish', false, `${exchange.kind} of slot ${exchange.slot} stopped: ${errorText(error)}`, { exchange: { kind: exchange.kind, slot: exchange.slot } }, migrationId).catch(() => {});
+    return { evaluation, migrationId, error: errorText(error) };
   }
 }
 

@@ -24,6 +24,8 @@ export interface SlotExchangeOptions {
   /** Print the steps, change nothing. */
   dryRun?: boolean;
   emit?: MigrationEventSink;
+  /** Recorded in the migration's plan as who started it (the autopilot's tag: a restarted autopilot finishes its own). */
+  origin?: string;
 }
 
 export interface SplitOptions extends SlotExchangeOptions {
@@ -76,7 +78,7 @@ export async function splitSlot(access: ClusterAccess, options: SplitOptions): P
   // The high child moves as one online move: the same journaled mover as a rebalance, half the slot's rows over the network.
   const high = result.replacements[1]!.slot;
   const migrationId = await withCatalog(access, async (catalog) => createMigration(catalog, {
-    mode: 'online', baseEpoch: (await getCluster(catalog)).epoch, plan: { splitOf: result.migrationId, moves: [{ slot: high, from: result.node, to: options.to, wave: 0 }] },
+    mode: 'online', baseEpoch: (await getCluster(catalog)).epoch, plan: { splitOf: result.migrationId, moves: [{ slot: high, from: result.node, to: options.to, wave: 0 }], ...(options.origin === undefined ? {} : { origin: options.origin }) },
     moves: [{ slot: high, source: result.node, target: options.to!, wave: 0, bytesTotal: 0 }],
   }));
   const summary = await runMigration(migrationId, { access, emit: options.emit ?? (() => {}), moveConcurrencyMax: 1 });
@@ -154,7 +156,7 @@ async function runSlotExchange(access: ClusterAccess, options: SlotExchangeOptio
       throw new ReshardError('precondition', 'the cluster has no sharded table, so a slot has no partition to ' + plan.kind, 'create a table with `reshard table create` first, or nothing needs splitting');
     }
     const resumed = migrationId !== undefined;
-    migrationId ??= await createSlotExchangeMigration(catalog, plan, cluster.epoch, 0);
+    migrationId ??= await createSlotExchangeMigration(catalog, plan, cluster.epoch, 0, options.origin);
     if (!(await holdMigration(catalog, migrationId))) {
       throw new ReshardError('conflict', `the ${plan.kind} of slot ${plan.slot} is running in another process (migration ${migrationId})`, 'wait for it to finish (`reshard status`)');
     }

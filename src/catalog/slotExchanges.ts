@@ -19,11 +19,12 @@ export interface SlotExchangePlan {
 }
 
 /** Claims the running place and records the exchange's migration and move. */
-export async function createSlotExchangeMigration(client: pg.ClientBase, plan: SlotExchangePlan, baseEpoch: number, bytesTotal: number): Promise<number> {
+export async function createSlotExchangeMigration(client: pg.ClientBase, plan: SlotExchangePlan, baseEpoch: number, bytesTotal: number, origin?: string): Promise<number> {
   return claimRunningPlace(client, async () => {
     const inserted = await client.query<{ id: string }>(
       `INSERT INTO reshard.migration (state, mode, base_epoch, plan, bytes_total) VALUES ('running', 'online', $1, $2, $3) RETURNING id::text`,
-      [baseEpoch, JSON.stringify(plan), bytesTotal],
+      // `origin`: who started it (the autopilot tags its own, and a restarted autopilot finishes them).
+      [baseEpoch, JSON.stringify(origin === undefined ? plan : { ...plan, origin }), bytesTotal],
     );
     const id = Number(inserted.rows[0]!.id);
     await client.query(

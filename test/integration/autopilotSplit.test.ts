@@ -4,7 +4,9 @@ import { autopilotDryRun, runAutopilotOnce } from '../../src/admin/autopilot.js'
 import { AUTOPILOT_DEFAULTS, type AutopilotSettings } from '../../src/admin/autopilotSettings.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
-import { listAutopilotDecisions } from '../../src/catalog/autopilotDecisions.js';
+import { AUTOPILOT_PLAN_ORIGIN, listAutopilotDecisions } from '../../src/catalog/autopilotDecisions.js';
+import { getCluster } from '../../src/catalog/cluster.js';
+import { createSlotExchangeMigration } from '../../src/catalog/slotExchanges.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { slotModulus, slotOwner } from '../../src/core/slotMap.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
@@ -93,6 +95,37 @@ describe('autopilot: a slot hotter than a node\'s share is split, its high child
     }));
     expect(counts[0]! + counts[1]!).toBe(400);
     expect(counts[1]).toBeGreaterThan(0);
+    expect(callErrors).toEqual([]);
+  }, 240_000);
+
+  it('a split of its own left unfinished (the autopilot died after recording it) is finished by the next autopilot', async () => {
+    const catalog = await connectTo(cluster.servers[0]!.connection);
+    let slot = -1;
+    try {
+      const map = await readSlotMap(catalog);
+      // A slot of n2 not split yet: what a crashed autopilot had started to split.
+      slot = [...Array(SLOTS).keys()].find((candidate) => slotOwner(map, candidate) === 'n2' && slotModulus(map, candidate) === SLOTS)!;
+      const plan = { kind: 'split' as const, slot, node: 'n2', replaced: [slot], replacements: [{ slot, modulus: SLOTS * 2 }, { slot: slot + SLOTS, modulus: SLOTS * 2 }], replacedModulus: SLOTS };
+      await createSlotExchangeMigration(catalog, plan, (await getCluster(catalog)).epoch, 0, AUTOPILOT_PLAN_ORIGIN);
+    } finally {
+      await catalog.end();
+    }
+    const outcome = await runAutopilotOnce(access, SETTINGS, { emit: () => {} });
+    expect(outcome.error).toBeUndefined();
+    expect(outcome.evaluation.action).toBe('resume');
+    const after = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const map = await readSlotMap(after);
+      expect(slotModulus(map, slot)).toBe(SLOTS * 2);
+      expect(slotOwner(map, slot + SLOTS)).toBe('n2');
+      const [finish, resume] = await listAutopilotDecisions(after, 2);
+      expect(resume?.kind).toBe('resume');
+      expect(finish?.kind).toBe('finish');
+      expect(finish?.summary).toMatch(new RegExp(`^split of slot ${slot} finished \\(migration \\d+\\): \\d+ rows`));
+      expect((await after.query<{ state: string }>(`SELECT state FROM reshard.migration ORDER BY id DESC LIMIT 1`)).rows[0]?.state).toBe('completed');
+    } finally {
+      await after.end();
+    }
     expect(callErrors).toEqual([]);
   }, 240_000);
 });
