@@ -143,7 +143,7 @@ async function evaluateAndAct(
     if (exchange) return finishExchange(access, holder, evaluation, migrationId, exchange, options);
     return finish(access, holder, evaluation, migrationId, () => withWindowWatch(access, settings, clockOf(options), holder, migrationId, () => resumeMigration(access, { emit: options.emit, moveConcurrencyMax: settings.moveConcurrencyMax, ...throttleOf(settings) })));
   }
-  if (evaluation.action === 'start-split') return startSplit(access, holder, evaluation, options);
+  if (evaluation.action === 'start-split') return startSplit(access, settings, holder, evaluation, options);
   // Moving off a node short of space: the WAL its moves may retain must fit in what it has left (half of it).
   const throttle = evaluation.action === 'start-headroom' ? headroomThrottle(settings, evaluation) : throttleOf(settings);
   let prepared;
@@ -204,12 +204,17 @@ async function evaluateAndAct(
  * point (split in place, then the high child moved as one online move),
  * journaled as the autopilot's start and finish.
  */
-async function startSplit(access: ClusterAccess, holder: string, evaluation: AutopilotEvaluation, options: AutopilotRunOptions): Promise<AutopilotOutcome> {
+async function startSplit(access: ClusterAccess, settings: AutopilotSettings, holder: string, evaluation: AutopilotEvaluation, options: AutopilotRunOptions): Promise<AutopilotOutcome> {
   const split = evaluation.split!;
   const details = { ...decisionDetails(evaluation), split };
   await journal(access, holder, 'start', true, evaluation.reason, details);
   try {
-    const result = await splitSlot(access, { slot: split.slot, to: split.to, emit: options.emit, origin: AUTOPILOT_PLAN_ORIGIN });
+    // The split in place (one slot's rows copied on its node) runs to its end; the move of the high child, the
+    // long part, is paused at a window's end and resumed in the next, as a rebalance is.
+    const result = await splitSlot(access, {
+      slot: split.slot, to: split.to, emit: options.emit, origin: AUTOPILOT_PLAN_ORIGIN,
+      superviseMove: (migrationId, run) => withWindowWatch(access, settings, clockOf(options), holder, migrationId, run),
+    });
     const moved = result.moved;
     const summary = `split slot ${split.slot} on ${split.from} into ${result.replacements.map((child) => `slot ${child.slot} (modulus ${child.modulus})`).join(' and ')}: ${result.rows ?? '?'} rows, writes paused ${result.pauseMs?.toFixed(0) ?? '?'} ms (migration ${result.migrationId})`
       + (moved ? `; slot ${moved.slot} moved to ${moved.to}: migration ${moved.migrationId} ${moved.state}${moved.error ? ` (${moved.error})` : ''}` : '');

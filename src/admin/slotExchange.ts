@@ -16,7 +16,7 @@ import { StepRunner } from '../mover/stepRunner.js';
 import { connectCatalog, withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 import type { SlotTable } from '../node/slotPartitions.js';
-import { runMigration } from '../coordinator/runMigration.js';
+import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
 import { connectNode } from '../plumbing/connectNode.js';
 
 export interface SlotExchangeOptions {
@@ -31,6 +31,8 @@ export interface SlotExchangeOptions {
 export interface SplitOptions extends SlotExchangeOptions {
   /** After the split, move the high child (slot N + m) to this node (an online move of half the slot's rows). */
   to?: string;
+  /** Runs the high child's move (a migration of its own): the autopilot pauses it at a window's end. */
+  superviseMove?: (migrationId: number, run: () => Promise<MigrationSummary>) => Promise<MigrationSummary>;
 }
 
 export interface SlotExchangeResult {
@@ -81,7 +83,8 @@ export async function splitSlot(access: ClusterAccess, options: SplitOptions): P
     mode: 'online', baseEpoch: (await getCluster(catalog)).epoch, plan: { splitOf: result.migrationId, moves: [{ slot: high, from: result.node, to: options.to, wave: 0 }], ...(options.origin === undefined ? {} : { origin: options.origin }) },
     moves: [{ slot: high, source: result.node, target: options.to!, wave: 0, bytesTotal: 0 }],
   }));
-  const summary = await runMigration(migrationId, { access, emit: options.emit ?? (() => {}), moveConcurrencyMax: 1 });
+  const runMove = (): Promise<MigrationSummary> => runMigration(migrationId, { access, emit: options.emit ?? (() => {}), moveConcurrencyMax: 1 });
+  const summary = await (options.superviseMove ? options.superviseMove(migrationId, runMove) : runMove());
   return { ...result, moved: { slot: high, to: options.to, migrationId, state: summary.state, ...(summary.error ? { error: summary.error } : {}) } };
 }
 
