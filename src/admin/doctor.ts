@@ -11,6 +11,7 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js'
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { readDatabaseIdentity } from '../node/databaseIdentity.js';
 import { fencedLeaves, unfenceSlot } from '../node/fence.js';
+import { changeRecordingLeaves, endChangeRecording } from '../node/changeRecording.js';
 import { readReplicationSettings, readSessionTimeouts, type ReplicationSettings, type SessionTimeout } from '../node/inspectNode.js';
 import { leafName, slotOfLeafName } from '../node/leafName.js';
 import { leafRowCount } from '../node/leafRowCount.js';
@@ -40,12 +41,12 @@ export interface DoctorReport {
 }
 
 export interface DoctorOptions {
-  /** Remove orphans: subscriptions, replication slots, publications, fence triggers, staged leaves. Never ownership. */
+  /** Remove orphans: subscriptions, replication slots, publications, fence and change-recording triggers, staged leaves. Never ownership. */
   fix: boolean;
 }
 
 /** Repairs run in this order across all nodes: a subscription before the slot it streams from, a fence before its leaf. */
-const REPAIR_ORDER: readonly DoctorCheck[] = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf', 'reference_copy'];
+const REPAIR_ORDER: readonly DoctorCheck[] = ['orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'change_trigger', 'staged_leaf', 'reference_copy'];
 
 interface Repair {
   /** Does the repair; returns the line that reports it. */
@@ -89,6 +90,8 @@ interface TableOnNode {
   attached: Map<number, string>;
   standalone: string[];
   fenced: { leaf: string; attached: boolean }[];
+  /** Leaves with a move's or a split's change-recording triggers. */
+  recording: { leaf: string; triggers: string[] }[];
 }
 
 function finding(node: string, check: DoctorCheck, severity: FindingSeverity, message: string, fix?: string, repair?: Repair): PendingFinding {
@@ -170,6 +173,7 @@ async function inspectNodeForDoctor(node: NodeRecord, access: ClusterAccess, tab
         attached: await attachedSlots(client, table),
         standalone: await standaloneLeaves(client, table),
         fenced: await fencedLeaves(client, table),
+        recording: await changeRecordingLeaves(client, table),
       });
     }
     let identity: DatabaseIdentity | undefined;
@@ -377,7 +381,7 @@ function replicationObjectFindings(inspection: NodeInspection, migrationsKept: R
   return findings;
 }
 
-/** Fence triggers and staged leaves that no migration in flight accounts for. */
+/** Fence triggers, change-recording triggers and staged leaves that no migration in flight accounts for. */
 function leftoverLeafFindings(
   inspection: NodeInspection,
   tables: readonly ShardedTableRecord[],
@@ -397,6 +401,16 @@ function leftoverLeafFindings(
         `${fenced.leaf} is still fenced: every write to it fails with RSM01`,
         `reshard doctor --fix, or on ${node.name}: DROP TRIGGER reshard_fence ON ${leaf}; DROP TRIGGER reshard_fence_truncate ON ${leaf}`,
         slot === undefined ? undefined : { run: async () => { await unfenceSlot(client, [table], slot, slotMap.modulus); return `removed the fence triggers of ${fenced.leaf}`; } }));
+    }
+    for (const recording of onNode.recording) {
+      const slot = slotOfLeafName(table.name, recording.leaf, slotMap.modulus);
+      // A leaf whose slot cannot be told (a split's retired or staged leaf) is left to a finished migration.
+      if (slot === undefined ? protectedSlots.size > 0 : protectedSlots.has(slot)) continue;
+      const leaf = quoteQualified(table.schema, recording.leaf);
+      findings.push(finding(node.name, 'change_trigger', 'warning',
+        `${recording.leaf} still records its changes for a move or a split that is over (${recording.triggers.join(', ')}): every write to it pays for them`,
+        `reshard doctor --fix, or on ${node.name}: ${recording.triggers.map((trigger) => `DROP TRIGGER ${trigger} ON ${leaf}`).join('; ')}`,
+        { run: async () => { await endChangeRecording(client, table, recording.leaf); return `removed the change-recording triggers of ${recording.leaf}`; } }));
     }
     for (const staged of onNode.standalone) {
       const slot = slotOfLeafName(table.name, staged, slotMap.modulus);
@@ -419,6 +433,7 @@ function leftoverLeafFindings(
     }
   }
   if (!findings.some((entry) => entry.check === 'fence_trigger')) findings.push(finding(node.name, 'fence_trigger', 'ok', 'no leftover fence'));
+  if (!findings.some((entry) => entry.check === 'change_trigger')) findings.push(finding(node.name, 'change_trigger', 'ok', 'no leftover change recording'));
   if (!findings.some((entry) => entry.check === 'staged_leaf')) findings.push(finding(node.name, 'staged_leaf', 'ok', 'no leftover staged leaf'));
   return findings;
 }

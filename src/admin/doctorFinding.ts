@@ -6,7 +6,7 @@ export const DOCTOR_CHECKS = [
   'catalog', 'migration', 'frozen_slot',
   'reachable', 'duplicate_database', 'database_identity', 'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts', 'capacity',
   'parent_table', 'replica_identity',
-  'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf',
+  'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'change_trigger', 'staged_leaf',
   'reference_copy', 'slot_map_drift',
 ] as const;
 export type DoctorCheck = (typeof DOCTOR_CHECKS)[number];

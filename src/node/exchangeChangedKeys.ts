@@ -30,7 +30,7 @@ import { stagedLeafName, storedColumns, type LeafExchange } from './splitLeaves.
 
 const CHANGED_KEYS_TABLE = `${NODE_SCHEMA}.changed_keys`;
 const CHANGED_KEYS_FUNCTION = `${NODE_SCHEMA}.record_changed_key`;
-const CHANGED_KEYS_TRIGGER = 'reshard_changed_keys';
+export const CHANGED_KEYS_TRIGGER = 'reshard_changed_keys';
 /** One attempt at the replaced leaf's lock to create or drop the trigger, then it gives way to writers and retries. */
 const TRIGGER_LOCK_ATTEMPT_MS = 200;
 

@@ -14,6 +14,7 @@ import { withCatalog } from '../../src/plumbing/clusterAccess.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { removeServerDirectory, startLocalServer, type LocalServer } from '../../src/local/localServer.js';
 import { fenceSlot } from '../../src/node/fence.js';
+import { trackSlotRows } from '../../src/node/slotRowSums.js';
 import { subscriptionConninfo } from '../../src/node/replication.js';
 import { stageSlotLeaves } from '../../src/node/slotPartitions.js';
 import { catalogUrl, runCli } from '../support/cli.js';
@@ -72,7 +73,7 @@ describe('reshard doctor on real PostgreSQL', () => {
     // Every check has its ok line for the catalog or each node.
     expect(report.findings.filter((entry) => entry.node === 'n1').map((entry) => entry.check)).toEqual(expect.arrayContaining([
       'wal_level', 'privileges', 'replication_slots', 'logical_workers', 'wal_retrieve_retry_interval', 'timeouts', 'replica_identity',
-      'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'staged_leaf', 'slot_map_drift',
+      'orphan_subscription', 'orphan_replication_slot', 'orphan_publication', 'fence_trigger', 'change_trigger', 'staged_leaf', 'slot_map_drift',
     ]));
     const cli = await runCli(['--catalog', catalog, 'doctor']);
     expect(cli.code).toBe(0);
@@ -95,7 +96,7 @@ describe('reshard doctor on real PostgreSQL', () => {
     const { owners, tables } = await withCatalog(access, async (db) => ({ owners: (await readSlotMap(db)).owners, tables: await listShardedTables(db) }));
     const users = tables.find((table) => table.name === 'users')!;
     const slotsOf = (node: string): number[] => owners.flatMap((owner, slot) => (owner === node ? [slot] : []));
-    const [orphanSlot, fencedSlot] = slotsOf('n1');
+    const [orphanSlot, fencedSlot, recordingSlot] = slotsOf('n1');
     const [detachedSlot, strayAttachedSlot] = slotsOf('n2');
     const pad = (slot: number | undefined): string => String(slot).padStart(4, '0');
 
@@ -106,8 +107,9 @@ describe('reshard doctor on real PostgreSQL', () => {
       PUBLICATION reshard_m999_s${orphanSlot} WITH (copy_data = false)`);
     // A replication slot nobody streams from.
     await n1.query("SELECT pg_create_logical_replication_slot('reshard_m998_s1', 'pgoutput')");
-    // A fence left on n1's users leaf of one of its slots.
+    // A fence left on n1's users leaf of one of its slots; a move's row sums left on another's.
     await fenceSlot(n1, [users], fencedSlot!, SLOTS);
+    await trackSlotRows(n1, [users], recordingSlot!, SLOTS, 5_000);
     // Drift: a slot detached on its owner n2; another of n2's slots attached on n1 too.
     await n2.query(`ALTER TABLE users DETACH PARTITION users_s${pad(detachedSlot)}`);
     await n1.query(`CREATE TABLE orders_s${pad(strayAttachedSlot)} PARTITION OF orders FOR VALUES WITH (MODULUS ${SLOTS}, REMAINDER ${strayAttachedSlot})`);
@@ -121,6 +123,7 @@ describe('reshard doctor on real PostgreSQL', () => {
       { severity: 'error', node: 'n1', check: 'orphan_replication_slot', message: /reshard_m998_s1 \(migration 998 is not running\)/, fix: /pg_drop_replication_slot\('reshard_m998_s1'\)/ },
       { severity: 'warning', node: 'n1', check: 'orphan_publication', message: new RegExp(`publication reshard_m999_s${orphanSlot}`), fix: /DROP PUBLICATION/ },
       { severity: 'error', node: 'n1', check: 'fence_trigger', message: new RegExp(`users_s${pad(fencedSlot)} is still fenced`), fix: /DROP TRIGGER reshard_fence ON/ },
+      { severity: 'warning', node: 'n1', check: 'change_trigger', message: new RegExp(`users_s${pad(recordingSlot)} still records its changes for a move or a split that is over \\(reshard_row_sums, reshard_row_sums_truncate\\)`), fix: /DROP TRIGGER reshard_row_sums ON .*; DROP TRIGGER reshard_row_sums_truncate ON/ },
       { severity: 'error', node: 'n1', check: 'slot_map_drift', message: new RegExp(`orders slot ${strayAttachedSlot} \\(orders_s${pad(strayAttachedSlot)}\\) is attached here, but the slot map gives it to n2`), fix: /DETACH PARTITION .* CONCURRENTLY/ },
       { severity: 'error', node: 'n2', check: 'orphan_subscription', message: new RegExp(`subscription reshard_m999_s${orphanSlot}`), fix: /DROP SUBSCRIPTION/ },
       { severity: 'warning', node: 'n2', check: 'staged_leaf', message: new RegExp(`users_s${pad(orphanSlot)} is a staged leaf of slot ${orphanSlot}`), fix: /DROP TABLE/ },
@@ -144,7 +147,7 @@ describe('reshard doctor on real PostgreSQL', () => {
     const broken = await runDoctor(access, { fix: false });
     matchesExactly(problems(broken));
     expect(broken.errors).toBe(8);
-    expect(broken.warnings).toBe(4);
+    expect(broken.warnings).toBe(5);
 
     // The CLI: one line per finding on stdout, one error line on stderr, non-zero exit.
     const cli = await runCli(['--catalog', catalog, 'doctor']);
@@ -159,22 +162,23 @@ describe('reshard doctor on real PostgreSQL', () => {
     expect(parsed.errors).toBe(8);
     matchesExactly(parsed.findings.filter((entry) => entry.severity !== 'ok'));
 
-    // --fix removes the six leftovers, reports each, and changes nothing else.
+    // --fix removes the seven leftovers, reports each, and changes nothing else.
     const before = await fingerprint([n1, n2, n3]);
     const fixed = await runCli(['--catalog', catalog, 'doctor', '--fix']);
     console.log(`doctor --fix:\n${fixed.stdout}${fixed.stderr}`);
     expect(fixed.code).toBe(1);
     const fixedLines = fixed.stdout.split('\n').filter((line) => line.startsWith('fixed'));
-    expect(fixedLines).toHaveLength(6);
+    expect(fixedLines).toHaveLength(7);
     for (const pattern of [
       new RegExp(`n2 +orphan_subscription +dropped subscription reshard_m999_s${orphanSlot}`),
       /n1 +orphan_replication_slot +dropped replication slot reshard_m998_s1/,
       new RegExp(`n1 +orphan_replication_slot +dropped replication slot reshard_m999_s${orphanSlot}`),
       new RegExp(`n1 +orphan_publication +dropped publication reshard_m999_s${orphanSlot}`),
       new RegExp(`n1 +fence_trigger +removed the fence triggers of users_s${pad(fencedSlot)}`),
+      new RegExp(`n1 +change_trigger +removed the change-recording triggers of users_s${pad(recordingSlot)}`),
       new RegExp(`n2 +staged_leaf +dropped staged leaf users_s${pad(orphanSlot)}`),
     ]) expect(fixedLines.some((line) => pattern.test(line)), String(pattern)).toBe(true);
-    expect(fixed.stdout).toMatch(/doctor: 4 error\(s\), 2 warning\(s\), 6 fixed/);
+    expect(fixed.stdout).toMatch(/doctor: 4 error\(s\), 2 warning\(s\), 7 fixed/);
     expect(await fingerprint([n1, n2, n3])).toBe(before);
 
     const after = await runDoctor(access, { fix: false });
@@ -182,8 +186,9 @@ describe('reshard doctor on real PostgreSQL', () => {
       'error n1 slot_map_drift', 'error n2 slot_map_drift', 'error n3 replica_identity', 'error n3 wal_level',
       'warning n2 timeouts', 'warning n3 wal_retrieve_retry_interval',
     ]);
-    const fences = await n1.query<{ count: string }>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'reshard_fence%'");
+    const fences = await n1.query<{ count: string }>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'reshard_fence%' OR tgname LIKE 'reshard_row_sums%'");
     expect(fences.rows[0]!.count).toBe('0');
+    expect((await n1.query<{ count: string }>('SELECT count(*) FROM reshard_node.leaf_row_sums')).rows[0]!.count).toBe('0');
     for (const [client, server] of [[n1, 'n1'], [n2, 'n2']] as const) {
       const left = await client.query<{ objects: string }>(`SELECT concat_ws(',',
           (SELECT string_agg(pubname, ',') FROM pg_publication), (SELECT string_agg(subname, ',') FROM pg_subscription),
