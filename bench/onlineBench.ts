@@ -10,7 +10,7 @@
  *   BENCH_SLOTS=1024 npm run bench → bench/results/online-1024.json
  *   BENCH_USERS=200000             a smaller run; BENCH_OUTPUT=/tmp/x.json writes there instead
  */
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -30,6 +30,7 @@ import type { MigrationEvent } from '../src/plumbing/migrationEvents.js';
 import { cpuBetween, CpuSampler, postmasterPid, type CpuSample, type WatchedProcess } from './processCpu.js';
 import { rebalancePhases } from './rebalancePhases.js';
 import { deserializeLog, type SerializedLog } from './workloadProcess.js';
+import { log, pipeCopy, USERS_COLUMNS, usersRowsSql, withClient } from './benchSupport.js';
 import { readSlotMap } from '../src/catalog/slotMap.js';
 import { readFreezePhases, readFreezeRoundTrips, summarizeFreezePhases, summarizeFreezeRoundTrips } from '../src/catalog/freezePhases.js';
 import type { ClusterAccess } from '../src/plumbing/clusterAccess.js';
@@ -56,7 +57,6 @@ const TARGET_CONCURRENCY = Number(process.env['BENCH_TARGET_CONCURRENCY'] ?? 4);
 /** Slots per batch (one publication, slot and subscription each); reshard's default unless set. */
 const BATCH_SLOTS_MAX = Number(process.env['BENCH_BATCH_SLOTS_MAX'] ?? BATCH_SLOTS_MAX_DEFAULT);
 
-const USERS_COLUMNS = 'id bigint NOT NULL, email text NOT NULL, created_at timestamptz NOT NULL, profile text NOT NULL, PRIMARY KEY (id)';
 const ORDERS_COLUMNS = 'user_id bigint NOT NULL, id bigint NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL, note text NOT NULL, PRIMARY KEY (user_id, id)';
 const BENCH_TABLES = [
   { name: 'users', shardKey: ['id'], definition: USERS_COLUMNS },
@@ -68,22 +68,8 @@ const SECONDARY_INDEXES = (prefix: string): string[] => [
   `CREATE INDEX ${prefix}orders_created_at ON ${prefix}orders (created_at)`,
 ];
 /** Rows as an application would have them: distinct emails, timestamps out of key order, 160- and 120-byte texts. */
-const USERS_ROWS_SQL = `SELECT g, 'user' || g || '@example.com', timestamptz '2024-01-01' + g * interval '13 s', rpad(md5(g::text), 160, md5((g # 48271)::text)) FROM generate_series(1::bigint, ${USERS}) g`;
+const USERS_ROWS_SQL = usersRowsSql(USERS);
 const ORDERS_ROWS_SQL = `SELECT g, g * 10, (g % 1000) + 0.99, timestamptz '2024-01-01' + (g * 7919 % ${USERS}) * interval '11 s', rpad(md5((g * 3)::text), 120, md5(g::text)) FROM generate_series(1::bigint, ${USERS}) g`;
-
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
-async function withClient<T>(connection: ConnectionSettings, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ ...connection });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
 
 /** Loads each node's share server-side: the slot is computed in SQL exactly as PostgreSQL routes (an insert for a slot the node does not own would fail). */
 async function loadNode(connection: ConnectionSettings, ownedSlots: number[]): Promise<void> {
@@ -105,22 +91,6 @@ function psqlAvailable(): boolean {
   }
 }
 
-function pipe(source: ConnectionSettings, target: ConnectionSettings, fromSql: string, toSql: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const args = (c: ConnectionSettings, sql: string): string[] => ['-X', '-q', '-h', c.host, '-p', String(c.port), '-U', c.user, '-d', c.database, '-c', sql];
-    const reader = spawn('psql', args(source, fromSql), { stdio: ['ignore', 'pipe', 'inherit'] });
-    const writer = spawn('psql', args(target, toSql), { stdio: ['pipe', 'ignore', 'inherit'] });
-    reader.stdout.pipe(writer.stdin);
-    let done = 0;
-    const finish = (code: number | null): void => {
-      if (code !== 0) reject(new Error(`psql exited with ${code}`));
-      else if (++done === 2) resolve();
-    };
-    reader.on('exit', finish);
-    writer.on('exit', finish);
-  });
-}
-
 /** Raw baseline: n1's users and orders piped COPY TO STDOUT | COPY FROM STDIN into plain tables with the same columns and indexes on n4. */
 async function rawCopyBaseline(source: ConnectionSettings, target: ConnectionSettings): Promise<{ bytes: number; seconds: number }> {
   const bytes = await withClient(source, async (client) => Number((await client.query<{ b: string }>(
@@ -131,8 +101,8 @@ async function rawCopyBaseline(source: ConnectionSettings, target: ConnectionSet
   });
   const started = performance.now();
   if (psqlAvailable()) {
-    await pipe(source, target, 'COPY (SELECT * FROM users) TO STDOUT', 'COPY raw_users FROM STDIN');
-    await pipe(source, target, 'COPY (SELECT * FROM orders) TO STDOUT', 'COPY raw_orders FROM STDIN');
+    await pipeCopy(source, target, 'COPY (SELECT * FROM users) TO STDOUT', 'COPY raw_users FROM STDIN');
+    await pipeCopy(source, target, 'COPY (SELECT * FROM orders) TO STDOUT', 'COPY raw_orders FROM STDIN');
   } else {
     throw new Error('psql is needed for the raw baseline (apt-get install postgresql-client)');
   }

@@ -11,13 +11,12 @@
  *   npm run bench:split                 → bench/results/split.json
  *   BENCH_SPLIT_USERS=200000            a smaller run; BENCH_OUTPUT=/tmp/x.json writes there instead
  */
-import { spawn, fork, execFileSync } from 'node:child_process';
+import { fork, execFileSync } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { addNode } from '../src/admin/addNode.js';
 import { createShardedTable } from '../src/admin/createShardedTable.js';
 import { initCluster } from '../src/admin/initCluster.js';
@@ -36,6 +35,7 @@ import { noPasswords } from '../src/plumbing/connectNode.js';
 import type { MigrationEvent } from '../src/plumbing/migrationEvents.js';
 import { sleep } from '../src/plumbing/waitFor.js';
 import { deserializeLog, type SerializedLog } from './workloadProcess.js';
+import { log, pipeCopy, USERS_COLUMNS, usersRowsSql, withClient } from './benchSupport.js';
 
 const USERS = Number(process.env['BENCH_SPLIT_USERS'] ?? 1_000_000);
 const SLOTS = Number(process.env['BENCH_SPLIT_SLOTS'] ?? 16);
@@ -44,40 +44,8 @@ const CLIENTS = 8;
 const THINK_MS = 20;
 const BASELINE_SECONDS = 5;
 
-const USERS_COLUMNS = 'id bigint NOT NULL, email text NOT NULL, created_at timestamptz NOT NULL, profile text NOT NULL, PRIMARY KEY (id)';
 /** As onlineBench's users: distinct emails, timestamps out of key order, 160-byte texts; a secondary index. */
-const USERS_ROWS_SQL = `SELECT g, 'user' || g || '@example.com', timestamptz '2024-01-01' + g * interval '13 s', rpad(md5(g::text), 160, md5((g # 48271)::text)) FROM generate_series(1::bigint, ${USERS}) g`;
-
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
-async function withClient<T>(connection: ConnectionSettings, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ ...connection });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
-/** psql COPY TO STDOUT piped into psql COPY FROM STDIN. */
-function pipeCopy(connection: ConnectionSettings, fromSql: string, toSql: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const args = (sql: string): string[] => ['-X', '-q', '-h', connection.host, '-p', String(connection.port), '-U', connection.user, '-d', connection.database, '-c', sql];
-    const reader = spawn('psql', args(fromSql), { stdio: ['ignore', 'pipe', 'inherit'] });
-    const writer = spawn('psql', args(toSql), { stdio: ['pipe', 'ignore', 'inherit'] });
-    reader.stdout.pipe(writer.stdin);
-    let done = 0;
-    const finish = (code: number | null): void => {
-      if (code !== 0) reject(new Error(`psql exited with ${code}`));
-      else if (++done === 2) resolve();
-    };
-    reader.on('exit', finish);
-    writer.on('exit', finish);
-  });
-}
+const USERS_ROWS_SQL = usersRowsSql(USERS);
 
 /** Bytes on disk (heap, indexes, TOAST) of every leaf of the sharded tables. */
 async function leafBytes(connection: ConnectionSettings): Promise<number> {
@@ -93,7 +61,7 @@ async function rawCopyBaseline(connection: ConnectionSettings): Promise<{ bytes:
     for (const statement of [`CREATE TABLE raw_users (${USERS_COLUMNS})`, 'CREATE INDEX raw_users_email ON raw_users (email)', 'CHECKPOINT']) await client.query(statement);
   });
   const started = performance.now();
-  await pipeCopy(connection, 'COPY (SELECT * FROM users) TO STDOUT', 'COPY raw_users FROM STDIN');
+  await pipeCopy(connection, connection, 'COPY (SELECT * FROM users) TO STDOUT', 'COPY raw_users FROM STDIN');
   const seconds = (performance.now() - started) / 1000;
   await withClient(connection, async (client) => {
     await client.query('DROP TABLE raw_users');

@@ -88,13 +88,15 @@ export class OnlineBatchRun {
       await context.options.copyGate?.admit(0, 'unstreamed');
       const cutover: CutoverState = { frozenAt: performance.now(), roundTripsAtFreeze: context.roundTrips.count, verifyMs: 0, phase: {}, phaseRoundTrips: {}, rows: 0 };
       context.cutovers.set(move.slot, cutover);
-      const retryable = (error: unknown): boolean => (error instanceof ReshardError && error.code === 'timeout') || (error as { code?: string }).code === '55P03';
+      const retry = {
+        attemptsMax: limits.freezeAttemptsMax,
+        retryable: (error: unknown): boolean => (error instanceof ReshardError && error.code === 'timeout') || (error as { code?: string }).code === '55P03',
+        pauseMs: (attempt: number) => 200 * attempt,
+      };
       // The attach waits for the target's parents' lock (work in flight on its other slots, or a session a
       // broken link left open): a lock timeout is retried as a freeze's is.
-      await this.runner.run(ONLINE_ATTACH_STEPS, context, [move.slot], { retry: { attemptsMax: limits.freezeAttemptsMax, retryable, pauseMs: (attempt) => 200 * attempt } });
-      await this.runner.run(ONLINE_CUTOVER_STEPS, context, [move.slot], {
-        retry: { attemptsMax: limits.freezeAttemptsMax, retryable, pauseMs: (attempt) => 200 * attempt, beforeAttempt: () => newCutoverAttempt(cutover, context.roundTrips) },
-      });
+      await this.runner.run(ONLINE_ATTACH_STEPS, context, [move.slot], { retry });
+      await this.runner.run(ONLINE_CUTOVER_STEPS, context, [move.slot], { retry: { ...retry, beforeAttempt: () => newCutoverAttempt(cutover, context.roundTrips) } });
       const pauseMs = performance.now() - cutover.frozenAt;
       // Not 'done' yet: the source's leaves and the replication objects go in cleanup, and a resume
       // only visits moves that are not done (a crash here left them behind for good).
