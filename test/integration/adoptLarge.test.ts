@@ -10,20 +10,11 @@ import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { waitFor } from '../../src/plumbing/waitFor.js';
 import { AdoptingTable, Router } from '../../src/router/index.js';
 import { catalogUrl, runCli } from '../support/cli.js';
-import { startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers, queryOnce as sql } from '../support/servers.js';
 
 const SLOTS = 32;
 const ROWS = 1_000_000;
 
-async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  const client = new pg.Client({ ...server.connection });
-  await client.connect();
-  try {
-    return await client.query(text, params);
-  } finally {
-    await client.end();
-  }
-}
 
 /** A writer's acknowledged work: ids it inserted, and increments of its own counter row. */
 interface WriterTally { inserted: number[]; increments: number; fencedErrors: number; otherErrors: string[] }

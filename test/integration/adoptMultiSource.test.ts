@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { initCluster } from '../../src/admin/initCluster.js';
@@ -11,7 +10,7 @@ import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { waitFor } from '../../src/plumbing/waitFor.js';
 import { AdoptingTable, Router } from '../../src/router/index.js';
 import { catalogUrl, RESHARD_BIN, runCli } from '../support/cli.js';
-import { startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers, queryOnce as sql } from '../support/servers.js';
 
 /**
  * A table spread `id mod 3` by the application over the cluster's own three
@@ -23,15 +22,6 @@ import { startTestServers, type TestServers } from '../support/servers.js';
 const SLOTS = 32;
 const SEED_PER_SOURCE = 3000;
 
-async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  const client = new pg.Client({ ...server.connection });
-  await client.connect();
-  try {
-    return await client.query(text, params);
-  } finally {
-    await client.end();
-  }
-}
 
 /** A writer's acknowledged work: the ids it inserted, the increments of its own counter row. */
 interface WriterTally { inserted: number[]; increments: number; errors: string[] }

@@ -13,21 +13,12 @@ import { tableSequenceStates } from '../../src/node/sequenceRange.js';
 import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/index.js';
-import { startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers, queryOnce as sql } from '../support/servers.js';
 
 const SLOTS = 16;
 const SEED_ROWS = 3000;
 const NODE_NAMES = ['n1', 'n2', 'n3'];
 
-async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  const client = new pg.Client({ ...server.connection });
-  await client.connect();
-  try {
-    return await client.query(text, params);
-  } finally {
-    await client.end();
-  }
-}
 
 /**
  * A writer on the source's old table that lets the table's own default give

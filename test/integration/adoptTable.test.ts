@@ -12,20 +12,11 @@ import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { waitFor } from '../../src/plumbing/waitFor.js';
 import { AdoptingTable, Router } from '../../src/router/index.js';
 import { catalogUrl, RESHARD_BIN, runCli } from '../support/cli.js';
-import { startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers, queryOnce as sql } from '../support/servers.js';
 
 const SLOTS = 32;
 const ROWS = 20_000;
 
-async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  const client = new pg.Client({ ...server.connection });
-  await client.connect();
-  try {
-    return await client.query(text, params);
-  } finally {
-    await client.end();
-  }
-}
 
 async function withTimeoutPromise(work: Promise<void>, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;

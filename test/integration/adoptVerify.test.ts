@@ -10,20 +10,11 @@ import type { StepEvent } from '../../src/mover/stepRunner.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { catalogUrl } from '../support/cli.js';
-import { startTestServers, type TestServers } from '../support/servers.js';
+import { startTestServers, type TestServers, queryOnce as sql } from '../support/servers.js';
 
 const SLOTS = 16;
 const ROWS = 3000;
 
-async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  const client = new pg.Client({ ...server.connection });
-  await client.connect();
-  try {
-    return await client.query(text, params);
-  } finally {
-    await client.end();
-  }
-}
 
 /**
  * Runs SQL on a server and waits for it, blocking the event loop: called

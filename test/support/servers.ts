@@ -63,3 +63,13 @@ export async function connectTo(connection: ConnectionSettings): Promise<pg.Clie
   await client.connect();
   return client;
 }
+
+/** One statement on a test server on a connection of its own (opened and ended around it). */
+export async function queryOnce(server: { connection: ConnectionSettings }, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const client = await connectTo(server.connection);
+  try {
+    return await client.query(text, params);
+  } finally {
+    await client.end();
+  }
+}
