@@ -36,7 +36,7 @@ export class OnlineBatchRun {
   ) {
     this.context = {
       migrationId: batch.migrationId, modulus: batch.modulus, tables: batch.tables, sourceName: batch.source.name, targetName: batch.target.name,
-      ...connections, batch, options, streaming: () => this.unswitched(), cutovers: new Map(), roundTrips,
+      ...connections, batch, options, streaming: () => this.unswitched(), cutovers: new Map(), roundTrips, rowSumsRunning: new Map(),
     };
     for (const move of batch.moves) {
       if (!runner.isDone(move.slot, 'switch')) continue;

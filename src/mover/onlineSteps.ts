@@ -29,6 +29,14 @@ export interface OnlineBatchContext extends SlotMoveBase {
   cutovers: Map<number, CutoverState>;
   /** Sequential round trips of the batch's sessions so far. */
   roundTrips: RoundTripMeter;
+  /** Slots whose row sums run on both sides since the stream caught up (their freeze need not start them). */
+  rowSumsRunning: Map<number, RowSumsStart>;
+}
+
+/** How a slot's row sums were started on both sides: for the journal. */
+export interface RowSumsStart {
+  rowSumsBaseMs: number;
+  tablesSummed: number;
 }
 
 /** One slot's cutover: what its steps pass forward, and the clock of the current attempt's freeze. */
@@ -92,10 +100,15 @@ function mark(context: OnlineBatchContext, cutover: CutoverState, name: string):
 
 const stream: OnlineStep = {
   name: 'stream',
-  describe: (view) => `on ${view.sourceName}: publish ${leaves(view)} (shared with the other slots ${view.sourceName} → ${view.targetName}) and create a logical replication slot with an exported snapshot; copy the leaves at that snapshot (parallel binary COPY); on ${view.targetName}: subscribe to the slot without a copy of its own; wait until the apply lag is small (pg_stat_replication.replay_lsn)`,
-  async do(context) {
+  describe: (view) => `on ${view.sourceName}: publish ${leaves(view)} (shared with the other slots ${view.sourceName} → ${view.targetName}) and create a logical replication slot with an exported snapshot; copy the leaves at that snapshot (parallel binary COPY into index-free leaves, then each of the parents' indexes built once per leaf); on ${view.targetName}: subscribe to the slot without a copy of its own; wait until the apply lag is small (pg_stat_replication.replay_lsn); then on both nodes: sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan), for the freeze's verification`,
+  async do(context, slots) {
     // Idempotent as a whole: a resumed batch re-copies unless its subscription already streams.
     await streamBatch(context.batch, context.streaming(), context, context.options);
+    // Caught up: both sides sum each slot's rows from now on, while other batches still copy, so that
+    // the cutovers (serial, one per source at a time) are only attaches, freezes and switches.
+    const summed: Record<number, RowSumsStart> = {};
+    for (const slot of slots) summed[slot] = await startRowSums(context, slot);
+    return { rowSums: summed };
   },
   async undo(context) {
     // The subscription first (it holds the slot), then the slot (also one a failed subscription never took over), then the publication.
@@ -107,17 +120,12 @@ const stream: OnlineStep = {
 
 const freeze: OnlineStep = {
   name: 'freeze',
-  describe: (view) => `on both nodes: sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1); while every live router acknowledges, on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
+  describe: (view) => `on both nodes, unless the stream did (a resume, an abandoned attempt): sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1); while every live router acknowledges, on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
   async do(context, slots) {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
-    // Before the pause: both sides start summing the slot's rows (trigger + one scan each, at once), so
-    // that the verification inside the freeze reads two sums instead of scanning the slot.
-    const sumsFrom = performance.now();
-    const [sourceTracked, targetTracked] = await Promise.all([context.source, context.target].map((side) =>
-      trackSlotRows(side, context.tables, slot, context.modulus, limits.routeHoldersWaitMs)));
-    const rowSumsBaseMs = Math.round(performance.now() - sumsFrom);
-    const tablesSummed = context.tables.filter((_, index) => sourceTracked![index] && targetTracked![index]).length;
+    // The stream started both sides' row sums once caught up; after a resume or an abandoned attempt they start here, before the pause.
+    const { rowSumsBaseMs, tablesSummed } = context.rowSumsRunning.get(slot) ?? await startRowSums(context, slot);
     // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
     startFreezeClock(cutover, context.roundTrips);
     const freezing = await beginSlotFreeze(context.catalog, slot, limits.routerAckWaitMs);
@@ -158,8 +166,28 @@ const freeze: OnlineStep = {
       ...(fence.ended.length > 0 ? { endedSessions: fence.ended } : {}),
     };
   },
-  undo: (context, slots) => undoFreeze(context, slots, (slot) => context.cutovers.get(slot)?.freezeEpoch),
+  async undo(context, slots) {
+    // The source's sums end with the freeze's undo: a next attempt starts them afresh.
+    for (const slot of slots) context.rowSumsRunning.delete(slot);
+    await undoFreeze(context, slots, (slot) => context.cutovers.get(slot)?.freezeEpoch);
+  },
 };
+
+/**
+ * Both sides start summing the slot's rows (trigger + one scan each, at once), so that the
+ * verification inside the freeze reads two sums instead of scanning the slot. Outside any freeze.
+ */
+export async function startRowSums(context: OnlineBatchContext, slot: number): Promise<RowSumsStart> {
+  const sumsFrom = performance.now();
+  const [sourceTracked, targetTracked] = await Promise.all([context.source, context.target].map((side) =>
+    trackSlotRows(side, context.tables, slot, context.modulus, context.options.limits.routeHoldersWaitMs)));
+  const started = {
+    rowSumsBaseMs: Math.round(performance.now() - sumsFrom),
+    tablesSummed: context.tables.filter((_, index) => sourceTracked![index] && targetTracked![index]).length,
+  };
+  context.rowSumsRunning.set(slot, started);
+  return started;
+}
 
 const sync: OnlineStep = {
   name: 'sync',
@@ -239,7 +267,7 @@ const switchOwner: OnlineStep = {
 
 const cleanup: OnlineStep = {
   name: 'cleanup',
-  describe: (view) => `drop the subscription (and its replication slot) and the publication; on ${view.targetName}: drop the CHECK; on ${view.sourceName}: DETACH ${leaves(view)} CONCURRENTLY, then DROP`,
+  describe: (view) => `drop the subscription (and its replication slot) and the publication; on ${view.targetName}: drop the CHECK; on ${view.sourceName}: DROP ${leaves(view)}, a few per transaction under the parent's ACCESS EXCLUSIVE lock (bounded attempts, as the attach)`,
   async do(context, slots) {
     await stream.undo!(context, slots);
     // One table's leaves per pair of sessions, tables in parallel.

@@ -2,9 +2,11 @@ import { getCluster } from '../catalog/cluster.js';
 import { setSlotState, slotModuliOf } from '../catalog/slotMap.js';
 import { unfenceSlot } from '../node/fence.js';
 import {
-  detachAndDropSlotLeaf, detachSlotLeafForUndo, dropSlotBoundConstraint, dropStagedSlotLeaf, stageSlotLeaves,
+  detachSlotLeafForUndo, dropSwitchedSlotLeaves, dropSlotBoundConstraints, dropStagedSlotLeaf, stageSlotLeaves,
 } from '../node/slotPartitions.js';
-import { forgetSlotRowSums, untrackLeafStatements, untrackSlotRows } from '../node/slotRowSums.js';
+import { forgetLeafRowSums, untrackLeafStatements, untrackSlotRows } from '../node/slotRowSums.js';
+import { quoteQualified } from '../core/identifier.js';
+import { leafName } from '../node/leafName.js';
 import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
 import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 
@@ -36,7 +38,7 @@ export const prepareStep: MoveStep<SlotMoveBase> = {
 /** The cleanup after a switch, shared by every kind of move (see `cleanUpSwitchedSlots`). */
 export const cleanupStep: MoveStep<SlotMoveBase> = {
   name: 'cleanup',
-  describe: (view) => `on ${view.targetName}: drop the slot-bound CHECK; on ${view.sourceName}: DETACH ${describeLeaves(view)} CONCURRENTLY, then DROP them`,
+  describe: (view) => `on ${view.targetName}: drop the slot-bound CHECK; on ${view.sourceName}: DROP ${describeLeaves(view)}, a few per transaction under the parent's ACCESS EXCLUSIVE lock (bounded attempts, as the attach)`,
   do: (context, slots) => cleanUpSwitchedSlots(context, slots),
 };
 
@@ -87,7 +89,7 @@ export interface CleanupSessions {
  * The cleanup after a switch, for every kind of move: the source's tombstones
  * (before any leaf goes: the switch writes them unless the source was
  * unreachable then), then per table the CHECK on the target and the source's
- * old leaves. With `sessionsFor`, tables run in parallel, each on its own
+ * old leaves (a few per lock of the parent: `dropSwitchedSlotLeaves`). With `sessionsFor`, tables run in parallel, each on its own
  * sessions (PostgreSQL detaches one leaf of a parent at a time); without it,
  * one after the other on the move's sessions. Idempotent.
  */
@@ -100,13 +102,11 @@ export async function cleanUpSwitchedSlots(
   for (const slot of slots) await markSlotMoved(context.source, slot, context.targetName, epoch);
   const cleanTable = async (index: number, sessions: Pick<CleanupSessions, 'source' | 'target'>): Promise<void> => {
     const table = context.tables[index]!;
-    for (const slot of slots) {
-      // The online mover's row sums end on both sides: on the new owner with the CHECK (one lock on its leaf,
-      // which serves writes now), on the old one by their rows alone (its fenced leaf goes with its triggers).
-      await dropSlotBoundConstraint(sessions.target, table, slot, context.modulus, untrackLeafStatements(table, slot, context.modulus));
-      await forgetSlotRowSums(sessions.source, [table], slot, context.modulus);
-      await detachAndDropSlotLeaf(sessions.source, table, slot, context.modulus);
-    }
+    // The online mover's row sums end on both sides: on the new owner with the CHECK (one lock on its leaf,
+    // which serves writes now), on the old one by their rows alone (its fenced leaf goes with its triggers).
+    await dropSlotBoundConstraints(sessions.target, table, slots, context.modulus, (slot) => untrackLeafStatements(table, slot, context.modulus));
+    await forgetLeafRowSums(sessions.source, slots.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, context.modulus))));
+    await dropSwitchedSlotLeaves(sessions.source, table, slots, context.modulus);
   };
   if (!sessionsFor) {
     for (const index of context.tables.keys()) await cleanTable(index, context);

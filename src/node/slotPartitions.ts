@@ -178,15 +178,27 @@ ${ownedEpoch === undefined ? '' : `    ${slotOwnedSinceStatement(slot, ownedEpoc
   END IF;
 END
 $attach$`;
+  const results = await underParentLock(db, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, [block, 'COMMIT', unattachedSlotLeavesSql(tables, slot, modulus)], lockTimeoutMs, { slot });
+  const check = (results as unknown as pg.QueryResult<UnattachedRow>[]).at(-1)!.rows[0]!;
+  return { inTransaction: check.in_transaction, unattached: check.unattached.map((position) => tables[Number(position) - 1]!) };
+}
+
+/**
+ * Runs `statements` (which take a parent's ACCESS EXCLUSIVE lock and end with
+ * the COMMIT, or follow it) in one transaction, one round trip per attempt,
+ * each attempt queueing at most `ATTACH_LOCK_ATTEMPT_MS_MAX` for the lock so
+ * that queries queued behind it wait at most that much; attempts go on until
+ * `lockTimeoutMs` has passed in all. Returns the query's result.
+ */
+async function underParentLock(db: pg.ClientBase, what: string, statements: readonly string[], lockTimeoutMs: number, fields: Record<string, unknown>): Promise<unknown> {
   const deadline = performance.now() + lockTimeoutMs;
-  const waitLog = startWaitLog(logger, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, lockTimeoutMs, { slot });
+  const waitLog = startWaitLog(logger, what, lockTimeoutMs, fields);
   for (let attempt = 1; ; attempt++) {
     const attemptMs = Math.max(1, Math.round(Math.min(ATTACH_LOCK_ATTEMPT_MS_MAX, deadline - performance.now())));
     try {
-      const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${attemptMs}ms'`, block, 'COMMIT', unattachedSlotLeavesSql(tables, slot, modulus)].join(';\n'));
+      const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${attemptMs}ms'`, ...statements].join(';\n'));
       waitLog.end('done', { attempts: attempt });
-      const check = (results as unknown as pg.QueryResult<UnattachedRow>[]).at(-1)!.rows[0]!;
-      return { inTransaction: check.in_transaction, unattached: check.unattached.map((position) => tables[Number(position) - 1]!) };
+      return results;
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {});
       const lockTimedOut = (error as { code?: string }).code === '55P03';
@@ -207,20 +219,25 @@ export async function detachSlotLeafForUndo(db: Queryable, table: SlotTable, slo
   await db.query(`ALTER TABLE ${quoteQualified(table.schema, table.name)} DETACH PARTITION ${leaf}`);
 }
 
+/** Leaves one cleanup transaction locks at most: a serving leaf's writes wait for that transaction. */
+const LEAVES_PER_CLEANUP_TRANSACTION_MAX = 8;
+
 /**
- * After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner.
- * `alongside`: statements for the same transaction (and the same lock on the
- * leaf); they run only when the leaf exists.
+ * After ATTACH, the slot-bound CHECK is only a per-row cost on the new owner:
+ * dropped for every slot given, a few leaves per transaction (each leaf's
+ * ACCESS EXCLUSIVE lock held until that commit, one WAL flush per group).
+ * `alongside(slot)`: statements for the same transaction and the same lock on
+ * that slot's leaf. Leaves that do not exist are passed over. Idempotent.
  */
-export async function dropSlotBoundConstraint(db: pg.ClientBase, table: SlotTable, slot: number, modulus: number, alongside: readonly string[] = []): Promise<void> {
-  const leaf = quoteQualified(table.schema, leafName(table.name, slot, modulus));
-  if (alongside.length === 0) {
-    await db.query(`ALTER TABLE IF EXISTS ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`);
-    return;
+export async function dropSlotBoundConstraints(db: pg.ClientBase, table: SlotTable, slots: readonly number[], modulus: number, alongside: (slot: number) => readonly string[] = () => []): Promise<void> {
+  const leafOfSlot = new Map(slots.map((slot) => [slot, quoteQualified(table.schema, leafName(table.name, slot, modulus))]));
+  const existing = await db.query<{ present: boolean }>('SELECT to_regclass(name) IS NOT NULL AS present FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY i', [[...leafOfSlot.values()]]);
+  const present = slots.filter((_, index) => existing.rows[index]?.present);
+  for (let first = 0; first < present.length; first += LEAVES_PER_CLEANUP_TRANSACTION_MAX) {
+    await runInOneTransaction(db, present.slice(first, first + LEAVES_PER_CLEANUP_TRANSACTION_MAX).flatMap((slot) => [
+      `ALTER TABLE ${leafOfSlot.get(slot)!} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`, ...alongside(slot),
+    ]));
   }
-  const exists = await db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [leaf]);
-  if (!exists.rows[0]?.present) return;
-  await runInOneTransaction(db, [`ALTER TABLE ${leaf} DROP CONSTRAINT IF EXISTS ${SLOT_BOUND_CONSTRAINT}`, ...alongside]);
 }
 
 /**
@@ -255,6 +272,47 @@ export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slo
     await db.query('SELECT pg_advisory_unlock($1::int, (SELECT to_regclass($2)::oid::int))', [DETACH_LOCK_CLASS, parent]);
   }
 }
+
+
+/**
+ * Cleanup on the old owner, for many slots of one table: their leaves
+ * dropped a few at a time, each group in one transaction under the parent's
+ * ACCESS EXCLUSIVE lock, taken as the attach takes it (bounded attempts, so
+ * queries queue behind it for at most one attempt; the lock also keeps any
+ * session from building the parent's partition descriptor while the drop
+ * commits). One lock for several leaves instead of two waits for every open
+ * transaction per leaf (DETACH … CONCURRENTLY, then DROP). The leaves'
+ * slots are not served here any more (switched, tombstoned): only stale
+ * routes touch them, and those are refused. A leaf an older
+ * cleanup left pending detach is finished as `detachAndDropSlotLeaf` does,
+ * and so is a group whose lock does not come within `DROP_LOCK_TRYING_MS`.
+ * Idempotent.
+ */
+export async function dropSwitchedSlotLeaves(db: pg.ClientBase, table: SlotTable, slots: readonly number[], modulus: number): Promise<void> {
+  const parent = quoteQualified(table.schema, table.name);
+  const present: number[] = [];
+  for (const slot of slots) {
+    const state = await leafState(db, table, slot, modulus);
+    if (state.detachPending) await detachAndDropSlotLeaf(db, table, slot, modulus);
+    else if (state.exists) present.push(slot);
+  }
+  for (let first = 0; first < present.length; first += LEAVES_PER_CLEANUP_TRANSACTION_MAX) {
+    const group = present.slice(first, first + LEAVES_PER_CLEANUP_TRANSACTION_MAX);
+    const leaves = group.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, modulus))).join(', ');
+    try {
+      await underParentLock(db, `the ACCESS EXCLUSIVE lock on ${parent} to drop ${leaves}`,
+        [`LOCK TABLE ${parent} IN ACCESS EXCLUSIVE MODE`, `DROP TABLE IF EXISTS ${leaves}`, 'COMMIT'], DROP_LOCK_TRYING_MS, { table: table.name });
+    } catch (error) {
+      if ((error as { code?: string }).code !== '55P03') throw error;
+      // A long transaction holds the parent (a report, a vacuum): attempts would stall its other slots' queries
+      // again and again. The group goes leaf by leaf without that lock instead, waiting as long as it must.
+      for (const slot of group) await detachAndDropSlotLeaf(db, table, slot, modulus);
+    }
+  }
+}
+
+/** How long a cleanup's drop tries for the parent's lock before it detaches concurrently instead (which waits without stalling anyone). */
+const DROP_LOCK_TRYING_MS = 1_000;
 
 /** Slots whose leaves are attached to the parent on this node (the node's view of ownership). */
 export async function attachedSlots(db: Queryable, table: Pick<SlotTable, 'schema' | 'name'>): Promise<Map<number, string>> {

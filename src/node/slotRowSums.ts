@@ -150,16 +150,7 @@ export async function untrackLeafRows(db: pg.ClientBase, leaves: readonly string
   }
 }
 
-/**
- * Ends the sums of a switched slot's leaves without a lock on them: on the
- * old owner, whose leaves are fenced (no write adds a row) and about to be
- * dropped with their triggers, only the sums rows go.
- */
-export async function forgetSlotRowSums(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<void> {
-  await forgetLeafRowSums(db, tables.map((table) => leafOf(table, slot, modulus)));
-}
-
-/** `forgetSlotRowSums` for leaves given by name (quoted, qualified): a split's retired leaves before cleanup drops them. */
+/** Forgets the sums rows of leaves given by name (quoted, qualified), before a cleanup drops the leaves (their triggers go with them). */
 export async function forgetLeafRowSums(db: Queryable, leaves: readonly string[]): Promise<void> {
   await db.query(`DELETE FROM ${ROW_SUMS_TABLE} WHERE leaf = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)`, [leaves]);
 }

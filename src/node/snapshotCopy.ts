@@ -4,6 +4,7 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js'
 import { DURABLE_COMMIT_OPTIONS, openClient } from '../plumbing/connectTo.js';
 import type { CopyGate } from './copyMeter.js';
 import { copyRelation } from './copySlot.js';
+import { buildLeafIndexesLikeParent, dropStagedLeafIndexes } from './leafIndexes.js';
 
 /**
  * A logical replication slot created on a replication connection, with its
@@ -41,12 +42,19 @@ export async function createSlotWithExportedSnapshot(source: ConnectionSettings,
 export interface LeafRef {
   schema: string;
   name: string;
+  /**
+   * The parent (quoted, qualified) whose indexes the leaf gets once its rows
+   * are in: the copy then loads an index-free leaf and builds each index once.
+   * Absent: the leaf keeps the indexes it has through the copy.
+   */
+  indexesOf?: string;
 }
 
 /**
  * Copies `leaves` from the source, as of `snapshotName`, into the target's
  * staged (empty) leaves of the same name, over `lanes` parallel connection
  * pairs. `onBytes` sees each leaf's streamed bytes as they go; `gate` paces them.
+ * A leaf with `indexesOf` is loaded without indexes, then gets its parent's.
  */
 export async function copyLeavesAtSnapshot(
   source: ConnectionSettings,
@@ -66,8 +74,10 @@ export async function copyLeavesAtSnapshot(
       while (next < leaves.length) {
         const leaf = leaves[next++]!;
         const qualified = quoteQualified(leaf.schema, leaf.name);
+        if (leaf.indexesOf !== undefined) await dropStagedLeafIndexes(writer, qualified);
         await writer.query(`TRUNCATE ${qualified}`);
         const copied = await copyRelation(reader, writer, qualified, (bytes) => onBytes(leaf, bytes), gate);
+        if (leaf.indexesOf !== undefined) await buildLeafIndexesLikeParent(writer, leaf.indexesOf, qualified);
         bytesTotal += copied.bytes;
         rowsTotal += copied.rows;
       }
