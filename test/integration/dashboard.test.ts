@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { prepareRebalance } from '../../src/admin/rebalance.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
-import { readControl } from '../../src/catalog/migrationControl.js';
+import { readControl, requestResume } from '../../src/catalog/migrationControl.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { runMigration, type MigrationSummary } from '../../src/coordinator/runMigration.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
@@ -175,6 +175,9 @@ describe('dashboard in a real browser during a real migration', () => {
       expect(api).toMatch(/reshard_slot_write_pause_seconds_count 16/);
       expect((await verifyCluster(access)).problems).toEqual([]);
     } finally {
+      // A failed assertion while the migration is paused must not leave it paused: the run would hold for its
+      // 24-hour pause limit and hide the failure behind the test's timeout.
+      if (summary === undefined) await requestResume(catalog, migrationId).catch(() => {});
       await running.catch(() => {});
       await page.close();
     }
