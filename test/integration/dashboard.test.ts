@@ -111,11 +111,15 @@ describe('dashboard in a real browser during a real migration', () => {
     const prepared = await prepareRebalance(access, { mode: 'online', dryRun: false });
     const migrationId = prepared.migrationId!;
     let summary: MigrationSummary | undefined;
-    const running = runMigration(migrationId, { access, emit: () => {}, moveConcurrencyMax: 1 }).then((result) => { summary = result; return result; });
+    // Capped copies: the pause must land while slots still move, however fast the cutovers and cleanups have become.
+    const running = runMigration(migrationId, { access, emit: () => {}, moveConcurrencyMax: 1, throttle: { copyBytesPerSecMax: 1_000_000 } }).then((result) => { summary = result; return result; });
     try {
       const state = page.locator('[data-testid="migration-state"]');
       await expect.poll(() => state.textContent(), { timeout: 30_000, interval: 100 }).toBe('running');
 
+      // Once a batch streams (its lag measured on its source), pause from the page, with the token: the copies'
+      // cap leaves the other batches' streams to go, so the pause lands before every slot has switched.
+      await expect.poll(async () => (await page.locator('#moves td.lag').allTextContents()).filter((text) => /B$/.test(text)).length, { timeout: 30_000 }).toBeGreaterThan(0);
       // Pause from the page, with the token.
       await page.fill('#token', TOKEN);
       await page.click('button[data-action="pause"]');
