@@ -17,9 +17,7 @@ import { cleanUpSwitchedSlots, prepareStep, undoAttach, undoFreeze } from './sha
 import { streamBatch } from './streamBatch.js';
 import type { RoundTripMeter } from './roundTripMeter.js';
 import { verifySlotCopyFromSums } from './verifySlotCopy.js';
-import { trackLeafRows } from '../node/slotRowSums.js';
-import { quoteQualified } from '../core/identifier.js';
-import { leafName } from '../node/leafName.js';
+import { trackSlotRows } from '../node/slotRowSums.js';
 
 /** What the online steps of one batch work on. */
 export interface OnlineBatchContext extends SlotMoveBase {
@@ -108,8 +106,9 @@ const stream: OnlineStep = {
     await streamBatch(context.batch, context.streaming(), context, context.options);
     // Caught up: both sides sum each slot's rows from now on, while other batches still copy, so that
     // the cutovers (serial, one per source at a time) are only attaches, freezes and switches.
-    const started = await startRowSums(context, slots);
-    return { rowSumsBaseMs: started.get(slots[0]!)?.rowSumsBaseMs, tablesSummed: Object.fromEntries([...started].map(([slot, start]) => [slot, start.tablesSummed])) };
+    const summed: Record<number, RowSumsStart> = {};
+    for (const slot of slots) summed[slot] = await startRowSums(context, slot);
+    return { rowSums: summed };
   },
   async undo(context) {
     // The subscription first (it holds the slot), then the slot (also one a failed subscription never took over), then the publication.
@@ -126,7 +125,7 @@ const freeze: OnlineStep = {
     const { slot, cutover } = cutoverOf(context, slots);
     const { limits } = context.options;
     // The stream started both sides' row sums once caught up; after a resume or an abandoned attempt they start here, before the pause.
-    const { rowSumsBaseMs, tablesSummed } = context.rowSumsRunning.get(slot) ?? (await startRowSums(context, [slot])).get(slot)!;
+    const { rowSumsBaseMs, tablesSummed } = context.rowSumsRunning.get(slot) ?? await startRowSums(context, slot);
     // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
     startFreezeClock(cutover, context.roundTrips);
     const freezing = await beginSlotFreeze(context.catalog, slot, limits.routerAckWaitMs);
@@ -175,24 +174,18 @@ const freeze: OnlineStep = {
 };
 
 /**
- * Both sides start summing the slots' rows (trigger + one scan each, at once; the scans of every
- * slot in one statement per side), so that the verification inside each freeze reads two sums
- * instead of scanning the slot. Outside any freeze.
+ * Both sides start summing the slot's rows (trigger + one scan each, at once), so that the
+ * verification inside the freeze reads two sums instead of scanning the slot. Outside any freeze.
  */
-async function startRowSums(context: OnlineBatchContext, slots: readonly number[]): Promise<Map<number, RowSumsStart>> {
-  const { tables, modulus } = context;
+export async function startRowSums(context: OnlineBatchContext, slot: number): Promise<RowSumsStart> {
   const sumsFrom = performance.now();
-  const leaves = slots.flatMap((slot) => tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus))));
-  const parents = slots.flatMap(() => tables);
   const [sourceTracked, targetTracked] = await Promise.all([context.source, context.target].map((side) =>
-    trackLeafRows(side, leaves, parents, context.options.limits.routeHoldersWaitMs)));
-  const rowSumsBaseMs = Math.round(performance.now() - sumsFrom);
-  const started = new Map<number, RowSumsStart>();
-  slots.forEach((slot, slotIndex) => {
-    const summed = tables.filter((_, index) => sourceTracked![slotIndex * tables.length + index] && targetTracked![slotIndex * tables.length + index]);
-    started.set(slot, { rowSumsBaseMs, tablesSummed: summed.length });
-    context.rowSumsRunning.set(slot, started.get(slot)!);
-  });
+    trackSlotRows(side, context.tables, slot, context.modulus, context.options.limits.routeHoldersWaitMs)));
+  const started = {
+    rowSumsBaseMs: Math.round(performance.now() - sumsFrom),
+    tablesSummed: context.tables.filter((_, index) => sourceTracked![index] && targetTracked![index]).length,
+  };
+  context.rowSumsRunning.set(slot, started);
   return started;
 }
 
