@@ -106,9 +106,10 @@ const stream: OnlineStep = {
     await streamBatch(context.batch, context.streaming(), context, context.options);
     // Caught up: both sides sum each slot's rows from now on, while other batches still copy, so that
     // the cutovers (serial, one per source at a time) are only attaches, freezes and switches.
-    const summed: Record<number, RowSumsStart> = {};
-    for (const slot of slots) summed[slot] = await startRowSums(context, slot);
-    return { rowSums: summed };
+    const started: RowSumsStart[] = [];
+    for (const slot of slots) started.push(await startRowSums(context, slot));
+    // Journaled with every slot's 'done': the batch's figures, not one entry per slot.
+    return { rowSumsBaseMsMax: Math.max(0, ...started.map((start) => start.rowSumsBaseMs)), tablesSummedMin: Math.min(...started.map((start) => start.tablesSummed)) };
   },
   async undo(context) {
     // The subscription first (it holds the slot), then the slot (also one a failed subscription never took over), then the publication.
@@ -177,7 +178,7 @@ const freeze: OnlineStep = {
  * Both sides start summing the slot's rows (trigger + one scan each, at once), so that the
  * verification inside the freeze reads two sums instead of scanning the slot. Outside any freeze.
  */
-export async function startRowSums(context: OnlineBatchContext, slot: number): Promise<RowSumsStart> {
+async function startRowSums(context: OnlineBatchContext, slot: number): Promise<RowSumsStart> {
   const sumsFrom = performance.now();
   const [sourceTracked, targetTracked] = await Promise.all([context.source, context.target].map((side) =>
     trackSlotRows(side, context.tables, slot, context.modulus, context.options.limits.routeHoldersWaitMs)));

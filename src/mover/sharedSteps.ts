@@ -89,9 +89,10 @@ export interface CleanupSessions {
  * The cleanup after a switch, for every kind of move: the source's tombstones
  * (before any leaf goes: the switch writes them unless the source was
  * unreachable then), then per table the CHECK on the target and the source's
- * old leaves (a few per lock of the parent: `dropSwitchedSlotLeaves`). With `sessionsFor`, tables run in parallel, each on its own
- * sessions (PostgreSQL detaches one leaf of a parent at a time); without it,
- * one after the other on the move's sessions. Idempotent.
+ * old leaves (a few per lock of the parent: `dropSwitchedSlotLeaves`).
+ * With `sessionsFor`, tables run in parallel, each on its own sessions (each
+ * table's drops lock only its own parent); without it, one after the other
+ * on the move's sessions. Idempotent.
  */
 export async function cleanUpSwitchedSlots(
   context: SlotMoveBase,

@@ -40,18 +40,20 @@ $drop$`);
 interface ParentIndexRow {
   constraint_def: string | null;
   index_def: string;
+  unique: boolean;
   head: string;
   tail: string;
 }
 
 /**
  * Builds on `leaf` (quoted, qualified; without indexes: see
- * `dropStagedLeafIndexes`) every index `parent` has, one statement each. An index definition this cannot re-aim at
- * the leaf is left to ATTACH, which builds it (correct, only slower).
+ * `dropStagedLeafIndexes`) every index `parent` has, one statement each.
+ * An index definition this cannot re-aim at the leaf is left to ATTACH,
+ * which builds it (correct, only slower).
  */
 export async function buildLeafIndexesLikeParent(db: Queryable, parent: string, leaf: string): Promise<void> {
   const result = await db.query<ParentIndexRow>(
-    `SELECT pg_get_constraintdef(k.oid) AS constraint_def, pg_get_indexdef(i.indexrelid) AS index_def,
+    `SELECT pg_get_constraintdef(k.oid) AS constraint_def, pg_get_indexdef(i.indexrelid) AS index_def, i.indisunique AS unique,
             format('CREATE %sINDEX %s ON ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, quote_ident(x.relname)) AS head,
             format('%s.%s USING ', quote_ident(n.nspname), quote_ident(p.relname)) AS tail
        FROM pg_index i
@@ -65,7 +67,7 @@ export async function buildLeafIndexesLikeParent(db: Queryable, parent: string, 
   const statements = result.rows.flatMap((row) => {
     if (row.constraint_def !== null) return [`ALTER TABLE ${leaf} ADD ${row.constraint_def}`];
     const rest = indexDefinitionAfterTable(row);
-    return rest === undefined ? [] : [`${row.head.startsWith('CREATE UNIQUE') ? 'CREATE UNIQUE INDEX' : 'CREATE INDEX'} ON ${leaf} USING ${rest}`];
+    return rest === undefined ? [] : [`CREATE ${row.unique ? 'UNIQUE ' : ''}INDEX ON ${leaf} USING ${rest}`];
   });
   for (const statement of statements) await db.query(statement);
 }

@@ -273,7 +273,6 @@ export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slo
   }
 }
 
-
 /**
  * Cleanup on the old owner, for many slots of one table: their leaves
  * dropped a few at a time, each group in one transaction under the parent's
@@ -290,15 +289,23 @@ export async function detachAndDropSlotLeaf(db: Queryable, table: SlotTable, slo
  */
 export async function dropSwitchedSlotLeaves(db: pg.ClientBase, table: SlotTable, slots: readonly number[], modulus: number): Promise<void> {
   const parent = quoteQualified(table.schema, table.name);
+  const leafOfSlot = new Map(slots.map((slot) => [slot, quoteQualified(table.schema, leafName(table.name, slot, modulus))]));
+  // Every leaf's state in one round trip: gone already, pending detach, or there.
+  const states = await db.query<{ exists: boolean; detach_pending: boolean }>(
+    `SELECT to_regclass(n.name) IS NOT NULL AS exists,
+            coalesce((SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass(n.name)), false) AS detach_pending
+       FROM unnest($1::text[]) WITH ORDINALITY AS n(name, position) ORDER BY n.position`,
+    [[...leafOfSlot.values()]],
+  );
   const present: number[] = [];
-  for (const slot of slots) {
-    const state = await leafState(db, table, slot, modulus);
-    if (state.detachPending) await detachAndDropSlotLeaf(db, table, slot, modulus);
+  for (const [index, slot] of slots.entries()) {
+    const state = states.rows[index]!;
+    if (state.detach_pending) await detachAndDropSlotLeaf(db, table, slot, modulus);
     else if (state.exists) present.push(slot);
   }
   for (let first = 0; first < present.length; first += LEAVES_PER_CLEANUP_TRANSACTION_MAX) {
     const group = present.slice(first, first + LEAVES_PER_CLEANUP_TRANSACTION_MAX);
-    const leaves = group.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, modulus))).join(', ');
+    const leaves = group.map((slot) => leafOfSlot.get(slot)!).join(', ');
     try {
       await underParentLock(db, `the ACCESS EXCLUSIVE lock on ${parent} to drop ${leaves}`,
         [`LOCK TABLE ${parent} IN ACCESS EXCLUSIVE MODE`, `DROP TABLE IF EXISTS ${leaves}`, 'COMMIT'], DROP_LOCK_TRYING_MS, { table: table.name });
