@@ -157,8 +157,11 @@ describe('dashboard in a real browser during a real migration', () => {
       await expect.poll(() => page.locator('#action-result').textContent()).toMatch(/control is now “run”/);
       const seen = new Set<number>();
       await expect.poll(async () => {
+        // The state first: the poll that sees 'completed' then sees the progress that came with it (the rest of
+        // the migration can finish between two polls).
+        const now = await state.textContent();
         seen.add(await attribute(page, '#progress-slots', 'data-slots-done'));
-        return state.textContent();
+        return now;
       }, { timeout: 120_000, interval: 200 }).toBe('completed');
       expect((await running).state).toBe('completed');
       expect(await attribute(page, '#progress-slots', 'data-slots-done')).toBe(16);
