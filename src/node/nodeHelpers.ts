@@ -1,4 +1,5 @@
 import type { Queryable } from '../plumbing/queryable.js';
+import { installAdoptingSourceCheck } from './adoptingSourceCheck.js';
 
 /** reshard's own objects on a data node live in this schema (not the catalog's). */
 export const NODE_SCHEMA = 'reshard_node';
@@ -31,6 +32,7 @@ export async function installNodeHelpers(db: Queryable): Promise<void> {
   await db.query(`CREATE SCHEMA IF NOT EXISTS ${NODE_SCHEMA}`);
   await installRowSums(db);
   await installReplayWait(db);
+  await installAdoptingSourceCheck(db);
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.reject_write() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   RAISE EXCEPTION USING

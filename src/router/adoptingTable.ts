@@ -6,6 +6,8 @@ import { ReshardError } from '../core/errors.js';
 import { connectTo, negotiatedClientConfig } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
+import { ADOPTING_SOURCE_CHECK_PREPARED_SQL } from '../node/adoptingSourceCheck.js';
+import { sendCheckedStatement, type PreparedCheck } from './routedStatement.js';
 import { ROUTER_HOLD_TIMEOUT_MS_DEFAULT, type Router, type RoutingKey } from './router.js';
 
 export interface AdoptingTableOptions {
@@ -39,6 +41,14 @@ const HOLD_POLL_MS = 25;
  * would add tens of ms to the write pause. Below pg's 10 s idle timeout.
  */
 const WARM_POOLS_EVERY_MS = 3_000;
+/**
+ * Longest one read of the adoption's state may take; past it the catalog
+ * session is dropped and the next read opens a new one (a stalled link
+ * would otherwise keep every later read, and the held calls, waiting).
+ */
+const ROUTE_READ_TIMEOUT_MS = 2_000;
+/** PostgreSQL's undefined_table: a separate source's table renamed away by the switch. */
+const UNDEFINED_TABLE_SQLSTATE = '42P01';
 
 /**
  * Routes one table through its adoption (`reshard table adopt`): to the old
@@ -73,16 +83,43 @@ export class AdoptingTable {
   static async connect(router: Router, options: AdoptingTableOptions): Promise<AdoptingTable> {
     const table = new AdoptingTable(router, options);
     try {
-      table.listener = await connectTo({ role: 'the catalog', connection: table.catalog }, 'reshard adopting table');
-      await listenForSlotMapChanges(table.listener);
-      await listenForAdoptionStates(table.listener);
-      table.listener.on('notification', (message) => table.notified(message.channel, message.payload));
+      await table.connectListener();
       await table.refresh();
+      if (!table.listener) throw new ReshardError('unreachable', `the catalog did not answer the state of ${table.table.name}'s adoption within ${ROUTE_READ_TIMEOUT_MS} ms`, 'check that the catalog is reachable, then connect again');
     } catch (error) {
       await table.close();
       throw error;
     }
     return table;
+  }
+
+  /**
+   * The catalog session that hears the adoption's notifications and reads
+   * its state. Should it end (the catalog restarted, a link reset), the next
+   * read opens another and reads the state afresh: a notification missed
+   * meanwhile is made up for by that read.
+   */
+  private async connectListener(): Promise<pg.Client> {
+    const client = await connectTo({ role: 'the catalog', connection: this.catalog }, 'reshard adopting table');
+    const dropped = (): void => {
+      if (this.listener === client) this.listener = undefined;
+    };
+    client.on('error', dropped);
+    client.on('end', dropped);
+    client.on('notification', (message) => this.notified(message.channel, message.payload));
+    try {
+      await listenForSlotMapChanges(client);
+      await listenForAdoptionStates(client);
+    } catch (error) {
+      await client.end().catch(() => {});
+      throw error;
+    }
+    if (this.closed) {
+      await client.end().catch(() => {});
+      throw new ReshardError('aborted', 'the adopting table was closed', 'connect it again');
+    }
+    this.listener = client;
+    return client;
   }
 
   /** Where calls go now: the old table, held, or the sharded table. */
@@ -123,17 +160,28 @@ export class AdoptingTable {
 
   /** Reads the table's adoption state; one read at a time on the listening session (a notification and a held call may both ask). */
   private refresh(): Promise<void> {
-    if (!this.listener || this.closed) return Promise.resolve();
+    if (this.closed) return Promise.resolve();
     if (this.refreshing) {
       // A read already under way may have begun before this change: read once more after it.
       this.refreshAgain = true;
       return this.refreshing;
     }
-    const listener = this.listener;
     this.refreshing = (async () => {
       do {
         this.refreshAgain = false;
-        this.follow(await adoptionRoute(listener, this.table));
+        const listener = this.listener ?? await this.connectListener();
+        let timer: NodeJS.Timeout | undefined;
+        const route = await Promise.race([
+          adoptionRoute(listener, this.table),
+          new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ROUTE_READ_TIMEOUT_MS); }),
+        ]).finally(() => clearTimeout(timer));
+        if (!route) {
+          // No answer in time: this session is dropped; the next read (a held call polls) opens another.
+          if (this.listener === listener) this.listener = undefined;
+          (listener as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+          return;
+        }
+        this.follow(route);
       } while (this.refreshAgain && !this.closed);
     })().finally(() => { this.refreshing = undefined; });
     return this.refreshing;
@@ -185,11 +233,23 @@ export class AdoptingTable {
       const destination = this.destination();
       if (destination === 'sharded') return this.router.query<R>(key, sql, params);
       if (destination === 'source') {
+        const routed = this.route;
         try {
-          return await (await this.source(key)).query<R>(sql, params as unknown[]);
+          return await this.sendToSource<R>(key, sql, params);
         } catch (error) {
           // Fenced: the cutover began after this call was routed. Nothing was written; hold it and send it again.
-          if ((error as { code?: string }).code !== FENCE_SQLSTATE) throw error;
+          const code = (error as { code?: string }).code;
+          const checkRefused = error instanceof pg.DatabaseError && (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === false;
+          if (code === UNDEFINED_TABLE_SQLSTATE && !checkRefused) {
+            // A separate source whose table the switch renamed: stale only if the catalog says the table moved on.
+            await this.refresh().catch(() => {});
+            if (this.destination() === 'source' && this.route.migrationId === routed.migrationId) throw error;
+          } else if (code !== FENCE_SQLSTATE && !checkRefused) {
+            throw error;
+          }
+          // The check refused (the name on that node is no longer the table being adopted): this route is
+          // stale; nothing ran. Read the state now and send the call where it says.
+          if (checkRefused) void this.refresh().catch(() => {});
         }
       }
       if (performance.now() >= deadline) {
@@ -204,6 +264,39 @@ export class AdoptingTable {
       clearTimeout(timer);
       // Not awaited: a read under way may loop once more for a later notification, and the call is released by the change itself.
       if (!changed) void this.refresh().catch(() => {});
+    }
+  }
+
+  /**
+   * Sends a call to the old table. On a source that is a node of the
+   * cluster, the switch gives the table's name to the sharded parent; the
+   * call then goes behind the node's adopting-source check (same round trip,
+   * same transaction), which refuses it there instead of letting a stale
+   * route read or update the wrong table with no error. On a separate
+   * server, the switch renames the table away: the call fails with
+   * undefined_table.
+   */
+  private async sendToSource<R extends pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[]): Promise<pg.QueryResult<R>> {
+    await this.followSourcesOfMigration();
+    const index = this.sourceIndexOf(key);
+    const pool = await this.source(index);
+    if (this.route.sources[index]?.node === undefined) return pool.query<R>(sql, params as unknown[]);
+    const check: PreparedCheck = { name: 'reshard_adopting_source', text: ADOPTING_SOURCE_CHECK_PREPARED_SQL, values: [this.table.schema, this.table.name] };
+    const client = await pool.connect();
+    let broken: Error | undefined;
+    try {
+      return await new Promise<pg.QueryResult<R>>((resolve, reject) => {
+        sendCheckedStatement<R>(client, check, sql, params, (error, result) => {
+          if (error) {
+            if (!(error instanceof pg.DatabaseError)) broken = error;
+            reject(error);
+          } else {
+            resolve(result!);
+          }
+        });
+      });
+    } finally {
+      client.release(broken);
     }
   }
 
@@ -237,14 +330,15 @@ export class AdoptingTable {
     return index;
   }
 
-  private async source(key: RoutingKey): Promise<pg.Pool> {
-    if (this.poolsOfMigration !== this.route.migrationId) {
-      // Another adoption of the table: its sources may be other servers.
-      await this.endSourcePools();
-      this.positionsByConnection.clear();
-      this.poolsOfMigration = this.route.migrationId;
-    }
-    const index = this.sourceIndexOf(key);
+  /** Another adoption of the table: its sources may be other servers, so the pools and positions of the last one go. */
+  private async followSourcesOfMigration(): Promise<void> {
+    if (this.poolsOfMigration === this.route.migrationId) return;
+    await this.endSourcePools();
+    this.positionsByConnection.clear();
+    this.poolsOfMigration = this.route.migrationId;
+  }
+
+  private async source(index: number): Promise<pg.Pool> {
     const open = this.sourcePools.get(index);
     if (open) return open;
     const connection = { ...this.route.sources[index]!.connection, ...(this.options.sourcePassword !== undefined ? { password: this.options.sourcePassword } : {}) };

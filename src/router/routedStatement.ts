@@ -15,9 +15,17 @@ export interface RouteCheck {
 export type RouteCheckKind = 'route' | 'lease' | 'leased';
 
 /**
- * The route checks as prepared statements of each connection: parsed and
- * planned once per connection, then only bound and executed with each call.
+ * A check sent in front of a statement, as a statement prepared once per
+ * connection (parsed and planned once, then only bound and executed with
+ * each call), with its parameters for this call.
  */
+export interface PreparedCheck {
+  name: string;
+  text: string;
+  values: readonly string[];
+}
+
+/** The route checks' prepared statements. */
 const CHECK_STATEMENTS: Record<Exclude<RouteCheckKind, 'leased'>, { name: string; text: string }> = {
   route: { name: 'reshard_route', text: ROUTE_CHECK_PREPARED_SQL },
   lease: { name: 'reshard_route_lease', text: ROUTE_LEASE_PREPARED_SQL },
@@ -60,7 +68,18 @@ export function watchAnswers(client: pg.ClientBase): void {
  */
 export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
   done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
-  const query: RoutedQuery = new RoutedQuery(kind === 'leased' ? undefined : CHECK_STATEMENTS[kind], check, text, values,
+  const prepared = kind === 'leased' ? undefined : { ...CHECK_STATEMENTS[kind], values: [String(check.slot), String(check.epoch)] };
+  sendCheckedStatement(client, prepared, text, values, done);
+}
+
+/**
+ * One statement in the extended protocol, preceded by `check` (if any) in
+ * the same implicit transaction and round trip, as sendRoutedStatement
+ * describes: the check raises, the statement is skipped.
+ */
+export function sendCheckedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: PreparedCheck | undefined, text: string, values: readonly unknown[],
+  done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+  const query: CheckedQuery = new CheckedQuery(check, text, values,
     (error: Error | null, result: pg.QueryResult<R>) => {
       if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }));
       else done(undefined, result);
@@ -83,7 +102,7 @@ type Connection = {
 // notes whether the node read the statement.
 const QueryBase = (pg as unknown as { Query: new (text: string, values: unknown[], callback: unknown) => object }).Query;
 
-class RoutedQuery extends (QueryBase as new (text: string, values: unknown[], callback: unknown) => {
+class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], callback: unknown) => {
   prepare(connection: Connection): void;
   handleDataRow(message: unknown): void;
   handleCommandComplete(message: unknown, connection: Connection): void;
@@ -99,13 +118,13 @@ class RoutedQuery extends (QueryBase as new (text: string, values: unknown[], ca
     return this.checkAnswered;
   }
 
-  constructor(private readonly checkStatement: { name: string; text: string } | undefined, private readonly check: RouteCheck, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
+  constructor(private readonly checkStatement: PreparedCheck | undefined, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
     // pg maps the values into the Bind message; it does not keep or change the array.
     super(text, values as unknown[], callback);
     this.checkAnswered = checkStatement === undefined;
   }
 
-  /** Whether `error` proves the node never read this statement (see routedStatement). */
+  /** Whether `error` proves the node never read this statement (see sendRoutedStatement). */
   provedNotRead(error: unknown): boolean {
     if (this.sentOn === undefined) return true;
     return (error as { code?: string }).code === '57P01' && this.sentOn[ANSWERED] === false;
@@ -125,7 +144,7 @@ class RoutedQuery extends (QueryBase as new (text: string, values: unknown[], ca
           connection.parsedStatements[name] = text;
           this.parsedCheck = true;
         }
-        connection.bind({ statement: name, values: [String(this.check.slot), String(this.check.epoch)] });
+        connection.bind({ statement: name, values: [...this.checkStatement.values] });
         connection.execute({});
       }
       // Always the extended protocol (also without parameters): it ends with the one Sync.
