@@ -8,7 +8,7 @@ import {
   compareExchange, exchangeSumsOf, exchangeSumsSql, forgetRetiredRowSums, trackExchangeRows, untrackExchangeRows, untrackNewLeafStatements, type ExchangeSums,
 } from '../node/exchangeRowSums.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
-import { catchUpAcross, copyHalfToNode, remoteCatchUp, remoteChildExchange, scanAcross, type RemoteChild } from '../node/remoteSplitChild.js';
+import { catchUpAcross, copyHalfToNode, remoteCatchUp, remoteChildExchange, scanAcross, type RemoteCatchUp, type RemoteChild } from '../node/remoteSplitChild.js';
 import { ATTACH_LOCK_TIMEOUT_MS, attachSlot, detachSlotLeafForUndo } from '../node/slotPartitions.js';
 import { forgetUnswitchedSlot, markSlotMoved } from '../node/slotState.js';
 import {
@@ -41,9 +41,19 @@ export interface SplitToContext extends SlotExchangeContext {
   /** A session on the target, owned by the caller. */
   target: pg.ClientBase;
   child: RemoteChild;
+  /** The statements of a catch-up round, built once per process (they read both nodes' catalogs: not inside the freeze if the copy ran here). */
+  rounds?: { statements: string[]; remote: RemoteCatchUp };
 }
 
 type SplitToStep = ExchangeStep<SplitToContext>;
+
+async function roundsOf(context: SplitToContext): Promise<{ statements: string[]; remote: RemoteCatchUp }> {
+  context.rounds ??= {
+    statements: await catchUpStatements(context.node, context.tables, context.exchange),
+    remote: await remoteCatchUp(context.node, context.target, context.tables, context.exchange, context.child),
+  };
+  return context.rounds;
+}
 
 function onTarget(context: SplitToContext): LeafExchange {
   return remoteChildExchange(context.exchange, context.child);
@@ -82,8 +92,7 @@ const copy: SplitToStep = exchangeStep<SplitToContext>({
   async do(context) {
     const low = await copyIntoReplacementLeaves(context.node, context.tables, context.exchange);
     const high = await copyHalfToNode(context.node, context.target, context.tables, context.exchange, context.child);
-    const statements = await catchUpStatements(context.node, context.tables, context.exchange);
-    const remote = await remoteCatchUp(context.node, context.target, context.tables, context.exchange, context.child);
+    const { statements, remote } = await roundsOf(context);
     let caughtUp = 0;
     let rounds = 0;
     for (; rounds < CATCH_UP_ROUNDS_MAX; ) {
@@ -121,8 +130,7 @@ const sync: SplitToStep = exchangeStep<SplitToContext>({
   name: 'sync',
   describeExchange: (view) => `the last catch-up round across both nodes (the keys written before the fence), then the row sums of ${leaves(view, view.exchange.replaced)} on ${view.nodeName} against the low child's there and the high child's on ${parts(view).to} (count and checksum, per table; each child's bound proven by its validated CHECK), scanned child by child where rows hash by their text form`,
   async do(context) {
-    const statements = await catchUpStatements(context.node, context.tables, context.exchange);
-    const remote = await remoteCatchUp(context.node, context.target, context.tables, context.exchange, context.child);
+    const { statements, remote } = await roundsOf(context);
     const caughtUp = await catchUpAcross(context.node, context.target, statements, remote, {
       source: [exchangeSumsSql(context.tables, context.exchange)], target: [exchangeSumsSql(context.tables, onTarget(context))],
     });

@@ -142,8 +142,7 @@ export async function catchUpAcross(
     const targetPart = targetStatements.length === 0 ? [] : ['BEGIN', ...targetStatements, 'COMMIT'];
     if (targetPart.length > 0 || (after.target?.length ?? 0) > 0) {
       try {
-        const results = (await target.query([...targetPart, ...(after.target ?? [])].join(';\n'))) as unknown as pg.QueryResult[];
-        afterTarget = results.slice(targetPart.length);
+        afterTarget = resultsOf(await target.query([...targetPart, ...(after.target ?? [])].join(';\n'))).slice(targetPart.length);
       } catch (error) {
         await target.query('ROLLBACK').catch(() => {});
         throw error;
@@ -156,6 +155,11 @@ export async function catchUpAcross(
     throw error;
   }
   return { changes: sourceResults[0]?.rowCount ?? 0, afterSource: sourceResults.slice(2), afterTarget };
+}
+
+/** node-postgres answers a message of one statement with its result, of several with a list. */
+function resultsOf(answer: pg.QueryResult | pg.QueryResult[]): pg.QueryResult[] {
+  return Array.isArray(answer) ? answer : [answer];
 }
 
 /**
