@@ -47,6 +47,18 @@ export interface SplitToContext extends SlotExchangeContext {
 
 type SplitToStep = ExchangeStep<SplitToContext>;
 
+/**
+ * Both nodes' parts of a step at once, each on its own session: settled both
+ * before a failure is thrown, so that an undo never queues behind the other
+ * node's part still running on the same session.
+ */
+async function onBothNodes<Source, Target>(source: Promise<Source>, target: Promise<Target>): Promise<[Source, Target]> {
+  const [sourcePart, targetPart] = await Promise.allSettled([source, target]);
+  if (sourcePart.status === 'rejected') throw sourcePart.reason;
+  if (targetPart.status === 'rejected') throw targetPart.reason;
+  return [sourcePart.value, targetPart.value];
+}
+
 async function roundsOf(context: SplitToContext): Promise<{ statements: string[]; remote: RemoteCatchUp }> {
   context.rounds ??= {
     statements: await catchUpStatements(context.node, context.tables, context.exchange),
@@ -73,7 +85,7 @@ const prepare: SplitToStep = exchangeStep<SplitToContext>({
   name: 'prepare',
   describeExchange: (view) => `on ${parts(view).to}: create ${highLeaves(view)} standalone, shaped like the parents, with CHECK satisfies_hash_partition(parent, ${parts(view).high.modulus}, ${parts(view).high.slot}, key); on ${view.nodeName}: the same for the low child (${parts(view).low.modulus}, ${parts(view).low.slot}), staged beside the leaf; a row trigger on ${leaves(view, view.exchange.replaced)} records the primary key of every row written from now on (reshard_node.changed_keys)`,
   async do(context) {
-    await Promise.all([installNodeHelpers(context.node), installNodeHelpers(context.target)]);
+    await onBothNodes(installNodeHelpers(context.node), installNodeHelpers(context.target));
     await stageReplacementLeaves(context.target, context.tables, onTarget(context));
     await stageReplacementLeaves(context.node, context.tables, context.exchange);
     // Last: every change committed after it is recorded, and both copies begin after it.
@@ -101,10 +113,10 @@ const copy: SplitToStep = exchangeStep<SplitToContext>({
       caughtUp += round.changes;
       if (round.changes <= CATCH_UP_SMALL_CHANGES) break;
     }
-    const [summedSource, summedTarget] = await Promise.all([
+    const [summedSource, summedTarget] = await onBothNodes(
       trackExchangeRows(context.node, context.tables, context.exchange, ATTACH_LOCK_TIMEOUT_MS),
       trackExchangeRows(context.target, context.tables, onTarget(context), ATTACH_LOCK_TIMEOUT_MS),
-    ]);
+    );
     caughtUp += (await catchUpAcross(context.node, context.target, statements, remote)).changes;
     // `rows`: every row of the slot copied once (the low half on the source, the high half over the network).
     return {
@@ -156,10 +168,10 @@ const attach: SplitToStep = exchangeStep<SplitToContext>({
   describeExchange: (view) => `at once, each with its node's parents locked ACCESS EXCLUSIVE for milliseconds: on ${view.nodeName}, one transaction: DETACH ${leaves(view, view.exchange.replaced)}, rename it retired, ATTACH the low child (${parts(view).low.modulus}, ${parts(view).low.slot}), node slot state owned and routes older than now refused (the high half's keys have no leaf here any more); on ${parts(view).to}: ATTACH ${highLeaves(view)} (proven by its CHECK), node slot state owned`,
   async do(context) {
     const epoch = (await getCluster(context.catalog)).epoch;
-    const [exchanged, attached] = await Promise.all([
+    const [exchanged, attached] = await onBothNodes(
       exchangeLeaves(context.node, context.tables, context.exchange, epoch, ATTACH_LOCK_TIMEOUT_MS, { refuseOlderRoutes: true }),
       attachSlot(context.target, context.tables, context.child.slot, context.exchange.clusterModulus, ATTACH_LOCK_TIMEOUT_MS, epoch),
-    ]);
+    );
     // Invariant 2 before the switch: the target serves every table of the high child, committed.
     assert(!attached.inTransaction, `the session on ${context.targetName} is not inside a transaction after the attach of slot ${context.child.slot}`);
     assert(attached.unattached.length === 0, `slot ${context.child.slot} is attached on ${context.targetName} (not: ${attached.unattached.map((table) => table.name).join(', ')})`);
