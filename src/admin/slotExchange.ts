@@ -84,12 +84,17 @@ export async function splitSlot(access: ClusterAccess, options: SplitOptions): P
       ...(options.to === undefined ? {} : { to: options.to }),
     };
   }, (interrupted) => {
-    if (options.to !== undefined && interrupted.to !== options.to) {
-      throw new ReshardError('conflict', `the interrupted split of slot ${interrupted.slot} (migration) places its high child on ${interrupted.to ?? interrupted.node}, not ${options.to}`,
+    if (options.to !== undefined && interrupted.to !== undefined && interrupted.to !== options.to) {
+      throw new ReshardError('conflict', `the interrupted split of slot ${interrupted.slot} places its high child on ${interrupted.to}, not ${options.to}`,
         `run \`reshard split --slot ${interrupted.slot}\` to finish it as it was started, or \`reshard rollback\` to undo it`);
     }
   });
-  return result;
+  if (options.to === undefined || result.dryRun || result.to !== undefined) return result;
+  // An in-place split resumed with --to: how a split --to ran before it was one migration (started by an older
+  // reshard, or interrupted and run again with --to) — the high child then moves as one online move.
+  const high = result.replacements[1]!.slot;
+  const moved = await moveSlot(access, high, options.to, { splitOf: result.migrationId }, options.emit);
+  return { ...result, ...(moved ? { moved: { slot: high, to: options.to, migrationId: moved.migrationId, state: moved.state } } : {}) };
 }
 
 /** `--to` must name an active node with weight (checked before anything changes). */
@@ -364,26 +369,37 @@ export async function rollbackSlotExchange(access: ClusterAccess, migrationId: n
 
 /**
  * Before the merge that takes a split back: the high child moved to the low
- * child's node (one online move, a migration of its own) when it is
- * elsewhere — a split --to put it there. Nothing when they share a node.
+ * child's node when it is elsewhere (a split --to put it there). Nothing when
+ * they share a node.
  */
 async function moveSiblingsTogether(access: ClusterAccess, low: number, high: number, emit?: MigrationEventSink): Promise<SlotExchangeRollback['movedBack']> {
+  const map = await withCatalog(access, (catalog) => readSlotMap(catalog));
+  if (!hasSlot(map, high) || slotOwner(map, high) === slotOwner(map, low)) return undefined;
+  const moved = await moveSlot(access, high, slotOwner(map, low), { mergeOf: low }, emit);
+  return moved ? { slot: high, ...moved } : undefined;
+}
+
+/**
+ * One slot moved to `to` as one online move (a migration of its own, as a
+ * rebalance runs it); `tag` goes into its plan (why it moved). Undefined when
+ * the slot is there already; throws when the move does not complete.
+ */
+async function moveSlot(access: ClusterAccess, slot: number, to: string, tag: Record<string, unknown>, emit?: MigrationEventSink): Promise<{ from: string; to: string; migrationId: number; state: string } | undefined> {
   const move = await withCatalog(access, async (catalog) => {
     const map = await readSlotMap(catalog);
-    if (!hasSlot(map, high) || slotOwner(map, high) === slotOwner(map, low)) return undefined;
-    const from = slotOwner(map, high);
-    const to = slotOwner(map, low);
+    const from = slotOwner(map, slot);
+    if (from === to) return undefined;
     const migrationId = await createMigration(catalog, {
-      mode: 'online', baseEpoch: map.epoch, plan: { mergeOf: low, moves: [{ slot: high, from, to, wave: 0 }] },
-      moves: [{ slot: high, source: from, target: to, wave: 0, bytesTotal: 0 }],
+      mode: 'online', baseEpoch: map.epoch, plan: { ...tag, moves: [{ slot, from, to, wave: 0 }] },
+      moves: [{ slot, source: from, target: to, wave: 0, bytesTotal: 0 }],
     });
-    return { from, to, migrationId };
+    return { from, migrationId };
   });
   if (!move) return undefined;
   const summary: MigrationSummary = await runMigration(move.migrationId, { access, emit: emit ?? (() => {}), moveConcurrencyMax: 1 });
   if (summary.state !== 'completed') {
-    throw new ReshardError('aborted', `moving slot ${high} back from ${move.from} to ${move.to} (migration ${move.migrationId}), before merging it into slot ${low}, ended ${summary.state}${summary.error ? `: ${summary.error}` : ''}`,
-      'run `reshard resume` to finish the move, then `reshard merge --slot ' + String(low) + '`');
+    throw new ReshardError('aborted', `moving slot ${slot} from ${move.from} to ${to} (migration ${move.migrationId}) ended ${summary.state}${summary.error ? `: ${summary.error}` : ''}`,
+      'run `reshard resume` to finish the move (or `reshard rollback` to take it back)');
   }
-  return { slot: high, ...move, state: summary.state };
+  return { from: move.from, to, migrationId: move.migrationId, state: summary.state };
 }

@@ -24,7 +24,15 @@ import { Workload } from '../../src/checker/workload.js';
 import { ReshardError } from '../../src/core/errors.js';
 import { assertSlotMapValid, hasSlot, slotModulus } from '../../src/core/slotMap.js';
 import { leafName } from '../../src/node/leafName.js';
-import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
+import { connectCatalog, withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
+import { getCluster } from '../../src/catalog/cluster.js';
+import { getNode } from '../../src/catalog/nodes.js';
+import { createSlotExchangeMigration } from '../../src/catalog/slotExchanges.js';
+import { listShardedTables } from '../../src/catalog/tables.js';
+import { SLOT_EXCHANGE_STEPS } from '../../src/mover/slotExchangeSteps.js';
+import { catalogStepJournal } from '../../src/mover/stepJournal.js';
+import { StepRunner } from '../../src/mover/stepRunner.js';
+import { connectNode } from '../../src/plumbing/connectNode.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/router.js';
 import { catalogUrl, runCli } from '../support/cli.js';
@@ -198,5 +206,49 @@ describe('split --to: one copy of each row, the high child straight onto another
     const high = (await leafRows(to, slot + SLOTS)).reduce((sum, leaf) => sum + leaf.rows, 0);
     expect({ low, high }).toEqual(result.rows_copied);
     expect((await verifyCluster(access)).problems).toEqual([]);
+    // The source keeps a tombstone for the high child (moved to NODE), which doctor reads as consistent with the map.
+    const doctor = await runDoctor(access, { fix: false });
+    expect(doctor.findings.filter((finding) => finding.severity !== 'ok').map((finding) => `${finding.node} ${finding.check}: ${finding.message}`)).toEqual([]);
+    const status = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'status']);
+    expect(status.stdout).toMatch(/Migration \d+ \(split\): completed/);
+  });
+
+  it('a split --to interrupted under the older build (a split in place, the move of its high child to follow) resumes as it was recorded', async () => {
+    const slot = 12;
+    const owner = (await withCatalog(access, (catalog) => readSlotMap(catalog))).owners[slot]!;
+    const to = cluster.servers.map((server) => server.name).find((name) => name !== owner)!;
+    const rowsBefore = (await verifyCluster(access)).rowsTotal;
+    // The older build recorded a split in place (a plan without `to`), interrupted here after its copy.
+    const catalog = await connectCatalog(access);
+    let interruptedId: number;
+    try {
+      const plan = { kind: 'split' as const, slot, node: owner, replaced: [slot], replacements: [{ slot, modulus: 2 * SLOTS }, { slot: slot + SLOTS, modulus: 2 * SLOTS }], replacedModulus: SLOTS };
+      const cluster0 = await getCluster(catalog);
+      interruptedId = await createSlotExchangeMigration(catalog, plan, cluster0.epoch, 0);
+      const node = await connectNode(await getNode(catalog, owner), noPasswords);
+      try {
+        const tables = (await listShardedTables(catalog)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
+        const context = { migrationId: interruptedId, kind: plan.kind, tables, nodeName: owner, node, catalog, replacedModulus: SLOTS, highOwner: owner,
+          exchange: { clusterModulus: cluster0.modulus, replaced: plan.replaced, replacements: plan.replacements, kind: plan.kind } };
+        const runner = await StepRunner.open(catalogStepJournal(catalog, interruptedId), [slot], () => {});
+        await runner.run(SLOT_EXCHANGE_STEPS.slice(0, 2), context, [slot]);
+      } finally {
+        await node.end();
+      }
+    } finally {
+      await catalog.end();
+    }
+    // Run again with --to, as the older build's split --to was: the split finishes in place, then its high child moves.
+    const resumed = await splitSlot(access, { slot, to });
+    expect(resumed.resumed).toBe(true);
+    expect(resumed.migrationId).toBe(interruptedId);
+    expect(resumed.moved).toMatchObject({ slot: slot + SLOTS, to, state: 'completed' });
+    expect(resumed.moved!.migrationId).not.toBe(interruptedId);
+    const map = await withCatalog(access, (db) => readSlotMap(db));
+    expect(map.owners[slot]).toBe(owner);
+    expect(map.owners[slot + SLOTS]).toBe(to);
+    const verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+    expect(verified.rowsTotal).toBe(rowsBefore);
   });
 });
