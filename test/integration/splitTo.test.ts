@@ -22,7 +22,7 @@ import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
 import { Workload } from '../../src/checker/workload.js';
 import { ReshardError } from '../../src/core/errors.js';
-import { assertSlotMapValid, hasSlot, slotModulus } from '../../src/core/slotMap.js';
+import { assertSlotMapValid, hasSlot, slotModulus, slotOfKeyIn } from '../../src/core/slotMap.js';
 import { leafName } from '../../src/node/leafName.js';
 import { connectCatalog, withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { getCluster } from '../../src/catalog/cluster.js';
@@ -30,6 +30,9 @@ import { getNode } from '../../src/catalog/nodes.js';
 import { createSlotExchangeMigration } from '../../src/catalog/slotExchanges.js';
 import { listShardedTables } from '../../src/catalog/tables.js';
 import { SLOT_EXCHANGE_STEPS } from '../../src/mover/slotExchangeSteps.js';
+import { SPLIT_TO_STEPS } from '../../src/mover/splitToSteps.js';
+import { catchUpStatements } from '../../src/node/exchangeChangedKeys.js';
+import { catchUpAcross, remoteCatchUp } from '../../src/node/remoteSplitChild.js';
 import { catalogStepJournal } from '../../src/mover/stepJournal.js';
 import { StepRunner } from '../../src/mover/stepRunner.js';
 import { connectNode } from '../../src/plumbing/connectNode.js';
@@ -198,7 +201,8 @@ describe('split --to: one copy of each row, the high child straight onto another
     const cli = await runCli(['--json', '--catalog', catalogUrl(cluster.servers[0]!.connection), 'split', '--slot', String(slot), '--to', to]);
     expect(cli.stderr).toBe('');
     expect(cli.code).toBe(0);
-    const result = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { rows: number; rows_copied: { low: number; high: number }; moved: { to: string; state: string } };
+    const result = JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as { rows: number; pause_ms: number; rows_copied: { low: number; high: number }; moved: { to: string; state: string } };
+    console.log(`split --to of cold slot ${slot} (${owner} → ${to}): ${result.rows} rows; copied once ${result.rows_copied.low} + ${result.rows_copied.high}; writes paused ${result.pause_ms} ms`);
     expect(result.rows).toBe(rowsBefore);
     expect(result.rows_copied.low + result.rows_copied.high).toBe(rowsBefore);
     expect(result.moved).toMatchObject({ to, state: 'completed' });
@@ -250,5 +254,72 @@ describe('split --to: one copy of each row, the high child straight onto another
     const verified = await verifyCluster(access);
     expect(verified.problems).toEqual([]);
     expect(verified.rowsTotal).toBe(rowsBefore);
+  });
+
+  it('a catch-up round that fails after the target committed (before the source forgot the keys) is taken again: the split --to resumes exact', async () => {
+    const slot = 3;
+    const map = await withCatalog(access, (db) => readSlotMap(db));
+    const owner = map.owners[slot]!;
+    const to = cluster.servers.map((server) => server.name).find((name) => name !== owner)!;
+    const plan = { kind: 'split' as const, slot, node: owner, to, replaced: [slot], replacements: [{ slot, modulus: 2 * SLOTS }, { slot: slot + SLOTS, modulus: 2 * SLOTS }], replacedModulus: SLOTS };
+    const catalog = await connectCatalog(access);
+    const source = await connectNode(await getNode(catalog, owner), noPasswords);
+    const target = await connectNode(await getNode(catalog, to), noPasswords);
+    let interruptedId: number;
+    const ids: number[] = [];
+    try {
+      const cluster0 = await getCluster(catalog);
+      interruptedId = await createSlotExchangeMigration(catalog, plan, cluster0.epoch, 0);
+      const tables = (await listShardedTables(catalog)).map((table) => ({ schema: table.schema, name: table.name, shardKey: table.shardKey }));
+      const local = { clusterModulus: cluster0.modulus, replaced: [slot], replacements: [plan.replacements[0]!], kind: 'split' as const };
+      const context = { migrationId: interruptedId, kind: 'split' as const, tables, nodeName: owner, node: source, catalog, replacedModulus: SLOTS, highOwner: to,
+        exchange: local, targetName: to, target, child: plan.replacements[1]! };
+      const runner = await StepRunner.open(catalogStepJournal(catalog, interruptedId), [slot], () => {});
+      await runner.run(SPLIT_TO_STEPS.slice(0, 2), context, [slot]);
+      // Writes after the copy, to both halves: new rows, changed rows, deleted rows (recorded by the trigger).
+      for (let id = 9_000_000; ids.length < 40; id++) if (slotOfKeyIn(map, ['bigint'], [id]) === slot) ids.push(id);
+      for (const id of ids) await source.query('INSERT INTO reshard_check_items (id, worker, payload) VALUES ($1, 99, $2)', [id, `late ${id}`]);
+      await source.query("UPDATE reshard_check_items SET payload = payload || ' changed' WHERE id = ANY($1::bigint[]) AND id % 3 = 0", [ids]);
+      await source.query('DELETE FROM reshard_check_items WHERE id = ANY($1::bigint[]) AND id % 5 = 0', [ids]);
+      // One round whose source part fails after the target committed the keys' rows: the keys stay recorded.
+      const statements = await catchUpStatements(source, tables, local);
+      const remote = await remoteCatchUp(source, target, tables, local, context.child);
+      await expect(catchUpAcross(source, target, [...statements.slice(0, -1), 'SELECT 1 / 0'], remote)).rejects.toThrow(/division by zero/);
+      const recorded = await source.query<{ n: string }>('SELECT count(*)::text AS n FROM reshard_node.changed_keys');
+      expect(Number(recorded.rows[0]!.n)).toBeGreaterThan(0);
+      const highLeaf = leafName('reshard_check_items', slot + SLOTS, SLOTS);
+      const landed = await target.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${highLeaf} WHERE worker = 99`);
+      expect(Number(landed.rows[0]!.n)).toBeGreaterThan(0);
+    } finally {
+      await Promise.all([source.end(), target.end()]);
+      await catalog.end();
+    }
+    const rowsBefore = (await verifyCluster(access)).rowsTotal;
+    // Run again: the rounds take the keys again, the freeze proves both children against the leaf.
+    const resumed = await splitSlot(access, { slot });
+    expect(resumed.resumed).toBe(true);
+    expect(resumed.migrationId).toBe(interruptedId);
+    expect(resumed.moved).toMatchObject({ slot: slot + SLOTS, to, state: 'completed' });
+    const after = await withCatalog(access, (db) => readSlotMap(db));
+    expect(after.owners[slot + SLOTS]).toBe(to);
+    const verified = await verifyCluster(access);
+    expect(verified.problems).toEqual([]);
+    expect(verified.rowsTotal).toBe(rowsBefore);
+    const onTarget = await connectTo(serverOf(to).connection);
+    try {
+      const late = await onTarget.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${leafName('reshard_check_items', slot + SLOTS, SLOTS)} WHERE worker = 99`);
+      const onSource = await connectTo(serverOf(owner).connection);
+      try {
+        const lateLow = await onSource.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${leafName('reshard_check_items', slot, SLOTS)} WHERE worker = 99`);
+        // 40 inserted, those with id % 5 = 0 deleted: every other one is in exactly one child.
+        expect(Number(late.rows[0]!.n) + Number(lateLow.rows[0]!.n)).toBe(ids.filter((id) => id % 5 !== 0).length);
+        expect(Number(late.rows[0]!.n)).toBeGreaterThan(0);
+        expect(Number(lateLow.rows[0]!.n)).toBeGreaterThan(0);
+      } finally {
+        await onSource.end();
+      }
+    } finally {
+      await onTarget.end();
+    }
   });
 });
