@@ -2,14 +2,15 @@ import type pg from 'pg';
 import { getCluster } from '../catalog/cluster.js';
 import { recordSlotSplit, slotChangedEpoch } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
-import { errorText } from '../core/errors.js';
+import { errorText, ReshardError } from '../core/errors.js';
 import { catchUpStatements, captureChangedKeys, endChangedKeys, forgetChangedKeys } from '../node/exchangeChangedKeys.js';
 import {
   compareExchange, exchangeSumsOf, exchangeSumsSql, forgetRetiredRowSums, trackExchangeRows, untrackExchangeRows, untrackNewLeafStatements, type ExchangeSums,
 } from '../node/exchangeRowSums.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { catchUpAcross, copyHalfToNode, remoteCatchUp, remoteChildExchange, scanAcross, type RemoteCatchUp, type RemoteChild } from '../node/remoteSplitChild.js';
-import { ATTACH_LOCK_TIMEOUT_MS, attachSlot, detachSlotLeafForUndo } from '../node/slotPartitions.js';
+import { ATTACH_LOCK_TIMEOUT_MS, attachSlot, detachSlotLeafForUndo, leafState } from '../node/slotPartitions.js';
+import { leafName } from '../node/leafName.js';
 import { forgetUnswitchedSlot, markSlotMoved } from '../node/slotState.js';
 import {
   barOlderRoutes, copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves, stageReplacementLeaves, undoLeafExchange, type LeafExchange,
@@ -86,6 +87,13 @@ const prepare: SplitToStep = exchangeStep<SplitToContext>({
   describeExchange: (view) => `on ${parts(view).to}: create ${highLeaves(view)} standalone, shaped like the parents, with CHECK satisfies_hash_partition(parent, ${parts(view).high.modulus}, ${parts(view).high.slot}, key); on ${view.nodeName}: the same for the low child (${parts(view).low.modulus}, ${parts(view).low.slot}), staged beside the leaf; a row trigger on ${leaves(view, view.exchange.replaced)} records the primary key of every row written from now on (reshard_node.changed_keys)`,
   async do(context) {
     await onBothNodes(installNodeHelpers(context.node), installNodeHelpers(context.target));
+    // A slot in no map yet has no leaf attached anywhere; one on the target is not this split's (its attach comes after prepare).
+    for (const table of context.tables) {
+      if ((await leafState(context.target, table, context.child.slot, context.exchange.clusterModulus)).attached) {
+        throw new ReshardError('precondition', `${context.targetName} has ${table.schema}.${leafName(table.name, context.child.slot, context.exchange.clusterModulus)} attached, yet slot ${context.child.slot} is in no slot map`,
+          `see \`reshard doctor\`; the split is rolled back (or run \`reshard rollback\`)`);
+      }
+    }
     await stageReplacementLeaves(context.target, context.tables, onTarget(context));
     await stageReplacementLeaves(context.node, context.tables, context.exchange);
     // Last: every change committed after it is recorded, and both copies begin after it.
