@@ -20,6 +20,9 @@ import type { MigrationEventSink } from '../plumbing/migrationEvents.js';
 import type { SlotTable } from '../node/slotPartitions.js';
 import { runMigration, type MigrationSummary } from '../coordinator/runMigration.js';
 import { connectNode } from '../plumbing/connectNode.js';
+import { assertRoomForMoves, HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
+import { leafName } from '../node/leafName.js';
+import { leafSizeBytes } from '../node/leafSizeBytes.js';
 
 export interface SlotExchangeOptions {
   slot: number;
@@ -97,6 +100,27 @@ export async function splitSlot(access: ClusterAccess, options: SplitOptions): P
   return { ...result, ...(moved ? { moved: { slot: high, to: options.to, migrationId: moved.migrationId, state: moved.state } } : {}) };
 }
 
+/**
+ * A new split --to: the target has room for the high child (half the slot's
+ * bytes, as measured on the source now), as a move checks before it starts.
+ */
+async function assertRoomForHighChild(access: ClusterAccess, catalog: pg.ClientBase, plan: SlotExchangePlan, tables: readonly SlotTable[], clusterModulus: number): Promise<void> {
+  const source = await connectNode(await getNode(catalog, plan.node), access.passwords, 'reshard split (space)');
+  let slotBytes = 0;
+  try {
+    for (const table of tables) slotBytes += await leafSizeBytes(source, table.schema, leafName(table.name, plan.slot, clusterModulus));
+  } finally {
+    await source.end().catch(() => {});
+  }
+  const high = plan.replacements[1]!.slot;
+  try {
+    await assertRoomForMoves(await getNode(catalog, plan.to!), [{ slot: high, bytesTotal: Math.ceil(slotBytes / 2) }], access.passwords, HEADROOM_FRACTION_DEFAULT);
+  } catch (error) {
+    if (!(error instanceof ReshardError)) throw error;
+    throw new ReshardError(error.code, `split of slot ${plan.slot} ${error.message}`, `free space on ${plan.to} or raise its capacity (\`reshard node add … --capacity\`), or name another node with --to`);
+  }
+}
+
 /** `--to` must name an active node with weight (checked before anything changes). */
 async function assertMoveTarget(access: ClusterAccess, name: string): Promise<void> {
   await withCatalog(access, async (catalog) => {
@@ -170,6 +194,7 @@ async function runSlotExchange(access: ClusterAccess, options: SlotExchangeOptio
       throw new ReshardError('precondition', 'the cluster has no sharded table, so a slot has no partition to ' + plan.kind, 'create a table with `reshard table create` first, or nothing needs splitting');
     }
     const resumed = migrationId !== undefined;
+    if (!resumed && plan.to !== undefined) await assertRoomForHighChild(access, catalog, plan, tables, cluster.modulus);
     migrationId ??= await createSlotExchangeMigration(catalog, plan, cluster.epoch, 0, options.origin);
     if (!(await holdMigration(catalog, migrationId))) {
       throw new ReshardError('conflict', `the ${plan.kind} of slot ${plan.slot} is running in another process (migration ${migrationId})`, 'wait for it to finish (`reshard status`)');

@@ -13,6 +13,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { rollbackMigration } from '../../src/admin/rollbackMigration.js';
+import { setNode } from '../../src/admin/setNode.js';
 import { splitSlot } from '../../src/admin/slotExchange.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
 import { runDoctor } from '../../src/admin/doctor.js';
@@ -96,7 +97,12 @@ describe('split --to: one copy of each row, the high child straight onto another
     expect(cli.code).not.toBe(0);
     expect(cli.stderr.trim().split('\n')).toHaveLength(1);
     expect(cli.stderr).toMatch(/--to names no active node "nowhere"/);
+    // A target without room for the high child (half the slot's bytes, within the 10 % headroom) is refused before anything changes.
+    await setNode(access, { name: to, capacityBytes: 1 });
+    await expect(splitSlot(access, { slot: HOT_SLOT, to })).rejects.toThrow(new RegExp(`split of slot 5 not started: slot 21 .* would bring ${to} to`));
+    await setNode(access, { name: to, capacityBytes: 1e15 });
     expect((await withCatalog(access, (catalog) => readSlotMap(catalog))).epoch).toBe(map.epoch);
+    expect(await withCatalog(access, async (catalog) => (await catalog.query('SELECT 1 FROM reshard.migration')).rowCount)).toBe(0);
   });
 
   it('splits a hot slot onto another node with every write kept, each row copied once, then rolls it back (move back + merge)', async () => {
