@@ -201,26 +201,22 @@ async function evaluateAndAct(
 
 /**
  * A slot too hot for any node: `reshard split --slot N --to NODE`'s own entry
- * point (split in place, then the high child moved as one online move),
- * journaled as the autopilot's start and finish.
+ * point (one migration: the low child stays, the high child is placed on
+ * NODE), journaled as the autopilot's start and finish.
  */
 async function startSplit(access: ClusterAccess, settings: AutopilotSettings, holder: string, evaluation: AutopilotEvaluation, options: AutopilotRunOptions): Promise<AutopilotOutcome> {
   const split = evaluation.split!;
   const details = { ...decisionDetails(evaluation), split };
   await journal(access, holder, 'start', true, evaluation.reason, details);
   try {
-    // The split in place (one slot's rows copied on its node) runs to its end; the move of the high child, the
-    // long part, is paused at a window's end and resumed in the next, as a rebalance is.
-    const result = await splitSlot(access, {
-      slot: split.slot, to: split.to, emit: options.emit, origin: AUTOPILOT_PLAN_ORIGIN,
-      superviseMove: (migrationId, run) => withWindowWatch(access, settings, clockOf(options), holder, migrationId, run),
-    });
+    // One migration (each row copied once: the low half on its node, the high half to its new node) that runs
+    // to its end like a split in place: its write pause is one freeze, and it has no checkpoint between slots to pause at.
+    const result = await splitSlot(access, { slot: split.slot, to: split.to, emit: options.emit, origin: AUTOPILOT_PLAN_ORIGIN });
     const moved = result.moved;
     const summary = `split slot ${split.slot} on ${split.from} into ${result.replacements.map((child) => `slot ${child.slot} (modulus ${child.modulus})`).join(' and ')}: ${result.rows ?? '?'} rows, writes paused ${result.pauseMs?.toFixed(0) ?? '?'} ms (migration ${result.migrationId})`
-      + (moved ? `; slot ${moved.slot} moved to ${moved.to}: migration ${moved.migrationId} ${moved.state}${moved.error ? ` (${moved.error})` : ''}` : '');
-    const acted = moved === undefined || moved.state === 'completed';
-    await journal(access, holder, 'finish', acted, summary, { split, replacements: result.replacements, rows: result.rows ?? null, pauseMs: result.pauseMs ?? null, moved: moved ?? null }, moved?.migrationId ?? result.migrationId);
-    return { evaluation, ...(moved ? { migrationId: moved.migrationId } : result.migrationId !== undefined ? { migrationId: result.migrationId } : {}), ...(acted ? {} : { error: moved?.error ?? 'the move of the high child did not complete' }) };
+      + (moved ? `; slot ${moved.slot} moved to ${moved.to}: migration ${moved.migrationId} ${moved.state}` : '');
+    await journal(access, holder, 'finish', true, summary, { split, replacements: result.replacements, rows: result.rows ?? null, pauseMs: result.pauseMs ?? null, moved: moved ?? null }, result.migrationId);
+    return { evaluation, ...(result.migrationId !== undefined ? { migrationId: result.migrationId } : {}) };
   } catch (error) {
     await journal(access, holder, 'finish', false, `split of slot ${split.slot} stopped: ${errorText(error)}`, { split }).catch(() => {});
     return { evaluation, error: errorText(error) };

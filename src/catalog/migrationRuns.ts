@@ -24,6 +24,8 @@ export interface MoveRecord {
   slot: number;
   source: string;
   target: string;
+  /** What the move does: a move of a slot, or a split or merge (a split --to's target is its high child's node). Read from the catalog. */
+  kind?: 'move' | 'split' | 'merge';
   wave: number;
   bytesTotal: number;
   bytesCopied: number;
@@ -224,6 +226,7 @@ interface MoveRow {
   slot: number;
   source: string;
   target: string;
+  kind: 'move' | 'split' | 'merge';
   wave: number;
   bytes_total: string;
   bytes_copied: string;
@@ -238,7 +241,7 @@ interface MoveRow {
 
 export async function listMoves(db: Queryable, migrationId: number): Promise<MoveRecord[]> {
   const result = await db.query<MoveRow>(
-    `SELECT migration_id::text, slot, source, target, wave, bytes_total::text, bytes_copied::text, rows_copied::text,
+    `SELECT migration_id::text, slot, source, target, kind, wave, bytes_total::text, bytes_copied::text, rows_copied::text,
             state, step, started_at, finished_at, pause_ms, error
        FROM reshard.move WHERE migration_id = $1 ORDER BY wave, slot`,
     [migrationId],
@@ -248,6 +251,7 @@ export async function listMoves(db: Queryable, migrationId: number): Promise<Mov
     slot: row.slot,
     source: row.source,
     target: row.target,
+    kind: row.kind,
     wave: row.wave,
     bytesTotal: Number(row.bytes_total),
     bytesCopied: Number(row.bytes_copied),

@@ -5,8 +5,9 @@ import { claimRunningPlace } from './migrationRuns.js';
 /**
  * A split or a merge of slots on one node, recorded as a migration (so that
  * it claims the single running place, is journaled per step and shows in the
- * history) with one move of kind 'split' or 'merge' (source = target = the
- * node). Its plan says what it exchanges.
+ * history) with one move of kind 'split' or 'merge' (source = the node;
+ * target = the node, or for `split --to` the high child's node). Its plan
+ * says what it exchanges.
  */
 export interface SlotExchangePlan {
   kind: 'split' | 'merge';
@@ -16,6 +17,13 @@ export interface SlotExchangePlan {
   replaced: number[];
   replacements: { slot: number; modulus: number }[];
   replacedModulus: number;
+  /**
+   * A split's high child is placed on this node instead of `node` (`split
+   * --to`): its half of the rows is copied there once, straight from the
+   * replaced leaf. Absent: both children stay on `node` (and every plan
+   * written before `split --to` was one migration reads so).
+   */
+  to?: string;
 }
 
 /** Claims the running place and records the exchange's migration and move. */
@@ -28,8 +36,8 @@ export async function createSlotExchangeMigration(client: pg.ClientBase, plan: S
     );
     const id = Number(inserted.rows[0]!.id);
     await client.query(
-      `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total, kind) VALUES ($1, $2, $3, $3, 0, $4, $5)`,
-      [id, plan.slot, plan.node, bytesTotal, plan.kind],
+      `INSERT INTO reshard.move (migration_id, slot, source, target, wave, bytes_total, kind) VALUES ($1, $2, $3, $4, 0, $5, $6)`,
+      [id, plan.slot, plan.node, plan.to ?? plan.node, bytesTotal, plan.kind],
     );
     return id;
   });

@@ -240,10 +240,10 @@ function buildProgram(state: { output: Output; logFile?: string | undefined }): 
     .action(async (options) => rollbackCommand(output(), access(), options));
 
   program.command('split')
-    .description('split one slot in two on its node, online: slot N of modulus m becomes N and N + m of modulus 2m (run again after a crash to resume it; `reshard rollback` merges it back); --all splits every slot, one at a time, as one migration')
+    .description('split one slot in two, online: slot N of modulus m becomes N and N + m of modulus 2m, on its node or with --to the new slot on another node, each row copied once (run again after a crash to resume it; `reshard rollback` merges it back); --all splits every slot, one at a time, as one migration')
     .option('--slot <n>', 'the slot to split')
     .option('--all', 'split every slot (doubles each modulus) as one migration with progress, pause/resume/cancel and status; run again or `reshard resume` after a crash')
-    .option('--to <node>', 'then move the new slot N + m to this node (an online move of half the rows)')
+    .option('--to <node>', 'place the new slot N + m on this node in the same operation (its half of the rows copied there once, straight from the slot)')
     .option('--dry-run', 'print the steps, change nothing')
     .action(async (options) => splitCommand(output(), access(), options));
 

@@ -62,6 +62,8 @@ export interface DashboardMove {
   slot: number;
   source: string;
   target: string;
+  /** 'split' for a split (a split --to's target is its high child's node), 'merge', or 'move'. */
+  kind: string;
   wave: number;
   state: string;
   step: string | null;

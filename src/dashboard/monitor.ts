@@ -352,7 +352,7 @@ export class DashboardMonitor {
     const moves: DashboardMove[] = read.moves.map((move) => {
       const freezeAge = read.freezeAges.get(move.slot);
       return {
-        slot: move.slot, source: move.source, target: move.target, wave: move.wave, state: move.state, step: move.step ?? null,
+        slot: move.slot, source: move.source, target: move.target, kind: move.kind ?? 'move', wave: move.wave, state: move.state, step: move.step ?? null,
         bytes_total: move.bytesTotal, bytes_copied: move.bytesCopied, rows_copied: move.rowsCopied,
         lag_bytes: running && move.state === 'running' ? this.lagBySlot.get(move.slot) ?? null : null,
         freeze_ms: freezeAge !== undefined && move.state === 'running' ? Math.round(freezeAge) : move.pauseMs !== undefined ? Math.round(move.pauseMs * 10) / 10 : null,

@@ -7,7 +7,7 @@ import { installNodeHelpers } from '../node/nodeHelpers.js';
 import type { SlotTable } from '../node/slotPartitions.js';
 import { quoteQualified } from '../core/identifier.js';
 import { captureChangedKeys, catchUpChangedKeys, catchUpStatements, endChangedKeys, forgetChangedKeys } from '../node/exchangeChangedKeys.js';
-import { compareExchange, exchangeSumsSql, forgetRetiredRowSums, trackExchangeRows, untrackExchangeRows, untrackNewLeafStatements } from '../node/exchangeRowSums.js';
+import { compareExchange, exchangeSumsOf, exchangeSumsSql, forgetRetiredRowSums, trackExchangeRows, untrackExchangeRows, untrackNewLeafStatements } from '../node/exchangeRowSums.js';
 import { ATTACH_LOCK_TIMEOUT_MS } from '../node/slotPartitions.js';
 import {
   barOlderRoutes, copyIntoReplacementLeaves, dropReplacementLeaves, dropRetiredLeaves, exchangeLeaves,
@@ -56,19 +56,21 @@ export interface SlotExchangeView {
   tables: readonly SlotTable[];
   exchange: LeafExchange;
   replacedModulus: number;
+  /** A split's high child goes to this node (`split --to`): the steps of `splitToSteps.ts`. */
+  to?: string;
 }
 
-function leaves(view: SlotExchangeView, slots: readonly number[]): string {
+export function leaves(view: SlotExchangeView, slots: readonly number[]): string {
   return view.tables.flatMap((table) => slots.map((slot) => leafName(table.name, slot, view.exchange.clusterModulus))).join(', ');
 }
 
-function bounds(view: SlotExchangeView): string {
+export function bounds(view: SlotExchangeView): string {
   return view.exchange.replacements.map(({ slot, modulus }) => `(${modulus}, ${slot})`).join(' and ');
 }
 
-type ExchangeStep = MoveStep<SlotExchangeContext> & { describeExchange(view: SlotExchangeView): string };
+export type ExchangeStep<Context extends SlotExchangeContext = SlotExchangeContext> = MoveStep<Context> & { describeExchange(view: SlotExchangeView): string };
 
-function step(definition: Omit<ExchangeStep, 'describe'>): ExchangeStep {
+export function exchangeStep<Context extends SlotExchangeContext = SlotExchangeContext>(definition: Omit<ExchangeStep<Context>, 'describe'>): ExchangeStep<Context> {
   // The runner's MovePlanView does not fit an exchange; dry-run uses describeExchange.
   return { ...definition, describe: () => definition.name };
 }
@@ -78,7 +80,7 @@ export const CATCH_UP_SMALL_CHANGES = 500;
 /** Catch-up rounds of the copy step at most (writes faster than a round leave more to the freeze, never an endless copy). */
 export const CATCH_UP_ROUNDS_MAX = 20;
 
-const prepare = step({
+const prepare = exchangeStep({
   name: 'prepare',
   describeExchange: (view) => `on ${view.nodeName}: create the leaves of ${bounds(view)} standalone, shaped like the parents, each with CHECK satisfies_hash_partition(parent, modulus, remainder, key); a row trigger on ${leaves(view, view.exchange.replaced)} records the primary key of every row written from now on (reshard_node.changed_keys)`,
   async do(context) {
@@ -92,7 +94,7 @@ const prepare = step({
   },
 });
 
-const copy = step({
+const copy = exchangeStep({
   name: 'copy',
   describeExchange: (view) => `on ${view.nodeName}, writes going on: INSERT … SELECT the rows of ${leaves(view, view.exchange.replaced)} into the staged leaves of ${bounds(view)} by satisfies_hash_partition (local, one transaction); catch up the recorded keys in rounds (each one REPEATABLE READ transaction: the keys' rows deleted from the staged leaves and copied again); start the row sums of both sides (trigger + one scan); one more round`,
   async do(context) {
@@ -116,7 +118,7 @@ const copy = step({
   },
 });
 
-const freeze = step({
+export const freezeExchange = exchangeStep({
   name: 'freeze',
   describeExchange: (view) => `slot${view.exchange.replaced.length > 1 ? 's' : ''} ${view.exchange.replaced.join(' and ')} frozen in the catalog (routers hold their calls); on ${view.nodeName}: fence ${leaves(view, view.exchange.replaced)} (route lock, EXCLUSIVE lock, write-rejecting trigger)`,
   async do(context) {
@@ -148,13 +150,13 @@ const freeze = step({
   },
 });
 
-const sync = step({
+const sync = exchangeStep({
   name: 'sync',
   describeExchange: (view) => `on ${view.nodeName}, one round trip: the last catch-up round (the keys written before the fence), then the row sums of ${leaves(view, view.exchange.replaced)} against the staged leaves' (count and checksum, per table; each child's bound proven by its validated CHECK), scanned where rows hash by their text form`,
   async do(context) {
     const statements = await catchUpStatements(context.node, context.tables, context.exchange);
     const caughtUp = await catchUpChangedKeys(context.node, statements, [exchangeSumsSql(context.tables, context.exchange)]);
-    const comparisons = await compareExchange(context.node, context.tables, context.exchange, caughtUp.after[0]!);
+    const comparisons = await compareExchange(context.node, context.tables, context.exchange, exchangeSumsOf(caughtUp.after[0]!));
     const differing = comparisons.filter((comparison) => !comparison.equal);
     if (differing.length > 0) {
       throw new Error(`the ${context.kind} copy differs from the slot: ${differing.map((comparison) => `${comparison.table} ${comparison.stagedRows.join(' + ')} rows staged, ${comparison.replacedRows} in the slot (by ${comparison.by})`).join('; ')}`);
@@ -169,7 +171,7 @@ const sync = step({
   },
 });
 
-const attach = step({
+const attach = exchangeStep({
   name: 'attach',
   describeExchange: (view) => `on ${view.nodeName}, one transaction with the parents locked ACCESS EXCLUSIVE: DETACH ${leaves(view, view.exchange.replaced)}, rename them retired, ATTACH the leaves of ${bounds(view)}; node slot state owned`,
   async do(context) {
@@ -183,7 +185,7 @@ const attach = step({
   },
 });
 
-const switchStep = step({
+const switchStep = exchangeStep({
   name: 'switch',
   pointOfNoReturn: true,
   describeExchange: (view) => view.kind === 'split'
@@ -198,7 +200,7 @@ const switchStep = step({
   },
 });
 
-const cleanup = step({
+const cleanup = exchangeStep({
   name: 'cleanup',
   describeExchange: (view) => `on ${view.nodeName}: calls routed at a map before the switch are refused on these slots (RSM01: route the key again); forget the recorded keys and row sums of the retired leaves and DROP them (standalone since the exchange); drop the new leaves' bound CHECK with their row sums' triggers`,
   async do(context) {
@@ -209,15 +211,15 @@ const cleanup = step({
   },
 });
 
-function retiredLeaves(context: SlotExchangeContext): string[] {
+export function retiredLeaves(context: SlotExchangeContext): string[] {
   return context.tables.flatMap((table) => context.exchange.replaced.map((slot) => quoteQualified(table.schema, retiredLeafName(table, context.exchange, slot))));
 }
 
 /** The steps of a split or a merge on one node, in order. */
-export const SLOT_EXCHANGE_STEPS: readonly ExchangeStep[] = [prepare, copy, freeze, sync, attach, switchStep, cleanup];
+export const SLOT_EXCHANGE_STEPS: readonly ExchangeStep[] = [prepare, copy, freezeExchange, sync, attach, switchStep, cleanup];
 
 /** The steps as --dry-run prints them. */
 export function describeSlotExchange(view: SlotExchangeView): { step: DescribedStep['name']; action: string }[] {
-  return SLOT_EXCHANGE_STEPS.map((exchangeStep) => ({ step: exchangeStep.name, action: exchangeStep.describeExchange(view) }));
+  return SLOT_EXCHANGE_STEPS.map((listed) => ({ step: listed.name, action: listed.describeExchange(view) }));
 }
 

@@ -60,7 +60,7 @@ $fn$`);
 }
 
 /** The primary key's columns of a table's parent, in index order. */
-async function primaryKeyColumns(db: Queryable, table: SlotTable): Promise<string[]> {
+export async function primaryKeyColumns(db: Queryable, table: SlotTable): Promise<string[]> {
   const result = await db.query<{ name: string }>(
     `SELECT a.attname AS name FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -72,6 +72,15 @@ async function primaryKeyColumns(db: Queryable, table: SlotTable): Promise<strin
 
 function replacedLeaves(table: SlotTable, exchange: LeafExchange): string[] {
   return exchange.replaced.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, exchange.clusterModulus)));
+}
+
+/**
+ * SQL: the distinct primary keys recorded for the table's replaced leaves,
+ * as rows of the (quoted) `keyColumns`, for a round's transaction.
+ */
+export function recordedKeysSql(table: SlotTable, exchange: LeafExchange, keyColumns: readonly string[]): string {
+  const leafOids = replacedLeaves(table, exchange).map((leaf) => `${quoteLiteral(leaf)}::regclass::oid`).join(', ');
+  return `(SELECT DISTINCT ${keyColumns.map((column) => `r.${column}`).join(', ')} FROM ${CHANGED_KEYS_TABLE} c CROSS JOIN LATERAL jsonb_populate_record(NULL::${quoteQualified(table.schema, table.name)}, c.key) r WHERE c.leaf IN (${leafOids}))`;
 }
 
 /**
@@ -132,15 +141,13 @@ export async function catchUpStatements(db: Queryable, tables: readonly SlotTabl
   const statements: string[] = [];
   const allLeaves: string[] = [];
   for (const table of tables) {
-    const parent = quoteQualified(table.schema, table.name);
     const oid = await parentOid(db, table);
     const keyColumns = (await primaryKeyColumns(db, table)).map(quoteIdent);
     const shardKey = table.shardKey.map((column) => `l.${quoteIdent(column)}`).join(', ');
     const columns = await storedColumns(db, oid);
     const sources = replacedLeaves(table, exchange);
     allLeaves.push(...sources);
-    const leafOids = sources.map((leaf) => `${quoteLiteral(leaf)}::regclass::oid`).join(', ');
-    const keys = `(SELECT DISTINCT ${keyColumns.map((column) => `r.${column}`).join(', ')} FROM ${CHANGED_KEYS_TABLE} c CROSS JOIN LATERAL jsonb_populate_record(NULL::${parent}, c.key) r WHERE c.leaf IN (${leafOids}))`;
+    const keys = recordedKeysSql(table, exchange, keyColumns);
     const matches = (alias: string): string => keyColumns.map((column) => `${alias}.${column} = k.${column}`).join(' AND ');
     for (const { slot, modulus } of exchange.replacements) {
       const staged = quoteQualified(table.schema, stagedLeafName(table, exchange, slot));

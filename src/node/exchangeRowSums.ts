@@ -86,12 +86,22 @@ export interface ExchangeComparison {
 
 type Sums = [boolean | null, string, string];
 
+
+/** Per table, what `exchangeSumsSql` returned: [replaced sums…, staged sums…, bound CHECKs validated]. */
+export type ExchangeSums = unknown[][];
+
+/** The per-table sums in the result of `exchangeSumsSql`. */
+export function exchangeSumsOf(result: pg.QueryResult): ExchangeSums {
+  return (result.rows[0] as { sums: ExchangeSums }).sums;
+}
+
 /**
- * Reads the result of `exchangeSumsSql` (run in the final catch-up's round
- * trip), scanning the tables the sums cannot prove. Inside the freeze.
+ * Compares the sums of `exchangeSumsSql` (read in the final catch-up's round
+ * trip), scanning the tables the sums cannot prove with `scan` (by default
+ * child by child on `db`, every leaf on the one node). Inside the freeze.
  */
-export async function compareExchange(db: Queryable, tables: readonly SlotTable[], exchange: LeafExchange, sums: pg.QueryResult): Promise<ExchangeComparison[]> {
-  const perTable = (sums.rows[0] as { sums: unknown[][] }).sums;
+export async function compareExchange(db: Queryable, tables: readonly SlotTable[], exchange: LeafExchange, perTable: ExchangeSums,
+  scan: (table: SlotTable) => Promise<ExchangeComparison> = (table) => scanExchange(db, table, exchange)): Promise<ExchangeComparison[]> {
   const comparisons: ExchangeComparison[] = [];
   for (const [index, table] of tables.entries()) {
     const row = perTable[index]!;
@@ -105,7 +115,7 @@ export async function compareExchange(db: Queryable, tables: readonly SlotTable[
       const after = total(staged);
       comparisons.push({ table: name, replacedRows: Number(before.rows), stagedRows: staged.map(([, rows]) => Number(rows)), equal: before.rows === after.rows && before.checksum === after.checksum, by: 'sums' });
     } else {
-      comparisons.push(await scanExchange(db, table, exchange));
+      comparisons.push(await scan(table));
     }
   }
   return comparisons;

@@ -116,6 +116,15 @@ export async function markSlotNotAttached(db: pg.ClientBase, slot: number, owner
   await writeUnderRouteLock(db, slot, `${upsert(slot, 'moved', epoch, owner)} WHERE ${NODE_SCHEMA}.slot_state.state = 'owned'`, holdersWaitMs);
 }
 
+/**
+ * Undo of an ATTACH of a slot no slot map has had yet (a split's high child
+ * attached on another node before the split's switch): the node forgets it.
+ * No router routes such a slot, so no route lock is needed.
+ */
+export async function forgetUnswitchedSlot(db: Queryable, slot: number): Promise<void> {
+  await db.query(`DELETE FROM ${NODE_SCHEMA}.slot_state WHERE slot = $1 AND state = 'owned'`, [slot]);
+}
+
 export interface EndedBackend {
   pid: number;
   applicationName: string;

@@ -7,7 +7,7 @@ import { leafName } from './leafName.js';
 import { NODE_SCHEMA } from './nodeHelpers.js';
 import { parentOid } from './parentTable.js';
 import { ATTACH_LOCK_ATTEMPT_MS_MAX, ATTACH_LOCK_TIMEOUT_MS, runInOneTransaction, SLOT_BOUND_CONSTRAINT, type SlotTable } from './slotPartitions.js';
-import { slotFrozenStatement, slotOwnedStatement } from './slotState.js';
+import { slotFrozenStatement, slotOwnedSinceStatement, slotOwnedStatement } from './slotState.js';
 
 const logger = log('node');
 
@@ -139,11 +139,13 @@ export async function leavesExchanged(db: Queryable, tables: readonly SlotTable[
  * DETACH the replaced leaves, rename them retired, rename the staged leaves to
  * their names, ATTACH them (proven by their CHECK: no scan), and record every
  * slot of the exchange `owned` in the node's slot state at `epoch` (a merged-
- * away slot's keys are served by the merged leaf on this node). Atomic, so a crash leaves either side whole. Each attempt waits
+ * away slot's keys are served by the merged leaf on this node; with
+ * `refuseOlderRoutes`, from `epoch` on only). Atomic, so a crash leaves either side whole. Each attempt waits
  * at most ATTACH_LOCK_ATTEMPT_MS_MAX for the lock, then gives way and retries
  * within `lockTimeoutMs`. Idempotent.
  */
-export async function exchangeLeaves(db: pg.ClientBase, tables: readonly SlotTable[], exchange: LeafExchange, epoch: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS): Promise<{ attempts: number; lockedMs: number }> {
+export async function exchangeLeaves(db: pg.ClientBase, tables: readonly SlotTable[], exchange: LeafExchange, epoch: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS,
+  options: { refuseOlderRoutes?: boolean } = {}): Promise<{ attempts: number; lockedMs: number }> {
   if (await leavesExchanged(db, tables, exchange)) return { attempts: 0, lockedMs: 0 };
   const statements: string[] = [];
   for (const table of tables) {
@@ -164,7 +166,9 @@ export async function exchangeLeaves(db: pg.ClientBase, tables: readonly SlotTab
   }
   const kept = new Set(exchange.replacements.map(({ slot }) => slot));
   const slotStates = [
-    ...exchange.replacements.map(({ slot }) => slotOwnedStatement(slot, epoch)),
+    // A split whose high child is on another node (`split --to`): from here on this node has no leaf for the high
+    // half's keys, so work routed at a map older than `epoch` (which routed them here, as slot r) is refused.
+    ...exchange.replacements.map(({ slot }) => (options.refuseOlderRoutes ? slotOwnedSinceStatement(slot, epoch) : slotOwnedStatement(slot, epoch))),
     // A merged-away slot stays served here (its keys are in the merged leaf) until cleanup bars older maps from it.
     ...exchange.replaced.filter((slot) => !kept.has(slot)).map((slot) => slotOwnedStatement(slot, epoch)),
   ];

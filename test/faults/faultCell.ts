@@ -26,11 +26,12 @@ import { TcpProxy } from '../support/tcpProxy.js';
 /**
  * `split`: `reshard split --slot N` of a slot on n2 (the split's node is its source and its target);
  * `split-all`: `reshard split --all`, the fault at a step of a slot of n2; `merge`: `reshard merge --slot N`
- * of a slot of n2 split before; `split-to`: `reshard split --slot N --to n3`, the fault at a step of the
- * move of the new half (N + 8) from n2 to n3 (its split's steps are the `split` cells').
+ * of a slot of n2 split before; `split-to`: `reshard split --slot N --to n3`, one migration whose steps
+ * (a split's names) run on n2 (the source: the slot's leaf and the low child) and n3 (the target: the
+ * high child N + 8).
  */
 export type Mover = 'online' | 'offline' | 'split' | 'split-all' | 'merge' | 'split-to';
-/** The movers that split or merge slots: their cells take SPLIT_VICTIMS. */
+/** The movers that split or merge slots: their cells take SPLIT_VICTIMS (split --to: SPLIT_TO_VICTIMS). */
 export const EXCHANGE_MOVERS: readonly Mover[] = ['split', 'split-all', 'merge', 'split-to'];
 /** `rollback`: the coordinator is killed as in `coordinator`, then `reshard rollback` takes the migration back instead of `resume`. */
 export type Victim = 'coordinator' | 'source' | 'target' | 'net-cut' | 'net-stall' | 'rollback';
@@ -41,11 +42,19 @@ export const STEPS: Record<Mover, readonly MoveStepName[]> = {
   split: ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
   'split-all': ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
   merge: ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
-  'split-to': ['prepare', 'stream', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
+  'split-to': ['prepare', 'copy', 'freeze', 'sync', 'attach', 'switch', 'cleanup'],
 };
 export const VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'net-stall', 'rollback'];
 /** A split has one node: stopping it is `source` (a `target` cell would be the same cell). */
 export const SPLIT_VICTIMS: readonly Victim[] = ['coordinator', 'source', 'net-cut', 'rollback'];
+/** A split --to has two: the slot's (`source`) and the high child's (`target`). */
+export const SPLIT_TO_VICTIMS: readonly Victim[] = ['coordinator', 'source', 'target', 'net-cut', 'rollback'];
+
+/** The victims of a mover's cells. */
+export function victimsOf(mover: Mover): readonly Victim[] {
+  if (mover === 'split-to') return SPLIT_TO_VICTIMS;
+  return EXCHANGE_MOVERS.includes(mover) ? SPLIT_VICTIMS : VICTIMS;
+}
 
 export interface FaultCell {
   mover: Mover;
@@ -175,7 +184,7 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
       const owners = (await withCatalog(access, (db) => readSlotMap(db))).owners;
       const slot = owners.indexOf('n2');
       if (cell.mover === 'merge' && slot >= 0) await splitSlot(access, { slot });
-      chosen = cell.mover === 'split-to' ? { source: 'n2', target: 'n3', slots: new Set([slot + SLOTS]) } : { source: 'n2', target: 'n2', slots: new Set([slot]) };
+      chosen = { source: 'n2', target: cell.mover === 'split-to' ? 'n3' : 'n2', slots: new Set([slot]) };
     } else {
       await addNode(access, { name: 'n4', connection: connectionOf('n4') });
     }
@@ -209,11 +218,11 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
     };
     const catalog = catalogUrl(access.catalog);
     /** `reshard resume` or `rollback` after the fault: its last JSON line, or undefined (and a problem) if it failed or hung. */
-    const splitSlotId = splitting ? [...chosen!.slots][0]! - (cell.mover === 'split-to' ? SLOTS : 0) : undefined;
-    // A split or a merge is resumed by running it again (it continues from its journal); a split-all and the
-    // move of a split --to by `reshard resume` (running `split --slot N --to` again would split the split slot).
+    const splitSlotId = splitting ? [...chosen!.slots][0]! : undefined;
+    // A split (--to too: its plan keeps its target) or a merge is resumed by running it again (it continues from
+    // its journal); a split-all by `reshard resume`.
     const commandArgs = (command: 'resume' | 'rollback'): string[] => {
-      if (command === 'resume' && cell.mover === 'split') return ['split', '--slot', String(splitSlotId)];
+      if (command === 'resume' && (cell.mover === 'split' || cell.mover === 'split-to')) return ['split', '--slot', String(splitSlotId)];
       if (command === 'resume' && cell.mover === 'merge') return ['merge', '--slot', String(splitSlotId)];
       return [command];
     };
@@ -357,8 +366,9 @@ export async function runFaultCell(cell: FaultCell, servers: readonly LocalServe
  * A split cell ends split (resumed) or not split (rolled back: in place
  * before the switch, or merged back after it), whatever step the fault hit;
  * a merge cell the other way round; a split-all cell with every slot split,
- * or none; a split-to cell split with the new half on n3 (resumed) or back
- * on n2 (its move rolled back; the split stays).
+ * or none; a split-to cell split with the new half on n3 (resumed) or whole
+ * on n2 (rolled back: in place before the switch, by a move back and a merge
+ * after it).
  */
 function exchangeOutcomeProblems(cell: FaultCell, slot: number, map: SlotMap, latest: MigrationRecord, previous: MigrationRecord | undefined): string[] {
   const problems: string[] = [];
@@ -367,15 +377,15 @@ function exchangeOutcomeProblems(cell: FaultCell, slot: number, map: SlotMap, la
   const shape = (at: number): string => `slot ${at}: modulus ${slotModulus(map, at)}, slot ${at + SLOTS} ${hasSlot(map, at + SLOTS) ? `on ${map.owners[at + SLOTS]}` : 'absent'}`;
   const slots = cell.mover === 'split-all' ? Array.from({ length: SLOTS }, (_, at) => at) : [slot];
   const rolledBack = cell.victim === 'rollback';
-  // Split at the end: a split or split-all resumed, a merge rolled back, a split-to either way.
-  const wantSplit = cell.mover === 'split-to' || (cell.mover === 'merge' ? rolledBack : !rolledBack);
+  // Split at the end: a split, split-to or split-all resumed, a merge rolled back.
+  const wantSplit = cell.mover === 'merge' ? rolledBack : !rolledBack;
   for (const at of slots) {
     if (wantSplit && !(isSplit(at) && (cell.mover === 'split-all' || map.owners[at] === 'n2'))) problems.push(`not split as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
     if (!wantSplit && !isWhole(at)) problems.push(`not whole as expected after the ${rolledBack ? 'rollback' : 'resume'}: ${shape(at)}`);
   }
   if (cell.mover === 'split-to') {
-    const where = rolledBack ? 'n2' : 'n3';
-    if (map.owners[slot + SLOTS] !== where) problems.push(`slot ${slot + SLOTS} is on ${map.owners[slot + SLOTS] ?? 'no node'}, not ${where}`);
+    if (!rolledBack && map.owners[slot + SLOTS] !== 'n3') problems.push(`slot ${slot + SLOTS} is on ${map.owners[slot + SLOTS] ?? 'no node'}, not n3`);
+    if (map.owners[slot] !== 'n2') problems.push(`slot ${slot} is on ${map.owners[slot] ?? 'no node'}, not n2`);
   } else if (cell.mover === 'split-all' && !rolledBack) {
     for (let at = 0; at < SLOTS; at++) if (map.owners[at + SLOTS] !== map.owners[at]) problems.push(`slot ${at + SLOTS} is on ${map.owners[at + SLOTS]}, its sibling ${at} on ${map.owners[at]}`);
   }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServers, type TestServers } from '../support/servers.js';
-import { EXCHANGE_MOVERS, formatMatrix, runFaultCell, SPLIT_VICTIMS, STEPS, VICTIMS, type CellResult, type FaultCell, type Mover } from './faultCell.js';
+import { EXCHANGE_MOVERS, formatMatrix, runFaultCell, STEPS, victimsOf, type CellResult, type FaultCell, type Mover } from './faultCell.js';
 
 /**
  * The fault matrix (issue 4, item 2): every journal step of both movers ×
@@ -8,11 +8,11 @@ import { EXCHANGE_MOVERS, formatMatrix, runFaultCell, SPLIT_VICTIMS, STEPS, VICT
  * `npm test` runs one cell per victim, spread over both movers and the
  * riskiest steps. RESHARD_FAULTS=online:freeze:source,… picks cells by hand;
  * RESHARD_FAULTS=split runs the cells of `reshard split` (issue 14); split-all,
- * merge and split-to those of `split --all`, `merge` and `split --to` (the
- * move of its new half); exchange all four.
+ * merge and split-to those of `split --all`, `merge` and `split --to` (one
+ * migration on two nodes: its cells also stop the target); exchange all four.
  */
 const ALL: FaultCell[] = (['online', 'offline', ...EXCHANGE_MOVERS] as Mover[]).flatMap((mover) =>
-  STEPS[mover].flatMap((step) => (EXCHANGE_MOVERS.includes(mover) ? SPLIT_VICTIMS : VICTIMS).map((victim) => ({ mover, step, victim }))));
+  STEPS[mover].flatMap((step) => victimsOf(mover).map((victim) => ({ mover, step, victim }))));
 
 const REPRESENTATIVE: FaultCell[] = [
   { mover: 'online', step: 'freeze', victim: 'coordinator' },

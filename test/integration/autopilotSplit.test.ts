@@ -7,7 +7,6 @@ import { initCluster } from '../../src/admin/initCluster.js';
 import { AUTOPILOT_PLAN_ORIGIN, listAutopilotDecisions } from '../../src/catalog/autopilotDecisions.js';
 import { getCluster } from '../../src/catalog/cluster.js';
 import { createSlotExchangeMigration } from '../../src/catalog/slotExchanges.js';
-import { requestPause, requestResume } from '../../src/catalog/migrationControl.js';
 import { splitSlot } from '../../src/admin/slotExchange.js';
 import type { MigrationEvent } from '../../src/plumbing/migrationEvents.js';
 import { withCatalog } from '../../src/plumbing/clusterAccess.js';
@@ -133,32 +132,18 @@ describe('autopilot: a slot hotter than a node\'s share is split, its high child
     expect(callErrors).toEqual([]);
   }, 240_000);
 
-  it('the move of a split\'s high child runs under its caller\'s watch: paused at its next checkpoint and resumed, as the autopilot does at a window\'s edges', async () => {
+  it('split --to is one migration: each row copied once, the high child straight onto its node', async () => {
     const map = await withCatalog(access, (catalog) => readSlotMap(catalog));
     const slot = [...Array(SLOTS).keys()].find((candidate) => slotOwner(map, candidate) === 'n1' && slotModulus(map, candidate) === SLOTS)!;
+    const migrationsBefore = await withCatalog(access, async (catalog) => Number((await catalog.query<{ n: string }>('SELECT count(*)::text AS n FROM reshard.migration')).rows[0]!.n));
     const events: MigrationEvent[] = [];
-    let watched: number | undefined;
-    const result = await splitSlot(access, {
-      slot, to: 'n2', emit: (event) => events.push(event),
-      superviseMove: async (migrationId, run) => {
-        watched = migrationId;
-        // The window ends as the move begins: paused at its first checkpoint, resumed a moment later.
-        await withCatalog(access, (catalog) => requestPause(catalog, migrationId));
-        const running = run();
-        for (const deadline = Date.now() + 60_000; !events.some((event) => event.type === 'control' && event.control === 'paused');) {
-          if (Date.now() > deadline) throw new Error('the move did not pause within 60 s');
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        const movesDone = await withCatalog(access, async (catalog) => (await catalog.query<{ n: string }>(`SELECT count(*)::text AS n FROM reshard.move WHERE migration_id = $1 AND state = 'done'`, [migrationId])).rows[0]!.n);
-        expect(movesDone).toBe('0');
-        await withCatalog(access, (catalog) => requestResume(catalog, migrationId));
-        return running;
-      },
-    });
-    expect(watched).toBe(result.moved!.migrationId);
-    expect(result.moved!.state).toBe('completed');
-    expect(events.filter((event) => event.type === 'control').map((event) => (event as { control: string }).control)).toEqual(['paused', 'resumed']);
+    const result = await splitSlot(access, { slot, to: 'n2', emit: (event) => events.push(event) });
+    expect(result.moved).toMatchObject({ slot: slot + SLOTS, to: 'n2', migrationId: result.migrationId, state: 'completed' });
+    expect(result.rowsCopied!.low + result.rowsCopied!.high).toBe(result.rows);
+    const migrationsAfter = await withCatalog(access, async (catalog) => Number((await catalog.query<{ n: string }>('SELECT count(*)::text AS n FROM reshard.migration')).rows[0]!.n));
+    expect(migrationsAfter).toBe(migrationsBefore + 1);
     const after = await withCatalog(access, (catalog) => readSlotMap(catalog));
+    expect(slotOwner(after, slot)).toBe('n1');
     expect(slotOwner(after, slot + SLOTS)).toBe('n2');
     expect(callErrors).toEqual([]);
   }, 240_000);

@@ -5,7 +5,9 @@
  * children and caught up while the writes go on; the freeze holds only the
  * last catch-up, the verification from row sums and the swap. Every
  * acknowledged write is found exactly once, counters exact, and the
- * client-seen pause of the split slot is printed (p50 / p99 / max).
+ * client-seen pause of the split slot is printed (p50 / p99 / max). The same
+ * with `--to` (the high child straight onto a second node, one copy of each
+ * row: the copy's figures add up to the slot's rows).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
@@ -29,18 +31,38 @@ const CLIENTS = 4;
 
 interface WriteSample { startMs: number; latencyMs: number; slot: number }
 
-describe('split of a big slot: the write pause does not grow with its rows', () => {
+describe.each([{ placed: 'in place', to: false }, { placed: 'with --to (the high child on a second node)', to: true }])('split of a big slot $placed: the write pause does not grow with its rows', ({ to }) => {
   let cluster: TestServers;
   let access: ClusterAccess;
   let router: Router | undefined;
+  /** The slot's node, and with --to the other one. */
+  let owner: TestServers['servers'][number];
+  let other: TestServers['servers'][number] | undefined;
+
+  /** Runs `sql` on every node: the rows of all. */
+  async function onEveryNode<Row extends Record<string, unknown>>(sql: string, params: unknown[]): Promise<Row[]> {
+    const rows: Row[] = [];
+    for (const server of cluster.servers) {
+      const db = await connectTo(server.connection);
+      try {
+        rows.push(...(await db.query<Row>(sql, params)).rows);
+      } finally {
+        await db.end();
+      }
+    }
+    return rows;
+  }
 
   beforeAll(async () => {
-    cluster = await startTestServers(1, 'spp');
+    cluster = await startTestServers(to ? 2 : 1, to ? 'spt' : 'spp');
     access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
     await initCluster(access, SLOTS);
-    await addNode(access, { name: cluster.servers[0]!.name, connection: cluster.servers[0]!.connection });
+    for (const server of cluster.servers) await addNode(access, { name: server.name, connection: server.connection });
     await createShardedTable(access, { name: 'pause_items', shardKey: ['id'], definition: 'id bigint NOT NULL, n bigint NOT NULL DEFAULT 0, note text NOT NULL, PRIMARY KEY (id)' });
-    const node = await connectTo(cluster.servers[0]!.connection);
+    const ownerName = (await withCatalog(access, (catalog) => readSlotMap(catalog))).owners[HOT_SLOT]!;
+    owner = cluster.servers.find((server) => server.name === ownerName)!;
+    other = cluster.servers.find((server) => server.name !== ownerName);
+    const node = await connectTo(owner.connection);
     try {
       // Straight into the slot's leaf on its node: the keys of 1..SLOT_ROWS·SLOTS·1.2 that hash to it.
       await node.query(`INSERT INTO ${leafName('pause_items', HOT_SLOT, SLOTS)} (id, note)
@@ -58,7 +80,7 @@ describe('split of a big slot: the write pause does not grow with its rows', () 
 
   it(`splits a slot of ${SLOT_ROWS} rows under ${CLIENTS} writing clients; writes pause only for the last catch-up and the swap`, async () => {
     const map = await withCatalog(access, (catalog) => readSlotMap(catalog));
-    const node = await connectTo(cluster.servers[0]!.connection);
+    const node = await connectTo(owner.connection);
     let hotKeys: number[];
     try {
       const leaf = leafName('pause_items', HOT_SLOT, SLOTS);
@@ -111,7 +133,7 @@ describe('split of a big slot: the write pause does not grow with its rows', () 
     await new Promise((resolve) => setTimeout(resolve, 1000));
 
     const splitFromMs = performance.now() - started;
-    const split = await splitSlot(access, { slot: HOT_SLOT });
+    const split = await splitSlot(access, { slot: HOT_SLOT, ...(to ? { to: other!.name } : {}) });
     const splitToMs = performance.now() - started;
     await new Promise((resolve) => setTimeout(resolve, 1000));
     running = false;
@@ -120,11 +142,11 @@ describe('split of a big slot: the write pause does not grow with its rows', () 
     const during = samples.filter((sample) => sample.slot === HOT_SLOT && sample.startMs + sample.latencyMs >= splitFromMs && sample.startMs <= splitToMs).map((sample) => sample.latencyMs);
     const before = samples.filter((sample) => sample.slot === HOT_SLOT && sample.startMs + sample.latencyMs < splitFromMs).map((sample) => sample.latencyMs);
     const figures = {
-      rows: split.rows, split_ms: Math.round(splitToMs - splitFromMs), coordinator_pause_ms: split.pauseMs,
+      rows: split.rows, ...(split.rowsCopied ? { rows_copied_low: split.rowsCopied.low, rows_copied_high: split.rowsCopied.high } : {}), split_ms: Math.round(splitToMs - splitFromMs), coordinator_pause_ms: split.pauseMs,
       client_pause_ms_p50: Math.round(percentile(during, 0.5)), client_pause_ms_p99: Math.round(percentile(during, 0.99)), client_pause_ms_max: Math.round(Math.max(...during)),
       calls_before_p99_ms: Math.round(percentile(before, 0.99)), hot_calls_during: during.length, writes: samples.length,
     };
-    console.log(`split of a ${SLOT_ROWS}-row slot: ${JSON.stringify(figures)}`);
+    console.log(`split${to ? ' --to' : ''} of a ${SLOT_ROWS}-row slot: ${JSON.stringify(figures)}`);
 
     expect(errors.slice(0, 5)).toEqual([]);
     expect(split.rows).toBeGreaterThan(SLOT_ROWS - deleted.length);
@@ -133,23 +155,26 @@ describe('split of a big slot: the write pause does not grow with its rows', () 
     expect(split.caughtUpInFreeze).toBeDefined();
     expect(split.caughtUpInFreeze!).toBeLessThan(SLOT_ROWS / 20);
 
-    // Every acknowledged write exactly once, counters exact.
-    const check = await connectTo(cluster.servers[0]!.connection);
-    try {
-      const counters = await check.query<{ id: string; n: string }>('SELECT id::text, n::text FROM pause_items WHERE id = ANY($1::bigint[])', [incremented]);
-      const wrong = counters.rows.filter((row) => Number(row.n) !== (increments.get(Number(row.id)) ?? 0));
-      expect(wrong.slice(0, 5)).toEqual([]);
-      expect(counters.rows.length).toBe(incremented.length);
-      const insertedFound = await check.query<{ n: string }>('SELECT count(*) AS n FROM pause_items WHERE id = ANY($1::bigint[])', [inserted]);
-      expect(Number(insertedFound.rows[0]!.n)).toBe(inserted.length);
-      const deletedFound = await check.query<{ n: string }>('SELECT count(*) AS n FROM pause_items WHERE id = ANY($1::bigint[])', [deleted]);
-      expect(Number(deletedFound.rows[0]!.n)).toBe(0);
-      // The split slot's two children hold its rows: the loaded ones, plus the inserted, less the deleted.
-      const inSlot = await check.query<{ n: string }>(`SELECT count(*) AS n FROM pause_items WHERE satisfies_hash_partition('pause_items'::regclass, ${SLOTS}, ${HOT_SLOT}, id)`);
-      expect(Number(inSlot.rows[0]!.n)).toBe(SLOT_ROWS + inserted.filter((id) => slotOfKeyIn(map, ['bigint'], [id]) === HOT_SLOT).length - deleted.length);
-    } finally {
-      await check.end();
+    if (to) {
+      // Each row copied once: the low half on the slot's node, the high half to the other, no second copy.
+      const copied = split.rowsCopied!;
+      expect(copied.low + copied.high).toBeGreaterThan(SLOT_ROWS - deleted.length - 1);
+      expect(copied.low + copied.high).toBeLessThanOrEqual(SLOT_ROWS + inserted.length);
+      const after = await withCatalog(access, (catalog) => readSlotMap(catalog));
+      expect(after.owners[HOT_SLOT + SLOTS]).toBe(other!.name);
     }
+
+    // Every acknowledged write exactly once, counters exact (on whichever node holds the row).
+    const counters = await onEveryNode<{ id: string; n: string }>('SELECT id::text, n::text FROM pause_items WHERE id = ANY($1::bigint[])', [incremented]);
+    const wrong = counters.filter((row) => Number(row.n) !== (increments.get(Number(row.id)) ?? 0));
+    expect(wrong.slice(0, 5)).toEqual([]);
+    expect(counters.length).toBe(incremented.length);
+    const count = async (sql: string, params: unknown[]): Promise<number> => (await onEveryNode<{ n: string }>(sql, params)).reduce((sum, row) => sum + Number(row.n), 0);
+    expect(await count('SELECT count(*) AS n FROM pause_items WHERE id = ANY($1::bigint[])', [inserted])).toBe(inserted.length);
+    expect(await count('SELECT count(*) AS n FROM pause_items WHERE id = ANY($1::bigint[])', [deleted])).toBe(0);
+    // The split slot's two children hold its rows: the loaded ones, plus the inserted, less the deleted.
+    expect(await count(`SELECT count(*) AS n FROM pause_items WHERE satisfies_hash_partition('pause_items'::regclass, ${SLOTS}, ${HOT_SLOT}, id)`, []))
+      .toBe(SLOT_ROWS + inserted.filter((id) => slotOfKeyIn(map, ['bigint'], [id]) === HOT_SLOT).length - deleted.length);
     expect((await verifyCluster(access)).problems).toEqual([]);
   }, 300_000);
 });

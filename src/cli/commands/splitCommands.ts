@@ -30,20 +30,21 @@ function report(output: Output, result: SlotExchangeResult): void {
   const bounds = (slots: readonly { slot: number; modulus: number }[]): string => slots.map(({ slot, modulus }) => `slot ${slot} (modulus ${modulus})`).join(' and ');
   output.result({
     kind: result.kind, dry_run: result.dryRun, node: result.node, migration_id: result.migrationId ?? null, resumed: result.resumed ?? false,
-    replaced: result.replaced, replacements: result.replacements, rows: result.rows ?? null, pause_ms: result.pauseMs ?? null, moved: result.moved ?? null,
+    replaced: result.replaced, replacements: result.replacements, rows: result.rows ?? null, pause_ms: result.pauseMs ?? null, moved: result.moved ?? null, rows_copied: result.rowsCopied ?? null,
     ...(result.dryRun ? { steps: result.steps } : {}),
   });
-  const what = `${bounds(result.replaced)} → ${bounds(result.replacements)} on ${result.node}`;
+  const to = result.moved?.to ?? result.to;
+  const what = to === undefined
+    ? `${bounds(result.replaced)} → ${bounds(result.replacements)} on ${result.node}`
+    : `${bounds(result.replaced)} on ${result.node} → ${bounds(result.replacements.slice(0, 1))} on ${result.node} and ${bounds(result.replacements.slice(1))} on ${to}`;
   if (result.dryRun) {
     output.text(`Would ${result.kind} ${what}:`);
     for (const step of result.steps) output.text(`  ${step.step.padEnd(8)} ${step.action}`);
     return;
   }
   output.text(`${result.kind === 'split' ? 'Split' : 'Merged'} ${what}${result.resumed ? ' (resumed)' : ''}: ${result.rows ?? '?'} rows, writes to the slot paused ${result.pauseMs ?? '?'} ms (migration ${result.migrationId}).`);
-  if (result.moved) {
-    output.text(`Moved slot ${result.moved.slot} to ${result.moved.to}: migration ${result.moved.migrationId} ${result.moved.state}${result.moved.error ? ` (${result.moved.error})` : ''}.`);
-    if (result.moved.state !== 'completed') throw stoppedError(`moving slot ${result.moved.slot} to ${result.moved.to} (migration ${result.moved.migrationId})`, result.moved.error, 'run `reshard resume`');
-  }
+  if (result.rowsCopied) output.text(`Rows copied once: ${result.rowsCopied.low} into slot ${result.replacements[0]!.slot} on ${result.node}, ${result.rowsCopied.high} into slot ${result.replacements[1]!.slot} on ${to}.`);
+  if (result.moved) output.text(`Moved slot ${result.moved.slot} to ${result.moved.to}: migration ${result.moved.migrationId} ${result.moved.state}.`);
 }
 
 /** `reshard split --all`: progress as a rebalance shows it, then one line (and `--json`: one result). */

@@ -71,8 +71,8 @@ function statusLines(status: MigrationStatus, lagBySlot: ReadonlyMap<number, num
   const switched = moves.filter((move) => status.switched.has(move.slot) && move.state !== 'rolled_back').length;
   const interrupted = migration.state === 'running' && !status.held ? ' (interrupted: run `reshard resume`)' : '';
   const paused = status.pausedSince ? ` (paused since ${status.pausedSince.toISOString()}: \`reshard resume\` continues it)` : migration.state === 'running' && status.control === 'pause' ? ' (pausing: work in flight finishes first)' : '';
-  // Splits (and merges) have one node for source and target: a split --all reads as one.
-  const kind = moves.length > 0 && moves.every((move) => move.source === move.target) ? 'split' : migration.mode;
+  // Splits and merges (one node for source and target, or a split --to's two): a split --all reads as one.
+  const kind = moves.length > 0 && moves.every((move) => move.kind === 'split' || move.kind === 'merge' || move.source === move.target) ? 'split' : migration.mode;
   lines.push(`Migration ${migration.id} (${kind}): ${migration.state}${interrupted}${paused}, ${switched}/${moves.length} switched, ${done}/${moves.length} moves done, ` +
     `${formatBytes(moves.reduce((sum, move) => sum + move.bytesCopied, 0))} of ${formatBytes(migration.bytesTotal)}`);
   if (migration.error) lines.push(`  error: ${migration.error}`);

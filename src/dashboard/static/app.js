@@ -181,7 +181,7 @@ function renderMoves(state) {
     moves.map((move) => {
       const p = percent(move.bytes_copied, move.bytes_total);
       const outcomeClass = move.outcome === 'switched' ? 'ok' : move.outcome === 'failed' ? 'error' : move.outcome === 'rolled back' ? 'warn' : '';
-      return `<tr data-slot="${move.slot}"><td class="num">${move.slot}</td><td>${move.source === move.target ? `split on ${esc(move.source)}` : `${esc(move.source)} → ${esc(move.target)}`}</td><td>${esc(move.step ?? '–')}</td>` +
+      return `<tr data-slot="${move.slot}"><td class="num">${move.slot}</td><td>${move.source === move.target ? `split on ${esc(move.source)}` : `${move.kind === 'split' ? 'split ' : ''}${esc(move.source)} → ${esc(move.target)}`}</td><td>${esc(move.step ?? '–')}</td>` +
         `<td><div style="display:flex;gap:.5rem;align-items:center"><div class="bar" style="flex:1" aria-hidden="true"><span style="width:${p}%"></span></div><span>${bytes(move.bytes_copied)} / ${bytes(move.bytes_total)}</span></div></td>` +
         `<td class="num lag">${move.lag_bytes === null ? '–' : bytes(move.lag_bytes)}</td><td class="num">${ms(move.freeze_ms)}</td>` +
         `<td class="${outcomeClass}" title="${esc(move.error ?? '')}">${esc(move.outcome)}${move.error ? ` — ${esc(move.error)}` : ''}</td></tr>`;
