@@ -1,10 +1,10 @@
 /**
  * The router's cost on the data path: single-key primary-key reads, 8
  * concurrent clients, 20,000 calls, through `Router.query` versus a direct
- * `pg.Pool` on the same node. Two routers: the default one (route leases: a
- * connection that passed a slot's route check sends later calls on it with no
- * check) and one with `routeLeasesPerConnection: 0` (the route check
- * pipelined with every statement), to show what the lease saves. Each round
+ * `pg.Pool` on the same node. Two routers: the default one (node leases: a
+ * connection that passed one route check on its node sends later single
+ * statements there with no check) and one with `routeLeases: false` (the
+ * route check pipelined with every statement), to show what the lease saves. Each round
  * runs the three one after the other (in a rotating order) so that the shared,
  * noisy machine weighs on all alike; the ratios are taken within each round
  * and their median reported, with the median round of each. Rounds are short
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     await pool.query(`INSERT INTO kv SELECT g, 'value ' || g FROM generate_series(1, ${ROWS}) g`);
     await pool.query('ANALYZE kv');
     const router = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS });
-    const checkedRouter = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS, routeLeasesPerConnection: 0 });
+    const checkedRouter = await Router.connect({ catalog: server.connection, poolSizePerNode: CLIENTS, routeLeases: false });
     const arms = {
       router: (id: number): Promise<unknown> => router.query(id, SQL, [id]),
       checkedRouter: (id: number): Promise<unknown> => checkedRouter.query(id, SQL, [id]),
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
       at: new Date().toISOString(),
     };
     mkdirSync('bench/results', { recursive: true });
-    writeFileSync('bench/results/router.json', `${JSON.stringify(summary, null, 2)}\n`);
+    writeFileSync(process.env['BENCH_OUTPUT'] ?? 'bench/results/router.json', `${JSON.stringify(summary, null, 2)}\n`);
     const line = (name: string, round: Round, ratios: ReturnType<typeof versusDirect>): string =>
       `${name} ${round.callsPerSec}/s p50 ${round.p50Ms} ms p99 ${round.p99Ms} ms cpu/call ${round.clientCpuUsPerCall}+${round.serverCpuUsPerCall} µs (ratio ${ratios.throughputRatio}, p50 ${(ratios.p50Increase * 100).toFixed(1)} %, p99 ${(ratios.p99Increase * 100).toFixed(1)} %, client cpu ${(ratios.clientCpuIncrease * 100).toFixed(1)} %, server cpu ${(ratios.serverCpuIncrease * 100).toFixed(1)} %)`;
     console.log(`${line('router', summary.router, versusDirect('router'))}; ${line('router without leases', summary.withoutLeases, versusDirect('checkedRouter'))}; ` +

@@ -3,7 +3,7 @@ import { quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { NODE_SCHEMA, REPLAY_WAIT_FUNCTION } from './nodeHelpers.js';
-import { endedIdleLeaseHolders, endIdleLeaseHoldersStatement, endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
+import { endedNodeLeaseHolders, endSlotBlockers, markSlotThawed, relationOids, ROUTE_HOLDERS_WAIT_MS_DEFAULT, routeLockStatement, settleNodeLeasesStatement, slotFrozenStatement, type EndedBackend } from './slotState.js';
 import type { SlotTable } from './slotPartitions.js';
 
 const FENCE_ROW_TRIGGER = 'reshard_fence';
@@ -65,8 +65,8 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
     const waitMs = attempt === 1 ? holdersWaitMs : Math.max(1, lockTimeoutMs - holdersWaitMs);
     try {
       roundTrips++;
-      const fenced = await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs, options.replayWait);
-      ended.push(...fenced.endedIdle);
+      const fenced = await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs, holdersWaitMs, options.replayWait);
+      ended.push(...fenced.endedLeaseHolders);
       return { lsn: fenced.lsn, ended, roundTrips, ...(fenced.replayed === undefined ? {} : { replayed: fenced.replayed }) };
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
@@ -78,8 +78,8 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
 }
 
 async function fenceOnce(
-  db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number, replayWait: FenceOptions['replayWait'],
-): Promise<{ lsn: string; endedIdle: EndedBackend[]; replayed?: boolean }> {
+  db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number, holdersWaitMs: number, replayWait: FenceOptions['replayWait'],
+): Promise<{ lsn: string; replayed?: boolean; endedLeaseHolders: EndedBackend[] }> {
   // One round trip: the freeze's length is the write pause clients see.
   const statements = [
     'BEGIN',
@@ -88,8 +88,7 @@ async function fenceOnce(
     // and the final sync waits for the subscriber to confirm this position.
     'SET LOCAL synchronous_commit = on',
     // First the routed transactions (they may hold the route lock without touching a leaf yet), then the
-    // writers. Idle sessions that keep a route lease on the slot (a router that did not give it back) are ended first.
-    endIdleLeaseHoldersStatement(slot),
+    // writers. Node lease holders come after the commit (below).
     routeLockStatement(slot),
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
@@ -103,13 +102,18 @@ async function fenceOnce(
     'COMMIT',
     // Its own implicit transaction: only a read of the walsender's position, taken after the commit is flushed.
     ...(replayWait ? [`SELECT ${REPLAY_WAIT_FUNCTION}(${quoteLiteral(replayWait.subscription)}, current_setting('${FENCE_LSN_SETTING}')::pg_lsn, ${Math.max(0, Math.round(replayWait.waitMs))}) AS replayed`] : []),
+    // Once the slot reads frozen here (no lease is granted to a router older than that), every node lease holder
+    // whose router has not said it saw the freeze is waited for, then ended: before the switch, so that no
+    // statement sent unchecked on a map older than the freeze reaches the slot after it. Live routers say so
+    // within a few ms of the freeze, while the replay wait above runs, so this usually waits for nothing.
+    settleNodeLeasesStatement(slot, holdersWaitMs),
   ];
   try {
     const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn?: string; replayed?: boolean }>[];
     const lsn = results.find((result) => result.rows[0]?.lsn !== undefined)?.rows[0]?.lsn;
     if (lsn === undefined) throw new Error('the fence transaction returned no WAL position');
     const replayed = results.find((result) => typeof result.rows[0]?.replayed === 'boolean')?.rows[0]?.replayed;
-    return { lsn, endedIdle: endedIdleLeaseHolders(results), ...(replayed === undefined ? {} : { replayed }) };
+    return { lsn, endedLeaseHolders: endedNodeLeaseHolders(results), ...(replayed === undefined ? {} : { replayed }) };
   } catch (error) {
     await db.query('ROLLBACK').catch(() => {});
     throw error;

@@ -19,6 +19,13 @@ export const MOVED_SQLSTATE = 'RSM02';
 export const ROUTE_LOCK_CLASS = 0x7273_7274;
 
 /**
+ * Advisory lock class of the node lease (`pg_advisory_lock_shared(class, 0)`,
+ * session level): held by every session whose router may send it statements
+ * without the route check. "rsnl".
+ */
+export const NODE_LEASE_LOCK_CLASS = 0x7273_6e6c;
+
+/**
  * Installs the fence trigger function, the node's slot state and the route
  * check. Idempotent (every move installs it on both ends before relying on it).
  *
@@ -90,42 +97,7 @@ BEGIN
   PERFORM ${NODE_SCHEMA}.refuse_route(route.slot, route.epoch, here);
 END
 $fn$`);
-  // The route lease: the same check, but the route lock is taken at session level and kept after
-  // success, so later statements of this session on the slot need no check (the fence and the switch
-  // wait for it, or end the session). Taken once per session (a second success does not stack it);
-  // released before a refusal.
-  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.route_lease(slot integer, epoch bigint) RETURNS void LANGUAGE plpgsql AS $fn$
-DECLARE
-  here ${NODE_SCHEMA}.slot_state;
-BEGIN
-  IF NOT ${NODE_SCHEMA}.holds_route_lease(route_lease.slot) THEN
-    PERFORM pg_advisory_lock_shared(${ROUTE_LOCK_CLASS}, route_lease.slot);
-  END IF;
-  SELECT * INTO here FROM ${NODE_SCHEMA}.slot_state s WHERE s.slot = route_lease.slot;
-  IF NOT FOUND OR (here.state = 'owned' AND route_lease.epoch >= coalesce(here.min_epoch, 0)) THEN
-    RETURN;
-  END IF;
-  PERFORM pg_advisory_unlock_shared(${ROUTE_LOCK_CLASS}, route_lease.slot);
-  PERFORM ${NODE_SCHEMA}.refuse_route(route_lease.slot, route_lease.epoch, here);
-END
-$fn$`);
-  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.holds_route_lease(slot integer) RETURNS boolean LANGUAGE sql AS $fn$
-SELECT EXISTS (SELECT 1 FROM pg_locks l
-                WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'
-                  AND l.classid = ${ROUTE_LOCK_CLASS}::bigint::oid AND l.objid = slot::bigint::oid AND l.objsubid = 2)
-$fn$`);
-  // Gives up this session's leases on the given slots (every hold of each; none held is no error).
-  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.release_route_leases(slots integer[]) RETURNS void LANGUAGE plpgsql AS $fn$
-DECLARE
-  leased integer;
-BEGIN
-  FOREACH leased IN ARRAY release_route_leases.slots LOOP
-    WHILE ${NODE_SCHEMA}.holds_route_lease(leased) LOOP
-      PERFORM pg_advisory_unlock_shared(${ROUTE_LOCK_CLASS}, leased);
-    END LOOP;
-  END LOOP;
-END
-$fn$`);
+  await installNodeLease(db);
 }
 
 /** The table the row-sum triggers write to: see `slotRowSums.ts`. */
@@ -194,6 +166,114 @@ BEGIN
       RETURN false;
     END IF;
     PERFORM pg_sleep(0.001);
+  END LOOP;
+END
+$fn$`);
+}
+
+/**
+ * The node lease: a router's pooled session that passed one route check here
+ * may send its single statements with no check afterwards, for any slot its
+ * own map says this node serves, unfrozen. One session-level shared lock
+ * marks the holders (one lock table entry per session, nothing to walk per
+ * slot at each transaction's end), and `route_lease` records the slot map
+ * epoch the holder's router had: the router raises it (`route_lease_seen`)
+ * whenever its map shows one of this node's slots frozen or gone. Before a
+ * slot leaves this node (the switch on the old owner), every holder whose
+ * recorded epoch predates the slot's freeze is waited for, at most a bound,
+ * then ended (`settle_route_leases`): its router has not shown it knows the
+ * slot is moving (stalled, dead, behind), so it might still send the slot's
+ * work here unchecked. A lease is granted only to a router whose map is at
+ * least as new as every change this node has seen, so a router behind on
+ * the map takes none. Transactions always carry the check (its transaction
+ * lock is what the switch waits for); leases serve single statements, which
+ * a switch cannot split.
+ */
+async function installNodeLease(db: Queryable): Promise<void> {
+  await db.query(`CREATE UNLOGGED TABLE IF NOT EXISTS ${NODE_SCHEMA}.route_lease (
+  pid integer PRIMARY KEY,
+  backend_start timestamptz NOT NULL,
+  epoch bigint NOT NULL
+)`);
+  // The route check, which also grants the node lease (true) when the router's map is new enough.
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.route_node_lease(slot integer, epoch bigint) RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+  here ${NODE_SCHEMA}.slot_state;
+  newest bigint;
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(${ROUTE_LOCK_CLASS}, route_node_lease.slot);
+  SELECT * INTO here FROM ${NODE_SCHEMA}.slot_state s WHERE s.slot = route_node_lease.slot;
+  IF FOUND AND NOT (here.state = 'owned' AND route_node_lease.epoch >= coalesce(here.min_epoch, 0)) THEN
+    PERFORM ${NODE_SCHEMA}.refuse_route(route_node_lease.slot, route_node_lease.epoch, here);
+  END IF;
+  IF ${NODE_SCHEMA}.holds_node_lease() THEN
+    RETURN true;
+  END IF;
+  SELECT max(greatest(s.epoch, coalesce(s.min_epoch, 0))) INTO newest FROM ${NODE_SCHEMA}.slot_state s;
+  IF route_node_lease.epoch < coalesce(newest, 0) THEN
+    RETURN false;
+  END IF;
+  PERFORM pg_advisory_lock_shared(${NODE_LEASE_LOCK_CLASS}, 0);
+  INSERT INTO ${NODE_SCHEMA}.route_lease (pid, backend_start, epoch)
+  SELECT a.pid, a.backend_start, route_node_lease.epoch FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+  ON CONFLICT (pid) DO UPDATE SET backend_start = excluded.backend_start, epoch = excluded.epoch;
+  RETURN true;
+END
+$fn$`);
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.holds_node_lease() RETURNS boolean LANGUAGE sql AS $fn$
+SELECT EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock'
+                  AND l.classid = ${NODE_LEASE_LOCK_CLASS}::bigint::oid AND l.objid = 0::oid AND l.objsubid = 2)
+$fn$`);
+  // A router's word that these sessions of its own follow a map at least `epoch` new (upserted: a lease
+  // taken in a transaction that then failed keeps its lock, not its row).
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.route_lease_seen(pids integer[], epoch bigint) RETURNS void LANGUAGE sql AS $fn$
+INSERT INTO ${NODE_SCHEMA}.route_lease (pid, backend_start, epoch)
+SELECT a.pid, a.backend_start, route_lease_seen.epoch FROM pg_stat_activity a WHERE a.pid = ANY (route_lease_seen.pids)
+ON CONFLICT (pid) DO UPDATE SET backend_start = excluded.backend_start,
+  epoch = CASE WHEN ${NODE_SCHEMA}.route_lease.backend_start = excluded.backend_start
+               THEN greatest(${NODE_SCHEMA}.route_lease.epoch, excluded.epoch) ELSE excluded.epoch END
+$fn$`);
+  // Waits for every node lease holder to have a router that saw freeze_epoch: at most idle_wait_ms for one
+  // idle outside a transaction (a stalled router's sessions sit idle: nothing in flight is lost by ending
+  // them), at most wait_ms for one at work; then ends the rest. Returns those it ended.
+  await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.settle_route_leases(freeze_epoch bigint, wait_ms integer, idle_wait_ms integer)
+RETURNS TABLE (ended_pid integer, ended_application text, ended_state text) LANGUAGE plpgsql AS $fn$
+DECLARE
+  deadline timestamptz := clock_timestamp() + settle_route_leases.wait_ms * interval '1 millisecond';
+  idle_deadline timestamptz := clock_timestamp() + least(settle_route_leases.idle_wait_ms, settle_route_leases.wait_ms) * interval '1 millisecond';
+  ended integer[] := '{}';
+  holder record;
+  waiting boolean;
+BEGIN
+  IF settle_route_leases.freeze_epoch IS NULL THEN
+    RETURN;
+  END IF;
+  LOOP
+    waiting := false;
+    FOR holder IN
+      SELECT l.pid AS pid, coalesce(a.application_name, '') AS app, coalesce(a.state, '') AS st
+        FROM pg_locks l
+        LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+        LEFT JOIN ${NODE_SCHEMA}.route_lease r ON r.pid = l.pid AND r.backend_start = a.backend_start
+       WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
+         AND l.classid = ${NODE_LEASE_LOCK_CLASS}::bigint::oid AND l.objid = 0::oid AND l.objsubid = 2
+         AND (r.epoch IS NULL OR r.epoch < settle_route_leases.freeze_epoch)
+         AND NOT (l.pid = ANY (ended))
+    LOOP
+      IF clock_timestamp() >= deadline OR (holder.st = 'idle' AND clock_timestamp() >= idle_deadline) THEN
+        PERFORM pg_terminate_backend(holder.pid);
+        ended := ended || holder.pid;
+        ended_pid := holder.pid;
+        ended_application := holder.app;
+        ended_state := holder.st;
+        RETURN NEXT;
+      ELSE
+        waiting := true;
+      END IF;
+    END LOOP;
+    EXIT WHEN NOT waiting;
+    PERFORM pg_sleep(0.002);
   END LOOP;
 END
 $fn$`);

@@ -21,21 +21,19 @@ export function routeCheckSql(slot: number, epoch: number): string {
   return `SELECT ${ROUTE_FUNCTION}(${int(slot)}, ${int(epoch)})`;
 }
 
-/** The route lease (`reshard_node.route_lease(slot, epoch)`): the route check, kept by the session after it passes. */
-export const ROUTE_LEASE_FUNCTION = `${NODE_SCHEMA}.route_lease`;
+/** The route check that also grants the node lease (returns whether this session holds it), to prepare once per connection: $1 the slot, $2 the epoch. */
+export const NODE_LEASE_PREPARED_SQL = `SELECT ${NODE_SCHEMA}.route_node_lease($1::integer, $2::bigint)`;
 
-/** The route lease as a statement to prepare once per connection: $1 the slot, $2 the epoch. */
-export const ROUTE_LEASE_PREPARED_SQL = `SELECT ${ROUTE_LEASE_FUNCTION}($1::integer, $2::bigint)`;
-
-/** The route lease as one statement (integers we format ourselves). */
-export function routeLeaseSql(slot: number, epoch: number): string {
-  return `SELECT ${ROUTE_LEASE_FUNCTION}(${int(slot)}, ${int(epoch)})`;
+/** The node lease check as one statement (integers we format ourselves). */
+export function nodeLeaseSql(slot: number, epoch: number): string {
+  return `SELECT ${NODE_SCHEMA}.route_node_lease(${int(slot)}, ${int(epoch)}) AS leased`;
 }
 
-/** Gives up the session's route leases on `slots`. */
-export function releaseRouteLeasesSql(slots: readonly number[]): string {
-  return `SELECT ${NODE_SCHEMA}.release_route_leases(ARRAY[${slots.map(int).join(', ')}]::integer[])`;
+/** A router's word that its sessions `pids` here follow a map at least `epoch` new. */
+export function routeLeaseSeenSql(pids: readonly number[], epoch: number): string {
+  return `SELECT ${NODE_SCHEMA}.route_lease_seen(ARRAY[${pids.map(int).join(', ')}]::integer[], ${int(epoch)})`;
 }
+
 
 /** How long the fence and the switch wait for routed transactions on the slot before ending them. */
 export const ROUTE_HOLDERS_WAIT_MS_DEFAULT = 1_000;
@@ -79,27 +77,32 @@ export function routeLockStatement(slot: number): string {
 }
 
 /**
- * Statement that ends the sessions that hold a route lease on `slot` and sit
- * idle outside any transaction (a pooled connection of a router that did not
- * give the lease back: stalled, dead, or behind on the slot map). Such a
- * session has nothing in flight, so ending it loses nothing, and the route
- * lock is not held up by it; its router drops the connection. Sessions in a
- * transaction or a statement are waited for (the route lock's bound).
+ * Statement that waits until every session holding the node lease has a
+ * router that saw the slot's freeze (the epoch its frozen record carries
+ * here) — at most IDLE_LEASE_HOLDER_WAIT_MS for a session sitting idle, at
+ * most `waitMs` for one at work — and ends the rest (see installNodeLease).
+ * Nothing when the slot is not frozen here.
  */
-export function endIdleLeaseHoldersStatement(slot: number): string {
-  return `SELECT l.pid AS ended_idle_pid, coalesce(a.application_name, '') AS application_name, a.state, pg_terminate_backend(l.pid) AS ended
-  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
- WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
-   AND l.classid = ${ROUTE_LOCK_CLASS}::bigint::oid AND l.objid = ${int(slot)}::bigint::oid AND l.objsubid = 2
-   AND a.state = 'idle'`;
+export function settleNodeLeasesStatement(slot: number, waitMs: number): string {
+  return `SELECT ended_pid, ended_application, ended_state FROM ${NODE_SCHEMA}.settle_route_leases(
+  (SELECT s.epoch FROM ${NODE_SCHEMA}.slot_state s WHERE s.slot = ${int(slot)} AND s.state = 'frozen'), ${int(Math.max(0, Math.round(waitMs)))}, ${IDLE_LEASE_HOLDER_WAIT_MS})`;
 }
 
-/** The sessions `endIdleLeaseHoldersStatement` ended, from the results of the multi-statement query it ran in. */
-export function endedIdleLeaseHolders(results: readonly pg.QueryResult[]): EndedBackend[] {
-  const rows = results.flatMap((result) => result.rows as { ended_idle_pid?: number; application_name: string; state: string }[]);
-  return rows.filter((row) => row.ended_idle_pid !== undefined)
-    .map((row) => ({ pid: row.ended_idle_pid!, applicationName: row.application_name, state: row.state, held: 'idle route lease' }));
+/**
+ * How long a switch waits for an idle node lease holder whose router has not
+ * said it saw the freeze. A live router says so within a few ms of the
+ * freeze, well before the switch; a stalled one's sessions sit idle, and this
+ * bound is what a stalled router adds to another client's write pause.
+ */
+export const IDLE_LEASE_HOLDER_WAIT_MS = 25;
+
+/** The sessions `settleNodeLeasesStatement` ended, from the results of the multi-statement query it ran in. */
+export function endedNodeLeaseHolders(results: readonly pg.QueryResult[]): EndedBackend[] {
+  const rows = results.flatMap((result) => result.rows as { ended_pid?: number; ended_application: string; ended_state: string }[]);
+  return rows.filter((row) => row.ended_pid !== undefined)
+    .map((row) => ({ pid: row.ended_pid!, applicationName: row.ended_application, state: row.ended_state, held: 'node lease of a router behind the freeze' }));
 }
+
 
 /** Undo of a freeze: the slot is served here again. A slot that moved on stays moved. */
 export async function markSlotThawed(db: Queryable, slot: number, epoch: number): Promise<void> {
@@ -175,9 +178,9 @@ export async function markSlotMoved(db: pg.ClientBase, slot: number, owner: stri
 
 /**
  * Runs `statement` (a slot state change) in a transaction holding the slot's
- * route lock exclusive: sessions that merely keep a route lease and sit idle
- * are ended at once (they lose nothing), open routed work is waited for at
- * most `holdersWaitMs`, then ended.
+ * route lock exclusive: open routed work is waited for at most
+ * `holdersWaitMs`, then ended. (Node lease holders were settled by the
+ * slot's fence.)
  */
 async function writeUnderRouteLock(db: pg.ClientBase, slot: number, statement: string, holdersWaitMs: number): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
   const ended: EndedBackend[] = [];
@@ -185,8 +188,7 @@ async function writeUnderRouteLock(db: pg.ClientBase, slot: number, statement: s
   for (let attempt = 1; ; attempt++) {
     try {
       roundTrips++;
-      const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, endIdleLeaseHoldersStatement(slot), routeLockStatement(slot), statement, 'COMMIT'].join(';\n'));
-      ended.push(...endedIdleLeaseHolders(results as unknown as pg.QueryResult[]));
+      await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, routeLockStatement(slot), statement, 'COMMIT'].join(';\n'));
       return { ended, roundTrips };
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {});

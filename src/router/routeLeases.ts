@@ -1,44 +1,41 @@
 import type pg from 'pg';
-import { releaseRouteLeasesSql } from '../node/slotState.js';
+import { routeLeaseSeenSql } from '../node/slotState.js';
 
 /**
- * Route leases one pooled connection keeps at most (each is one entry of the
- * node's lock table, whose size is max_locks_per_transaction ×
- * (max_connections + max_prepared_transactions), 64 × 100 on stock settings).
- * With them a routed read costs about what it costs through a plain pool
- * (bench/results/router.json); `routeLeasesPerConnection: 0` sends the check
- * with every statement instead.
+ * Whether routers take node leases unless told otherwise
+ * (`routeLeases: false` sends the route check with every statement).
  */
-// Off by default: the freeze no longer waits for the routers' acknowledgements once the source is fenced, so
-// the fence can end an idle lease holder just as its router sends a call on it (an unknown outcome; 3 tests of
-// one full run). On again once the fence and the lease release are ordered (README "Route leases").
-export const ROUTE_LEASES_PER_CONNECTION_DEFAULT = 0;
+export const ROUTE_LEASES_DEFAULT = true;
 
 /**
- * The route leases of a router's pooled connections: the slots whose route
- * check each connection has passed and still holds at session level on its
- * node (`reshard_node.route_lease`). A call for a leased slot on that
- * connection needs no check: the node's fence and switch cannot commit while
- * the session holds the lease (they wait for it, or end the session).
+ * The node leases of a router's pooled connections (see the node's
+ * `installNodeLease`): a connection that passed one route check on its node
+ * and was granted the lease sends its single statements there with no check
+ * afterwards, for the slots the router's map says that node serves (calls of
+ * frozen slots are held before they get here). Transactions always carry the
+ * check: its transaction lock is what a switch waits for.
  *
- * When the router sees a slot frozen, it forgets the slot's leases at once
- * and gives them back right away (queued on the connection: pg runs a
- * client's queries in order), except on a connection in use for a call on
- * that very slot, which gives it back when it returns to the pool (before
- * anything else runs on it): that call may be a transaction relying on the
- * lease. So a long call on another slot does not hold the freeze. A
- * connection the node ended (a lease not given back in time) leaves the pool
- * with its leases.
+ * The router's part of the bargain: whenever its map shows one of a node's
+ * slots frozen or gone, it tells that node that its connections there follow
+ * the new map (`route_lease_seen`), before anything else of the change. A
+ * connection in use for a call on one of those slots (or for a call that is
+ * not routed by slot) is reported only when it returns to the pool, in its
+ * own session, after that call: until then the call may still be reaching
+ * the slot. Connections on which a lease check was ever sent are reported,
+ * whether or not the router saw the grant (a check whose answer was lost may
+ * have taken it).
  */
-export class RouteLeases {
-  private readonly held = new Map<pg.ClientBase, Set<number>>();
+export class NodeLeases {
+  /** Connections holding their node's lease: their single statements go without the check. */
+  private readonly leased = new Set<pg.ClientBase>();
+  /** Connections on which a lease check was sent, by node: they may hold the lease. */
+  private readonly mayHold = new Map<pg.ClientBase, string>();
   /** Connections in use, with the slot of the routed call using each (undefined: not a routed call, e.g. eachNode). */
   private readonly inUse = new Map<pg.ClientBase, number | undefined>();
-  /** Slots whose leases a connection gives back when it is next idle. */
-  private readonly toRelease = new Map<pg.ClientBase, Set<number>>();
+  /** The epoch a busy connection reports in its own session once it is back in the pool. */
+  private readonly reportWhenIdle = new Map<pg.ClientBase, number>();
 
-  /** `isRevoked(slot)`: the slot is frozen in the router's map, so no lease on it is kept. */
-  constructor(private readonly leasesPerConnection: number, private readonly isRevoked: (slot: number) => boolean) {}
+  constructor(readonly enabled: boolean) {}
 
   /** Follows a node's pool: which connections are in use, and those that left it. */
   follow(pool: pg.Pool): void {
@@ -46,102 +43,73 @@ export class RouteLeases {
     pool.on('release', (error: Error | undefined, client: pg.PoolClient) => {
       this.inUse.delete(client);
       if (error) this.forget(client);
-      else if (this.toRelease.has(client)) void this.flush(client);
+      else this.reportIfDue(client);
     });
     pool.on('remove', (client) => this.forget(client));
   }
 
-  /** `client` serves a routed call on `slot` until it returns to the pool (before the call looks at its leases). */
+  /** `client` serves a routed call on `slot` until it returns to the pool. */
   using(client: pg.ClientBase, slot: number): void {
     this.inUse.set(client, slot);
   }
 
-  holds(client: pg.ClientBase, slot: number): boolean {
-    return this.held.get(client)?.has(slot) ?? false;
+  holds(client: pg.ClientBase): boolean {
+    return this.leased.has(client);
   }
 
-  /** Whether `client` may take one more lease (else the call uses the per-statement check). */
-  mayLease(client: pg.ClientBase): boolean {
-    return this.leasesPerConnection > 0 && (this.held.get(client)?.size ?? 0) < this.leasesPerConnection;
+  /** A lease check is about to go out on `client`, a connection to `node`. */
+  checking(client: pg.ClientBase, node: string): void {
+    if (this.enabled) this.mayHold.set(client, node);
   }
 
-  /** The lease check passed on `client`: kept, unless the slot was frozen meanwhile (then given back). */
-  granted(client: pg.ClientBase, slot: number): void {
-    if (this.isRevoked(slot)) {
-      this.releaseLater(client, slot);
-      return;
-    }
-    let slots = this.held.get(client);
-    if (!slots) this.held.set(client, (slots = new Set()));
-    slots.add(slot);
-  }
-
-  /** The lease check failed in a way that does not prove the lease is not held (not a refusal): given back to be sure. */
-  uncertain(client: pg.ClientBase, slot: number): void {
-    this.releaseLater(client, slot);
+  /** The node's answer to a lease check that passed: whether it granted the lease. */
+  granted(client: pg.ClientBase, leased: boolean): void {
+    if (leased && this.mayHold.has(client)) this.leased.add(client);
   }
 
   /**
-   * Forgets every lease on `slots` and gives them back (awaited), except on
-   * connections in use for a call on one of them: those when they return to
-   * the pool.
+   * The router's map now shows `changed` (slots that `node` served) frozen or
+   * gone, at `epoch`: tells the node so for every connection that may hold
+   * its lease, through `pool` (one statement), except those busy with a call
+   * that may touch a changed slot, which tell it themselves when they are
+   * back in the pool.
    */
-  async revoke(slots: Iterable<number>): Promise<void> {
-    const revoked = new Set(slots);
-    if (revoked.size === 0) return;
-    const releases: Promise<void>[] = [];
-    for (const [client, leased] of this.held) {
-      let any = false;
-      for (const slot of revoked) {
-        if (leased.delete(slot)) {
-          any = true;
-          this.releaseLater(client, slot);
-        }
-      }
-      if (!any) continue;
-      if (!this.inUse.has(client)) releases.push(this.flush(client));
-      else {
-        const servingSlot = this.inUse.get(client);
-        if (servingSlot === undefined || !revoked.has(servingSlot)) releases.push(this.flush(client, 'busy'));
-      }
+  async seen(node: string, pool: pg.Pool, epoch: number, changed: ReadonlySet<number>): Promise<void> {
+    const now: number[] = [];
+    for (const [client, holderNode] of this.mayHold) {
+      if (holderNode !== node) continue;
+      const pid = processIdOf(client);
+      if (pid === undefined) continue;
+      const busyWith = this.inUse.has(client) ? this.inUse.get(client) : null;
+      if (busyWith === null || (busyWith !== undefined && !changed.has(busyWith))) now.push(pid);
+      else this.reportWhenIdle.set(client, Math.max(epoch, this.reportWhenIdle.get(client) ?? 0));
     }
-    await Promise.all(releases);
-  }
-
-  private releaseLater(client: pg.ClientBase, slot: number): void {
-    let slots = this.toRelease.get(client);
-    if (!slots) this.toRelease.set(client, (slots = new Set()));
-    slots.add(slot);
+    if (now.length === 0) return;
+    // A failure leaves the node's switch to wait its bound for these sessions, then end them.
+    await pool.query(routeLeaseSeenSql(now, epoch)).catch(() => {});
   }
 
   /**
-   * Queues the release on the connection: pg runs a client's queries in
-   * order, so whoever takes the connection next runs after it. On a busy
-   * connection (its transaction failed, say) a failed release is tried again
-   * when the connection returns to the pool. On an idle one it failed because
-   * the session ended (the fence ends idle lease holders): the pool drops such
-   * a connection when it reads the end. It is not ended here: a pooled
-   * connection ended behind the pool's back stays in the pool and fails the
-   * next call.
+   * Queued on the connection right as it returns to the pool: pg runs a
+   * client's queries in order, so whoever takes it next runs after the report.
    */
-  private async flush(client: pg.ClientBase, when: 'idle' | 'busy' = 'idle'): Promise<void> {
-    const slots = this.toRelease.get(client);
-    if (!slots || slots.size === 0) return;
-    this.toRelease.delete(client);
-    try {
-      await client.query(releaseRouteLeasesSql([...slots]));
-    } catch {
-      if (when === 'busy' && this.inUse.has(client)) {
-        for (const slot of slots) this.releaseLater(client, slot);
-        return;
-      }
-      this.forget(client);
-    }
+  private reportIfDue(client: pg.ClientBase): void {
+    const epoch = this.reportWhenIdle.get(client);
+    if (epoch === undefined) return;
+    this.reportWhenIdle.delete(client);
+    const pid = processIdOf(client);
+    if (pid !== undefined) void client.query(routeLeaseSeenSql([pid], epoch)).catch(() => {});
   }
 
   private forget(client: pg.ClientBase): void {
-    this.held.delete(client);
-    this.toRelease.delete(client);
+    this.leased.delete(client);
+    this.mayHold.delete(client);
     this.inUse.delete(client);
+    this.reportWhenIdle.delete(client);
   }
+}
+
+function processIdOf(client: pg.ClientBase): number | undefined {
+  const pid = (client as unknown as { processID?: number | null }).processID;
+  return typeof pid === 'number' ? pid : undefined;
 }

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { ROUTE_CHECK_PREPARED_SQL, ROUTE_LEASE_PREPARED_SQL } from '../node/slotState.js';
+import { NODE_LEASE_PREPARED_SQL, ROUTE_CHECK_PREPARED_SQL } from '../node/slotState.js';
 
 /** What the route check needs: the slot and the epoch the call was routed at. */
 export interface RouteCheck {
@@ -9,8 +9,8 @@ export interface RouteCheck {
 
 /**
  * Which check goes first: `route` (held for the statement's transaction only),
- * `lease` (kept by the session after it passes: see RouteLeases), or `leased`
- * (none: the connection holds the slot's lease already).
+ * `lease` (the same, and it may grant the node lease: see NodeLeases), or
+ * `leased` (none: the connection holds its node's lease).
  */
 export type RouteCheckKind = 'route' | 'lease' | 'leased';
 
@@ -28,7 +28,7 @@ export interface PreparedCheck {
 /** The route checks' prepared statements. */
 const CHECK_STATEMENTS: Record<Exclude<RouteCheckKind, 'leased'>, { name: string; text: string }> = {
   route: { name: 'reshard_route', text: ROUTE_CHECK_PREPARED_SQL },
-  lease: { name: 'reshard_route_lease', text: ROUTE_LEASE_PREPARED_SQL },
+  lease: { name: 'reshard_node_lease', text: NODE_LEASE_PREPARED_SQL },
 };
 
 /** Set on a watched connection when the node answers a Bind of the statement in flight. */
@@ -67,7 +67,7 @@ export function watchAnswers(client: pg.ClientBase): void {
  * committed (which comes after, at Sync).
  */
 export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
-  done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+  done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void): void {
   const prepared = kind === 'leased' ? undefined : { ...CHECK_STATEMENTS[kind], values: [String(check.slot), String(check.epoch)] };
   sendCheckedStatement(client, prepared, text, values, done);
 }
@@ -78,11 +78,11 @@ export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.Clie
  * describes: the check raises, the statement is skipped.
  */
 export function sendCheckedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: PreparedCheck | undefined, text: string, values: readonly unknown[],
-  done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+  done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void): void {
   const query: CheckedQuery = new CheckedQuery(check, text, values,
     (error: Error | null, result: pg.QueryResult<R>) => {
-      if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }));
-      else done(undefined, result);
+      if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }), undefined, query.checkAnswer);
+      else done(undefined, result, query.checkAnswer);
     });
   client.query(query as unknown as pg.Submittable);
 }
@@ -109,6 +109,8 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
   handleError(error: unknown, connection: Connection): void;
 }) {
   private checkAnswered: boolean;
+  /** The check's own answer (the first column of its row, as text), if it returned one. */
+  checkAnswer: string | null | undefined;
   private parsedCheck = false;
   /** The connection it was sent on; undefined while it waits its turn (or never got one). */
   private sentOn: Connection | undefined;
@@ -157,6 +159,7 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
 
   override handleDataRow(message: unknown): void {
     if (this.checkAnswered) super.handleDataRow(message);
+    else this.checkAnswer = (message as { fields: (string | null)[] }).fields[0];
   }
 
   override handleCommandComplete(message: unknown, connection: Connection): void {

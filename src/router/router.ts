@@ -15,8 +15,8 @@ import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
 import { sendRoutedStatement, watchAnswers, type RouteCheckKind } from './routedStatement.js';
-import { routeCheckSql, routeLeaseSql } from '../node/slotState.js';
-import { RouteLeases, ROUTE_LEASES_PER_CONNECTION_DEFAULT } from './routeLeases.js';
+import { nodeLeaseSql, routeCheckSql } from '../node/slotState.js';
+import { NodeLeases, ROUTE_LEASES_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
 import { SlotGate } from './slotGate.js';
 import { SlotLoadReporter } from './slotLoadReporter.js';
@@ -47,10 +47,13 @@ export interface RouterOptions {
   /** Connections per node. */
   poolSizePerNode?: number;
   /**
-   * Route leases a pooled connection keeps (slots whose route check it holds
-   * at session level, so later calls on them carry no check). Each takes one
-   * entry of the node's lock table. 0: every call carries the route check.
+   * Node leases (default true): a pooled connection that passed one route
+   * check on its node sends its single statements there with no check
+   * afterwards (one lock table entry per connection; see README "Route
+   * leases"). false: every statement carries the route check.
    */
+  routeLeases?: boolean;
+  /** Before `routeLeases`: 0 turns leases off, any other number leaves them on. */
   routeLeasesPerConnection?: number;
   /** How often the router sends its per-slot load (calls, rows written, p50/p99) to the catalog; 0: never. */
   loadReportMs?: number;
@@ -93,7 +96,7 @@ export interface CallRoute {
 
 export const ROUTER_LEASE_MS_DEFAULT = 5_000;
 export const ROUTER_HOLD_TIMEOUT_MS_DEFAULT = 10_000;
-/** Longest a resync waits for its idle connections to give back the leases of newly frozen slots before acknowledging. */
+/** Longest a resync waits for the nodes to hear that its connections follow the new map (NodeLeases.seen) before acknowledging. */
 const LEASE_RELEASE_WAIT_MS = 250;
 /** Redirects (RSM02) one call follows before it gives up: a slot moves at most a few times in one call's life. */
 const REDIRECTS_MAX = 4;
@@ -112,7 +115,7 @@ const REDIRECTS_MAX = 4;
 export class Router {
   readonly id = randomUUID();
   private readonly gate = new SlotGate();
-  private readonly leases: RouteLeases;
+  private readonly leases: NodeLeases;
   private readonly load: SlotLoadReporter;
   /** One pool per node, made on first use (its TLS setting may need a first connection to learn). */
   private readonly pools = new Map<string, Promise<pg.Pool>>();
@@ -146,11 +149,11 @@ export class Router {
     this.name = options.name ?? `${hostname()}:${process.pid}`;
     this.poolSize = options.poolSizePerNode ?? 4;
     this.catalog = typeof options.catalog === 'string' ? parseConnectionHere(options.catalog, 'the router\'s catalog option') : options.catalog;
-    const leasesPerConnection = options.routeLeasesPerConnection ?? ROUTE_LEASES_PER_CONNECTION_DEFAULT;
-    if (!Number.isSafeInteger(leasesPerConnection) || leasesPerConnection < 0) {
-      throw new ReshardError('bad_input', `routeLeasesPerConnection must be a whole number ≥ 0, got ${String(leasesPerConnection)}`, `pass e.g. routeLeasesPerConnection: ${ROUTE_LEASES_PER_CONNECTION_DEFAULT}`);
+    const leasesPerConnection = options.routeLeasesPerConnection;
+    if (leasesPerConnection !== undefined && (!Number.isSafeInteger(leasesPerConnection) || leasesPerConnection < 0)) {
+      throw new ReshardError('bad_input', `routeLeasesPerConnection must be a whole number ≥ 0, got ${String(leasesPerConnection)}`, 'pass routeLeases: true or false instead');
     }
-    this.leases = new RouteLeases(leasesPerConnection, (slot) => this.gate.isFrozen(slot));
+    this.leases = new NodeLeases(options.routeLeases ?? (leasesPerConnection === undefined ? ROUTE_LEASES_DEFAULT : leasesPerConnection > 0));
     this.load = new SlotLoadReporter(this.id, () => this.listener, options.loadReportMs);
   }
 
@@ -243,12 +246,10 @@ export class Router {
 
   /** query()'s statement on `client`: checked, leased or taking the lease (see checkKind), with the lease's bookkeeping. */
   private statement<R extends pg.QueryResultRow>(client: pg.PoolClient, route: CallRoute, sql: string, params: readonly unknown[], done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
-    const kind = this.checkKind(client, route.slot);
-    sendRoutedStatement<R>(client, route, kind, sql, params, (error, result) => {
-      if (kind === 'lease') {
-        if (!error) this.leases.granted(client, route.slot);
-        else this.leaseCheckFailed(client, route.slot, error, (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true);
-      }
+    const kind = this.checkKind(client, route);
+    if (kind === 'lease') this.leases.checking(client, route.owner);
+    sendRoutedStatement<R>(client, route, kind, sql, params, (error, result, checkAnswer) => {
+      if (kind === 'lease' && (!error || (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true)) this.leases.granted(client, checkAnswer === 't');
       if (error) Object.assign(error, { reshardPhase: 'statement' satisfies CallPhase });
       done(error, result);
     });
@@ -264,16 +265,18 @@ export class Router {
     return this.routed(key, this.slotOf(key), async (client, route) => {
       let phase: CallPhase = 'before-commit';
       try {
-        const kind = this.checkKind(client, route.slot);
+        // Always checked (a lease serves single statements only): the check's transaction lock is what the switch waits for.
+        const takeLease = this.leases.enabled && !this.leases.holds(client);
+        let begun: pg.QueryResult[];
         try {
-          await client.query(kind === 'leased' ? 'BEGIN' : `BEGIN; ${kind === 'lease' ? routeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`);
+          if (takeLease) this.leases.checking(client, route.owner);
+          begun = await client.query(`BEGIN; ${takeLease ? nodeLeaseSql(route.slot, route.epoch) : routeCheckSql(route.slot, route.epoch)}`) as unknown as pg.QueryResult[];
         } catch (error) {
-          if (kind === 'lease') this.leaseCheckFailed(client, route.slot, error, false);
           // `work` has not run and BEGIN commits nothing: a connection that ended here (the node ended
           // an idle pooled session, say) changed nothing, and the call goes on another connection.
           throw Object.assign(asError(error), { reshardNotApplied: connectionEnded(error) });
         }
-        if (kind === 'lease') this.leases.granted(client, route.slot);
+        if (takeLease) this.leases.granted(client, (begun[1]?.rows[0] as { leased?: boolean } | undefined)?.leased === true);
         const result = await work(client);
         phase = 'commit';
         const committed = await client.query('COMMIT');
@@ -494,21 +497,18 @@ export class Router {
     await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
   }
 
-  /** Which check a call on `client` for `slot` carries: none (the connection holds the lease), the lease check, or the per-statement check. */
-  private checkKind(client: pg.ClientBase, slot: number): RouteCheckKind | 'leased' {
-    if (this.leases.holds(client, slot)) return 'leased';
-    return this.leases.mayLease(client) ? 'lease' : 'route';
-  }
-
   /**
-   * A call with the lease check failed: the lease is held if the check passed
-   * (the statement failed), not held after a refusal (the node gave it back),
-   * and unknown otherwise (given back to be sure).
+   * Which check a single statement on `client` carries: none when the
+   * connection holds its node's lease and the route is still the map's, the
+   * lease check when leases are on, else the route check. A call routed
+   * before its slot froze or moved (it got past the gate first) carries the
+   * check: the node may already have been told that this router knows.
    */
-  private leaseCheckFailed(client: pg.ClientBase, slot: number, error: unknown, checkPassed: boolean): void {
-    const code = (error as { code?: string }).code;
-    if (checkPassed) this.leases.granted(client, slot);
-    else if (code !== MOVED_SQLSTATE && code !== FENCE_SQLSTATE) this.leases.uncertain(client, slot);
+  private checkKind(client: pg.ClientBase, route: CallRoute): RouteCheckKind {
+    if (!this.leases.enabled) return 'route';
+    if (!this.leases.holds(client)) return 'lease';
+    const current = this.currentRoute(route.slot);
+    return !this.gate.isFrozen(route.slot) && current.owner === route.owner && current.epoch === route.epoch ? 'leased' : 'route';
   }
 
   /** The owner a node named in its RSM02 refusal; used until the catalog's map is at least that new. */
@@ -645,9 +645,10 @@ export class Router {
       // given a reference table before any slot). A catalog not yet upgraded to reference tables has none:
       // routing by slot goes on.
       this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
-      // Before the acknowledgement: the fence then finds no lease of this router on the slot to wait for.
-      // Bounded: a node that does not answer ends such sessions itself (the fence ends idle lease holders).
-      await Promise.race([this.leases.revoke(snapshot.frozen), sleep(LEASE_RELEASE_WAIT_MS)]);
+      // Before the acknowledgement: each node whose slots froze or left it learns that this router's
+      // connections there follow the new map, so its switch need not wait for them. Bounded: a node that does
+      // not hear it waits its own bound at the switch, then ends those sessions.
+      if (previous && this.leases.enabled) await Promise.race([this.reportLeavingSlots(previous, snapshot), sleep(LEASE_RELEASE_WAIT_MS)]);
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
         if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {
@@ -671,6 +672,25 @@ export class Router {
       await this.listener?.end().catch(() => {});
       this.listener = undefined;
     }
+  }
+
+  /** Tells each node whose slots froze or changed owner between `previous` and `next` (see NodeLeases.seen). */
+  private async reportLeavingSlots(previous: MapSnapshot, next: MapSnapshot): Promise<void> {
+    const wasFrozen = new Set(previous.frozen);
+    const isFrozen = new Set(next.frozen);
+    const leaving = new Map<string, Set<number>>();
+    previous.owners.forEach((owner, slot) => {
+      if (owner === undefined) return;
+      if ((isFrozen.has(slot) && !wasFrozen.has(slot)) || next.owners[slot] !== owner) {
+        let slots = leaving.get(owner);
+        if (!slots) leaving.set(owner, (slots = new Set()));
+        slots.add(slot);
+      }
+    });
+    await Promise.all([...leaving].map(async ([node, slots]) => {
+      const pool = this.openPools.get(node);
+      if (pool) await this.leases.seen(node, pool, next.epoch, slots);
+    }));
   }
 
   private scheduleRenewal(): void {

@@ -6,7 +6,8 @@ import { initCluster } from '../../src/admin/initCluster.js';
 import { setSlotState } from '../../src/catalog/slotMap.js';
 import { slotOf } from '../../src/core/hash.js';
 import { fenceSlot, unfenceSlot } from '../../src/node/fence.js';
-import { ROUTE_LOCK_CLASS } from '../../src/node/nodeHelpers.js';
+import { NODE_LEASE_LOCK_CLASS } from '../../src/node/nodeHelpers.js';
+import { markSlotMoved, nodeLeaseSql, routeLeaseSeenSql } from '../../src/node/slotState.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/index.js';
@@ -30,7 +31,7 @@ function keyOfSlot(slot: number): number {
   for (let id = 1; ; id++) if (slotOf('bigint', id, SLOTS) === slot) return id;
 }
 
-describe('route leases', () => {
+describe('node leases', () => {
   let cluster: TestServers;
   let access: ClusterAccess;
   beforeAll(async () => {
@@ -45,153 +46,170 @@ describe('route leases', () => {
     await cluster?.stop();
   });
 
-  /** Sessions (pids) holding the route lease (a session-level shared route lock) on `slot`, with how many holds. */
-  async function leaseHolders(slot: number): Promise<number[]> {
+  /** Sessions (pids) holding the node lease (a session-level shared advisory lock). */
+  async function leaseHolders(): Promise<number[]> {
     const probe = await connectTo(cluster.servers[0]!.connection);
     try {
       const result = await probe.query<{ pid: number }>(
         `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock'
-            AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 2 ORDER BY pid`, [ROUTE_LOCK_CLASS, slot]);
+            AND classid = $1::bigint::oid AND objid = 0 AND objsubid = 2 ORDER BY pid`, [NODE_LEASE_LOCK_CLASS]);
       return result.rows.map((row) => row.pid);
     } finally {
       await probe.end();
     }
   }
 
-  it('is taken once per session, given back by release_route_leases, and not kept after a refusal', async () => {
+  async function pidOf(client: pg.ClientBase): Promise<number> {
+    return (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  }
+
+  async function catalogEpoch(catalog: pg.ClientBase): Promise<number> {
+    return Number((await catalog.query<{ epoch: string }>('SELECT epoch::text FROM reshard.cluster')).rows[0]!.epoch);
+  }
+
+  it('is granted once per session to a router whose map is current, and refused (the check still passing) to one behind', async () => {
     const session = await connectTo(cluster.servers[0]!.connection);
+    const behind = await connectTo(cluster.servers[0]!.connection);
     const admin = await connectTo(cluster.servers[0]!.connection);
     try {
-      const pid = (await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-      await session.query('SELECT reshard_node.route_lease(1, 1)');
-      await session.query('SELECT reshard_node.route_lease(1, 1)');
-      expect(await leaseHolders(1)).toEqual([pid]);
-      // Outlives the transaction: a lease is session-level.
+      const pid = await pidOf(session);
+      const granted = await session.query<{ leased: boolean }>(nodeLeaseSql(1, 1));
+      expect(granted.rows[0]!.leased).toBe(true);
+      expect((await session.query<{ leased: boolean }>(nodeLeaseSql(2, 1))).rows[0]!.leased).toBe(true);
+      expect(await leaseHolders()).toEqual([pid]);
+      // Outlives the transaction: the lease is session-level, one lock however many checks.
       await session.query('BEGIN; SELECT 1; ROLLBACK');
-      expect(await leaseHolders(1)).toEqual([pid]);
-      // One release gives it back whole (it was not stacked by the second check).
-      await session.query('SELECT reshard_node.release_route_leases(ARRAY[1])');
-      expect(await leaseHolders(1)).toEqual([]);
+      expect(await leaseHolders()).toEqual([pid]);
 
+      // Its router says it saw the freeze first, so the fence leaves it alone.
+      await admin.query(routeLeaseSeenSql([pid], 5));
       const fence = await fenceSlot(admin, TABLES, 2, SLOTS, { epoch: 5 });
       expect(fence.ended).toEqual([]);
-      const refused = await session.query('SELECT reshard_node.route_lease(2, 4)').catch((error: unknown) => error as { code?: string; detail?: string });
+      const refused = await behind.query(nodeLeaseSql(2, 4)).catch((error: unknown) => error as { code?: string; detail?: string });
       expect((refused as { code?: string }).code).toBe('RSM01');
       expect(JSON.parse((refused as { detail: string }).detail)).toMatchObject({ slot: 2, state: 'frozen', epoch: 5, routed_epoch: 4 });
-      expect(await leaseHolders(2)).toEqual([]);
+      // Another slot passes the check, but a router that has not seen epoch 5 takes no lease.
+      expect((await behind.query<{ leased: boolean }>(nodeLeaseSql(1, 4))).rows[0]!.leased).toBe(false);
+      expect(await leaseHolders()).toEqual([pid]);
       await unfenceSlot(admin, TABLES, 2, SLOTS, 6);
-      await session.query('SELECT reshard_node.route_lease(2, 6)');
-      expect(await leaseHolders(2)).toEqual([pid]);
+      expect((await behind.query<{ leased: boolean }>(nodeLeaseSql(1, 6))).rows[0]!.leased).toBe(true);
+      expect((await leaseHolders()).sort()).toEqual([pid, await pidOf(behind)].sort());
+      // The tests after start from a node that has seen no change (the catalog's epochs are lower than these).
+      await admin.query('DELETE FROM reshard_node.slot_state');
     } finally {
       await session.end();
+      await behind.end();
       await admin.end();
     }
   });
 
-  it('does not hold a fence: an idle holder is ended at once, one in a transaction after the bound', async () => {
-    const idle = await connectTo(cluster.servers[0]!.connection);
-    idle.on('error', () => {});
-    const busy = await connectTo(cluster.servers[0]!.connection);
-    busy.on('error', () => {});
+  it('lets a fence wait for holders whose router has not seen the freeze (an idle one briefly, one at work its bound), then end them; a holder that reported it is left to its long call', async () => {
+    const silent = await connectTo(cluster.servers[0]!.connection);
+    silent.on('error', () => {});
+    const silentAtWork = await connectTo(cluster.servers[0]!.connection);
+    silentAtWork.on('error', () => {});
+    const reported = await connectTo(cluster.servers[0]!.connection);
     const admin = await connectTo(cluster.servers[0]!.connection);
     try {
-      await idle.query('SELECT reshard_node.route_lease(3, 1)');
-      const idlePid = (await idle.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-      let started = performance.now();
-      const fence = await fenceSlot(admin, TABLES, 3, SLOTS, { epoch: 7, holdersWaitMs: 5_000 });
-      // Well below the 5 s bound: the idle holder was ended, not waited for.
-      expect(performance.now() - started).toBeLessThan(2_500);
-      expect(fence.ended.map((backend) => [backend.pid, backend.held])).toEqual([[idlePid, 'idle route lease']]);
-      expect(await leaseHolders(3)).toEqual([]);
-      const afterward = await idle.query('SELECT 1').catch((error: unknown) => error);
-      expect(afterward).toBeInstanceOf(Error);
-      const ended = await admin.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_stat_activity WHERE pid = $1', [idlePid]);
-      expect(ended.rows[0]!.n).toBe('0');
-      await unfenceSlot(admin, TABLES, 3, SLOTS, 8);
-
-      // A transaction on a leased session holds the slot: the fence waits its bound, then ends it.
-      await busy.query('SELECT reshard_node.route_lease(4, 1)');
-      await busy.query('BEGIN');
-      await busy.query('SELECT count(*) FROM kv');
-      started = performance.now();
-      const waited = await fenceSlot(admin, TABLES, 4, SLOTS, { epoch: 9, holdersWaitMs: 400 });
+      for (const session of [silent, silentAtWork, reported]) expect((await session.query<{ leased: boolean }>(nodeLeaseSql(0, 10))).rows[0]!.leased).toBe(true);
+      const [silentPid, atWorkPid, reportedPid] = [await pidOf(silent), await pidOf(silentAtWork), await pidOf(reported)];
+      await admin.query(routeLeaseSeenSql([reportedPid], 11));
+      // Long statements on another slot: one on the session whose router reported the freeze, one on a session whose router did not.
+      const longCall = reported.query('SELECT pg_sleep(1.5), count(*) FROM kv');
+      const cutCall = silentAtWork.query('SELECT pg_sleep(1.5), count(*) FROM kv').catch((error: unknown) => error);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = performance.now();
+      const fence = await fenceSlot(admin, TABLES, 3, SLOTS, { epoch: 11, holdersWaitMs: 400 });
       expect(performance.now() - started).toBeGreaterThanOrEqual(390);
-      expect(waited.ended.map((backend) => backend.held)).toEqual(['route lock']);
-      expect(await busy.query('COMMIT').catch((error: unknown) => error)).toBeInstanceOf(Error);
-      await unfenceSlot(admin, TABLES, 4, SLOTS, 10);
+      expect(performance.now() - started).toBeLessThan(1_300);
+      expect(fence.ended.map((backend) => backend.pid).sort()).toEqual([silentPid, atWorkPid].sort());
+      expect(fence.ended.find((backend) => backend.pid === silentPid)?.state).toBe('idle');
+      expect(fence.ended.find((backend) => backend.pid === atWorkPid)?.state).toBe('active');
+      // The switch after it waits for nobody.
+      expect((await markSlotMoved(admin, 3, 'n2', 12, 400)).ended).toEqual([]);
+      expect(await silent.query('SELECT 1').catch((error: unknown) => error)).toBeInstanceOf(Error);
+      expect(await cutCall).toBeInstanceOf(Error);
+      expect((await longCall).rowCount).toBe(1);
+      expect(await leaseHolders()).toEqual([reportedPid]);
+      await unfenceSlot(admin, TABLES, 3, SLOTS, 13);
+      await admin.query('DELETE FROM reshard_node.slot_state');
     } finally {
-      await idle.end().catch(() => {});
-      await busy.end().catch(() => {});
+      await silent.end().catch(() => {});
+      await silentAtWork.end().catch(() => {});
+      await reported.end();
       await admin.end();
     }
   });
 
-  it('lets the router skip the check on a leased slot and give the lease back when it sees a freeze', async () => {
-    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2, routeLeasesPerConnection: 64 });
-    const catalog = await connectTo(access.catalog);
+  it('ends an idle holder whose router has not seen the freeze within a few tens of ms, not the whole bound (a stalled router holds no fence)', async () => {
+    const silent = await connectTo(cluster.servers[0]!.connection);
+    silent.on('error', () => {});
+    const admin = await connectTo(cluster.servers[0]!.connection);
     try {
-      const slot = 5;
-      const key = keyOfSlot(slot);
-      await router.query(key, 'INSERT INTO kv (id, v) VALUES ($1, 1)', [key]);
-      const holders = await leaseHolders(slot);
-      expect(holders.length).toBe(1);
-      const held = await catalog.query<{ application_name: string }>('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [holders[0]]);
-      expect(held.rows[0]!.application_name).toMatch(/^reshard router/);
-      // Served on the lease (no new lease, same session).
-      await router.query(key, 'UPDATE kv SET v = v + 1 WHERE id = $1', [key]);
-      expect(await leaseHolders(slot)).toEqual(holders);
-
-      await setSlotState(catalog, slot, 'frozen');
-      const deadline = performance.now() + 5_000;
-      while ((await leaseHolders(slot)).length > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
-      expect(router.routeOf(slot).frozen).toBe(true);
-      expect(await leaseHolders(slot)).toEqual([]);
-      // The router's session is still open (the lease was given back, not ended).
-      const open = await catalog.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_stat_activity WHERE pid = $1', [holders[0]]);
-      expect(open.rows[0]!.n).toBe('1');
-
-      await setSlotState(catalog, slot, 'active');
-      const value = await router.query<{ v: string }>(key, 'SELECT v FROM kv WHERE id = $1', [key]);
-      expect(value.rows[0]!.v).toBe('2');
-      expect((await leaseHolders(slot)).length).toBe(1);
+      expect((await silent.query<{ leased: boolean }>(nodeLeaseSql(0, 10))).rows[0]!.leased).toBe(true);
+      const silentPid = await pidOf(silent);
+      const started = performance.now();
+      const fence = await fenceSlot(admin, TABLES, 4, SLOTS, { epoch: 11, holdersWaitMs: 5_000 });
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(fence.ended.map((backend) => [backend.pid, backend.state])).toEqual([[silentPid, 'idle']]);
+      expect(await leaseHolders()).toEqual([]);
+      await unfenceSlot(admin, TABLES, 4, SLOTS, 13);
+      await admin.query('DELETE FROM reshard_node.slot_state');
     } finally {
-      await catalog.end();
-      await router.close();
+      await silent.end().catch(() => {});
+      await admin.end();
     }
   });
 
-  it('gives a lease back at once from a connection busy with a transaction on another slot', async () => {
-    // One connection: it holds slot 6's lease and serves a transaction on slot 7 when 6 is frozen.
-    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 1, routeLeasesPerConnection: 64 });
+  it('makes a router report a freeze to the node at once: the fence waits for none of its connections, and its long call on another slot goes on', async () => {
+    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2 });
     const catalog = await connectTo(access.catalog);
+    const admin = await connectTo(cluster.servers[0]!.connection);
     try {
-      const [frozenSlot, busySlot] = [6, 7];
-      await router.query(keyOfSlot(frozenSlot), 'SELECT 1');
-      expect((await leaseHolders(frozenSlot)).length).toBe(1);
-      const heldDuring = await router.transaction(keyOfSlot(busySlot), async (client) => {
-        await client.query('SELECT count(*) FROM kv');
-        await setSlotState(catalog, frozenSlot, 'frozen');
-        const deadline = performance.now() + 5_000;
-        while ((await leaseHolders(frozenSlot)).length > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
-        const holders = await leaseHolders(frozenSlot);
-        await client.query('SELECT count(*) FROM kv');
-        return holders.length;
-      });
-      expect(heldDuring).toBe(0);
-      // The transaction's own slot keeps its lease.
-      expect((await leaseHolders(busySlot)).length).toBe(1);
+      const [frozenSlot, busySlot] = [5, 6];
+      const key = keyOfSlot(frozenSlot);
+      await router.query(key, 'INSERT INTO kv (id, v) VALUES ($1, 1)', [key]);
+      await Promise.all([router.query(key, 'SELECT pg_sleep(0.05)'), router.query(keyOfSlot(busySlot), 'SELECT pg_sleep(0.05)')]);
+      const holders = await leaseHolders();
+      expect(holders.length).toBe(2);
+      const held = await catalog.query<{ application_name: string }>('SELECT application_name FROM pg_stat_activity WHERE pid = ANY($1)', [holders]);
+      expect(held.rows.every((row) => /^reshard router/.test(row.application_name))).toBe(true);
+      // Served on the lease: no check, same sessions.
+      expect((await router.query(key, 'UPDATE kv SET v = v + 1 WHERE id = $1', [key])).rowCount).toBe(1);
+
+      const longCall = router.query(keyOfSlot(busySlot), 'SELECT pg_sleep(1.5), count(*) FROM kv');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await setSlotState(catalog, frozenSlot, 'frozen');
+      const epoch = await catalogEpoch(catalog);
+      const deadline = performance.now() + 5_000;
+      while (!router.routeOf(frozenSlot).frozen && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(router.routeOf(frozenSlot).frozen).toBe(true);
+      const started = performance.now();
+      const fence = await fenceSlot(admin, TABLES, frozenSlot, SLOTS, { epoch, holdersWaitMs: 3_000 });
+      expect(fence.ended).toEqual([]);
+      expect(performance.now() - started).toBeLessThan(1_000);
+      await markSlotMoved(admin, frozenSlot, 'n1', epoch + 1, 3_000);
+      expect((await longCall).rowCount).toBe(1);
+      expect((await leaseHolders()).sort()).toEqual([...holders].sort());
+
+      // Back as it was (this node owns the slot again) for the tests after.
+      await admin.query(`DELETE FROM reshard_node.slot_state WHERE slot = ${frozenSlot}`);
+      await unfenceSlot(admin, TABLES, frozenSlot, SLOTS, epoch + 2);
       await setSlotState(catalog, frozenSlot, 'active');
+      const value = await router.query<{ v: string }>(key, 'SELECT v FROM kv WHERE id = $1', [key]);
+      expect(value.rows[0]!.v).toBe('2');
     } finally {
+      await admin.end();
       await catalog.end();
       await router.close();
     }
   });
 
   it('sends a call again, once, when the node ended its pooled connection before the router read the end', async () => {
-    // A stalled application process: the fence ends its idle lease holders, and when the process
+    // A stalled application process: a switch ends its lease holders, and when the process
     // wakes its next calls may go out on those connections before it reads their end. Here the
     // router's sockets stop reading while the node ends their sessions, as a stopped process's do.
-    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2, routeLeasesPerConnection: 64 });
+    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2 });
     const admin = await connectTo(cluster.servers[0]!.connection);
     const waitForRead = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
     try {

@@ -148,10 +148,10 @@ function startClient(access: ClusterAccess): ChildProcess {
   });
 }
 
-/** RESHARD_STALL_ROUTE_LEASES=N runs the client with N route leases per connection (else the router's default). */
-function routeLeases(): { routeLeasesPerConnection?: number } {
+/** RESHARD_STALL_ROUTE_LEASES=0 runs the client without node leases (else the router's default, with them). */
+function routeLeases(): { routeLeases?: boolean } {
   const value = process.env['RESHARD_STALL_ROUTE_LEASES'];
-  return value === undefined ? {} : { routeLeasesPerConnection: Number(value) };
+  return value === undefined ? {} : { routeLeases: value !== '0' };
 }
 
 async function rebalanceOnline(access: ClusterAccess): Promise<number> {

@@ -19,7 +19,7 @@ const count = (map, key) => { map[key] = (map[key] ?? 0) + 1; };
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const router = await Router.connect({ catalog: config.catalog, name: 'stalling client', leaseMs: config.leaseMs, poolSizePerNode: config.clients,
-  ...(config.routeLeasesPerConnection === undefined ? {} : { routeLeasesPerConnection: config.routeLeasesPerConnection }) });
+  ...(config.routeLeases === undefined ? {} : { routeLeases: config.routeLeases }) });
 let running = true;
 
 async function call(kind, key, work, acked, unknown) {
