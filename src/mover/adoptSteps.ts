@@ -6,9 +6,11 @@ import { sequenceBlockRange } from '../core/sequenceBlock.js';
 import { withTimeout, waitFor } from '../plumbing/waitFor.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 import {
-  copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
+  copySourceRowsToOwnersAtSnapshot, fenceSourceTable, keysInSlots, rowsByKey, splitPrimaryKey, statsBySlot, unfenceSourceTable,
 } from '../node/adoptSource.js';
-import { createStagedParent, dropStagedParent, installKeyLog, removeKeyLog, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
+import {
+  addStagedPrimaryKey, createStagedParent, dropStagedParent, dropStagedPrimaryKey, installKeyLog, removeKeyLog, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode,
+} from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { confineTableSequences } from '../node/sequenceRange.js';
 import { dropReplicationSlot } from '../node/replication.js';
@@ -56,13 +58,14 @@ async function onEveryNode(context: AdoptContext, work: (node: string) => Promis
 
 const prepare: AdoptStep = {
   name: 'prepare',
-  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name, with the leaves of the slots the node owns (named after the table), its sequences (bigserial, identity) confined to the node\'s block',
+  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name (its primary key comes after the copy), with the leaves of the slots the node owns (named after the table), its sequences (bigserial, identity) confined to the node\'s block',
   async do(context) {
     const blocks = await sequenceBlocks(context.catalog);
     await onEveryNode(context, async (name) => {
       const session = await context.node(name);
       await installNodeHelpers(session);
-      await createStagedParent(session, tableNames(context), context.definition, ownedSlots(context, name), context.modulus);
+      // Without its primary key: the copy loads index-free leaves, and the stream builds the key once they are full.
+      await createStagedParent(session, tableNames(context), splitPrimaryKey(context.definition).columns, ownedSlots(context, name), context.modulus);
       // Each node's own sequence (bigserial, identity) draws from the node's block from the start: above every adopted key (< 2^48).
       const block = blocks.get(name);
       if (block === undefined) throw new ReshardError('precondition', `node ${name} has no sequence block in the catalog`, 'run `reshard init` to upgrade the catalog schema');
@@ -82,43 +85,70 @@ const prepare: AdoptStep = {
 
 const stream: AdoptStep = {
   name: 'stream',
-  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot with one binary COPY per owner (rows of the owner\'s slots only, routed to leaves by the parent); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
+  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot in one binary COPY stream (one scan, each row led by its slot), split by slot to one binary COPY per owner into index-free leaves (routed by the staged parent); once every source is in, the primary key built on every owner (a key on two sources fails here); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
   async do(context) {
-    // Idempotent as a whole: a copy interrupted anywhere starts again from empty leaves and new slots.
-    for (const node of context.nodes) await truncateStagedParent(await context.node(node.name), tableNames(context));
     const { adoption } = context;
+    // Idempotent as a whole: a copy interrupted anywhere starts again from empty, index-free leaves and new slots.
+    await Promise.all(context.nodes.map(async (node) => {
+      const session = await context.node(node.name);
+      await truncateStagedParent(session, tableNames(context));
+      await dropStagedPrimaryKey(session, tableNames(context));
+    }));
+    const owners = context.nodes.filter((node) => ownedSlots(context, node.name).length > 0);
+    const copyStartedMs = performance.now();
     let rows = 0;
     for (const [index] of adoption.sources.entries()) {
       const slotName = context.names.slotName(index);
       await dropReplicationSlot(await context.source(index), slotName);
       const exported = await createSlotWithExportedSnapshot(context.sourceConnection(index), slotName, 'test_decoding');
       try {
-        const copies = context.nodes.map((node) => copySourceRowsAtSnapshot(
-          context.sourceConnection(index), context.nodeConnection(node.name), exported.snapshotName,
+        const copy = copySourceRowsToOwnersAtSnapshot(
+          context.sourceConnection(index), owners.map((node) => ({ connection: context.nodeConnection(node.name), slots: ownedSlots(context, node.name) })), exported.snapshotName,
           { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType, modulus: context.modulus },
-          { schema: adoption.schema, name: adoption.stagedName }, ownedSlots(context, node.name), () => {},
-        ));
-        const copied = await withTimeout(`the copy of ${adoption.name} from ${context.sourceName(index)}`, Promise.all(copies), context.limits.copyTimeoutMs,
+          { schema: adoption.schema, name: adoption.stagedName }, () => {},
+        );
+        const copied = await withTimeout(`the copy of ${adoption.name} from ${context.sourceName(index)}`, copy, context.limits.copyTimeoutMs,
           'check both servers\' logs, then `reshard resume` (the copy starts again)');
         rows += copied.reduce((sum, count) => sum + count, 0);
-      } catch (error) {
-        if ((error as { code?: string }).code === '23505' || /duplicate key/.test((error as Error).message ?? '')) {
-          const key = /Key \(.*?\)=\((.*)\) already exists/.exec((error as { detail?: string }).detail ?? '')?.[1] ?? '(see the server log)';
-          throw new ReshardError('conflict', `key ${key} of ${adoption.name} is on ${context.sourceName(index)} and on another source before it`,
-            'a sharded table holds each key once: remove or renumber the duplicates on the sources, then adopt again (nothing was switched; the adoption was undone)');
-        }
-        throw error;
       } finally {
         await exported.release();
       }
     }
+    const keyStartedMs = performance.now();
+    await buildStagedPrimaryKeys(context);
+    const catchUpStartedMs = performance.now();
     await catchUp(context);
-    return { rowsCopied: rows };
+    return {
+      rowsCopied: rows, copyMs: Math.round(keyStartedMs - copyStartedMs), keyBuildMs: Math.round(catchUpStartedMs - keyStartedMs),
+      catchUpMs: Math.round(performance.now() - catchUpStartedMs),
+    };
   },
   async undo(context) {
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
   },
 };
+
+/**
+ * The staged parent's primary key built on every owner at once, after the
+ * copy. A key held by two sources is refused here (the leaves took both rows),
+ * named with the sources that hold it.
+ */
+async function buildStagedPrimaryKeys(context: AdoptContext): Promise<void> {
+  const { adoption } = context;
+  const { primaryKey } = splitPrimaryKey(context.definition);
+  try {
+    await Promise.all(context.nodes.map(async (node) => addStagedPrimaryKey(await context.node(node.name), tableNames(context), primaryKey)));
+  } catch (error) {
+    if ((error as { code?: string }).code !== '23505') throw error;
+    const key = /Key \((.*?)\)=\((.*)\) is duplicated/.exec((error as { detail?: string }).detail ?? '')?.[2];
+    const table = { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
+    const holders = key === undefined ? [] : (await Promise.all(adoption.sources.map(async (_, index) => (await rowsByKey(await context.source(index), table, [key])).has(key))))
+      .flatMap((holds, index) => (holds ? [index] : []));
+    const last = holders.at(-1);
+    throw new ReshardError('conflict', `key ${key ?? '(see the server log)'} of ${adoption.name} is on ${last === undefined ? 'a source' : context.sourceName(last)} and on another source before it`,
+      'a sharded table holds each key once: remove or renumber the duplicates on the sources, then adopt again (nothing was switched; the adoption was undone)');
+  }
+}
 
 /** Applies the streams in rounds until a round finds few changed keys: the cutover's final round is then short. */
 async function catchUp(context: AdoptContext): Promise<void> {
@@ -132,9 +162,12 @@ const freeze: AdoptStep = {
   name: 'freeze',
   describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
   async do(context) {
+    const sumsStartedMs = performance.now();
     const sumsKept = await trackAdoptedRows(context);
+    const keyLogStartedMs = performance.now();
     // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
     await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
+    const catchUpStartedMs = performance.now();
     await catchUp(context);
     // The hold starts here: everything after this is write pause, so the state and the fences go out together
     // (a routed call that meets a fence before its router sees the state is held and sent again all the same).
@@ -152,7 +185,10 @@ const freeze: AdoptStep = {
       context.fences.set(index, fence);
       lsns[context.sourceName(index)] = fence.lsn;
     }
-    return { fencedLsn: lsns, fenceMs: Math.round(performance.now() - fencedAt) };
+    return {
+      fencedLsn: lsns, rowSumsMs: Math.round(keyLogStartedMs - sumsStartedMs), keyLogMs: Math.round(catchUpStartedMs - keyLogStartedMs),
+      catchUpMs: Math.round(fencedAt - catchUpStartedMs), fenceMs: Math.round(performance.now() - fencedAt),
+    };
   },
   async undo(context) {
     await untrackAdoptedRows(context);
