@@ -167,6 +167,14 @@ async function main(): Promise<void> {
       // The freeze step starts the row sums (scans, writes go on) before the pause: the pause is the router's hold.
       pause_window_ms: Math.round(pauseTo - pauseFrom),
       client_latency_ms: { during_cutover: stats(inCutover), during_pause: stats(inPause), otherwise: stats(outside) },
+      // Where the pause goes: each step's begin and done, and each held call's start and end, in ms from the router's first look at the cutover.
+      pause_timeline_ms: {
+        steps: Object.fromEntries([...stepMs].filter(([, times]) => (times.done ?? 0) >= pauseFrom - 50)
+          .map(([step, times]) => [step, [Math.round(times.begin! - pauseFrom), Math.round(times.done! - pauseFrom)]])),
+        router_switched: Math.round(pauseTo - pauseFrom),
+        calls: calls.filter((call) => call.startedMs + call.ms >= pauseFrom && call.startedMs <= pauseTo)
+          .map((call) => [Math.round(call.startedMs - pauseFrom), Math.round(call.startedMs + call.ms - pauseFrom)]),
+      },
     };
     mkdirSync(dirname(OUTPUT), { recursive: true });
     writeFileSync(OUTPUT, JSON.stringify(report, null, 2) + '\n');

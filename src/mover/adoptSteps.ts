@@ -41,15 +41,17 @@ function tableNames(context: AdoptContext): { schema: string; name: string; stag
   return { schema: adoption.schema, name: adoption.name, stagedName: adoption.stagedName, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
 }
 
-/** Every node's session in an open transaction; all commit only when all succeeded. */
+/** Every node's session in an open transaction, the nodes at once; all commit only when all succeeded. */
 async function onEveryNode(context: AdoptContext, work: (node: string) => Promise<void>): Promise<void> {
   const sessions = await Promise.all(context.nodes.map(async (node) => ({ name: node.name, session: await context.node(node.name) })));
   try {
-    for (const { name, session } of sessions) {
+    const done = await Promise.allSettled(sessions.map(async ({ name, session }) => {
       await beginTransaction(session);
       await work(name);
-    }
-    for (const { session } of sessions) await commitTransaction(session);
+    }));
+    const failed = done.find((result) => result.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    await Promise.all(sessions.map(async ({ session }) => commitTransaction(session)));
   } catch (error) {
     await Promise.all(sessions.map(({ session }) => rollbackQuietly(session)));
     throw error;
