@@ -204,8 +204,7 @@ const sync: AdoptStep = {
   name: 'sync',
   describe: () => 'every source\'s changes up to the marker its fence wrote (so past every write the old table accepted), the sources read at once and their last changed keys applied together',
   async do(context) {
-    const keys = await applyFinalChanges(context);
-    return { keys };
+    return applyFinalChanges(context);
   },
 };
 
