@@ -153,16 +153,41 @@ async function buildStagedPrimaryKeys(context: AdoptContext): Promise<void> {
 }
 
 /** Applies the streams in rounds until a round finds few changed keys: the cutover's final round is then short. */
-async function catchUp(context: AdoptContext): Promise<void> {
+async function catchUp(context: AdoptContext): Promise<number> {
   const { adoption, limits } = context;
+  let lastRoundKeys = 0;
   await waitFor(`catch-up of ${adoption.name} to within ${limits.catchupKeysMax} changed keys`, async () => {
-    return (await applyChanges(context)) <= limits.catchupKeysMax ? true : undefined;
+    lastRoundKeys = await applyChanges(context);
+    return lastRoundKeys <= limits.catchupKeysMax ? true : undefined;
   }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 1, fix: 'the sources write faster than reshard applies; retry with `reshard resume` when the load is lower' });
+  return lastRoundKeys;
+}
+
+/** Rounds of `closeIn` at most, whatever the keys found: a bound, not a wait for a rate that may never come. */
+const CLOSE_IN_ROUNDS_MAX = 4;
+
+/**
+ * After the catch-up, just before the fence: more rounds, each applying what
+ * came in during the one before — fewer keys, so a shorter round, so fewer
+ * keys again — until a round finds no fewer than the one before (the floor
+ * the write rate sets) or CLOSE_IN_ROUNDS_MAX rounds. The final sync, which
+ * is write pause, then applies what one short round lets in: measured, the
+ * catch-up's last round (up to `catchupKeysMax` keys) left ~140 keys and
+ * ~55 ms of refresh to the pause. Returns the keys the last round found.
+ */
+async function closeIn(context: AdoptContext, keysBefore: number): Promise<number> {
+  let keys = keysBefore;
+  for (let round = 0; round < CLOSE_IN_ROUNDS_MAX; round++) {
+    const found = await applyChanges(context);
+    if (found >= keys) return found;
+    keys = found;
+  }
+  return keys;
 }
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
+  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more, then a few shorter rounds while each finds fewer changed keys; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
   async do(context) {
     const sumsStartedMs = performance.now();
     const sumsKept = await trackAdoptedRows(context);
@@ -170,7 +195,7 @@ const freeze: AdoptStep = {
     // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
     await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
     const catchUpStartedMs = performance.now();
-    await catchUp(context);
+    const lastRoundKeys = await closeIn(context, await catchUp(context));
     // The hold starts here: everything after this is write pause, so the state and the fences go out together
     // (a routed call that meets a fence before its router sees the state is held and sent again all the same).
     const fencedAt = performance.now();
@@ -189,7 +214,7 @@ const freeze: AdoptStep = {
     }
     return {
       fencedLsn: lsns, rowSumsMs: Math.round(keyLogStartedMs - sumsStartedMs), keyLogMs: Math.round(catchUpStartedMs - keyLogStartedMs),
-      catchUpMs: Math.round(fencedAt - catchUpStartedMs), fenceMs: Math.round(performance.now() - fencedAt),
+      catchUpMs: Math.round(fencedAt - catchUpStartedMs), lastRoundKeys, fenceMs: Math.round(performance.now() - fencedAt),
     };
   },
   async undo(context) {
