@@ -309,9 +309,11 @@ const cleanup: AdoptStep = {
   name: 'cleanup',
   describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); on every node, the switched table\'s sequences confined to the node\'s block once more (as `assignSequenceRanges` does; positions kept); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
-    await untrackAdoptedRows(context);
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
     await confineSequencesEverywhere(context, context.adoption.name);
+    // Last: ending an owner's sums locks its leaves one by one (DROP TRIGGER), and the calls the routers held through
+    // the cutover reach those leaves right after the switch; the work above lets them land first.
+    await untrackAdoptedRows(context);
   },
 };
 
