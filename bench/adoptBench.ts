@@ -53,18 +53,26 @@ async function main(): Promise<void> {
     await sql(source, `CREATE TABLE ${table}`);
     await sql(source, `INSERT INTO accounts SELECT g, 0, repeat(md5(g::text), 4) FROM generate_series(1, ${ROWS}) g`);
     await sql(source, 'VACUUM ANALYZE accounts');
+    // The bulk load's dirty pages written out now, not during the baseline's copy.
+    await sql(source, 'CHECKPOINT');
 
-    // The raw baseline: the whole table, one binary COPY stream, into a plain table of the same name on a node's server (another database).
-    await sql(n1, 'CREATE DATABASE rawcopy');
-    const rawTarget = new pg.Client({ ...n1.connection, database: 'rawcopy' });
-    const rawSource = new pg.Client(source.connection);
-    await Promise.all([rawTarget.connect(), rawSource.connect()]);
-    await rawTarget.query(`CREATE TABLE ${table}`);
-    const rawStartedMs = performance.now();
-    const raw = await copyRelation(rawSource, rawTarget, 'accounts', () => {});
-    const rawSeconds = (performance.now() - rawStartedMs) / 1000;
-    await Promise.all([rawTarget.end(), rawSource.end()]);
-    await sql(n1, 'DROP DATABASE rawcopy');
+    // The raw baseline: the whole table, one binary COPY stream, into a plain table of the same name on a node's server
+    // (another database). Taken before the adoption and again after it (the old table, kept under its new name), so that
+    // a neighbour's load on this shared machine weighs on the baseline as it does on the adoption.
+    const rawCopy = async (sourceTable: string): Promise<{ seconds: number; bytes: number; rows: number }> => {
+      await sql(n1, 'CREATE DATABASE rawcopy');
+      const rawTarget = new pg.Client({ ...n1.connection, database: 'rawcopy' });
+      const rawSource = new pg.Client(source.connection);
+      await Promise.all([rawTarget.connect(), rawSource.connect()]);
+      await rawTarget.query(`CREATE TABLE ${table.replace('accounts', sourceTable)}`);
+      const rawStartedMs = performance.now();
+      const copied = await copyRelation(rawSource, rawTarget, sourceTable, () => {});
+      const seconds = (performance.now() - rawStartedMs) / 1000;
+      await Promise.all([rawTarget.end(), rawSource.end()]);
+      await sql(n1, 'DROP DATABASE rawcopy');
+      return { seconds, ...copied };
+    };
+    const rawBefore = await rawCopy('accounts');
 
     const access = { catalog: n1.connection, passwords: noPasswords };
     await initCluster(access, SLOTS);
@@ -121,6 +129,11 @@ async function main(): Promise<void> {
     await Promise.all(clients);
     await adopting.close();
     await router.close();
+    // A separate source keeps the old table under its name (fenced; read as before); a node source renames it.
+    const kept = (await sql(source, 'SELECT to_regclass($1) IS NOT NULL AS renamed', [result.keptName])).rows[0].renamed ? result.keptName : 'accounts';
+    const rawAfter = await rawCopy(kept);
+    const rawSeconds = (rawBefore.seconds + rawAfter.seconds) / 2;
+    const journal = await sql(n1, `SELECT step, detail FROM reshard.journal WHERE migration_id = $1 AND action = 'done' AND detail IS NOT NULL ORDER BY id`, [result.migrationId]);
 
     const stream = stepMs.get('stream')!;
     const copySeconds = (stream.done! - stream.begin!) / 1000;
@@ -136,17 +149,32 @@ async function main(): Promise<void> {
     });
     const report = {
       rows: ROWS, slots: SLOTS, clients: CLIENTS, think_ms: THINK_MS, adopted_rows: result.rows,
-      raw_copy: { seconds: Math.round(rawSeconds * 100) / 100, bytes: raw.bytes, rows: raw.rows },
+      raw_copy: {
+        seconds: Math.round(rawSeconds * 100) / 100, before_seconds: Math.round(rawBefore.seconds * 100) / 100, after_seconds: Math.round(rawAfter.seconds * 100) / 100,
+        bytes: rawBefore.bytes, rows: rawBefore.rows,
+      },
       adoption: {
         seconds: Math.round(adoptSeconds * 100) / 100,
         stream_step_seconds: Math.round(copySeconds * 100) / 100,
         steps_ms: Object.fromEntries([...stepMs].map(([step, times]) => [step, Math.round((times.done ?? times.begin!) - times.begin!)])),
+        // What each step journaled of its own parts (copy, key build, catch-up, row sums, fence …).
+        step_facts: Object.fromEntries(journal.rows.map((row: { step: string; detail: Record<string, unknown> }) => [row.step, row.detail])),
       },
+      // The whole adoption, start to end, against the same baseline.
+      adoption_vs_raw: Math.round((rawSeconds / adoptSeconds) * 100) / 100,
       copy_throughput_vs_raw: Math.round((rawSeconds / copySeconds) * 100) / 100,
       cutover_window_ms: Math.round(cutoverTo - cutoverFrom),
       // The freeze step starts the row sums (scans, writes go on) before the pause: the pause is the router's hold.
       pause_window_ms: Math.round(pauseTo - pauseFrom),
       client_latency_ms: { during_cutover: stats(inCutover), during_pause: stats(inPause), otherwise: stats(outside) },
+      // Where the pause goes: each step's begin and done, and each held call's start and end, in ms from the router's first look at the cutover.
+      pause_timeline_ms: {
+        steps: Object.fromEntries([...stepMs].filter(([, times]) => (times.done ?? 0) >= pauseFrom - 50)
+          .map(([step, times]) => [step, [Math.round(times.begin! - pauseFrom), Math.round(times.done! - pauseFrom)]])),
+        router_switched: Math.round(pauseTo - pauseFrom),
+        calls: calls.filter((call) => call.startedMs + call.ms >= pauseFrom && call.startedMs <= pauseTo)
+          .map((call) => [Math.round(call.startedMs - pauseFrom), Math.round(call.startedMs + call.ms - pauseFrom)]),
+      },
     };
     mkdirSync(dirname(OUTPUT), { recursive: true });
     writeFileSync(OUTPUT, JSON.stringify(report, null, 2) + '\n');

@@ -122,9 +122,11 @@ export async function applyChanges(context: AdoptContext): Promise<number> {
  * it: after a resume), then the last keys of all of them refreshed together
  * (one read of every source, one statement per owner). The sources take no
  * writes any more, so reading them in any order gives the same rows.
- * Returns the keys refreshed.
+ * Returns the keys refreshed, and how long the streams' reading and the last
+ * keys' refresh took (both are write pause).
  */
-export async function applyFinalChanges(context: AdoptContext): Promise<number> {
+export async function applyFinalChanges(context: AdoptContext): Promise<{ keys: number; streamsReadMs: number; lastKeysMs: number }> {
+  const startedMs = performance.now();
   const read = await Promise.all(context.adoption.sources.map(async (_, index) => {
     let marker = context.fences.get(index)?.marker;
     if (marker === undefined) {
@@ -134,7 +136,9 @@ export async function applyFinalChanges(context: AdoptContext): Promise<number> 
     return readStreamToMarker(context, index, marker, true);
   }));
   const lastKeys = [...new Set(read.flatMap((source) => source.lastKeys))];
-  return read.reduce((sum, source) => sum + source.applied, 0) + await refreshInBatches(context, lastKeys);
+  const readMs = performance.now();
+  const keys = read.reduce((sum, source) => sum + source.applied, 0) + await refreshInBatches(context, lastKeys);
+  return { keys, streamsReadMs: Math.round(readMs - startedMs), lastKeysMs: Math.round(performance.now() - readMs) };
 }
 
 function changedKeysOf(context: AdoptContext, index: number, line: string, prefixes: readonly string[]): string[] {

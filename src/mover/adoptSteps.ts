@@ -6,9 +6,11 @@ import { sequenceBlockRange } from '../core/sequenceBlock.js';
 import { withTimeout, waitFor } from '../plumbing/waitFor.js';
 import { beginTransaction, commitTransaction, rollbackQuietly } from '../plumbing/transaction.js';
 import {
-  copySourceRowsAtSnapshot, fenceSourceTable, keysInSlots, statsBySlot, unfenceSourceTable,
+  copySourceRowsToOwnersAtSnapshot, fenceSourceTable, keysInSlots, rowsByKey, splitPrimaryKey, statsBySlot, unfenceSourceTable,
 } from '../node/adoptSource.js';
-import { createStagedParent, dropStagedParent, installKeyLog, removeKeyLog, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode } from '../node/adoptTarget.js';
+import {
+  addStagedPrimaryKey, createStagedParent, dropStagedParent, dropStagedPrimaryKey, installKeyLog, removeKeyLog, switchNodeToAdoptedTable, truncateStagedParent, unswitchNode,
+} from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { confineTableSequences } from '../node/sequenceRange.js';
 import { dropReplicationSlot } from '../node/replication.js';
@@ -39,15 +41,17 @@ function tableNames(context: AdoptContext): { schema: string; name: string; stag
   return { schema: adoption.schema, name: adoption.name, stagedName: adoption.stagedName, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
 }
 
-/** Every node's session in an open transaction; all commit only when all succeeded. */
+/** Every node's session in an open transaction, the nodes at once; all commit only when all succeeded. */
 async function onEveryNode(context: AdoptContext, work: (node: string) => Promise<void>): Promise<void> {
   const sessions = await Promise.all(context.nodes.map(async (node) => ({ name: node.name, session: await context.node(node.name) })));
   try {
-    for (const { name, session } of sessions) {
+    const done = await Promise.allSettled(sessions.map(async ({ name, session }) => {
       await beginTransaction(session);
       await work(name);
-    }
-    for (const { session } of sessions) await commitTransaction(session);
+    }));
+    const failed = done.find((result) => result.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    await Promise.all(sessions.map(async ({ session }) => commitTransaction(session)));
   } catch (error) {
     await Promise.all(sessions.map(({ session }) => rollbackQuietly(session)));
     throw error;
@@ -56,13 +60,14 @@ async function onEveryNode(context: AdoptContext, work: (node: string) => Promis
 
 const prepare: AdoptStep = {
   name: 'prepare',
-  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name, with the leaves of the slots the node owns (named after the table), its sequences (bigserial, identity) confined to the node\'s block',
+  describe: () => 'catalog: register the table as adopting; on every node: the hash-partitioned parent under a staged name (its primary key comes after the copy), with the leaves of the slots the node owns (named after the table), its sequences (bigserial, identity) confined to the node\'s block',
   async do(context) {
     const blocks = await sequenceBlocks(context.catalog);
     await onEveryNode(context, async (name) => {
       const session = await context.node(name);
       await installNodeHelpers(session);
-      await createStagedParent(session, tableNames(context), context.definition, ownedSlots(context, name), context.modulus);
+      // Without its primary key: the copy loads index-free leaves, and the stream builds the key once they are full.
+      await createStagedParent(session, tableNames(context), splitPrimaryKey(context.definition).columns, ownedSlots(context, name), context.modulus);
       // Each node's own sequence (bigserial, identity) draws from the node's block from the start: above every adopted key (< 2^48).
       const block = blocks.get(name);
       if (block === undefined) throw new ReshardError('precondition', `node ${name} has no sequence block in the catalog`, 'run `reshard init` to upgrade the catalog schema');
@@ -82,60 +87,115 @@ const prepare: AdoptStep = {
 
 const stream: AdoptStep = {
   name: 'stream',
-  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot with one binary COPY per owner (rows of the owner\'s slots only, routed to leaves by the parent); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
+  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot in one binary COPY stream (one scan, each row led by its slot), split by slot to one binary COPY per owner into index-free leaves (routed by the staged parent); once every source is in, the primary key built on every owner (a key on two sources fails here); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
   async do(context) {
-    // Idempotent as a whole: a copy interrupted anywhere starts again from empty leaves and new slots.
-    for (const node of context.nodes) await truncateStagedParent(await context.node(node.name), tableNames(context));
     const { adoption } = context;
+    // Idempotent as a whole: a copy interrupted anywhere starts again from empty, index-free leaves and new slots.
+    await Promise.all(context.nodes.map(async (node) => {
+      const session = await context.node(node.name);
+      await truncateStagedParent(session, tableNames(context));
+      await dropStagedPrimaryKey(session, tableNames(context));
+    }));
+    const owners = context.nodes.filter((node) => ownedSlots(context, node.name).length > 0);
+    const copyStartedMs = performance.now();
     let rows = 0;
     for (const [index] of adoption.sources.entries()) {
       const slotName = context.names.slotName(index);
       await dropReplicationSlot(await context.source(index), slotName);
       const exported = await createSlotWithExportedSnapshot(context.sourceConnection(index), slotName, 'test_decoding');
       try {
-        const copies = context.nodes.map((node) => copySourceRowsAtSnapshot(
-          context.sourceConnection(index), context.nodeConnection(node.name), exported.snapshotName,
+        const copy = copySourceRowsToOwnersAtSnapshot(
+          context.sourceConnection(index), owners.map((node) => ({ connection: context.nodeConnection(node.name), slots: ownedSlots(context, node.name) })), exported.snapshotName,
           { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType, modulus: context.modulus },
-          { schema: adoption.schema, name: adoption.stagedName }, ownedSlots(context, node.name), () => {},
-        ));
-        const copied = await withTimeout(`the copy of ${adoption.name} from ${context.sourceName(index)}`, Promise.all(copies), context.limits.copyTimeoutMs,
+          { schema: adoption.schema, name: adoption.stagedName }, () => {},
+        );
+        const copied = await withTimeout(`the copy of ${adoption.name} from ${context.sourceName(index)}`, copy, context.limits.copyTimeoutMs,
           'check both servers\' logs, then `reshard resume` (the copy starts again)');
         rows += copied.reduce((sum, count) => sum + count, 0);
-      } catch (error) {
-        if ((error as { code?: string }).code === '23505' || /duplicate key/.test((error as Error).message ?? '')) {
-          const key = /Key \(.*?\)=\((.*)\) already exists/.exec((error as { detail?: string }).detail ?? '')?.[1] ?? '(see the server log)';
-          throw new ReshardError('conflict', `key ${key} of ${adoption.name} is on ${context.sourceName(index)} and on another source before it`,
-            'a sharded table holds each key once: remove or renumber the duplicates on the sources, then adopt again (nothing was switched; the adoption was undone)');
-        }
-        throw error;
       } finally {
         await exported.release();
       }
     }
+    const keyStartedMs = performance.now();
+    await buildStagedPrimaryKeys(context);
+    const catchUpStartedMs = performance.now();
     await catchUp(context);
-    return { rowsCopied: rows };
+    return {
+      rowsCopied: rows, copyMs: Math.round(keyStartedMs - copyStartedMs), keyBuildMs: Math.round(catchUpStartedMs - keyStartedMs),
+      catchUpMs: Math.round(performance.now() - catchUpStartedMs),
+    };
   },
   async undo(context) {
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
   },
 };
 
+/**
+ * The staged parent's primary key built on every owner at once, after the
+ * copy. A key held by two sources is refused here (the leaves took both rows),
+ * named with the sources that hold it.
+ */
+async function buildStagedPrimaryKeys(context: AdoptContext): Promise<void> {
+  const { adoption } = context;
+  const { primaryKey } = splitPrimaryKey(context.definition);
+  try {
+    await Promise.all(context.nodes.map(async (node) => addStagedPrimaryKey(await context.node(node.name), tableNames(context), primaryKey)));
+  } catch (error) {
+    if ((error as { code?: string }).code !== '23505') throw error;
+    const key = /Key \((.*?)\)=\((.*)\) is duplicated/.exec((error as { detail?: string }).detail ?? '')?.[2];
+    const table = { schema: adoption.schema, name: adoption.name, keyColumn: adoption.keyColumn, keyType: adoption.keyType };
+    const holders = key === undefined ? [] : (await Promise.all(adoption.sources.map(async (_, index) => (await rowsByKey(await context.source(index), table, [key])).has(key))))
+      .flatMap((holds, index) => (holds ? [index] : []));
+    const last = holders.at(-1);
+    throw new ReshardError('conflict', `key ${key ?? '(see the server log)'} of ${adoption.name} is on ${last === undefined ? 'a source' : context.sourceName(last)} and on another source before it`,
+      'a sharded table holds each key once: remove or renumber the duplicates on the sources, then adopt again (nothing was switched; the adoption was undone)');
+  }
+}
+
 /** Applies the streams in rounds until a round finds few changed keys: the cutover's final round is then short. */
-async function catchUp(context: AdoptContext): Promise<void> {
+async function catchUp(context: AdoptContext): Promise<number> {
   const { adoption, limits } = context;
+  let lastRoundKeys = 0;
   await waitFor(`catch-up of ${adoption.name} to within ${limits.catchupKeysMax} changed keys`, async () => {
-    return (await applyChanges(context)) <= limits.catchupKeysMax ? true : undefined;
+    lastRoundKeys = await applyChanges(context);
+    return lastRoundKeys <= limits.catchupKeysMax ? true : undefined;
   }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 1, fix: 'the sources write faster than reshard applies; retry with `reshard resume` when the load is lower' });
+  return lastRoundKeys;
+}
+
+/** Rounds of `closeIn` at most, whatever the keys found: a bound, not a wait for a rate that may never come. */
+const CLOSE_IN_ROUNDS_MAX = 4;
+
+/**
+ * After the catch-up, just before the fence: more rounds, each applying what
+ * came in during the one before — fewer keys, so a shorter round, so fewer
+ * keys again — until a round finds no fewer than the one before (the floor
+ * the write rate sets) or CLOSE_IN_ROUNDS_MAX rounds. The final sync, which
+ * is write pause, then applies what one short round lets in: measured, the
+ * catch-up's last round (up to `catchupKeysMax` keys) left ~140 keys and
+ * ~55 ms of refresh to the pause. Returns the keys the last round found.
+ */
+async function closeIn(context: AdoptContext, keysBefore: number): Promise<number> {
+  let keys = keysBefore;
+  for (let round = 0; round < CLOSE_IN_ROUNDS_MAX; round++) {
+    const found = await applyChanges(context);
+    if (found >= keys) return found;
+    keys = found;
+  }
+  return keys;
 }
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
+  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more, then a few shorter rounds while each finds fewer changed keys; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
   async do(context) {
+    const sumsStartedMs = performance.now();
     const sumsKept = await trackAdoptedRows(context);
+    const keyLogStartedMs = performance.now();
     // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
     await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
-    await catchUp(context);
+    const catchUpStartedMs = performance.now();
+    const lastRoundKeys = await closeIn(context, await catchUp(context));
     // The hold starts here: everything after this is write pause, so the state and the fences go out together
     // (a routed call that meets a fence before its router sees the state is held and sent again all the same).
     const fencedAt = performance.now();
@@ -152,7 +212,10 @@ const freeze: AdoptStep = {
       context.fences.set(index, fence);
       lsns[context.sourceName(index)] = fence.lsn;
     }
-    return { fencedLsn: lsns, fenceMs: Math.round(performance.now() - fencedAt) };
+    return {
+      fencedLsn: lsns, rowSumsMs: Math.round(keyLogStartedMs - sumsStartedMs), keyLogMs: Math.round(catchUpStartedMs - keyLogStartedMs),
+      catchUpMs: Math.round(fencedAt - catchUpStartedMs), lastRoundKeys, fenceMs: Math.round(performance.now() - fencedAt),
+    };
   },
   async undo(context) {
     await untrackAdoptedRows(context);
@@ -166,8 +229,7 @@ const sync: AdoptStep = {
   name: 'sync',
   describe: () => 'every source\'s changes up to the marker its fence wrote (so past every write the old table accepted), the sources read at once and their last changed keys applied together',
   async do(context) {
-    const keys = await applyFinalChanges(context);
-    return { keys };
+    return applyFinalChanges(context);
   },
 };
 
@@ -247,9 +309,11 @@ const cleanup: AdoptStep = {
   name: 'cleanup',
   describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); on every node, the switched table\'s sequences confined to the node\'s block once more (as `assignSequenceRanges` does; positions kept); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
-    await untrackAdoptedRows(context);
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
     await confineSequencesEverywhere(context, context.adoption.name);
+    // Last: ending an owner's sums locks its leaves one by one (DROP TRIGGER), and the calls the routers held through
+    // the cutover reach those leaves right after the switch; the work above lets them land first.
+    await untrackAdoptedRows(context);
   },
 };
 

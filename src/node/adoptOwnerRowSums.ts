@@ -4,7 +4,7 @@ import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName } from './leafName.js';
 import { ROW_SUMS_TABLE } from './nodeHelpers.js';
-import { ROW_SUMS_TRIGGERS, trackSlotRows, untrackLeafStatements, type TrackedLeafStats } from './slotRowSums.js';
+import { ROW_SUMS_TRIGGERS, trackUnwrittenLeafRows, untrackLeafStatements, type TrackedLeafStats } from './slotRowSums.js';
 
 /**
  * An adoption's owner side of the row sums: the leaves an owner holds of the
@@ -26,17 +26,14 @@ const UNTRACK_TIMEOUT_MS = 60_000;
 
 /**
  * Starts the sums of every leaf of `slots` (one scan each, outside the
- * cutover). Returns whether every leaf is tracked (a leaf whose lock did not
- * come within `lockTimeoutMs`, or a table hashed by its text form, is not).
+ * cutover; two round trips in all: the leaves are staged, and nothing but the
+ * adoption's own catch-up, not running meanwhile, writes them). Returns
+ * whether every leaf is tracked (not where a lock did not come within
+ * `lockTimeoutMs`, or for a table hashed by its text form).
  */
 export async function trackOwnerLeaves(db: pg.ClientBase, table: AdoptedLeaves, slots: readonly number[], modulus: number, lockTimeoutMs: number): Promise<boolean> {
-  let all = true;
-  for (const slot of slots) {
-    const [tracked] = await trackSlotRows(db, [{ schema: table.schema, name: table.name, shardKey: [table.keyColumn] }], slot, modulus, lockTimeoutMs,
-      [{ schema: table.schema, name: table.stagedName }]);
-    all &&= tracked === true;
-  }
-  return all;
+  const leaves = slots.map((slot) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+  return trackUnwrittenLeafRows(db, leaves, { schema: table.schema, name: table.stagedName }, lockTimeoutMs);
 }
 
 /**

@@ -59,6 +59,38 @@ export async function truncateStagedParent(db: Queryable, table: Pick<AdoptedTab
 }
 
 /**
+ * Takes the staged parent's primary key off (with its index on every leaf),
+ * before a bulk copy into the empty leaves: see `addStagedPrimaryKey`.
+ * Idempotent; the staged parent serves nothing, so its lock waits for no one.
+ */
+export async function dropStagedPrimaryKey(db: Queryable, table: Pick<AdoptedTableNames, 'schema' | 'stagedName'>): Promise<void> {
+  const staged = quoteQualified(table.schema, table.stagedName);
+  await db.query(`DO $dropkey$
+DECLARE
+  key_name name := (SELECT conname FROM pg_constraint WHERE conrelid = ${quoteLiteral(staged)}::regclass AND contype = 'p');
+BEGIN
+  IF key_name IS NOT NULL THEN
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', ${quoteLiteral(staged)}, key_name);
+  END IF;
+END
+$dropkey$`);
+}
+
+/**
+ * Builds the staged parent's primary key (`primaryKey`: "PRIMARY KEY (…)")
+ * once its leaves hold the copy: one sort per leaf instead of an index kept up
+ * row by row (node/leafIndexes.ts). A key on two sources fails here (23505).
+ * Idempotent: a parent that has its key is left as it is.
+ */
+export async function addStagedPrimaryKey(db: pg.ClientBase, table: Pick<AdoptedTableNames, 'schema' | 'stagedName'>, primaryKey: string): Promise<void> {
+  const staged = quoteQualified(table.schema, table.stagedName);
+  const present = await db.query<{ present: boolean }>(`SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p') AS present`, [staged]);
+  if (present.rows[0]?.present) return;
+  // Through the extended protocol (a named statement refuses a second command): the clause comes from the catalog's definition.
+  await db.query({ text: `ALTER TABLE ${staged} ADD ${primaryKey}`, name: `reshard_staged_key_${Date.now()}_${Math.random().toString(36).slice(2)}` });
+}
+
+/**
  * Makes the owner hold exactly `rows` for `keys` (each key's row, or none):
  * delete by key, then insert, one statement (one round trip, atomic; the
  * insert waits for the delete through the one-time filter on it).

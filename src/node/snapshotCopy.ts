@@ -90,6 +90,19 @@ export async function copyLeavesAtSnapshot(
   return { bytes: bytesTotal, rows: rowsTotal };
 }
 
+/** A session inside a repeatable-read, read-only transaction at the exported snapshot (closed if the snapshot cannot be taken). */
+export async function openSnapshotReader(source: ConnectionSettings, snapshotName: string, application: string, role: string): Promise<pg.Client> {
+  const reader = await openClient(source, application, {}, role);
+  try {
+    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await reader.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshotName)}`);
+  } catch (error) {
+    await reader.end().catch(() => {});
+    throw error;
+  }
+  return reader;
+}
+
 /**
  * One copy lane's two sessions: a reader inside a repeatable-read
  * transaction at the exported snapshot, and a writer that commits durably.
