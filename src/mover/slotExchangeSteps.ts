@@ -47,6 +47,8 @@ export interface SlotExchangeContext {
   freezeEpoch?: number;
   /** When the freeze began in this process: the write pause runs from here to the switch. */
   freezeStartedAt?: number;
+  /** The catch-up round's statements, built once per process (they read the node's catalog: not inside the freeze when the copy ran here). */
+  catchUpStatements?: string[];
 }
 
 /** What `describe` of an exchange step may show. */
@@ -99,7 +101,7 @@ const copy = exchangeStep({
   describeExchange: (view) => `on ${view.nodeName}, writes going on: INSERT … SELECT the rows of ${leaves(view, view.exchange.replaced)} into the staged leaves of ${bounds(view)} by satisfies_hash_partition (local, one transaction); catch up the recorded keys in rounds (each one REPEATABLE READ transaction: the keys' rows deleted from the staged leaves and copied again); start the row sums of both sides (trigger + one scan); one more round`,
   async do(context) {
     const copied = await copyIntoReplacementLeaves(context.node, context.tables, context.exchange);
-    const statements = await catchUpStatements(context.node, context.tables, context.exchange);
+    const statements = context.catchUpStatements ??= await catchUpStatements(context.node, context.tables, context.exchange);
     let caughtUp = 0;
     let rounds = 0;
     for (; rounds < CATCH_UP_ROUNDS_MAX; ) {
@@ -154,7 +156,7 @@ const sync = exchangeStep({
   name: 'sync',
   describeExchange: (view) => `on ${view.nodeName}, one round trip: the last catch-up round (the keys written before the fence), then the row sums of ${leaves(view, view.exchange.replaced)} against the staged leaves' (count and checksum, per table; each child's bound proven by its validated CHECK), scanned where rows hash by their text form`,
   async do(context) {
-    const statements = await catchUpStatements(context.node, context.tables, context.exchange);
+    const statements = context.catchUpStatements ??= await catchUpStatements(context.node, context.tables, context.exchange);
     const caughtUp = await catchUpChangedKeys(context.node, statements, [exchangeSumsSql(context.tables, context.exchange)]);
     const comparisons = await compareExchange(context.node, context.tables, context.exchange, exchangeSumsOf(caughtUp.after[0]!));
     const differing = comparisons.filter((comparison) => !comparison.equal);
@@ -175,7 +177,9 @@ const attach = exchangeStep({
   name: 'attach',
   describeExchange: (view) => `on ${view.nodeName}, one transaction with the parents locked ACCESS EXCLUSIVE: DETACH ${leaves(view, view.exchange.replaced)}, rename them retired, ATTACH the leaves of ${bounds(view)}; node slot state owned`,
   async do(context) {
-    const epoch = (await getCluster(context.catalog)).epoch;
+    // The freeze's epoch (no catalog read in the write pause): this migration holds the running place, so nothing
+    // but its own freeze changed the map since.
+    const epoch = context.freezeEpoch ?? (await getCluster(context.catalog)).epoch;
     const exchanged = await exchangeLeaves(context.node, context.tables, context.exchange, epoch);
     return { epoch, attempts: exchanged.attempts, exchangeMs: Math.round(exchanged.lockedMs * 10) / 10 };
   },
