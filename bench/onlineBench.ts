@@ -52,6 +52,8 @@ const BASELINE_SECONDS = 10;
 const CPU_SAMPLE_INTERVAL_MS = 1000;
 /** Added to every round trip to a server (a delaying proxy in front of each): servers as if on separate hosts. */
 const ROUND_TRIP_MS = Number(process.env['BENCH_ROUND_TRIP_MS'] ?? 0);
+/** BENCH_STALLED_ROUTER=1: a second router process holding node leases everywhere is stopped (SIGSTOP) for the whole rebalance. */
+const STALLED_ROUTER = process.env['BENCH_STALLED_ROUTER'] === '1';
 /** Batches the new node takes at once: copies of some overlap the cutovers and cleanup of others. */
 const TARGET_CONCURRENCY = Number(process.env['BENCH_TARGET_CONCURRENCY'] ?? 4);
 /** Slots per batch (one publication, slot and subscription each); reshard's default unless set. */
@@ -172,6 +174,7 @@ async function main(): Promise<void> {
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-bench-'));
   const servers: LocalServer[] = [];
   let childProcess: ChildProcess | undefined;
+  let stalledRouter: ChildProcess | undefined;
   let proxyProcess: ChildProcess | undefined;
   try {
     log(`Starting 4 durable PostgreSQL servers; ${USERS} users + ${USERS} orders, ${SLOTS} slots …`);
@@ -239,6 +242,16 @@ async function main(): Promise<void> {
     await sleep(BASELINE_SECONDS * 1000);
     const baselineTo = wallClockMs();
 
+    if (STALLED_ROUTER) {
+      const stalled = fork(fileURLToPath(new URL('./stalledRouterProcess.js', import.meta.url)), [], {
+        env: { ...process.env, RESHARD_STALLED_ROUTER: JSON.stringify({ catalog: access.catalog, slots: SLOTS }) },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      stalledRouter = stalled;
+      await once(stalled, 'message');
+      stalled.kill('SIGSTOP');
+      log('A second router process, holding node leases on every node, is stopped (SIGSTOP) for the rebalance.');
+    }
     const prepared = await prepareRebalance(access, { mode: 'online', dryRun: false });
     const movedSlots = new Set(prepared.plan.moves.map((move) => move.slot));
     log(`Rebalance: ${prepared.plan.slotsMoved} slots, ${formatBytes(prepared.plan.bytesMoved)} of ${formatBytes(prepared.plan.bytesTotal)} …`);
@@ -302,6 +315,7 @@ async function main(): Promise<void> {
       orders: USERS,
       slots: SLOTS,
       round_trip_ms: ROUND_TRIP_MS,
+      stalled_router: STALLED_ROUTER,
       batch_slots_max: BATCH_SLOTS_MAX,
       /** The fastest of 20 `SELECT 1` on the catalog's connection: what a round trip costs here. */
       select_1_ms_min: roundTripMeasuredMs,
@@ -363,6 +377,8 @@ async function main(): Promise<void> {
     if (writes.violations.length) log(`violations: ${writes.violations.slice(0, 5).join('; ')}`);
   } finally {
     childProcess?.kill();
+    stalledRouter?.kill('SIGCONT');
+    stalledRouter?.kill();
     proxyProcess?.kill();
     await Promise.allSettled(servers.map((server) => server.stop('fast')));
     removeServerDirectory(baseDir);
