@@ -234,6 +234,8 @@ ON CONFLICT (pid) DO UPDATE SET backend_start = excluded.backend_start,
   epoch = CASE WHEN ${NODE_SCHEMA}.route_lease.backend_start = excluded.backend_start
                THEN greatest(${NODE_SCHEMA}.route_lease.epoch, excluded.epoch) ELSE excluded.epoch END
 $fn$`);
+  // A session of another role whose activity this user may not read (no pg_read_all_stats) shows no
+  // backend_start or state: its record is matched by pid alone, and it is waited for as one at work.
   // Waits for every node lease holder to have a router that saw freeze_epoch: at most idle_wait_ms for one
   // idle outside a transaction (a stalled router's sessions sit idle: nothing in flight is lost by ending
   // them), at most wait_ms for one at work; then ends the rest. Returns those it ended.
@@ -255,7 +257,7 @@ BEGIN
       SELECT l.pid AS pid, coalesce(a.application_name, '') AS app, coalesce(a.state, '') AS st
         FROM pg_locks l
         LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-        LEFT JOIN ${NODE_SCHEMA}.route_lease r ON r.pid = l.pid AND r.backend_start = a.backend_start
+        LEFT JOIN ${NODE_SCHEMA}.route_lease r ON r.pid = l.pid AND (a.backend_start IS NULL OR r.backend_start = a.backend_start)
        WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
          AND l.classid = ${NODE_LEASE_LOCK_CLASS}::bigint::oid AND l.objid = 0::oid AND l.objsubid = 2
          AND (r.epoch IS NULL OR r.epoch < settle_route_leases.freeze_epoch)
