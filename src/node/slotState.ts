@@ -89,10 +89,10 @@ export function settleNodeLeasesStatement(slot: number, waitMs: number): string 
 }
 
 /**
- * How long a switch waits for an idle node lease holder whose router has not
+ * How long a fence waits for an idle node lease holder whose router has not
  * said it saw the freeze. A live router says so within a few ms of the
- * freeze, well before the switch; a stalled one's sessions sit idle, and this
- * bound is what a stalled router adds to another client's write pause.
+ * freeze, while the fence's replay wait runs; a stalled one's sessions sit
+ * idle, and this bound is what a stalled router adds to a write pause.
  */
 export const IDLE_LEASE_HOLDER_WAIT_MS = 25;
 
@@ -114,7 +114,7 @@ export async function markSlotThawed(db: Queryable, slot: number, epoch: number)
 
 /** Undo of an ATTACH on the target: the slot is the source's (a stale route here is redirected there). */
 export async function markSlotNotAttached(db: pg.ClientBase, slot: number, owner: string, epoch: number, holdersWaitMs = ROUTE_HOLDERS_WAIT_MS_DEFAULT): Promise<void> {
-  // Under the route lock like the switch: no session keeps a route lease on leaves about to be detached.
+  // Under the route lock like the switch: no routed transaction is open on leaves about to be detached.
   // A slot without a row here was never served here; the redirect keeps a stale route from reaching empty tables.
   await writeUnderRouteLock(db, slot, `${upsert(slot, 'moved', epoch, owner)} WHERE ${NODE_SCHEMA}.slot_state.state = 'owned'`, holdersWaitMs);
 }

@@ -60,8 +60,9 @@ export function watchAnswers(client: pg.ClientBase): void {
  * read the statement: it was never sent (the connection was already broken,
  * or broke while the statement waited its turn on it), or the node's session
  * was terminated (57P01) before it answered any Bind of the call — the case
- * of a pooled connection the node ended while it sat idle (the fence ends
- * idle holders of a route lease), handed out before its end was read. The
+ * of a pooled connection the node ended while it sat idle (a fence ends the
+ * idle node lease holders of a router that did not report the freeze),
+ * handed out before its end was read. The
  * node flushes everything it has queued before that FATAL, so no
  * BindComplete means no Bind was processed: nothing executed, let alone
  * committed (which comes after, at Sync).

@@ -97,7 +97,7 @@ export interface CallRoute {
 export const ROUTER_LEASE_MS_DEFAULT = 5_000;
 export const ROUTER_HOLD_TIMEOUT_MS_DEFAULT = 10_000;
 /** Longest a resync waits for the nodes to hear that its connections follow the new map (NodeLeases.seen) before acknowledging. */
-const LEASE_RELEASE_WAIT_MS = 250;
+const LEASE_REPORT_WAIT_MS = 250;
 /** Redirects (RSM02) one call follows before it gives up: a slot moves at most a few times in one call's life. */
 const REDIRECTS_MAX = 4;
 
@@ -193,8 +193,8 @@ export class Router {
 
   /**
    * Runs one statement on the node that owns the key's slot: with the route
-   * check in the same round trip, or alone on a connection that holds the
-   * slot's route lease.
+   * check in the same round trip, or alone on a connection that holds its
+   * node's lease (see NodeLeases).
    */
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
     const startedMs = performance.now();
@@ -648,7 +648,7 @@ export class Router {
       // Before the acknowledgement: each node whose slots froze or left it learns that this router's
       // connections there follow the new map, so its switch need not wait for them. Bounded: a node that does
       // not hear it waits its own bound at the switch, then ends those sessions.
-      if (previous && this.leases.enabled) await Promise.race([this.reportLeavingSlots(previous, snapshot), sleep(LEASE_RELEASE_WAIT_MS)]);
+      if (previous && this.leases.enabled) await Promise.race([this.reportLeavingSlots(previous, snapshot), sleep(LEASE_REPORT_WAIT_MS)]);
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
         if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {

@@ -1,16 +1,14 @@
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addNode } from '../../src/admin/addNode.js';
-import { initCluster } from '../../src/admin/initCluster.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { slotOf } from '../../src/core/hash.js';
 import { slotOfKeySql } from '../../src/node/adoptSource.js';
 import type { LocalServer } from '../../src/local/localServer.js';
 import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
-import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { waitFor } from '../../src/plumbing/waitFor.js';
 import { AdoptingTable, Router } from '../../src/router/index.js';
+import { createEmptyCluster } from '../support/cluster.js';
 import { catalogUrl, RESHARD_BIN, runCli } from '../support/cli.js';
 import { startTestServers, type TestServers, queryOnce as sql } from '../support/servers.js';
 
@@ -86,10 +84,8 @@ describe('reshard table adopt: a plain table becomes sharded, online', () => {
   let env: Record<string, string>;
   beforeAll(async () => {
     cluster = await startTestServers(4, 'adopt');
-    access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
-    env = { RESHARD_CATALOG: catalogUrl(cluster.servers[0]!.connection) };
-    await initCluster(access, SLOTS);
-    for (let index = 0; index < 3; index++) await addNode(access, { name: `n${index + 1}`, connection: cluster.servers[index]!.connection });
+    access = await createEmptyCluster(cluster.servers, 3, SLOTS);
+    env = { RESHARD_CATALOG: catalogUrl(access.catalog) };
   }, 120_000);
   afterAll(async () => {
     await cluster?.stop();

@@ -14,7 +14,6 @@ import { rebalance } from '../../src/admin/rebalance.js';
 import { rollbackMigration } from '../../src/admin/rollbackMigration.js';
 import { mergeSlot, splitSlot } from '../../src/admin/slotExchange.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
-import { runDoctor } from '../../src/admin/doctor.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
 import { verifyWorkload } from '../../src/checker/verifyWorkload.js';
@@ -35,6 +34,7 @@ import { Router } from '../../src/router/router.js';
 import { leafName } from '../../src/node/leafName.js';
 import { catalogUrl, runCli } from '../support/cli.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
+import { expectClusterClean } from '../support/cluster.js';
 
 const SLOTS = 16;
 const HOT_SLOT = 5;
@@ -151,10 +151,7 @@ describe('split and merge a slot online under 8 writing clients', () => {
     expect(log.errors.slice(0, 5)).toEqual([]);
     expect(report.insertsAcked).toBeGreaterThan(100);
     expect(report.incrementsAcked).toBeGreaterThan(100);
-    const verified = await verifyCluster(access);
-    expect(verified.problems).toEqual([]);
-    const doctor = await runDoctor(access, { fix: false });
-    expect(doctor.findings.filter((finding) => finding.severity !== 'ok').map((finding) => `${finding.node} ${finding.check}: ${finding.message}`)).toEqual([]);
+    await expectClusterClean(access);
   });
 
   /** Takes the first steps of a split of `slot` (through `lastStep`) and stops, as a crash there would. */

@@ -16,7 +16,6 @@ import { rollbackMigration } from '../../src/admin/rollbackMigration.js';
 import { setNode } from '../../src/admin/setNode.js';
 import { splitSlot } from '../../src/admin/slotExchange.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
-import { runDoctor } from '../../src/admin/doctor.js';
 import { readJournal } from '../../src/catalog/journal.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
 import { CHECK_TABLES } from '../../src/checker/checkTables.js';
@@ -41,6 +40,7 @@ import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/router.js';
 import { catalogUrl, runCli } from '../support/cli.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
+import { expectClusterClean } from '../support/cluster.js';
 
 const SLOTS = 16;
 const HOT_SLOT = 5;
@@ -189,10 +189,7 @@ describe('split --to: one copy of each row, the high child straight onto another
       expect(report.insertsAcked).toBeGreaterThan(100);
       expect(report.incrementsAcked).toBeGreaterThan(100);
       expect(report.deletesAcked).toBeGreaterThan(0);
-      const verified = await verifyCluster(access);
-      expect(verified.problems).toEqual([]);
-      const doctor = await runDoctor(access, { fix: false });
-      expect(doctor.findings.filter((finding) => finding.severity !== 'ok').map((finding) => `${finding.node} ${finding.check}: ${finding.message}`)).toEqual([]);
+      await expectClusterClean(access);
     } finally {
       if (!stopped) await workload.stop();
     }
@@ -215,10 +212,8 @@ describe('split --to: one copy of each row, the high child straight onto another
     const low = (await leafRows(owner, slot)).reduce((sum, leaf) => sum + leaf.rows, 0);
     const high = (await leafRows(to, slot + SLOTS)).reduce((sum, leaf) => sum + leaf.rows, 0);
     expect({ low, high }).toEqual(result.rows_copied);
-    expect((await verifyCluster(access)).problems).toEqual([]);
     // The source keeps a tombstone for the high child (moved to NODE), which doctor reads as consistent with the map.
-    const doctor = await runDoctor(access, { fix: false });
-    expect(doctor.findings.filter((finding) => finding.severity !== 'ok').map((finding) => `${finding.node} ${finding.check}: ${finding.message}`)).toEqual([]);
+    await expectClusterClean(access);
     const status = await runCli(['--catalog', catalogUrl(cluster.servers[0]!.connection), 'status']);
     expect(status.stdout).toMatch(/Migration \d+ \(split\): completed/);
   });
