@@ -27,32 +27,49 @@ export async function appendJournal(
   logJournalEntry(entry);
 }
 
-/** Journals a step's start and shows it on its move, in one statement. */
-export async function beginStep(db: Queryable, entry: { migrationId: number; slot: number; step: MoveStepName }): Promise<void> {
+/** Journals a step's start for every slot of `slots` and shows it on their moves, in one statement. */
+export async function beginStep(db: Queryable, entry: { migrationId: number; slots: readonly number[]; step: MoveStepName }): Promise<void> {
+  if (entry.slots.length === 0) return;
   await db.query(
-    `WITH moved AS (UPDATE reshard.move SET step = $3 WHERE migration_id = $1 AND slot = $2)
-     INSERT INTO reshard.journal (migration_id, slot, step, action) VALUES ($1, $2, $3, 'begin')`,
-    [entry.migrationId, entry.slot, entry.step],
+    `WITH moved AS (UPDATE reshard.move SET step = $3 WHERE migration_id = $1 AND slot = ANY ($2::int[]))
+     INSERT INTO reshard.journal (migration_id, slot, step, action) SELECT $1, slot, $3, 'begin' FROM unnest($2::int[]) WITH ORDINALITY AS s(slot, n) ORDER BY n`,
+    [entry.migrationId, entry.slots, entry.step],
   );
-  logJournalEntry({ ...entry, action: 'begin' });
+  for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.step, action: 'begin' });
+}
+
+/** Journals a step done for every slot of `slots`, with the same detail, in one statement. */
+export async function finishStep(db: Queryable, entry: { migrationId: number; slots: readonly number[]; step: MoveStepName; detail?: Record<string, unknown> }): Promise<void> {
+  if (entry.slots.length === 0) return;
+  await db.query(
+    `INSERT INTO reshard.journal (migration_id, slot, step, action, detail) SELECT $1, slot, $3, 'done', $4 FROM unnest($2::int[]) WITH ORDINALITY AS s(slot, n) ORDER BY n`,
+    [entry.migrationId, entry.slots, entry.step, entry.detail ? JSON.stringify(entry.detail) : null],
+  );
+  for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.step, action: 'done', detail: entry.detail });
 }
 
 /**
- * Journals one step done and the next one begun, in one statement (one
- * commit instead of two: inside a freeze every commit is write pause). The
- * rows keep their order: 'done' gets the lower id.
+ * Journals one step done and the next one begun for every slot of `slots`,
+ * in one statement (one commit instead of two per slot: inside a freeze
+ * every commit is write pause). The rows keep their order: each slot's
+ * 'done' gets a lower id than its 'begin'.
  */
 export async function finishAndBeginStep(
   db: Queryable,
-  entry: { migrationId: number; slot: number; done: MoveStepName; detail?: Record<string, unknown>; begin: MoveStepName },
+  entry: { migrationId: number; slots: readonly number[]; done: MoveStepName; detail?: Record<string, unknown>; begin: MoveStepName },
 ): Promise<void> {
+  if (entry.slots.length === 0) return;
   await db.query(
-    `WITH moved AS (UPDATE reshard.move SET step = $5 WHERE migration_id = $1 AND slot = $2)
-     INSERT INTO reshard.journal (migration_id, slot, step, action, detail) VALUES ($1, $2, $3, 'done', $4), ($1, $2, $5, 'begin', NULL)`,
-    [entry.migrationId, entry.slot, entry.done, entry.detail ? JSON.stringify(entry.detail) : null, entry.begin],
+    `WITH moved AS (UPDATE reshard.move SET step = $5 WHERE migration_id = $1 AND slot = ANY ($2::int[]))
+     INSERT INTO reshard.journal (migration_id, slot, step, action, detail)
+     SELECT $1, s.slot, e.step, e.action, e.detail
+       FROM unnest($2::int[]) WITH ORDINALITY AS s(slot, n)
+      CROSS JOIN (VALUES (1, $3::text, 'done'::text, $4::jsonb), (2, $5::text, 'begin'::text, NULL::jsonb)) AS e(ord, step, action, detail)
+      ORDER BY e.ord, s.n`,
+    [entry.migrationId, entry.slots, entry.done, entry.detail ? JSON.stringify(entry.detail) : null, entry.begin],
   );
-  logJournalEntry({ migrationId: entry.migrationId, slot: entry.slot, step: entry.done, action: 'done', detail: entry.detail });
-  logJournalEntry({ migrationId: entry.migrationId, slot: entry.slot, step: entry.begin, action: 'begin' });
+  for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.done, action: 'done', detail: entry.detail });
+  for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.begin, action: 'begin' });
 }
 
 /** The journal's columns as every reader selects them, and the entry they make. */

@@ -80,20 +80,35 @@ export async function setSlotState(client: pg.ClientBase, slot: number, state: S
  * Idempotent: a slot already owned by the target is left as it is.
  */
 export async function switchSlotOwner(client: pg.ClientBase, slot: number, source: string, target: string): Promise<number> {
-  const result = await client.query<{ previous: string | null; epoch: string | null; current: string }>(
-    `WITH current AS (SELECT owner FROM reshard.slot WHERE slot = $1 FOR UPDATE),
-          bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND (SELECT owner FROM current) = $2 RETURNING epoch),
+  return switchSlotsOwner(client, [slot], source, target);
+}
+
+/**
+ * `switchSlotOwner` for several slots frozen together: all switch at one new
+ * epoch, in one statement — all or none (the point of no return of them
+ * all). Idempotent: slots already owned by the target are left as they are;
+ * when all are, the current epoch is returned.
+ */
+export async function switchSlotsOwner(client: pg.ClientBase, slots: readonly number[], source: string, target: string): Promise<number> {
+  assert(slots.length > 0, 'a switch names at least one slot');
+  const result = await client.query<{ owners: { slot: number; owner: string }[] | null; epoch: string | null; current: string }>(
+    `WITH current AS (SELECT slot, owner FROM reshard.slot WHERE slot = ANY ($1::int[]) ORDER BY slot FOR UPDATE),
+          bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM current WHERE owner = $2)
+                        AND NOT EXISTS (SELECT 1 FROM current WHERE owner IS DISTINCT FROM $2 AND owner IS DISTINCT FROM $3) RETURNING epoch),
           switched AS (UPDATE reshard.slot SET owner = $3, state = 'active', changed_epoch = (SELECT epoch FROM bumped)
-                        WHERE slot = $1 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
+                        WHERE slot IN (SELECT slot FROM current WHERE owner = $2) AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
           notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
-     SELECT (SELECT owner FROM current) AS previous, (SELECT epoch::text FROM bumped) AS epoch,
+     SELECT (SELECT json_agg(json_build_object('slot', slot, 'owner', owner)) FROM current) AS owners, (SELECT epoch::text FROM bumped) AS epoch,
             (SELECT epoch::text FROM reshard.cluster WHERE id = 1) AS current, (SELECT count(*) FROM switched) AS switched, (SELECT count(*) FROM notified) AS notified`,
-    [slot, source, target],
+    [slots, source, target],
   );
   const row = result.rows[0]!;
-  if (row.previous === target) return Number(row.current);
-  assert(row.previous === source && row.epoch !== null, `slot ${slot} is owned by ${row.previous}, expected ${source} before switching to ${target}`);
-  return Number(row.epoch);
+  const owners = new Map((row.owners ?? []).map((entry) => [entry.slot, entry.owner]));
+  for (const slot of slots) {
+    const owner = owners.get(slot);
+    assert(owner === source || owner === target, `slot ${slot} is owned by ${owner ?? 'nobody'}, expected ${source} before switching to ${target}`);
+  }
+  return Number(row.epoch ?? row.current);
 }
 
 /** Locks the slot map against other writers until the caller's transaction ends. */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { ROUTER_ACK_CHANNEL, routersBehind } from '../catalog/routers.js';
-import { freezeSlotInCatalog } from '../catalog/slotFreeze.js';
+import { freezeSlotsInCatalog } from '../catalog/slotFreeze.js';
 import { log } from '../plumbing/log.js';
 import { startWaitLog } from '../plumbing/waitLog.js';
 
@@ -29,21 +29,21 @@ export interface SlotFreeze {
  * until every router with a live registration has acknowledged that epoch.
  */
 export async function freezeSlotForRouters(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<SlotFreeze> {
-  const begun = await beginSlotFreeze(catalog, slot, ackWaitMs);
+  const begun = await beginSlotFreeze(catalog, [slot], ackWaitMs);
   const acked = await begun.acknowledged;
   return { epoch: begun.epoch, routersBehind: acked.routersBehind, roundTrips: begun.roundTrips + acked.roundTrips };
 }
 
 /**
  * The freeze in two halves, so that the caller can fence the source while
- * the routers acknowledge: returns once the slot is frozen in the catalog
- * (its epoch), with the wait for the acknowledgements still running.
+ * the routers acknowledge: returns once the slots are frozen in the catalog
+ * (all at one epoch), with the wait for the acknowledgements still running.
  * One round trip when every router acknowledges: the freeze's statement also
  * names the live routers, and each acknowledgement's NOTIFY names its router
  * (listened for before the freeze, so none is missed). A NOTIFY that names
  * none (a router of an older reshard) makes the wait ask the catalog again.
  */
-export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<{
+export async function beginSlotFreeze(catalog: pg.ClientBase, slots: readonly number[], ackWaitMs = ROUTER_ACK_WAIT_MS_DEFAULT): Promise<{
   epoch: number; roundTrips: number; acknowledged: Promise<{ routersBehind: string[]; roundTrips: number }>;
   /** Ends the wait for acknowledgements now (`acknowledged` then names the routers still behind). */
   stopWaiting(): void;
@@ -52,8 +52,7 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackW
   let roundTrips = 0;
   if (ackWaitMs > 0 && !listening.has(catalog)) {
     roundTrips++;
-    await catalog.query(`LISTEN ${ROUTER_ACK_CHANNEL}`);
-    listening.add(catalog);
+    await listenForRouterAcks(catalog);
   }
   /** Acknowledgements heard so far: router id → epoch; `undefined` key when one named no router. */
   const acked = new Map<string | undefined, number>();
@@ -66,14 +65,14 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackW
   };
   if (ackWaitMs <= 0) {
     roundTrips++;
-    const { epoch } = await freezeSlotInCatalog(catalog, slot);
+    const { epoch } = await freezeSlotsInCatalog(catalog, slots);
     return { epoch, roundTrips, acknowledged: Promise.resolve({ routersBehind: [], roundTrips: 0 }), stopWaiting: () => {} };
   }
   catalog.on('notification', onNotification);
-  let frozen: Awaited<ReturnType<typeof freezeSlotInCatalog>>;
+  let frozen: Awaited<ReturnType<typeof freezeSlotsInCatalog>>;
   try {
     roundTrips++;
-    frozen = await freezeSlotInCatalog(catalog, slot);
+    frozen = await freezeSlotsInCatalog(catalog, slots);
   } catch (error) {
     catalog.removeListener('notification', onNotification);
     throw error;
@@ -83,7 +82,7 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slot: number, ackW
     let asked = 0;
     let behind = frozen.liveRouters.filter((router) => router.ackedEpoch < epoch);
     const deadline = performance.now() + ackWaitMs;
-    const waitLog = startWaitLog(logger, `every live router to acknowledge epoch ${epoch} (slot ${slot} frozen)`, ackWaitMs, { slot, epoch });
+    const waitLog = startWaitLog(logger, `every live router to acknowledge epoch ${epoch} (slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} frozen)`, ackWaitMs, { slots, epoch });
     try {
       for (;;) {
         if (acked.has(undefined)) {
@@ -138,6 +137,17 @@ function parseAck(payload: string | undefined): { router: string | undefined; ep
     // An older router's bare epoch.
   }
   return { router: undefined, epoch: Number(payload) || 0 };
+}
+
+/**
+ * Makes the catalog session hear routers' acknowledgements (once per
+ * session): a freeze that calls this before its clock starts keeps the
+ * LISTEN's round trip out of the write pause.
+ */
+export async function listenForRouterAcks(catalog: pg.ClientBase): Promise<void> {
+  if (listening.has(catalog)) return;
+  await catalog.query(`LISTEN ${ROUTER_ACK_CHANNEL}`);
+  listening.add(catalog);
 }
 
 /** Catalog sessions already listening for acknowledgements. */

@@ -13,8 +13,9 @@ import { catchUp } from './streamBatch.js';
  * The online mover for one batch, in three phases the coordinator can
  * interleave across batches: `stream` (prepare every slot's leaves on the
  * target; one publication + replication slot copies at a snapshot and
- * streams them all), `cutOver` (slot by slot the attach on the target, then a
- * short freeze, final sync, verification and switch) and `cleanUp`. Running every batch's
+ * streams them all), `cutOver` (group by group of slots the attach on the
+ * target, then a short freeze, final sync, verification and switch of the
+ * group's slots together) and `cleanUp`. Running every batch's
  * stream before any cutover keeps the cutovers — the write pauses — away from
  * the CPU the copies use. Each phase is a list of steps (`onlineSteps.ts`)
  * run by the step runner; `rollBack` undoes every slot not yet switched and
@@ -75,7 +76,11 @@ export class OnlineBatchRun {
     await this.runner.run(ONLINE_BATCH_STEPS, this.context, streaming);
   }
 
-  /** Phase 2: each slot's attach on the target, then freeze → final sync → verify → switch, an attempt that outlasts the freeze budget undone and retried. */
+  /**
+   * Phase 2: the unswitched slots in groups of up to `cutoverSlotsMax`, each group's attach on the target,
+   * then freeze → final sync → verify → switch for the group's slots together, an attempt that outlasts the
+   * freeze budget undone and retried.
+   */
   async cutOver(): Promise<void> {
     const { batch, context } = this;
     const { limits } = context.options;
@@ -83,11 +88,14 @@ export class OnlineBatchRun {
       // Changes made while other batches copied: be close again before the first freeze.
       await catchUp(batch, context, limits);
     }
-    for (const move of this.unswitched()) {
+    const moves = this.unswitched();
+    for (let first = 0; first < moves.length; first += limits.cutoverSlotsMax) {
+      const group = moves.slice(first, first + limits.cutoverSlotsMax);
+      const slots = group.map((move) => move.slot);
       // A cutover's checksum scans load both nodes like a copy does: it waits while the latency guard pauses copies.
       await context.options.copyGate?.admit(0, 'unstreamed');
-      const cutover: CutoverState = { frozenAt: performance.now(), roundTripsAtFreeze: context.roundTrips.count, verifyMs: 0, phase: {}, phaseRoundTrips: {}, rows: 0 };
-      context.cutovers.set(move.slot, cutover);
+      const cutover: CutoverState = { frozenAt: performance.now(), roundTripsAtFreeze: context.roundTrips.count, verifyMs: 0, phase: {}, phaseRoundTrips: {}, rowsBySlot: new Map() };
+      for (const slot of slots) context.cutovers.set(slot, cutover);
       const retry = {
         attemptsMax: limits.freezeAttemptsMax,
         retryable: (error: unknown): boolean => (error instanceof ReshardError && error.code === 'timeout') || (error as { code?: string }).code === '55P03',
@@ -95,16 +103,19 @@ export class OnlineBatchRun {
       };
       // The attach waits for the target's parents' lock (work in flight on its other slots, or a session a
       // broken link left open): a lock timeout is retried as a freeze's is.
-      await this.runner.run(ONLINE_ATTACH_STEPS, context, [move.slot], { retry });
-      await this.runner.run(ONLINE_CUTOVER_STEPS, context, [move.slot], { retry: { ...retry, beforeAttempt: () => newCutoverAttempt(cutover, context.roundTrips) } });
+      await this.runner.run(ONLINE_ATTACH_STEPS, context, slots, { retry });
+      await this.runner.run(ONLINE_CUTOVER_STEPS, context, slots, { retry: { ...retry, beforeAttempt: () => newCutoverAttempt(cutover, context.roundTrips) } });
       const pauseMs = performance.now() - cutover.frozenAt;
-      // Not 'done' yet: the source's leaves and the replication objects go in cleanup, and a resume
-      // only visits moves that are not done (a crash here left them behind for good).
-      await this.journal.moveState(move.slot, { step: 'switch', pauseMs, rowsCopied: cutover.rows, bytesCopied: move.bytesTotal });
-      this.switched.add(move.slot);
-      this.result.switched.push({ slot: move.slot, pauseMs, rows: cutover.rows, bytes: move.bytesTotal });
-      context.options.emit({ type: 'move_done', migrationId: batch.migrationId, slot: move.slot, source: batch.source.name, target: batch.target.name,
-        bytes: move.bytesTotal, rows: cutover.rows, seconds: (Date.now() - this.startedMs) / 1000, pauseMs });
+      for (const move of group) {
+        const rows = cutover.rowsBySlot.get(move.slot) ?? 0;
+        // Not 'done' yet: the source's leaves and the replication objects go in cleanup, and a resume
+        // only visits moves that are not done (a crash here left them behind for good).
+        await this.journal.moveState(move.slot, { step: 'switch', pauseMs, rowsCopied: rows, bytesCopied: move.bytesTotal });
+        this.switched.add(move.slot);
+        this.result.switched.push({ slot: move.slot, pauseMs, rows, bytes: move.bytesTotal });
+        context.options.emit({ type: 'move_done', migrationId: batch.migrationId, slot: move.slot, source: batch.source.name, target: batch.target.name,
+          bytes: move.bytesTotal, rows, seconds: (Date.now() - this.startedMs) / 1000, pauseMs });
+      }
     }
   }
 

@@ -32,6 +32,13 @@ export interface OnlineLimits {
   routerAckWaitMs: number;
   /** Longest the fence and the switch wait for transactions left open on the slot before ending them. */
   routeHoldersWaitMs: number;
+  /**
+   * Slots of one batch cut over together: one attach, one freeze (one epoch),
+   * one fence, one replay wait, one switch for all of them. Every cutover
+   * costs a fixed few round trips and lock waits, so fewer of them move the
+   * batch faster; each slot's pause is its group's.
+   */
+  cutoverSlotsMax: number;
 }
 
 export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
@@ -44,6 +51,7 @@ export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
   copyLanes: 2,
   routerAckWaitMs: ROUTER_ACK_WAIT_MS_DEFAULT,
   routeHoldersWaitMs: ROUTE_HOLDERS_WAIT_MS_DEFAULT,
+  cutoverSlotsMax: 8,
 };
 
 /** Moves between one source and one target that share a publication and a subscription. */

@@ -1,22 +1,22 @@
 import type pg from 'pg';
 import type { MoveRecord } from '../catalog/migrationRuns.js';
 import { getCluster } from '../catalog/cluster.js';
-import { beginSlotFreeze } from './freezeSlot.js';
-import { switchSlotOwner } from '../catalog/slotMap.js';
+import { beginSlotFreeze, listenForRouterAcks } from './freezeSlot.js';
+import { switchSlotsOwner } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import { waitFor } from '../plumbing/waitFor.js';
-import { fenceSlot } from '../node/fence.js';
+import { fenceSlots } from '../node/fence.js';
 import { connectNode } from '../plumbing/connectNode.js';
 import { currentWalLsn, dropPublication, dropReplicationSlot, dropSubscription, replayedPast } from '../node/replication.js';
-import { attachSlot, unattachedSlotLeaves } from '../node/slotPartitions.js';
-import { markSlotMoved } from '../node/slotState.js';
+import { attachSlots, unattachedSlotLeaves } from '../node/slotPartitions.js';
+import { markSlotsMoved } from '../node/slotState.js';
 import { describeLeaves, type DescribedStep, type MoveStep, type SlotMoveBase } from './moveStep.js';
 import type { OnlineBatch, OnlineBatchOptions } from './onlineBatchShape.js';
 import { cleanUpSwitchedSlots, prepareStep, undoAttach, undoFreeze } from './sharedSteps.js';
 import { streamBatch } from './streamBatch.js';
 import type { RoundTripMeter } from './roundTripMeter.js';
-import { verifySlotCopyFromSums } from './verifySlotCopy.js';
+import { verifySlotsCopyFromSums } from './verifySlotCopy.js';
 import { trackSlotRows } from '../node/slotRowSums.js';
 
 /** What the online steps of one batch work on. */
@@ -25,7 +25,7 @@ export interface OnlineBatchContext extends SlotMoveBase {
   options: OnlineBatchOptions;
   /** The batch's moves not switched yet: the stream carries them all. */
   streaming(): MoveRecord[];
-  /** Each slot's cutover, by slot. */
+  /** Each slot's cutover, by slot: the slots cut over together share one. */
   cutovers: Map<number, CutoverState>;
   /** Sequential round trips of the batch's sessions so far. */
   roundTrips: RoundTripMeter;
@@ -39,13 +39,13 @@ export interface RowSumsStart {
   tablesSummed: number;
 }
 
-/** One slot's cutover: what its steps pass forward, and the clock of the current attempt's freeze. */
+/** The cutover of a group of slots (frozen, verified and switched together): what its steps pass forward, and the clock of the current attempt's freeze. */
 export interface CutoverState {
   /** The fence's WAL position (lost after a resume: the current one is later, hence safe). */
   fencedLsn?: string;
   /** The fence's position when the subscription had replayed past it as the fence returned. */
   replayedPast?: string;
-  /** The attach of this attempt found every leaf attached and committed (the switch need not look again). */
+  /** The attach of this attempt found every leaf of the group attached and committed (the switch need not look again). */
   attachedChecked?: boolean;
   /** The freeze's epoch, recorded with the target's 'owned' (after a resume: the catalog's current one). */
   freezeEpoch?: number;
@@ -58,13 +58,14 @@ export interface CutoverState {
   phase: Record<string, number>;
   /** Sequential round trips since the freeze began, at the end of each phase (same names as `phase`). */
   phaseRoundTrips: Record<string, number>;
-  rows: number;
+  /** Rows of the group's slots, by slot, as the verification counted them. */
+  rowsBySlot: Map<number, number>;
 }
 
 export function newCutoverAttempt(state: CutoverState, roundTrips: RoundTripMeter): void {
   startFreezeClock(state, roundTrips);
   state.verifyMs = 0;
-  state.rows = 0;
+  state.rowsBySlot.clear();
   state.replayedPast = undefined;
 }
 
@@ -80,12 +81,18 @@ type OnlineStep = MoveStep<OnlineBatchContext>;
 
 const leaves = describeLeaves;
 
-function cutoverOf(context: OnlineBatchContext, slots: readonly number[]): { slot: number; cutover: CutoverState } {
-  assert(slots.length === 1, `a cutover step runs for one slot (not ${slots.length})`);
-  const slot = slots[0]!;
-  const cutover = context.cutovers.get(slot);
-  assert(cutover, `slot ${slot}'s cutover has begun`);
-  return { slot, cutover };
+/** The cutover of `slots`: one state that every slot of the group shares. */
+function cutoverOf(context: OnlineBatchContext, slots: readonly number[]): CutoverState {
+  assert(slots.length > 0, 'a cutover step runs for at least one slot');
+  const cutover = context.cutovers.get(slots[0]!);
+  assert(cutover, `slot ${slots[0]}'s cutover has begun`);
+  assert(slots.every((slot) => context.cutovers.get(slot) === cutover), `slots ${slots.join(', ')} are cut over together`);
+  return cutover;
+}
+
+/** "slot 7" or "slots 7, 9, 12": for messages. */
+function slotsText(slots: readonly number[]): string {
+  return `slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')}`;
 }
 
 /** Every wait of the freeze so far, not the verification's scan. */
@@ -121,15 +128,17 @@ const stream: OnlineStep = {
 
 const freeze: OnlineStep = {
   name: 'freeze',
-  describe: (view) => `on both nodes, unless the stream did (a resume, an abandoned attempt): sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1); while every live router acknowledges, on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction, then wait there until the subscription has replayed past the fence`,
+  describe: (view) => `on both nodes, unless the stream did (a resume, an abandoned attempt): sum ${leaves(view)}'s rows and row hashes from now on (trigger + one scan); catalog: slot ${view.slot} frozen (epoch + 1; the slots cut over with it at the same epoch); while every live router acknowledges, on ${view.sourceName}: LOCK ${leaves(view)} IN EXCLUSIVE MODE and fence them with a trigger (SQLSTATE RSM01), one transaction for the group's slots, then wait there until the subscription has replayed past the fence`,
   async do(context, slots) {
-    const { slot, cutover } = cutoverOf(context, slots);
+    const cutover = cutoverOf(context, slots);
     const { limits } = context.options;
     // The stream started both sides' row sums once caught up; after a resume or an abandoned attempt they start here, before the pause.
-    const { rowSumsBaseMs, tablesSummed } = context.rowSumsRunning.get(slot) ?? await startRowSums(context, slot);
-    // The write pause starts with the catalog's freeze (routers then hold calls for the slot).
+    const sums: RowSumsStart[] = [];
+    for (const slot of slots) sums.push(context.rowSumsRunning.get(slot) ?? await startRowSums(context, slot));
+    if (limits.routerAckWaitMs > 0) await listenForRouterAcks(context.catalog);
+    // The write pause starts with the catalog's freeze (routers then hold calls for the slots).
     startFreezeClock(cutover, context.roundTrips);
-    const freezing = await beginSlotFreeze(context.catalog, slot, limits.routerAckWaitMs);
+    const freezing = await beginSlotFreeze(context.catalog, slots, limits.routerAckWaitMs);
     cutover.freezeEpoch = freezing.epoch;
     // The fence goes ahead while the routers acknowledge, and ends their wait (acknowledgements only spare a
     // router a refusal: a call that reaches the source first waits for the fence's route lock, then is refused
@@ -140,7 +149,7 @@ const freeze: OnlineStep = {
         routersAckedMs = performance.now() - cutover.frozenAt;
         return result;
       }),
-      fenceSlot(context.source, context.tables, slot, context.modulus, {
+      fenceSlots(context.source, context.tables, slots, context.modulus, {
         epoch: freezing.epoch, lockTimeoutMs: limits.freezeBudgetMs, holdersWaitMs: limits.routeHoldersWaitMs,
         replayWait: { subscription: context.batch.name, waitMs: Math.max(0, limits.freezeBudgetMs - waitedMs(cutover)) },
       }).finally(() => {
@@ -160,7 +169,9 @@ const freeze: OnlineStep = {
     cutover.fencedLsn = fence.lsn;
     cutover.replayedPast = fence.replayed ? fence.lsn : undefined;
     return {
-      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch, rowSumsBaseMs, tablesSummed,
+      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
+      rowSumsBaseMs: Math.max(...sums.map((sum) => sum.rowSumsBaseMs)), tablesSummed: Math.min(...sums.map((sum) => sum.tablesSummed)),
+      ...(slots.length > 1 ? { frozenTogether: slots } : {}),
       // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.
       round_trips: frozen.roundTrips + fence.roundTrips,
       ...(frozen.routersBehind.length > 0 ? { routersNotAcked: frozen.routersBehind } : {}),
@@ -193,44 +204,48 @@ async function startRowSums(context: OnlineBatchContext, slot: number): Promise<
 const sync: OnlineStep = {
   name: 'sync',
   readOnly: true,
-  describe: () => `take the WAL position the fence read inside its transaction; unless the fence saw it replayed, poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides from the row sums (bounded by the freeze budget, else unfreeze and retry)`,
+  describe: () => `take the WAL position the fence read inside its transaction; unless the fence saw it replayed, poll every few ms until the subscription has replayed past it; compare row counts and checksums on both sides from the row sums, every slot of the group in one read a side (bounded by the freeze budget, else unfreeze and retry)`,
   async do(context, slots) {
-    const { slot, cutover } = cutoverOf(context, slots);
+    const cutover = cutoverOf(context, slots);
     const { limits } = context.options;
     // After a resume the fence's position is lost; the current one is later, hence safe.
     const lsn = cutover.fencedLsn ?? await currentWalLsn(context.source);
     const budgetLeft = Math.max(1, limits.freezeBudgetMs - waitedMs(cutover));
     // Seen replayed already when the fence returned (same position): no poll.
     if (cutover.replayedPast === undefined || cutover.replayedPast !== lsn) {
-      await waitFor(`final sync of slot ${slot} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
+      await waitFor(`final sync of ${slotsText(slots)} to ${lsn}`, async () => ((await replayedPast(context.source, context.batch.name, lsn)) ? true : undefined),
         { timeoutMs: budgetLeft, pollMs: limits.finalSyncPollMs, fix: 'the cutover was abandoned and the slot unfrozen; it is retried' });
     }
     mark(context, cutover, 'replayed');
     const verifyFrom = performance.now();
-    const verified = await verifySlotCopyFromSums(context, slot, 'the final sync');
-    cutover.rows = verified.rows;
+    const verified = await verifySlotsCopyFromSums(context, slots, 'the final sync');
+    for (const { slot, rows } of verified) cutover.rowsBySlot.set(slot, rows);
     cutover.verifyMs = performance.now() - verifyFrom;
     mark(context, cutover, 'verified');
     // The budget bounds every wait of the freeze so far, not only the replay.
     if (waitedMs(cutover) > limits.freezeBudgetMs) {
-      throw new ReshardError('timeout', `the freeze of slot ${slot} waited ${Math.round(waitedMs(cutover))} ms, over its ${limits.freezeBudgetMs} ms budget`,
+      throw new ReshardError('timeout', `the freeze of ${slotsText(slots)} waited ${Math.round(waitedMs(cutover))} ms, over its ${limits.freezeBudgetMs} ms budget`,
         'the cutover was abandoned and the slot unfrozen; it is retried');
     }
-    return { lsn, rows: cutover.rows, syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs), tablesBySums: verified.bySums, tablesByScan: verified.byScan };
+    return {
+      lsn, rows: verified.reduce((sum, slot) => sum + slot.rows, 0), syncedMs: performance.now() - cutover.frozenAt, verifyMs: Math.round(cutover.verifyMs),
+      // Per slot: every slot of the group proved that many tables by its sums at least, scanned that many at most.
+      tablesBySums: Math.min(...verified.map((slot) => slot.bySums)), tablesByScan: Math.max(...verified.map((slot) => slot.byScan)),
+    };
   },
 };
 
 const attach: OnlineStep = {
   name: 'attach',
-  describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan) and record the slot 'owned' there, refusing routes older than now; before the freeze, while the subscription still applies the source's writes to them (no router routes the slot here before the switch)`,
+  describe: (view) => `on ${view.targetName}: ATTACH ${leaves(view)} (proven by the CHECK, no scan; the group's slots in one transaction) and record the slot 'owned' there, refusing routes older than now; before the freeze, while the subscription still applies the source's writes to them (no router routes the slot here before the switch)`,
   async do(context, slots) {
-    const { slot, cutover } = cutoverOf(context, slots);
+    const cutover = cutoverOf(context, slots);
     // Before the freeze: the parents' ACCESS EXCLUSIVE lock waits for in-flight work on the target's
-    // other slots, which no longer lengthens this slot's write pause. A leaf attached here is only
+    // other slots, which no longer lengthens these slots' write pause. A leaf attached here is only
     // served after the switch: routers route the slot to the source until then, and the 'owned' record
     // refuses a route older than this epoch (a router that missed an earlier move of this slot).
     const epoch = (await getCluster(context.catalog)).epoch;
-    const after = await attachSlot(context.target, context.tables, slot, context.modulus, undefined, epoch);
+    const after = await attachSlots(context.target, context.tables, slots, context.modulus, undefined, epoch);
     cutover.attachedChecked = !after.inTransaction && after.unattached.length === 0;
   },
   undo: undoAttach,
@@ -238,28 +253,33 @@ const attach: OnlineStep = {
 
 const switchOwner: OnlineStep = {
   name: 'switch',
-  describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName}, state active, epoch + 1, NOTIFY (the point of no return); routers release held work to ${view.targetName}`,
+  describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName} (with the slots cut over with it), state active, epoch + 1, NOTIFY (the point of no return); routers release held work to ${view.targetName}`,
   pointOfNoReturn: true,
   async do(context, slots) {
-    const { slot, cutover } = cutoverOf(context, slots);
+    const cutover = cutoverOf(context, slots);
     const { batch } = context;
-    // Invariant 2 at the point of no return: the target serves every table of the slot, committed
+    // Invariant 2 at the point of no return: the target serves every table of every slot, committed
     // (a session inside an open transaction would see its own uncommitted ATTACH).
     // Looked at by this attempt's attach after its commit; else (a resume) here.
-    const onTarget = cutover.attachedChecked ? { inTransaction: false, unattached: [] } : await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
-    assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${slot}`);
-    assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
-    const switchEpoch = await switchSlotOwner(context.catalog, slot, batch.source.name, batch.target.name);
+    if (!cutover.attachedChecked) {
+      for (const slot of slots) {
+        const onTarget = await unattachedSlotLeaves(context.target, context.tables, slot, context.modulus);
+        assert(!onTarget.inTransaction, `the target session on ${batch.target.name} is not inside a transaction before the switch of slot ${slot}`);
+        assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
+      }
+    }
+    const switchEpoch = await switchSlotsOwner(context.catalog, slots, batch.source.name, batch.target.name);
     mark(context, cutover, 'switched');
-    // The source's tombstone, after the catalog's switch (the point of no return), never before: a crash
+    // The source's tombstones, after the catalog's switch (the point of no return), never before: a crash
     // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a
     // rollback could still drop. It must not fail this step (the catalog has switched: a failure here would
     // be taken for an unswitched move and undone); cleanup writes it before any leaf goes, if not here.
-    const tombstone = await markSlotMoved(context.source, slot, batch.target.name, switchEpoch, context.options.limits.routeHoldersWaitMs)
+    const tombstone = await markSlotsMoved(context.source, slots, batch.target.name, switchEpoch, context.options.limits.routeHoldersWaitMs)
       .catch((error: unknown) => ({ ended: [], roundTrips: 1, deferred: errorText(error) }));
     return {
       // Where the write pause went: ms and sequential round trips (every session's, the journal's too) at the end of each phase.
       pausePhasesMs: cutover.phase, pauseRoundTrips: cutover.phaseRoundTrips, epoch: switchEpoch, round_trips: 2 + tombstone.roundTrips,
+      ...(slots.length > 1 ? { switchedTogether: slots } : {}),
       ...(tombstone.ended.length > 0 ? { endedSessions: tombstone.ended } : {}),
       ...('deferred' in tombstone ? { tombstoneDeferredToCleanup: tombstone.deferred } : {}),
     };
@@ -290,9 +310,9 @@ const cleanup: OnlineStep = {
 
 /** A batch's steps for all its slots at once: leaves staged on the target, one stream for them all. */
 export const ONLINE_BATCH_STEPS: readonly OnlineStep[] = [prepareStep, stream];
-/** One slot's attach on the target, just before its cutover (outside the write pause; not retried with it). */
+/** A cutover group's attach on the target, just before its cutover (outside the write pause; not retried with it). */
 export const ONLINE_ATTACH_STEPS: readonly OnlineStep[] = [attach];
-/** One slot's cutover, slot by slot: a short freeze, final sync and verification, switch (the point of no return). */
+/** A group's cutover, its slots together: a short freeze, final sync and verification, switch (the point of no return). */
 export const ONLINE_CUTOVER_STEPS: readonly OnlineStep[] = [freeze, sync, switchOwner];
 /** After the switches: replication objects, CHECKs and the source's old leaves. */
 export const ONLINE_CLEANUP_STEPS: readonly OnlineStep[] = [cleanup];

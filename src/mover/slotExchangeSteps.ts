@@ -130,7 +130,7 @@ export const freezeExchange = exchangeStep({
     for (const slot of context.exchange.replaced) {
       // As a move's freeze: the fence goes ahead while the routers acknowledge, and ends their wait (a call that
       // reaches the node first waits for the fence's route lock, is refused with RSM01 and held by its router).
-      const freezing = await beginSlotFreeze(context.catalog, slot);
+      const freezing = await beginSlotFreeze(context.catalog, [slot]);
       epoch = freezing.epoch;
       const [acked, fenced] = await Promise.allSettled([
         freezing.acknowledged,

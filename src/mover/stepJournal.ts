@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { appendJournal, beginStep, completedSteps, finishAndBeginStep, readJournal } from '../catalog/journal.js';
+import { appendJournal, beginStep, completedSteps, finishAndBeginStep, finishStep, readJournal } from '../catalog/journal.js';
 import { updateMove } from '../catalog/migrationRuns.js';
 import { isMoveStepName, type MoveStepName } from '../core/moveStepNames.js';
 
@@ -10,10 +10,12 @@ export interface StepJournal {
   readonly migrationId: number;
   /** The steps of the slot's move the journal shows done (see `completedSteps`). */
   completed(slot: number): Promise<Set<MoveStepName>>;
-  begin(slot: number, step: MoveStepName): Promise<void>;
-  /** One step done and the next begun, in one statement (one commit: inside a freeze every commit is write pause). */
-  finishAndBegin(slot: number, done: MoveStepName, detail: Detail, begin: MoveStepName): Promise<void>;
-  done(slot: number, step: MoveStepName, detail: Detail): Promise<void>;
+  /** The step begun for every slot of `slots`, in one statement (a cutover of several slots is one write). */
+  begin(slots: readonly number[], step: MoveStepName): Promise<void>;
+  /** One step done and the next begun for every slot of `slots`, in one statement (one commit: inside a freeze every commit is write pause). */
+  finishAndBegin(slots: readonly number[], done: MoveStepName, detail: Detail, begin: MoveStepName): Promise<void>;
+  /** The step done for every slot of `slots`, in one statement. */
+  done(slots: readonly number[], step: MoveStepName, detail: Detail): Promise<void>;
   failed(slot: number, step: MoveStepName, detail: Detail): Promise<void>;
   /** Written before the step's undo is taken. */
   undo(slot: number, step: MoveStepName, detail: Detail): Promise<void>;
@@ -24,7 +26,7 @@ export interface StepJournal {
 
 /** The step journal in the catalog (reshard.journal and reshard.move). */
 export function catalogStepJournal(catalog: pg.ClientBase, migrationId: number): StepJournal {
-  const append = (slot: number, step: MoveStepName, action: 'done' | 'failed' | 'undo' | 'undone', detail: Detail): Promise<void> =>
+  const append = (slot: number, step: MoveStepName, action: 'failed' | 'undo' | 'undone', detail: Detail): Promise<void> =>
     appendJournal(catalog, { migrationId, slot, step, action, ...(detail ? { detail } : {}) });
   return {
     migrationId,
@@ -32,9 +34,9 @@ export function catalogStepJournal(catalog: pg.ClientBase, migrationId: number):
       // Entries of steps no kind of move has any more (a whole-move undo) count in `completedSteps`, never as a step.
       return new Set([...completedSteps(await readJournal(catalog, migrationId, slot))].filter(isMoveStepName));
     },
-    begin: (slot, step) => beginStep(catalog, { migrationId, slot, step }),
-    finishAndBegin: (slot, done, detail, begin) => finishAndBeginStep(catalog, { migrationId, slot, done, ...(detail ? { detail } : {}), begin }),
-    done: (slot, step, detail) => append(slot, step, 'done', detail),
+    begin: (slots, step) => beginStep(catalog, { migrationId, slots, step }),
+    finishAndBegin: (slots, done, detail, begin) => finishAndBeginStep(catalog, { migrationId, slots, done, ...(detail ? { detail } : {}), begin }),
+    done: (slots, step, detail) => finishStep(catalog, { migrationId, slots, step, ...(detail ? { detail } : {}) }),
     failed: (slot, step, detail) => append(slot, step, 'failed', detail),
     undo: (slot, step, detail) => append(slot, step, 'undo', detail),
     undone: (slot, step) => append(slot, step, 'undone', undefined),

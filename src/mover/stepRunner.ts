@@ -161,21 +161,22 @@ export class StepRunner {
     };
     const flush = async (): Promise<void> => {
       if (!unrecorded) return;
-      for (const slot of unrecorded.slots) await journal.done(slot, unrecorded.step, unrecorded.detail);
+      await journal.done(unrecorded.slots, unrecorded.step, unrecorded.detail);
       recorded();
     };
     for (const step of steps) {
       taken.push(step);
       const pending = slots.filter((slot) => !this.isDone(slot, step.name));
       if (pending.length === 0) continue;
-      const single = pending.length === 1 && unrecorded?.slots.length === 1 && unrecorded.slots[0] === pending[0];
+      // The same slots as the step before: its 'done' and this 'begin' in one statement.
+      const chained = unrecorded !== undefined && sameSlots(unrecorded.slots, pending);
       const begin = async (): Promise<void> => {
-        if (single) {
-          await journal.finishAndBegin(pending[0]!, unrecorded!.step, unrecorded!.detail, step.name);
+        if (chained) {
+          await journal.finishAndBegin(pending, unrecorded!.step, unrecorded!.detail, step.name);
           recorded();
         } else {
           await flush();
-          for (const slot of pending) await journal.begin(slot, step.name);
+          await journal.begin(pending, step.name);
         }
       };
       let returned: StepFacts;
@@ -197,4 +198,8 @@ export class StepRunner {
     }
     await flush();
   }
+}
+
+function sameSlots(some: readonly number[], others: readonly number[]): boolean {
+  return some.length === others.length && some.every((slot, index) => slot === others[index]);
 }

@@ -1,5 +1,5 @@
 import { ReshardError } from '../core/errors.js';
-import { slotRowSums } from '../node/slotRowSums.js';
+import { slotRowSums, slotsRowSums, type TrackedLeafStats } from '../node/slotRowSums.js';
 import { slotStatsOnBoth, type LeafStats } from '../node/slotStats.js';
 import type { SlotTable } from '../node/slotPartitions.js';
 import type { SlotMoveBase } from './moveStep.js';
@@ -26,6 +26,26 @@ export async function verifySlotCopy(context: SlotMoveBase, slot: number, after:
 export async function verifySlotCopyFromSums(context: SlotMoveBase, slot: number, after: string): Promise<{ rowsByTable: Map<string, number>; rows: number; bySums: number; byScan: number }> {
   const [sourceSums, targetSums] = await Promise.all([
     slotRowSums(context.source, context.tables, slot, context.modulus), slotRowSums(context.target, context.tables, slot, context.modulus)]);
+  return verifiedFromSums(context, slot, after, sourceSums, targetSums);
+}
+
+/**
+ * `verifySlotCopyFromSums` for several slots cut over together: every slot's
+ * sums read in one round trip a side (both sides at once); a slot with a
+ * table not tracked is scanned as there. Per slot, in the order given.
+ */
+export async function verifySlotsCopyFromSums(context: SlotMoveBase, slots: readonly number[], after: string): Promise<{ slot: number; rows: number; bySums: number; byScan: number }[]> {
+  const [sourceSums, targetSums] = await Promise.all([
+    slotsRowSums(context.source, context.tables, slots, context.modulus), slotsRowSums(context.target, context.tables, slots, context.modulus)]);
+  const verified = [];
+  for (const [index, slot] of slots.entries()) {
+    const { rows, bySums, byScan } = await verifiedFromSums(context, slot, after, sourceSums[index]!, targetSums[index]!);
+    verified.push({ slot, rows, bySums, byScan });
+  }
+  return verified;
+}
+
+async function verifiedFromSums(context: SlotMoveBase, slot: number, after: string, sourceSums: readonly TrackedLeafStats[], targetSums: readonly TrackedLeafStats[]): Promise<{ rowsByTable: Map<string, number>; rows: number; bySums: number; byScan: number }> {
   const scanned = context.tables.filter((_, index) => !sourceSums[index]!.tracked || !targetSums[index]!.tracked);
   const scans = scanned.length > 0 ? await slotStatsOnBoth(context.source, context.target, scanned, slot, context.modulus) : { onSource: [], onTarget: [] };
   const side = (sums: readonly LeafStats[], scan: readonly LeafStats[]): LeafStats[] =>

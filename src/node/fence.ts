@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { assert } from '../core/assert.js';
 import { quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
@@ -55,7 +56,19 @@ export interface FenceResult {
  * slot go on. One round trip when nothing holds the slot.
  */
 export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, options: FenceOptions = {}): Promise<FenceResult> {
-  const leaves = tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+  return fenceSlots(db, tables, [slot], modulus, options);
+}
+
+/**
+ * `fenceSlot` for several slots frozen together (one epoch): every slot's
+ * route lock and every leaf in one transaction, one round trip when nothing
+ * holds them, and one replay wait and one settling of node leases for all.
+ */
+export async function fenceSlots(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number, options: FenceOptions = {}): Promise<FenceResult> {
+  assert(slots.length > 0, 'a fence names at least one slot');
+  // In the slots' order: route locks of overlapping fences are taken in the same order.
+  const ordered = [...slots].sort((a, b) => a - b);
+  const leaves = ordered.flatMap((slot) => tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus))));
   const lockTimeoutMs = options.lockTimeoutMs ?? FENCE_LOCK_TIMEOUT_MS;
   const holdersWaitMs = Math.min(options.holdersWaitMs ?? ROUTE_HOLDERS_WAIT_MS_DEFAULT, lockTimeoutMs);
   const ended: EndedBackend[] = [];
@@ -65,20 +78,20 @@ export async function fenceSlot(db: pg.ClientBase, tables: readonly SlotTable[],
     const waitMs = attempt === 1 ? holdersWaitMs : Math.max(1, lockTimeoutMs - holdersWaitMs);
     try {
       roundTrips++;
-      const fenced = await fenceOnce(db, leaves, slot, options.epoch ?? 0, waitMs, holdersWaitMs, options.replayWait);
+      const fenced = await fenceOnce(db, leaves, ordered, options.epoch ?? 0, waitMs, holdersWaitMs, options.replayWait);
       ended.push(...fenced.endedLeaseHolders);
       return { lsn: fenced.lsn, ended, roundTrips, ...(fenced.replayed === undefined ? {} : { replayed: fenced.replayed }) };
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
       if (!lockTimedOut || attempt >= 2) throw error;
       roundTrips += 2;
-      ended.push(...await endSlotBlockers(db, slot, await relationOids(db, leaves)));
+      ended.push(...await endSlotBlockers(db, ordered, await relationOids(db, leaves)));
     }
   }
 }
 
 async function fenceOnce(
-  db: pg.ClientBase, leaves: readonly string[], slot: number, epoch: number, lockTimeoutMs: number, holdersWaitMs: number, replayWait: FenceOptions['replayWait'],
+  db: pg.ClientBase, leaves: readonly string[], slots: readonly number[], epoch: number, lockTimeoutMs: number, holdersWaitMs: number, replayWait: FenceOptions['replayWait'],
 ): Promise<{ lsn: string; replayed?: boolean; endedLeaseHolders: EndedBackend[] }> {
   // One round trip: the freeze's length is the write pause clients see.
   const statements = [
@@ -89,7 +102,7 @@ async function fenceOnce(
     'SET LOCAL synchronous_commit = on',
     // First the routed transactions (they may hold the route lock without touching a leaf yet), then the
     // writers. Node lease holders come after the commit (below).
-    routeLockStatement(slot),
+    ...slots.map(routeLockStatement),
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
     // its WAL lies before this position (kept in the session for the replay wait after COMMIT).
@@ -98,15 +111,16 @@ async function fenceOnce(
       `CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
       `CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
     ]),
-    slotFrozenStatement(slot, epoch),
+    ...slots.map((slot) => slotFrozenStatement(slot, epoch)),
     'COMMIT',
     // Its own implicit transaction: only a read of the walsender's position, taken after the commit is flushed.
     ...(replayWait ? [`SELECT ${REPLAY_WAIT_FUNCTION}(${quoteLiteral(replayWait.subscription)}, current_setting('${FENCE_LSN_SETTING}')::pg_lsn, ${Math.max(0, Math.round(replayWait.waitMs))}) AS replayed`] : []),
-    // Once the slot reads frozen here (no lease is granted to a router older than that), every node lease holder
+    // Once the slots read frozen here (no lease is granted to a router older than that), every node lease holder
     // whose router has not said it saw the freeze is waited for, then ended: before the switch, so that no
-    // statement sent unchecked on a map older than the freeze reaches the slot after it. Live routers say so
+    // statement sent unchecked on a map older than the freeze reaches the slots after it. Live routers say so
     // within a few ms of the freeze, while the replay wait above runs, so this usually waits for nothing.
-    settleNodeLeasesStatement(slot, holdersWaitMs),
+    // The slots share the freeze's epoch: one settling covers them all.
+    settleNodeLeasesStatement(slots[0]!, holdersWaitMs),
   ];
   try {
     const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn?: string; replayed?: boolean }>[];

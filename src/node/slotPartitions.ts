@@ -155,9 +155,19 @@ export const ATTACH_LOCK_ATTEMPT_MS_MAX = 200;
  * commits: queries wait for it, then see the partition.
  */
 export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[], slot: number, modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<{ inTransaction: boolean; unattached: SlotTable[] }> {
+  const after = await attachSlots(db, tables, [slot], modulus, lockTimeoutMs, ownedEpoch);
+  return { inTransaction: after.inTransaction, unattached: after.unattached.map((leaf) => leaf.table) };
+}
+
+/**
+ * `attachSlot` for several slots cut over together: every leaf of every slot
+ * in one transaction under one lock of the parents, one round trip. Returns
+ * the leaves still unattached after the COMMIT (none when it succeeded).
+ */
+export async function attachSlots(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<{ inTransaction: boolean; unattached: { slot: number; table: SlotTable }[] }> {
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
   const parents = tables.map((table) => quoteQualified(table.schema, table.name));
-  const leaves = tables.map((table) => quoteQualified(table.schema, leafName(table.name, slot, modulus)));
+  const leafOf = (table: SlotTable, slot: number): string => quoteQualified(table.schema, leafName(table.name, slot, modulus));
   const unattachedSql = (leaf: string): string => `NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(${quoteLiteral(leaf)}))`;
   // One round trip: the leaves still standalone are attached (the parents locked only if there is one), the node's
   // slot state says 'owned' in that transaction (the route check reads it), and after the COMMIT the same
@@ -166,21 +176,25 @@ export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[]
 DECLARE
   bound int;
 BEGIN
-  IF ${leaves.map(unattachedSql).join(' OR ')} THEN
+  IF ${slots.flatMap((slot) => tables.map((table) => unattachedSql(leafOf(table, slot)))).join(' OR ')} THEN
     LOCK TABLE ${parents.join(', ')} IN ACCESS EXCLUSIVE MODE;
-${tables.map((table, index) => `    IF ${unattachedSql(leaves[index]!)} THEN
+${slots.flatMap((slot) => tables.map((table, index) => `    IF ${unattachedSql(leafOf(table, slot))} THEN
       -- The modulus the staged leaf's CHECK proves (a split slot's is not the cluster's).
       SELECT substring(pg_get_constraintdef(k.oid) from 'satisfies_hash_partition\\([^,]*, (\\d+),')::int INTO bound
-        FROM pg_constraint k WHERE k.conrelid = to_regclass(${quoteLiteral(leaves[index]!)}) AND k.conname = '${SLOT_BOUND_CONSTRAINT}';
-      EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)', ${quoteLiteral(parents[index]!)}, ${quoteLiteral(leaves[index]!)}, coalesce(bound, ${modulus}), ${slot});
-    END IF;`).join('\n')}
-${ownedEpoch === undefined ? '' : `    ${slotOwnedSinceStatement(slot, ownedEpoch)};`}
+        FROM pg_constraint k WHERE k.conrelid = to_regclass(${quoteLiteral(leafOf(table, slot))}) AND k.conname = '${SLOT_BOUND_CONSTRAINT}';
+      EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)', ${quoteLiteral(parents[index]!)}, ${quoteLiteral(leafOf(table, slot))}, coalesce(bound, ${modulus}), ${slot});
+    END IF;`)).join('\n')}
+${ownedEpoch === undefined ? '' : slots.map((slot) => `    ${slotOwnedSinceStatement(slot, ownedEpoch)};`).join('\n')}
   END IF;
 END
 $attach$`;
-  const results = await underParentLock(db, `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot ${slot}`, [block, 'COMMIT', unattachedSlotLeavesSql(tables, slot, modulus)], lockTimeoutMs, { slot });
-  const check = (results as unknown as pg.QueryResult<UnattachedRow>[]).at(-1)!.rows[0]!;
-  return { inTransaction: check.in_transaction, unattached: check.unattached.map((position) => tables[Number(position) - 1]!) };
+  const what = `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')}`;
+  const results = await underParentLock(db, what, [block, 'COMMIT', ...slots.map((slot) => unattachedSlotLeavesSql(tables, slot, modulus))], lockTimeoutMs, { slots });
+  const checks = (results as unknown as pg.QueryResult<UnattachedRow>[]).slice(-slots.length).map((result) => result.rows[0]!);
+  return {
+    inTransaction: checks.some((check) => check.in_transaction),
+    unattached: checks.flatMap((check, index) => check.unattached.map((position) => ({ slot: slots[index]!, table: tables[Number(position) - 1]! }))),
+  };
 }
 
 /**

@@ -148,9 +148,15 @@ export function slotRowSumsSql(leaf: string): string {
 
 /** The slot's leaves' sums on this node, in one round trip: exact where `tracked`. */
 export async function slotRowSums(db: Queryable, tables: readonly SlotTable[], slot: number, modulus: number): Promise<TrackedLeafStats[]> {
-  const parts = tables.map((table) => slotRowSumsSql(leafOf(table, slot, modulus)));
+  return (await slotsRowSums(db, tables, [slot], modulus))[0]!;
+}
+
+/** `slotRowSums` of several slots (by slot, in the order given), in one round trip. */
+export async function slotsRowSums(db: Queryable, tables: readonly SlotTable[], slots: readonly number[], modulus: number): Promise<TrackedLeafStats[][]> {
+  const parts = slots.flatMap((slot) => tables.map((table) => slotRowSumsSql(leafOf(table, slot, modulus))));
   const result = await db.query<{ sums: [boolean | null, string, string][] }>(`SELECT json_build_array(${parts.join(', ')}) AS sums`);
-  return result.rows[0]!.sums.map(([tracked, rows, checksum]) => ({ tracked: tracked === true, rows: Number(rows), checksum }));
+  const sums = result.rows[0]!.sums.map(([tracked, rows, checksum]) => ({ tracked: tracked === true, rows: Number(rows), checksum }));
+  return slots.map((_, index) => sums.slice(index * tables.length, (index + 1) * tables.length));
 }
 
 /**

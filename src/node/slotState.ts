@@ -116,7 +116,7 @@ export async function markSlotThawed(db: Queryable, slot: number, epoch: number)
 export async function markSlotNotAttached(db: pg.ClientBase, slot: number, owner: string, epoch: number, holdersWaitMs = ROUTE_HOLDERS_WAIT_MS_DEFAULT): Promise<void> {
   // Under the route lock like the switch: no routed transaction is open on leaves about to be detached.
   // A slot without a row here was never served here; the redirect keeps a stale route from reaching empty tables.
-  await writeUnderRouteLock(db, slot, `${upsert(slot, 'moved', epoch, owner)} WHERE ${NODE_SCHEMA}.slot_state.state = 'owned'`, holdersWaitMs);
+  await writeUnderRouteLock(db, [slot], [`${upsert(slot, 'moved', epoch, owner)} WHERE ${NODE_SCHEMA}.slot_state.state = 'owned'`], holdersWaitMs);
 }
 
 /**
@@ -137,25 +137,25 @@ export interface EndedBackend {
 }
 
 /**
- * Ends the sessions that block the slot's fence or switch: routed
- * transactions holding the route check's lock on the slot, and sessions
+ * Ends the sessions that block the slots' fence or switch: routed
+ * transactions holding the route check's lock on one of the slots, and sessions
  * holding a lock on one of `leafOids` that a fence's EXCLUSIVE lock waits
  * for. Each is told why (the application sees "terminating connection due to
  * administrator command"); their open transactions are rolled back.
  */
-export async function endSlotBlockers(db: Queryable, slot: number, leafOids: readonly number[] = []): Promise<EndedBackend[]> {
+export async function endSlotBlockers(db: Queryable, slots: readonly number[], leafOids: readonly number[] = []): Promise<EndedBackend[]> {
   const result = await db.query<{ pid: number; application_name: string; state: string; held: string; ended: boolean }>(
     `WITH blockers AS (
        SELECT DISTINCT l.pid,
               CASE WHEN l.locktype = 'advisory' THEN 'route lock' ELSE 'lock on ' || l.relation::regclass::text END AS held
          FROM pg_locks l
         WHERE l.granted AND l.pid <> pg_backend_pid()
-          AND ((l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2)
+          AND ((l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.objid = ANY ($2::bigint[]::oid[]) AND l.objsubid = 2)
             OR (l.locktype = 'relation' AND l.relation = ANY($3::oid[]) AND l.mode <> 'AccessShareLock')))
      SELECT b.pid, coalesce(a.application_name, '') AS application_name, coalesce(a.state, '') AS state, b.held,
             pg_terminate_backend(b.pid, 1000) AS ended
        FROM blockers b LEFT JOIN pg_stat_activity a ON a.pid = b.pid`,
-    [ROUTE_LOCK_CLASS, slot, leafOids],
+    [ROUTE_LOCK_CLASS, slots, leafOids],
   );
   return result.rows.map((row) => ({ pid: row.pid, applicationName: row.application_name, state: row.state, held: row.held }));
 }
@@ -173,28 +173,35 @@ export async function relationOids(db: Queryable, qualifiedNames: readonly strin
  * `holdersWaitMs`, then ends them. One round trip when nothing is open.
  */
 export async function markSlotMoved(db: pg.ClientBase, slot: number, owner: string, epoch: number, holdersWaitMs = ROUTE_HOLDERS_WAIT_MS_DEFAULT): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
-  return writeUnderRouteLock(db, slot, upsert(slot, 'moved', epoch, owner), holdersWaitMs);
+  return markSlotsMoved(db, [slot], owner, epoch, holdersWaitMs);
+}
+
+/** `markSlotMoved` for several slots that switched together: one transaction, one round trip when nothing is open on them. */
+export async function markSlotsMoved(db: pg.ClientBase, slots: readonly number[], owner: string, epoch: number, holdersWaitMs = ROUTE_HOLDERS_WAIT_MS_DEFAULT): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
+  return writeUnderRouteLock(db, slots, slots.map((slot) => upsert(slot, 'moved', epoch, owner)), holdersWaitMs);
 }
 
 /**
- * Runs `statement` (a slot state change) in a transaction holding the slot's
- * route lock exclusive: open routed work is waited for at most
+ * Runs `statements` (slot state changes) in a transaction holding the slots'
+ * route locks exclusive: open routed work is waited for at most
  * `holdersWaitMs`, then ended. (Node lease holders were settled by the
  * slot's fence.)
  */
-async function writeUnderRouteLock(db: pg.ClientBase, slot: number, statement: string, holdersWaitMs: number): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
+async function writeUnderRouteLock(db: pg.ClientBase, slots: readonly number[], statements: readonly string[], holdersWaitMs: number): Promise<{ ended: EndedBackend[]; roundTrips: number }> {
+  // In the slots' order: two writers of overlapping slots take their route locks in the same order.
+  const routeLocks = [...slots].sort((a, b) => a - b).map(routeLockStatement);
   const ended: EndedBackend[] = [];
   let roundTrips = 0;
   for (let attempt = 1; ; attempt++) {
     try {
       roundTrips++;
-      await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, routeLockStatement(slot), statement, 'COMMIT'].join(';\n'));
+      await db.query(['BEGIN', `SET LOCAL lock_timeout = '${Math.max(1, Math.round(holdersWaitMs))}ms'`, ...routeLocks, ...statements, 'COMMIT'].join(';\n'));
       return { ended, roundTrips };
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {});
       if ((error as { code?: string }).code !== '55P03' || attempt >= 3) throw error;
       roundTrips += 2;
-      ended.push(...await endSlotBlockers(db, slot));
+      ended.push(...await endSlotBlockers(db, slots));
     }
   }
 }

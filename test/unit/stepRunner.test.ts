@@ -29,12 +29,19 @@ class RecordingJournal implements StepJournal {
     return Promise.resolve();
   }
 
+  /** One write for several slots (one statement in the catalog), shown as "1,2 step action". */
+  private writeAll(slots: readonly number[], ...parts: [MoveStepName, JournalAction][]): Promise<void> {
+    for (const [step, action] of parts) for (const slot of slots) this.add(slot, step, action);
+    this.writes.push(parts.map(([step, action]) => `${slots.join(',')} ${step} ${action}`).join(' + '));
+    return Promise.resolve();
+  }
+
   completed(slot: number): Promise<Set<MoveStepName>> {
     return Promise.resolve(completedSteps(this.entries.filter((entry) => entry.slot === slot)) as Set<MoveStepName>);
   }
-  begin(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'begin']); }
-  finishAndBegin(slot: number, done: MoveStepName, _detail: unknown, begin: MoveStepName): Promise<void> { return this.write(slot, [done, 'done'], [begin, 'begin']); }
-  done(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'done']); }
+  begin(slots: readonly number[], step: MoveStepName): Promise<void> { return this.writeAll(slots, [step, 'begin']); }
+  finishAndBegin(slots: readonly number[], done: MoveStepName, _detail: unknown, begin: MoveStepName): Promise<void> { return this.writeAll(slots, [done, 'done'], [begin, 'begin']); }
+  done(slots: readonly number[], step: MoveStepName): Promise<void> { return this.writeAll(slots, [step, 'done']); }
   failed(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'failed']); }
   undo(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'undo']); }
   undone(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'undone']); }
@@ -108,7 +115,7 @@ describe('StepRunner: the one runner of every kind of move', () => {
     const runner = await StepRunner.open(journal, [1, 2], () => {});
     await runner.run(steps, undefined, [1, 2]);
     expect(calls).toEqual(['do prepare 1', 'do stream 1,2']);
-    expect(journal.writes).toEqual(['1 prepare begin', '1 prepare done', '1 stream begin', '2 stream begin', '1 stream done', '2 stream done']);
+    expect(journal.writes).toEqual(['1 prepare begin', '1 prepare done', '1,2 stream begin', '1,2 stream done']);
   });
 
   it('on resume, skips the steps the journal shows done and takes the rest', async () => {
