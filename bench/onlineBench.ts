@@ -9,6 +9,7 @@
  *   npm run bench                  256 slots → bench/results/online-256.json and online.json
  *   BENCH_SLOTS=1024 npm run bench → bench/results/online-1024.json
  *   BENCH_USERS=200000             a smaller run; BENCH_OUTPUT=/tmp/x.json writes there instead
+ *   BENCH_CUTOVER_SLOTS=1          slots cut over together (default: the mover's cutoverSlotsMax)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
@@ -36,6 +37,7 @@ import { readFreezePhases, readFreezeRoundTrips, summarizeFreezePhases, summariz
 import type { ClusterAccess } from '../src/plumbing/clusterAccess.js';
 import { withCatalog } from '../src/plumbing/clusterAccess.js';
 import { BATCH_SLOTS_MAX_DEFAULT, runMigration } from '../src/coordinator/runMigration.js';
+import { ONLINE_LIMITS_DEFAULT } from '../src/mover/onlineBatch.js';
 import { sleep, withTimeout } from '../src/plumbing/waitFor.js';
 import { describeConnection, type ConnectionSettings } from '../src/core/connection.js';
 import { formatBytes } from '../src/core/bytes.js';
@@ -45,6 +47,7 @@ import { noPasswords } from '../src/plumbing/connectNode.js';
 
 const USERS = Number(process.env['BENCH_USERS'] ?? 2_000_000);
 const SLOTS = Number(process.env['BENCH_SLOTS'] ?? 256);
+const CUTOVER_SLOTS = Number(process.env['BENCH_CUTOVER_SLOTS'] ?? ONLINE_LIMITS_DEFAULT.cutoverSlotsMax);
 const CLIENTS = 8;
 /** Paced like the Citus anchor's writer (about 400 statements/s in all), not a CPU hog. */
 const THINK_MS = 20;
@@ -263,7 +266,8 @@ async function main(): Promise<void> {
     ];
     const cpuSampler = new CpuSampler(watched, CPU_SAMPLE_INTERVAL_MS);
     const rebalanceFrom = wallClockMs();
-    const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, batchSlotsMax: BATCH_SLOTS_MAX, emit });
+    const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, batchSlotsMax: BATCH_SLOTS_MAX, emit,
+      onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: CUTOVER_SLOTS } });
     const rebalanceTo = wallClockMs();
     const cpuSamples = cpuSampler.stop();
     await sleep(1000);
@@ -286,6 +290,10 @@ async function main(): Promise<void> {
     const pausePhases = summarizeFreezePhases((await withCatalog(access, (catalog) => readFreezePhases(catalog, prepared.migrationId!))).values());
     // And its sequential round trips (what a distant node multiplies), in all and per phase.
     const pauseRoundTrips = summarizeFreezeRoundTrips((await withCatalog(access, (catalog) => readFreezeRoundTrips(catalog, prepared.migrationId!))).values());
+    // Each cutover group's attach on the target (one journal entry per slot, the same facts): how long, and how many lock attempts.
+    const attaches = await withCatalog(access, async (catalog) => (await catalog.query<{ attach_ms: number; lock_attempts: number; slots: number }>(
+      `SELECT (detail->>'attachMs')::int AS attach_ms, (detail->>'lockAttempts')::int AS lock_attempts, count(*)::int AS slots FROM reshard.journal
+        WHERE migration_id = $1 AND step = 'attach' AND action = 'done' AND detail ? 'attachMs' GROUP BY detail ORDER BY min(id)`, [prepared.migrationId])).rows);
     const pauses = timeline.pausesMs(workloadLog.samples);
     // Per cutover with a call held across it: how long after the coordinator saw the switch commit the last such call ended
     // (the router's share of the client-seen pause: NOTIFY, re-read of the map, the call on the new owner).
@@ -353,6 +361,10 @@ async function main(): Promise<void> {
       step_seconds_summed_over_moves: stepSeconds,
       coordinator_pause_phases_ms: pausePhases,
       coordinator_pause_round_trips: pauseRoundTrips,
+      cutover_slots_max: CUTOVER_SLOTS,
+      cutover_groups: attaches.length,
+      attach_ms: { p50: percentile(attaches.map((attach) => attach.attach_ms), 0.5), max: Math.max(0, ...attaches.map((attach) => attach.attach_ms)) },
+      attach_lock_attempts_max: Math.max(0, ...attaches.map((attach) => attach.lock_attempts)),
       rebalance_phases: phases.phases,
       cutover_attempts_abandoned: phases.cutover_attempts_abandoned,
       seconds_with_no_step_running: phases.seconds_with_no_step_running,

@@ -200,16 +200,30 @@ async function runOnlineBatches(
     })()), () => failure !== undefined);
     // Copies are over: nothing left to hold.
     await stopWatch();
+    /** Cleanups of batches whose every slot switched, begun while other batches still cut over. */
+    const cleanups = new Map<OnlineBatchRun, Promise<OnlineBatchResult>>();
     if (failure === undefined) {
       // Cutovers of batches on different sources may overlap; each node takes one at a time.
       await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
-        (run) => stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver())), () => failure !== undefined);
+        (run) => stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver())).then(() => {
+          // Every slot of this batch has switched: its cleanup is owed whatever happens to the other batches
+          // (invariant 5; a cancel is too late for it, a pause still holds), and it need not wait for their
+          // cutovers — the cleanup tail no longer follows the last switch.
+          const cleanup = shared.checkpoint.pass({ cancellable: false }).then(() => run.cleanUp());
+          cleanup.catch((error: unknown) => { failure ??= error; });
+          cleanups.set(run, cleanup);
+        }), () => failure !== undefined);
     }
     // Every slot has switched: a cancel is too late, cleanup is owed (invariant 5); a pause still holds.
     if (failure === undefined) await shared.checkpoint.pass({ cancellable: false }).catch((error: unknown) => { failure ??= error; });
     const switched: OnlineBatchResult['switched'] = [];
     await Promise.all(runs.map(async (run) => {
       try {
+        const begun = cleanups.get(run);
+        if (begun) {
+          switched.push(...(await begun).switched);
+          return;
+        }
         if (failure === undefined) {
           switched.push(...(await run.cleanUp()).switched);
           return;

@@ -164,7 +164,7 @@ export async function attachSlot(db: pg.ClientBase, tables: readonly SlotTable[]
  * in one transaction under one lock of the parents, one round trip. Returns
  * the leaves still unattached after the COMMIT (none when it succeeded).
  */
-export async function attachSlots(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<{ inTransaction: boolean; unattached: { slot: number; table: SlotTable }[] }> {
+export async function attachSlots(db: pg.ClientBase, tables: readonly SlotTable[], slots: readonly number[], modulus: number, lockTimeoutMs = ATTACH_LOCK_TIMEOUT_MS, ownedEpoch?: number): Promise<{ inTransaction: boolean; unattached: { slot: number; table: SlotTable }[]; lockAttempts: number }> {
   // Always in the tables' order: two cutovers into one node lock the same parents in the same order.
   const parents = tables.map((table) => quoteQualified(table.schema, table.name));
   const leafOf = (table: SlotTable, slot: number): string => quoteQualified(table.schema, leafName(table.name, slot, modulus));
@@ -189,11 +189,14 @@ ${ownedEpoch === undefined ? '' : slots.map((slot) => `    ${slotOwnedSinceState
 END
 $attach$`;
   const what = `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')}`;
-  const results = await underParentLock(db, what, [block, 'COMMIT', ...slots.map((slot) => unattachedSlotLeavesSql(tables, slot, modulus))], lockTimeoutMs, { slots });
+  let lockAttempts = 0;
+  const results = await underParentLock(db, what, [block, 'COMMIT', ...slots.map((slot) => unattachedSlotLeavesSql(tables, slot, modulus))], lockTimeoutMs, { slots },
+    (attempts) => { lockAttempts = attempts; });
   const checks = (results as unknown as pg.QueryResult<UnattachedRow>[]).slice(-slots.length).map((result) => result.rows[0]!);
   return {
     inTransaction: checks.some((check) => check.in_transaction),
     unattached: checks.flatMap((check, index) => check.unattached.map((position) => ({ slot: slots[index]!, table: tables[Number(position) - 1]! }))),
+    lockAttempts,
   };
 }
 
@@ -204,7 +207,8 @@ $attach$`;
  * that queries queued behind it wait at most that much; attempts go on until
  * `lockTimeoutMs` has passed in all. Returns the query's result.
  */
-async function underParentLock(db: pg.ClientBase, what: string, statements: readonly string[], lockTimeoutMs: number, fields: Record<string, unknown>): Promise<unknown> {
+async function underParentLock(db: pg.ClientBase, what: string, statements: readonly string[], lockTimeoutMs: number, fields: Record<string, unknown>,
+  onAttempts: (attempts: number) => void = () => {}): Promise<unknown> {
   const deadline = performance.now() + lockTimeoutMs;
   const waitLog = startWaitLog(logger, what, lockTimeoutMs, fields);
   for (let attempt = 1; ; attempt++) {
@@ -212,6 +216,7 @@ async function underParentLock(db: pg.ClientBase, what: string, statements: read
     try {
       const results = await db.query(['BEGIN', `SET LOCAL lock_timeout = '${attemptMs}ms'`, ...statements].join(';\n'));
       waitLog.end('done', { attempts: attempt });
+      onAttempts(attempt);
       return results;
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {});

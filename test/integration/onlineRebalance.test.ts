@@ -3,9 +3,11 @@ import { addNode } from '../../src/admin/addNode.js';
 import { rebalance } from '../../src/admin/rebalance.js';
 import { removeNode } from '../../src/admin/removeNode.js';
 import { verifyCluster } from '../../src/admin/verifyCluster.js';
+import { readJournal } from '../../src/catalog/journal.js';
 import { listMoves } from '../../src/catalog/migrationRuns.js';
 import { readSlotMap } from '../../src/catalog/slotMap.js';
-import { withCatalog } from '../../src/plumbing/clusterAccess.js';
+import { ONLINE_LIMITS_DEFAULT } from '../../src/mover/onlineBatch.js';
+import { withCatalog, type ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { loadDemoRows } from '../../src/demo/demoData.js';
 import { leftoverReplicationObjects } from '../support/leftovers.js';
 import { createDemoCluster } from '../support/cluster.js';
@@ -36,14 +38,18 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     const moves = await withCatalog(access, (catalog) => listMoves(catalog, grown.summary!.migrationId));
     expect(moves.every((move) => move.state === 'done' && move.pauseMs !== undefined)).toBe(true);
 
+    await expectCutoverGroups(access, grown.summary!.migrationId, ONLINE_LIMITS_DEFAULT.cutoverSlotsMax);
+
     const afterGrow = await verifyCluster(access);
     expect(afterGrow.problems).toEqual([]);
     expect(afterGrow.rowsTotal).toBe(USERS * 2);
     expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
 
     await removeNode(access, 'n4');
-    const shrunk = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
+    // Groups of 3: the batches (up to 16 slots) end with a smaller group.
+    const shrunk = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {}, onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: 3 } });
     expect(shrunk.summary?.state).toBe('completed');
+    await expectCutoverGroups(access, shrunk.summary!.migrationId, 3);
     const afterShrink = await verifyCluster(access);
     expect(afterShrink.problems).toEqual([]);
     expect(afterShrink.rowsTotal).toBe(USERS * 2);
@@ -51,3 +57,34 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
   });
 });
+
+/**
+ * Every moved slot switched in exactly one cutover group of at most `groupMax` slots, all of one
+ * batch; a group's slots switched at one epoch (one catalog statement) and saw one pause, and
+ * different groups switched at different epochs.
+ */
+async function expectCutoverGroups(access: ClusterAccess, migrationId: number, groupMax: number): Promise<void> {
+  const moves = await withCatalog(access, (catalog) => listMoves(catalog, migrationId));
+  const journal = await withCatalog(access, (catalog) => readJournal(catalog, migrationId));
+  const switchedAt = new Map<number, { epoch: number; group: number[] }>();
+  for (const entry of journal.filter((candidate) => candidate.step === 'switch' && candidate.action === 'done')) {
+    const group = (entry.detail?.['switchedTogether'] as number[] | undefined) ?? [entry.slot!];
+    expect(group).toContain(entry.slot);
+    switchedAt.set(entry.slot!, { epoch: Number(entry.detail?.['epoch']), group });
+  }
+  expect([...switchedAt.keys()].sort((a, b) => a - b)).toEqual(moves.map((move) => move.slot).sort((a, b) => a - b));
+  const groups = new Map<number, number[]>();
+  for (const [slot, { epoch, group }] of switchedAt) {
+    expect(group.length).toBeLessThanOrEqual(groupMax);
+    groups.set(epoch, [...(groups.get(epoch) ?? []), slot]);
+    // Same group, same epoch and same record of it on every member.
+    for (const member of group) expect(switchedAt.get(member)).toEqual({ epoch, group });
+  }
+  for (const slots of groups.values()) {
+    const members = moves.filter((move) => slots.includes(move.slot));
+    expect(new Set(members.map((move) => `${move.source}→${move.target}`)).size).toBe(1);
+    expect(new Set(members.map((move) => move.pauseMs)).size).toBe(1);
+  }
+  // Some group held more than one slot (the batches here have several).
+  expect(Math.max(...[...groups.values()].map((slots) => slots.length))).toBeGreaterThan(1);
+}
