@@ -151,11 +151,25 @@ export async function slotRowSums(db: Queryable, tables: readonly SlotTable[], s
   return (await slotsRowSums(db, tables, [slot], modulus))[0]!;
 }
 
-/** `slotRowSums` of several slots (by slot, in the order given), in one round trip. */
+/**
+ * `slotRowSums` of several slots (by slot, in the order given), in one round
+ * trip: one lateral lookup per leaf, which plans in a fraction of a ms where
+ * a scalar subquery per leaf took ~0.4 ms each (16 leaves: 0.3 ms instead of
+ * 6.6 ms, measured) — this read sits inside a cutover group's write pause.
+ */
 export async function slotsRowSums(db: Queryable, tables: readonly SlotTable[], slots: readonly number[], modulus: number): Promise<TrackedLeafStats[][]> {
-  const parts = slots.flatMap((slot) => tables.map((table) => slotRowSumsSql(leafOf(table, slot, modulus))));
-  const result = await db.query<{ sums: [boolean | null, string, string][] }>(`SELECT json_build_array(${parts.join(', ')}) AS sums`);
-  const sums = result.rows[0]!.sums.map(([tracked, rows, checksum]) => ({ tracked: tracked === true, rows: Number(rows), checksum }));
+  const leaves = slots.flatMap((slot) => tables.map((table) => leafOf(table, slot, modulus)));
+  const result = await db.query<{ tracked: boolean | null; rows: string; checksum: string }>(
+    `SELECT s.base AND t.in_place AS tracked, s.rows, s.checksum
+       FROM unnest($1::text[]::regclass[]) WITH ORDINALITY AS l(leaf, i)
+      CROSS JOIN LATERAL (SELECT bool_or(base) AS base, coalesce(sum(rows), 0)::text AS rows, coalesce(sum(hash_sum), 0)::text AS checksum
+                            FROM ${ROW_SUMS_TABLE} WHERE leaf = l.leaf) s
+      CROSS JOIN LATERAL (SELECT count(*) = 2 AS in_place FROM pg_trigger g
+                           WHERE g.tgrelid = l.leaf AND g.tgname IN ($2, $3) AND g.tgenabled = 'A') t
+      ORDER BY l.i`,
+    [leaves, ROW_SUMS_TRIGGER, ROW_SUMS_TRUNCATE_TRIGGER],
+  );
+  const sums = result.rows.map((row) => ({ tracked: row.tracked === true, rows: Number(row.rows), checksum: row.checksum }));
   return slots.map((_, index) => sums.slice(index * tables.length, (index + 1) * tables.length));
 }
 
