@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
+import { announceCutover, registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
 import { sequenceBlocks } from '../catalog/sequenceBlocks.js';
 import { ReshardError } from '../core/errors.js';
 import { sequenceBlockRange } from '../core/sequenceBlock.js';
@@ -194,6 +194,8 @@ const freeze: AdoptStep = {
     const keyLogStartedMs = performance.now();
     // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
     await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
+    // The staged table is final on the nodes now (its key, its key log): routers warm their node sessions on it during the catch-up.
+    await announceCutover(context.catalog, context.adoption.migrationId);
     const catchUpStartedMs = performance.now();
     const lastRoundKeys = await closeIn(context, await catchUp(context));
     // The hold starts here: everything after this is write pause, so the state and the fences go out together

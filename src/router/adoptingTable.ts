@@ -3,6 +3,7 @@ import { ADOPTION_STATE_CHANNEL, adoptionRoute, listenForAdoptionStates, parseAd
 import { listenForSlotMapChanges } from '../catalog/routerMapReads.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
+import { quoteQualified } from '../core/identifier.js';
 import { connectTo, negotiatedClientConfig } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
@@ -160,6 +161,7 @@ export class AdoptingTable {
       const change = parseAdoptionStateChange(payload);
       if (!change || change.schema !== this.table.schema || change.name !== this.table.name) return;
       if (change.migrationId === this.route.migrationId) {
+        if (change.stagedName !== undefined) this.warmSessions(change.schema, change.stagedName);
         this.follow({ ...this.route, state: change.state, epoch: change.epoch });
         return;
       }
@@ -226,6 +228,21 @@ export class AdoptingTable {
 
   private warmPools(): void {
     if (!this.closed) void this.router.warmPools().catch(() => {});
+  }
+
+  /**
+   * The cutover is near (announceCutover): every router connection to the
+   * nodes takes its node's lease and plans a statement on the staged table
+   * (all its leaves and their indexes into the session's cache), behind
+   * the adopted-table check on the staged name (a partitioned table too: it
+   * passes), so that the check is parsed on the connection and compiled in
+   * the session. The calls released at the switch then find warm sessions;
+   * the staged table keeps its leaves through the switch's rename.
+   */
+  private warmSessions(schema: string, stagedName: string): void {
+    if (this.closed) return;
+    const check = { ...this.adoptedCheck, values: [schema, stagedName] };
+    void this.router.warmPools(undefined, `SELECT FROM ${quoteQualified(schema, stagedName)} LIMIT 0`, check).catch(() => {});
   }
 
   private destination(): 'source' | 'held' | 'sharded' {

@@ -302,8 +302,13 @@ export class Router {
    * `AdoptingTable`) then find them open instead of each opening one (a
    * connection costs tens of ms on a loaded server). Repeated, it keeps them
    * from idling out. A node that cannot be reached is left to the calls.
+   * With `statement`, each of those connections also runs it as a call
+   * routed to a slot its node owns (so it takes its node's lease, as a first
+   * call would), behind `tableCheck` if given: the first statements of a
+   * session (the lease check, the table check, a table's relcache) are then
+   * paid here, not by the released calls.
    */
-  async warmPools(connectionsPerNode = this.poolSize): Promise<void> {
+  async warmPools(connectionsPerNode = this.poolSize, statement?: string, tableCheck?: PreparedCheck): Promise<void> {
     this.assertOpen(-1);
     const owners = [...new Set(this.requireSnapshot().owners.filter((owner) => owner !== undefined))];
     await Promise.all(owners.map(async (name) => {
@@ -312,7 +317,18 @@ export class Router {
       const freeAtOnce = pool.idleCount + Math.max(0, this.poolSize - pool.totalCount);
       const wanted = Math.min(connectionsPerNode, this.poolSize, freeAtOnce);
       const clients = await Promise.all(Array.from({ length: wanted }, () => pool.connect().catch(() => undefined)));
-      for (const client of clients) client?.release();
+      const slot = statement === undefined ? -1 : this.requireSnapshot().owners.findIndex((owner, at) => owner === name && !this.gate.isFrozen(at));
+      await Promise.all(clients.map(async (client) => {
+        if (!client) return;
+        if (slot < 0) {
+          client.release();
+          return;
+        }
+        this.leases.using(client, slot);
+        const route = this.currentRoute(slot);
+        const error = await new Promise<Error | undefined>((resolve) => this.statement(client, route, statement!, [], (failed) => resolve(failed), tableCheck));
+        client.release(error && connectionEnded(error) ? error : undefined);
+      }));
     }));
   }
 
