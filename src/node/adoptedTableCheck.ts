@@ -1,3 +1,4 @@
+import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { NOT_ADOPTING_SQLSTATE } from './adoptingSourceCheck.js';
 
@@ -9,6 +10,16 @@ const CHECK_FUNCTION = 'reshard_node.adopted_table';
 
 /** The check as a statement to prepare once per connection: $1 the table's schema, $2 its name. */
 export const ADOPTED_TABLE_CHECK_PREPARED_SQL = `SELECT ${CHECK_FUNCTION}($1::text, $2::text)`;
+
+/**
+ * A statement that reads nothing but plans over every leaf of the staged
+ * table (no key to prune by), so that a router's session has the leaves
+ * and their indexes in its caches before the switch renames the staged
+ * table to the table's name (a rename keeps the leaves).
+ */
+export function warmStagedTableSql(schema: string, stagedName: string): string {
+  return `SELECT FROM ${quoteQualified(schema, stagedName)} LIMIT 0`;
+}
 
 /**
  * Installs the check a router sends, in the same implicit transaction and

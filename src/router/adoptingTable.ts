@@ -3,12 +3,11 @@ import { ADOPTION_STATE_CHANNEL, adoptionRoute, listenForAdoptionStates, parseAd
 import { listenForSlotMapChanges } from '../catalog/routerMapReads.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
-import { quoteQualified } from '../core/identifier.js';
 import { connectTo, negotiatedClientConfig } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
 import { ADOPTING_SOURCE_CHECK_PREPARED_SQL } from '../node/adoptingSourceCheck.js';
-import { ADOPTED_TABLE_CHECK_PREPARED_SQL } from '../node/adoptedTableCheck.js';
+import { ADOPTED_TABLE_CHECK_PREPARED_SQL, warmStagedTableSql } from '../node/adoptedTableCheck.js';
 import { sendCheckedStatement, type PreparedCheck } from './routedStatement.js';
 import { ROUTER_HOLD_TIMEOUT_MS_DEFAULT, type Router, type RoutingKey } from './router.js';
 
@@ -242,7 +241,7 @@ export class AdoptingTable {
   private warmSessions(schema: string, stagedName: string): void {
     if (this.closed) return;
     const check = { ...this.adoptedCheck, values: [schema, stagedName] };
-    void this.router.warmPools(undefined, `SELECT FROM ${quoteQualified(schema, stagedName)} LIMIT 0`, check).catch(() => {});
+    void this.router.warmPools(undefined, warmStagedTableSql(schema, stagedName), check).catch(() => {});
   }
 
   private destination(): 'source' | 'held' | 'sharded' {
