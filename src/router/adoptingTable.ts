@@ -6,7 +6,7 @@ import { ReshardError } from '../core/errors.js';
 import { connectTo, negotiatedClientConfig } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
-import { ADOPTING_SOURCE_CHECK_PREPARED_SQL } from '../node/adoptingSourceCheck.js';
+import { ADOPTING_SOURCE_CHECK_PREPARED_SQL, NOT_ADOPTING_SQLSTATE } from '../node/adoptingSourceCheck.js';
 import { ADOPTED_TABLE_CHECK_PREPARED_SQL, warmStagedTableSql } from '../node/adoptedTableCheck.js';
 import { sendCheckedStatement, type PreparedCheck } from './routedStatement.js';
 import { ROUTER_HOLD_TIMEOUT_MS_DEFAULT, type Router, type RoutingKey } from './router.js';
@@ -275,7 +275,7 @@ export class AdoptingTable {
         try {
           return await this.router.query<R>(key, sql, params, this.adoptedCheck);
         } catch (error) {
-          if (refusedBy(error) !== ADOPTED_CHECK_NAME) throw error;
+          if (refusedBy(error) !== ADOPTED_CHECK_NAME || (error as { code?: string }).code !== NOT_ADOPTING_SQLSTATE) throw error;
           // Rolled back (or being rolled back) since this route was read: nothing ran. Read the state, hold the call.
           refusedAt = routed;
           void this.refresh().catch(() => {});

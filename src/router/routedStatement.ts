@@ -80,14 +80,20 @@ export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.Clie
  * several, in order) in the same implicit transaction and round trip, as
  * sendRoutedStatement describes: a check raises, the statement is skipped.
  * An error also carries `reshardRefusedBy`: the name of the check that
- * raised it (undefined when every check passed).
+ * raised it (undefined when every check passed, or the error is not the
+ * node's).
  */
 export function sendCheckedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: PreparedCheck | readonly PreparedCheck[] | undefined, text: string, values: readonly unknown[],
   done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void): void {
   const query: CheckedQuery = new CheckedQuery(check, text, values,
     (error: Error | null, result: pg.QueryResult<R>) => {
-      if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardRefusedBy: query.refusedBy, reshardNotApplied: query.provedNotRead(error) }), undefined, query.checkAnswer);
-      else done(undefined, result, query.checkAnswer);
+      if (error) {
+        // Only the node's own error names a check: a connection lost during the checks refused nothing.
+        const refusedBy = error instanceof pg.DatabaseError ? query.refusedBy : undefined;
+        done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardRefusedBy: refusedBy, reshardNotApplied: query.provedNotRead(error) }), undefined, query.checkAnswer);
+      } else {
+        done(undefined, result, query.checkAnswer);
+      }
     });
   client.query(query as unknown as pg.Submittable);
 }
