@@ -108,6 +108,12 @@ export interface AdoptionStateChange {
   state: AdoptionState;
   /** The cluster's epoch the change took: a reader keeps the newest of what it read and was told. */
   epoch: number;
+  /**
+   * Set on the announcement that the cutover is near (announceCutover; the
+   * state itself unchanged): the staged sharded table's name on the nodes,
+   * on which routers warm their node sessions before the pause.
+   */
+  stagedName?: string;
 }
 
 /** SQL (in a statement that updated reshard.adoption, its row as `row`, and bumped the epoch to `epoch`): the notification of the new state. */
@@ -125,7 +131,8 @@ export function parseAdoptionStateChange(payload: string | undefined): AdoptionS
     const parsed = JSON.parse(payload ?? '') as Partial<AdoptionStateChange>;
     if (typeof parsed.migrationId !== 'number' || typeof parsed.schema !== 'string' || typeof parsed.name !== 'string' || typeof parsed.state !== 'string'
       || typeof parsed.epoch !== 'number') return undefined;
-    return { migrationId: parsed.migrationId, schema: parsed.schema, name: parsed.name, state: parsed.state as AdoptionState, epoch: parsed.epoch };
+    return { migrationId: parsed.migrationId, schema: parsed.schema, name: parsed.name, state: parsed.state as AdoptionState, epoch: parsed.epoch,
+      ...(typeof parsed.stagedName === 'string' ? { stagedName: parsed.stagedName } : {}) };
   } catch {
     return undefined;
   }
@@ -142,6 +149,24 @@ export async function setAdoptionState(db: Queryable, migrationId: number, state
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM changed) RETURNING epoch)
      SELECT pg_notify('${SLOT_MAP_CHANNEL}', b.epoch::text), (SELECT ${notifyStateSql('c', 'b.epoch')} FROM changed c) FROM bumped b`,
     [migrationId, state],
+  );
+}
+
+/**
+ * Tells routers that the adoption's cutover is near (its state and the
+ * epoch unchanged): the notification of its current state with the staged
+ * table's name (`AdoptionStateChange.stagedName`). A router that routes the
+ * table warms its node sessions on it then — the first statement of a
+ * session on a table it has not touched (its lease, the leaves' relcache)
+ * costs tens of ms that would otherwise fall into the write pause. Only a
+ * hint: nothing waits for it.
+ */
+export async function announceCutover(db: Queryable, migrationId: number): Promise<void> {
+  await db.query(
+    `SELECT pg_notify('${ADOPTION_STATE_CHANNEL}', json_build_object('migrationId', a.migration_id, 'schema', a.schema_name, 'name', a.table_name, 'state', a.state,
+            'epoch', c.epoch, 'stagedName', a.staged_name)::text)
+       FROM reshard.adoption a, reshard.cluster c WHERE a.migration_id = $1 AND a.state = 'streaming' AND c.id = 1`,
+    [migrationId],
   );
 }
 

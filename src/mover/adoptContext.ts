@@ -53,5 +53,11 @@ export interface AdoptContext {
    * fence, hence as safe).
    */
   fences: Map<number, SourceFence>;
+  /**
+   * Per source, whether its row sums are kept, when this run's stream step
+   * started them (beside the owners' key build); the freeze then starts only
+   * the owners'. Lost after a resume: the freeze starts both again.
+   */
+  sourceRowSumsKept?: boolean[];
   emit(event: StepEvent): void;
 }

@@ -49,12 +49,20 @@ function adoptedLeaves(context: AdoptContext): AdoptedLeaves {
  * fence then reads them under its lock).
  */
 export async function trackAdoptedRows(context: AdoptContext): Promise<boolean[]> {
-  const { adoption, limits } = context;
-  const [sources] = await Promise.all([
-    Promise.all(adoption.sources.map(async (_, index) => trackSourceRows(await context.source(index), adoption, limits.fenceLockTimeoutMs))),
-    Promise.all(context.nodes.map(async (node) => trackOwnerLeaves(await context.node(node.name), adoptedLeaves(context), ownedSlots(context, node.name), context.modulus, limits.fenceLockTimeoutMs))),
-  ]);
+  const [sources] = await Promise.all([trackSourcesRows(context), trackOwnersRows(context)]);
   return sources;
+}
+
+/** The sources' part of trackAdoptedRows (one scan of each source); per source, whether its sums are kept. */
+export async function trackSourcesRows(context: AdoptContext): Promise<boolean[]> {
+  const { adoption, limits } = context;
+  return Promise.all(adoption.sources.map(async (_, index) => trackSourceRows(await context.source(index), adoption, limits.fenceLockTimeoutMs)));
+}
+
+/** The owners' part of trackAdoptedRows (one scan of every owner's leaves). */
+export async function trackOwnersRows(context: AdoptContext): Promise<void> {
+  const { limits } = context;
+  await Promise.all(context.nodes.map(async (node) => trackOwnerLeaves(await context.node(node.name), adoptedLeaves(context), ownedSlots(context, node.name), context.modulus, limits.fenceLockTimeoutMs)));
 }
 
 /** What the sums say: equal (with the rows), differing, or not usable (the scan decides). */

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
+import { announceCutover, registerAdoptingTable, setAdoptionState, switchAdoptedTable, unregisterAdoptedTable } from '../catalog/adoptions.js';
 import { sequenceBlocks } from '../catalog/sequenceBlocks.js';
 import { ReshardError } from '../core/errors.js';
 import { sequenceBlockRange } from '../core/sequenceBlock.js';
@@ -17,7 +17,7 @@ import { dropReplicationSlot } from '../node/replication.js';
 import { createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import { applyChanges, applyFinalChanges, duplicateKeyError } from './adoptChanges.js';
 import { sourceRowSumsSql } from '../node/adoptSourceRowSums.js';
-import { compareAdoptedRowSums, trackAdoptedRows, untrackAdoptedRows } from './adoptRowSums.js';
+import { compareAdoptedRowSums, trackAdoptedRows, trackOwnersRows, trackSourcesRows, untrackAdoptedRows } from './adoptRowSums.js';
 import type { AdoptContext } from './adoptContext.js';
 import type { MoveStep } from './moveStep.js';
 
@@ -87,7 +87,7 @@ const prepare: AdoptStep = {
 
 const stream: AdoptStep = {
   name: 'stream',
-  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot in one binary COPY stream (one scan, each row led by its slot), split by slot to one binary COPY per owner into index-free leaves (routed by the staged parent); once every source is in, the primary key built on every owner (a key on two sources fails here); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
+  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot in one binary COPY stream (one scan, each row led by its slot), split by slot to one binary COPY per owner into index-free leaves (routed by the staged parent); once every source is in, the primary key built on every owner (a key on two sources fails here) while each source starts its row sums (one scan; cleanup or an undo ends them); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
   async do(context) {
     const { adoption } = context;
     // Idempotent as a whole: a copy interrupted anywhere starts again from empty, index-free leaves and new slots.
@@ -117,16 +117,28 @@ const stream: AdoptStep = {
       }
     }
     const keyStartedMs = performance.now();
-    await buildStagedPrimaryKeys(context);
+    // The sources' row sums (one scan of each source, on its own server) while the owners build their keys, instead
+    // of in the freeze step: less time between the copy and the pause. Both settle before either's failure is thrown,
+    // so an undo never races a scan still starting the sums.
+    let sourceSumsMs = 0;
+    const [sums, keys] = await Promise.allSettled([
+      trackSourcesRows(context).finally(() => { sourceSumsMs = performance.now() - keyStartedMs; }),
+      buildStagedPrimaryKeys(context),
+    ]);
+    if (keys.status === 'rejected') throw keys.reason;
+    if (sums.status === 'rejected') throw sums.reason;
+    context.sourceRowSumsKept = sums.value;
     const catchUpStartedMs = performance.now();
     await catchUp(context);
     return {
       rowsCopied: rows, copyMs: Math.round(keyStartedMs - copyStartedMs), keyBuildMs: Math.round(catchUpStartedMs - keyStartedMs),
-      catchUpMs: Math.round(performance.now() - catchUpStartedMs),
+      sourceRowSumsMs: Math.round(sourceSumsMs), catchUpMs: Math.round(performance.now() - catchUpStartedMs),
     };
   },
   async undo(context) {
     for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+    // The sources' row sums this step may have started (idempotent: nothing to end is no error).
+    await untrackAdoptedRows(context);
   },
 };
 
@@ -187,13 +199,17 @@ async function closeIn(context: AdoptContext, keysBefore: number): Promise<numbe
 
 const freeze: AdoptStep = {
   name: 'freeze',
-  describe: () => 'row sums started on every source and owner (one scan each; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more, then a few shorter rounds while each finds fewer changed keys; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
+  describe: () => 'row sums started on every owner (one scan each; on the sources too after a resume; cleanup or an undo ends them); on every node the staged table\'s key log (keys written from now on, for a rollback); catch up once more, then a few shorter rounds while each finds fewer changed keys; then at once — catalog: the adoption enters cutover (epoch + 1, NOTIFY: routers hold calls for the table); on each source, one transaction in one round trip: LOCK the table IN EXCLUSIVE MODE, a trigger that rejects every write with SQLSTATE RSM01, the row sums read under the lock, a marker written into the WAL, the WAL position read',
   async do(context) {
     const sumsStartedMs = performance.now();
-    const sumsKept = await trackAdoptedRows(context);
+    // The sources' sums were started beside the key build in this run; after a resume, both sides start here.
+    const startedBefore = context.sourceRowSumsKept;
+    const sumsKept = startedBefore === undefined ? await trackAdoptedRows(context) : (await trackOwnersRows(context), startedBefore);
     const keyLogStartedMs = performance.now();
     // Before the pause: creating the trigger on every leaf is not cheap (see installKeyLog).
     await Promise.all(context.nodes.map(async (node) => installKeyLog(await context.node(node.name), tableNames(context), context.adoption.migrationId)));
+    // The staged table is final on the nodes now (its key, its key log): routers warm their node sessions on it during the catch-up.
+    await announceCutover(context.catalog, context.adoption.migrationId);
     const catchUpStartedMs = performance.now();
     const lastRoundKeys = await closeIn(context, await catchUp(context));
     // The hold starts here: everything after this is write pause, so the state and the fences go out together

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { ShardKeyType } from '../core/hash.js';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
+import { ADOPTED_TABLE_FENCE_TRIGGER } from './adoptedTableCheck.js';
 import { leafName } from './leafName.js';
 import { FENCE_SQLSTATE } from './nodeHelpers.js';
 import { createParentTable } from './parentTable.js';
@@ -18,7 +19,7 @@ const CHANGED_KEYS_TABLE = 'changed_keys';
 const LOG_FUNCTION = 'log_key';
 const LOG_TRIGGER = 'reshard_adopt_log';
 const FENCE_FUNCTION = 'table_fence';
-const FENCE_TRIGGER = 'reshard_adopt_fence';
+const FENCE_TRIGGER = ADOPTED_TABLE_FENCE_TRIGGER;
 
 export interface AdoptedTableNames {
   schema: string;

@@ -1,4 +1,5 @@
 import type { Queryable } from '../plumbing/queryable.js';
+import { installAdoptedTableCheck } from './adoptedTableCheck.js';
 import { installAdoptingSourceCheck } from './adoptingSourceCheck.js';
 
 /** reshard's own objects on a data node live in this schema (not the catalog's). */
@@ -40,6 +41,7 @@ export async function installNodeHelpers(db: Queryable): Promise<void> {
   await installRowSums(db);
   await installReplayWait(db);
   await installAdoptingSourceCheck(db);
+  await installAdoptedTableCheck(db);
   await db.query(`CREATE OR REPLACE FUNCTION ${NODE_SCHEMA}.reject_write() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   RAISE EXCEPTION USING

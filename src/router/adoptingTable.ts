@@ -6,7 +6,8 @@ import { ReshardError } from '../core/errors.js';
 import { connectTo, negotiatedClientConfig } from '../plumbing/connectTo.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE } from '../node/nodeHelpers.js';
-import { ADOPTING_SOURCE_CHECK_PREPARED_SQL } from '../node/adoptingSourceCheck.js';
+import { ADOPTING_SOURCE_CHECK_PREPARED_SQL, NOT_ADOPTING_SQLSTATE } from '../node/adoptingSourceCheck.js';
+import { ADOPTED_TABLE_CHECK_PREPARED_SQL, warmStagedTableSql } from '../node/adoptedTableCheck.js';
 import { sendCheckedStatement, type PreparedCheck } from './routedStatement.js';
 import { ROUTER_HOLD_TIMEOUT_MS_DEFAULT, type Router, type RoutingKey } from './router.js';
 
@@ -49,6 +50,9 @@ const WARM_POOLS_EVERY_MS = 3_000;
 const ROUTE_READ_TIMEOUT_MS = 2_000;
 /** PostgreSQL's undefined_table: a separate source's table renamed away by the switch. */
 const UNDEFINED_TABLE_SQLSTATE = '42P01';
+/** The prepared names of the two checks (one per side of the switch). */
+const SOURCE_CHECK_NAME = 'reshard_adopting_source';
+const ADOPTED_CHECK_NAME = 'reshard_adopted_table';
 
 /**
  * Routes one table through its adoption (`reshard table adopt`): to the old
@@ -62,6 +66,15 @@ const UNDEFINED_TABLE_SQLSTATE = '42P01';
  * It follows the adoption's state from the catalog's notifications, whose
  * payload carries the new state: a held call is released the moment the
  * switch's notification arrives, with no catalog read in the write pause.
+ *
+ * A route read at a stale state never reaches the wrong table: each side
+ * of the switch has a node check in the same round trip. Calls to the old
+ * table on a node carry the adopting-source check (refused once the name is
+ * the sharded table's); calls by slot, from the switch until
+ * `forget-source` (while a rollback may give the name back to the old
+ * table), carry the adopted-table check (refused once the sharded table is
+ * being rolled back or gone). A refused call is held, the state read again,
+ * and the call sent where it says.
  */
 export class AdoptingTable {
   private route: AdoptionRoute = { state: 'none', sources: [], epoch: 0 };
@@ -73,11 +86,15 @@ export class AdoptingTable {
   private readonly holdTimeoutMs: number;
   private readonly catalog: ConnectionSettings;
   private readonly table: { schema: string; name: string };
+  private readonly adoptedCheck: PreparedCheck;
+  private readonly sourceCheck: PreparedCheck;
 
   private constructor(private readonly router: Router, private readonly options: AdoptingTableOptions) {
     this.holdTimeoutMs = options.holdTimeoutMs ?? ROUTER_HOLD_TIMEOUT_MS_DEFAULT;
     this.catalog = typeof options.catalog === 'string' ? parseConnectionHere(options.catalog, 'the catalog option') : options.catalog;
     this.table = { schema: options.schema ?? 'public', name: options.table };
+    this.adoptedCheck = { name: ADOPTED_CHECK_NAME, text: ADOPTED_TABLE_CHECK_PREPARED_SQL, values: [this.table.schema, this.table.name] };
+    this.sourceCheck = { name: SOURCE_CHECK_NAME, text: ADOPTING_SOURCE_CHECK_PREPARED_SQL, values: [this.table.schema, this.table.name] };
   }
 
   static async connect(router: Router, options: AdoptingTableOptions): Promise<AdoptingTable> {
@@ -143,6 +160,7 @@ export class AdoptingTable {
       const change = parseAdoptionStateChange(payload);
       if (!change || change.schema !== this.table.schema || change.name !== this.table.name) return;
       if (change.migrationId === this.route.migrationId) {
+        if (change.stagedName !== undefined) this.warmSessions(change.schema, change.stagedName);
         this.follow({ ...this.route, state: change.state, epoch: change.epoch });
         return;
       }
@@ -211,6 +229,21 @@ export class AdoptingTable {
     if (!this.closed) void this.router.warmPools().catch(() => {});
   }
 
+  /**
+   * The cutover is near (announceCutover): every router connection to the
+   * nodes takes its node's lease and plans a statement on the staged table
+   * (all its leaves and their indexes into the session's cache), behind
+   * the adopted-table check on the staged name (a partitioned table too: it
+   * passes), so that the check is parsed on the connection and compiled in
+   * the session. The calls released at the switch then find warm sessions;
+   * the staged table keeps its leaves through the switch's rename.
+   */
+  private warmSessions(schema: string, stagedName: string): void {
+    if (this.closed) return;
+    const check = { ...this.adoptedCheck, values: [schema, stagedName] };
+    void this.router.warmPools(undefined, warmStagedTableSql(schema, stagedName), check).catch(() => {});
+  }
+
   private destination(): 'source' | 'held' | 'sharded' {
     switch (this.route.state) {
       case 'streaming':
@@ -227,12 +260,27 @@ export class AdoptingTable {
   /** Runs one statement for the row of `key`, wherever the table serves it now. */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
     const deadline = performance.now() + this.holdTimeoutMs;
+    // The route a node refused this call at: not sent again until a read of the state (or a notification) replaces it.
+    let refusedAt: AdoptionRoute | undefined;
     for (;;) {
       // Taken before the state is read: a change while the call is under way wakes the wait below at once.
       const change = this.routeChange.promise;
       const destination = this.destination();
-      if (destination === 'sharded') return this.router.query<R>(key, sql, params);
-      if (destination === 'source') {
+      if (this.route === refusedAt) {
+        // Held: nothing new is known since the refusal.
+      } else if (destination === 'sharded') {
+        // Until forget-source a rollback may give the table back: the nodes check that it is still the sharded one.
+        if (this.route.state !== 'switched') return this.router.query<R>(key, sql, params);
+        const routed = this.route;
+        try {
+          return await this.router.query<R>(key, sql, params, this.adoptedCheck);
+        } catch (error) {
+          if (refusedBy(error) !== ADOPTED_CHECK_NAME || (error as { code?: string }).code !== NOT_ADOPTING_SQLSTATE) throw error;
+          // Rolled back (or being rolled back) since this route was read: nothing ran. Read the state, hold the call.
+          refusedAt = routed;
+          void this.refresh().catch(() => {});
+        }
+      } else if (destination === 'source') {
         const routed = this.route;
         try {
           return await this.sendToSource<R>(key, sql, params);
@@ -249,7 +297,10 @@ export class AdoptingTable {
           }
           // The check refused (the name on that node is no longer the table being adopted): this route is
           // stale; nothing ran. Read the state now and send the call where it says.
-          if (checkRefused) void this.refresh().catch(() => {});
+          if (checkRefused) {
+            refusedAt = routed;
+            void this.refresh().catch(() => {});
+          }
         }
       }
       if (performance.now() >= deadline) {
@@ -281,12 +332,11 @@ export class AdoptingTable {
     const index = this.sourceIndexOf(key);
     const pool = await this.source(index);
     if (this.route.sources[index]?.node === undefined) return pool.query<R>(sql, params as unknown[]);
-    const check: PreparedCheck = { name: 'reshard_adopting_source', text: ADOPTING_SOURCE_CHECK_PREPARED_SQL, values: [this.table.schema, this.table.name] };
     const client = await pool.connect();
     let broken: Error | undefined;
     try {
       return await new Promise<pg.QueryResult<R>>((resolve, reject) => {
-        sendCheckedStatement<R>(client, check, sql, params, (error, result) => {
+        sendCheckedStatement<R>(client, this.sourceCheck, sql, params, (error, result) => {
           if (error) {
             if (!(error instanceof pg.DatabaseError)) broken = error;
             reject(error);
@@ -363,6 +413,12 @@ export class AdoptingTable {
     await this.listener?.end().catch(() => {});
     await this.endSourcePools();
   }
+}
+
+/** The node check that refused a call (sendCheckedStatement's `reshardRefusedBy`), on the router's error or its cause. */
+function refusedBy(error: unknown): string | undefined {
+  const own = (error as { reshardRefusedBy?: string } | undefined)?.reshardRefusedBy;
+  return own ?? ((error as { cause?: { reshardRefusedBy?: string } } | undefined)?.cause)?.reshardRefusedBy;
 }
 
 /** Whether two connections reach the same database of the same server, as written (host, port, database). */

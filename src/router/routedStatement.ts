@@ -31,6 +31,8 @@ const CHECK_STATEMENTS: Record<Exclude<RouteCheckKind, 'leased'>, { name: string
   lease: { name: 'reshard_node_lease', text: NODE_LEASE_PREPARED_SQL },
 };
 
+const NO_CHECKS: readonly PreparedCheck[] = [];
+
 /** Set on a watched connection when the node answers a Bind of the statement in flight. */
 const ANSWERED = Symbol('reshard answered');
 
@@ -68,22 +70,30 @@ export function watchAnswers(client: pg.ClientBase): void {
  * committed (which comes after, at Sync).
  */
 export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
-  done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void): void {
+  done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void, tableCheck?: PreparedCheck): void {
   const prepared = kind === 'leased' ? undefined : { ...CHECK_STATEMENTS[kind], values: [String(check.slot), String(check.epoch)] };
-  sendCheckedStatement(client, prepared, text, values, done);
+  sendCheckedStatement(client, tableCheck === undefined ? prepared : prepared === undefined ? tableCheck : [prepared, tableCheck], text, values, done);
 }
 
 /**
- * One statement in the extended protocol, preceded by `check` (if any) in
- * the same implicit transaction and round trip, as sendRoutedStatement
- * describes: the check raises, the statement is skipped.
+ * One statement in the extended protocol, preceded by `check` (if any; or
+ * several, in order) in the same implicit transaction and round trip, as
+ * sendRoutedStatement describes: a check raises, the statement is skipped.
+ * An error also carries `reshardRefusedBy`: the name of the check that
+ * raised it (undefined when every check passed, or the error is not the
+ * node's).
  */
-export function sendCheckedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: PreparedCheck | undefined, text: string, values: readonly unknown[],
+export function sendCheckedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: PreparedCheck | readonly PreparedCheck[] | undefined, text: string, values: readonly unknown[],
   done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void): void {
   const query: CheckedQuery = new CheckedQuery(check, text, values,
     (error: Error | null, result: pg.QueryResult<R>) => {
-      if (error) done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardNotApplied: query.provedNotRead(error) }), undefined, query.checkAnswer);
-      else done(undefined, result, query.checkAnswer);
+      if (error) {
+        // Only the node's own error names a check: a connection lost during the checks refused nothing.
+        const refusedBy = error instanceof pg.DatabaseError ? query.refusedBy : undefined;
+        done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardRefusedBy: refusedBy, reshardNotApplied: query.provedNotRead(error) }), undefined, query.checkAnswer);
+      } else {
+        done(undefined, result, query.checkAnswer);
+      }
     });
   client.query(query as unknown as pg.Submittable);
 }
@@ -109,22 +119,34 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
   handleCommandComplete(message: unknown, connection: Connection): void;
   handleError(error: unknown, connection: Connection): void;
 }) {
-  private checkAnswered: boolean;
-  /** The check's own answer (the first column of its row, as text), if it returned one. */
+  private readonly checks: readonly PreparedCheck[];
+  /** How many of the checks ran to completion. */
+  private checksAnswered = 0;
+  /** The first check's own answer (the first column of its row, as text), if it returned one. */
   checkAnswer: string | null | undefined;
-  private parsedCheck = false;
+  /** Names of the checks parsed on the connection with this call. */
+  private parsedChecks: string[] | undefined;
   /** The connection it was sent on; undefined while it waits its turn (or never got one). */
   private sentOn: Connection | undefined;
 
-  /** The check ran to completion (its CommandComplete came): a lease check that passed holds the lease. */
+  /** The first check ran to completion (its CommandComplete came): a lease check that passed holds the lease. */
   get checkPassed(): boolean {
-    return this.checkAnswered;
+    return this.checks.length === 0 || this.checksAnswered > 0;
   }
 
-  constructor(private readonly checkStatement: PreparedCheck | undefined, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
+  /** The check that did not complete, when the call failed in the checks. */
+  get refusedBy(): string | undefined {
+    return this.checks[this.checksAnswered]?.name;
+  }
+
+  constructor(check: PreparedCheck | readonly PreparedCheck[] | undefined, text: string, values: readonly unknown[], callback: (error: Error | null, result: never) => void) {
     // pg maps the values into the Bind message; it does not keep or change the array.
     super(text, values as unknown[], callback);
-    this.checkAnswered = checkStatement === undefined;
+    this.checks = check === undefined ? NO_CHECKS : Array.isArray(check) ? check : [check as PreparedCheck];
+  }
+
+  private get checksDone(): boolean {
+    return this.checksAnswered >= this.checks.length;
   }
 
   /** Whether `error` proves the node never read this statement (see sendRoutedStatement). */
@@ -138,16 +160,16 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
     if (ANSWERED in connection) connection[ANSWERED] = false;
     connection.stream.cork?.();
     try {
-      if (this.checkStatement) {
-        const { name, text } = this.checkStatement;
+      for (const check of this.checks) {
+        const { name, text } = check;
         if (connection.parsedStatements[name] !== text) {
           // Closing a statement that does not exist is no error: a Parse that failed before leaves none.
           connection.close({ type: 'S', name });
           connection.parse({ name, text });
           connection.parsedStatements[name] = text;
-          this.parsedCheck = true;
+          (this.parsedChecks ??= []).push(name);
         }
-        connection.bind({ statement: name, values: [...this.checkStatement.values] });
+        connection.bind({ statement: name, values: [...check.values] });
         connection.execute({});
       }
       // Always the extended protocol (also without parameters): it ends with the one Sync.
@@ -159,21 +181,21 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
   }
 
   override handleDataRow(message: unknown): void {
-    if (this.checkAnswered) super.handleDataRow(message);
-    else this.checkAnswer = (message as { fields: (string | null)[] }).fields[0];
+    if (this.checksDone) super.handleDataRow(message);
+    else if (this.checksAnswered === 0) this.checkAnswer = (message as { fields: (string | null)[] }).fields[0];
   }
 
   override handleCommandComplete(message: unknown, connection: Connection): void {
-    if (!this.checkAnswered) {
-      this.checkAnswered = true;
+    if (!this.checksDone) {
+      this.checksAnswered++;
       return;
     }
     super.handleCommandComplete(message, connection);
   }
 
   override handleError(error: unknown, connection: Connection): void {
-    // The check failed where it was parsed: whether the Parse took is unknown, so parse again next time.
-    if (!this.checkAnswered && this.parsedCheck) delete connection.parsedStatements[this.checkStatement!.name];
+    // A check failed where checks were parsed: whether each Parse took is unknown, so parse them again next time.
+    if (!this.checksDone && this.parsedChecks) for (const name of this.parsedChecks) delete connection.parsedStatements[name];
     super.handleError(error, connection);
   }
 }

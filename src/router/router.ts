@@ -14,7 +14,7 @@ import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
-import { sendRoutedStatement, watchAnswers, type RouteCheckKind } from './routedStatement.js';
+import { sendRoutedStatement, watchAnswers, type PreparedCheck, type RouteCheckKind } from './routedStatement.js';
 import { nodeLeaseSql, routeCheckSql } from '../node/slotState.js';
 import { NodeLeases, ROUTE_LEASES_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
@@ -194,9 +194,11 @@ export class Router {
   /**
    * Runs one statement on the node that owns the key's slot: with the route
    * check in the same round trip, or alone on a connection that holds its
-   * node's lease (see NodeLeases).
+   * node's lease (see NodeLeases). `tableCheck`: a check of the node's own
+   * (AdoptingTable's adopted-table check) sent in front of the statement in
+   * the same round trip, after the route check, on leased connections too.
    */
-  query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(key: RoutingKey, sql: string, params: readonly unknown[] = [], tableCheck?: PreparedCheck): Promise<pg.QueryResult<R>> {
     const startedMs = performance.now();
     let slot: number;
     try {
@@ -208,7 +210,7 @@ export class Router {
     const route = this.currentRoute(slot);
     const pool = this.openPools.get(route.owner);
     // The common case on callbacks, one promise: an open pool with a connection at hand, the slot not frozen here.
-    if (pool === undefined || !checksOutAtOnce(pool, this.poolSize) || !this.gate.tryEnter(slot)) return this.routed(key, slot, this.statementWork<R>(sql, params), undefined, startedMs);
+    if (pool === undefined || !checksOutAtOnce(pool, this.poolSize) || !this.gate.tryEnter(slot)) return this.routed(key, slot, this.statementWork<R>(sql, params, tableCheck), undefined, startedMs);
     return new Promise((resolve, reject) => {
       pool.connect((connectError: Error | undefined, client: pg.PoolClient | undefined, release: (broken?: Error) => void) => {
         if (connectError || !client) {
@@ -231,28 +233,29 @@ export class Router {
           release(failure.broken);
           this.gate.leave(slot);
           if (failure.thrown) reject(failure.thrown);
-          else resolve(this.routed(key, slot, this.statementWork<R>(sql, params), { refusal: failure.refusal!, tally, route }, startedMs));
-        });
+          else resolve(this.routed(key, slot, this.statementWork<R>(sql, params, tableCheck), { refusal: failure.refusal!, tally, route }, startedMs));
+        }, tableCheck);
       });
     });
   }
 
   /** query()'s statement as the routed loop's work. */
-  private statementWork<R extends pg.QueryResultRow>(sql: string, params: readonly unknown[]): (client: pg.PoolClient, route: CallRoute) => Promise<pg.QueryResult<R>> {
+  private statementWork<R extends pg.QueryResultRow>(sql: string, params: readonly unknown[], tableCheck?: PreparedCheck): (client: pg.PoolClient, route: CallRoute) => Promise<pg.QueryResult<R>> {
     return (client, route) => new Promise((resolve, reject) => {
-      this.statement<R>(client, route, sql, params, (error, result) => (error ? reject(error) : resolve(result!)));
+      this.statement<R>(client, route, sql, params, (error, result) => (error ? reject(error) : resolve(result!)), tableCheck);
     });
   }
 
   /** query()'s statement on `client`: checked, leased or taking the lease (see checkKind), with the lease's bookkeeping. */
-  private statement<R extends pg.QueryResultRow>(client: pg.PoolClient, route: CallRoute, sql: string, params: readonly unknown[], done: (error: Error | undefined, result?: pg.QueryResult<R>) => void): void {
+  private statement<R extends pg.QueryResultRow>(client: pg.PoolClient, route: CallRoute, sql: string, params: readonly unknown[], done: (error: Error | undefined, result?: pg.QueryResult<R>) => void,
+    tableCheck?: PreparedCheck): void {
     const kind = this.checkKind(client, route);
     if (kind === 'lease') this.leases.checking(client, route.owner);
     sendRoutedStatement<R>(client, route, kind, sql, params, (error, result, checkAnswer) => {
       if (kind === 'lease' && (!error || (error as { reshardCheckPassed?: boolean }).reshardCheckPassed === true)) this.leases.granted(client, checkAnswer === 't');
       if (error) Object.assign(error, { reshardPhase: 'statement' satisfies CallPhase });
       done(error, result);
-    });
+    }, tableCheck);
   }
 
   /**
@@ -299,8 +302,13 @@ export class Router {
    * `AdoptingTable`) then find them open instead of each opening one (a
    * connection costs tens of ms on a loaded server). Repeated, it keeps them
    * from idling out. A node that cannot be reached is left to the calls.
+   * With `statement`, each of those connections also runs it as a call
+   * routed to a slot its node owns (so it takes its node's lease, as a first
+   * call would), behind `tableCheck` if given: the first statements of a
+   * session (the lease check, the table check, a table's relcache) are then
+   * paid here, not by the released calls.
    */
-  async warmPools(connectionsPerNode = this.poolSize): Promise<void> {
+  async warmPools(connectionsPerNode = this.poolSize, statement?: string, tableCheck?: PreparedCheck): Promise<void> {
     this.assertOpen(-1);
     const owners = [...new Set(this.requireSnapshot().owners.filter((owner) => owner !== undefined))];
     await Promise.all(owners.map(async (name) => {
@@ -309,7 +317,18 @@ export class Router {
       const freeAtOnce = pool.idleCount + Math.max(0, this.poolSize - pool.totalCount);
       const wanted = Math.min(connectionsPerNode, this.poolSize, freeAtOnce);
       const clients = await Promise.all(Array.from({ length: wanted }, () => pool.connect().catch(() => undefined)));
-      for (const client of clients) client?.release();
+      const slot = statement === undefined ? -1 : this.requireSnapshot().owners.findIndex((owner, at) => owner === name && !this.gate.isFrozen(at));
+      await Promise.all(clients.map(async (client) => {
+        if (!client) return;
+        if (slot < 0) {
+          client.release();
+          return;
+        }
+        this.leases.using(client, slot);
+        const route = this.currentRoute(slot);
+        const error = await new Promise<Error | undefined>((resolve) => this.statement(client, route, statement!, [], (failed) => resolve(failed), tableCheck));
+        client.release(error && connectionEnded(error) ? error : undefined);
+      }));
     }));
   }
 
