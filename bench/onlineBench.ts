@@ -294,6 +294,11 @@ async function main(): Promise<void> {
     const attaches = await withCatalog(access, async (catalog) => (await catalog.query<{ attach_ms: number; lock_attempts: number; slots: number }>(
       `SELECT (detail->>'attachMs')::int AS attach_ms, (detail->>'lockAttempts')::int AS lock_attempts, count(*)::int AS slots FROM reshard.journal
         WHERE migration_id = $1 AND step = 'attach' AND action = 'done' AND detail ? 'attachMs' GROUP BY detail ORDER BY min(id)`, [prepared.migrationId])).rows);
+    // The slowest freezes (one journal entry per group): where their fence's round trip waited.
+    const slowestFreezes = await withCatalog(access, async (catalog) => (await catalog.query<{ fenced_ms: number; acked_ms: number; waits: Record<string, number> | null; slots: number }>(
+      `SELECT round((detail->>'fencedMs')::numeric)::int AS fenced_ms, round((detail->>'routersAckedMs')::numeric)::int AS acked_ms, detail->'fenceWaitsMs' AS waits, count(*)::int AS slots
+         FROM reshard.journal WHERE migration_id = $1 AND step = 'freeze' AND action = 'done' AND detail ? 'fencedMs'
+        GROUP BY detail ORDER BY 1 DESC LIMIT 5`, [prepared.migrationId])).rows);
     const pauses = timeline.pausesMs(workloadLog.samples);
     // Per cutover with a call held across it: how long after the coordinator saw the switch commit the last such call ended
     // (the router's share of the client-seen pause: NOTIFY, re-read of the map, the call on the new owner).
@@ -364,6 +369,7 @@ async function main(): Promise<void> {
       cutover_slots_max: CUTOVER_SLOTS,
       cutover_groups: attaches.length,
       attach_ms: { p50: percentile(attaches.map((attach) => attach.attach_ms), 0.5), max: Math.max(0, ...attaches.map((attach) => attach.attach_ms)) },
+      slowest_freezes: slowestFreezes,
       attach_lock_attempts_max: Math.max(0, ...attaches.map((attach) => attach.lock_attempts)),
       rebalance_phases: phases.phases,
       cutover_attempts_abandoned: phases.cutover_attempts_abandoned,

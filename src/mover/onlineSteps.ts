@@ -169,7 +169,7 @@ const freeze: OnlineStep = {
     cutover.fencedLsn = fence.lsn;
     cutover.replayedPast = fence.replayed ? fence.lsn : undefined;
     return {
-      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch,
+      routersAckedMs, fencedMs: performance.now() - cutover.frozenAt, fencedLsn: fence.lsn, epoch: frozen.epoch, ...(fence.waitsMs ? { fenceWaitsMs: fence.waitsMs } : {}),
       rowSumsBaseMs: Math.max(...sums.map((sum) => sum.rowSumsBaseMs)), tablesSummed: Math.min(...sums.map((sum) => sum.tablesSummed)),
       ...(slots.length > 1 ? { frozenTogether: slots } : {}),
       // Sequential round trips of this step (catalog + source), the unit a distant node multiplies.

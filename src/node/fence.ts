@@ -43,6 +43,8 @@ export interface FenceResult {
   roundTrips: number;
   /** With `replayWait`: the subscription had replayed past `lsn` when the fence returned. */
   replayed?: boolean;
+  /** Where the last attempt's round trip waited. */
+  waitsMs?: FenceWaits;
 }
 
 /**
@@ -80,7 +82,7 @@ export async function fenceSlots(db: pg.ClientBase, tables: readonly SlotTable[]
       roundTrips++;
       const fenced = await fenceOnce(db, leaves, ordered, options.epoch ?? 0, waitMs, holdersWaitMs, options.replayWait);
       ended.push(...fenced.endedLeaseHolders);
-      return { lsn: fenced.lsn, ended, roundTrips, ...(fenced.replayed === undefined ? {} : { replayed: fenced.replayed }) };
+      return { lsn: fenced.lsn, ended, roundTrips, waitsMs: fenced.waitsMs, ...(fenced.replayed === undefined ? {} : { replayed: fenced.replayed }) };
     } catch (error) {
       const lockTimedOut = (error as { code?: string }).code === '55P03';
       if (!lockTimedOut || attempt >= 2) throw error;
@@ -92,7 +94,7 @@ export async function fenceSlots(db: pg.ClientBase, tables: readonly SlotTable[]
 
 async function fenceOnce(
   db: pg.ClientBase, leaves: readonly string[], slots: readonly number[], epoch: number, lockTimeoutMs: number, holdersWaitMs: number, replayWait: FenceOptions['replayWait'],
-): Promise<{ lsn: string; replayed?: boolean; endedLeaseHolders: EndedBackend[] }> {
+): Promise<{ lsn: string; replayed?: boolean; endedLeaseHolders: EndedBackend[]; waitsMs: FenceWaits }> {
   // One round trip: the freeze's length is the write pause clients see.
   const statements = [
     'BEGIN',
@@ -106,7 +108,7 @@ async function fenceOnce(
     `LOCK TABLE ${leaves.join(', ')} IN EXCLUSIVE MODE`,
     // Every write to these leaves committed before the lock was granted, so
     // its WAL lies before this position (kept in the session for the replay wait after COMMIT).
-    `SELECT position AS lsn, set_config('${FENCE_LSN_SETTING}', position, false) FROM (SELECT pg_current_wal_insert_lsn()::text AS position) AS now`,
+    `SELECT position AS lsn, set_config('${FENCE_LSN_SETTING}', position, false), extract(epoch FROM clock_timestamp() - now()) * 1000 AS locked_ms FROM (SELECT pg_current_wal_insert_lsn()::text AS position) AS now`,
     ...leaves.flatMap((leaf) => [
       `CREATE OR REPLACE TRIGGER ${FENCE_ROW_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON ${leaf} FOR EACH ROW EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
       `CREATE OR REPLACE TRIGGER ${FENCE_TRUNCATE_TRIGGER} BEFORE TRUNCATE ON ${leaf} FOR EACH STATEMENT EXECUTE FUNCTION ${NODE_SCHEMA}.reject_write()`,
@@ -114,24 +116,47 @@ async function fenceOnce(
     ...slots.map((slot) => slotFrozenStatement(slot, epoch)),
     'COMMIT',
     // Its own implicit transaction: only a read of the walsender's position, taken after the commit is flushed.
-    ...(replayWait ? [`SELECT ${REPLAY_WAIT_FUNCTION}(${quoteLiteral(replayWait.subscription)}, current_setting('${FENCE_LSN_SETTING}')::pg_lsn, ${Math.max(0, Math.round(replayWait.waitMs))}) AS replayed`] : []),
+    `SELECT extract(epoch FROM clock_timestamp()) * 1000 AS committed_at_ms`,
+    ...(replayWait ? [`SELECT ${REPLAY_WAIT_FUNCTION}(${quoteLiteral(replayWait.subscription)}, current_setting('${FENCE_LSN_SETTING}')::pg_lsn, ${Math.max(0, Math.round(replayWait.waitMs))}) AS replayed, extract(epoch FROM clock_timestamp()) * 1000 AS replayed_at_ms`] : []),
     // Once the slots read frozen here (no lease is granted to a router older than that), every node lease holder
     // whose router has not said it saw the freeze is waited for, then ended: before the switch, so that no
     // statement sent unchecked on a map older than the freeze reaches the slots after it. Live routers say so
     // within a few ms of the freeze, while the replay wait above runs, so this usually waits for nothing.
     // The slots share the freeze's epoch: one settling covers them all.
     settleNodeLeasesStatement(slots[0]!, holdersWaitMs),
+    `SELECT extract(epoch FROM clock_timestamp()) * 1000 AS settled_at_ms`,
   ];
   try {
     const results = (await db.query(statements.join(';\n'))) as unknown as pg.QueryResult<{ lsn?: string; replayed?: boolean }>[];
     const lsn = results.find((result) => result.rows[0]?.lsn !== undefined)?.rows[0]?.lsn;
     if (lsn === undefined) throw new Error('the fence transaction returned no WAL position');
     const replayed = results.find((result) => typeof result.rows[0]?.replayed === 'boolean')?.rows[0]?.replayed;
-    return { lsn, endedLeaseHolders: endedNodeLeaseHolders(results), ...(replayed === undefined ? {} : { replayed }) };
+    return { lsn, endedLeaseHolders: endedNodeLeaseHolders(results), ...(replayed === undefined ? {} : { replayed }), waitsMs: fenceWaits(results) };
   } catch (error) {
     await db.query('ROLLBACK').catch(() => {});
     throw error;
   }
+}
+
+/** Where a fence's round trip waited, ms, from the source's clock: for the journal and tuning. */
+export interface FenceWaits {
+  /** From BEGIN until the route locks and the leaves' locks were granted. */
+  locks: number;
+  /** The replay wait after the commit. */
+  replay: number;
+  /** The settling of node lease holders. */
+  settle: number;
+}
+
+function fenceWaits(results: readonly pg.QueryResult[]): FenceWaits {
+  const field = (name: string): number | undefined => {
+    const value = results.find((result) => result.rows[0]?.[name] !== undefined)?.rows[0]?.[name] as string | number | undefined;
+    return value === undefined ? undefined : Number(value);
+  };
+  const committed = field('committed_at_ms') ?? 0;
+  const replayed = field('replayed_at_ms') ?? committed;
+  const settled = field('settled_at_ms') ?? replayed;
+  return { locks: Math.round(field('locked_ms') ?? 0), replay: Math.round(replayed - committed), settle: Math.round(settled - replayed) };
 }
 
 /**

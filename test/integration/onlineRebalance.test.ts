@@ -30,7 +30,8 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     await loadDemoRows(access, USERS);
     await addNode(access, { name: 'n4', connection: cluster.servers[3]!.connection });
 
-    const grown = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {} });
+    // Cutover groups of 4 (the default is slot by slot).
+    const grown = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {}, onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: 4 } });
     expect(grown.summary?.state).toBe('completed');
     expect(grown.summary?.slotsMoved).toBe(SLOTS / 4);
     expect(grown.summary?.pausesMs).toHaveLength(SLOTS / 4);
@@ -38,7 +39,7 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     const moves = await withCatalog(access, (catalog) => listMoves(catalog, grown.summary!.migrationId));
     expect(moves.every((move) => move.state === 'done' && move.pauseMs !== undefined)).toBe(true);
 
-    await expectCutoverGroups(access, grown.summary!.migrationId, ONLINE_LIMITS_DEFAULT.cutoverSlotsMax);
+    await expectCutoverGroups(access, grown.summary!.migrationId, 4);
 
     const afterGrow = await verifyCluster(access);
     expect(afterGrow.problems).toEqual([]);
