@@ -202,16 +202,27 @@ async function runOnlineBatches(
     await stopWatch();
     /** Cleanups of batches whose every slot switched, begun while other batches still cut over. */
     const cleanups = new Map<OnlineBatchRun, Promise<OnlineBatchResult>>();
+    /** Per source, its batches not cut over yet. */
+    const cuttingOverFrom = new Map<string, number>();
+    for (const run of runs) cuttingOverFrom.set(run.batch.source.name, (cuttingOverFrom.get(run.batch.source.name) ?? 0) + 1);
     if (failure === undefined) {
       // Cutovers of batches on different sources may overlap; each node takes one at a time.
       await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
         (run) => stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver())).then(() => {
           // Every slot of this batch has switched: its cleanup is owed whatever happens to the other batches
-          // (invariant 5; a cancel is too late for it, a pause still holds), and it need not wait for their
-          // cutovers — the cleanup tail no longer follows the last switch.
-          const cleanup = shared.checkpoint.pass({ cancellable: false }).then(() => run.cleanUp());
-          cleanup.catch((error: unknown) => { failure ??= error; });
-          cleanups.set(run, cleanup);
+          // (invariant 5; a cancel is too late for it, a pause still holds), and it need not wait for the
+          // cutovers of other sources — the cleanup tail no longer follows the last switch. It waits for its
+          // own source's: dropping the old leaves takes the source's parents ACCESS EXCLUSIVE, and router
+          // calls queued behind that lock kept a router's lease report from reaching that source, so a
+          // fence there waited its settling bound (1 s, seen at a 5 ms round trip).
+          const source = run.batch.source.name;
+          cuttingOverFrom.set(source, cuttingOverFrom.get(source)! - 1);
+          if (cuttingOverFrom.get(source)! > 0) return;
+          for (const done of runs.filter((candidate) => candidate.batch.source.name === source)) {
+            const cleanup = shared.checkpoint.pass({ cancellable: false }).then(() => done.cleanUp());
+            cleanup.catch((error: unknown) => { failure ??= error; });
+            cleanups.set(done, cleanup);
+          }
         }), () => failure !== undefined);
     }
     // Every slot has switched: a cancel is too late, cleanup is owed (invariant 5); a pause still holds.
