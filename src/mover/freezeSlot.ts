@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { ROUTER_ACK_CHANNEL, routersBehind } from '../catalog/routers.js';
 import { freezeSlotsInCatalog } from '../catalog/slotFreeze.js';
+import { slotsText } from '../core/slotsText.js';
 import { log } from '../plumbing/log.js';
 import { startWaitLog } from '../plumbing/waitLog.js';
 
@@ -82,7 +83,7 @@ export async function beginSlotFreeze(catalog: pg.ClientBase, slots: readonly nu
     let asked = 0;
     let behind = frozen.liveRouters.filter((router) => router.ackedEpoch < epoch);
     const deadline = performance.now() + ackWaitMs;
-    const waitLog = startWaitLog(logger, `every live router to acknowledge epoch ${epoch} (slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} frozen)`, ackWaitMs, { slots, epoch });
+    const waitLog = startWaitLog(logger, `every live router to acknowledge epoch ${epoch} (${slotsText(slots)} frozen)`, ackWaitMs, { slots, epoch });
     try {
       for (;;) {
         if (acked.has(undefined)) {

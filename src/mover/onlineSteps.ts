@@ -4,6 +4,7 @@ import { getCluster } from '../catalog/cluster.js';
 import { beginSlotFreeze, listenForRouterAcks } from './freezeSlot.js';
 import { switchSlotsOwner } from '../catalog/slotMap.js';
 import { assert } from '../core/assert.js';
+import { slotsText } from '../core/slotsText.js';
 import { errorText, ReshardError } from '../core/errors.js';
 import { waitFor } from '../plumbing/waitFor.js';
 import { fenceSlots } from '../node/fence.js';
@@ -88,11 +89,6 @@ function cutoverOf(context: OnlineBatchContext, slots: readonly number[]): Cutov
   assert(cutover, `slot ${slots[0]}'s cutover has begun`);
   assert(slots.every((slot) => context.cutovers.get(slot) === cutover), `slots ${slots.join(', ')} are cut over together`);
   return cutover;
-}
-
-/** "slot 7" or "slots 7, 9, 12": for messages. */
-function slotsText(slots: readonly number[]): string {
-  return `slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')}`;
 }
 
 /** Every wait of the freeze so far, not the verification's scan. */

@@ -1,6 +1,6 @@
 import { quoteQualified } from '../core/identifier.js';
 import type { Queryable } from '../plumbing/queryable.js';
-import { NOT_ADOPTING_SQLSTATE } from './adoptingSourceCheck.js';
+import { LOCKED_RELATION_BY_NAME, NOT_ADOPTING_SQLSTATE } from './adoptingSourceCheck.js';
 
 /** The rollback's fence on the sharded table (adoptTarget's fenceAdoptedTable): the check refuses a table that has it. */
 export const ADOPTED_TABLE_FENCE_TRIGGER = 'reshard_adopt_fence';
@@ -44,11 +44,7 @@ DECLARE
   relation oid;
   kind "char";
 BEGIN
-  IF to_regclass(qualified) IS NOT NULL THEN
-    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', qualified);
-    -- After the lock: the name cannot move any more, and its lookup sees every rename committed before it.
-    SELECT c.oid, c.relkind INTO relation, kind FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(qualified);
-  END IF;
+${LOCKED_RELATION_BY_NAME}
   IF kind IS DISTINCT FROM 'p'
      OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = relation AND t.tgname = '${ADOPTED_TABLE_FENCE_TRIGGER}') THEN
     RAISE EXCEPTION USING

@@ -15,6 +15,18 @@ const CHECK_FUNCTION = 'reshard_node.adopting_source';
 export const ADOPTING_SOURCE_CHECK_PREPARED_SQL = `SELECT ${CHECK_FUNCTION}($1::text, $2::text)`;
 
 /**
+ * PL/pgSQL for a name check's function (variables `qualified` text,
+ * `relation` oid, `kind` "char"): the table of that name locked ACCESS
+ * SHARE, then its oid and relkind read — after the lock, so the name cannot
+ * move any more and its lookup sees every rename committed before it. Both
+ * stay NULL when no table has the name.
+ */
+export const LOCKED_RELATION_BY_NAME = `  IF to_regclass(qualified) IS NOT NULL THEN
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', qualified);
+    SELECT c.oid, c.relkind INTO relation, kind FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(qualified);
+  END IF;`;
+
+/**
  * Installs the check a router sends, in the same implicit transaction and
  * round trip, in front of every statement it sends to a node that still
  * holds a table being adopted (AdoptingTable): the name must still be that
@@ -30,13 +42,10 @@ export async function installAdoptingSourceCheck(db: Queryable): Promise<void> {
   await db.query(`CREATE OR REPLACE FUNCTION ${CHECK_FUNCTION}(table_schema text, table_name text) RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
   qualified text := format('%I.%I', adopting_source.table_schema, adopting_source.table_name);
+  relation oid;
   kind "char";
 BEGIN
-  IF to_regclass(qualified) IS NOT NULL THEN
-    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', qualified);
-    -- After the lock: the name cannot move any more, and its lookup sees every rename committed before it.
-    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(qualified);
-  END IF;
+${LOCKED_RELATION_BY_NAME}
   IF kind IS DISTINCT FROM 'r' THEN
     RAISE EXCEPTION USING
       ERRCODE = '${NOT_ADOPTING_SQLSTATE}',

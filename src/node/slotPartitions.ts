@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../core/identifier.js';
+import { slotsText } from '../core/slotsText.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { leafName, leafNamePattern } from './leafName.js';
 import { parentOid } from './parentTable.js';
@@ -188,7 +189,7 @@ ${ownedEpoch === undefined ? '' : slots.map((slot) => `    ${slotOwnedSinceState
   END IF;
 END
 $attach$`;
-  const what = `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')}`;
+  const what = `the ACCESS EXCLUSIVE lock on ${parents.join(', ')} to attach ${slotsText(slots)}`;
   let lockAttempts = 0;
   const results = await underParentLock(db, what, [block, 'COMMIT', ...slots.map((slot) => unattachedSlotLeavesSql(tables, slot, modulus))], lockTimeoutMs, { slots },
     (attempts) => { lockAttempts = attempts; });

@@ -5,20 +5,15 @@ import { initCluster } from '../../src/admin/initCluster.js';
 import { getCluster } from '../../src/catalog/cluster.js';
 import { freezeSlotsInCatalog } from '../../src/catalog/slotFreeze.js';
 import { readSlotMap, switchSlotsOwner } from '../../src/catalog/slotMap.js';
-import { slotOf } from '../../src/core/hash.js';
 import { fenceSlots, unfenceSlot } from '../../src/node/fence.js';
 import { markSlotsMoved, nodeSlotState } from '../../src/node/slotState.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
+import { keyOfSlot } from '../support/slotKeys.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 8;
 const TABLES = [{ schema: 'public', name: 'kv', shardKey: ['id'] }];
-
-/** A key of each slot. */
-function keyOfSlot(slot: number): number {
-  for (let id = 1; ; id++) if (slotOf('bigint', id, SLOTS) === slot) return id;
-}
 
 /**
  * The pieces a cutover group is made of (issue 16): several slots frozen at one epoch, fenced in
@@ -43,7 +38,7 @@ describe('cutover group primitives', () => {
   it('freezes several slots at one epoch (idempotent) and fences them in one transaction', async () => {
     const db = await connectTo(cluster.servers[0]!.connection);
     try {
-      for (let slot = 0; slot < SLOTS; slot++) await db.query('INSERT INTO kv VALUES ($1, 0)', [keyOfSlot(slot)]);
+      for (let slot = 0; slot < SLOTS; slot++) await db.query('INSERT INTO kv VALUES ($1, 0)', [keyOfSlot(slot, SLOTS)]);
       const before = (await getCluster(db)).epoch;
       const frozen = await freezeSlotsInCatalog(db, [2, 5, 6]);
       expect(frozen.epoch).toBe(before + 1);
@@ -58,13 +53,13 @@ describe('cutover group primitives', () => {
       const fence = await fenceSlots(db, TABLES, [6, 2, 5], SLOTS, { epoch: frozen.epoch });
       expect(fence.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
       for (const slot of [2, 5, 6]) {
-        await expect(db.query('UPDATE kv SET v = v + 1 WHERE id = $1', [keyOfSlot(slot)])).rejects.toMatchObject({ code: 'RSM01' });
+        await expect(db.query('UPDATE kv SET v = v + 1 WHERE id = $1', [keyOfSlot(slot, SLOTS)])).rejects.toMatchObject({ code: 'RSM01' });
         expect(await nodeSlotState(db, slot)).toMatchObject({ state: 'frozen', epoch: frozen.epoch });
       }
       // Other slots go on.
-      expect((await db.query('UPDATE kv SET v = v + 1 WHERE id = $1', [keyOfSlot(3)])).rowCount).toBe(1);
+      expect((await db.query('UPDATE kv SET v = v + 1 WHERE id = $1', [keyOfSlot(3, SLOTS)])).rowCount).toBe(1);
       for (const slot of [2, 5, 6]) await unfenceSlot(db, TABLES, slot, SLOTS, frozen.epoch);
-      expect((await db.query('UPDATE kv SET v = v + 1 WHERE id = $1', [keyOfSlot(5)])).rowCount).toBe(1);
+      expect((await db.query('UPDATE kv SET v = v + 1 WHERE id = $1', [keyOfSlot(5, SLOTS)])).rowCount).toBe(1);
     } finally {
       await db.end();
     }

@@ -4,13 +4,13 @@ import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { setSlotState } from '../../src/catalog/slotMap.js';
-import { slotOf } from '../../src/core/hash.js';
 import { fenceSlot, unfenceSlot } from '../../src/node/fence.js';
 import { NODE_LEASE_LOCK_CLASS } from '../../src/node/nodeHelpers.js';
 import { markSlotMoved, nodeLeaseSql, routeLeaseSeenSql } from '../../src/node/slotState.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
 import { noPasswords } from '../../src/plumbing/connectNode.js';
 import { Router } from '../../src/router/index.js';
+import { keyOfSlot } from '../support/slotKeys.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
 const SLOTS = 8;
@@ -24,11 +24,6 @@ function pooledClients(router: Router, node: string): pg.Client[] {
 
 function socketOf(client: pg.Client): NodeJS.ReadableStream {
   return (client as unknown as { connection: { stream: NodeJS.ReadableStream } }).connection.stream;
-}
-
-/** A key of each slot. */
-function keyOfSlot(slot: number): number {
-  for (let id = 1; ; id++) if (slotOf('bigint', id, SLOTS) === slot) return id;
 }
 
 describe('node leases', () => {
@@ -167,9 +162,9 @@ describe('node leases', () => {
     const admin = await connectTo(cluster.servers[0]!.connection);
     try {
       const [frozenSlot, busySlot] = [5, 6];
-      const key = keyOfSlot(frozenSlot);
+      const key = keyOfSlot(frozenSlot, SLOTS);
       await router.query(key, 'INSERT INTO kv (id, v) VALUES ($1, 1)', [key]);
-      await Promise.all([router.query(key, 'SELECT pg_sleep(0.05)'), router.query(keyOfSlot(busySlot), 'SELECT pg_sleep(0.05)')]);
+      await Promise.all([router.query(key, 'SELECT pg_sleep(0.05)'), router.query(keyOfSlot(busySlot, SLOTS), 'SELECT pg_sleep(0.05)')]);
       const holders = await leaseHolders();
       expect(holders.length).toBe(2);
       const held = await catalog.query<{ application_name: string }>('SELECT application_name FROM pg_stat_activity WHERE pid = ANY($1)', [holders]);
@@ -177,7 +172,7 @@ describe('node leases', () => {
       // Served on the lease: no check, same sessions.
       expect((await router.query(key, 'UPDATE kv SET v = v + 1 WHERE id = $1', [key])).rowCount).toBe(1);
 
-      const longCall = router.query(keyOfSlot(busySlot), 'SELECT pg_sleep(1.5), count(*) FROM kv');
+      const longCall = router.query(keyOfSlot(busySlot, SLOTS), 'SELECT pg_sleep(1.5), count(*) FROM kv');
       await new Promise((resolve) => setTimeout(resolve, 100));
       await setSlotState(catalog, frozenSlot, 'frozen');
       const epoch = await catalogEpoch(catalog);
@@ -213,7 +208,7 @@ describe('node leases', () => {
     const admin = await connectTo(cluster.servers[0]!.connection);
     const waitForRead = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
     try {
-      const key = keyOfSlot(0);
+      const key = keyOfSlot(0, SLOTS);
       await router.query(key, 'INSERT INTO kv (id, v) VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = 0', [key]);
       for (const call of ['statement', 'transaction'] as const) {
         const clients = pooledClients(router, 'n1');
