@@ -255,6 +255,9 @@ BEGIN
   END IF;
   LOOP
     waiting := false;
+    -- pg_stat_activity is read once per transaction unless cleared: without this a holder first seen
+    -- idle would still read idle once its router sent a call, and be ended at the idle bound mid-call.
+    PERFORM pg_stat_clear_snapshot();
     FOR holder IN
       SELECT l.pid AS pid, coalesce(a.application_name, '') AS app, coalesce(a.state, '') AS st
         FROM pg_locks l

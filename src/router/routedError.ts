@@ -62,7 +62,7 @@ export function routedError(error: unknown, node: string | undefined, slot: numb
     return new RoutedCallError({ code: 'RESHARD_NODE_UNREACHABLE', node, slot, retryable: true, message: `is unreachable: ${text}`, cause: error });
   }
   if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true) {
-    return new RoutedCallError({ code: 'RESHARD_NODE_UNREACHABLE', node, slot, retryable: true, message: `ended the connection before reading the call (every try), nothing was applied: ${text}`, cause: error });
+    return new RoutedCallError({ code: 'RESHARD_NODE_UNREACHABLE', node, slot, retryable: true, message: `ended the session before the call could commit (every try), nothing was applied: ${text}`, cause: error });
   }
   // 57P01: terminated (by reshard ending a transaction that held a moving slot, or a shutdown); 57P02/57P03: crash, starting up.
   const ended = typeof sqlstate === 'string' && /^57P0[123]$/.test(sqlstate);

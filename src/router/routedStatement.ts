@@ -33,21 +33,6 @@ const CHECK_STATEMENTS: Record<Exclude<RouteCheckKind, 'leased'>, { name: string
 
 const NO_CHECKS: readonly PreparedCheck[] = [];
 
-/** Set on a watched connection when the node answers a Bind of the statement in flight. */
-const ANSWERED = Symbol('reshard answered');
-
-/**
- * Makes `client`'s connection tell a routed statement whether the node got
- * to it: nothing executes before a Bind, and the node answers each Bind with
- * BindComplete. Called once per pooled connection.
- */
-export function watchAnswers(client: pg.ClientBase): void {
-  const connection = (client as unknown as { connection: Connection & NodeJS.EventEmitter }).connection;
-  connection[ANSWERED] = true;
-  // BindComplete only: pg listens to ParseComplete already, and a second listener costs every emit a copy.
-  connection.on('bindComplete', () => { connection[ANSWERED] = true; });
-}
-
 /**
  * One statement on a routed connection, always in the extended protocol
  * (Parse/Bind/Describe/Execute/Sync), preceded by the route check unless the
@@ -58,16 +43,18 @@ export function watchAnswers(client: pg.ClientBase): void {
  * fails with the check's error. The check's own result is not shown.
  *
  * Its error carries `reshardCheckPassed` (the check passed, the statement
- * failed) and `reshardNotApplied: true` when it proves the node never
- * read the statement: it was never sent (the connection was already broken,
- * or broke while the statement waited its turn on it), or the node's session
- * was terminated (57P01) before it answered any Bind of the call — the case
- * of a pooled connection the node ended while it sat idle (a fence ends the
- * idle node lease holders of a router that did not report the freeze),
- * handed out before its end was read. The
- * node flushes everything it has queued before that FATAL, so no
- * BindComplete means no Bind was processed: nothing executed, let alone
- * committed (which comes after, at Sync).
+ * failed) and `reshardNotApplied: true` when it proves nothing of the call
+ * was committed: it was never sent (the connection was already broken, or
+ * broke while the statement waited its turn on it), or the node's session
+ * was terminated (57P01, a FATAL the node sends in order after everything it
+ * queued before) before the statement's own CommandComplete — the case of a
+ * pooled connection the node ended while it sat idle or ran the call (a
+ * fence ends the node lease holders of a router that did not report the
+ * freeze), whether or not its end was read before the call went out. The
+ * implicit transaction commits at Sync, after the statement's
+ * CommandComplete: a FATAL before it ended the transaction uncommitted.
+ * (57P01 is raised only where the session checks for interrupts, never
+ * between a commit and its answer; a crash, 57P02, is not such a proof.)
  */
 export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
   done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void, tableCheck?: PreparedCheck): void {
@@ -90,7 +77,7 @@ export function sendCheckedStatement<R extends pg.QueryResultRow>(client: pg.Cli
       if (error) {
         // Only the node's own error names a check: a connection lost during the checks refused nothing.
         const refusedBy = error instanceof pg.DatabaseError ? query.refusedBy : undefined;
-        done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardRefusedBy: refusedBy, reshardNotApplied: query.provedNotRead(error) }), undefined, query.checkAnswer);
+        done(Object.assign(error, { reshardCheckPassed: query.checkPassed, reshardRefusedBy: refusedBy, reshardNotApplied: query.provedNotApplied(error) }), undefined, query.checkAnswer);
       } else {
         done(undefined, result, query.checkAnswer);
       }
@@ -105,7 +92,6 @@ type Connection = {
   close(message: { type: 'S' | 'P'; name?: string }): void;
   parsedStatements: Record<string, string>;
   stream: { cork?(): void; uncork?(): void };
-  [ANSWERED]?: boolean;
 };
 
 // pg's Query is the reference implementation of the message handling; this
@@ -126,8 +112,10 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
   checkAnswer: string | null | undefined;
   /** Names of the checks parsed on the connection with this call. */
   private parsedChecks: string[] | undefined;
-  /** The connection it was sent on; undefined while it waits its turn (or never got one). */
-  private sentOn: Connection | undefined;
+  /** It went out on its connection (false while it waits its turn, or if it never got one). */
+  private sent = false;
+  /** The statement's own CommandComplete came: from there its transaction may commit (at Sync). */
+  private statementCompleted = false;
 
   /** The first check ran to completion (its CommandComplete came): a lease check that passed holds the lease. */
   get checkPassed(): boolean {
@@ -149,15 +137,14 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
     return this.checksAnswered >= this.checks.length;
   }
 
-  /** Whether `error` proves the node never read this statement (see sendRoutedStatement). */
-  provedNotRead(error: unknown): boolean {
-    if (this.sentOn === undefined) return true;
-    return (error as { code?: string }).code === '57P01' && this.sentOn[ANSWERED] === false;
+  /** Whether `error` proves nothing of this call was committed (see sendRoutedStatement). */
+  provedNotApplied(error: unknown): boolean {
+    if (!this.sent) return true;
+    return error instanceof pg.DatabaseError && error.code === '57P01' && !this.statementCompleted;
   }
 
   submit(connection: Connection): null {
-    this.sentOn = connection;
-    if (ANSWERED in connection) connection[ANSWERED] = false;
+    this.sent = true;
     connection.stream.cork?.();
     try {
       for (const check of this.checks) {
@@ -190,6 +177,7 @@ class CheckedQuery extends (QueryBase as new (text: string, values: unknown[], c
       this.checksAnswered++;
       return;
     }
+    this.statementCompleted = true;
     super.handleCommandComplete(message, connection);
   }
 

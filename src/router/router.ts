@@ -14,7 +14,7 @@ import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
-import { sendRoutedStatement, watchAnswers, type PreparedCheck, type RouteCheckKind } from './routedStatement.js';
+import { sendRoutedStatement, type PreparedCheck, type RouteCheckKind } from './routedStatement.js';
 import { nodeLeaseSql, routeCheckSql } from '../node/slotState.js';
 import { NodeLeases, ROUTE_LEASES_DEFAULT } from './routeLeases.js';
 import { routedError, RoutedCallError, type CallPhase } from './routedError.js';
@@ -78,12 +78,12 @@ interface MapSnapshot {
 }
 
 /** Why an attempt was refused without being applied: slot moved (RSM02), frozen (RSM01), no partition for the row, or the connection ended before the node read the call. */
-type Refusal = 'moved' | 'frozen' | 'not-applied' | 'not-read';
+type Refusal = 'moved' | 'frozen' | 'not-applied' | 'session-ended';
 
 /** A call's refusals so far, across attempts. */
 interface RefusalTally {
   redirects: number;
-  notRead: number;
+  notApplied: number;
   last: unknown;
 }
 
@@ -228,7 +228,7 @@ export class Router {
             resolve(result!);
             return;
           }
-          const tally: RefusalTally = { redirects: 0, notRead: 0, last: undefined };
+          const tally: RefusalTally = { redirects: 0, notApplied: 0, last: undefined };
           const failure = this.failureOf(error, route, tally);
           release(failure.broken);
           this.gate.leave(slot);
@@ -400,14 +400,14 @@ export class Router {
    * Sends `work` (which sends the route check first) to the slot's owner;
    * follows refusals: RSM02 → the owner the node names, RSM01 → held until
    * the switch (the gate, or a short backoff while the map has not shown the
-   * freeze yet), a call the node never read → again on another connection.
+   * freeze yet), a call whose session the node ended before it could commit → again on another connection.
    * Bounded by holdTimeoutMs, REDIRECTS_MAX and the pool's size. `earlier`:
    * the refusal of a first attempt made by query()'s fast path.
    */
   private async routed<T>(key: RoutingKey, slot: number, work: (client: pg.PoolClient, route: CallRoute) => Promise<T>,
     earlier?: { refusal: Refusal; tally: RefusalTally; route: CallRoute }, startedMs = performance.now()): Promise<T> {
     const deadline = startedMs + this.holdTimeoutMs;
-    const tally = earlier?.tally ?? { redirects: 0, notRead: 0, last: undefined };
+    const tally = earlier?.tally ?? { redirects: 0, notApplied: 0, last: undefined };
     let refusal = earlier?.refusal;
     let route = earlier?.route;
     for (let attempt = 1; ; attempt++) {
@@ -490,11 +490,11 @@ export class Router {
       tally.last = error;
       return { refusal: 'not-applied' };
     }
-    if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true && tally.notRead < this.poolSize + 1) {
-      // The node never read the call (its connection had ended): the same call on another connection.
-      tally.notRead++;
+    if ((error as { reshardNotApplied?: boolean }).reshardNotApplied === true && tally.notApplied < this.poolSize + 1) {
+      // The node ended the session before the call could commit: the same call on another connection.
+      tally.notApplied++;
       tally.last = error;
-      return { refusal: 'not-read', broken: asError(error) };
+      return { refusal: 'session-ended', broken: asError(error) };
     }
     const phase = (error as { reshardPhase?: CallPhase }).reshardPhase ?? 'statement';
     return { thrown: withRoute(routedError(error, route.owner, route.slot, phase), route), ...(connectionEnded(error) ? { broken: asError(error) } : {}) };
@@ -510,7 +510,7 @@ export class Router {
       }
       return;
     }
-    if (refusal === 'not-read') return;
+    if (refusal === 'session-ended') return;
     // Frozen on the node (its freeze is not in our map yet, or the switch not yet): ask the catalog, back off briefly.
     void this.resync().catch(() => {});
     await sleep(Math.min(5 * 2 ** Math.min(attempt, 5), Math.max(1, deadline - performance.now())));
@@ -580,10 +580,7 @@ export class Router {
           this.openPools.set(nodeName, opened);
           // A checked-out client has no pool listener: a node that dies mid-call would emit an unhandled
           // 'error' and crash the application. The call itself still fails with the error.
-          opened.on('connect', (client) => {
-            client.on('error', () => {});
-            watchAnswers(client);
-          });
+          opened.on('connect', (client) => client.on('error', () => {}));
           return opened;
         });
       // A node that could not be reached is tried again by the next call.

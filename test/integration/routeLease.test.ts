@@ -156,6 +156,61 @@ describe('node leases', () => {
     }
   });
 
+  it('reads each holder\'s state afresh while it settles: a holder idle at first that starts a call is waited for, not ended mid-call', async () => {
+    const holder = await connectTo(cluster.servers[0]!.connection);
+    holder.on('error', () => {});
+    const admin = await connectTo(cluster.servers[0]!.connection);
+    const probe = await connectTo(cluster.servers[0]!.connection);
+    try {
+      expect((await holder.query<{ leased: boolean }>(nodeLeaseSql(0, 10))).rows[0]!.leased).toBe(true);
+      const holderPid = await pidOf(holder);
+      const adminPid = await pidOf(admin);
+      // Idle holders get 500 ms here (a fence gives them 25): room to start the call after the settle's first look.
+      const settling = admin.query<{ ended_pid: number; ended_state: string }>('SELECT ended_pid, ended_state FROM reshard_node.settle_route_leases(11, 3000, 500)');
+      const deadline = performance.now() + 2_000;
+      const settleRunning = async (): Promise<boolean> =>
+        (await probe.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", [adminPid])).rows[0]!.n === 1;
+      while (!(await settleRunning()) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 2));
+      const sent = performance.now();
+      const call = await holder.query<{ n: string }>('SELECT pg_sleep(0.8), count(*)::text AS n FROM kv');
+      expect(performance.now() - sent).toBeGreaterThanOrEqual(790);
+      expect(call.rowCount).toBe(1);
+      // Ended once idle again, past its idle bound.
+      expect((await settling).rows.map((row) => [row.ended_pid, row.ended_state])).toEqual([[holderPid, 'idle']]);
+      expect(await leaseHolders()).toEqual([]);
+    } finally {
+      await holder.end().catch(() => {});
+      await admin.end();
+      await probe.end();
+    }
+  });
+
+  it('sends a leased statement again, once, when the node ends its session mid-statement (before the statement completed, nothing committed)', async () => {
+    const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2 });
+    const admin = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const key = keyOfSlot(1, SLOTS);
+      await router.query(key, 'INSERT INTO kv (id, v) VALUES ($1, 0) ON CONFLICT (id) DO UPDATE SET v = 0', [key]);
+      await router.query(key, 'SELECT 1');
+      const updating = router.query(key, 'UPDATE kv SET v = v + 1 WHERE id = $1 RETURNING pg_sleep(0.4)', [key]);
+      const deadline = performance.now() + 2_000;
+      let ended: number[] = [];
+      while (ended.length === 0 && performance.now() < deadline) {
+        const found = await admin.query<{ pid: number }>(
+          "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'UPDATE kv SET v = v + 1%' AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)");
+        ended = found.rows.map((row) => row.pid);
+      }
+      expect(ended.length).toBe(1);
+      const result = await updating;
+      expect(result.rowCount).toBe(1);
+      const value = await admin.query<{ v: string }>('SELECT v::text FROM kv WHERE id = $1', [key]);
+      expect(value.rows[0]!.v).toBe('1');
+    } finally {
+      await admin.end();
+      await router.close();
+    }
+  });
+
   it('makes a router report a freeze to the node at once: the fence waits for none of its connections, and its long call on another slot goes on', async () => {
     const router = await Router.connect({ catalog: access.catalog, poolSizePerNode: 2 });
     const catalog = await connectTo(access.catalog);

@@ -33,7 +33,7 @@ describe('routedError', () => {
   it('a call the node proved it never read (its connections kept ending) is not applied and retryable, whatever the phase', () => {
     const ended = Object.assign(serverError('57P01', 'terminating connection due to administrator command'), { reshardNotApplied: true });
     expect(routedError(ended, 'n1', 3, 'statement')).toMatchObject({ code: 'RESHARD_NODE_UNREACHABLE', retryable: true, node: 'n1', slot: 3 });
-    expect(routedError(ended, 'n1', 3, 'statement').message).toMatch(/before reading the call.*nothing was applied/);
+    expect(routedError(ended, 'n1', 3, 'statement').message).toMatch(/before the call could commit.*nothing was applied/);
     // Without that proof the same FATAL after a statement was sent leaves the outcome unknown.
     expect(routedError(serverError('57P01', 'terminating connection due to administrator command'), 'n1', 3, 'statement'))
       .toMatchObject({ code: 'RESHARD_OUTCOME_UNKNOWN', retryable: false });
