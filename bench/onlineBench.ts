@@ -10,6 +10,7 @@
  *   BENCH_SLOTS=1024 npm run bench → bench/results/online-1024.json
  *   BENCH_USERS=200000             a smaller run; BENCH_OUTPUT=/tmp/x.json writes there instead
  *   BENCH_CUTOVER_SLOTS=1          slots cut over together (default: the mover's cutoverSlotsMax)
+ *   BENCH_CUTOVER_WHILE_COPYING=0  every copy ends before the first cutover (default: the mover's cutoverWhileCopying)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
@@ -48,6 +49,7 @@ import { noPasswords } from '../src/plumbing/connectNode.js';
 const USERS = Number(process.env['BENCH_USERS'] ?? 2_000_000);
 const SLOTS = Number(process.env['BENCH_SLOTS'] ?? 256);
 const CUTOVER_SLOTS = Number(process.env['BENCH_CUTOVER_SLOTS'] ?? ONLINE_LIMITS_DEFAULT.cutoverSlotsMax);
+const CUTOVER_WHILE_COPYING = process.env['BENCH_CUTOVER_WHILE_COPYING'] === undefined ? ONLINE_LIMITS_DEFAULT.cutoverWhileCopying : process.env['BENCH_CUTOVER_WHILE_COPYING'] !== '0';
 const CLIENTS = 8;
 /** Paced like the Citus anchor's writer (about 400 statements/s in all), not a CPU hog. */
 const THINK_MS = 20;
@@ -267,7 +269,7 @@ async function main(): Promise<void> {
     const cpuSampler = new CpuSampler(watched, CPU_SAMPLE_INTERVAL_MS);
     const rebalanceFrom = wallClockMs();
     const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, batchSlotsMax: BATCH_SLOTS_MAX, emit,
-      onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: CUTOVER_SLOTS } });
+      onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: CUTOVER_SLOTS, cutoverWhileCopying: CUTOVER_WHILE_COPYING } });
     const rebalanceTo = wallClockMs();
     const cpuSamples = cpuSampler.stop();
     await sleep(1000);
@@ -367,6 +369,7 @@ async function main(): Promise<void> {
       coordinator_pause_phases_ms: pausePhases,
       coordinator_pause_round_trips: pauseRoundTrips,
       cutover_slots_max: CUTOVER_SLOTS,
+      cutover_while_copying: CUTOVER_WHILE_COPYING,
       cutover_groups: attaches.length,
       attach_ms: { p50: percentile(attaches.map((attach) => attach.attach_ms), 0.5), max: Math.max(0, ...attaches.map((attach) => attach.attach_ms)) },
       slowest_freezes: slowestFreezes,

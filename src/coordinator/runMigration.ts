@@ -14,6 +14,7 @@ import { MoveRolledBack } from '../mover/moveRolledBack.js';
 import { ONLINE_LIMITS_DEFAULT, OnlineBatchRun, type OnlineBatch, type OnlineBatchResult, type OnlineLimits } from '../mover/onlineBatch.js';
 import { migrationReplicationPrefix } from '../node/replication.js';
 import { dropReferenceSubscriptionsOf } from './dropReferenceSubscriptionsOf.js';
+import { NodeLimiter } from './nodeLimiter.js';
 import { runWithNodeLimits } from './runWithNodeLimits.js';
 import { runMove } from '../mover/runMove.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
@@ -139,11 +140,15 @@ interface OnlineShared {
 }
 
 /**
- * One round's batches in three phases: every batch streams (copy + catch-up,
- * under per-node limits), then the cutovers run, then the cleanups. Keeping
- * the cutovers apart from the copies keeps the write pauses short: a freeze
- * never competes with a bulk COPY for the CPU. The first failure stops new
- * work; every opened batch then rolls back its unswitched slots.
+ * One round's batches: every batch streams (copy + catch-up, under per-node
+ * limits) and cuts over (each source one cutover at a time, at most
+ * CUTOVERS_AT_ONCE_MAX at once), then cleans up. With `cutoverWhileCopying`
+ * a batch cuts over as soon as it has caught up, while other batches still
+ * copy: the cutovers no longer form a serial tail after the last copy.
+ * Without it every copy ends first, and a freeze never competes with a bulk
+ * COPY for the CPU. A source's cleanups begin once every batch from it has
+ * cut over. The first failure stops new work; every opened batch then rolls
+ * back its unswitched slots.
  */
 async function runOnlineBatches(
   batches: readonly OnlineBatch[],
@@ -177,6 +182,35 @@ async function runOnlineBatches(
     },
     emit: shared.emit,
   });
+  /** Cleanups of batches whose every slot switched, begun while other batches still cut over (or copy). */
+  const cleanups = new Map<OnlineBatchRun, Promise<OnlineBatchResult>>();
+  /** Per source, its batches not cut over yet. */
+  const cuttingOverFrom = new Map<string, number>();
+  for (const batch of batches) cuttingOverFrom.set(batch.source.name, (cuttingOverFrom.get(batch.source.name) ?? 0) + 1);
+  // Cutovers of batches on different sources may overlap; each node takes one at a time.
+  const cutoverTurns = new NodeLimiter(() => 1, CUTOVERS_AT_ONCE_MAX);
+  const cuttingOver: Promise<void>[] = [];
+  const cutOverInTurn = (run: OnlineBatchRun): void => {
+    const source = run.batch.source.name;
+    const turn = cutoverTurns.run([source], async () => {
+      if (failure !== undefined) return;
+      await stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver()));
+      // Every slot of this batch has switched: its cleanup is owed whatever happens to the other batches
+      // (invariant 5; a cancel is too late for it, a pause still holds), and it need not wait for the
+      // cutovers of other sources — the cleanup tail no longer follows the last switch. It waits for its
+      // own source's: dropping the old leaves takes the source's parents ACCESS EXCLUSIVE, and router
+      // calls queued behind that lock kept a router's lease report from reaching that source, so a
+      // fence there waited its settling bound (1 s, seen at a 5 ms round trip).
+      cuttingOverFrom.set(source, cuttingOverFrom.get(source)! - 1);
+      if (cuttingOverFrom.get(source)! > 0) return;
+      for (const done of runs.filter((candidate) => candidate.batch.source.name === source)) {
+        const cleanup = shared.checkpoint.pass({ cancellable: false }).then(() => done.cleanUp());
+        cleanup.catch((error: unknown) => { failure ??= error; });
+        cleanups.set(done, cleanup);
+      }
+    });
+    cuttingOver.push(turn.catch(() => {}));
+  };
   try {
     await runWithNodeLimits(batches, nodesOf, limitOf, options.moveConcurrencyMax, (batch) => stopOnFailure((async () => {
       // A batch an interrupted run began is opened anyway: only its run can roll it back.
@@ -197,34 +231,12 @@ async function runOnlineBatches(
       const run = await OnlineBatchRun.open(batch, connections, { emit: shared.emit, limits, passwords: shared.access.passwords, copyGate: shared.throttle });
       runs.push(run);
       await run.stream();
+      if (limits.cutoverWhileCopying) cutOverInTurn(run);
     })()), () => failure !== undefined);
     // Copies are over: nothing left to hold.
     await stopWatch();
-    /** Cleanups of batches whose every slot switched, begun while other batches still cut over. */
-    const cleanups = new Map<OnlineBatchRun, Promise<OnlineBatchResult>>();
-    /** Per source, its batches not cut over yet. */
-    const cuttingOverFrom = new Map<string, number>();
-    for (const run of runs) cuttingOverFrom.set(run.batch.source.name, (cuttingOverFrom.get(run.batch.source.name) ?? 0) + 1);
-    if (failure === undefined) {
-      // Cutovers of batches on different sources may overlap; each node takes one at a time.
-      await runWithNodeLimits(runs, (run) => [run.batch.source.name], () => 1, CUTOVERS_AT_ONCE_MAX,
-        (run) => stopOnFailure(shared.checkpoint.pass().then(() => run.cutOver())).then(() => {
-          // Every slot of this batch has switched: its cleanup is owed whatever happens to the other batches
-          // (invariant 5; a cancel is too late for it, a pause still holds), and it need not wait for the
-          // cutovers of other sources — the cleanup tail no longer follows the last switch. It waits for its
-          // own source's: dropping the old leaves takes the source's parents ACCESS EXCLUSIVE, and router
-          // calls queued behind that lock kept a router's lease report from reaching that source, so a
-          // fence there waited its settling bound (1 s, seen at a 5 ms round trip).
-          const source = run.batch.source.name;
-          cuttingOverFrom.set(source, cuttingOverFrom.get(source)! - 1);
-          if (cuttingOverFrom.get(source)! > 0) return;
-          for (const done of runs.filter((candidate) => candidate.batch.source.name === source)) {
-            const cleanup = shared.checkpoint.pass({ cancellable: false }).then(() => done.cleanUp());
-            cleanup.catch((error: unknown) => { failure ??= error; });
-            cleanups.set(done, cleanup);
-          }
-        }), () => failure !== undefined);
-    }
+    if (!limits.cutoverWhileCopying && failure === undefined) for (const run of runs) cutOverInTurn(run);
+    await Promise.all(cuttingOver);
     // Every slot has switched: a cancel is too late, cleanup is owed (invariant 5); a pause still holds.
     if (failure === undefined) await shared.checkpoint.pass({ cancellable: false }).catch((error: unknown) => { failure ??= error; });
     const switched: OnlineBatchResult['switched'] = [];

@@ -42,6 +42,15 @@ export interface OnlineLimits {
    * off where a cutover's round trips, not its waits, dominate.
    */
   cutoverSlotsMax: number;
+  /**
+   * A batch cuts over as soon as its copy has caught up, while other batches
+   * still copy (else every copy of the round ends first). Off by default: on
+   * the 256-slot bench (2 cores, CPU-bound) the copies then ran slower by as
+   * much as the cutover tail shrank (rebalance 15.0–15.8 s against
+   * 13.4–15.0 s), and freezes waited on a subscription slowed by the copies
+   * (replay waits up to 196 ms; pause p99 201–239 ms against 74–193 ms).
+   */
+  cutoverWhileCopying: boolean;
 }
 
 export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
@@ -55,6 +64,7 @@ export const ONLINE_LIMITS_DEFAULT: OnlineLimits = {
   routerAckWaitMs: ROUTER_ACK_WAIT_MS_DEFAULT,
   routeHoldersWaitMs: ROUTE_HOLDERS_WAIT_MS_DEFAULT,
   cutoverSlotsMax: 1,
+  cutoverWhileCopying: false,
 };
 
 /** Moves between one source and one target that share a publication and a subscription. */

@@ -656,15 +656,17 @@ export class Router {
       this.snapshot = snapshot;
       for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
       this.gate.setFrozen(snapshot.frozen);
-      // After the gate, not before: a held call waits for no more than the map's own read (a switch's client-seen
+      // Both at once, after the gate and before the acknowledgement. The reference tables' holders after the
+      // gate, not before: a held call waits for no more than the map's own read (a switch's client-seen
       // pause); a reference-table call in between uses the holders read with the previous map (a node is
       // given a reference table before any slot). A catalog not yet upgraded to reference tables has none:
-      // routing by slot goes on.
-      this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
-      // Before the acknowledgement: each node whose slots froze or left it learns that this router's
-      // connections there follow the new map, so its switch need not wait for them. Bounded: a node that does
-      // not hear it waits its own bound at the switch, then ends those sessions.
+      // routing by slot goes on. The lease report: each node whose slots froze or left it learns that this
+      // router's connections there follow the new map, so its fence need not wait for them (it waits for
+      // this report, so it goes out at once, not after another catalog round trip). Bounded: a node that
+      // does not hear it waits its own bound at the fence, then ends those sessions.
+      const holders = referenceHolders(catalog).catch(() => this.referenceHolders);
       if (previous && this.leases.enabled) await Promise.race([this.reportLeavingSlots(previous, snapshot), sleep(LEASE_REPORT_WAIT_MS)]);
+      this.referenceHolders = await holders;
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
         if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {

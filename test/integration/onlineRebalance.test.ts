@@ -47,8 +47,10 @@ describe('online rebalance (logical replication) on real PostgreSQL', () => {
     expect(await leftoverReplicationObjects(cluster.servers)).toEqual([]);
 
     await removeNode(access, 'n4');
-    // Groups of 3: the batches (up to 16 slots) end with a smaller group.
-    const shrunk = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {}, onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: 3 } });
+    // Groups of 3: the batches (up to 16 slots) end with a smaller group. Each batch cuts over once caught up,
+    // while the others may still copy.
+    const shrunk = await rebalance(access, { mode: 'online', dryRun: false, moveConcurrencyMax: 4, emit: () => {},
+      onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: 3, cutoverWhileCopying: true } });
     expect(shrunk.summary?.state).toBe('completed');
     await expectCutoverGroups(access, shrunk.summary!.migrationId, 3);
     const afterShrink = await verifyCluster(access);

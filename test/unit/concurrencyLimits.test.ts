@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { runBounded } from '../../src/coordinator/runBounded.js';
+import { NodeLimiter } from '../../src/coordinator/nodeLimiter.js';
 import { runWithNodeLimits } from '../../src/coordinator/runWithNodeLimits.js';
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -109,5 +110,58 @@ describe('runWithNodeLimits', () => {
       return unit;
     }, () => stop);
     expect(results).toEqual([{ status: 'rejected', reason: new Error('first failed') }]);
+  });
+});
+
+describe('NodeLimiter', () => {
+  const nodes = ['n1', 'n2', 'n3'];
+
+  it('never exceeds a node\'s limit or the global limit, and runs every unit once, whenever units arrive', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.array(fc.record({ nodes: fc.subarray(nodes, { minLength: 1 }), arriveAfter: fc.integer({ min: 0, max: 3 }), delay: fc.integer({ min: 0, max: 3 }) }), { maxLength: 15 }),
+      fc.record({ n1: fc.integer({ min: 0, max: 2 }), n2: fc.integer({ min: 1, max: 2 }), n3: fc.integer({ min: 1, max: 3 }) }),
+      fc.integer({ min: 1, max: 3 }),
+      async (units, limits, globalLimit) => {
+        const limiter = new NodeLimiter((node) => limits[node as keyof typeof limits], globalLimit);
+        const busy = new Map<string, number>();
+        let running = 0;
+        let globalMost = 0;
+        let overNode = false;
+        const ran: number[] = [];
+        await Promise.all(units.map(async (unit, index) => {
+          for (let i = 0; i < unit.arriveAfter; i++) await tick();
+          await limiter.run(unit.nodes, async () => {
+            running++;
+            globalMost = Math.max(globalMost, running);
+            for (const node of unit.nodes) {
+              busy.set(node, (busy.get(node) ?? 0) + 1);
+              if (busy.get(node)! > Math.max(1, limits[node as keyof typeof limits])) overNode = true;
+            }
+            for (let i = 0; i < unit.delay; i++) await tick();
+            for (const node of unit.nodes) busy.set(node, busy.get(node)! - 1);
+            running--;
+            ran.push(index);
+          });
+        }));
+        expect(globalMost).toBeLessThanOrEqual(globalLimit);
+        expect(overNode).toBe(false);
+        expect(ran.sort((a, b) => a - b)).toEqual(units.map((_, index) => index));
+      }), { numRuns: 60 });
+  });
+
+  it('lets a unit whose nodes are free pass one that waits for a busy node, and frees the node when work fails', async () => {
+    const limiter = new NodeLimiter(() => 1, 2);
+    const order: string[] = [];
+    let releaseFirst!: () => void;
+    const first = limiter.run(['n1'], () => new Promise<void>((resolve) => { releaseFirst = resolve; }).then(() => { order.push('first'); }));
+    const second = limiter.run(['n1'], async () => { order.push('second'); });
+    const third = limiter.run(['n2'], async () => { order.push('third'); });
+    await third;
+    expect(order).toEqual(['third']);
+    releaseFirst();
+    await Promise.all([first, second]);
+    expect(order).toEqual(['third', 'first', 'second']);
+    await expect(limiter.run(['n1'], async () => { throw new Error('failed'); })).rejects.toThrow('failed');
+    expect(await limiter.run(['n1'], async () => 'after')).toBe('after');
   });
 });
