@@ -29,7 +29,7 @@ import { MoveTimeline } from '../src/checker/moveTimeline.js';
 import { verifyWorkload } from '../src/checker/verifyWorkload.js';
 import { wallClockMs, type OperationSample } from '../src/checker/workload.js';
 import type { MigrationEvent } from '../src/plumbing/migrationEvents.js';
-import { cpuBetween, CpuSampler, postmasterPid, type CpuSample, type WatchedProcess } from './processCpu.js';
+import { cpuBetween, cpuPressure, CpuSampler, postmasterPid, type CpuSample, type WatchedProcess } from './processCpu.js';
 import { rebalancePhases } from './rebalancePhases.js';
 import { deserializeLog, type SerializedLog } from './workloadProcess.js';
 import { log, pipeCopy, USERS_COLUMNS, usersRowsSql, withClient } from './benchSupport.js';
@@ -176,6 +176,8 @@ async function fastestRoundTripMs(client: pg.Client): Promise<number> {
 }
 
 async function main(): Promise<void> {
+  // Before any server of ours starts: the neighbours' load.
+  const pressureBefore = cpuPressure();
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-bench-'));
   const servers: LocalServer[] = [];
   let childProcess: ChildProcess | undefined;
@@ -208,8 +210,7 @@ async function main(): Promise<void> {
 
     log('Raw baseline: psql COPY TO STDOUT | COPY FROM STDIN, n1 → n4 …');
     const raw = await rawCopyBaseline(connections[0]!, connections[3]!);
-    const rawBytesPerSec = raw.bytes / raw.seconds;
-    log(`  ${formatBytes(raw.bytes)} in ${raw.seconds.toFixed(1)} s = ${formatBytes(rawBytesPerSec)}/s`);
+    log(`  ${formatBytes(raw.bytes)} in ${raw.seconds.toFixed(1)} s = ${formatBytes(raw.bytes / raw.seconds)}/s`);
 
     await addNode(access, { name: 'n4', connection: connections[3]!, concurrencyMax: TARGET_CONCURRENCY });
     // reshard creates the new node's parents from the tables' column definitions; the indexes are the application's.
@@ -277,6 +278,12 @@ async function main(): Promise<void> {
     clients.send({ stop: true });
     const workloadLog = deserializeLog((await logged)[0] as SerializedLog);
     const writes = await verifyWorkload(access, workloadLog);
+    // The baseline again, after the rebalance and with the clients stopped as before it: the neighbours' load
+    // on this machine changes within minutes, and the rebalance is compared with both copies' pooled rate.
+    log('Raw baseline again, after the rebalance …');
+    const rawAfter = await rawCopyBaseline(connections[0]!, connections[3]!);
+    log(`  ${formatBytes(rawAfter.bytes)} in ${rawAfter.seconds.toFixed(1)} s = ${formatBytes(rawAfter.bytes / rawAfter.seconds)}/s`);
+    const rawBytesPerSec = (raw.bytes + rawAfter.bytes) / (raw.seconds + rawAfter.seconds);
 
     const rebalanceBytesPerSec = prepared.plan.bytesMoved / summary.seconds;
     // Every slot is served by its new owner from the last switch on; what follows is dropping the old copies.
@@ -326,6 +333,9 @@ async function main(): Promise<void> {
       benchmark: 'online rebalance 3 → 4 nodes with live writes through the router',
       date: new Date().toISOString(),
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 2 ** 30), postgres: serverVersion, node: process.version, note: 'shared 2-core machine: compare ratios within one run' },
+      // PSI 'some' before our servers started (the neighbours' load) and at the end (ours included).
+      cpu_pressure_before_run: pressureBefore ?? null,
+      cpu_pressure_at_end: cpuPressure() ?? null,
       users: USERS,
       orders: USERS,
       slots: SLOTS,
@@ -340,7 +350,12 @@ async function main(): Promise<void> {
       moved_fraction: summary.slotsMoved / SLOTS,
       raw_copy_bytes: raw.bytes,
       raw_copy_seconds: raw.seconds,
+      raw_copy_after_bytes: rawAfter.bytes,
+      raw_copy_after_seconds: rawAfter.seconds,
+      /** Both raw copies pooled (before and after the rebalance): the rate the ratios divide by. */
       raw_copy_bytes_per_sec: rawBytesPerSec,
+      throughput_ratio_to_raw_copy_before: rebalanceBytesPerSec / (raw.bytes / raw.seconds),
+      throughput_ratio_to_raw_copy_after: rebalanceBytesPerSec / (rawAfter.bytes / rawAfter.seconds),
       rebalance_seconds: summary.seconds,
       rebalance_bytes_per_sec: rebalanceBytesPerSec,
       throughput_ratio_to_raw_copy: rebalanceBytesPerSec / rawBytesPerSec,

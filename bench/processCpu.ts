@@ -172,3 +172,21 @@ export class CpuSampler {
     return this.samples;
   }
 }
+
+/**
+ * The kernel's CPU pressure ("some": share of time at least one runnable task
+ * waited for a CPU), averaged over 10 and 60 s. Read while our own processes
+ * are idle, it is the load of the machine's neighbours (this VM shows it with
+ * no process of ours running); undefined where the kernel has no PSI.
+ */
+export function cpuPressure(): { some_avg10: number; some_avg60: number } | undefined {
+  try {
+    const some = readFileSync('/proc/pressure/cpu', 'utf8').split('\n').find((line) => line.startsWith('some '));
+    const field = (name: string): number => Number(new RegExp(`\\b${name}=([\\d.]+)`).exec(some ?? '')?.[1]);
+    const avg10 = field('avg10');
+    const avg60 = field('avg60');
+    return Number.isFinite(avg10) && Number.isFinite(avg60) ? { some_avg10: avg10, some_avg60: avg60 } : undefined;
+  } catch {
+    return undefined;
+  }
+}
