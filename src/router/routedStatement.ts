@@ -52,9 +52,8 @@ const NO_CHECKS: readonly PreparedCheck[] = [];
  * fence ends the node lease holders of a router that did not report the
  * freeze), whether or not its end was read before the call went out. The
  * implicit transaction commits at Sync, after the statement's
- * CommandComplete: a FATAL before it ended the transaction uncommitted.
- * (57P01 is raised only where the session checks for interrupts, never
- * between a commit and its answer; a crash, 57P02, is not such a proof.)
+ * CommandComplete: a FATAL before it ended the transaction uncommitted. (A
+ * crashed server, 57P02, or a broken socket sends nothing in order: no proof.)
  */
 export function sendRoutedStatement<R extends pg.QueryResultRow>(client: pg.ClientBase, check: RouteCheck, kind: RouteCheckKind, text: string, values: readonly unknown[],
   done: (error: Error | undefined, result?: pg.QueryResult<R>, checkAnswer?: string | null) => void, tableCheck?: PreparedCheck): void {
