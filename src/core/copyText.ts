@@ -20,22 +20,29 @@ export function decodeCopyTextField(raw: string): string | null {
   if (!raw.includes('\\')) return raw;
   const bytes: number[] = [];
   const pushText = (text: string): void => { for (const byte of Buffer.from(text, 'utf8')) bytes.push(byte); };
-  for (let index = 0; index < raw.length; index++) {
-    const char = raw[index]!;
-    if (char !== '\\' || index === raw.length - 1) {
+  // By code point, not UTF-16 unit: a character outside the BMP (a surrogate pair) is one character, also after a backslash.
+  const chars = Array.from(raw);
+  const digitsAt = (from: number, digit: RegExp, most: number): string => {
+    let digits = '';
+    while (digits.length < most && from + digits.length < chars.length && digit.test(chars[from + digits.length]!)) digits += chars[from + digits.length]!;
+    return digits;
+  };
+  for (let index = 0; index < chars.length; index++) {
+    const char = chars[index]!;
+    if (char !== '\\' || index === chars.length - 1) {
       pushText(char);
       continue;
     }
-    const next = raw[++index]!;
+    const next = chars[++index]!;
     const simple = SIMPLE_ESCAPES[next];
     if (simple !== undefined) {
       pushText(simple);
     } else if (next >= '0' && next <= '7') {
-      const octal = /^[0-7]{1,3}/.exec(raw.slice(index))![0];
+      const octal = digitsAt(index, /^[0-7]$/, 3);
       bytes.push(parseInt(octal, 8) & 0xff);
       index += octal.length - 1;
-    } else if (next === 'x' && /^[0-9a-fA-F]/.test(raw[index + 1] ?? '')) {
-      const hex = /^[0-9a-fA-F]{1,2}/.exec(raw.slice(index + 1))![0];
+    } else if (next === 'x' && /^[0-9a-fA-F]$/.test(chars[index + 1] ?? '')) {
+      const hex = digitsAt(index + 1, /^[0-9a-fA-F]$/, 2);
       bytes.push(parseInt(hex, 16));
       index += hex.length;
     } else {

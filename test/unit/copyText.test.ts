@@ -24,5 +24,8 @@ describe('COPY text fields', () => {
     expect(decodeCopyTextField('\\q')).toBe('q');
     expect(decodeCopyTextField('\\N')).toBeNull();
     expect(decodeCopyTextField('\\\\N')).toBe('\\N');
+    // A character outside the BMP is one character (a surrogate pair), also after a backslash or beside an escape.
+    expect(decodeCopyTextField('\\\u{10000}')).toBe('\u{10000}');
+    expect(decodeCopyTextField('a\\tb\u{1F600}')).toBe('a\tb\u{1F600}');
   });
 });
