@@ -132,6 +132,10 @@ export class Router {
   private renewTimer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private resyncRequested = false;
+  private acknowledging: Promise<void> | undefined;
+  private acknowledgeRequested = false;
+  /** The last map acknowledged: the next acknowledgement reports the slots that left nodes since. */
+  private acknowledged: MapSnapshot | undefined;
   private registered = false;
   private closed = false;
   private keyTypes: ShardKeyType[] = [];
@@ -622,9 +626,12 @@ export class Router {
   }
 
   /**
-   * Loads the map if it changed and applies it (holding new calls for frozen
-   * slots), then acknowledges the epoch. Serialised: a request during a run
-   * queues one more.
+   * Loads the map and applies it (holding new calls for frozen slots,
+   * releasing those of switched ones), then has it acknowledged (see
+   * acknowledge). Serialised: a request during a run queues one more. The
+   * map is not held up by the acknowledgement of the one before: a switch's
+   * held calls go as soon as its map is read, even while the freeze's lease
+   * report is still on its way.
    */
   private resync(): Promise<void> {
     if (this.syncing) {
@@ -656,17 +663,13 @@ export class Router {
       this.snapshot = snapshot;
       for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
       this.gate.setFrozen(snapshot.frozen);
-      // Both at once, after the gate and before the acknowledgement. The reference tables' holders after the
-      // gate, not before: a held call waits for no more than the map's own read (a switch's client-seen
-      // pause); a reference-table call in between uses the holders read with the previous map (a node is
-      // given a reference table before any slot). A catalog not yet upgraded to reference tables has none:
-      // routing by slot goes on. The lease report: each node whose slots froze or left it learns that this
-      // router's connections there follow the new map, so its fence need not wait for them (it waits for
-      // this report, so it goes out at once, not after another catalog round trip). Bounded: a node that
-      // does not hear it waits its own bound at the fence, then ends those sessions.
-      const holders = referenceHolders(catalog).catch(() => this.referenceHolders);
-      if (previous && this.leases.enabled) await Promise.race([this.reportLeavingSlots(previous, snapshot), sleep(LEASE_REPORT_WAIT_MS)]);
-      this.referenceHolders = await holders;
+      // The acknowledgement (with its lease report) starts now, beside the read of the reference tables' holders:
+      // the fence waits for the report. The holders after the gate, not before: a held call waits for no more than
+      // the map's own read (a switch's client-seen pause); a reference-table call in between uses the holders read
+      // with the previous map (a node is given a reference table before any slot). A catalog not yet upgraded to
+      // reference tables has none: routing by slot goes on.
+      const acknowledged = this.acknowledge();
+      this.referenceHolders = await referenceHolders(catalog).catch(() => this.referenceHolders);
       for (const [name, node] of snapshot.nodes) {
         const known = previous?.nodes.get(name);
         if (known && JSON.stringify(known.connection) !== JSON.stringify(node.connection)) {
@@ -675,21 +678,67 @@ export class Router {
           this.openPools.delete(name);
         }
       }
-      // Acknowledged at once: new calls on frozen slots are held from here on. In-flight work is the
-      // nodes' business (the fence waits for it through the route lock), not the acknowledgement's.
+      // The first map is acknowledged (and this router registered) before connect() returns.
+      if (!this.registered) await acknowledged;
+    } catch {
+      this.catalogLost();
+    }
+  }
+
+  /**
+   * Acknowledges the newest applied map: first each node whose slots froze
+   * or left it since the last acknowledged map learns that this router's
+   * connections there follow the new one (so its fence need not wait for
+   * them; bounded: a node that does not hear it waits its own bound at the
+   * fence, then ends those sessions), then the catalog gets the epoch (new
+   * calls on frozen slots are held from here on; in-flight work is the
+   * nodes' business: the fence waits for it through the route lock).
+   * Serialised like resync, apart from it.
+   */
+  private acknowledge(): Promise<void> {
+    if (this.acknowledging) {
+      this.acknowledgeRequested = true;
+      return this.acknowledging;
+    }
+    this.acknowledging = (async () => {
+      try {
+        do {
+          this.acknowledgeRequested = false;
+          await this.acknowledgeOnce();
+        } while (this.acknowledgeRequested && !this.closed);
+      } finally {
+        this.acknowledging = undefined;
+      }
+    })();
+    return this.acknowledging;
+  }
+
+  private async acknowledgeOnce(): Promise<void> {
+    const snapshot = this.snapshot;
+    const catalog = this.listener;
+    if (this.closed || !snapshot || !catalog) return;
+    try {
+      const previous = this.acknowledged;
+      if (previous && this.leases.enabled) await Promise.race([this.reportLeavingSlots(previous, snapshot), sleep(LEASE_REPORT_WAIT_MS)]);
+      this.acknowledged = snapshot;
       const catalogEpoch = await renewRouterLease(catalog, { id: this.id, epoch: snapshot.epoch, leaseMs: this.leaseMs });
       if (!this.registered) {
         await registerRouter(catalog, { id: this.id, name: this.name, epoch: snapshot.epoch, leaseMs: this.leaseMs });
         this.registered = true;
       }
-      if (catalogEpoch !== snapshot.epoch) this.resyncRequested = true;
       this.catalogReachable = true;
+      if (catalogEpoch !== snapshot.epoch && !this.closed) void this.resync().catch(() => {});
     } catch {
-      // The catalog is unreachable: keep serving from the cached map (the nodes refuse stale work); retry soon.
-      this.catalogReachable = false;
-      await this.listener?.end().catch(() => {});
-      this.listener = undefined;
+      this.catalogLost();
     }
+  }
+
+  /** The catalog is unreachable: keep serving from the cached map (the nodes refuse stale work); retry soon. */
+  private catalogLost(): void {
+    this.catalogReachable = false;
+    const lost = this.listener;
+    this.listener = undefined;
+    void lost?.end().catch(() => {});
   }
 
   /** Tells each node whose slots froze or changed owner between `previous` and `next` (see NodeLeases.seen). */

@@ -3,6 +3,7 @@ import { addNode } from '../../src/admin/addNode.js';
 import { createShardedTable } from '../../src/admin/createShardedTable.js';
 import { initCluster } from '../../src/admin/initCluster.js';
 import { rebalance } from '../../src/admin/rebalance.js';
+import { freezeSlotsInCatalog } from '../../src/catalog/slotFreeze.js';
 import { setSlotState } from '../../src/catalog/slotMap.js';
 import { routersBehind } from '../../src/catalog/routers.js';
 import type { ClusterAccess } from '../../src/plumbing/clusterAccess.js';
@@ -90,6 +91,47 @@ describe('router', () => {
       await setSlotState(catalog, slot, 'active');
       const result = await held;
       expect(result.rowCount).toBe(1);
+    } finally {
+      await catalog.end();
+      await router.close();
+    }
+  });
+
+  it('releases a switch\'s held calls as soon as it reads the map, while its report of the freeze to a busy node is still on its way', async () => {
+    // One connection per node: a long call on n1 keeps the router's report of the freeze to n1 waiting for it
+    // (up to its 250 ms bound); the held call is on n2, whose connection is free.
+    const router = await Router.connect({ catalog: access.catalog, leaseMs: 2_000, poolSizePerNode: 1 });
+    const catalog = await connectTo(access.catalog);
+    try {
+      const ids = [...Array(400).keys()].map((i) => i + 1);
+      const ownerOf = (id: number): string | undefined => router.routeOf(router.slotOf(id)).owner;
+      const [onN1, busyOnN1] = ids.filter((id) => ownerOf(id) === 'n1').filter((id, index, all) => all.findIndex((other) => router.slotOf(other) === router.slotOf(id)) === index);
+      const onN2 = ids.find((id) => ownerOf(id) === 'n2')!;
+      expect(onN1 !== undefined && busyOnN1 !== undefined && onN2 !== undefined).toBe(true);
+      for (const id of [onN1!, busyOnN1!, onN2]) await router.query(id, 'INSERT INTO accounts (id, balance) VALUES ($1, 0) ON CONFLICT (id) DO NOTHING', [id]);
+      const busy = router.query(busyOnN1!, 'SELECT pg_sleep(1.2)');
+      await new Promise((r) => setTimeout(r, 50));
+      const [slotN1, slotN2] = [router.slotOf(onN1!), router.slotOf(onN2)];
+      // Both at one epoch: the router's acknowledgement of it first reports the freeze to n1 (waiting) and n2.
+      await freezeSlotsInCatalog(catalog, [slotN1, slotN2]);
+      const deadline = Date.now() + 2_000;
+      while (!router.routeOf(slotN2).frozen && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+      expect(router.routeOf(slotN2).frozen).toBe(true);
+      let doneAt = 0;
+      const held = router.query(onN2, 'UPDATE accounts SET balance = balance + 1 WHERE id = $1', [onN2]).then((result) => {
+        doneAt = performance.now();
+        return result;
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      const unfrozenAt = performance.now();
+      await setSlotState(catalog, slotN2, 'active');
+      expect((await held).rowCount).toBe(1);
+      // Not after the report's bound: the map after the switch does not wait for the freeze's acknowledgement.
+      expect(doneAt - unfrozenAt).toBeLessThan(150);
+      await setSlotState(catalog, slotN1, 'active');
+      await busy;
+      // The balances as they were, for the sum the rebalance test below checks.
+      await router.query(onN2, 'UPDATE accounts SET balance = balance - 1 WHERE id = $1', [onN2]);
     } finally {
       await catalog.end();
       await router.close();
