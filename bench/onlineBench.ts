@@ -279,11 +279,13 @@ async function main(): Promise<void> {
     const workloadLog = deserializeLog((await logged)[0] as SerializedLog);
     const writes = await verifyWorkload(access, workloadLog);
     // The baseline again, after the rebalance and with the clients stopped as before it: the neighbours' load
-    // on this machine changes within minutes, and the rebalance is compared with both copies' pooled rate.
+    // on this machine changes within minutes, and this copy shows how much. The ratios divide by the copy
+    // before (as every earlier run did): the copy after ran 10–25 % faster in five of six runs, for a reason
+    // not found yet, so pooling the two would not compare like with like.
     log('Raw baseline again, after the rebalance …');
     const rawAfter = await rawCopyBaseline(connections[0]!, connections[3]!);
     log(`  ${formatBytes(rawAfter.bytes)} in ${rawAfter.seconds.toFixed(1)} s = ${formatBytes(rawAfter.bytes / rawAfter.seconds)}/s`);
-    const rawBytesPerSec = (raw.bytes + rawAfter.bytes) / (raw.seconds + rawAfter.seconds);
+    const rawBytesPerSec = raw.bytes / raw.seconds;
 
     const rebalanceBytesPerSec = prepared.plan.bytesMoved / summary.seconds;
     // Every slot is served by its new owner from the last switch on; what follows is dropping the old copies.
@@ -352,9 +354,8 @@ async function main(): Promise<void> {
       raw_copy_seconds: raw.seconds,
       raw_copy_after_bytes: rawAfter.bytes,
       raw_copy_after_seconds: rawAfter.seconds,
-      /** Both raw copies pooled (before and after the rebalance): the rate the ratios divide by. */
+      /** The raw copy before the rebalance: the rate the ratios divide by. */
       raw_copy_bytes_per_sec: rawBytesPerSec,
-      throughput_ratio_to_raw_copy_before: rebalanceBytesPerSec / (raw.bytes / raw.seconds),
       throughput_ratio_to_raw_copy_after: rebalanceBytesPerSec / (rawAfter.bytes / rawAfter.seconds),
       rebalance_seconds: summary.seconds,
       rebalance_bytes_per_sec: rebalanceBytesPerSec,
