@@ -251,8 +251,6 @@ const sync: AdoptStep = {
 
 const verify: AdoptStep = {
   name: 'verify',
-  // It only reads: its begin is journaled while it runs, one catalog commit less in the write pause.
-  readOnly: true,
   describe: () => 'the row sums (count and checksum) of the sources against the owners\' leaves, read at once; where a side has none, or they differ: per slot, a scan of the sources against the owners, and a key on two sources is named',
   async do(context) {
     const { adoption } = context;
