@@ -17,7 +17,7 @@ export const ROUTE_LEASES_DEFAULT = true;
  *
  * The router's part of the bargain: whenever its map shows one of a node's
  * slots frozen or gone, it tells that node that its connections there follow
- * the new map (`route_lease_seen`), before anything else of the change. A
+ * the new map (`route_lease_seen`), before it acknowledges the change. A
  * connection in use for a call on one of those slots (or for a call that is
  * not routed by slot) is reported only when it returns to the pool, in its
  * own session, after that call: until then the call may still be reaching

@@ -11,6 +11,7 @@ import { errorFields, log } from '../plumbing/log.js';
 import type { ShardKeyType, ShardKeyValue } from '../core/hash.js';
 import { slotLookup, slotOfKeyByLookup, slotOfValueByLookup, type SlotLookup } from '../core/slotMap.js';
 import { connectTo, negotiatedClientConfig, unreachableError } from '../plumbing/connectTo.js';
+import { CoalescedRuns } from '../plumbing/coalescedRuns.js';
 import { parseConnectionHere } from '../plumbing/conninfoSources.js';
 import { FENCE_SQLSTATE, MOVED_SQLSTATE } from '../node/nodeHelpers.js';
 import { NOT_HOLDER_SQLSTATE } from '../node/referenceTable.js';
@@ -77,7 +78,7 @@ interface MapSnapshot {
   nodes: Map<string, RouterNode>;
 }
 
-/** Why an attempt was refused without being applied: slot moved (RSM02), frozen (RSM01), no partition for the row, or the connection ended before the node read the call. */
+/** Why an attempt was refused without being applied: slot moved (RSM02), frozen (RSM01), no partition for the row, or the node ended the session before the call could commit. */
 type Refusal = 'moved' | 'frozen' | 'not-applied' | 'session-ended';
 
 /** A call's refusals so far, across attempts. */
@@ -130,10 +131,10 @@ export class Router {
   private readonly redirects = new Map<number, { owner: string; epoch: number }>();
   private catalogReachable = false;
   private renewTimer: NodeJS.Timeout | undefined;
-  private syncing: Promise<void> | undefined;
-  private resyncRequested = false;
-  private acknowledging: Promise<void> | undefined;
-  private acknowledgeRequested = false;
+  /** The map lane: read and apply the newest map (see resync). */
+  private readonly syncs = new CoalescedRuns(() => this.syncOnce(), () => this.closed, () => this.scheduleRenewal());
+  /** The acknowledgement lane (see acknowledge). */
+  private readonly acknowledgements = new CoalescedRuns(() => this.acknowledgeOnce(), () => this.closed);
   /** The last map acknowledged: the next acknowledgement reports the slots that left nodes since. */
   private acknowledged: MapSnapshot | undefined;
   private registered = false;
@@ -634,22 +635,7 @@ export class Router {
    * report is still on its way.
    */
   private resync(): Promise<void> {
-    if (this.syncing) {
-      this.resyncRequested = true;
-      return this.syncing;
-    }
-    this.syncing = (async () => {
-      try {
-        do {
-          this.resyncRequested = false;
-          await this.syncOnce();
-        } while (this.resyncRequested && !this.closed);
-      } finally {
-        this.syncing = undefined;
-        this.scheduleRenewal();
-      }
-    })();
-    return this.syncing;
+    return this.syncs.request();
   }
 
   private async syncOnce(): Promise<void> {
@@ -696,21 +682,7 @@ export class Router {
    * Serialised like resync, apart from it.
    */
   private acknowledge(): Promise<void> {
-    if (this.acknowledging) {
-      this.acknowledgeRequested = true;
-      return this.acknowledging;
-    }
-    this.acknowledging = (async () => {
-      try {
-        do {
-          this.acknowledgeRequested = false;
-          await this.acknowledgeOnce();
-        } while (this.acknowledgeRequested && !this.closed);
-      } finally {
-        this.acknowledging = undefined;
-      }
-    })();
-    return this.acknowledging;
+    return this.acknowledgements.request();
   }
 
   private async acknowledgeOnce(): Promise<void> {
