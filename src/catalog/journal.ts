@@ -72,6 +72,55 @@ export async function finishAndBeginStep(
   for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.begin, action: 'begin' });
 }
 
+/**
+ * A step's 'begin' (after the step before's 'done', when chained) written by
+ * the step's own catalog statement, in its transaction: on record exactly
+ * when that statement's change is. The statement puts `ctes(n)` first in its
+ * WITH list and passes `parameter` as its `$n`, then calls `committed()`.
+ * One commit and one round trip instead of two, inside a freeze.
+ */
+export interface JournalInStatement {
+  ctes(parameterNumber: number): string;
+  readonly parameter: string;
+  committed(): void;
+  readonly isCommitted: boolean;
+}
+
+/** `finishAndBeginStep` (or `beginStep` without `done`) as CTEs of another catalog statement. */
+export function journalInStatement(entry: {
+  migrationId: number; slots: readonly number[]; begin: MoveStepName; done?: { step: MoveStepName; detail?: Record<string, unknown> };
+}): JournalInStatement {
+  let isCommitted = false;
+  const parameter = JSON.stringify({
+    migrationId: entry.migrationId, slots: entry.slots, begin: entry.begin,
+    ...(entry.done ? { done: entry.done.step, ...(entry.done.detail ? { detail: entry.done.detail } : {}) } : {}),
+  });
+  return {
+    parameter,
+    // The rows keep finishAndBeginStep's order: every slot's 'done', then every slot's 'begin'.
+    ctes: (n) => `journal_entry AS (SELECT $${n}::jsonb AS e),
+          journaled AS (INSERT INTO reshard.journal (migration_id, slot, step, action, detail)
+                        SELECT (j.e->>'migrationId')::bigint, s.slot::int, x.step, x.action, x.detail
+                          FROM journal_entry j
+                         CROSS JOIN LATERAL jsonb_array_elements_text(j.e->'slots') WITH ORDINALITY AS s(slot, n)
+                         CROSS JOIN LATERAL (VALUES (1, j.e->>'done', 'done', j.e->'detail'), (2, j.e->>'begin', 'begin', NULL::jsonb)) AS x(ord, step, action, detail)
+                         WHERE x.step IS NOT NULL
+                         ORDER BY x.ord, s.n
+                        RETURNING 1),
+          journal_moved AS (UPDATE reshard.move m SET step = j.e->>'begin' FROM journal_entry j
+                             WHERE m.migration_id = (j.e->>'migrationId')::bigint
+                               AND m.slot IN (SELECT t.slot::int FROM jsonb_array_elements_text(j.e->'slots') AS t(slot)) RETURNING 1)`,
+    committed() {
+      isCommitted = true;
+      if (entry.done) for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.done.step, action: 'done', detail: entry.done.detail });
+      for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.begin, action: 'begin' });
+    },
+    get isCommitted() {
+      return isCommitted;
+    },
+  };
+}
+
 /** The journal's columns as every reader selects them, and the entry they make. */
 export const JOURNAL_COLUMNS = 'id::text, migration_id::text, slot, step, action, at, detail';
 

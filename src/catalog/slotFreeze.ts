@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { assert } from '../core/assert.js';
 import { SLOT_MAP_CHANNEL } from './slotMap.js';
+import { slotMapChangeSql } from './slotMapChange.js';
 
 /** A live router (lease not lapsed) as the freeze found it. */
 export interface LiveRouter {
@@ -25,7 +26,7 @@ export async function freezeSlotsInCatalog(client: pg.ClientBase, slots: readonl
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM current WHERE state <> 'frozen') RETURNING epoch),
           changed AS (UPDATE reshard.slot SET state = 'frozen', changed_epoch = (SELECT epoch FROM bumped)
                        WHERE slot IN (SELECT slot FROM current WHERE state <> 'frozen') AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
-          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', ${slotMapChangeSql('epoch', 'changed', 'frozen')}) FROM bumped)
      SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
             (SELECT count(*) FROM current)::text AS present, (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM notified) AS notified,
             (SELECT json_agg(json_build_object('id', r.id::text, 'name', r.name, 'acked', r.acked_epoch::text) ORDER BY r.name)

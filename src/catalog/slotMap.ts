@@ -3,8 +3,10 @@ import { assert } from '../core/assert.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import type { SlotMap } from '../core/slotMap.js';
 import { getCluster } from './cluster.js';
+import type { JournalInStatement } from './journal.js';
+import { slotMapChangeSql } from './slotMapChange.js';
 
-/** Routers LISTEN on this channel; the payload is the new epoch. */
+/** Routers LISTEN on this channel; the payload is the new epoch, or a change they can apply themselves (see SlotMapChange). */
 export const SLOT_MAP_CHANNEL = 'reshard_slot_map';
 
 export type SlotState = 'active' | 'frozen';
@@ -65,7 +67,7 @@ export async function setSlotState(client: pg.ClientBase, slot: number, state: S
     `WITH current AS (SELECT state FROM reshard.slot WHERE slot = $1 FOR UPDATE),
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND (SELECT state FROM current) <> $2 RETURNING epoch),
           changed AS (UPDATE reshard.slot SET state = $2, changed_epoch = (SELECT epoch FROM bumped) WHERE slot = $1 AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
-          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', ${slotMapChangeSql('epoch', 'changed', state)}) FROM bumped)
      SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
             EXISTS (SELECT 1 FROM current) AS present, (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM notified) AS notified`,
     [slot, state],
@@ -87,21 +89,24 @@ export async function switchSlotOwner(client: pg.ClientBase, slot: number, sourc
  * `switchSlotOwner` for several slots frozen together: all switch at one new
  * epoch, in one statement — all or none (the point of no return of them
  * all). Idempotent: slots already owned by the target are left as they are;
- * when all are, the current epoch is returned.
+ * when all are, the current epoch is returned. `journal`: the switch step's
+ * begin, written in the same transaction.
  */
-export async function switchSlotsOwner(client: pg.ClientBase, slots: readonly number[], source: string, target: string): Promise<number> {
+export async function switchSlotsOwner(client: pg.ClientBase, slots: readonly number[], source: string, target: string, journal?: JournalInStatement): Promise<number> {
   assert(slots.length > 0, 'a switch names at least one slot');
   const result = await client.query<{ owners: { slot: number; owner: string }[] | null; epoch: string | null; current: string }>(
-    `WITH current AS (SELECT slot, owner FROM reshard.slot WHERE slot = ANY ($1::int[]) ORDER BY slot FOR UPDATE),
+    `WITH ${journal ? `${journal.ctes(4)},` : ''}
+          current AS (SELECT slot, owner FROM reshard.slot WHERE slot = ANY ($1::int[]) ORDER BY slot FOR UPDATE),
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM current WHERE owner = $2)
                         AND NOT EXISTS (SELECT 1 FROM current WHERE owner IS DISTINCT FROM $2 AND owner IS DISTINCT FROM $3) RETURNING epoch),
           switched AS (UPDATE reshard.slot SET owner = $3, state = 'active', changed_epoch = (SELECT epoch FROM bumped)
                         WHERE slot IN (SELECT slot FROM current WHERE owner = $2) AND EXISTS (SELECT 1 FROM bumped) RETURNING slot),
-          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', epoch::text) FROM bumped)
+          notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', ${slotMapChangeSql('epoch', 'switched', 'active', '$3::text')}) FROM bumped)
      SELECT (SELECT json_agg(json_build_object('slot', slot, 'owner', owner)) FROM current) AS owners, (SELECT epoch::text FROM bumped) AS epoch,
             (SELECT epoch::text FROM reshard.cluster WHERE id = 1) AS current, (SELECT count(*) FROM switched) AS switched, (SELECT count(*) FROM notified) AS notified`,
-    [slots, source, target],
+    journal ? [slots, source, target, journal.parameter] : [slots, source, target],
   );
+  journal?.committed();
   const row = result.rows[0]!;
   const owners = new Map((row.owners ?? []).map((entry) => [entry.slot, entry.owner]));
   for (const slot of slots) {

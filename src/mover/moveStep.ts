@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { JournalInStatement } from '../catalog/journal.js';
 import type { MoveStepName } from '../core/moveStepNames.js';
 import { leafName } from '../node/leafName.js';
 import type { SlotTable } from '../node/slotPartitions.js';
@@ -27,7 +28,8 @@ export type StepFacts = Record<string, unknown> | void;
  * forward, and rollback is a move back.
  */
 export interface MoveStep<Context> extends DescribedStep {
-  do(context: Context, slots: readonly number[]): Promise<StepFacts>;
+  /** `journal`: for a step that `journalsBeginInStatement`, its begin to write in its catalog statement (undefined: on record already). */
+  do(context: Context, slots: readonly number[], journal?: JournalInStatement): Promise<StepFacts>;
   undo?(context: Context, slots: readonly number[]): Promise<void>;
   pointOfNoReturn?: boolean;
   /**
@@ -36,6 +38,13 @@ export interface MoveStep<Context> extends DescribedStep {
    * freeze. A resume takes it again either way.
    */
   readOnly?: boolean;
+  /**
+   * The step's work starts with one catalog statement, which writes the
+   * step's begin too (see JournalInStatement): one round trip and one commit
+   * less inside a freeze. `do` must run that statement before anything else
+   * the step changes.
+   */
+  journalsBeginInStatement?: boolean;
 }
 
 /** A step as --dry-run shows it: its name and what it does, no I/O. */

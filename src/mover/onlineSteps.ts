@@ -254,7 +254,8 @@ const switchOwner: OnlineStep = {
   name: 'switch',
   describe: (view) => `catalog, one transaction: slot ${view.slot} owner := ${view.targetName} (with the slots cut over with it), state active, epoch + 1, NOTIFY (the point of no return); routers release held work to ${view.targetName}`,
   pointOfNoReturn: true,
-  async do(context, slots) {
+  journalsBeginInStatement: true,
+  async do(context, slots, journal) {
     const cutover = cutoverOf(context, slots);
     const { batch } = context;
     // Invariant 2 at the point of no return: the target serves every table of every slot, committed
@@ -267,7 +268,8 @@ const switchOwner: OnlineStep = {
         assert(onTarget.unattached.length === 0, `slot ${slot} is attached on ${batch.target.name} before the switch (not: ${onTarget.unattached.map((table) => table.name).join(', ')})`);
       }
     }
-    const switchEpoch = await switchSlotsOwner(context.catalog, slots, batch.source.name, batch.target.name);
+    // The step's begin (after the final sync's done) is written by the switch's own statement: one commit in the pause.
+    const switchEpoch = await switchSlotsOwner(context.catalog, slots, batch.source.name, batch.target.name, journal);
     mark(context, cutover, 'switched');
     // The source's tombstones, after the catalog's switch (the point of no return), never before: a crash
     // in between leaves the source frozen (refusing, retryable) rather than redirecting to a target that a

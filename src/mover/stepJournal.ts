@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { appendJournal, beginStep, completedSteps, finishAndBeginStep, finishStep, readJournal } from '../catalog/journal.js';
+import { appendJournal, beginStep, completedSteps, finishAndBeginStep, finishStep, journalInStatement, readJournal, type JournalInStatement } from '../catalog/journal.js';
 import { updateMove } from '../catalog/migrationRuns.js';
 import { isMoveStepName, type MoveStepName } from '../core/moveStepNames.js';
 
@@ -14,6 +14,11 @@ export interface StepJournal {
   begin(slots: readonly number[], step: MoveStepName): Promise<void>;
   /** One step done and the next begun for every slot of `slots`, in one statement (one commit: inside a freeze every commit is write pause). */
   finishAndBegin(slots: readonly number[], done: MoveStepName, detail: Detail, begin: MoveStepName): Promise<void>;
+  /**
+   * `begin` (or `finishAndBegin` when `done` is given) written by the step's own catalog statement, in its
+   * transaction (see JournalInStatement). Absent: the runner journals the begin first, as for any step.
+   */
+  inStatement?(slots: readonly number[], begin: MoveStepName, done?: { step: MoveStepName; detail: Detail }): JournalInStatement;
   /** The step done for every slot of `slots`, in one statement. */
   done(slots: readonly number[], step: MoveStepName, detail: Detail): Promise<void>;
   failed(slot: number, step: MoveStepName, detail: Detail): Promise<void>;
@@ -36,6 +41,7 @@ export function catalogStepJournal(catalog: pg.ClientBase, migrationId: number):
     },
     begin: (slots, step) => beginStep(catalog, { migrationId, slots, step }),
     finishAndBegin: (slots, done, detail, begin) => finishAndBeginStep(catalog, { migrationId, slots, done, ...(detail ? { detail } : {}), begin }),
+    inStatement: (slots, begin, done) => journalInStatement({ migrationId, slots, begin, ...(done ? { done: { step: done.step, ...(done.detail ? { detail: done.detail } : {}) } } : {}) }),
     done: (slots, step, detail) => finishStep(catalog, { migrationId, slots, step, ...(detail ? { detail } : {}) }),
     failed: (slot, step, detail) => append(slot, step, 'failed', detail),
     undo: (slot, step, detail) => append(slot, step, 'undo', detail),

@@ -1,3 +1,4 @@
+import type { JournalInStatement } from '../catalog/journal.js';
 import { assert } from '../core/assert.js';
 import { errorText } from '../core/errors.js';
 import type { MoveStepName } from '../core/moveStepNames.js';
@@ -35,9 +36,10 @@ export interface RunOptions {
 /**
  * The one runner of every kind of move. It keeps, per slot, which steps are
  * done (from the journal at the start, then as it goes) and runs any list of
- * steps for a set of slots: each step journaled before it is taken and after
- * (the 'done' of one and the 'begin' of the next in one statement), steps the
- * journal shows done skipped (resume), a failed attempt undone and taken again
+ * steps for a set of slots: each step journaled before it is taken (or by its
+ * own first catalog statement, see JournalInStatement) and after (the 'done'
+ * of one and the 'begin' of the next in one statement), steps the journal
+ * shows done skipped (resume), a failed attempt undone and taken again
  * within a bound, and a failure before the point of no return undone in
  * reverse — every undo journaled before it is taken.
  */
@@ -180,7 +182,28 @@ export class StepRunner {
         }
       };
       let returned: StepFacts;
-      if (step.readOnly) {
+      const inStatement = step.journalsBeginInStatement && journal.inStatement
+        ? journal.inStatement(pending, step.name, chained ? { step: unrecorded!.step, detail: unrecorded!.detail } : undefined) : undefined;
+      if (inStatement) {
+        // The step's first catalog statement writes its begin (and the chained done): on record exactly when its change is,
+        // and announced then (not when the whole step returns).
+        if (!chained) await flush();
+        for (const slot of pending) this.atStep.set(slot, step.name);
+        const announced: JournalInStatement = {
+          ctes: (parameterNumber) => inStatement.ctes(parameterNumber),
+          parameter: inStatement.parameter,
+          committed: () => {
+            inStatement.committed();
+            if (chained) recorded();
+            this.emitBegin(pending, step.name);
+          },
+          get isCommitted() {
+            return inStatement.isCommitted;
+          },
+        };
+        returned = await step.do(context, pending, announced);
+        assert(inStatement.isCommitted, `step ${step.name} wrote its begin in its catalog statement`);
+      } else if (step.readOnly) {
         // Nothing to undo if the coordinator dies before its begin is on record: both at once.
         for (const slot of pending) this.atStep.set(slot, step.name);
         const [begun, done] = await Promise.allSettled([begin(), step.do(context, pending)]);

@@ -4,6 +4,7 @@ import pg from 'pg';
 import { registerRouter, renewRouterLease, unregisterRouter } from '../catalog/routers.js';
 import { colocationKeyTypes, listenForSlotMapChanges, readRouterMap } from '../catalog/routerMapReads.js';
 import { referenceHolders } from '../catalog/referenceTables.js';
+import { parseSlotMapChange, type SlotMapChange } from '../catalog/slotMapChange.js';
 import { assert } from '../core/assert.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
@@ -617,7 +618,7 @@ export class Router {
 
   private async connectListener(): Promise<void> {
     const client = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name}`);
-    client.on('notification', () => void this.resync().catch(() => {}));
+    client.on('notification', (message) => this.mapNotified(message.payload));
     client.on('error', () => {});
     client.on('end', () => {
       if (this.listener === client) this.listener = undefined;
@@ -638,6 +639,44 @@ export class Router {
     return this.syncs.request();
   }
 
+  /**
+   * A freeze, an unfreeze or a switch names its change in the notification:
+   * applied here at once when it follows the map held (no catalog read
+   * between a switch and its held calls going to the new owner, nor between
+   * a freeze and its acknowledgement); anything else is read from the catalog.
+   */
+  private mapNotified(payload: string | undefined): void {
+    const change = parseSlotMapChange(payload);
+    if (change !== undefined && this.applyChange(change)) return;
+    void this.resync().catch(() => {});
+  }
+
+  /** Applies `change` to the map held if it is the very next epoch's; false when the map must be read instead. */
+  private applyChange(change: SlotMapChange): boolean {
+    const current = this.snapshot;
+    if (this.closed || current === undefined || change.epoch !== current.epoch + 1) return false;
+    if (change.owner !== undefined && !current.nodes.has(change.owner)) return false;
+    if (!change.slots.every((slot) => current.owners[slot] !== undefined)) return false;
+    const owners = current.owners.slice();
+    if (change.owner !== undefined) for (const slot of change.slots) owners[slot] = change.owner;
+    const frozen = new Set(current.frozen);
+    for (const slot of change.slots) {
+      if (change.state === 'frozen') frozen.add(slot);
+      else frozen.delete(slot);
+    }
+    // The lookup (key → slot) depends on the slots' moduli only, which these changes leave alone.
+    this.install({ ...current, epoch: change.epoch, owners, frozen: [...frozen].sort((a, b) => a - b) });
+    void this.acknowledge().catch(() => {});
+    return true;
+  }
+
+  /** Makes `snapshot` the map calls are routed by. Order matters: the new owners are in place before held calls are released. */
+  private install(snapshot: MapSnapshot): void {
+    this.snapshot = snapshot;
+    for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
+    this.gate.setFrozen(snapshot.frozen);
+  }
+
   private async syncOnce(): Promise<void> {
     if (this.closed) return;
     try {
@@ -645,10 +684,9 @@ export class Router {
       const catalog = this.listener!;
       const snapshot = await readRouterSnapshot(catalog);
       const previous = this.snapshot;
-      // Order matters: the new owners are in place before held calls are released.
-      this.snapshot = snapshot;
-      for (const [slot, redirect] of this.redirects) if (redirect.epoch <= snapshot.epoch) this.redirects.delete(slot);
-      this.gate.setFrozen(snapshot.frozen);
+      // A change applied from its notification while this read was on its way is newer (epochs only grow): kept.
+      if (previous !== undefined && snapshot.epoch < previous.epoch) return;
+      this.install(snapshot);
       // The acknowledgement (with its lease report) starts now, beside the read of the reference tables' holders:
       // the fence waits for the report. The holders after the gate, not before: a held call waits for no more than
       // the map's own read (a switch's client-seen pause); a reference-table call in between uses the holders read

@@ -90,4 +90,11 @@ async function expectCutoverGroups(access: ClusterAccess, migrationId: number, g
   }
   // Some group held more than one slot (the batches here have several).
   expect(Math.max(...[...groups.values()].map((slots) => slots.length))).toBeGreaterThan(1);
+  // The pause's sequential round trips, for a group of any size: the catalog's freeze, the fence (with the replay
+  // wait), the two sums at once, and the switch with its own begin. More only when something waited (a fence
+  // retried, an older router's acknowledgement), hence the median.
+  const roundTrips = [...new Map(journal.filter((entry) => entry.step === 'switch' && entry.action === 'done')
+    .map((entry) => [Number(entry.detail?.['epoch']), Number((entry.detail?.['pauseRoundTrips'] as Record<string, number> | undefined)?.['switched'])])).values()]
+    .sort((a, b) => a - b);
+  expect(roundTrips[Math.floor(roundTrips.length / 2)]).toBe(4);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { completedSteps, type JournalAction, type JournalEntry } from '../../src/catalog/journal.js';
+import { completedSteps, type JournalAction, type JournalEntry, type JournalInStatement } from '../../src/catalog/journal.js';
 import { ReshardError } from '../../src/core/errors.js';
 import type { MoveStepName } from '../../src/core/moveStepNames.js';
 import type { MoveStep } from '../../src/mover/moveStep.js';
@@ -42,6 +42,18 @@ class RecordingJournal implements StepJournal {
   begin(slots: readonly number[], step: MoveStepName): Promise<void> { return this.writeAll(slots, [step, 'begin']); }
   finishAndBegin(slots: readonly number[], done: MoveStepName, _detail: unknown, begin: MoveStepName): Promise<void> { return this.writeAll(slots, [done, 'done'], [begin, 'begin']); }
   done(slots: readonly number[], step: MoveStepName): Promise<void> { return this.writeAll(slots, [step, 'done']); }
+  /** Written when the step's statement says it committed, as one write (one statement in the catalog). */
+  inStatement(slots: readonly number[], begin: MoveStepName, done?: { step: MoveStepName }): JournalInStatement {
+    let isCommitted = false;
+    return {
+      ctes: () => '', parameter: '',
+      committed: () => {
+        isCommitted = true;
+        void (done ? this.writeAll(slots, [done.step, 'done'], [begin, 'begin']) : this.writeAll(slots, [begin, 'begin']));
+      },
+      get isCommitted() { return isCommitted; },
+    };
+  }
   failed(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'failed']); }
   undo(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'undo']); }
   undone(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'undone']); }
@@ -107,6 +119,34 @@ describe('StepRunner: the one runner of every kind of move', () => {
     const other = await StepRunner.open(failing, [4], () => {});
     await expect(other.run([{ ...readOnly, async do() { ran.push('sync'); } }], undefined, [4])).rejects.toThrow('catalog gone');
     expect(ran).toEqual(['sync']);
+  });
+
+  it('lets a step write its begin (chained with the done before) in its own statement, and fails one that does not', async () => {
+    const journal = new RecordingJournal();
+    const order: string[] = [];
+    const switchStep = (writes: boolean): MoveStep<unknown> => ({
+      name: 'switch', describe: () => 'switch', pointOfNoReturn: true, journalsBeginInStatement: true,
+      async do(_context, _slots, inStatement) {
+        order.push(`switch gets its begin: ${inStatement !== undefined}`);
+        if (writes) inStatement?.committed();
+      },
+    });
+    const { steps } = recordingSteps(['sync']);
+    const runner = await StepRunner.open(journal, [5], () => {});
+    await runner.run([...steps, switchStep(true)], undefined, [5]);
+    expect(order).toEqual(['switch gets its begin: true']);
+    expect(journal.writes).toEqual(['5 sync begin', '5 sync done + 5 switch begin', '5 switch done']);
+    expect(runner.isDone(5, 'switch')).toBe(true);
+
+    // Not chained (the step before was done already): the begin alone.
+    const alone = new RecordingJournal([[6, 'sync', 'begin'], [6, 'sync', 'done']]);
+    await (await StepRunner.open(alone, [6], () => {})).run([...steps, switchStep(true)], undefined, [6]);
+    expect(alone.writes).toEqual(['6 switch begin', '6 switch done']);
+
+    const forgetful = new RecordingJournal();
+    await expect((await StepRunner.open(forgetful, [8], () => {})).run([...steps, switchStep(false)], undefined, [8])).rejects.toThrow('wrote its begin');
+    // Neither the switch's begin nor the chained done of the sync is on record: a resume takes both again.
+    expect(forgetful.writes).toEqual(['8 sync begin']);
   });
 
   it('journals a step for several slots per slot, and its work once for all of them', async () => {
