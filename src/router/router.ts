@@ -126,7 +126,10 @@ export class Router {
   /** How long a call may wait for a connection of each open pool (its node's connect timeout). */
   private readonly checkoutTimeoutMs = new Map<pg.Pool, number>();
   private readonly catalog: ConnectionSettings;
-  private listener: pg.Client | undefined;
+  /** The catalog session of the router's reads, acknowledgements and load reports. */
+  private catalogSession: pg.Client | undefined;
+  /** A catalog session that only listens (see connectCatalog). */
+  private notifier: pg.Client | undefined;
   private snapshot: MapSnapshot | undefined;
   /** Owners learnt from nodes' redirects, newer than the cached map: slot → owner at epoch. */
   private readonly redirects = new Map<number, { owner: string; epoch: number }>();
@@ -160,7 +163,7 @@ export class Router {
       throw new ReshardError('bad_input', `routeLeasesPerConnection must be a whole number ≥ 0, got ${String(leasesPerConnection)}`, 'pass routeLeases: true or false instead');
     }
     this.leases = new NodeLeases(options.routeLeases ?? (leasesPerConnection === undefined ? ROUTE_LEASES_DEFAULT : leasesPerConnection > 0));
-    this.load = new SlotLoadReporter(this.id, () => this.listener, options.loadReportMs);
+    this.load = new SlotLoadReporter(this.id, () => this.catalogSession, options.loadReportMs);
   }
 
   /** Connects to the catalog, loads the slot map, registers and starts following changes. */
@@ -364,7 +367,7 @@ export class Router {
     this.assertOpen(-1);
     const qualified = table.includes('.') ? table : `public.${table}`;
     // A table created after the router started is learnt on first use.
-    if (!this.referenceHolders.has(qualified) && this.listener) this.referenceHolders = await referenceHolders(this.listener);
+    if (!this.referenceHolders.has(qualified) && this.catalogSession) this.referenceHolders = await referenceHolders(this.catalogSession);
     const holder = this.referenceHolders.get(qualified);
     if (holder === undefined) throw new ReshardError('not_found', `no reference table named "${table}"`, 'create it with `reshard table create NAME --reference`, or use query() for a sharded table');
     const owners = [...new Set(this.requireSnapshot().owners.filter((owner) => owner !== undefined))].sort();
@@ -373,8 +376,8 @@ export class Router {
       return await this.onNode<R>(node, sql, params);
     } catch (error) {
       // The holder moved (`reshard table set-holder`): the old one refused the write, nothing was applied; once more on the new one.
-      if ((error as { code?: string }).code !== NOT_HOLDER_SQLSTATE || !this.listener) throw error;
-      this.referenceHolders = await referenceHolders(this.listener);
+      if ((error as { code?: string }).code !== NOT_HOLDER_SQLSTATE || !this.catalogSession) throw error;
+      this.referenceHolders = await referenceHolders(this.catalogSession);
       const moved = this.referenceHolders.get(qualified);
       if (moved === undefined || moved === node) throw error;
       return this.onNode<R>(moved, sql, params);
@@ -395,10 +398,8 @@ export class Router {
     this.closed = true;
     clearTimeout(this.renewTimer);
     await this.load.stop();
-    if (this.listener) {
-      await unregisterRouter(this.listener, this.id).catch(() => {});
-      await this.listener.end().catch(() => {});
-    }
+    if (this.catalogSession) await unregisterRouter(this.catalogSession, this.id).catch(() => {});
+    await Promise.all([this.catalogSession, this.notifier].map((session) => session?.end().catch(() => {})));
     await Promise.all([...this.pools.values()].map((pool) => pool.then((opened) => opened.end()).catch(() => {})));
   }
 
@@ -598,10 +599,10 @@ export class Router {
   }
 
   private async start(): Promise<void> {
-    await this.connectListener();
+    await this.connectCatalog();
     if (this.options.keyTypes) this.keyTypes = this.options.keyTypes;
     else {
-      const groups = await colocationKeyTypes(this.listener!);
+      const groups = await colocationKeyTypes(this.catalogSession!);
       const distinct = new Set(groups.map((keyTypes) => keyTypes.join(',')));
       if (distinct.size !== 1) {
         throw new ReshardError('bad_input', `the catalog has ${distinct.size} kinds of shard keys`, 'pass keyTypes to Router.connect (e.g. ["bigint"])');
@@ -611,20 +612,40 @@ export class Router {
     await this.resync();
     if (!this.snapshot) {
       // The first map must come from the catalog; later ones may wait for it.
-      this.snapshot = await readRouterSnapshot(this.listener!);
+      this.snapshot = await readRouterSnapshot(this.catalogSession!);
     }
     this.load.start();
   }
 
-  private async connectListener(): Promise<void> {
-    const client = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name}`);
-    client.on('notification', (message) => this.mapNotified(message.payload));
-    client.on('error', () => {});
-    client.on('end', () => {
-      if (this.listener === client) this.listener = undefined;
-    });
-    await listenForSlotMapChanges(client);
-    this.listener = client;
+  /**
+   * Opens the router's two catalog sessions: one that only listens, so that
+   * a NOTIFY reaches the router the moment the catalog sends it (a session
+   * busy with a query delivers it only once the query ends: a slow
+   * acknowledgement or load report would hold up a switch's release), and
+   * one for the router's reads, acknowledgements and load reports. Either
+   * ending drops both (catalogLost); the next sync opens them again, listening
+   * first, and reads the whole map, so a change notified meanwhile is not missed.
+   */
+  private async connectCatalog(): Promise<void> {
+    const notifier = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name} (listening)`);
+    notifier.on('error', () => {});
+    let session: pg.Client;
+    try {
+      notifier.on('notification', (message) => this.mapNotified(message.payload));
+      await listenForSlotMapChanges(notifier);
+      session = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name}`);
+    } catch (error) {
+      await notifier.end().catch(() => {});
+      throw error;
+    }
+    session.on('error', () => {});
+    const lost = (): void => {
+      if (this.catalogSession === session || this.notifier === notifier) this.catalogLost();
+    };
+    notifier.on('end', lost);
+    session.on('end', lost);
+    this.notifier = notifier;
+    this.catalogSession = session;
   }
 
   /**
@@ -680,8 +701,8 @@ export class Router {
   private async syncOnce(): Promise<void> {
     if (this.closed) return;
     try {
-      if (!this.listener) await this.connectListener();
-      const catalog = this.listener!;
+      if (!this.catalogSession) await this.connectCatalog();
+      const catalog = this.catalogSession!;
       const snapshot = await readRouterSnapshot(catalog);
       const previous = this.snapshot;
       // A change applied from its notification while this read was on its way is newer (epochs only grow): kept.
@@ -725,7 +746,7 @@ export class Router {
 
   private async acknowledgeOnce(): Promise<void> {
     const snapshot = this.snapshot;
-    const catalog = this.listener;
+    const catalog = this.catalogSession;
     if (this.closed || !snapshot || !catalog) return;
     try {
       const previous = this.acknowledged;
@@ -746,9 +767,10 @@ export class Router {
   /** The catalog is unreachable: keep serving from the cached map (the nodes refuse stale work); retry soon. */
   private catalogLost(): void {
     this.catalogReachable = false;
-    const lost = this.listener;
-    this.listener = undefined;
-    void lost?.end().catch(() => {});
+    const lost = [this.catalogSession, this.notifier];
+    this.catalogSession = undefined;
+    this.notifier = undefined;
+    for (const session of lost) void session?.end().catch(() => {});
   }
 
   /** Tells each node whose slots froze or changed owner between `previous` and `next` (see NodeLeases.seen). */

@@ -78,4 +78,35 @@ describe('a router follows freezes and switches from their notifications', () =>
       await router.close();
     }
   });
+
+  it('hears a switch while its catalog session is busy (a notification has a session of its own)', async () => {
+    const router = await Router.connect({ catalog: cluster.servers[0]!.connection, passwords: noPasswords, leaseMs: 120_000, name: 'busy' });
+    const catalog = await connectTo(cluster.servers[0]!.connection);
+    const blocker = await connectTo(cluster.servers[0]!.connection);
+    try {
+      const slot = 6;
+      const { owner: from } = router.routeOf(slot);
+      const to = from === 'n1' ? 'n2' : 'n1';
+      // The router's acknowledgement of the freeze (an update of reshard.router) waits for this lock: its session stays busy.
+      await blocker.query('BEGIN; LOCK TABLE reshard.router IN ACCESS EXCLUSIVE MODE');
+      await setSlotState(catalog, slot, 'frozen');
+      await eventually(() => router.routeOf(slot).frozen);
+      const waiting = async (): Promise<boolean> => (await catalog.query(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'reshard router busy' AND wait_event_type = 'Lock'")).rowCount === 1;
+      const deadline = Date.now() + 5_000;
+      while (!(await waiting())) {
+        if (Date.now() > deadline) throw new Error('the router\'s acknowledgement never waited for the lock');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const switched = await switchSlotsOwner(catalog, [slot], from, to);
+      await eventually(() => router.routeOf(slot).owner === to);
+      expect(router.routeOf(slot)).toEqual({ owner: to, frozen: false, epoch: switched });
+      expect(await waiting()).toBe(true);
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {});
+      await blocker.end();
+      await catalog.end();
+      await router.close();
+    }
+  });
 });
