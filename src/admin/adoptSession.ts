@@ -70,7 +70,7 @@ export async function withAdoptContext<T>(
       limits: { ...ADOPT_LIMITS_DEFAULT, ...options.limits }, catalog,
       source: (index) => open(`source:${index}`, sourceConnection(index), `source ${sourceName(index)}`),
       node: (name) => open(`node:${name}`, nodeConnection(name), `node "${name}"`),
-      sourceConnection, nodeConnection, sourceName, fences: new Map(), emit: options.emit ?? (() => {}),
+      sourceConnection, nodeConnection, sourceName, fences: new Map(), logsRunningTransactions: new Map(), emit: options.emit ?? (() => {}),
     };
     return await work(context, catalog);
   } finally {

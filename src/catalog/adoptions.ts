@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { JournalInStatement } from './journal.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import { ReshardError } from '../core/errors.js';
 import type { ShardKeyType } from '../core/hash.js';
@@ -194,18 +195,21 @@ export async function unregisterAdoptedTable(db: Queryable, table: { schema: str
 /**
  * The switch of an adoption, one statement (one catalog transaction): the
  * table active, the adoption switched, epoch + 1, NOTIFY. Idempotent.
+ * `journal`: the switch step's begin, written in the same transaction.
  */
-export async function switchAdoptedTable(db: Queryable, migrationId: number): Promise<number> {
+export async function switchAdoptedTable(db: Queryable, migrationId: number, journal?: JournalInStatement): Promise<number> {
   const result = await db.query<{ epoch: string }>(
-    `WITH adoption AS (UPDATE reshard.adoption SET state = 'switched', switched_at = now() WHERE migration_id = $1 AND state IN ('streaming', 'cutover')
+    `WITH ${journal ? `${journal.ctes(2)},` : ''}
+          adoption AS (UPDATE reshard.adoption SET state = 'switched', switched_at = now() WHERE migration_id = $1 AND state IN ('streaming', 'cutover')
                         RETURNING migration_id, schema_name, table_name, state),
           activated AS (UPDATE reshard.sharded_table t SET state = 'active' FROM adoption a WHERE t.schema_name = a.schema_name AND t.table_name = a.table_name RETURNING 1),
           bumped AS (UPDATE reshard.cluster SET epoch = epoch + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM adoption) RETURNING epoch),
           notified AS (SELECT pg_notify('${SLOT_MAP_CHANNEL}', b.epoch::text), (SELECT ${notifyStateSql('a', 'b.epoch')} FROM adoption a) FROM bumped b)
      SELECT coalesce((SELECT epoch FROM bumped), (SELECT epoch FROM reshard.cluster WHERE id = 1))::text AS epoch,
             (SELECT count(*) FROM activated) AS activated, (SELECT count(*) FROM notified) AS notified`,
-    [migrationId],
+    journal ? [migrationId, journal.parameter] : [migrationId],
   );
+  journal?.committed();
   return Number(result.rows[0]!.epoch);
 }
 

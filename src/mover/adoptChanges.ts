@@ -2,7 +2,7 @@ import { ReshardError } from '../core/errors.js';
 import { slotOf, type ShardKeyValue } from '../core/hash.js';
 import { decodeChangeLine, decodedTablePrefix } from '../core/testDecoding.js';
 import { randomUUID } from 'node:crypto';
-import { ADOPT_MARKER_PREFIX, advanceChangeSlot, emitMarker, peekChanges, rowsByKey } from '../node/adoptSource.js';
+import { ADOPT_MARKER_PREFIX, advanceChangeSlot, canLogRunningTransactions, emitMarker, logRunningTransactions, peekChanges, rowsByKey } from '../node/adoptSource.js';
 import { sleep } from '../plumbing/waitFor.js';
 import { replaceRowsByKey } from '../node/adoptTarget.js';
 import type { AdoptContext } from './adoptContext.js';
@@ -110,7 +110,12 @@ export async function applyChanges(context: AdoptContext): Promise<number> {
   let applied = 0;
   for (const [index] of context.adoption.sources.entries()) {
     const marker = newMarker(context);
-    await emitMarker(await context.source(index), marker);
+    const source = await context.source(index);
+    // Before the marker: this round's read moves the slot past it, and its restart point with it (the next peeks decode less).
+    let logs = context.logsRunningTransactions.get(index);
+    if (logs === undefined) context.logsRunningTransactions.set(index, logs = await canLogRunningTransactions(source));
+    if (logs) await logRunningTransactions(source);
+    await emitMarker(source, marker);
     applied += (await readStreamToMarker(context, index, marker, false)).applied;
   }
   return applied;

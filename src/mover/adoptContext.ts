@@ -53,6 +53,8 @@ export interface AdoptContext {
    * fence, hence as safe).
    */
   fences: Map<number, SourceFence>;
+  /** Per source, whether it can log its running transactions on demand (PostgreSQL 16+, the privilege); asked once. */
+  logsRunningTransactions: Map<number, boolean>;
   /**
    * Per source, whether its row sums are kept, when this run's stream step
    * started them (beside the owners' key build); the freeze then starts only

@@ -316,8 +316,10 @@ const switchTable: AdoptStep = {
   name: 'switch',
   describe: () => 'catalog, one transaction: the table active, the adoption switched, epoch + 1, NOTIFY (the point of no return of the adoption; `reshard rollback` before `forget-source` still takes it back)',
   pointOfNoReturn: true,
-  async do(context) {
-    return { epoch: await switchAdoptedTable(context.catalog, context.adoption.migrationId) };
+  journalsBeginInStatement: true,
+  async do(context, _slots, journal) {
+    // Its begin (after the attach's done) is written by the switch's own statement: one commit less in the pause.
+    return { epoch: await switchAdoptedTable(context.catalog, context.adoption.migrationId, journal) };
   },
 };
 
