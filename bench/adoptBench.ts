@@ -24,6 +24,7 @@ import { removeServerDirectory, startLocalServer, type LocalServer } from '../sr
 import { copyRelation } from '../src/node/copySlot.js';
 import { noPasswords } from '../src/plumbing/connectNode.js';
 import { AdoptingTable, Router } from '../src/router/index.js';
+import { cpuPressure } from './processCpu.js';
 
 const ROWS = Number(process.env['BENCH_ROWS'] ?? 1_000_000);
 const SLOTS = Number(process.env['BENCH_SLOTS'] ?? 256);
@@ -44,6 +45,7 @@ async function sql(server: LocalServer, text: string, params: unknown[] = []): P
 interface Call { startedMs: number; ms: number }
 
 async function main(): Promise<void> {
+  const pressureBefore = cpuPressure();
   const baseDir = mkdtempSync(join(tmpdir(), 'reshard-adopt-bench-'));
   const servers: LocalServer[] = [];
   try {
@@ -147,7 +149,11 @@ async function main(): Promise<void> {
     const stats = (values: number[]): { count: number; p50: number; p99: number; max: number } => ({
       count: values.length, p50: Math.round(percentile(values, 0.5) * 10) / 10, p99: Math.round(percentile(values, 0.99) * 10) / 10, max: Math.round(Math.max(0, ...values) * 10) / 10,
     });
+    const postgres = String((await sql(source, "SELECT current_setting('server_version') AS v")).rows[0]!['v']);
     const report = {
+      // The server version (the change stream's costs differ: PostgreSQL 16+ logs running transactions on demand) and the
+      // machine's CPU pressure before our servers started (neighbours) and at the end.
+      postgres, cpu_pressure_before_run: pressureBefore ?? null, cpu_pressure_at_end: cpuPressure() ?? null,
       rows: ROWS, slots: SLOTS, clients: CLIENTS, think_ms: THINK_MS, adopted_rows: result.rows,
       raw_copy: {
         seconds: Math.round(rawSeconds * 100) / 100, before_seconds: Math.round(rawBefore.seconds * 100) / 100, after_seconds: Math.round(rawAfter.seconds * 100) / 100,
