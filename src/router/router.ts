@@ -627,23 +627,27 @@ export class Router {
    * first, and reads the whole map, so a change notified meanwhile is not missed.
    */
   private async connectCatalog(): Promise<void> {
-    const notifier = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name} (listening)`);
-    notifier.on('error', () => {});
-    let session: pg.Client;
+    let notifier: pg.Client | undefined;
+    let session: pg.Client | undefined;
+    let ended = false;
+    const lost = (): void => {
+      ended = true;
+      if ((session !== undefined && this.catalogSession === session) || (notifier !== undefined && this.notifier === notifier)) this.catalogLost();
+    };
     try {
+      notifier = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name} (listening)`);
+      notifier.on('error', () => {});
+      notifier.on('end', lost);
       notifier.on('notification', (message) => this.mapNotified(message.payload));
       await listenForSlotMapChanges(notifier);
       session = await connectTo({ role: 'catalog', connection: this.catalog }, `reshard router ${this.name}`);
+      session.on('error', () => {});
+      session.on('end', lost);
+      if (ended) throw new ReshardError('unreachable', 'a catalog session ended while the router connected', 'check that the catalog runs; the router tries again');
     } catch (error) {
-      await notifier.end().catch(() => {});
+      await Promise.all([notifier, session].map((opened) => opened?.end().catch(() => {})));
       throw error;
     }
-    session.on('error', () => {});
-    const lost = (): void => {
-      if (this.catalogSession === session || this.notifier === notifier) this.catalogLost();
-    };
-    notifier.on('end', lost);
-    session.on('end', lost);
     this.notifier = notifier;
     this.catalogSession = session;
   }
