@@ -268,6 +268,12 @@ BEGIN
          AND (r.epoch IS NULL OR r.epoch < settle_route_leases.freeze_epoch)
          AND NOT (l.pid = ANY (ended))
     LOOP
+      -- An idle holder is looked at again just before it is ended: read earlier in this round, it may have started
+      -- a call since (on a loaded node, long enough to reach its commit), which ending it would leave in doubt.
+      IF holder.st = 'idle' AND clock_timestamp() >= idle_deadline AND clock_timestamp() < deadline THEN
+        PERFORM pg_stat_clear_snapshot();
+        holder.st := coalesce((SELECT a.state FROM pg_stat_activity a WHERE a.pid = holder.pid), '');
+      END IF;
       IF clock_timestamp() >= deadline OR (holder.st = 'idle' AND clock_timestamp() >= idle_deadline) THEN
         PERFORM pg_terminate_backend(holder.pid);
         ended := ended || holder.pid;
