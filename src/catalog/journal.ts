@@ -68,8 +68,13 @@ export async function finishAndBeginStep(
       ORDER BY e.ord, s.n`,
     [entry.migrationId, entry.slots, entry.done, entry.detail ? JSON.stringify(entry.detail) : null, entry.begin],
   );
-  for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.done, action: 'done', detail: entry.detail });
-  for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.begin, action: 'begin' });
+  logChainedEntries(entry.migrationId, entry.slots, entry.begin, { step: entry.done, ...(entry.detail ? { detail: entry.detail } : {}) });
+}
+
+/** Logs a chained write as the journal holds it: every slot's 'done' (when there is one), then every slot's 'begin'. */
+function logChainedEntries(migrationId: number, slots: readonly number[], begin: MoveStepName, done?: { step: MoveStepName; detail?: Record<string, unknown> }): void {
+  if (done) for (const slot of slots) logJournalEntry({ migrationId, slot, step: done.step, action: 'done', detail: done.detail });
+  for (const slot of slots) logJournalEntry({ migrationId, slot, step: begin, action: 'begin' });
 }
 
 /**
@@ -83,20 +88,20 @@ export interface JournalInStatement {
   ctes(parameterNumber: number): string;
   readonly parameter: string;
   committed(): void;
-  readonly isCommitted: boolean;
 }
 
-/** `finishAndBeginStep` (or `beginStep` without `done`) as CTEs of another catalog statement. */
+/**
+ * `finishAndBeginStep` (or `beginStep` without `done`) as CTEs of another
+ * catalog statement; `onCommitted` runs once that statement has committed.
+ */
 export function journalInStatement(entry: {
   migrationId: number; slots: readonly number[]; begin: MoveStepName; done?: { step: MoveStepName; detail?: Record<string, unknown> };
-}): JournalInStatement {
-  let isCommitted = false;
-  const parameter = JSON.stringify({
-    migrationId: entry.migrationId, slots: entry.slots, begin: entry.begin,
-    ...(entry.done ? { done: entry.done.step, ...(entry.done.detail ? { detail: entry.done.detail } : {}) } : {}),
-  });
+}, onCommitted: () => void): JournalInStatement {
   return {
-    parameter,
+    parameter: JSON.stringify({
+      migrationId: entry.migrationId, slots: entry.slots, begin: entry.begin,
+      ...(entry.done ? { done: entry.done.step, ...(entry.done.detail ? { detail: entry.done.detail } : {}) } : {}),
+    }),
     // The rows keep finishAndBeginStep's order: every slot's 'done', then every slot's 'begin'.
     ctes: (n) => `journal_entry AS (SELECT $${n}::jsonb AS e),
           journaled AS (INSERT INTO reshard.journal (migration_id, slot, step, action, detail)
@@ -111,12 +116,8 @@ export function journalInStatement(entry: {
                              WHERE m.migration_id = (j.e->>'migrationId')::bigint
                                AND m.slot IN (SELECT t.slot::int FROM jsonb_array_elements_text(j.e->'slots') AS t(slot)) RETURNING 1)`,
     committed() {
-      isCommitted = true;
-      if (entry.done) for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.done.step, action: 'done', detail: entry.done.detail });
-      for (const slot of entry.slots) logJournalEntry({ migrationId: entry.migrationId, slot, step: entry.begin, action: 'begin' });
-    },
-    get isCommitted() {
-      return isCommitted;
+      logChainedEntries(entry.migrationId, entry.slots, entry.begin, entry.done);
+      onCommitted();
     },
   };
 }

@@ -16,9 +16,10 @@ export interface StepJournal {
   finishAndBegin(slots: readonly number[], done: MoveStepName, detail: Detail, begin: MoveStepName): Promise<void>;
   /**
    * `begin` (or `finishAndBegin` when `done` is given) written by the step's own catalog statement, in its
-   * transaction (see JournalInStatement). Absent: the runner journals the begin first, as for any step.
+   * transaction (see JournalInStatement); `onCommitted` once it is. Absent: the runner journals the begin
+   * first, as for any step.
    */
-  inStatement?(slots: readonly number[], begin: MoveStepName, done?: { step: MoveStepName; detail: Detail }): JournalInStatement;
+  inStatement?(slots: readonly number[], begin: MoveStepName, done: { step: MoveStepName; detail: Detail } | undefined, onCommitted: () => void): JournalInStatement;
   /** The step done for every slot of `slots`, in one statement. */
   done(slots: readonly number[], step: MoveStepName, detail: Detail): Promise<void>;
   failed(slot: number, step: MoveStepName, detail: Detail): Promise<void>;
@@ -41,7 +42,7 @@ export function catalogStepJournal(catalog: pg.ClientBase, migrationId: number):
     },
     begin: (slots, step) => beginStep(catalog, { migrationId, slots, step }),
     finishAndBegin: (slots, done, detail, begin) => finishAndBeginStep(catalog, { migrationId, slots, done, ...(detail ? { detail } : {}), begin }),
-    inStatement: (slots, begin, done) => journalInStatement({ migrationId, slots, begin, ...(done ? { done: { step: done.step, ...(done.detail ? { detail: done.detail } : {}) } } : {}) }),
+    inStatement: (slots, begin, done, onCommitted) => journalInStatement({ migrationId, slots, begin, ...(done ? { done: { step: done.step, ...(done.detail ? { detail: done.detail } : {}) } } : {}) }, onCommitted),
     done: (slots, step, detail) => finishStep(catalog, { migrationId, slots, step, ...(detail ? { detail } : {}) }),
     failed: (slot, step, detail) => append(slot, step, 'failed', detail),
     undo: (slot, step, detail) => append(slot, step, 'undo', detail),

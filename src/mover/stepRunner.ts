@@ -1,4 +1,3 @@
-import type { JournalInStatement } from '../catalog/journal.js';
 import { assert } from '../core/assert.js';
 import { errorText } from '../core/errors.js';
 import type { MoveStepName } from '../core/moveStepNames.js';
@@ -182,27 +181,21 @@ export class StepRunner {
         }
       };
       let returned: StepFacts;
+      // The step's first catalog statement writes its begin (and the chained done): on record exactly when its change is,
+      // and announced then (not when the whole step returns).
+      let committedInStatement = false;
       const inStatement = step.journalsBeginInStatement && journal.inStatement
-        ? journal.inStatement(pending, step.name, chained ? { step: unrecorded!.step, detail: unrecorded!.detail } : undefined) : undefined;
+        ? journal.inStatement(pending, step.name, chained ? { step: unrecorded!.step, detail: unrecorded!.detail } : undefined, () => {
+          committedInStatement = true;
+          if (chained) recorded();
+          this.emitBegin(pending, step.name);
+        })
+        : undefined;
       if (inStatement) {
-        // The step's first catalog statement writes its begin (and the chained done): on record exactly when its change is,
-        // and announced then (not when the whole step returns).
         if (!chained) await flush();
         for (const slot of pending) this.atStep.set(slot, step.name);
-        const announced: JournalInStatement = {
-          ctes: (parameterNumber) => inStatement.ctes(parameterNumber),
-          parameter: inStatement.parameter,
-          committed: () => {
-            inStatement.committed();
-            if (chained) recorded();
-            this.emitBegin(pending, step.name);
-          },
-          get isCommitted() {
-            return inStatement.isCommitted;
-          },
-        };
-        returned = await step.do(context, pending, announced);
-        assert(inStatement.isCommitted, `step ${step.name} wrote its begin in its catalog statement`);
+        returned = await step.do(context, pending, inStatement);
+        assert(committedInStatement, `step ${step.name} wrote its begin in its catalog statement`);
       } else if (step.readOnly) {
         // Nothing to undo if the coordinator dies before its begin is on record: both at once.
         for (const slot of pending) this.atStep.set(slot, step.name);

@@ -222,11 +222,6 @@ async function confirmedWithin(inbound: readonly Writable[], writers: readonly p
 export const ADOPT_MARKER_PREFIX = 'reshard_adopt';
 
 /**
- * Writes a marker into the source's WAL in a transaction of its own: once the
- * change stream shows it, every transaction that committed before this call
- * returned has been seen.
- */
-/**
  * Whether the source can log its running transactions on demand
  * (`logRunningTransactions`): PostgreSQL 16+ and a role allowed to.
  */
@@ -248,6 +243,11 @@ export async function logRunningTransactions(db: Queryable): Promise<void> {
   await db.query('SELECT pg_log_standby_snapshot()');
 }
 
+/**
+ * Writes a marker into the source's WAL in a transaction of its own: once the
+ * change stream shows it, every transaction that committed before this call
+ * returned has been seen.
+ */
 export async function emitMarker(db: Queryable, marker: string): Promise<void> {
   await db.query('SELECT pg_logical_emit_message(true, $1, $2)', [ADOPT_MARKER_PREFIX, marker]);
 }

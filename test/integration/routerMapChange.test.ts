@@ -25,7 +25,7 @@ describe('a router follows freezes and switches from their notifications', () =>
   let access: ClusterAccess;
   beforeAll(async () => {
     // Two servers: the catalog and n1 on one, n2 on the other.
-    cluster = await startTestServers(2, 'mc');
+    cluster = await startTestServers(2, 'mc', undefined, 'stock');
     access = { catalog: cluster.servers[0]!.connection, passwords: noPasswords };
     await initCluster(access, SLOTS);
     await addNode(access, { name: 'n1', connection: cluster.servers[0]!.connection });

@@ -5,7 +5,8 @@ import { connectTo, startTestServers, type TestServers } from '../support/server
 describe('an adoption source logs its running transactions on demand (PostgreSQL 16+)', () => {
   let cluster: TestServers;
   beforeAll(async () => {
-    cluster = await startTestServers(1, 'rx');
+    // Stock settings (only wal_level = logical), as a stranger's source server runs.
+    cluster = await startTestServers(1, 'rx', undefined, 'stock');
   });
   afterAll(async () => {
     await cluster?.stop();

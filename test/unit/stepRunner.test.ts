@@ -43,15 +43,13 @@ class RecordingJournal implements StepJournal {
   finishAndBegin(slots: readonly number[], done: MoveStepName, _detail: unknown, begin: MoveStepName): Promise<void> { return this.writeAll(slots, [done, 'done'], [begin, 'begin']); }
   done(slots: readonly number[], step: MoveStepName): Promise<void> { return this.writeAll(slots, [step, 'done']); }
   /** Written when the step's statement says it committed, as one write (one statement in the catalog). */
-  inStatement(slots: readonly number[], begin: MoveStepName, done?: { step: MoveStepName }): JournalInStatement {
-    let isCommitted = false;
+  inStatement(slots: readonly number[], begin: MoveStepName, done: { step: MoveStepName } | undefined, onCommitted: () => void): JournalInStatement {
     return {
       ctes: () => '', parameter: '',
       committed: () => {
-        isCommitted = true;
         void (done ? this.writeAll(slots, [done.step, 'done'], [begin, 'begin']) : this.writeAll(slots, [begin, 'begin']));
+        onCommitted();
       },
-      get isCommitted() { return isCommitted; },
     };
   }
   failed(slot: number, step: MoveStepName): Promise<void> { return this.write(slot, [step, 'failed']); }
