@@ -10,6 +10,7 @@ import { describeConnection, type ConnectionSettings } from '../core/connection.
 import { ReshardError } from '../core/errors.js';
 import { connectCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
 import { connectTo } from '../plumbing/connectTo.js';
+import { LogicalChangeStream } from '../node/logicalChangeStream.js';
 import { ADOPT_LIMITS_DEFAULT, type AdoptContext, type AdoptLimits } from '../mover/adoptContext.js';
 import type { StepEvent } from '../mover/stepRunner.js';
 
@@ -29,6 +30,12 @@ export async function withAdoptContext<T>(
 ): Promise<T> {
   const catalog = await connectCatalog(access, 'reshard adopt');
   const sessions = new Map<string, Promise<pg.Client>>();
+  const changeStreams = new Map<number, Promise<LogicalChangeStream>>();
+  const closeChangeStream = async (index: number): Promise<void> => {
+    const stream = changeStreams.get(index);
+    changeStreams.delete(index);
+    await stream?.then((opened) => opened.close()).catch(() => {});
+  };
   try {
     if (!(await holdMigration(catalog, migrationId))) {
       throw new ReshardError('conflict', `adoption ${migrationId} is being run by another reshard process`, 'wait for it (`reshard status`)');
@@ -70,10 +77,25 @@ export async function withAdoptContext<T>(
       limits: { ...ADOPT_LIMITS_DEFAULT, ...options.limits }, catalog,
       source: (index) => open(`source:${index}`, sourceConnection(index), `source ${sourceName(index)}`),
       node: (name) => open(`node:${name}`, nodeConnection(name), `node "${name}"`),
+      changeStream: (index) => {
+        let stream = changeStreams.get(index);
+        if (!stream) {
+          stream = context.source(index).then((control) => LogicalChangeStream.open(sourceConnection(index), control, context.names.slotName(index), `source ${sourceName(index)}`));
+          // A stream that failed to open is opened again at the next use.
+          const opening = stream;
+          opening.catch(() => {
+            if (changeStreams.get(index) === opening) changeStreams.delete(index);
+          });
+          changeStreams.set(index, opening);
+        }
+        return stream;
+      },
+      closeChangeStream,
       sourceConnection, nodeConnection, sourceName, fences: new Map(), logsRunningTransactions: new Map(), emit: options.emit ?? (() => {}),
     };
     return await work(context, catalog);
   } finally {
+    for (const index of [...changeStreams.keys()]) await closeChangeStream(index);
     for (const session of sessions.values()) await session.then((client) => client.end()).catch(() => {});
     await catalog.end().catch(() => {});
   }

@@ -2,8 +2,7 @@ import { ReshardError } from '../core/errors.js';
 import { slotOf, type ShardKeyValue } from '../core/hash.js';
 import { decodeChangeLine, decodedTablePrefix } from '../core/testDecoding.js';
 import { randomUUID } from 'node:crypto';
-import { ADOPT_MARKER_PREFIX, advanceChangeSlot, canLogRunningTransactions, emitMarker, logRunningTransactions, peekChanges, rowsByKey } from '../node/adoptSource.js';
-import { sleep } from '../plumbing/waitFor.js';
+import { ADOPT_MARKER_PREFIX, canLogRunningTransactions, emitMarker, logRunningTransactions, rowsByKey } from '../node/adoptSource.js';
 import { replaceRowsByKey } from '../node/adoptTarget.js';
 import type { AdoptContext } from './adoptContext.js';
 
@@ -47,8 +46,10 @@ export async function refreshKeys(context: AdoptContext, keys: readonly string[]
   return keys.length;
 }
 
-/** Lines one peek reads at most (whole transactions: a bigger one is read whole). */
-const CHANGES_PER_PEEK = 50_000;
+/** Lines one read of a stream takes at most (the keys of each read are refreshed together). */
+const CHANGES_PER_READ = 50_000;
+/** Longest one read waits for a first line (then it comes back empty, and the deadline is looked at). */
+const READ_WAIT_MS = 100;
 /** Longest one source's stream may take to show a marker just written. */
 const MARKER_WAIT_MS = 120_000;
 /** Keys refreshed per batch at most (one read of every source, one statement per owner). */
@@ -61,38 +62,46 @@ async function refreshInBatches(context: AdoptContext, keys: readonly string[]):
 }
 
 /**
- * Reads source `index`'s stream up to `marker`, one peek at a time: the keys
- * of each peek are refreshed and the stream moved on past its last COMMIT
- * (a crash in between replays them, and they land the same) — except, where
- * `keepLastPeek`, those of the peek that shows the marker: they are handed
- * back unrefreshed and the stream stays where it is (the final sync refreshes
- * every source's last keys at once; its stream is dropped at cleanup).
+ * Reads source `index`'s change stream up to `marker`, a read at a time: the
+ * keys of each read are refreshed and the stream confirmed past its last
+ * COMMIT (a crash in between reads them again, and they land the same) —
+ * except, where `keepLastRead`, those of the read that shows the marker: they
+ * are handed back unrefreshed and unconfirmed (the final sync refreshes every
+ * source's last keys at once; its slot is dropped at cleanup). A read that
+ * fails, or keeps its keys, ends the stream: the next one opened reads from
+ * the last confirmed COMMIT again.
  */
-async function readStreamToMarker(context: AdoptContext, index: number, marker: string, keepLastPeek: boolean): Promise<{ applied: number; lastKeys: string[] }> {
+async function readStreamToMarker(context: AdoptContext, index: number, marker: string, keepLastRead: boolean): Promise<{ applied: number; lastKeys: string[] }> {
   const { adoption } = context;
   const prefixes = decodedTablePrefix(adoption.schema, adoption.name);
-  const source = await context.source(index);
-  const slotName = context.names.slotName(index);
   const deadline = performance.now() + MARKER_WAIT_MS;
   let applied = 0;
-  for (;;) {
-    const rows = await peekChanges(source, slotName, CHANGES_PER_PEEK);
-    const keys = new Set<string>();
-    let lastCommitLsn: string | undefined;
-    let seen = false;
-    for (const row of rows) {
-      if (row.data.startsWith('COMMIT')) lastCommitLsn = row.lsn;
-      else if (row.data.startsWith('message:') && row.data.includes(ADOPT_MARKER_PREFIX) && row.data.endsWith(`content:${marker}`)) seen = true;
-      else for (const key of changedKeysOf(context, index, row.data, prefixes)) keys.add(key);
+  try {
+    const stream = await context.changeStream(index);
+    for (;;) {
+      const lines = await stream.take(CHANGES_PER_READ, READ_WAIT_MS);
+      const keys = new Set<string>();
+      let lastCommitLsn: string | undefined;
+      let seen = false;
+      for (const line of lines) {
+        if (line.data.startsWith('COMMIT')) lastCommitLsn = line.lsn;
+        else if (line.data.startsWith('message:') && line.data.includes(ADOPT_MARKER_PREFIX) && line.data.endsWith(`content:${marker}`)) seen = true;
+        else for (const key of changedKeysOf(context, index, line.data, prefixes)) keys.add(key);
+      }
+      if (seen && keepLastRead) {
+        await context.closeChangeStream(index);
+        return { applied, lastKeys: [...keys] };
+      }
+      applied += await refreshInBatches(context, [...keys]);
+      if (lastCommitLsn !== undefined) stream.confirm(lastCommitLsn);
+      if (seen) return { applied, lastKeys: [] };
+      if (performance.now() > deadline) {
+        throw new ReshardError('timeout', `the change stream of ${context.sourceName(index)} did not reach its marker within ${MARKER_WAIT_MS} ms`, 'check the source\'s logs; then `reshard resume`');
+      }
     }
-    if (seen && keepLastPeek) return { applied, lastKeys: [...keys] };
-    applied += await refreshInBatches(context, [...keys]);
-    if (lastCommitLsn !== undefined) await advanceChangeSlot(source, slotName, lastCommitLsn);
-    if (seen) return { applied, lastKeys: [] };
-    if (performance.now() > deadline) {
-      throw new ReshardError('timeout', `the change stream of ${context.sourceName(index)} did not reach its marker within ${MARKER_WAIT_MS} ms`, 'check the source\'s logs; then `reshard resume`');
-    }
-    if (rows.length === 0) await sleep(10);
+  } catch (error) {
+    await context.closeChangeStream(index);
+    throw error;
   }
 }
 
@@ -111,7 +120,8 @@ export async function applyChanges(context: AdoptContext): Promise<number> {
   for (const [index] of context.adoption.sources.entries()) {
     const marker = newMarker(context);
     const source = await context.source(index);
-    // Before the marker: this round's read moves the slot past it, and its restart point with it (the next peeks decode less).
+    // Before the marker: this round's read moves the slot past it, and its restart point with it (less WAL kept, and a
+    // stream opened again after a resume decodes less).
     let logs = context.logsRunningTransactions.get(index);
     if (logs === undefined) context.logsRunningTransactions.set(index, logs = await canLogRunningTransactions(source));
     if (logs) await logRunningTransactions(source);

@@ -4,6 +4,7 @@ import type { NodeRecord } from '../catalog/nodes.js';
 import type { AdoptNames } from '../core/adoptNames.js';
 import type { ConnectionSettings } from '../core/connection.js';
 import type { SourceFence } from '../node/adoptSource.js';
+import type { LogicalChangeStream } from '../node/logicalChangeStream.js';
 import type { StepEvent } from './stepRunner.js';
 
 /** Bounds of an adoption's waits. */
@@ -41,6 +42,18 @@ export interface AdoptContext {
   catalog: pg.ClientBase;
   source(index: number): Promise<pg.Client>;
   node(name: string): Promise<pg.Client>;
+  /**
+   * Source `index`'s change stream (its replication slot read over a
+   * replication connection), opened on first use and kept between catch-up
+   * rounds: the server then decodes each change once.
+   */
+  changeStream(index: number): Promise<LogicalChangeStream>;
+  /**
+   * Ends source `index`'s change stream, if open: before its slot is dropped
+   * (a slot in use cannot be), and when lines were read from it that are not
+   * confirmed (the next stream reads them again).
+   */
+  closeChangeStream(index: number): Promise<void>;
   /** How to reach a source, with its password if one is known (for replication and copy connections). */
   sourceConnection(index: number): ConnectionSettings;
   nodeConnection(name: string): ConnectionSettings;

@@ -13,6 +13,7 @@ import {
 } from '../node/adoptTarget.js';
 import { installNodeHelpers } from '../node/nodeHelpers.js';
 import { confineTableSequences } from '../node/sequenceRange.js';
+import { endSlotHolder } from '../node/logicalChangeStream.js';
 import { dropReplicationSlot } from '../node/replication.js';
 import { createSlotWithExportedSnapshot } from '../node/snapshotCopy.js';
 import { applyChanges, applyFinalChanges, duplicateKeyError } from './adoptChanges.js';
@@ -87,7 +88,7 @@ const prepare: AdoptStep = {
 
 const stream: AdoptStep = {
   name: 'stream',
-  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot in one binary COPY stream (one scan, each row led by its slot), split by slot to one binary COPY per owner into index-free leaves (routed by the staged parent); once every source is in, the primary key built on every owner (a key on two sources fails here) while each source starts its row sums (one scan; cleanup or an undo ends them); then the changes since, applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
+  describe: () => 'on each source: a logical replication slot (test_decoding) with an exported snapshot; the table copied at that snapshot in one binary COPY stream (one scan, each row led by its slot), split by slot to one binary COPY per owner into index-free leaves (routed by the staged parent); once every source is in, the primary key built on every owner (a key on two sources fails here) while each source starts its row sums (one scan; cleanup or an undo ends them); then the changes since, read from each slot as a stream (START_REPLICATION) and applied by key (rows read again from the sources), in rounds until a round finds few changed keys',
   async do(context) {
     const { adoption } = context;
     // Idempotent as a whole: a copy interrupted anywhere starts again from empty, index-free leaves and new slots.
@@ -101,7 +102,7 @@ const stream: AdoptStep = {
     let rows = 0;
     for (const [index] of adoption.sources.entries()) {
       const slotName = context.names.slotName(index);
-      await dropReplicationSlot(await context.source(index), slotName);
+      await dropChangeSlot(context, index);
       const exported = await createSlotWithExportedSnapshot(context.sourceConnection(index), slotName, 'test_decoding');
       try {
         const copy = copySourceRowsToOwnersAtSnapshot(
@@ -136,11 +137,23 @@ const stream: AdoptStep = {
     };
   },
   async undo(context) {
-    for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+    for (const [index] of context.adoption.sources.entries()) await dropChangeSlot(context, index);
     // The sources' row sums this step may have started (idempotent: nothing to end is no error).
     await untrackAdoptedRows(context);
   },
 };
+
+/**
+ * Drops source `index`'s replication slot, if there is one: after this run's
+ * stream on it is closed, and the walsender of an earlier run's lost
+ * connection (a crash, a network cut) ended.
+ */
+async function dropChangeSlot(context: AdoptContext, index: number): Promise<void> {
+  await context.closeChangeStream(index);
+  const source = await context.source(index);
+  await endSlotHolder(source, context.names.slotName(index), context.sourceName(index));
+  await dropReplicationSlot(source, context.names.slotName(index));
+}
 
 /**
  * The staged parent's primary key built on every owner at once, after the
@@ -327,7 +340,7 @@ const cleanup: AdoptStep = {
   name: 'cleanup',
   describe: () => 'drop the replication slot on each source (an orphaned slot pins WAL); on every node, the switched table\'s sequences confined to the node\'s block once more (as `assignSequenceRanges` does; positions kept); the old table stays, fenced, until `reshard table forget-source`',
   async do(context) {
-    for (const [index] of context.adoption.sources.entries()) await dropReplicationSlot(await context.source(index), context.names.slotName(index));
+    for (const [index] of context.adoption.sources.entries()) await dropChangeSlot(context, index);
     await confineSequencesEverywhere(context, context.adoption.name);
     // Last: ending an owner's sums locks its leaves one by one (DROP TRIGGER), and the calls the routers held through
     // the cutover reach those leaves right after the switch; the work above lets them land first.

@@ -236,8 +236,10 @@ export async function canLogRunningTransactions(db: Queryable): Promise<boolean>
  * Logs the source's running transactions into its WAL now
  * (`pg_log_standby_snapshot`): a logical slot's restart point moves only to
  * such a record, which the server writes by itself every 15 s at most, so
- * without it every peek decodes again each change since the slot's creation
- * or the last one (measured: 188 ms of a 263 ms adoption pause).
+ * without it the slot keeps all WAL since its creation or the last one, and
+ * a stream opened on it again (after a resume, or for the final sync) decodes
+ * all of that first. When the adoption still read the slot through SQL
+ * peeks, each peek did (measured: 188 ms of a 263 ms adoption pause).
  */
 export async function logRunningTransactions(db: Queryable): Promise<void> {
   await db.query('SELECT pg_log_standby_snapshot()');
@@ -250,39 +252,6 @@ export async function logRunningTransactions(db: Queryable): Promise<void> {
  */
 export async function emitMarker(db: Queryable, marker: string): Promise<void> {
   await db.query('SELECT pg_logical_emit_message(true, $1, $2)', [ADOPT_MARKER_PREFIX, marker]);
-}
-
-/**
- * Up to `changesMax` lines of the adoption's logical slot (test_decoding),
- * whole transactions, without consuming them: the slot moves on only once
- * they are applied (`advanceChangeSlot` to the last COMMIT seen), so a crash
- * in between replays them. Not bounded by a WAL position: measured, a peek up
- * to `pg_current_wal_lsn()` followed by an advance to it skipped transactions.
- */
-export async function peekChanges(db: Queryable, slotName: string, changesMax: number): Promise<{ lsn: string; data: string }[]> {
-  const result = await db.query<{ lsn: string; data: string }>(
-    `SELECT lsn::text, data FROM pg_logical_slot_peek_changes($1, NULL, $2, 'include-xids', '0', 'skip-empty-xacts', '1')`, [slotName, changesMax],
-  );
-  return result.rows;
-}
-
-export async function advanceChangeSlot(db: Queryable, slotName: string, lsn: string): Promise<void> {
-  // Never behind where the slot already is (a resumed run may hold an older position): that would be an error.
-  await db.query('SELECT pg_replication_slot_advance(slot_name, greatest($2::pg_lsn, confirmed_flush_lsn)) FROM pg_replication_slots WHERE slot_name = $1', [slotName, lsn]);
-}
-
-/** WAL bytes between the slot's confirmed position and now. */
-export async function changeSlotLagBytes(db: Queryable, slotName: string): Promise<number | undefined> {
-  const result = await db.query<{ lag: string | null }>(
-    'SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag FROM pg_replication_slots WHERE slot_name = $1', [slotName],
-  );
-  const lag = result.rows[0]?.lag;
-  return lag === null || lag === undefined ? undefined : Number(lag);
-}
-
-export async function replicationSlotExists(db: Queryable, slotName: string): Promise<boolean> {
-  const result = await db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slotName]);
-  return result.rows.length > 0;
 }
 
 /**
