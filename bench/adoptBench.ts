@@ -124,7 +124,12 @@ async function main(): Promise<void> {
       if (pausedFrom === undefined && adopting.state === 'cutover') pausedFrom = performance.now();
       if (pausedFrom !== undefined && pausedTo === undefined && adopting.state !== 'cutover') pausedTo = performance.now();
     }, 1);
-    const result = await adoption.finally(() => clearInterval(pauseWatch));
+    // A failed adoption stops the clients before the servers go (else a client's lost connection hides its error).
+    const result = await adoption.finally(() => clearInterval(pauseWatch)).catch(async (error: unknown) => {
+      running = false;
+      await Promise.allSettled(clients);
+      throw error;
+    });
     const adoptSeconds = (performance.now() - adoptStartedMs) / 1000;
     await new Promise((resolve) => setTimeout(resolve, 1000));
     running = false;

@@ -6,6 +6,7 @@ import { ReshardError } from '../core/errors.js';
 import { quoteIdent } from '../core/identifier.js';
 import { lsnText, lsnValue } from '../core/lsn.js';
 import { openClient } from '../plumbing/connectTo.js';
+import { log } from '../plumbing/log.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { sleep } from '../plumbing/waitFor.js';
 
@@ -19,6 +20,8 @@ export interface ChangeLine {
   lsn: string;
   data: string;
 }
+
+const logger = log('change-stream');
 
 /** Lines held in memory before the stream stops reading the socket (the walsender then waits: TCP's backpressure). */
 const LINES_HELD_MAX = 100_000;
@@ -176,16 +179,20 @@ async function releasedSlotPosition(control: Queryable, slotName: string, what: 
 export async function endSlotHolder(control: Queryable, slotName: string, what: string): Promise<{ confirmed: string | null } | undefined> {
   const deadline = performance.now() + STALE_WALSENDER_END_MS;
   for (;;) {
-    const result = await control.query<{ confirmed: string | null; active_pid: number | null }>(
-      'SELECT confirmed_flush_lsn::text AS confirmed, active_pid FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()', [slotName],
+    // Read and ended in one statement, and only a walsender: the pid named is the slot's holder at that moment.
+    const result = await control.query<{ confirmed: string | null; active_pid: number | null; backend_type: string | null; application_name: string | null; ended: boolean | null }>(
+      `SELECT s.confirmed_flush_lsn::text AS confirmed, s.active_pid, a.backend_type, a.application_name,
+              CASE WHEN a.backend_type = 'walsender' THEN pg_terminate_backend(s.active_pid) END AS ended
+         FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+        WHERE s.slot_name = $1 AND s.database = current_database()`, [slotName],
     );
     const slot = result.rows[0];
     if (!slot || slot.active_pid === null) return slot && { confirmed: slot.confirmed };
+    if (slot.ended) logger.warn({ slot: slotName, source: what, pid: slot.active_pid, application: slot.application_name }, 'ended the walsender of an earlier connection that still held the slot');
     if (performance.now() >= deadline) {
       throw new ReshardError('timeout', `replication slot ${slotName} on ${what} is still held by process ${slot.active_pid} after ${STALE_WALSENDER_END_MS} ms`,
         `end it on the source with SELECT pg_terminate_backend(${slot.active_pid}); then run the command again`);
     }
-    await control.query('SELECT pg_terminate_backend($1)', [slot.active_pid]);
     await sleep(20);
   }
 }
