@@ -10,6 +10,9 @@
  *
  *   tsc -p tsconfig.bench.json && node dist-bench/bench/adoptBench.js   → bench/results/adopt.json
  *   BENCH_ROWS=200000 BENCH_OUTPUT=/tmp/adopt.json                       a smaller run
+ *   BENCH_SOURCE_OTHER_WAL_MB_PER_S=4                                    the source also busy elsewhere:
+ *     another table of its database written at that rate while the adoption runs (WAL the change
+ *     stream must decode past), recorded as `source_other_wal_mb_per_s`
  */
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,6 +33,10 @@ const ROWS = Number(process.env['BENCH_ROWS'] ?? 1_000_000);
 const SLOTS = Number(process.env['BENCH_SLOTS'] ?? 256);
 const CLIENTS = 8;
 const THINK_MS = 20;
+/** WAL per second written to another table of the source's database during the adoption (0: none). */
+const SOURCE_OTHER_WAL_MB_PER_S = Number(process.env['BENCH_SOURCE_OTHER_WAL_MB_PER_S'] ?? 0);
+/** Rows of ~1 KB per batch of that writer (one batch every 100 ms). */
+const OTHER_ROWS_PER_BATCH = Math.round(SOURCE_OTHER_WAL_MB_PER_S * 1024 * 1024 / 10 / 1100);
 const OUTPUT = process.env['BENCH_OUTPUT'] ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results', 'adopt.json');
 
 async function sql(server: LocalServer, text: string, params: unknown[] = []): Promise<pg.QueryResult> {
@@ -117,6 +124,22 @@ async function main(): Promise<void> {
     // The clients start once the router knows the table is being adopted (it routes it to the old table until the switch).
     for (let waitedMs = 0; adopting.state !== 'streaming' && waitedMs < 60_000; waitedMs += 5) await new Promise((resolve) => setTimeout(resolve, 5));
     startClients();
+    // The source's other work: a table the adoption does not read, written at a steady rate.
+    const otherWriter = SOURCE_OTHER_WAL_MB_PER_S > 0 ? (async () => {
+      const writer = new pg.Client(source.connection);
+      await writer.connect();
+      try {
+        await writer.query('CREATE TABLE IF NOT EXISTS source_activity (id bigserial PRIMARY KEY, body text NOT NULL)');
+        while (running) {
+          const startedMs = performance.now();
+          await writer.query('INSERT INTO source_activity (body) SELECT repeat(md5(g::text), 32) FROM generate_series(1, $1) g', [OTHER_ROWS_PER_BATCH]);
+          await new Promise((resolve) => setTimeout(resolve, Math.max(0, 100 - (performance.now() - startedMs))));
+        }
+      } finally {
+        await writer.end();
+      }
+    })() : Promise.resolve();
+    clients.push(otherWriter);
     // The write pause as the router sees it: from its first look at the cutover state (it holds calls from then on) to the switch.
     let pausedFrom: number | undefined;
     let pausedTo: number | undefined;
@@ -158,7 +181,7 @@ async function main(): Promise<void> {
     const report = {
       // The server version (the change stream's costs differ: PostgreSQL 16+ logs running transactions on demand) and the
       // machine's CPU pressure before our servers started (neighbours) and at the end.
-      postgres, cpu_pressure_before_run: pressureBefore ?? null, cpu_pressure_at_end: cpuPressure() ?? null,
+      postgres, source_other_wal_mb_per_s: SOURCE_OTHER_WAL_MB_PER_S, cpu_pressure_before_run: pressureBefore ?? null, cpu_pressure_at_end: cpuPressure() ?? null,
       rows: ROWS, slots: SLOTS, clients: CLIENTS, think_ms: THINK_MS, adopted_rows: result.rows,
       raw_copy: {
         seconds: Math.round(rawSeconds * 100) / 100, before_seconds: Math.round(rawBefore.seconds * 100) / 100, after_seconds: Math.round(rawAfter.seconds * 100) / 100,
