@@ -15,6 +15,16 @@ import { subscriptionFailure } from './subscriptionHealth.js';
 
 /** How often a wait on a subscription asks the servers whether it can make progress at all. */
 const SUBSCRIPTION_CHECK_MS = 1_000;
+/**
+ * The catch-up looks at the lag again after about the time an apply worker
+ * takes to replay what is left at this rate (bytes per ms; a slow one on a
+ * loaded node), within these bounds: a batch far behind is not asked a
+ * hundred times a second (each look reads pg_stat_replication on the source,
+ * which walks every backend), one nearly there is seen there within 10 ms.
+ */
+const CATCH_UP_REPLAY_BYTES_PER_MS = 10_000;
+const CATCH_UP_POLL_MS_MIN = 10;
+const CATCH_UP_POLL_MS_MAX = 100;
 
 /**
  * Waits until the subscription's apply worker is close to the source's WAL.
@@ -29,9 +39,12 @@ export async function catchUp(batch: OnlineBatch, connections: OnlineBatchConnec
   const errorsAtStart = { apply: first.applyErrorCount, sync: first.syncErrorCount };
   let streamingSeenMs = performance.now();
   let checkedMs = performance.now();
+  let nextLookMs = CATCH_UP_POLL_MS_MIN;
   await waitFor(`catch-up of ${batch.name} to within ${limits.catchupLagBytesMax} bytes`, async () => {
     const lag = await replicationLagBytes(source, batch.name);
     if (lag !== undefined && lag <= limits.catchupLagBytesMax) return true;
+    const replayMs = ((lag ?? 0) - limits.catchupLagBytesMax) / CATCH_UP_REPLAY_BYTES_PER_MS;
+    nextLookMs = Math.min(CATCH_UP_POLL_MS_MAX, Math.max(CATCH_UP_POLL_MS_MIN, replayMs));
     const now = performance.now();
     if (now - checkedMs >= SUBSCRIPTION_CHECK_MS) {
       checkedMs = now;
@@ -45,7 +58,7 @@ export async function catchUp(batch: OnlineBatch, connections: OnlineBatchConnec
       if (failure) throw failure;
     }
     return undefined;
-  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: 10, fix: 'its apply worker runs but the source writes faster than the target applies; retry when the load is lower' });
+  }, { timeoutMs: limits.catchupTimeoutMs, pollMs: () => nextLookMs, fix: 'its apply worker runs but the source writes faster than the target applies; retry when the load is lower' });
 }
 
 

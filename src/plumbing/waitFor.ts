@@ -11,12 +11,13 @@ export function sleep(ms: number): Promise<void> {
 /**
  * Polls `probe` every `pollMs` until it returns a value other than undefined,
  * or throws a timeout error naming `what` after `timeoutMs`. Every wait in
- * reshard has such a limit.
+ * reshard has such a limit. A function `pollMs` is asked before each pause
+ * (a wait that knows from its last look how long the rest may take).
  */
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined>,
-  options: { timeoutMs: number; pollMs: number; fix: string; logFields?: Record<string, unknown>; longIsExpected?: boolean },
+  options: { timeoutMs: number; pollMs: number | (() => number); fix: string; logFields?: Record<string, unknown>; longIsExpected?: boolean },
 ): Promise<T> {
   const deadline = performance.now() + options.timeoutMs;
   const waitLog = startWaitLog(logger, what, options.timeoutMs, options.logFields, WAIT_LOG_EVERY_MS, options.longIsExpected ? { warnAfterMs: Infinity } : {});
@@ -31,7 +32,7 @@ export async function waitFor<T>(
         waitLog.end('timeout');
         throw new ReshardError('timeout', `${what} did not happen within ${options.timeoutMs} ms`, options.fix);
       }
-      await sleep(options.pollMs);
+      await sleep(typeof options.pollMs === 'number' ? options.pollMs : options.pollMs());
     }
   } catch (error) {
     waitLog.end('failed', errorFields(error));
