@@ -78,17 +78,15 @@ export async function withAdoptContext<T>(
       source: (index) => open(`source:${index}`, sourceConnection(index), `source ${sourceName(index)}`),
       node: (name) => open(`node:${name}`, nodeConnection(name), `node "${name}"`),
       changeStream: (index) => {
-        let stream = changeStreams.get(index);
-        if (!stream) {
-          stream = context.source(index).then((control) => LogicalChangeStream.open(sourceConnection(index), control, context.names.slotName(index), `source ${sourceName(index)}`));
-          // A stream that failed to open is opened again at the next use.
-          const opening = stream;
-          opening.catch(() => {
-            if (changeStreams.get(index) === opening) changeStreams.delete(index);
-          });
-          changeStreams.set(index, opening);
-        }
-        return stream;
+        const opened = changeStreams.get(index);
+        if (opened) return opened;
+        const opening = context.source(index).then((control) => LogicalChangeStream.open(sourceConnection(index), control, context.names.slotName(index), `source ${sourceName(index)}`));
+        changeStreams.set(index, opening);
+        // A stream that failed to open is opened again at the next use.
+        opening.catch(() => {
+          if (changeStreams.get(index) === opening) changeStreams.delete(index);
+        });
+        return opening;
       },
       closeChangeStream,
       sourceConnection, nodeConnection, sourceName, fences: new Map(), logsRunningTransactions: new Map(), emit: options.emit ?? (() => {}),
