@@ -13,6 +13,7 @@ import { quoteIdent, quoteQualified } from '../core/identifier.js';
 import { capacityOf, HEADROOM_FRACTION_DEFAULT } from '../coordinator/nodeSpaces.js';
 import { readDatabaseIdentity, sameDatabase } from '../node/databaseIdentity.js';
 import { measureNodeSpace } from '../node/diskSpace.js';
+import { probeReplicationAccess, type ReplicationRefusal } from '../node/replicationAccess.js';
 import { columnMaxima, describeTable, readWalLevel, relationExists, type TableDescription } from '../node/tableDescription.js';
 import { movesCrossHeadroom, type NodeSpace } from '../planner/headroom.js';
 import { withCatalog, type ClusterAccess } from '../plumbing/clusterAccess.js';
@@ -25,6 +26,8 @@ import { SEQUENCE_BLOCK_VALUES } from '../core/sequenceBlock.js';
 export interface AdoptSource {
   label: string;
   db: Queryable;
+  /** How to reach it: its replication access is probed when given (a sharded adoption reads its changes itself). */
+  connection?: ConnectionSettings;
 }
 
 /** A node of the cluster as the preflight needs it: its share of the slots and its space. */
@@ -72,7 +75,11 @@ export async function adoptProblems(input: AdoptCheckInput): Promise<ReshardErro
     // Keys already in the nodes' blocks (≥ 2^48) could meet a node's new ones: read the largest of each bigint column a sequence feeds.
     const fed = input.reference || table?.kind !== 'r' ? [] : table.sequences
       .filter((feed) => table.columns.find((column) => column.name === feed.column)?.type === 'bigint').map((feed) => feed.column);
-    return { source, table, walLevel: await readWalLevel(source.db), sequenceColumnMaxima: await columnMaxima(source.db, input.schema, input.name, [...new Set(fed)]) };
+    const walLevel = await readWalLevel(source.db);
+    // Below logical, the restart that fixes it comes first; a reference table is not read over a replication connection.
+    const replication = walLevel === 'logical' && !input.reference && source.connection
+      ? { refusal: await probeReplicationAccess(source.connection, source.db), user: source.connection.user } : undefined;
+    return { source, table, walLevel, replication, sequenceColumnMaxima: await columnMaxima(source.db, input.schema, input.name, [...new Set(fed)]) };
   }));
   return problemsOf(input, facts);
 }
@@ -81,6 +88,8 @@ interface SourceFacts {
   source: AdoptSource;
   table: TableDescription | undefined;
   walLevel: string;
+  /** Why the source refuses reshard's replication connection to `user` (refusal undefined: accepted; not probed: undefined). */
+  replication?: { refusal: ReplicationRefusal | undefined; user: string } | undefined;
   /** The largest value of each bigint column a sequence feeds (read only for a plain table adopted as sharded). */
   sequenceColumnMaxima?: ReadonlyMap<string, bigint | undefined>;
 }
@@ -97,11 +106,12 @@ export function problemsOf(input: AdoptCheckInput, facts: readonly SourceFacts[]
   if (!reference && input.key.length === 0) problems.push(badInput('no shard key was given', 'pass --key <column>'));
   if (reference && several) problems.push(badInput(`a reference table is adopted from one server, not ${facts.length}`, 'pass one URL to --from'));
 
-  for (const { source, table: described, walLevel, sequenceColumnMaxima } of facts) {
+  for (const { source, table: described, walLevel, replication, sequenceColumnMaxima } of facts) {
     if (walLevel !== 'logical') {
       problems.push(new ReshardError('precondition', `wal_level is ${walLevel} on ${source.label}: adoption streams the table's changes by logical replication`,
         `run ALTER SYSTEM SET wal_level = logical; on ${source.label} and restart that server`));
     }
+    if (replication?.refusal) problems.push(replicationProblem(source.label, replication.user, replication.refusal));
     if (!described) {
       problems.push(new ReshardError('not_found', `table ${table} does not exist on ${source.label}`, 'check the table name and --schema, and that --from is the database that holds it'));
       continue;
@@ -126,6 +136,20 @@ export function problemsOf(input: AdoptCheckInput, facts: readonly SourceFacts[]
   if (several) problems.push(...shapeProblems(facts, table));
   problems.push(...clusterProblems(input, facts, table));
   return problems;
+}
+
+/** A source refusing reshard's replication connection, with what fixes it. */
+function replicationProblem(label: string, user: string, refusal: ReplicationRefusal): ReshardError {
+  const message = `${label} cannot give reshard a replication connection and slot (${refusal.reason}): adoption creates its slot and reads the table's changes over one`;
+  switch (refusal.kind) {
+    case 'privilege':
+      return new ReshardError('precondition', message, `run ALTER ROLE ${quoteIdent(user)} REPLICATION; on ${label}, or adopt as a user that has it`);
+    case 'capacity':
+      return new ReshardError('precondition', message,
+        `free a WAL sender and a replication slot on ${label} (drop an unused slot with SELECT pg_drop_replication_slot(…)), or raise max_wal_senders / max_replication_slots and restart it`);
+    case 'other':
+      return new ReshardError('precondition', message, `check ${label}'s server log and that this address may open replication connections`);
+  }
 }
 
 const KIND_NAMES: Record<string, string> = {
@@ -347,12 +371,12 @@ export async function checkAdoption(access: ClusterAccess, request: AdoptCheckRe
     const sharded = await listShardedTables(catalog);
     const tablesKnown = [...sharded, ...await listReferenceTables(catalog)].map((table) => `${table.schema}.${table.name}`);
     const colocateWith = request.colocateWith === undefined ? undefined : sharded.find((table) => table.schema === schema && table.name === request.colocateWith);
-    const sources: { label: string; client: pg.Client }[] = [];
+    const sources: { label: string; connection: ConnectionSettings; client: pg.Client }[] = [];
     const nodeClients: { node: NodeRecord; client: pg.Client }[] = [];
     try {
       for (const connection of request.from) {
         const label = describeConnection(connection);
-        sources.push({ label, client: await connectTo({ role: `source ${label}`, connection }, 'reshard adopt-check') });
+        sources.push({ label, connection, client: await connectTo({ role: `source ${label}`, connection }, 'reshard adopt-check') });
       }
       for (const node of nodes) nodeClients.push({ node, client: await connectNode(node, access.passwords, 'reshard adopt-check') });
       const sourceIdentities: DatabaseIdentity[] = [];
@@ -373,7 +397,7 @@ export async function checkAdoption(access: ClusterAccess, request: AdoptCheckRe
         });
       }
       const input: AdoptCheckInput = {
-        sources: sources.map((source) => ({ label: source.label, db: source.client })),
+        sources: sources.map((source) => ({ label: source.label, connection: source.connection, db: source.client })),
         schema,
         name: request.name,
         key: request.key,

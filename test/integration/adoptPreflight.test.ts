@@ -10,6 +10,10 @@ import { catalogUrl, runCli } from '../support/cli.js';
 import { accessFor } from '../support/cluster.js';
 import { connectTo, startTestServers, type TestServers } from '../support/servers.js';
 
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 /**
  * Each table a user could try to adopt, built on a real server, and the exact
  * problem line the preflight gives for it; a good table gives none. Nodes n1
@@ -167,6 +171,34 @@ describe('adoption preflight on real PostgreSQL', () => {
     expect(await lines({ name: 'good', key: ['id'], from: [replicaSource] })).toEqual([
       `wal_level is replica on ${label}: adoption streams the table's changes by logical replication. Fix: run ALTER SYSTEM SET wal_level = logical; on ${label} and restart that server`,
     ]);
+  });
+
+  it('refuses a source whose user lacks REPLICATION, or whose replication slots are all taken, with the ALTER ROLE or what to free', async () => {
+    const admin = await connectTo(source);
+    try {
+      await admin.query('CREATE ROLE adopter LOGIN; GRANT SELECT ON good TO adopter');
+      const plain = { ...source, user: 'adopter' };
+      const label = describeConnection(plain);
+      const refused = (await checkAdoption(access, { from: [plain], name: 'good', key: ['id'] })).problems.map((problem) => problem.line());
+      // 15: "must be superuser or replication role to start walsender"; 16+: "permission denied to start WAL sender".
+      expect(refused).toEqual([expect.stringMatching(new RegExp(`^${escapeRegExp(label)} cannot give reshard a replication connection and slot \\((must be superuser or replication role to start walsender|permission denied to start WAL sender)\\): adoption creates its slot and reads the table's changes over one\\. Fix: run ALTER ROLE "adopter" REPLICATION; on ${escapeRegExp(label)}, or adopt as a user that has it$`))]);
+
+      // Every slot of the stock 10 taken (by another tool's slots, say).
+      const { rows } = await admin.query<{ max: string }>("SELECT current_setting('max_replication_slots') AS max");
+      await admin.query(`SELECT pg_create_physical_replication_slot('other_' || g) FROM generate_series(1, ${Number(rows[0]!.max)}) g`);
+      try {
+        expect(await lines({ name: 'good', key: ['id'] })).toEqual([
+          `${sourceLabel} cannot give reshard a replication connection and slot (max_replication_slots = ${rows[0]!.max}, all in use): adoption creates its slot and reads the table's changes over one. ` +
+            `Fix: free a WAL sender and a replication slot on ${sourceLabel} (drop an unused slot with SELECT pg_drop_replication_slot(…)), or raise max_wal_senders / max_replication_slots and restart it`,
+        ]);
+      } finally {
+        await admin.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'other\\_%'`);
+      }
+      expect(await lines({ name: 'good', key: ['id'] })).toEqual([]);
+    } finally {
+      await admin.query('REVOKE ALL ON good FROM adopter; DROP ROLE adopter');
+      await admin.end();
+    }
   });
 
   it('compares the columns of several sources', async () => {
