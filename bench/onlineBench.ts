@@ -11,11 +11,13 @@
  *   BENCH_USERS=200000             a smaller run; BENCH_OUTPUT=/tmp/x.json writes there instead
  *   BENCH_CUTOVER_SLOTS=1          slots cut over together (default: the mover's cutoverSlotsMax)
  *   BENCH_CUTOVER_WHILE_COPYING=0  every copy ends before the first cutover (default: the mover's cutoverWhileCopying)
+ *   BENCH_STATEMENTS=1             servers load pg_stat_statements: each node's costliest statements during the
+ *                                  rebalance are recorded (`statements_during_rebalance`; the extension costs a little)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
@@ -62,6 +64,9 @@ const STALLED_ROUTER = process.env['BENCH_STALLED_ROUTER'] === '1';
 /** Batches the new node takes at once: copies of some overlap the cutovers and cleanup of others. */
 const TARGET_CONCURRENCY = Number(process.env['BENCH_TARGET_CONCURRENCY'] ?? 4);
 /** Slots per batch (one publication, slot and subscription each); reshard's default unless set. */
+/** Record each node's costliest statements during the rebalance (pg_stat_statements). */
+const STATEMENTS = process.env['BENCH_STATEMENTS'] === '1';
+const STATEMENTS_KEPT = 12;
 const BATCH_SLOTS_MAX = Number(process.env['BENCH_BATCH_SLOTS_MAX'] ?? BATCH_SLOTS_MAX_DEFAULT);
 
 const ORDERS_COLUMNS = 'user_id bigint NOT NULL, id bigint NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL, note text NOT NULL, PRIMARY KEY (user_id, id)';
@@ -175,6 +180,25 @@ async function fastestRoundTripMs(client: pg.Client): Promise<number> {
   return Math.round(fastestMs * 100) / 100;
 }
 
+/** Per server, the sessions opened so far over all its databases (pg_stat_database.sessions, PostgreSQL 14+; clients and logical walsenders). */
+async function sessionsOpened(connections: readonly ConnectionSettings[]): Promise<number[]> {
+  return Promise.all(connections.map((connection) => withClient(connection, async (client) =>
+    Number((await client.query<{ sessions: string }>('SELECT coalesce(sum(sessions), 0)::text AS sessions FROM pg_stat_database')).rows[0]!.sessions))));
+}
+
+/** A node's costliest statements since the reset (pg_stat_statements), by total execution time, each with its calls and mean. */
+async function costliestStatements(connection: ConnectionSettings): Promise<{ ms: number; calls: number; mean_ms: number; query: string }[]> {
+  return withClient(connection, async (client) => (await client.query<{ ms: number; calls: number; mean_ms: number; query: string }>(
+    `SELECT round(total_exec_time)::float8 AS ms, calls::float8 AS calls, round(mean_exec_time::numeric, 2)::float8 AS mean_ms,
+            left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query
+       FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT ${STATEMENTS_KEPT}`)).rows);
+}
+
+/** Processes the kernel has forked since boot (/proc/stat), every process of the machine's. */
+function processesForked(): number {
+  return Number(/^processes (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? Number.NaN);
+}
+
 async function main(): Promise<void> {
   // Before any server of ours starts: the neighbours' load.
   const pressureBefore = cpuPressure();
@@ -185,7 +209,10 @@ async function main(): Promise<void> {
   let proxyProcess: ChildProcess | undefined;
   try {
     log(`Starting 4 durable PostgreSQL servers; ${USERS} users + ${USERS} orders, ${SLOTS} slots …`);
-    servers.push(...await Promise.all([1, 2, 3, 4].map((i) => startLocalServer({ name: `n${i}`, baseDir, durable: true, settings: { shared_buffers: '512MB', max_wal_size: '8GB' } }))));
+    servers.push(...await Promise.all([1, 2, 3, 4].map((i) => startLocalServer({ name: `n${i}`, baseDir, durable: true, settings: {
+      shared_buffers: '512MB', max_wal_size: '8GB',
+      ...(STATEMENTS ? { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'all', 'pg_stat_statements.max': '10000' } : {}),
+    } }))));
     // With a round trip, every connection (coordinator, catalog, routers, subscriptions, the raw baseline) goes through the proxies.
     let connections = servers.map((server) => server.connection);
     if (ROUND_TRIP_MS > 0) {
@@ -267,13 +294,23 @@ async function main(): Promise<void> {
       { name: 'clients', pid: clients.pid!, withDescendants: true },
       ...(proxyProcess ? [{ name: 'proxies', pid: proxyProcess.pid!, withDescendants: false }] : []),
     ];
+    if (STATEMENTS) await Promise.all(connections.map((connection) => withClient(connection, async (client) => {
+      await client.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+      await client.query('SELECT pg_stat_statements_reset()');
+    })));
+    const sessionsBefore = await sessionsOpened(connections);
+    const forksBefore = processesForked();
     const cpuSampler = new CpuSampler(watched, CPU_SAMPLE_INTERVAL_MS);
     const rebalanceFrom = wallClockMs();
     const summary = await runMigration(prepared.migrationId!, { access, moveConcurrencyMax: 4, batchSlotsMax: BATCH_SLOTS_MAX, emit,
       onlineLimits: { ...ONLINE_LIMITS_DEFAULT, cutoverSlotsMax: CUTOVER_SLOTS, cutoverWhileCopying: CUTOVER_WHILE_COPYING } });
     const rebalanceTo = wallClockMs();
     const cpuSamples = cpuSampler.stop();
+    const forksDuring = processesForked() - forksBefore;
     await sleep(1000);
+    // Backends flush their session counts within a second: read after the pause.
+    const sessionsDuring = (await sessionsOpened(connections)).map((count, index) => count - sessionsBefore[index]!);
+    const statements = STATEMENTS ? Object.fromEntries(await Promise.all(servers.map(async (server, index) => [server.name, await costliestStatements(connections[index]!)] as const))) : undefined;
     const logged = once(messages, 'log');
     clients.send({ stop: true });
     const workloadLog = deserializeLog((await logged)[0] as SerializedLog);
@@ -395,6 +432,10 @@ async function main(): Promise<void> {
       seconds_with_no_step_running: phases.seconds_with_no_step_running,
       cpu_during_rebalance: cpuBetween(cpuSamples[0]!, cpuSamples.at(-1)!, cpus().length),
       cpu_timeline: cpuTimeline(cpuSamples, rebalanceFrom),
+      // Process creation is dear on this VM (a connection costs ~26 ms here, measured on 2026-12-01): what the rebalance forked.
+      processes_forked_during_rebalance: forksDuring,
+      sessions_opened_during_rebalance: Object.fromEntries(servers.map((server, index) => [server.name, sessionsDuring[index]!])),
+      ...(statements ? { statements_during_rebalance: statements } : {}),
       moved_leaves_without_secondary_index: leavesWithoutSecondaryIndex,
       tables: { users: USERS_COLUMNS, orders: ORDERS_COLUMNS, secondary_indexes: SECONDARY_INDEXES('') },
       catalog: describeConnection(access.catalog),

@@ -10,6 +10,7 @@ import { ADOPTING_SOURCE_CHECK_PREPARED_SQL, NOT_ADOPTING_SQLSTATE } from '../no
 import { ADOPTED_TABLE_CHECK_PREPARED_SQL, warmStagedTableSql } from '../node/adoptedTableCheck.js';
 import { sendCheckedStatement, type PreparedCheck } from './routedStatement.js';
 import { ROUTER_HOLD_TIMEOUT_MS_DEFAULT, type Router, type RoutingKey } from './router.js';
+import { POOL_IDLE_MS } from './nodePool.js';
 
 export interface AdoptingTableOptions {
   /** The catalog (as for the router). */
@@ -395,7 +396,7 @@ export class AdoptingTable {
     const config = await negotiatedClientConfig(connection, 'reshard adopting table', `the adopted table's source ${index + 1}`);
     const raced = this.sourcePools.get(index);
     if (raced) return raced;
-    const pool = new pg.Pool({ ...config, max: this.options.poolSize ?? 4 });
+    const pool = new pg.Pool({ ...config, max: this.options.poolSize ?? 4, idleTimeoutMillis: POOL_IDLE_MS });
     pool.on('error', () => {});
     this.sourcePools.set(index, pool);
     return pool;
