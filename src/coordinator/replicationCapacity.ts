@@ -82,16 +82,16 @@ export function settingValueNeeded(
 
 /** Each node's replication settings, read once, counting as "used" only what is not `ownPrefix`'s. */
 export async function readNodesReplicationSettings(nodes: readonly NodeRecord[], passwords: PasswordLookup, ownPrefix?: string): Promise<Map<string, ReplicationSettings>> {
-  const settings = new Map<string, ReplicationSettings>();
-  for (const node of nodes) {
+  // The nodes at once: each read is a new connection (a server process).
+  const read = await Promise.all(nodes.map(async (node) => {
     const client = await connectNode(node, passwords);
     try {
-      settings.set(node.name, await readReplicationSettings(client, ownPrefix));
+      return [node.name, await readReplicationSettings(client, ownPrefix)] as const;
     } finally {
       await client.end().catch(() => {});
     }
-  }
-  return settings;
+  }));
+  return new Map(read);
 }
 
 /**
@@ -102,16 +102,18 @@ export async function readOpenedBatches(
   sources: readonly NodeRecord[], passwords: PasswordLookup, prefix: string, tables: readonly { name: string }[], modulus: number,
 ): Promise<{ name: string; slots: number[] }[]> {
   const opened: { name: string; slots: number[] }[] = [];
-  for (const node of sources) {
+  // The sources at once, their batches in the sources' order.
+  const published = await Promise.all(sources.map(async (node) => {
     const client = await connectNode(node, passwords);
     try {
-      for (const { publication, leaves } of await publishedLeaves(client, prefix)) {
-        const slots = new Set(leaves.flatMap((leaf) => tables.flatMap((table) => slotOfLeafName(table.name, leaf.name, modulus) ?? [])));
-        if (slots.size > 0) opened.push({ name: publication, slots: [...slots] });
-      }
+      return await publishedLeaves(client, prefix);
     } finally {
       await client.end().catch(() => {});
     }
+  }));
+  for (const { publication, leaves } of published.flat()) {
+    const slots = new Set(leaves.flatMap((leaf) => tables.flatMap((table) => slotOfLeafName(table.name, leaf.name, modulus) ?? [])));
+    if (slots.size > 0) opened.push({ name: publication, slots: [...slots] });
   }
   return opened;
 }
