@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { assert } from '../core/assert.js';
 import type { Queryable } from '../plumbing/queryable.js';
 import { installAdoptedTableCheck } from './adoptedTableCheck.js';
 import { installAdoptingSourceCheck } from './adoptingSourceCheck.js';
@@ -37,6 +39,41 @@ export const NODE_LEASE_LOCK_CLASS = 0x7273_6e6c;
  * creation, so the check lets it through.
  */
 export async function installNodeHelpers(db: Queryable): Promise<void> {
+  const { statements, version } = await helperStatements();
+  const installed = await db.query<{ comment: string | null }>(`SELECT obj_description(to_regnamespace($1), 'pg_namespace') AS comment`, [NODE_SCHEMA]);
+  if (installed.rows[0]?.comment === version) return;
+  for (const statement of statements) await db.query(statement);
+  await db.query(`COMMENT ON SCHEMA ${NODE_SCHEMA} IS '${version}'`);
+}
+
+let recorded: Promise<{ statements: string[]; version: string }> | undefined;
+
+/**
+ * Every statement of the helpers' install, recorded once per process (they
+ * only run statements, reading no result), and their version: a hash of
+ * them all, kept as the schema's comment once they are in. A node that has
+ * this version is left alone: CREATE OR REPLACE FUNCTION writes the catalog
+ * even when nothing changed, and every session of the node that planned a
+ * statement calling the function (each routed call runs the route check)
+ * plans it again — at the start of every migration, on every node, without it.
+ */
+function helperStatements(): Promise<{ statements: string[]; version: string }> {
+  recorded ??= (async () => {
+    const statements: string[] = [];
+    const recorder: Queryable = {
+      query: async (text: string, values?: unknown[]) => {
+        assert(values === undefined || values.length === 0, 'the helpers\' install statements take no parameters');
+        statements.push(text);
+        return { rows: [], rowCount: 0, command: '', oid: 0, fields: [] };
+      },
+    };
+    await installEveryHelper(recorder);
+    return { statements, version: `reshard helpers ${createHash('sha256').update(statements.join('\n;\n')).digest('hex').slice(0, 16)}` };
+  })();
+  return recorded;
+}
+
+async function installEveryHelper(db: Queryable): Promise<void> {
   await db.query(`CREATE SCHEMA IF NOT EXISTS ${NODE_SCHEMA}`);
   await installRowSums(db);
   await installReplayWait(db);
