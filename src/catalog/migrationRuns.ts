@@ -269,8 +269,21 @@ export async function updateMove(
   db: Queryable,
   migrationId: number,
   slot: number,
-  change: Partial<{ state: MoveState; step: MoveStepName; bytesCopied: number; rowsCopied: number; pauseMs: number; error: string | null }>,
+  change: MoveChange,
 ): Promise<void> {
+  await updateMoves(db, migrationId, [slot], change);
+}
+
+export type MoveChange = Partial<{ state: MoveState; step: MoveStepName; bytesCopied: number; rowsCopied: number; pauseMs: number; error: string | null }>;
+
+/** Moves whose copy is complete: each one's bytes copied is its slot's size. */
+export async function markMovesCopied(db: Queryable, migrationId: number, slots: readonly number[]): Promise<void> {
+  await db.query('UPDATE reshard.move SET bytes_copied = bytes_total WHERE migration_id = $1 AND slot = ANY ($2::int[])', [migrationId, slots]);
+}
+
+/** The same change to several moves of a migration, in one statement (one commit: all or none). */
+export async function updateMoves(db: Queryable, migrationId: number, slots: readonly number[], change: MoveChange): Promise<void> {
+  if (slots.length === 0) return;
   await db.query(
     `UPDATE reshard.move SET
         state = coalesce($3, state),
@@ -281,8 +294,8 @@ export async function updateMove(
         error = CASE WHEN $8::boolean THEN $9 ELSE error END,
         started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
         finished_at = CASE WHEN $3 IN ('done', 'failed', 'rolled_back') THEN now() ELSE finished_at END
-      WHERE migration_id = $1 AND slot = $2`,
-    [migrationId, slot, change.state ?? null, change.step ?? null, change.bytesCopied ?? null, change.rowsCopied ?? null,
+      WHERE migration_id = $1 AND slot = ANY ($2::int[])`,
+    [migrationId, slots, change.state ?? null, change.step ?? null, change.bytesCopied ?? null, change.rowsCopied ?? null,
       change.pauseMs ?? null, change.error !== undefined, change.error ?? null],
   );
 }

@@ -72,7 +72,7 @@ export class OnlineBatchRun {
   /** Phase 1: prepare and stream (copy at a snapshot, then follow changes until caught up), for every unswitched slot at once. */
   async stream(): Promise<void> {
     const streaming = this.unswitched().map((move) => move.slot);
-    for (const slot of streaming) await this.journal.moveState(slot, { state: 'running', error: null });
+    await this.journal.movesState(streaming, { state: 'running', error: null });
     await this.runner.run(ONLINE_BATCH_STEPS, this.context, streaming);
   }
 
@@ -124,7 +124,7 @@ export class OnlineBatchRun {
     const slots = [...this.switched];
     try {
       await this.runner.run(ONLINE_CLEANUP_STEPS, this.context, slots);
-      for (const slot of slots) await this.journal.moveState(slot, { state: 'done' });
+      await this.journal.movesState(slots, { state: 'done' });
     } catch (error) {
       await this.markSwitchedUnfinished(`cleanup stopped: ${errorText(error)}`);
       throw error;

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { appendJournal, beginStep, completedSteps, finishAndBeginStep, finishStep, journalInStatement, readJournal, type JournalInStatement } from '../catalog/journal.js';
-import { updateMove } from '../catalog/migrationRuns.js';
+import { updateMove, updateMoves, type MoveChange } from '../catalog/migrationRuns.js';
 import { isMoveStepName, type MoveStepName } from '../core/moveStepNames.js';
 
 type Detail = Record<string, unknown> | undefined;
@@ -27,7 +27,9 @@ export interface StepJournal {
   undo(slot: number, step: MoveStepName, detail: Detail): Promise<void>;
   undone(slot: number, step: MoveStepName): Promise<void>;
   /** The move's record: its state and error. */
-  moveState(slot: number, change: Parameters<typeof updateMove>[3]): Promise<void>;
+  moveState(slot: number, change: MoveChange): Promise<void>;
+  /** The same change to several moves' records, in one commit. */
+  movesState(slots: readonly number[], change: MoveChange): Promise<void>;
 }
 
 /** The step journal in the catalog (reshard.journal and reshard.move). */
@@ -48,5 +50,6 @@ export function catalogStepJournal(catalog: pg.ClientBase, migrationId: number):
     undo: (slot, step, detail) => append(slot, step, 'undo', detail),
     undone: (slot, step) => append(slot, step, 'undone', undefined),
     moveState: (slot, change) => updateMove(catalog, migrationId, slot, change),
+    movesState: (slots, change) => updateMoves(catalog, migrationId, slots, change),
   };
 }

@@ -82,7 +82,7 @@ export class StepRunner {
         if (!options.rollBackOnFailure) throw error;
         if (passedNoReturn) {
           await this.failed(slots, error);
-          for (const slot of slots) await this.journal.moveState(slot, { state: 'failed', error: errorText(error) }).catch(() => {});
+          await this.journal.movesState(slots, { state: 'failed', error: errorText(error) }).catch(() => {});
           throw error;
         }
         // The failed step may have done part of its work: it is undone too.

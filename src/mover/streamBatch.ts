@@ -1,6 +1,6 @@
 import { peerConnectionOf } from '../catalog/nodes.js';
 import type { MoveRecord } from '../catalog/migrationRuns.js';
-import { updateMove } from '../catalog/migrationRuns.js';
+import { markMovesCopied } from '../catalog/migrationRuns.js';
 import { waitFor, withTimeout } from '../plumbing/waitFor.js';
 import { quoteQualified } from '../core/identifier.js';
 import { leafName } from '../node/leafName.js';
@@ -116,7 +116,7 @@ export async function streamBatch(
   }
   for (const move of moves) {
     options.emit({ type: 'bytes', migrationId: batch.migrationId, slot: move.slot, bytesCopied: move.bytesTotal, bytesTotal: move.bytesTotal });
-    await updateMove(connections.catalog, batch.migrationId, move.slot, { bytesCopied: move.bytesTotal });
   }
+  await markMovesCopied(connections.catalog, batch.migrationId, moves.map((move) => move.slot));
   await catchUp(batch, connections, options.limits);
 }

@@ -59,6 +59,11 @@ class RecordingJournal implements StepJournal {
     if (change.state) this.moveStates.set(slot, change.state);
     return Promise.resolve();
   }
+
+  movesState(slots: readonly number[], change: { state?: string }): Promise<void> {
+    for (const slot of slots) if (change.state) this.moveStates.set(slot, change.state);
+    return Promise.resolve();
+  }
 }
 
 /** Step lists whose `do` and `undo` only record what they were called for; `failAt` makes a step fail. */
