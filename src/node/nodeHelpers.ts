@@ -39,14 +39,29 @@ export const NODE_LEASE_LOCK_CLASS = 0x7273_6e6c;
  * creation, so the check lets it through.
  */
 export async function installNodeHelpers(db: Queryable): Promise<void> {
-  const { statements, version } = await helperStatements();
-  const installed = await db.query<{ comment: string | null }>(`SELECT obj_description(to_regnamespace($1), 'pg_namespace') AS comment`, [NODE_SCHEMA]);
-  if (installed.rows[0]?.comment === version) return;
+  const { statements, version, functions, tables } = await helperStatements();
+  // This version, and every function and table it makes still there (one dropped by hand is made again).
+  const installed = await db.query<{ comment: string | null; functions: number; tables: number }>(
+    `SELECT obj_description(to_regnamespace($1), 'pg_namespace') AS comment,
+            (SELECT count(DISTINCT proname) FROM pg_proc WHERE pronamespace = to_regnamespace($1) AND proname = ANY ($2::text[]))::int AS functions,
+            (SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relname = ANY ($3::text[]) AND relkind = 'r')::int AS tables`,
+    [NODE_SCHEMA, functions, tables],
+  );
+  const found = installed.rows[0];
+  if (found?.comment === version && found.functions === functions.length && found.tables === tables.length) return;
   for (const statement of statements) await db.query(statement);
   await db.query(`COMMENT ON SCHEMA ${NODE_SCHEMA} IS '${version}'`);
 }
 
-let recorded: Promise<{ statements: string[]; version: string }> | undefined;
+interface HelperStatements {
+  statements: string[];
+  version: string;
+  /** The functions and tables they make in NODE_SCHEMA, by name. */
+  functions: string[];
+  tables: string[];
+}
+
+let recorded: Promise<HelperStatements> | undefined;
 
 /**
  * Every statement of the helpers' install, recorded once per process (they
@@ -57,7 +72,7 @@ let recorded: Promise<{ statements: string[]; version: string }> | undefined;
  * statement calling the function (each routed call runs the route check)
  * plans it again — at the start of every migration, on every node, without it.
  */
-function helperStatements(): Promise<{ statements: string[]; version: string }> {
+function helperStatements(): Promise<HelperStatements> {
   recorded ??= (async () => {
     const statements: string[] = [];
     const recorder: Queryable = {
@@ -68,7 +83,13 @@ function helperStatements(): Promise<{ statements: string[]; version: string }> 
       },
     };
     await installEveryHelper(recorder);
-    return { statements, version: `reshard helpers ${createHash('sha256').update(statements.join('\n;\n')).digest('hex').slice(0, 16)}` };
+    const made = (pattern: RegExp): string[] => [...new Set(statements.flatMap((statement) => [...statement.matchAll(pattern)].map((match) => match[1]!)))];
+    return {
+      statements,
+      version: `reshard helpers ${createHash('sha256').update(statements.join('\n;\n')).digest('hex').slice(0, 16)}`,
+      functions: made(new RegExp(`CREATE (?:OR REPLACE )?FUNCTION ${NODE_SCHEMA}\\.(\\w+)\\s*\\(`, 'g')),
+      tables: made(new RegExp(`CREATE TABLE (?:IF NOT EXISTS )?${NODE_SCHEMA}\\.(\\w+)`, 'g')),
+    };
   })();
   return recorded;
 }

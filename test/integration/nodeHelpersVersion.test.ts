@@ -8,7 +8,8 @@ import { connectTo, startTestServers, type TestServers } from '../support/server
  * The node helpers are installed once per version: a node that has them is
  * left alone (one read), so a migration's start does not rewrite functions
  * every routed call plans with; a node with another version, or none, gets
- * them all.
+ * them all, as does a node where one of its functions or tables was
+ * dropped by hand.
  */
 describe('node helpers, installed once per version', () => {
   let servers: TestServers;
@@ -40,6 +41,22 @@ describe('node helpers, installed once per version', () => {
     expect(statements).toHaveLength(1);
     // The function's catalog row was not rewritten.
     expect(await procChanged()).toBe(before);
+
+    // A function dropped by hand (an operator's slip), the version still there: all installed again.
+    await client.query(`DROP FUNCTION ${NODE_SCHEMA}.settle_route_leases(bigint, integer, integer)`);
+    statements = [];
+    await installNodeHelpers(counting());
+    expect(statements).toHaveLength(full);
+    expect((await client.query(`SELECT 1 FROM pg_proc WHERE proname = 'settle_route_leases'`)).rowCount).toBe(1);
+    // So is a table.
+    await client.query(`DROP TABLE ${NODE_SCHEMA}.slot_state CASCADE`);
+    statements = [];
+    await installNodeHelpers(counting());
+    expect(statements).toHaveLength(full);
+    expect((await client.query(`SELECT to_regclass('${NODE_SCHEMA}.slot_state') IS NOT NULL AS present`)).rows[0]).toEqual({ present: true });
+    statements = [];
+    await installNodeHelpers(counting());
+    expect(statements).toHaveLength(1);
 
     // An older build's helpers (another version), one of them gone: all installed again.
     await client.query(`COMMENT ON SCHEMA ${NODE_SCHEMA} IS 'reshard helpers 0000000000000000'`);
