@@ -7,7 +7,7 @@ import {
 import { forgetLeafRowSums, untrackLeafStatements, untrackSlotRows } from '../node/slotRowSums.js';
 import { quoteQualified } from '../core/identifier.js';
 import { leafName } from '../node/leafName.js';
-import { markSlotMoved, markSlotNotAttached } from '../node/slotState.js';
+import { markSlotsMoved, markSlotNotAttached } from '../node/slotState.js';
 import { describeLeaves, type MoveStep, type SlotMoveBase } from './moveStep.js';
 
 /**
@@ -100,7 +100,8 @@ export async function cleanUpSwitchedSlots(
   sessionsFor?: (tableIndex: number) => Promise<CleanupSessions>,
 ): Promise<void> {
   const epoch = (await getCluster(context.catalog)).epoch;
-  for (const slot of slots) await markSlotMoved(context.source, slot, context.targetName, epoch);
+  // The tombstones of every slot at once: one transaction, one round trip when no routed work is open on them.
+  await markSlotsMoved(context.source, slots, context.targetName, epoch);
   const cleanTable = async (index: number, sessions: Pick<CleanupSessions, 'source' | 'target'>): Promise<void> => {
     const table = context.tables[index]!;
     // The online mover's row sums end on both sides: on the new owner with the CHECK (one lock on its leaf,
