@@ -63,10 +63,10 @@ const ROUND_TRIP_MS = Number(process.env['BENCH_ROUND_TRIP_MS'] ?? 0);
 const STALLED_ROUTER = process.env['BENCH_STALLED_ROUTER'] === '1';
 /** Batches the new node takes at once: copies of some overlap the cutovers and cleanup of others. */
 const TARGET_CONCURRENCY = Number(process.env['BENCH_TARGET_CONCURRENCY'] ?? 4);
-/** Slots per batch (one publication, slot and subscription each); reshard's default unless set. */
 /** Record each node's costliest statements during the rebalance (pg_stat_statements). */
 const STATEMENTS = process.env['BENCH_STATEMENTS'] === '1';
 const STATEMENTS_KEPT = 12;
+/** Slots per batch (one publication, slot and subscription each); reshard's default unless set. */
 const BATCH_SLOTS_MAX = Number(process.env['BENCH_BATCH_SLOTS_MAX'] ?? BATCH_SLOTS_MAX_DEFAULT);
 
 const ORDERS_COLUMNS = 'user_id bigint NOT NULL, id bigint NOT NULL, amount numeric NOT NULL, created_at timestamptz NOT NULL, note text NOT NULL, PRIMARY KEY (user_id, id)';

@@ -77,8 +77,7 @@ export async function adoptProblems(input: AdoptCheckInput): Promise<ReshardErro
       .filter((feed) => table.columns.find((column) => column.name === feed.column)?.type === 'bigint').map((feed) => feed.column);
     const walLevel = await readWalLevel(source.db);
     // Below logical, the restart that fixes it comes first; a reference table is not read over a replication connection.
-    const replication = walLevel === 'logical' && !input.reference && source.connection
-      ? { refusal: await probeReplicationAccess(source.connection, source.db), user: source.connection.user } : undefined;
+    const replication = walLevel === 'logical' && !input.reference && source.connection ? await probeReplicationAccess(source.connection, source.db) : undefined;
     return { source, table, walLevel, replication, sequenceColumnMaxima: await columnMaxima(source.db, input.schema, input.name, [...new Set(fed)]) };
   }));
   return problemsOf(input, facts);
@@ -88,8 +87,8 @@ interface SourceFacts {
   source: AdoptSource;
   table: TableDescription | undefined;
   walLevel: string;
-  /** Why the source refuses reshard's replication connection to `user` (refusal undefined: accepted; not probed: undefined). */
-  replication?: { refusal: ReplicationRefusal | undefined; user: string } | undefined;
+  /** Why the source refuses reshard's replication connection (accepted, or not probed: undefined). */
+  replication?: ReplicationRefusal | undefined;
   /** The largest value of each bigint column a sequence feeds (read only for a plain table adopted as sharded). */
   sequenceColumnMaxima?: ReadonlyMap<string, bigint | undefined>;
 }
@@ -111,7 +110,7 @@ export function problemsOf(input: AdoptCheckInput, facts: readonly SourceFacts[]
       problems.push(new ReshardError('precondition', `wal_level is ${walLevel} on ${source.label}: adoption streams the table's changes by logical replication`,
         `run ALTER SYSTEM SET wal_level = logical; on ${source.label} and restart that server`));
     }
-    if (replication?.refusal) problems.push(replicationProblem(source.label, replication.user, replication.refusal));
+    if (replication && source.connection) problems.push(replicationProblem(source.label, source.connection.user, replication));
     if (!described) {
       problems.push(new ReshardError('not_found', `table ${table} does not exist on ${source.label}`, 'check the table name and --schema, and that --from is the database that holds it'));
       continue;

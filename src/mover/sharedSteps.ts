@@ -101,7 +101,7 @@ export async function cleanUpSwitchedSlots(
 ): Promise<void> {
   const epoch = (await getCluster(context.catalog)).epoch;
   // The tombstones of every slot at once: one transaction, one round trip when no routed work is open on them.
-  await markSlotsMoved(context.source, slots, context.targetName, epoch);
+  if (slots.length > 0) await markSlotsMoved(context.source, slots, context.targetName, epoch);
   const cleanTable = async (index: number, sessions: Pick<CleanupSessions, 'source' | 'target'>): Promise<void> => {
     const table = context.tables[index]!;
     // The online mover's row sums end on both sides: on the new owner with the CHECK (one lock on its leaf,

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { ConnectionSettings } from '../core/connection.js';
 import { openClient } from '../plumbing/connectTo.js';
 import type { Queryable } from '../plumbing/queryable.js';
+import { readReplicationSettings } from './inspectNode.js';
 
 /**
  * Why a server refuses reshard's own replication connection (the one an
@@ -35,12 +36,8 @@ export async function probeReplicationAccess(connection: ConnectionSettings, db:
   } finally {
     await client?.end().catch(() => {});
   }
-  const { rows } = await db.query<{ free: number; max: number }>(
-    `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int AS free,
-            current_setting('max_replication_slots')::int AS max`,
-  );
-  const slots = rows[0]!;
-  if (slots.free < 1) return { kind: 'capacity', reason: `max_replication_slots = ${slots.max}, all in use` };
+  const { maxReplicationSlots, replicationSlotsUsed } = await readReplicationSettings(db);
+  if (replicationSlotsUsed >= maxReplicationSlots) return { kind: 'capacity', reason: `max_replication_slots = ${maxReplicationSlots}, all in use` };
   return undefined;
 }
 
