@@ -1,3 +1,5 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addNode } from '../../src/admin/addNode.js';
 import { checkAdoption, type AdoptCheckRequest } from '../../src/admin/adoptPreflight.js';
@@ -33,7 +35,7 @@ describe('adoption preflight on real PostgreSQL', () => {
     (await checkAdoption(access, { from: [source], ...request })).problems.map((problem) => problem.line());
 
   beforeAll(async () => {
-    cluster = await startTestServers(3, 'ap');
+    cluster = await startTestServers(3, 'ap', undefined, 'stock');
     walReplica = await startTestServers(1, 'apr', { wal_level: 'replica', max_wal_senders: '0' });
     access = accessFor(cluster.servers);
     await initCluster(access, 16);
@@ -198,6 +200,30 @@ describe('adoption preflight on real PostgreSQL', () => {
     } finally {
       await admin.query('REVOKE ALL ON good FROM adopter; DROP ROLE adopter');
       await admin.end();
+    }
+  });
+
+  it('needs no `replication` line in pg_hba.conf: a logical replication connection is matched by its database, as the README says', async () => {
+    const hbaFile = join(cluster.servers[2]!.dataDir, 'pg_hba.conf');
+    const hba = readFileSync(hbaFile, 'utf8');
+    const reload = async (): Promise<void> => {
+      const client = await connectTo(source);
+      try {
+        await client.query('SELECT pg_reload_conf()');
+      } finally {
+        await client.end();
+      }
+      // The postmaster reads pg_hba.conf again on SIGHUP: give it a moment.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    };
+    try {
+      writeFileSync(hbaFile, hba.split('\n').filter((line) => !/^\s*(host|local)\s+replication\b/.test(line)).join('\n'));
+      await reload();
+      expect(readFileSync(hbaFile, 'utf8')).not.toMatch(/^\s*(host|local)\s+replication\b/m);
+      expect(await lines({ name: 'good', key: ['id'] })).toEqual([]);
+    } finally {
+      writeFileSync(hbaFile, hba);
+      await reload();
     }
   });
 

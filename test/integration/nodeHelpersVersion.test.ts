@@ -18,7 +18,7 @@ describe('node helpers, installed once per version', () => {
   const counting = (): Queryable => ({ query: (text: string, values?: unknown[]) => { statements.push(text); return client.query(text, values); } }) as Queryable;
 
   beforeAll(async () => {
-    servers = await startTestServers(1, 'nh');
+    servers = await startTestServers(1, 'nh', undefined, 'stock');
     client = await connectTo(servers.servers[0]!.connection);
   });
   afterAll(async () => {
